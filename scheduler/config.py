@@ -1,0 +1,168 @@
+"""capsched's configuration: a TOML file validated by pydantic.
+
+Every key is documented in `config.example.toml`. `load_config` either returns a
+complete, valid `Config` or raises `ConfigError` listing every problem with the
+file, the key path and the reason; it never returns a half-valid config, so a
+reload that fails keeps the old one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scheduler.domain import Cloud, Market
+from scheduler.forecast.config import ForecastConfig
+
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchedulerSection(_Section):
+    """The reconcile loop."""
+
+    tick_interval_s: float = Field(default=300.0, gt=0)  # time between ticks
+    state_db: str = "capsched.db"  # SQLite state store path
+
+
+class SolverSection(_Section):
+    """Limits and weights of the placement solve."""
+
+    time_limit_s: float = Field(default=2.0, gt=0, le=600)  # wall-clock budget per solve
+    seed: int = Field(default=0, ge=0)  # random seed, fixed for repeatable plans
+    workers: int = Field(default=2, ge=1, le=64)  # CP-SAT search workers
+    unmet_penalty_usd_per_rps_hour: float = Field(default=500.0, gt=0)  # cost of dropping load
+    churn_amortization_h: float = Field(default=24.0, gt=0)  # hours a launch's cost is spread over
+    interruption_cost_usd: float = Field(default=0.0, ge=0)  # extra cost per spot reclaim
+
+
+class PlanningSection(_Section):
+    """Fleet-wide policy the solver must respect."""
+
+    robustness_fraction: float = Field(default=0.8, ge=0, le=1)  # demand covered after a domain loss
+    target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
+    budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
+    default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
+
+
+class ModelSection(_Section):
+    """One served model."""
+
+    name: str = Field(min_length=1)  # name used in demand and fleet files
+    profile: str | None = None  # capacity profile key; defaults to `name`
+    latency_slo_ms: float | None = Field(default=None, gt=0)  # override the profile's SLO
+    min_replicas: int = Field(default=1, ge=0)  # never fewer nodes than this
+    min_on_demand_share: float = Field(default=0.0, ge=0, le=1)  # of capacity, on-demand
+
+
+class RegionSection(_Section):
+    """A source region of traffic."""
+
+    name: str = Field(min_length=1)  # name used in demand files
+    location: str = Field(min_length=1)  # cloud region nearest to where the traffic enters
+    max_latency_ms: float = Field(default=60.0, gt=0)  # network RTT allowed to a serving region
+
+
+class CloudSection(_Section):
+    """Where a cloud may be used."""
+
+    enabled: bool = True  # use this cloud at all
+    regions: tuple[str, ...] = ()  # allowed regions; empty means every catalog region
+    markets: tuple[Market, ...] = (Market.SPOT, Market.ON_DEMAND)  # allowed markets
+    gpu_kinds: tuple[str, ...] = ()  # allowed accelerators; empty means all
+
+
+class QuotaSection(_Section):
+    """A limit on accelerators in the pools it matches (unset fields match everything)."""
+
+    cloud: Cloud  # cloud the quota belongs to
+    region: str | None = None  # region, or every region
+    gpu_kind: str | None = None  # accelerator kind, or every kind
+    market: Market | None = None  # market, or both
+    max_gpus: int = Field(ge=0)  # accelerators allowed at once
+
+
+class CloudsSection(_Section):
+    aws: CloudSection = CloudSection()
+    gcp: CloudSection = CloudSection()
+
+
+class Config(_Section):
+    """The whole file."""
+
+    scheduler: SchedulerSection = SchedulerSection()
+    solver: SolverSection = SolverSection()
+    planning: PlanningSection = PlanningSection()
+    forecast: ForecastConfig = ForecastConfig()
+    clouds: CloudsSection = CloudsSection()
+    models: tuple[ModelSection, ...] = Field(min_length=1)
+    regions: tuple[RegionSection, ...] = Field(min_length=1)
+    quotas: tuple[QuotaSection, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        for what, names in (
+            ("models", [m.name for m in self.models]),
+            ("regions", [r.name for r in self.regions]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{what}: duplicate name {name!r}")
+                seen.add(name)
+        return self
+
+    def model(self, name: str) -> ModelSection:
+        """The model section called `name` (KeyError if none)."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse and validate TOML text; `path` is only used in messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            # pydantic appends the failing union/enum member names to loc; keep the key path.
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
+        raise ConfigError(path, problems) from None
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load a config file, or the embedded default when `path` is None."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(p, [f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    return parse_config(text, p)
+

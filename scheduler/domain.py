@@ -1,0 +1,172 @@
+"""The scheduling domain: what we serve, where it can run, and what it costs.
+
+Plain frozen dataclasses with units in their names. Everything else in capsched
+(catalog, planner, actuator, simulator) speaks in these types; the solver does
+not see them (it has its own index-based `solver.Problem`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Market(enum.StrEnum):
+    """How an instance is bought."""
+
+    SPOT = "spot"  # reclaimable at short notice, discounted
+    ON_DEMAND = "on-demand"  # not reclaimed, list price
+
+
+class Cloud(enum.StrEnum):
+    """Clouds capsched can place nodes on."""
+
+    AWS = "aws"
+    GCP = "gcp"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """An LLM we serve."""
+
+    name: str  # unique name used in config, demand and fleet files
+    params_b: float  # parameter count in billions, decides GPU memory needs
+    gpu_memory_gb: float  # total GPU memory one replica needs (weights + KV cache)
+    latency_slo_ms: float  # per-request end-to-end latency target at the profile's token mix
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceType:
+    """A machine shape a cloud sells, with its accelerators."""
+
+    cloud: Cloud  # which cloud sells it
+    name: str  # cloud's own name, e.g. "g6.xlarge" or "g2-standard-8"
+    gpu_kind: str  # normalised accelerator name, e.g. "L4", "A100-80GB", "H100"
+    gpu_count: int  # accelerators per instance
+    gpu_memory_gb: float  # memory per accelerator
+    vcpus: int  # virtual CPUs (AWS quotas count these)
+    memory_gb: float  # host memory
+
+    @property
+    def total_gpu_memory_gb(self) -> float:
+        """Memory of all accelerators together."""
+        return self.gpu_memory_gb * self.gpu_count
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pool:
+    """Where a node can come from. A zone (or, without one, the region) is a failure domain."""
+
+    cloud: Cloud  # cloud of the pool
+    region: str  # cloud region, e.g. "us-east-1", "us-central1"
+    zone: str  # zone, e.g. "us-central1-a"; "" when the cloud picks the zone (AWS here)
+    instance_type: str  # instance type name within the cloud
+    market: Market  # spot or on-demand
+
+    @property
+    def failure_domain(self) -> str:
+        """The unit that loses spot capacity together: the zone, else the whole region."""
+        return f"{self.cloud}:{self.zone or self.region}"
+
+    @property
+    def key(self) -> str:
+        """Stable text key, used in logs, the state store and JSON output."""
+        return f"{self.cloud}/{self.zone or self.region}/{self.instance_type}/{self.market}"
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """What a pool costs and how risky it is right now."""
+
+    pool: Pool  # the pool offered
+    usd_per_hour: float  # price of one instance for one hour
+    available: bool = True  # False after a stock-out or when the cloud does not sell it
+    interruptions_per_hour: float = 0.0  # expected reclaims per instance-hour (0 for on-demand)
+    price_is_estimate: bool = False  # True when derived (AWS spot = on-demand x (1 - savings))
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityProfile:
+    """Sustainable load of one model replica on one instance type at the model's SLO."""
+
+    model: str  # model name
+    gpu_kind: str  # accelerator kind the measurement applies to
+    gpu_count: int  # accelerators used by one replica (tensor parallel degree)
+    batch_size: int  # serving batch size (or max concurrency) of the measurement
+    rps: float  # sustainable requests per second at that batch size
+    latency_ms: float  # end-to-end latency per request at that batch size
+    source: str  # data set and derivation, for provenance
+
+
+class NodeState(enum.StrEnum):
+    """Lifecycle of a node (transitions live in scheduler.lifecycle)."""
+
+    REQUESTED = "requested"
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    TERMINATING = "terminating"
+    GONE = "gone"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One instance serving one model."""
+
+    node_id: str  # our id, also the idempotency token and the capsched-node tag
+    model: str  # model served
+    pool: Pool  # pool it came from
+    state: NodeState  # current lifecycle state
+    cloud_instance_id: str | None = None  # the cloud's id, once known
+    launched_at_s: float | None = None  # time the launch was requested (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Request rate of a model from one source region."""
+
+    model: str  # model requested
+    region: str  # source region of the traffic (a configured name)
+    rps: float  # requests per second
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A number of nodes of one model in one pool."""
+
+    model: str  # model served
+    pool: Pool  # where the nodes run
+    count: int  # how many nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Unmet:
+    """Demand the plan cannot serve."""
+
+    model: str
+    region: str
+    rps: float
+
+
+class PlanStatus(enum.StrEnum):
+    """Outcome of a solve, as users see it."""
+
+    OPTIMAL = "optimal"  # proven optimal (within the solver's tolerance)
+    FEASIBLE = "feasible"  # a valid plan, optimality not proven within the time limit
+    INFEASIBLE = "infeasible"  # hard constraints cannot all hold; the current fleet is kept
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Target fleet for every (model, pool), with its cost and the solver's verdict."""
+
+    status: PlanStatus  # solver outcome
+    placements: tuple[Placement, ...]  # target node counts (count > 0 only)
+    usd_per_hour: float  # price of the target fleet
+    objective: float  # solver objective (cost + risk + churn + penalties), USD/hour
+    gap: float  # relative optimality gap, 0 when proven optimal
+    solve_time_s: float  # wall time spent in the solver
+    unmet: tuple[Unmet, ...] = ()  # demand left unserved
+    notes: tuple[str, ...] = field(default=())  # why the plan looks the way it does

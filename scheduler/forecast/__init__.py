@@ -1,0 +1,1 @@
+"""Demand forecasting: quantile forecasts of request rate over the capacity lead time."""

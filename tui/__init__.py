@@ -1,0 +1,1 @@
+"""capsched: tui."""
