@@ -1,0 +1,115 @@
+"""The placement problem and its solution as plain, index-based data.
+
+The solver knows nothing of clouds: a pool is a row with a price, a serving
+location, a failure domain and a market flag; a model is a row of capacities.
+`scheduler.planner` turns config, catalog, profiles, forecast and fleet into a
+`Problem` and a `Solution` back into a plan.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+class Status(enum.StrEnum):
+    """Outcome of a solve."""
+
+    OPTIMAL = "optimal"  # proven optimal within the solver's tolerance
+    FEASIBLE = "feasible"  # valid, not proven optimal within the time limit
+    INFEASIBLE = "infeasible"  # hard constraints conflict (or no plan found in time)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """One place nodes can come from."""
+
+    key: str  # caller's label, carried through untouched
+    location: int  # index of the serving location (a cloud region) demand is routed to
+    failure_domain: int  # index of the unit that loses spot capacity at once (zone)
+    spot: bool  # True for spot pools, which robustness assumes can vanish
+    usd_per_hour: float  # price of one node for an hour
+    risk_usd_per_hour: float = 0.0  # expected interruption cost of one node-hour
+    launch_usd_per_hour: float = 0.0  # one-off cost of adding a node, amortised per hour
+    remove_usd_per_hour: float = 0.0  # one-off cost of removing a node, amortised per hour
+    gpus: int = 1  # accelerators per node, counted against quotas
+    max_nodes: int = 10_000  # nodes the pool can hold now (0 after a stock-out)
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSpec:
+    """Load of one model from one source region."""
+
+    model: int  # index into Problem.models
+    region: str  # caller's label of the source region
+    rps: float  # requests per second to serve (the planned quantile)
+    locations: tuple[int, ...]  # serving locations close enough (latency/affinity)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpec:
+    """A cap on accelerators over a set of pools (summed over models)."""
+
+    name: str  # caller's label, reported when binding
+    pools: tuple[int, ...]  # pool indices the quota covers
+    max_gpus: int  # accelerators allowed in those pools together
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Everything one solve needs. Arrays are (models x pools)."""
+
+    models: tuple[str, ...]  # model labels
+    pools: tuple[PoolSpec, ...]  # candidate pools
+    capacity_rps: FloatArray  # sustainable rps of one node of model m in pool p (0 = cannot)
+    demands: tuple[DemandSpec, ...]  # load to serve
+    current: IntArray  # nodes running now per (model, pool)
+    min_replicas: tuple[int, ...] = ()  # per model; empty means 0
+    min_on_demand_share: tuple[float, ...] = ()  # per model, of capacity; empty means 0
+    quotas: tuple[QuotaSpec, ...] = ()  # accelerator caps
+    budget_usd_per_hour: float | None = None  # cap on the fleet's price
+    robustness_fraction: float = 0.0  # served demand still covered after losing a domain's spot
+    unmet_penalty_usd_per_rps_hour: float = 1000.0  # cost of each unserved rps
+
+    def __post_init__(self) -> None:
+        shape = (len(self.models), len(self.pools))
+        if self.capacity_rps.shape != shape or self.current.shape != shape:
+            raise ValueError(f"capacity and current must have shape {shape}")
+        if self.min_replicas and len(self.min_replicas) != len(self.models):
+            raise ValueError("min_replicas needs one entry per model")
+        if self.min_on_demand_share and len(self.min_on_demand_share) != len(self.models):
+            raise ValueError("min_on_demand_share needs one entry per model")
+        if not 0.0 <= self.robustness_fraction <= 1.0:
+            raise ValueError("robustness_fraction must be within [0, 1]")
+        for d in self.demands:
+            if d.rps < 0 or not np.isfinite(d.rps):
+                raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")
+
+    def replicas_min(self, m: int) -> int:
+        """Minimum nodes of model m."""
+        return self.min_replicas[m] if self.min_replicas else 0
+
+    def on_demand_share_min(self, m: int) -> float:
+        """Minimum on-demand share of model m's capacity."""
+        return self.min_on_demand_share[m] if self.min_on_demand_share else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """What the solver decided."""
+
+    status: Status  # outcome
+    nodes: IntArray  # target nodes per (model, pool); the current fleet when infeasible
+    objective: float  # USD/hour: price + risk + churn + unmet penalty of `nodes`
+    bound: float  # best proven lower bound on the objective
+    gap: float  # (objective - bound) / objective, 0 when proven optimal
+    solve_time_s: float  # wall time of the whole call
+    unmet_rps: tuple[float, ...]  # per demand, load `nodes` cannot serve
+    usd_per_hour: float  # price of `nodes`
+    kept_current: bool  # True when the current fleet was returned (no better plan found)
