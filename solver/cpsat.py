@@ -132,8 +132,7 @@ def _build(problem: Problem, cands: dict[int, list[int]], fixed: IntArray | None
             else:
                 lb = 0
                 need = math.ceil(total_demand[m] / cap_int[m, p]) if cap_int[m, p] > 0 else 0
-                ub = min(pools[p].max_nodes, max(need, problem.replicas_min(m)))
-                ub = max(ub, 0)
+                ub = min(pools[p].max_nodes, max(need, problem.replicas_min(m), c))
             x = cp.new_int_var(lb, ub, f"x_{m}_{p}")
             mdl.x[m, p] = x
             pool = pools[p]

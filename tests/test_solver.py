@@ -1,0 +1,369 @@
+"""The placement solver: hand cases, properties over random problems, brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status, fleet_cost, solve
+from solver.cpsat import RPS_SCALE, SHARE_SCALE
+
+
+def pool(
+    key: str, loc: int = 0, dom: int = 0, spot: bool = False, usd: float = 1.0, **kw: float
+) -> PoolSpec:
+    return PoolSpec(key, loc, dom, spot, usd, **kw)  # type: ignore[arg-type]
+
+
+def problem(
+    pools: list[PoolSpec],
+    cap: list[list[float]],
+    demands: list[tuple[int, float, tuple[int, ...]]],
+    current: list[list[int]] | None = None,
+    **kw: object,
+) -> Problem:
+    capacity = np.array(cap, dtype=np.float64)
+    return Problem(
+        models=tuple(f"m{i}" for i in range(capacity.shape[0])),
+        pools=tuple(pools),
+        capacity_rps=capacity,
+        demands=tuple(
+            DemandSpec(m, f"r{k}", rps, locs) for k, (m, rps, locs) in enumerate(demands)
+        ),
+        current=np.array(current, dtype=np.int64)
+        if current
+        else np.zeros(capacity.shape, np.int64),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# --- an independent checker --------------------------------------------------------------
+
+
+def model_capacity(p: Problem, nodes: np.ndarray, m: int, exclude=lambda q: False) -> float:
+    return float(
+        sum(
+            p.capacity_rps[m, q] * nodes[m, q]
+            for q in range(len(p.pools))
+            if not exclude(p.pools[q])
+        )
+    )
+
+
+def assert_valid(p: Problem, s: Solution) -> None:
+    """Every hard constraint holds for the solution's fleet."""
+    nodes = s.nodes
+    assert (nodes >= 0).all()
+    price = sum(p.pools[q].usd_per_hour * nodes[:, q].sum() for q in range(len(p.pools)))
+    assert s.usd_per_hour == pytest.approx(price)
+    if p.budget_usd_per_hour is not None:
+        assert price <= p.budget_usd_per_hour + 1e-6
+    for quota in p.quotas:
+        used = sum(p.pools[q].gpus * nodes[:, q].sum() for q in quota.pools)
+        assert used <= quota.max_gpus
+    for m in range(len(p.models)):
+        assert nodes[m].sum() >= p.replicas_min(m)
+        total = model_capacity(p, nodes, m)
+        od = model_capacity(p, nodes, m, exclude=lambda q: q.spot)
+        assert od >= p.on_demand_share_min(m) * total - 1e-3
+        served = sum(d.rps - u for d, u in zip(p.demands, s.unmet_rps, strict=True) if d.model == m)
+        assert served <= total + 1e-3
+        domains = {q.failure_domain for q, n in zip(p.pools, nodes[m], strict=True) if q.spot and n}
+        for z in domains:
+            surviving = model_capacity(
+                p, nodes, m, exclude=lambda q, z=z: q.spot and q.failure_domain == z
+            )
+            assert surviving >= p.robustness_fraction * served - 1e-2
+
+
+# --- hand cases ----------------------------------------------------------------------------
+
+
+def test_picks_cheapest_capacity_per_rps() -> None:
+    p = problem(
+        [pool("small", usd=1.0), pool("big", usd=3.0)],
+        [[1.0, 4.0]],  # big: 0.75 USD per rps, small: 1.0
+        [(0, 8.0, (0,))],
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.status is Status.OPTIMAL
+    assert s.nodes.tolist() == [[0, 2]]
+    assert s.usd_per_hour == pytest.approx(6.0)
+    assert s.unmet_rps == (0.0,)
+
+
+def test_demand_is_routed_only_to_close_locations() -> None:
+    p = problem(
+        [pool("near", loc=0, usd=2.0), pool("far-cheap", loc=1, usd=0.5)],
+        [[1.0, 1.0]],
+        [(0, 3.0, (0,))],
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.nodes.tolist() == [[3, 0]]
+
+
+def test_spot_loss_robustness_spreads_spot_over_domains() -> None:
+    pools = [
+        pool("spot-a", dom=0, spot=True, usd=1.0),
+        pool("spot-b", dom=1, spot=True, usd=1.1),
+        pool("od", dom=0, usd=3.0),
+    ]
+    demand = [(0, 10.0, (0,))]
+    cheap = solve(problem(pools, [[1, 1, 1]], demand), time_limit_s=2)
+    assert cheap.nodes.tolist() == [[10, 0, 0]]
+    p = problem(pools, [[1, 1, 1]], demand, robustness_fraction=1.0)
+    robust = solve(p, time_limit_s=2)
+    # Losing either zone's spot nodes must leave 10 rps: 10 + 10 spot is cheaper than on-demand.
+    assert robust.nodes.tolist() == [[10, 10, 0]]
+    assert_valid(p, robust)
+
+
+def test_minimum_on_demand_share_and_replicas() -> None:
+    pools = [pool("spot", spot=True, usd=1.0), pool("od", usd=3.0)]
+    p = problem(pools, [[1, 1]], [(0, 10.0, (0,))], min_on_demand_share=(0.3,), min_replicas=(12,))
+    s = solve(p, time_limit_s=2)
+    assert_valid(p, s)
+    assert s.nodes.tolist() == [[8, 4]]  # 12 replicas, 4/12 >= 0.3 on-demand capacity
+
+
+def test_budget_caps_the_fleet_and_the_rest_is_unmet() -> None:
+    p = problem([pool("a", usd=2.0)], [[1.0]], [(0, 10.0, (0,))], budget_usd_per_hour=9.0)
+    s = solve(p, time_limit_s=2)
+    assert s.nodes.tolist() == [[4]]
+    assert s.unmet_rps == (pytest.approx(6.0),)
+
+
+def test_quota_pushes_load_to_the_next_pool() -> None:
+    pools = [pool("cheap", usd=1.0, gpus=2), pool("dear", usd=2.0)]
+    p = problem(pools, [[1, 1]], [(0, 5.0, (0,))], quotas=(QuotaSpec("q", (0,), 6),))
+    s = solve(p, time_limit_s=2)
+    assert s.nodes.tolist() == [[3, 2]]
+
+
+def test_infeasible_keeps_the_current_fleet() -> None:
+    p = problem(
+        [pool("a", usd=2.0)],
+        [[1.0]],
+        [(0, 1.0, (0,))],
+        current=[[5]],
+        min_replicas=(3,),
+        budget_usd_per_hour=4.0,  # 3 replicas cost 6 > 4: no plan can hold
+    )
+    s = solve(p, time_limit_s=1)
+    assert s.status is Status.INFEASIBLE
+    assert s.kept_current
+    assert s.nodes.tolist() == [[5]]
+
+
+def test_churn_cost_keeps_a_fleet_that_is_almost_as_cheap() -> None:
+    pools = [
+        pool("old", usd=1.0, remove_usd_per_hour=0.5),
+        pool("new", usd=0.9, launch_usd_per_hour=0.5),
+    ]
+    p = problem(pools, [[1, 1]], [(0, 4.0, (0,))], current=[[4, 0]])
+    s = solve(p, time_limit_s=2)
+    assert s.nodes.tolist() == [[4, 0]]  # saving 0.4/h does not pay 4 x (0.5 + 0.5)/h of churn
+
+
+def test_never_worse_than_keeping_the_current_fleet() -> None:
+    # A tiny time limit on a large problem: whatever CP-SAT finds, the answer is not worse.
+    rng = np.random.default_rng(7)
+    n_pools, n_models = 120, 6
+    pools = [
+        pool(f"p{i}", loc=i % 4, dom=i % 8, spot=bool(i % 2), usd=float(rng.uniform(0.5, 5)))
+        for i in range(n_pools)
+    ]
+    cap = rng.uniform(0.5, 4, size=(n_models, n_pools))
+    current = rng.integers(0, 2, size=(n_models, n_pools))
+    demands = [(m, float(rng.uniform(5, 50)), (0, 1, 2, 3)) for m in range(n_models)]
+    p = problem(pools, cap.tolist(), demands, current=current.tolist(), robustness_fraction=0.5)
+    s = solve(p, time_limit_s=0.05, workers=1)
+    current_cost = fleet_cost(p, p.current, tuple(0.0 for _ in demands))
+    assert s.objective <= current_cost + 1e-6
+    assert_valid(p, s)
+
+
+# --- properties over random problems -------------------------------------------------------
+
+
+@st.composite
+def problems(draw: st.DrawFn, max_pools: int = 8, max_models: int = 3) -> Problem:
+    n_pools = draw(st.integers(2, max_pools))
+    n_models = draw(st.integers(1, max_models))
+    n_locs = draw(st.integers(1, 3))
+    pools = [
+        pool(
+            f"p{i}",
+            loc=draw(st.integers(0, n_locs - 1)),
+            dom=draw(st.integers(0, 3)),
+            spot=draw(st.booleans()),
+            usd=draw(st.integers(10, 500)) / 100,
+            risk_usd_per_hour=draw(st.integers(0, 20)) / 100,
+            gpus=draw(st.sampled_from([1, 2, 4, 8])),
+        )
+        for i in range(n_pools)
+    ]
+    cap = [[draw(st.integers(0, 40)) / 10 for _ in range(n_pools)] for _ in range(n_models)]
+    demands = []
+    for m in range(n_models):
+        for _ in range(draw(st.integers(0, 2))):
+            locs = tuple(sorted(draw(st.sets(st.integers(0, n_locs - 1), min_size=1))))
+            demands.append((m, draw(st.integers(0, 300)) / 10, locs))
+    quotas = ()
+    if draw(st.booleans()):
+        members = tuple(sorted(draw(st.sets(st.integers(0, n_pools - 1), min_size=1))))
+        quotas = (QuotaSpec("q0", members, draw(st.integers(0, 40))),)
+    return problem(
+        pools,
+        cap,
+        demands,
+        min_replicas=tuple(draw(st.integers(0, 2)) for _ in range(n_models)),
+        min_on_demand_share=tuple(draw(st.sampled_from([0.0, 0.2, 0.5])) for _ in range(n_models)),
+        quotas=quotas,
+        budget_usd_per_hour=draw(st.one_of(st.none(), st.integers(5, 200).map(float))),
+        robustness_fraction=draw(st.sampled_from([0.0, 0.5, 0.8, 1.0])),
+    )
+
+
+SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SLOW
+@given(problems())
+def test_every_plan_respects_the_hard_constraints(p: Problem) -> None:
+    s = solve(p, time_limit_s=2, workers=1)
+    if s.status is not Status.INFEASIBLE:
+        assert_valid(p, s)
+    else:
+        assert (s.nodes == p.current).all()
+
+
+@SLOW
+@given(problems())
+def test_plan_covers_demand_when_nothing_binds(p: Problem) -> None:
+    loose = Problem(
+        models=p.models,
+        pools=p.pools,
+        capacity_rps=np.maximum(p.capacity_rps, 0.5),  # every pool can serve every model
+        demands=p.demands,
+        current=p.current,
+        min_on_demand_share=p.min_on_demand_share,
+        robustness_fraction=p.robustness_fraction,
+    )
+    s = solve(loose, time_limit_s=2, workers=1)
+    assert s.status is not Status.INFEASIBLE
+    assert sum(s.unmet_rps) == pytest.approx(0.0, abs=1e-3)
+    assert_valid(loose, s)
+
+
+@settings(max_examples=15, deadline=None)
+@given(problems(max_pools=12, max_models=3))
+def test_same_seed_same_plan(p: Problem) -> None:
+    a = solve(p, time_limit_s=1, seed=3, workers=2, deterministic=True)
+    b = solve(p, time_limit_s=1, seed=3, workers=2, deterministic=True)
+    assert a.status == b.status
+    assert (a.nodes == b.nodes).all()
+    assert a.objective == b.objective
+
+
+# --- brute force on tiny problems -----------------------------------------------------------
+
+
+def brute_force(p: Problem, limit: int) -> float:
+    """Cheapest objective over every fleet with at most `limit` nodes per pool.
+
+    Tiny problems only: one demand per model, routable to every location, so the
+    best unmet load for a fleet follows in closed form (capacity, then robustness).
+    """
+    n_models, n_pools = p.capacity_rps.shape
+    cap_int = np.floor(p.capacity_rps * RPS_SCALE).astype(np.int64)
+    alpha = round(p.robustness_fraction * SHARE_SCALE)
+    best = math.inf
+    for flat in itertools.product(range(limit + 1), repeat=n_models * n_pools):
+        nodes = np.array(flat, dtype=np.int64).reshape(n_models, n_pools)
+        if (
+            p.budget_usd_per_hour is not None
+            and sum(p.pools[q].usd_per_hour * nodes[:, q].sum() for q in range(n_pools))
+            > p.budget_usd_per_hour + 1e-9
+        ):
+            continue
+        unmet: list[float] = []
+        ok = True
+        for m in range(n_models):
+            if nodes[m].sum() < p.replicas_min(m):
+                ok = False
+                break
+            total = int((cap_int[m] * nodes[m]).sum())
+            od = int(
+                sum(cap_int[m, q] * nodes[m, q] for q in range(n_pools) if not p.pools[q].spot)
+            )
+            share = round(p.on_demand_share_min(m) * SHARE_SCALE)
+            if SHARE_SCALE * od < share * total:
+                ok = False
+                break
+            (d,) = [d for d in p.demands if d.model == m]
+            demand = math.ceil(d.rps * RPS_SCALE - 1e-9)
+            served = min(demand, total)
+            if alpha:
+                for z in {q.failure_domain for q in p.pools if q.spot}:
+                    surviving = int(
+                        sum(
+                            cap_int[m, q] * nodes[m, q]
+                            for q in range(n_pools)
+                            if not (p.pools[q].spot and p.pools[q].failure_domain == z)
+                        )
+                    )
+                    served = min(served, SHARE_SCALE * surviving // alpha)
+            unmet.append((demand - served) / RPS_SCALE)
+        if ok:
+            best = min(best, fleet_cost(p, nodes, tuple(unmet)))
+    return best
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_cost_equals_brute_force_optimum(data: st.DataObject) -> None:
+    n_models = data.draw(st.integers(1, 2))
+    n_pools = 3 if n_models == 1 else 2
+    pools = [
+        pool(
+            f"p{i}",
+            dom=data.draw(st.integers(0, 1)),
+            spot=data.draw(st.booleans()),
+            usd=data.draw(st.integers(10, 300)) / 100,
+            launch_usd_per_hour=data.draw(st.integers(0, 50)) / 100,
+            remove_usd_per_hour=data.draw(st.integers(0, 50)) / 100,
+        )
+        for i in range(n_pools)
+    ]
+    cap = [[data.draw(st.integers(5, 30)) / 10 for _ in range(n_pools)] for _ in range(n_models)]
+    demands = [(m, data.draw(st.integers(0, 60)) / 10, (0,)) for m in range(n_models)]
+    current = [[data.draw(st.integers(0, 2)) for _ in range(n_pools)] for _ in range(n_models)]
+    p = problem(
+        pools,
+        cap,
+        demands,
+        current=current,
+        min_replicas=tuple(data.draw(st.integers(0, 2)) for _ in range(n_models)),
+        min_on_demand_share=tuple(data.draw(st.sampled_from([0.0, 0.25])) for _ in range(n_models)),
+        budget_usd_per_hour=data.draw(st.one_of(st.none(), st.integers(3, 30).map(float))),
+        robustness_fraction=data.draw(st.sampled_from([0.0, 0.5, 1.0])),
+        unmet_penalty_usd_per_rps_hour=50.0,
+    )
+    limit = 6 if n_models == 1 else 4
+    # Keep the optimum inside the brute-force box: demand <= what `limit` nodes serve.
+    expected = brute_force(p, limit)
+    s = solve(p, time_limit_s=5, workers=1)
+    if math.isinf(expected):
+        assert s.status is Status.INFEASIBLE
+        return
+    assert s.status is Status.OPTIMAL
+    if int(s.nodes.max()) <= limit:
+        assert s.objective == pytest.approx(expected, abs=2e-3)
+    else:
+        assert s.objective <= expected + 2e-3
