@@ -1,1 +1,68 @@
-"""Demand forecasting: quantile forecasts of request rate over the capacity lead time."""
+"""Demand forecasting: quantile forecasts of request rate over the capacity lead time.
+
+`build_forecaster(config)` makes the configured method; `load_forecaster(state)`
+restores one from `state_dict()`. See docs/forecasting.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler.forecast.base import (
+    Forecaster,
+    QuantileForecast,
+    SeriesKey,
+    VectorForecaster,
+    demand_key,
+)
+from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.holt_winters import HoltWinters
+from scheduler.forecast.seasonal_naive import SeasonalNaive
+
+METHODS: dict[str, type[VectorForecaster]] = {
+    SeasonalNaive.method: SeasonalNaive,
+    HoltWinters.method: HoltWinters,
+}
+
+
+def build_forecaster(
+    config: ForecastConfig | None = None, method: str | None = None
+) -> VectorForecaster:
+    """A new forecaster for `config` (method from `method`, else from the config)."""
+    cfg = config or ForecastConfig()
+    name = method or cfg.method
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown forecast method {name!r}; expected one of {sorted(METHODS)}"
+        ) from None
+    return cls(cfg)
+
+
+def load_forecaster(state: Mapping[str, Any] | bytes | str) -> VectorForecaster:
+    """Restore a forecaster of whichever method wrote `state`."""
+    if isinstance(state, bytes | str):
+        state = json.loads(state)
+    assert isinstance(state, Mapping)
+    name = state.get("method")
+    if name not in METHODS:
+        raise ValueError(f"unknown forecast method {name!r} in state")
+    return METHODS[str(name)].from_state(state)
+
+
+__all__ = [
+    "METHODS",
+    "ForecastConfig",
+    "Forecaster",
+    "HoltWinters",
+    "QuantileForecast",
+    "SeasonalNaive",
+    "SeriesKey",
+    "VectorForecaster",
+    "build_forecaster",
+    "demand_key",
+    "load_forecaster",
+]

@@ -1,0 +1,197 @@
+"""Conformal calibration of forecast quantiles from each series' own recent errors.
+
+For every series and every horizon on a small grid (1, 2, 3, 5, … steps up to
+the planning horizon) the calibrator keeps the point forecasts it was given, and
+when the target step arrives it scores the error ``e = y - ŷ``:
+
+- a scale ``m``: the exponentially weighted mean of ``|e|`` (memory
+  ``calibration_memory`` errors, bias-corrected while few errors are known);
+- per quantile level ``τ`` a threshold ``q`` on the scaled score ``s = e / m``,
+  moved by online quantile tracking (adaptive conformal inference, Gibbs &
+  Candès 2021; Angelopoulos et al. 2023): ``q += η (1[s > q] - (1 - τ))``.
+  Whatever the error distribution, the long-run share of steps with ``s > q``
+  converges to ``1 - τ``: a stated 0.95 quantile is exceeded about 5% of the time.
+
+The offset added to the point forecast at horizon ``h`` is ``q·m`` interpolated
+over the grid; a forecast made ``g`` steps after the last good observation uses
+horizon ``h + g`` (wider), and beyond the grid the offset grows like ``√h``.
+Before any error is known the scale falls back to ``√h`` times the mean
+one-step change of the series. See docs/forecasting.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.forecast.codec import decode_array, encode_array
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Tracker step size in units of the scale m; large while a tracker has seen few
+# errors (fast warm-up), then settling to ETA_MIN so it still follows drift.
+ETA_START = 0.5
+ETA_MIN = 0.05
+ETA_HALF_LIFE = 50.0  # errors after which the step size has roughly halved
+
+
+def laplace_quantile(tau: float) -> float:
+    """τ-quantile of a Laplace error in units of its mean absolute error (the prior)."""
+    if tau >= 0.5:
+        return -math.log(2.0 * (1.0 - tau))
+    return math.log(2.0 * tau)
+
+
+def horizon_grid(horizon_steps: int) -> IntArray:
+    """Horizons (steps) at which errors are tracked: dense near 1, sparse further out."""
+    pts = {1, 2, 3, horizon_steps}
+    pts.update(round(float(x)) for x in np.geomspace(1, max(1, horizon_steps), 10))
+    return np.array(sorted(p for p in pts if 1 <= p <= horizon_steps), dtype=np.int64)
+
+
+class ConformalCalibrator:
+    """Per-series, per-horizon conformal quantile offsets (see module doc)."""
+
+    def __init__(
+        self, quantiles: Sequence[float], horizon_steps: int, memory: int, capacity: int
+    ) -> None:
+        """Track errors up to `horizon_steps` ahead for up to `capacity` series."""
+        self.taus = np.asarray(quantiles, dtype=np.float64)  # quantile levels
+        self.grid = horizon_grid(horizon_steps)  # tracked horizons, steps
+        self.rho = 1.0 / memory  # weight of a new error in the scale
+        self.ring = int(self.grid[-1]) + 1  # origins kept for scoring
+        g, q = self.grid.size, self.taus.size
+        self._origin = np.full(self.ring, -1, dtype=np.int64)  # origin step held in each ring slot
+        self._prior_q = np.array([laplace_quantile(t) for t in self.taus])
+        self._cap = 0
+        self.fc = np.empty((0, self.ring, g))  # point forecasts by origin slot and grid horizon
+        self.scale = np.empty((0, g))  # EW mean |error| (not bias-corrected)
+        self.wsum = np.empty((0, g))  # EW weight mass behind `scale` (bias correction)
+        self.q = np.empty((0, g, q))  # score thresholds per quantile
+        self.nscore = np.empty((0, g))  # errors scored so far
+        self.diff = np.empty(0)  # EW mean |one-step change| of the target (prior scale)
+        self.dsum = np.empty(0)  # EW weight mass behind `diff`
+        self.last = np.empty(0)  # last good target value (for `diff`)
+        self.grow(capacity)
+
+    _FIELDS = ("fc", "scale", "wsum", "q", "nscore", "diff", "dsum", "last")
+
+    def _fill(self, name: str) -> float:
+        return math.nan if name in ("fc", "last") else 0.0
+
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` series."""
+        if capacity <= self._cap:
+            return
+        for name in self._FIELDS:
+            old = getattr(self, name)
+            new = np.full((capacity, *old.shape[1:]), self._fill(name))
+            if name == "q":
+                new[:] = self._prior_q
+            new[: self._cap] = old
+            setattr(self, name, new)
+        self._cap = capacity
+
+    # ---- scoring
+
+    def observe(self, t: int, y: FloatArray, n: int) -> None:
+        """Score every stored forecast that targeted step `t` against `y` (NaN = missing)."""
+        origins = t - self.grid
+        slots = origins % self.ring
+        live = self._origin[slots] == origins  # (G,) forecasts exist for these horizons
+        # Prior scale from one-step changes, updated whatever the forecasts.
+        good = np.isfinite(y)
+        step = np.abs(y - self.last[:n])
+        ok = good & np.isfinite(step)
+        self.diff[:n][ok] += self.rho * (step[ok] - self.diff[:n][ok])
+        self.dsum[:n][ok] += self.rho * (1.0 - self.dsum[:n][ok])
+        self.last[:n][good] = y[good]
+        if not live.any():
+            return
+        gi = np.nonzero(live)[0]
+        pred = self.fc[:n, slots[gi], gi]  # (n, g')
+        err = y[:, None] - pred
+        valid = np.isfinite(err)
+        if not valid.any():
+            return
+        m = self._scale_now(n)[:, gi]
+        score = np.where(valid, err / m, 0.0)
+        # Quantile tracking: move each threshold towards the level it should hold.
+        q = self.q[:n, gi, :]
+        miss = (score[:, :, None] > q).astype(np.float64)
+        ns = self.nscore[:n, gi]
+        eta = np.maximum(ETA_MIN, ETA_START / (1.0 + ns / ETA_HALF_LIFE))
+        step_q = eta[:, :, None] * (miss - (1.0 - self.taus))
+        self.q[:n, gi, :] = np.where(valid[:, :, None], q + step_q, q)
+        self.nscore[:n, gi] = ns + valid
+        absd = np.abs(np.where(valid, err, 0.0))
+        sc = self.scale[:n, gi]
+        ws = self.wsum[:n, gi]
+        self.scale[:n, gi] = np.where(valid, sc + self.rho * (absd - sc), sc)
+        self.wsum[:n, gi] = np.where(valid, ws + self.rho * (1.0 - ws), ws)
+
+    def _scale_now(self, n: int) -> FloatArray:
+        """Current error scale per (series, grid horizon), with the prior where unknown."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            known = self.scale[:n] / self.wsum[:n]
+            prior = (self.diff[:n] / self.dsum[:n])[:, None] * np.sqrt(self.grid)[None, :]
+        prior = np.where(np.isfinite(prior), prior, 0.0)
+        # Blend towards the measured scale as errors accumulate (weight ~ errors seen / 10).
+        trust = np.minimum(1.0, self.nscore[:n] / 10.0)
+        m = np.where(
+            self.wsum[:n] > 0, trust * known + (1.0 - trust) * np.maximum(known, prior), prior
+        )
+        floor = 1e-9 + 1e-6 * np.abs(np.nan_to_num(self.last[:n]))[:, None]
+        return np.asarray(np.maximum(np.nan_to_num(m), floor), dtype=np.float64)
+
+    def record(self, t: int, point: FloatArray, n: int) -> None:
+        """Keep the point forecasts made at step `t` for grid horizons (n, G), NaN = none."""
+        slot = t % self.ring
+        self.fc[:n, slot, :] = point
+        self._origin[slot] = t
+
+    def skip(self, first: int, count: int) -> None:
+        """Steps `first`..`first+count-1` had no update: no forecasts were made there."""
+        for t in range(first, first + min(count, self.ring)):
+            self._origin[t % self.ring] = -1
+
+    # ---- offsets
+
+    def offsets(self, h: IntArray, stale: IntArray, n: int) -> FloatArray:
+        """Offsets (n, Q, len(h)) to add to point forecasts at horizons `h`.
+
+        `stale[i]` (steps since series i was last observed) is added to every horizon.
+        """
+        grid_off = self.q[:n] * self._scale_now(n)[:, :, None]  # (n, G, Q)
+        heff = h[None, :] + stale[:, None]  # (n, H)
+        gmax = int(self.grid[-1])
+        hc = np.minimum(heff, gmax)
+        hi = np.searchsorted(self.grid, hc, side="left")  # first grid point ≥ hc
+        hi = np.clip(hi, 0, self.grid.size - 1)
+        lo = np.maximum(hi - 1, 0)
+        glo, ghi = self.grid[lo], self.grid[hi]
+        w = np.where(ghi > glo, (hc - glo) / np.maximum(ghi - glo, 1), 1.0)  # weight of hi
+        rows = np.arange(n)[:, None]
+        off = (1.0 - w)[:, :, None] * grid_off[rows, lo] + w[:, :, None] * grid_off[rows, hi]
+        beyond = np.sqrt(np.maximum(heff, gmax) / gmax)  # ≥ 1, widening past the grid
+        off *= beyond[:, :, None]
+        return np.transpose(off, (0, 2, 1))
+
+    # ---- state
+
+    def state_dict(self, n: int) -> dict[str, Any]:
+        """JSON-able state for the first `n` series."""
+        out: dict[str, Any] = {name: encode_array(getattr(self, name)[:n]) for name in self._FIELDS}
+        out["origin"] = encode_array(self._origin)
+        return out
+
+    def load_state(self, state: Mapping[str, Any], n: int) -> None:
+        """Restore what `state_dict` wrote."""
+        for name in self._FIELDS:
+            getattr(self, name)[:n] = decode_array(state[name])
+        self._origin[:] = decode_array(state["origin"])
