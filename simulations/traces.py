@@ -1,0 +1,443 @@
+"""Trace readers: turn demand traces into per-minute series.
+
+Every reader returns a `TraceSeries`: one or more series on a common grid of
+`step_s`-second steps (60 s here), so the forecaster evaluation and, later, the
+simulator replay the same data the same way. Supported formats (`FORMATS`):
+
+- ``minute-csv``: a per-minute count CSV: a time column and a count column, by
+  name or, by default, the first two columns. Time is a minute index, epoch
+  seconds, or ISO-8601 (``time_unit``). Minutes absent from the file are missing
+  (NaN) unless ``missing="zero"``.
+- ``requests``: one row per request with a timestamp (seconds or ISO-8601),
+  aggregated to requests per minute (an absent minute had no request: 0).
+- ``burstgpt``: the BurstGPT first-week per-minute aggregates
+  (``minute_index, total_tokens_per_s, ...``); absent minutes had no request (0).
+- ``azure-functions``: Azure Functions 2019 ``invocations.csv`` (one row per
+  function, one column per minute of the day): many series at once.
+- ``azure-llm``: the Azure LLM inference trace 2023 (``TIMESTAMP`` per request),
+  aggregated to requests per minute.
+
+A malformed file raises `TraceFormatError`, whose message starts with
+``path:line:`` so the bad row can be found. See docs/forecasting.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("minute-csv", "requests", "burstgpt", "azure-functions", "azure-llm")
+TimeUnit = Literal["auto", "min", "s", "iso"]
+MINUTE_S = 60.0
+# A trace longer than this many minutes (a year) is almost surely a unit mistake
+# (milliseconds read as seconds); refuse rather than allocate gigabytes.
+MAX_MINUTES = 366 * 24 * 60
+
+
+class TraceFormatError(ValueError):
+    """A trace file that cannot be read; the message names the file and line."""
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        self.path = Path(path)  # file that failed
+        self.line = line  # 1-based line number in the file, None for whole-file problems
+        self.reason = reason  # what is wrong
+        where = f"{self.path}:{line}" if line is not None else f"{self.path}"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, eq=False)
+class TraceSeries:
+    """Per-step values of one or more series on a shared time grid."""
+
+    source: str  # file the series came from
+    format: str  # reader format name (one of FORMATS)
+    names: tuple[str, ...]  # one name per series (row of `values`)
+    start_s: float  # time of the first step: epoch seconds, or trace-relative seconds
+    step_s: float  # grid spacing, seconds
+    values: np.ndarray  # shape (n_series, n_steps), float64; NaN = missing
+    unit: str  # unit of `values`, e.g. "requests/min" or "tokens/s"
+
+    @property
+    def n_series(self) -> int:
+        """Number of series."""
+        return int(self.values.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps in the grid."""
+        return int(self.values.shape[1])
+
+    def times_s(self) -> np.ndarray:
+        """Start time of every step, seconds."""
+        return self.start_s + self.step_s * np.arange(self.n_steps, dtype=np.float64)
+
+    def rates_per_s(self) -> np.ndarray:
+        """Values as a rate per second (counts per step are divided by the step length)."""
+        if self.unit.endswith("/s"):
+            return self.values.copy()
+        if self.unit.endswith("/min"):
+            return self.values / MINUTE_S
+        raise ValueError(f"cannot convert unit {self.unit!r} to a rate per second")
+
+    def select(self, names: Sequence[str]) -> TraceSeries:
+        """A copy holding only the named series, in the order given."""
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise KeyError(f"no series named {missing[0]!r} in {self.source}")
+        rows = [index[n] for n in names]
+        return TraceSeries(
+            self.source, self.format, tuple(names), self.start_s, self.step_s,
+            self.values[rows].copy(), self.unit,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) for each non-empty CSV row, header included."""
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise TraceFormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            for fields in reader:
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                yield reader.line_num, fields
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise TraceFormatError(path, reader.line_num + 1, f"not valid CSV: {exc}") from None
+
+
+def _header(path: Path, rows: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]]:
+    try:
+        line, header = next(rows)
+    except StopIteration:
+        raise TraceFormatError(path, None, "empty file (no header row)") from None
+    return line, [h.strip() for h in header]
+
+
+def _column(path: Path, line: int, header: list[str], name: str | None, default: int) -> int:
+    """Index of column `name`, or of column number `default` when no name is given."""
+    if name is None:
+        if default >= len(header):
+            raise TraceFormatError(path, line, f"need at least {default + 1} columns")
+        return default
+    if name in header:
+        return header.index(name)
+    raise TraceFormatError(path, line, f"no column {name!r} in header {header}")
+
+
+def _float(path: Path, line: int, text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceFormatError(path, line, f"{what} {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise TraceFormatError(path, line, f"{what} {text.strip()!r} is not finite")
+    return value
+
+
+def _parse_time(path: Path, line: int, text: str, unit: TimeUnit) -> float:
+    """A timestamp in seconds (ISO-8601 → epoch seconds, naive read as UTC) or minutes."""
+    text = text.strip()
+    if unit in ("s", "min"):
+        return _float(path, line, text, "time")
+    if unit == "auto":
+        try:
+            value = float(text)
+        except ValueError:
+            pass
+        else:
+            if not math.isfinite(value):
+                raise TraceFormatError(path, line, f"time {text!r} is not finite")
+            return value
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise TraceFormatError(
+            path, line, f"time {text!r} is neither a number nor ISO-8601"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+def _is_iso(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _bin_minutes(
+    path: Path, minutes: np.ndarray, weights: np.ndarray | None, first_line: int
+) -> tuple[float, np.ndarray]:
+    """Sum weights (or count events) per whole minute; returns (start minute, sums)."""
+    if minutes.size == 0:
+        raise TraceFormatError(path, None, "no data rows")
+    index = np.floor(minutes).astype(np.int64)
+    lo, hi = int(index.min()), int(index.max())
+    if hi - lo + 1 > MAX_MINUTES:
+        raise TraceFormatError(
+            path, first_line, f"span of {hi - lo + 1} minutes is longer than a year (wrong unit?)"
+        )
+    sums = np.bincount(index - lo, weights=weights, minlength=hi - lo + 1).astype(np.float64)
+    return float(lo), sums
+
+
+def _make(
+    path: Path, fmt: str, names: Sequence[str], start_min: float, values: np.ndarray, unit: str
+) -> TraceSeries:
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    log.info("trace_loaded path=%s format=%s series=%d minutes=%d", path, fmt, *values.shape)
+    return TraceSeries(str(path), fmt, tuple(names), start_min * MINUTE_S, MINUTE_S, values, unit)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_minute_csv(
+    path: Path | str,
+    *,
+    time_column: str | None = None,
+    count_column: str | None = None,
+    time_unit: TimeUnit = "auto",
+    missing: Literal["nan", "zero"] = "nan",
+    name: str | None = None,
+) -> TraceSeries:
+    """Read a per-minute count CSV (header row, then one row per minute).
+
+    `time_column`/`count_column` name the columns (default: first and second).
+    `time_unit`: "min" (minute index), "s" (seconds), "iso" (ISO-8601) or "auto"
+    (ISO-8601 if not numeric; numeric values whose smallest step is ≥ 60 are
+    seconds, otherwise minutes). Minutes absent from the file are NaN, or 0 with
+    `missing="zero"`. A minute listed twice, a negative count or an unreadable
+    field is an error naming its line.
+    """
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    t_col = _column(p, header_line, header, time_column, 0)
+    c_col = _column(p, header_line, header, count_column, 1)
+    raw_times: list[str] = []
+    lines: list[int] = []
+    counts: list[float] = []
+    for line, fields in rows:
+        if len(fields) <= max(t_col, c_col):
+            raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
+        raw_times.append(fields[t_col])
+        lines.append(line)
+        count = _float(p, line, fields[c_col], "count")
+        if count < 0:
+            raise TraceFormatError(p, line, f"count {count:g} is negative")
+        counts.append(count)
+    if not counts:
+        raise TraceFormatError(p, None, "no data rows")
+    unit = time_unit
+    if unit == "auto" and _is_iso(raw_times[0].strip()):
+        unit = "iso"
+    times = np.array([_parse_time(p, ln, t, unit) for ln, t in zip(lines, raw_times, strict=True)])
+    if unit == "iso":
+        unit = "s"
+    elif unit == "auto":
+        steps = np.diff(np.unique(times))
+        unit = "s" if steps.size and float(steps.min()) >= MINUTE_S else "min"
+    minutes = times / MINUTE_S if unit == "s" else times
+    index = np.floor(minutes).astype(np.int64)
+    order = np.argsort(index, kind="stable")
+    dup = np.nonzero(np.diff(index[order]) == 0)[0]
+    if dup.size:
+        raise TraceFormatError(p, lines[int(order[dup[0] + 1])], "minute listed twice")
+    lo, hi = int(index.min()), int(index.max())
+    if hi - lo + 1 > MAX_MINUTES:
+        raise TraceFormatError(p, lines[0], f"span of {hi - lo + 1} minutes is longer than a year")
+    values = np.full(hi - lo + 1, 0.0 if missing == "zero" else np.nan)
+    values[index - lo] = counts
+    label = name or (count_column if count_column is not None else header[c_col]) or p.stem
+    return _make(p, "minute-csv", [label], float(lo), values, "requests/min")
+
+
+def read_requests(
+    path: Path | str,
+    *,
+    time_column: str | None = None,
+    time_unit: TimeUnit = "auto",
+    name: str | None = None,
+) -> TraceSeries:
+    """Read a per-request trace (one row per request) as requests per minute.
+
+    `time_column` names the timestamp column (default: the first); timestamps are
+    seconds ("s"), ISO-8601 ("iso"), or detected ("auto"). Rows need not be sorted.
+    """
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    t_col = _column(p, header_line, header, time_column, 0)
+    unit: TimeUnit = "s" if time_unit in ("auto", "s") else time_unit
+    times: list[float] = []
+    first_line = header_line + 1
+    for line, fields in rows:
+        if len(fields) <= t_col:
+            raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
+        if time_unit == "auto" and not times:
+            unit = "iso" if _is_iso(fields[t_col].strip()) else "s"
+            first_line = line
+        times.append(_parse_time(p, line, fields[t_col], unit))
+    minutes = np.asarray(times, dtype=np.float64)
+    if unit == "s" or unit == "iso":
+        minutes = minutes / MINUTE_S
+    start, counts = _bin_minutes(p, minutes, None, first_line)
+    return _make(p, "requests", [name or p.stem], start, counts, "requests/min")
+
+
+def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s") -> TraceSeries:
+    """Read BurstGPT per-minute aggregates; minutes absent from the file had no request.
+
+    The file covers minutes 0..last listed; values are tokens per second averaged
+    over the minute (see the data's PROVENANCE.md).
+    """
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    t_col = _column(p, header_line, header, "minute_index", 0)
+    v_col = _column(p, header_line, header, value_column, 1)
+    index: list[int] = []
+    vals: list[float] = []
+    for line, fields in rows:
+        if len(fields) <= max(t_col, v_col):
+            raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
+        minute = _float(p, line, fields[t_col], "minute_index")
+        if minute < 0 or minute != int(minute):
+            raise TraceFormatError(p, line, f"minute_index {fields[t_col]!r} is not a minute")
+        if index and int(minute) <= index[-1]:
+            raise TraceFormatError(p, line, "minute_index not increasing")
+        value = _float(p, line, fields[v_col], value_column)
+        if value < 0:
+            raise TraceFormatError(p, line, f"{value_column} {value:g} is negative")
+        index.append(int(minute))
+        vals.append(value)
+    if not index:
+        raise TraceFormatError(p, None, "no data rows")
+    if index[-1] + 1 > MAX_MINUTES:
+        raise TraceFormatError(p, None, "more than a year of minutes")
+    values = np.zeros(index[-1] + 1)
+    values[index] = vals
+    unit = "tokens/s" if value_column.endswith("_per_s") else "1"
+    return _make(p, "burstgpt", ["burstgpt"], 0.0, values, unit)
+
+
+def read_azure_functions(path: Path | str) -> TraceSeries:
+    """Read an Azure Functions 2019 `invocations.csv`: one series per function.
+
+    Columns: HashOwner, HashApp, HashFunction, Trigger, then one column per
+    minute of the day (e.g. ``480``…``959``). Series are named
+    ``<trigger>:<first 12 hex of HashFunction>`` (with a suffix if that repeats).
+    """
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    fixed = ("HashOwner", "HashApp", "HashFunction", "Trigger")
+    if tuple(header[:4]) != fixed:
+        raise TraceFormatError(p, header_line, f"expected header to start with {list(fixed)}")
+    try:
+        minute_cols = [int(h) for h in header[4:]]
+    except ValueError:
+        raise TraceFormatError(p, header_line, "minute columns must be integers") from None
+    if not minute_cols or minute_cols != list(
+        range(minute_cols[0], minute_cols[0] + len(minute_cols))
+    ):
+        raise TraceFormatError(p, header_line, "minute columns must be consecutive integers")
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    data: list[np.ndarray] = []
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
+        try:
+            counts = np.array([float(v) for v in fields[4:]])
+        except ValueError:
+            bad = next(v for v in fields[4:] if not _is_float(v))
+            raise TraceFormatError(p, line, f"count {bad.strip()!r} is not a number") from None
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise TraceFormatError(p, line, "counts must be finite and non-negative")
+        base = f"{fields[3].strip()}:{fields[2].strip()[:12]}"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+        data.append(counts)
+    if not data:
+        raise TraceFormatError(p, None, "no data rows")
+    # Minute columns are 1-based minutes of the day in the 2019 trace ("1".."1440").
+    return _make(
+        p, "azure-functions", names, float(minute_cols[0] - 1), np.vstack(data), "invocations/min"
+    )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_azure_llm(path: Path | str) -> TraceSeries:
+    """Read an Azure LLM inference trace (``TIMESTAMP,ContextTokens,GeneratedTokens``).
+
+    Requests are counted per minute of their arrival timestamp (naive, read as UTC).
+    """
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    if not header or header[0] != "TIMESTAMP":
+        raise TraceFormatError(p, header_line, "expected a TIMESTAMP column first")
+    times: list[float] = []
+    first_line = header_line + 1
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
+        if not times:
+            first_line = line
+        times.append(_parse_time(p, line, fields[0], "iso"))
+    start, counts = _bin_minutes(p, np.asarray(times) / MINUTE_S, None, first_line)
+    return _make(p, "azure-llm", [p.stem], start, counts, "requests/min")
+
+
+def read_series(
+    path: Path | str,
+    fmt: str,
+    *,
+    time_column: str | None = None,
+    count_column: str | None = None,
+    time_unit: TimeUnit = "auto",
+) -> TraceSeries:
+    """Read `path` in format `fmt` (one of FORMATS); options apply to the CSV formats."""
+    if fmt == "minute-csv":
+        return read_minute_csv(
+            path, time_column=time_column, count_column=count_column, time_unit=time_unit
+        )
+    if fmt == "requests":
+        return read_requests(path, time_column=time_column, time_unit=time_unit)
+    if fmt == "burstgpt":
+        if count_column is not None:
+            return read_burstgpt(path, value_column=count_column)
+        return read_burstgpt(path)
+    if fmt == "azure-functions":
+        return read_azure_functions(path)
+    if fmt == "azure-llm":
+        return read_azure_llm(path)
+    raise ValueError(f"unknown trace format {fmt!r}; expected one of {', '.join(FORMATS)}")
