@@ -24,12 +24,14 @@ come from the shared conformal calibrator; see docs/forecasting.md.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from scheduler.forecast.base import FloatArray, IntArray, VectorForecaster
+from scheduler.forecast.codec import decode_array, encode_array
 from scheduler.forecast.config import ForecastConfig
 
 # Level smoothing constants of the candidate bank (per step).
@@ -220,6 +222,12 @@ class HoltWinters(VectorForecaster):
         # Until candidates have been scored, all weigh the same.
         inv = np.where(known[:, None], 1.0 / np.maximum(err, 1e-12) ** 2, 1.0)
         return np.asarray(inv / inv.sum(axis=1, keepdims=True))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"sel_origin": encode_array(self.sel_origin)}
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        self.sel_origin[:] = decode_array(extra["sel_origin"])
 
     def _model_skip(self, first: int, count: int) -> None:
         # Levels are held; trends keep fading; no candidate forecasts were made.

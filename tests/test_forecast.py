@@ -1,0 +1,265 @@
+"""Behaviour of the forecasters: seasonality, quantiles, calibration, missing data, state."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.forecast import (
+    METHODS,
+    ForecastConfig,
+    HoltWinters,
+    QuantileForecast,
+    SeasonalNaive,
+    build_forecaster,
+    demand_key,
+    load_forecaster,
+)
+
+# Short seasons keep the tests fast: an "hour" plays the part of the day.
+HOURLY = ForecastConfig(
+    horizon_min=10,
+    seasonal_periods_min=(60,),
+    seasonal_knot_min=(5,),
+    calibration_memory=100,
+)
+STEP = 60.0
+
+
+def replay(f, values: np.ndarray, start: int = 0) -> None:
+    """Feed values (series × steps) one step at a time."""
+    for t in range(values.shape[1]):
+        f.update_array((start + t) * STEP, values[:, t])
+
+
+def seasonal(t: np.ndarray, period: int = 60) -> np.ndarray:
+    return 10.0 + 5.0 * np.sin(2 * np.pi * t / period)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_pure_seasonal_signal_is_recovered(method: str) -> None:
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a"])
+    replay(f, seasonal(np.arange(600))[None, :])
+    fc = f.predict(599 * STEP)["a"]
+    truth = seasonal(np.arange(600, 610))
+    assert fc.warm
+    np.testing.assert_allclose(fc.path(0.5), truth, atol=0.35)
+    # A noise-free signal gets a narrow band.
+    assert np.all(fc.path(0.95) - fc.path(0.5) < 1.0)
+
+
+def test_holt_winters_follows_a_level_shift_and_keeps_the_shape() -> None:
+    f = HoltWinters(HOURLY)
+    t = np.arange(900)
+    y = seasonal(t) * np.where(t >= 600, 2.0, 1.0)
+    f.add_series(["a"])
+    replay(f, y[None, :])
+    fc = f.predict(899 * STEP)["a"]
+    truth = seasonal(np.arange(900, 910)) * 2.0
+    assert np.mean(np.abs(fc.path(0.5) - truth)) < 1.5
+
+
+def test_update_and_predict_through_mapping_api() -> None:
+    f = build_forecaster(HOURLY)
+    key = demand_key("llama-8b", "us-east")
+    assert key == "llama-8b/us-east"
+    for t in range(120):
+        f.update(t * STEP, {key: float(seasonal(np.array([t]))[0])})
+    out = f.predict(119 * STEP, horizon_min=5)
+    fc = out[key]
+    assert isinstance(fc, QuantileForecast)
+    assert fc.paths_rps.shape == (4, 5)
+    assert fc.quantiles == (0.5, 0.9, 0.95, 0.99)
+    assert fc.peak_rps(0.95) == pytest.approx(float(fc.path(0.95).max()))
+    assert set(fc.horizon_max_rps) == set(fc.quantiles)
+    json.dumps(fc.to_dict())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=1e6),
+            st.just(math.nan),
+            st.floats(min_value=-1e3, max_value=-1e-3),
+            st.just(math.inf),
+        ),
+        min_size=1,
+        max_size=150,
+    ),
+    method=st.sampled_from(sorted(METHODS)),
+    skip=st.integers(min_value=1, max_value=5),
+)
+def test_quantiles_are_monotone_finite_and_non_negative(
+    values: list[float], method: str, skip: int
+) -> None:
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a", "b"])
+    for t, v in enumerate(values):
+        # Irregular update times: some steps are gaps.
+        f.update_array(t * skip * STEP, [v, 1.0])
+        paths = f.predict_array(t * skip * STEP, 10)
+        assert np.all(np.isfinite(paths))
+        assert np.all(paths >= 0.0)
+        assert np.all(np.diff(paths, axis=1) >= 0.0)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(
+    "noise",
+    [
+        lambda rng, size: rng.normal(0.0, 5.0, size),
+        lambda rng, size: rng.exponential(5.0, size) - 5.0,
+    ],
+    ids=["normal", "exponential"],
+)
+def test_coverage_on_known_noise_is_near_nominal(method: str, noise) -> None:
+    rng = np.random.default_rng(7)
+    n, steps, h = 40, 1500, 5
+    cfg = ForecastConfig(
+        horizon_min=h, seasonal_periods_min=(60,), seasonal_knot_min=(5,), calibration_memory=100
+    )
+    y = 50.0 + seasonal(np.arange(steps))[None, :] + noise(rng, (n, steps))
+    f = build_forecaster(cfg, method)
+    f.add_series([f"s{i}" for i in range(n)])
+    hits = {q: 0 for q in cfg.quantiles}
+    total = 0
+    for t in range(steps - h):
+        f.update_array(t * STEP, y[:, t])
+        if t < 300:
+            continue
+        paths = f.predict_array(t * STEP, h)
+        actual = y[:, t + 1 : t + 1 + h]
+        for j, q in enumerate(cfg.quantiles):
+            hits[q] += int(np.sum(actual <= paths[:, j, :]))
+        total += actual.size
+    assert 0.93 <= hits[0.95] / total <= 0.97
+    assert 0.87 <= hits[0.9] / total <= 0.93
+    assert 0.45 <= hits[0.5] / total <= 0.55
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_nan_holds_the_level_and_widens(method: str) -> None:
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a"])
+    rng = np.random.default_rng(1)
+    replay(f, (100.0 + rng.normal(0, 3, 300))[None, :])
+    fresh = f.predict(299 * STEP)["a"]
+    for t in range(300, 320):
+        f.update(t * STEP, {"a": math.nan})
+    stale = f.predict(319 * STEP)["a"]
+    assert stale.stale_s == pytest.approx(20 * STEP)
+    assert np.all(stale.path(0.5) > 80.0)  # never a forecast of zero
+    width_fresh = fresh.path(0.95) - fresh.path(0.5)
+    width_stale = stale.path(0.95) - stale.path(0.5)
+    assert width_stale.mean() > width_fresh.mean()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_gap_in_updates_and_missing_keys(method: str) -> None:
+    f = build_forecaster(HOURLY, method)
+    for t in range(100):
+        f.update(t * STEP, {"a": 20.0, "b": 5.0})
+    # The collector was down for half an hour; then only "a" reports.
+    f.update(130 * STEP, {"a": 20.0})
+    out = f.predict(130 * STEP)
+    assert out["a"].path(0.5)[0] == pytest.approx(20.0, rel=0.05)
+    assert out["b"].path(0.5)[0] == pytest.approx(5.0, rel=0.05)
+    assert out["b"].stale_s == pytest.approx(31 * STEP)
+    # Predicting later than the last update shifts the path and widens it.
+    later = f.predict(140 * STEP)["a"]
+    assert later.path(0.95).mean() >= out["a"].path(0.95).mean()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_counter_reset_never_gives_a_negative_rate(method: str) -> None:
+    f = build_forecaster(HOURLY, method)
+    for t in range(60):
+        f.update(t * STEP, {"a": 10.0})
+    # A rate computed across a counter reset comes out negative: it is a missing point.
+    f.update(60 * STEP, {"a": -1e6})
+    fc = f.predict(60 * STEP)["a"]
+    assert np.all(fc.paths_rps >= 0.0)
+    assert fc.path(0.5)[0] == pytest.approx(10.0, rel=0.05)
+    assert fc.stale_s == pytest.approx(STEP)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cold_start_with_less_than_a_season(method: str) -> None:
+    f = build_forecaster(ForecastConfig(horizon_min=10), method)  # daily + weekly seasons
+    f.update(0.0, {"a": 7.0})
+    fc = f.predict(0.0)["a"]
+    assert not fc.warm
+    assert fc.path(0.5)[0] == pytest.approx(7.0, rel=1e-6)
+    for t in range(1, 30):
+        f.update(t * STEP, {"a": 7.0 + (t % 3)})
+    fc = f.predict(29 * STEP)["a"]
+    assert not fc.warm
+    assert 6.0 < fc.path(0.5).mean() < 10.0
+    assert np.all(fc.path(0.99) >= fc.path(0.5))
+    # A series never observed has no forecast mass yet (and no crash).
+    f.add_series(["new"])
+    assert np.all(f.predict(29 * STEP)["new"].paths_rps == 0.0)
+
+
+def test_repeated_and_out_of_order_updates_are_ignored() -> None:
+    f = build_forecaster(HOURLY)
+    f.update(0.0, {"a": 1.0})
+    f.update(60.0, {"a": 2.0})
+    state = json.dumps(f.state_dict())
+    f.update(60.0, {"a": 100.0})
+    f.update(30.0, {"a": 100.0})
+    assert json.dumps(f.state_dict()) == state
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_state_round_trips_through_json(method: str) -> None:
+    rng = np.random.default_rng(3)
+    y = seasonal(np.arange(400))[None, :] + rng.normal(0, 1, (3, 400))
+    y[1, 100:130] = np.nan
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a", "b", "c"])
+    replay(f, y[:, :300])
+    g = load_forecaster(json.loads(json.dumps(f.state_dict())))
+    h = type(f).from_state(f.state_bytes())
+    assert type(g) is type(f)
+    assert g.keys == f.keys
+    for other in (g, h):
+        np.testing.assert_array_equal(
+            other.predict_array(299 * STEP, 10), f.predict_array(299 * STEP, 10)
+        )
+    # Both go on identically.
+    replay(f, y[:, 300:], start=300)
+    replay(g, y[:, 300:], start=300)
+    np.testing.assert_array_equal(g.predict_array(399 * STEP, 10), f.predict_array(399 * STEP, 10))
+
+
+def test_state_of_the_wrong_method_is_refused() -> None:
+    state = SeasonalNaive(HOURLY).state_dict()
+    with pytest.raises(ValueError, match="seasonal_naive"):
+        HoltWinters.from_state(state)
+
+
+def test_many_series_grow_and_stay_aligned() -> None:
+    f = build_forecaster(HOURLY)
+    for t in range(50):
+        f.update(t * STEP, {f"s{i}": float(i) for i in range(t + 1)})  # one new series per step
+    out = f.predict(49 * STEP)
+    assert len(out) == 50
+    for i in (0, 10, 40):
+        assert out[f"s{i}"].path(0.5)[0] == pytest.approx(float(i), rel=1e-4, abs=1e-6)
+
+
+def test_config_rejects_inconsistent_quantiles() -> None:
+    with pytest.raises(ValueError):
+        ForecastConfig(quantiles=(0.9, 0.5))
+    with pytest.raises(ValueError):
+        ForecastConfig(plan_quantile=0.8)
+    with pytest.raises(ValueError):
+        ForecastConfig(seasonal_periods_min=(1440,), seasonal_knot_min=(7,))
