@@ -120,9 +120,10 @@ class VectorForecaster(ABC):
 
     Subclasses keep per-series arrays (first axis = series row) registered with
     `_register_array` and implement `_model_step`, `_model_skip` and `_point`.
-    Forecasts are made in the model's working space (`_to_work`/`_from_work`,
-    identity by default); calibration happens in that space, so quantiles stay
-    exact under the monotone back-transform.
+    Models work in their own space (`_to_work`/`_from_work`, identity by
+    default; log-scaled for Holt-Winters); their point forecast is mapped back
+    to rps and calibrated there, so a quantile's offset is additive in rps and
+    a wide log-space band cannot blow up into an absurd upper quantile.
     """
 
     method: ClassVar[str] = ""
@@ -223,12 +224,12 @@ class VectorForecaster(ABC):
         good = ~bad
         work = self._to_work(y)
         # Score the forecasts that targeted this step before the model moves on.
-        self.calibrator.observe(t, work, self.n)
+        self.calibrator.observe(t, y, self.n)
         self._model_step(t, work, good)
         self.last_good[: self.n][good] = t
         self.n_good[: self.n][good] += 1
         self._tick = t
-        point = self._point(t, self.calibrator.grid)
+        point = self._from_work(self._point(t, self.calibrator.grid))
         point[bad] = np.nan  # forecasts made from stale data are not scored
         self.calibrator.record(t, point, self.n)
 
@@ -271,9 +272,8 @@ class VectorForecaster(ABC):
         point = self._point(self._tick, h)  # (n, H) in working space
         stale = lag + np.maximum(0, self._tick - self.last_good[:n])
         offsets = self.calibrator.offsets(h, stale, n)  # (n, Q, H)
-        q = point[:, None, :] + offsets
+        out = self._from_work(point)[:, None, :] + offsets
         no_data = self.last_good[:n] < 0
-        out = self._from_work(q)
         out[no_data] = 0.0  # nothing ever seen: no demand known (the planner keeps its floor)
         np.maximum(out, 0.0, out=out)
         out = np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max)

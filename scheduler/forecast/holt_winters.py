@@ -39,6 +39,7 @@ ALPHAS = (0.5, 0.2, 0.08, 0.03, 0.01)
 TREND_BETA = 0.02  # trend smoothing per step (trend candidates only)
 TREND_PHI = 0.97  # trend damping per step: a trend fades over ~30 steps
 SELECT_MEMORY = 240.0  # scored errors the candidate weights average over
+WEIGHT_POWER = 2.0  # candidate weight ∝ 1 / error ** WEIGHT_POWER
 SEASON_MEMORY_PERIODS = 4.0  # a seasonal knot forgets over this many periods
 REF_MEMORY_PERIODS = 0.5  # reference level (for learning the profiles) memory, in shortest periods
 SCALE_FRACTION = 0.5  # c = this fraction of the series' mean rate over its first SCALE_WARMUP steps
@@ -220,7 +221,7 @@ class HoltWinters(VectorForecaster):
             err = self.sel_err[:n] / self.sel_w[:n, None]
         known = self.sel_w[:n] > 0
         # Until candidates have been scored, all weigh the same.
-        inv = np.where(known[:, None], 1.0 / np.maximum(err, 1e-12) ** 2, 1.0)
+        inv = np.where(known[:, None], 1.0 / np.maximum(err, 1e-12) ** WEIGHT_POWER, 1.0)
         return np.asarray(inv / inv.sum(axis=1, keepdims=True))
 
     def _extra_state(self) -> dict[str, Any]:
