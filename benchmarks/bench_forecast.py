@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.forecast import ForecastConfig, build_forecaster
+from scheduler.forecast import ForecastSettings, build_forecaster
 from simulations.forecast_eval import _mase_scale, evaluate, summarize
 from simulations.traces import TraceSeries, read_series
 
@@ -50,7 +50,7 @@ def _f(v: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def accuracy(trace: TraceSeries, cfg: ForecastConfig) -> dict[str, Any]:
+def accuracy(trace: TraceSeries, cfg: ForecastSettings) -> dict[str, Any]:
     """Evaluate every method on `trace`; print and return the summary."""
     rates = trace.rates_per_s()
     scores = evaluate(rates, cfg, METHODS, start_s=trace.start_s)
@@ -88,7 +88,7 @@ def accuracy(trace: TraceSeries, cfg: ForecastConfig) -> dict[str, Any]:
 
 
 def autoets_anchor(
-    trace: TraceSeries, cfg: ForecastConfig, stride_min: int, max_series: int, window: int
+    trace: TraceSeries, cfg: ForecastSettings, stride_min: int, max_series: int, window: int
 ) -> None:
     """AutoETS refitted at every `stride_min`-th origin vs holt_winters at the same origins."""
     try:
@@ -155,7 +155,7 @@ def _pooled(s: Any) -> float:
     return float(np.sum(c[ok] * p[ok]) / np.sum(p[ok]))
 
 
-def fleet_speed(cfg: ForecastConfig, n_series: int = 1000, ticks: int = 300) -> None:
+def fleet_speed(cfg: ForecastSettings, n_series: int = 1000, ticks: int = 300) -> None:
     """Median wall time of update + predict for `n_series` series through the mapping API."""
     rng = np.random.default_rng(0)
     keys = [f"model{i % 20}/region{i // 20}" for i in range(n_series)]
@@ -199,8 +199,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="skip AutoETS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    cfg = ForecastConfig(horizon_min=args.horizon_min)
-    print(f"# forecast benchmark, horizon {args.horizon_min} min, default ForecastConfig")
+    cfg = ForecastSettings(horizon_min=args.horizon_min)
+    print(f"# forecast benchmark, horizon {args.horizon_min} min, default ForecastSettings")
     for rel, fmt in FILES:
         path = args.data / rel
         if not path.exists():

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.forecast import METHODS, ForecastConfig, build_forecaster
+from scheduler.forecast import METHODS, ForecastSettings, build_forecaster
 from simulations.traces import FORMATS, TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _mase_scale(y: np.ndarray) -> np.ndarray:
 
 def evaluate(
     rates: np.ndarray,
-    config: ForecastConfig,
+    config: ForecastSettings,
     methods: Sequence[str],
     *,
     start_s: float = 0.0,
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown method {unknown[0]!r}; expected {sorted(METHODS)}", file=sys.stderr)
         return 2
     try:
-        config = ForecastConfig(horizon_min=args.horizon_min, step_s=trace.step_s)
+        config = ForecastSettings(horizon_min=args.horizon_min, step_s=trace.step_s)
         warm = None if args.warmup_min is None else int(args.warmup_min * 60 / trace.step_s)
         scores = evaluate(
             trace.rates_per_s(), config, methods, start_s=trace.start_s, warmup_steps=warm

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scheduler.forecast import (
     METHODS,
     ForecastConfig,
+    ForecastSettings,
     HoltWinters,
     QuantileForecast,
     SeasonalNaive,
@@ -22,7 +23,7 @@ from scheduler.forecast import (
 )
 
 # Short seasons keep the tests fast: an "hour" plays the part of the day.
-HOURLY = ForecastConfig(
+HOURLY = ForecastSettings(
     horizon_min=10,
     seasonal_periods_min=(60,),
     seasonal_knot_min=(5,),
@@ -122,7 +123,7 @@ def test_quantiles_are_monotone_finite_and_non_negative(
 def test_coverage_on_known_noise_is_near_nominal(method: str, noise) -> None:
     rng = np.random.default_rng(7)
     n, steps, h = 40, 1500, 5
-    cfg = ForecastConfig(
+    cfg = ForecastSettings(
         horizon_min=h, seasonal_periods_min=(60,), seasonal_knot_min=(5,), calibration_memory=100
     )
     y = 50.0 + seasonal(np.arange(steps))[None, :] + noise(rng, (n, steps))
@@ -192,7 +193,7 @@ def test_counter_reset_never_gives_a_negative_rate(method: str) -> None:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_cold_start_with_less_than_a_season(method: str) -> None:
-    f = build_forecaster(ForecastConfig(horizon_min=10), method)  # daily + weekly seasons
+    f = build_forecaster(ForecastSettings(horizon_min=10), method)  # daily + weekly seasons
     f.update(0.0, {"a": 7.0})
     fc = f.predict(0.0)["a"]
     assert not fc.warm
@@ -256,10 +257,16 @@ def test_many_series_grow_and_stay_aligned() -> None:
         assert out[f"s{i}"].path(0.5)[0] == pytest.approx(float(i), rel=1e-4, abs=1e-6)
 
 
-def test_config_rejects_inconsistent_quantiles() -> None:
+def test_settings_validate_and_complete_the_config() -> None:
     with pytest.raises(ValueError):
-        ForecastConfig(quantiles=(0.9, 0.5))
+        ForecastSettings(quantiles=(0.9, 0.5))
     with pytest.raises(ValueError):
-        ForecastConfig(plan_quantile=0.8)
+        ForecastSettings(quantiles=(0.9, 0.95))  # no median
     with pytest.raises(ValueError):
-        ForecastConfig(seasonal_periods_min=(1440,), seasonal_knot_min=(7,))
+        ForecastSettings(seasonal_periods_min=(1440,), seasonal_knot_min=(7,))
+    # The plan quantile is always carried; knots default to about 96 per period.
+    s = ForecastSettings.of(ForecastConfig(plan_quantile=0.8))
+    assert 0.8 in s.quantiles and s.quantiles == tuple(sorted(s.quantiles))
+    assert ForecastSettings().seasonal_knot_min == (15, 105)
+    f = build_forecaster(ForecastConfig(method="seasonal_naive", horizon_min=15))
+    assert isinstance(f, SeasonalNaive) and f.horizon_steps == 15

@@ -64,9 +64,9 @@ def test_too_short_series_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_evaluate_scores_a_repeating_signal_as_nearly_perfect() -> None:
-    from scheduler.forecast import ForecastConfig
+    from scheduler.forecast import ForecastSettings
 
-    cfg = ForecastConfig(horizon_min=5, seasonal_periods_min=(60,), seasonal_knot_min=(5,))
+    cfg = ForecastSettings(horizon_min=5, seasonal_periods_min=(60,), seasonal_knot_min=(5,))
     y = 10.0 + 5.0 * np.sin(2 * np.pi * np.arange(400) / 60)
     scores = forecast_eval.evaluate(y[None, :], cfg, ["seasonal_naive"], warmup_steps=120)
     # Only the calibrated median's small adjustments remain.

@@ -17,7 +17,7 @@ from scheduler.forecast.base import (
     VectorForecaster,
     demand_key,
 )
-from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.forecast.holt_winters import HoltWinters
 from scheduler.forecast.seasonal_naive import SeasonalNaive
 
@@ -28,10 +28,15 @@ METHODS: dict[str, type[VectorForecaster]] = {
 
 
 def build_forecaster(
-    config: ForecastConfig | None = None, method: str | None = None
+    config: ForecastSettings | ForecastConfig | None = None, method: str | None = None
 ) -> VectorForecaster:
     """A new forecaster for `config` (method from `method`, else from the config)."""
-    cfg = config or ForecastConfig()
+    if config is None:
+        cfg = ForecastSettings()
+    elif isinstance(config, ForecastConfig):
+        cfg = ForecastSettings.of(config)
+    else:
+        cfg = config
     name = method or cfg.method
     try:
         cls = METHODS[name]
@@ -56,6 +61,7 @@ def load_forecaster(state: Mapping[str, Any] | bytes | str) -> VectorForecaster:
 __all__ = [
     "METHODS",
     "ForecastConfig",
+    "ForecastSettings",
     "Forecaster",
     "HoltWinters",
     "QuantileForecast",

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from scheduler.forecast.calibration import ConformalCalibrator
 from scheduler.forecast.codec import decode_array, encode_array
-from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.config import ForecastConfig, ForecastSettings
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,15 @@ class VectorForecaster(ABC):
 
     method: ClassVar[str] = ""
 
-    def __init__(self, config: ForecastConfig | None = None, *, capacity: int = 16) -> None:
+    def __init__(
+        self, config: ForecastSettings | ForecastConfig | None = None, *, capacity: int = 16
+    ) -> None:
         """Create an empty forecaster; series are added on first sight."""
-        self.config = config or ForecastConfig()
+        if config is None:
+            config = ForecastSettings()
+        elif isinstance(config, ForecastConfig):
+            config = ForecastSettings.of(config)
+        self.config: ForecastSettings = config
         self.quantiles = self.config.quantiles
         self.step_s = float(self.config.step_s)
         self.horizon_steps = self.config.horizon_steps
@@ -344,7 +350,7 @@ class VectorForecaster(ABC):
             raise ValueError(f"unsupported forecaster state version {state.get('version')!r}")
         if state.get("method") != cls.method:
             raise ValueError(f"state is for method {state.get('method')!r}, not {cls.method!r}")
-        config = ForecastConfig.model_validate(state["config"])
+        config = ForecastSettings.model_validate(state["config"])
         keys = list(state["keys"])
         obj = cls(config, capacity=max(16, len(keys)))
         obj.add_series(keys)

@@ -1,4 +1,12 @@
-"""Configuration of the forecaster (the `[forecast]` table). See docs/forecasting.md."""
+"""Configuration of the forecaster. See docs/forecasting.md.
+
+`ForecastConfig` is the `[forecast]` table of the config file: what an operator
+chooses (method, horizon, quantile to plan for, seasonal periods).
+`ForecastSettings` is everything a forecaster runs with: the table plus
+defaults an operator rarely changes (quantile levels carried, step length,
+seasonal knot width, calibration memory). `ForecastSettings.of(config)` fills
+them in; tests, `forecast-eval` and the simulator may override them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MethodName = Literal["seasonal_naive", "holt_winters"]
+DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+KNOTS_PER_PERIOD = 96  # a day in quarter-hours; a week in 105-minute knots
 
 
 class ForecastConfig(BaseModel):
@@ -17,35 +27,66 @@ class ForecastConfig(BaseModel):
     method: MethodName = "holt_winters"  # forecasting method (see scheduler.forecast.METHODS)
     horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # lead time to plan for, minutes
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
-    quantiles: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)  # quantile levels every forecast carries
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # daily and weekly seasonality, minutes
-    step_s: float = Field(default=60.0, gt=0, le=3600)  # spacing of observations and forecast steps
-    # Width of one knot of each seasonal profile (one per seasonal period): the
-    # profile is piecewise linear between knots, so a day is learnt from 96
-    # quarter-hours rather than 1,440 single noisy minutes.
-    seasonal_knot_min: tuple[int, ...] = (15, 60)
-    calibration_memory: int = Field(
-        default=200, ge=10
-    )  # errors the calibration scale averages over
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:
+        if any(p <= 0 for p in self.seasonal_periods_min):
+            raise ValueError("seasonal periods must be positive")
+        return self
+
+
+def auto_knot_min(period_min: int) -> int:
+    """Knot width for a period: the divisor of the period nearest below period / 96."""
+    target = max(1, period_min // KNOTS_PER_PERIOD)
+    for knot in range(target, 0, -1):
+        if period_min % knot == 0:
+            return knot
+    return 1
+
+
+class ForecastSettings(BaseModel):
+    """Everything a forecaster runs with (the `[forecast]` table plus tuning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: MethodName = "holt_winters"  # forecasting method
+    horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # horizon calibrated for, minutes
+    plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
+    seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # seasonal periods, minutes
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES  # levels every forecast carries (with 0.5)
+    step_s: float = Field(default=60.0, gt=0, le=3600)  # spacing of observations and steps
+    # Knot width of each period's piecewise-linear profile (None: period / 96,
+    # so a day is learnt from quarter-hours rather than 1,440 noisy minutes).
+    seasonal_knot_min: tuple[int, ...] | None = None
+    calibration_memory: int = Field(default=200, ge=10)  # errors the calibration scale averages
+
+    @classmethod
+    def of(cls, config: ForecastConfig, **overrides: object) -> ForecastSettings:
+        """Settings for a `[forecast]` table, with `overrides` of the tuning defaults."""
+        return cls.model_validate({**config.model_dump(), **overrides})
+
+    @model_validator(mode="after")
+    def _check(self) -> ForecastSettings:
         qs = self.quantiles
         if not qs or any(not 0.0 < q < 1.0 for q in qs):
             raise ValueError("quantiles must be in (0, 1)")
         if list(qs) != sorted(set(qs)):
             raise ValueError("quantiles must be strictly increasing")
+        if self.plan_quantile not in qs:
+            qs = tuple(sorted({*qs, self.plan_quantile}))
+            object.__setattr__(self, "quantiles", qs)
         if 0.5 not in qs:
             raise ValueError("quantiles must include 0.5 (the point forecast)")
-        if self.plan_quantile not in qs:
-            raise ValueError(f"plan_quantile {self.plan_quantile} must be one of quantiles {qs}")
-        if len(self.seasonal_knot_min) != len(self.seasonal_periods_min):
+        knots = self.seasonal_knot_min
+        if knots is None:
+            knots = tuple(auto_knot_min(p) for p in self.seasonal_periods_min)
+            object.__setattr__(self, "seasonal_knot_min", knots)
+        if len(knots) != len(self.seasonal_periods_min):
             raise ValueError("seasonal_knot_min needs one entry per seasonal period")
-        for period, knot in zip(self.seasonal_periods_min, self.seasonal_knot_min, strict=True):
+        for period, knot in zip(self.seasonal_periods_min, knots, strict=True):
             if period <= 0 or knot <= 0 or period % knot:
-                raise ValueError(
-                    f"seasonal period {period} min must be a multiple of its knot {knot}"
-                )
+                raise ValueError(f"seasonal period {period} min must be a multiple of knot {knot}")
             if (period * 60) % self.step_s or (knot * 60) % self.step_s:
                 raise ValueError(f"seasonal period {period} min is not a whole number of steps")
         if (self.horizon_min * 60) % self.step_s:
@@ -54,7 +95,7 @@ class ForecastConfig(BaseModel):
 
     @property
     def horizon_steps(self) -> int:
-        """The planning horizon in steps."""
+        """The calibrated horizon in steps."""
         return round(self.horizon_min * 60 / self.step_s)
 
     @property
@@ -65,4 +106,5 @@ class ForecastConfig(BaseModel):
     @property
     def knot_steps(self) -> tuple[int, ...]:
         """Seasonal knot widths in steps."""
-        return tuple(round(k * 60 / self.step_s) for k in self.seasonal_knot_min)
+        knots = self.seasonal_knot_min or ()
+        return tuple(round(k * 60 / self.step_s) for k in knots)

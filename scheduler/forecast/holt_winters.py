@@ -7,7 +7,7 @@ finite), the model is
     z(t) ≈ level(t) + trend(t) + Σ_p S_p(t)
 
 - ``S_p``: one seasonal profile per configured period (a day, a week), piecewise
-  linear between knots (default 15 min for the day, 1 h for the week). A knot
+  linear between knots (default 15 min for the day, 105 min for the week). A knot
   starts as the running mean of what it has seen, then forgets over a few
   periods. A profile is used once the series has one full period of history;
   before that the model is level + trend only (the cold-start fallback).
@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from scheduler.forecast.base import FloatArray, IntArray, VectorForecaster
 from scheduler.forecast.codec import decode_array, encode_array
-from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.config import ForecastConfig, ForecastSettings
 
 # Level smoothing constants of the candidate bank (per step).
 ALPHAS = (0.5, 0.2, 0.08, 0.03, 0.01)
@@ -52,7 +52,9 @@ class HoltWinters(VectorForecaster):
 
     method: ClassVar[str] = "holt_winters"
 
-    def __init__(self, config: ForecastConfig | None = None, *, capacity: int = 16) -> None:
+    def __init__(
+        self, config: ForecastSettings | ForecastConfig | None = None, *, capacity: int = 16
+    ) -> None:
         """Create an empty Holt-Winters forecaster."""
         super().__init__(config, capacity=capacity)
         self.alphas = np.array(ALPHAS * 2)  # candidate level constants

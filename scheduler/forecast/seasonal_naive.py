@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.forecast.base import FloatArray, IntArray, VectorForecaster
-from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.config import ForecastConfig, ForecastSettings
 
 
 class SeasonalNaive(VectorForecaster):
@@ -23,7 +23,9 @@ class SeasonalNaive(VectorForecaster):
 
     method: ClassVar[str] = "seasonal_naive"
 
-    def __init__(self, config: ForecastConfig | None = None, *, capacity: int = 16) -> None:
+    def __init__(
+        self, config: ForecastSettings | ForecastConfig | None = None, *, capacity: int = 16
+    ) -> None:
         """Create an empty seasonal naive forecaster."""
         super().__init__(config, capacity=capacity)
         periods = sorted(self.config.period_steps, reverse=True)
