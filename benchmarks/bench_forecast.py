@@ -93,8 +93,8 @@ def autoets_anchor(
     """AutoETS refitted at every `stride_min`-th origin vs holt_winters at the same origins."""
     try:
         from statsforecast.models import AutoETS
-    except ImportError:
-        print("  AutoETS: statsforecast not installed (pip install statsforecast); skipped")
+    except Exception as exc:  # absent, or broken by a pandas it does not support
+        print(f"  AutoETS: statsforecast unavailable ({type(exc).__name__}: {exc}); skipped")
         return
     rates = trace.rates_per_s()[:max_series]
     n, steps = rates.shape
@@ -137,12 +137,14 @@ def autoets_anchor(
     both = np.isfinite(ets_mase) & np.isfinite(hw.mase)
     ets_step_ms = 1000.0 * fit_s / max(1, fits)  # per series per origin
     hw_step_ms = hw.step_ms / n  # per series per step
+    ets_mean = float(np.mean(ets_mase[both]))
+    ratio = np.mean(hw.mase[both]) / ets_mean if ets_mean > 0 else math.inf
     print(
         f"  AutoETS anchor ({int(both.sum())} series, origin every {stride_min} min, "
         f"window {window} min): MASE AutoETS={np.mean(ets_mase[both]):.3f} "
         f"holt_winters={np.mean(hw.mase[both]):.3f} "
         f"seasonal_naive={np.mean(ours_sn['seasonal_naive'].mase[both]):.3f} "
-        f"ratio hw/AutoETS={np.mean(hw.mase[both]) / np.mean(ets_mase[both]):.3f}  "
+        f"ratio hw/AutoETS={ratio:.3f}  "
         f"coverage0.95 AutoETS={ets_cov:.3f} hw={_pooled(hw):.3f}  "
         f"step ms/series AutoETS={ets_step_ms:.2f} hw={hw_step_ms:.4f} "
         f"speed-up={ets_step_ms / hw_step_ms:.0f}x"
