@@ -1,0 +1,373 @@
+"""The placement model on OR-Tools' linear solver wrapper, with a choice of backend.
+
+Formulation (docs/solver.md has the long form):
+
+* x[m,p]  integer nodes of model m in pool p
+* y[k,l]  load of demand k routed to serving location l (rps, continuous)
+* u[k]    unmet load of demand k (rps), penalised
+* inc/dec nodes added to / removed from pools that hold nodes now, for churn cost
+
+minimise  sum (price + risk) x + launch * added + remove * removed + penalty * u
+s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served or counted unmet
+          sum_k y[k,l] <= sum_{p in l} cap[m,p] x[m,p]   per model and location
+          quotas, budget, minimum replicas, minimum on-demand share of capacity
+          for every failure domain z with spot pools of m:
+            capacity of m outside z's spot pools >= alpha * served load of m
+
+Backends: "highs" (default) and "scip"; benchmarks/bench_solver.py compares them. CP-SAT
+was the first backend and is not offered: docs/solver.md says why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from ortools.linear_solver import pywraplp
+
+from solver.problem import IntArray, Problem, Solution, Status
+from solver.reduce import candidate_pools
+
+Backend = Literal["highs", "scip"]
+_BACKENDS: dict[str, str] = {"highs": "HIGHS", "scip": "SCIP"}
+# Feasibility tolerance used when reading values back and checking the current fleet.
+_TOL = 1e-6
+
+
+@dataclass
+class _Model:
+    """A built model and the handles to read a solution back."""
+
+    lp: pywraplp.Solver
+    x: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
+    u: dict[int, pywraplp.Variable] = field(default_factory=dict)
+
+
+def _new_solver(backend: str) -> pywraplp.Solver:
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {sorted(_BACKENDS)}")
+    lp = pywraplp.Solver.CreateSolver(_BACKENDS[backend])
+    if lp is None:  # pragma: no cover - every backend ships in the ortools wheel
+        raise RuntimeError(f"OR-Tools backend {backend} is not available")
+    return lp
+
+
+def _build(
+    problem: Problem,
+    cands: dict[int, list[int]],
+    fixed: IntArray | None,
+    backend: str,
+    *,
+    coupling: bool,
+) -> _Model:
+    """The model over the models in `cands`; quotas and budget only with `coupling`."""
+    lp = _new_solver(backend)
+    mdl = _Model(lp)
+    inf = lp.infinity()
+    pools = problem.pools
+    cap = problem.capacity_rps
+    objective = lp.Objective()
+    objective.SetMinimization()
+    total_demand = np.zeros(len(problem.models))
+    for d in problem.demands:
+        total_demand[d.model] += d.rps
+
+    for m, plist in cands.items():
+        for p in plist:
+            c = int(problem.current[m, p])
+            pool = pools[p]
+            if fixed is not None:
+                lb = ub = int(fixed[m, p])
+            else:
+                need = math.ceil(total_demand[m] / cap[m, p] - 1e-9) if cap[m, p] > 0 else 0
+                lb, ub = 0, min(pool.max_nodes, max(need, problem.replicas_min(m), c))
+            x = lp.IntVar(lb, ub, f"x_{m}_{p}")
+            mdl.x[m, p] = x
+            unit = pool.usd_per_hour + pool.risk_usd_per_hour
+            if c == 0:
+                objective.SetCoefficient(x, unit + pool.launch_usd_per_hour)
+                continue
+            objective.SetCoefficient(x, unit)
+            # inc >= x - c and dec >= c - x; both are pushed down by their positive cost.
+            if pool.launch_usd_per_hour > 0 and ub > c:
+                inc = lp.NumVar(0, ub - c, f"inc_{m}_{p}")
+                ct = lp.Constraint(-c, inf)
+                ct.SetCoefficient(inc, 1)
+                ct.SetCoefficient(x, -1)
+                objective.SetCoefficient(inc, pool.launch_usd_per_hour)
+            if pool.remove_usd_per_hour > 0:
+                dec = lp.NumVar(0, c, f"dec_{m}_{p}")
+                ct = lp.Constraint(c, inf)
+                ct.SetCoefficient(dec, 1)
+                ct.SetCoefficient(x, 1)
+                objective.SetCoefficient(dec, pool.remove_usd_per_hour)
+
+    # Routing: demand k to location l; capacity per (model, location).
+    loc_pools: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for m, plist in cands.items():
+        for p in plist:
+            loc_pools[m, pools[p].location].append(p)
+    capacity_rows: dict[tuple[int, int], pywraplp.Constraint] = {}
+    for (m, loc), plist in loc_pools.items():
+        row = lp.Constraint(-inf, 0)
+        for p in plist:
+            row.SetCoefficient(mdl.x[m, p], -float(cap[m, p]))
+        capacity_rows[m, loc] = row
+    unmet_by_model: dict[int, list[pywraplp.Variable]] = defaultdict(list)
+    for k, d in enumerate(problem.demands):
+        if d.model not in cands:
+            continue
+        u = lp.NumVar(0, d.rps, f"u_{k}")
+        mdl.u[k] = u
+        unmet_by_model[d.model].append(u)
+        objective.SetCoefficient(u, problem.unmet_penalty_usd_per_rps_hour)
+        served = lp.Constraint(d.rps, inf)  # u is pushed down by its penalty
+        served.SetCoefficient(u, 1)
+        for loc in sorted(set(d.locations)):
+            if (d.model, loc) in capacity_rows:
+                y = lp.NumVar(0, d.rps, f"y_{k}_{loc}")
+                served.SetCoefficient(y, 1)
+                capacity_rows[d.model, loc].SetCoefficient(y, 1)
+
+    for q in problem.quotas if coupling else ():
+        row = lp.Constraint(-inf, q.max_gpus)
+        for p in q.pools:
+            for m in cands:
+                if (m, p) in mdl.x:
+                    row.SetCoefficient(mdl.x[m, p], pools[p].gpus)
+
+    if coupling and problem.budget_usd_per_hour is not None:
+        row = lp.Constraint(-inf, problem.budget_usd_per_hour)
+        for (_, p), x in mdl.x.items():
+            row.SetCoefficient(x, pools[p].usd_per_hour)
+
+    alpha = problem.robustness_fraction
+    for m, plist in cands.items():
+        if problem.replicas_min(m) > 0:
+            row = lp.Constraint(problem.replicas_min(m), inf)
+            for p in plist:
+                row.SetCoefficient(mdl.x[m, p], 1)
+        share = problem.on_demand_share_min(m)
+        if share > 0:
+            row = lp.Constraint(0, inf)
+            for p in plist:
+                row.SetCoefficient(
+                    mdl.x[m, p], ((0.0 if pools[p].spot else 1.0) - share) * cap[m, p]
+                )
+        if alpha > 0 and total_demand[m] > 0:
+            # margin = total capacity - alpha * served load (served = demand - unmet), as one
+            # variable, so that each failure domain's row only holds that domain's spot pools
+            # (sparse rows keep the LP small): spot capacity in z <= margin.
+            margin = lp.NumVar(-inf, inf, f"margin_{m}")
+            row = lp.Constraint(alpha * total_demand[m], alpha * total_demand[m])
+            row.SetCoefficient(margin, -1)
+            for p in plist:
+                row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
+            for u in unmet_by_model[m]:
+                row.SetCoefficient(u, alpha)
+            by_domain: dict[int, list[int]] = defaultdict(list)
+            for p in plist:
+                if pools[p].spot:
+                    by_domain[pools[p].failure_domain].append(p)
+            for z in sorted(by_domain):
+                row = lp.Constraint(-inf, 0)
+                row.SetCoefficient(margin, -1)
+                for p in by_domain[z]:
+                    row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
+    return mdl
+
+
+@dataclass(frozen=True)
+class _Run:
+    status: Status  # INFEASIBLE also when no solution was found in time
+    nodes: IntArray  # full (models x pools) array; zero outside the solved models
+    unmet_rps: dict[int, float]  # by demand index, for the solved models' demands
+    bound: float  # proven lower bound on the solved part's objective
+
+
+def _run(
+    problem: Problem,
+    mdl: _Model,
+    *,
+    time_limit_s: float,
+    seed: int,
+    backend: str,
+    hint: IntArray | None,
+    gap_tolerance: float,
+) -> _Run:
+    lp = mdl.lp
+    lp.SetTimeLimit(max(10, int(time_limit_s * 1000)))
+    lp.SetNumThreads(1)  # parallelism is across models (see solve)
+    params = {
+        "highs": f"random_seed={seed}\noutput_flag=false\nmip_rel_gap={gap_tolerance}",
+        "scip": f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}",
+    }[backend]
+    lp.SetSolverSpecificParametersAsString(params)
+    if hint is not None and backend == "scip":  # HiGHS ignores hints through this wrapper
+        pairs = list(mdl.x.items())
+        lp.SetHint([v for _, v in pairs], [float(hint[m, p]) for (m, p), _ in pairs])
+    code = lp.Solve()
+    if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        return _Run(Status.INFEASIBLE, problem.current.copy(), {}, math.inf)
+    nodes = np.zeros_like(problem.current)
+    for (m, p), x in mdl.x.items():
+        nodes[m, p] = round(x.solution_value())
+    unmet = {k: max(0.0, u.solution_value()) for k, u in mdl.u.items()}
+    status = Status.OPTIMAL if code == pywraplp.Solver.OPTIMAL else Status.FEASIBLE
+    return _Run(status, nodes, unmet, lp.Objective().BestBound())
+
+
+def fleet_cost(problem: Problem, nodes: IntArray, unmet_rps: tuple[float, ...]) -> float:
+    """Objective of a fleet in USD/hour: price, risk, churn against current, unmet penalty."""
+    total = 0.0
+    for p, pool in enumerate(problem.pools):
+        col = nodes[:, p]
+        cur = problem.current[:, p]
+        total += float(col.sum()) * (pool.usd_per_hour + pool.risk_usd_per_hour)
+        total += float(np.maximum(col - cur, 0).sum()) * pool.launch_usd_per_hour
+        total += float(np.maximum(cur - col, 0).sum()) * pool.remove_usd_per_hour
+    return total + problem.unmet_penalty_usd_per_rps_hour * sum(unmet_rps)
+
+
+def fleet_price(problem: Problem, nodes: IntArray) -> float:
+    """Price of a fleet in USD/hour."""
+    prices = np.array([pool.usd_per_hour for pool in problem.pools], dtype=np.float64)
+    return float((nodes * prices[None, :]).sum())
+
+
+def _coupling_ok(problem: Problem, nodes: IntArray) -> bool:
+    """Whether a fleet respects the constraints that link models: quotas and budget."""
+    gpus = np.array([pool.gpus for pool in problem.pools], dtype=np.int64)
+    per_pool = nodes.sum(axis=0) * gpus
+    if any(int(per_pool[list(q.pools)].sum()) > q.max_gpus for q in problem.quotas):
+        return False
+    budget = problem.budget_usd_per_hour
+    return budget is None or fleet_price(problem, nodes) <= budget + _TOL
+
+
+def _merge(problem: Problem, runs: list[_Run]) -> _Run:
+    """One run from per-model runs (each solved its own models' rows)."""
+    if any(r.status is Status.INFEASIBLE for r in runs):
+        return _Run(Status.INFEASIBLE, problem.current.copy(), {}, math.inf)
+    nodes = np.sum([r.nodes for r in runs], axis=0).astype(np.int64)
+    unmet = {k: v for r in runs for k, v in r.unmet_rps.items()}
+    optimal = all(r.status is Status.OPTIMAL for r in runs)
+    bound = sum(r.bound for r in runs)
+    return _Run(Status.OPTIMAL if optimal else Status.FEASIBLE, nodes, unmet, bound)
+
+
+def solve(
+    problem: Problem,
+    *,
+    time_limit_s: float = 2.0,
+    seed: int = 0,
+    workers: int = 1,
+    backend: Backend = "scip",
+    gap_tolerance: float = 1e-3,
+) -> Solution:
+    """Find the cheapest fleet for `problem` within `time_limit_s`.
+
+    Models interact only through quotas and the budget, so each model is solved on
+    its own first (a sum of small searches instead of one product-sized search);
+    when the union breaks a quota or the budget, the joint model is solved with
+    the remaining time, starting from that union where the backend takes hints.
+
+    The current fleet is evaluated too (only routing free); the result is never
+    worse than keeping it when it is feasible. When no feasible plan exists (or
+    none is found in time) `nodes` is the current fleet, so acting on the result
+    changes nothing, and the status is INFEASIBLE unless keeping the current fleet
+    is itself feasible.
+    """
+    started = time.perf_counter()
+    deadline = started + time_limit_s
+    cands = candidate_pools(problem)
+    n_cands = max(1, sum(len(v) for v in cands.values()))
+
+    def run(
+        subset: dict[int, list[int]],
+        fixed: IntArray | None,
+        limit_s: float,
+        hint: IntArray | None = None,
+        coupling: bool = False,
+    ) -> _Run:
+        mdl = _build(problem, subset, fixed, backend, coupling=coupling)
+        return _run(
+            problem,
+            mdl,
+            time_limit_s=limit_s,
+            seed=seed,
+            backend=backend,
+            hint=hint,
+            gap_tolerance=gap_tolerance,
+        )
+
+    # Keeping the current fleet: routing only, per model, then the coupling check.
+    keep = _merge(
+        problem,
+        [run({m: c}, problem.current, max(0.05, 0.1 * time_limit_s)) for m, c in cands.items()],
+    )
+    keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
+
+    # Each model alone, `workers` at a time (the backend releases the GIL while it
+    # searches), each with a share of the time proportional to its candidate pools.
+    budget_s = max(0.05, deadline - time.perf_counter())
+
+    def alone(m: int) -> _Run:
+        limit = budget_s * workers * len(cands[m]) / n_cands
+        left = deadline - time.perf_counter()
+        return run({m: cands[m]}, None, max(0.05, min(limit, left)), hint=problem.current)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = list(pool.map(alone, sorted(cands, key=lambda m: -len(cands[m]))))
+    best = _merge(problem, runs)
+    coupled = problem.quotas or problem.budget_usd_per_hour is not None
+    if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
+        remaining = max(0.1, deadline - time.perf_counter())
+        hint = best.nodes if best.status is not Status.INFEASIBLE else None
+        best = run(cands, None, remaining, hint=hint, coupling=True)
+    elapsed = time.perf_counter() - started
+
+    def unmet_of(r: _Run) -> tuple[float, ...]:
+        return tuple(r.unmet_rps.get(k, 0.0) for k in range(len(problem.demands)))
+
+    if best.status is Status.INFEASIBLE:
+        nodes = problem.current.copy()
+        unmet = unmet_of(keep) if keep_ok else tuple(d.rps for d in problem.demands)
+        cost = fleet_cost(problem, nodes, unmet)
+        return Solution(
+            status=Status.FEASIBLE if keep_ok else Status.INFEASIBLE,
+            nodes=nodes,
+            objective=cost,
+            bound=cost if keep_ok else math.inf,
+            gap=math.inf,
+            solve_time_s=elapsed,
+            unmet_rps=unmet,
+            usd_per_hour=fleet_price(problem, nodes),
+            kept_current=True,
+        )
+
+    nodes, unmet = best.nodes, unmet_of(best)
+    cost = fleet_cost(problem, nodes, unmet)
+    kept = False
+    if keep_ok:
+        keep_cost = fleet_cost(problem, problem.current, unmet_of(keep))
+        if keep_cost <= cost + _TOL:
+            nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
+    bound = min(best.bound, cost)
+    gap = (cost - bound) / max(abs(cost), 1e-9) if cost > 0 else 0.0
+    return Solution(
+        status=best.status,
+        nodes=nodes,
+        objective=cost,
+        bound=bound,
+        gap=max(gap, 0.0),
+        solve_time_s=elapsed,
+        unmet_rps=unmet,
+        usd_per_hour=fleet_price(problem, nodes),
+        kept_current=kept,
+    )

@@ -1,0 +1,90 @@
+"""Presolve reductions that cannot change the optimum (docs/solver.md, "Reductions")."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from solver.problem import Problem
+
+
+def candidate_pools(problem: Problem) -> dict[int, list[int]]:
+    """Pools worth a variable for each model.
+
+    A pool is kept when the model can run there (capacity > 0) and either some
+    demand of the model may be routed to its location, the model already runs
+    there, or the model has no demand at all (minimum replicas may go anywhere).
+    Among the rest, a pool is dropped when another pool in the same location,
+    market, quotas and (for spot) failure domain is at least as good in every respect
+    (capacity, accelerators, price, risk, churn cost, availability).
+    Pools holding current nodes are always kept.
+    """
+    quota_sig: dict[int, frozenset[int]] = defaultdict(frozenset)
+    for qi, q in enumerate(problem.quotas):
+        for p in q.pools:
+            quota_sig[p] = quota_sig[p] | {qi}
+    locations: dict[int, set[int]] = defaultdict(set)
+    for d in problem.demands:
+        locations[d.model].update(d.locations)
+
+    out: dict[int, list[int]] = {}
+    for m in range(len(problem.models)):
+        cap = problem.capacity_rps[m]
+        cur = problem.current[m]
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        keep: list[int] = []
+        for p, pool in enumerate(problem.pools):
+            if cur[p] > 0:
+                keep.append(p)
+                continue
+            if cap[p] <= 0 or pool.max_nodes <= 0:
+                continue
+            if locations[m] and pool.location not in locations[m]:
+                continue
+            # Failure domains only matter for spot pools (robustness counts spot losses).
+            domain = pool.failure_domain if pool.spot else -1
+            groups[(pool.location, domain, pool.spot, quota_sig[p])].append(p)
+        for members in groups.values():
+            keep.extend(_undominated(problem, m, members))
+        out[m] = sorted(set(keep))
+    return out
+
+
+def _undominated(problem: Problem, m: int, members: list[int]) -> list[int]:
+    """Members no other member dominates, possibly several nodes of it at once.
+
+    q dominates p with multiplicity k = ceil(cap_p / cap_q) when k nodes of q give at
+    least p's capacity and cost, accelerators, risk and churn of k q-nodes are no more
+    than one p-node's: any plan using p is then matched or beaten by swapping each
+    p-node for k q-nodes (more nodes never hurt minimum replicas; more on-demand
+    capacity never hurts the on-demand share). For spot pools of a model with an
+    on-demand share, extra spot capacity would dilute the share, so k nodes of q must
+    give exactly p's capacity.
+    """
+    cap = problem.capacity_rps[m]
+    share = problem.on_demand_share_min(m)
+    pools = problem.pools
+
+    def dominates(q: int, p: int) -> bool:
+        k = math.ceil(cap[p] / cap[q] - 1e-9)
+        a, b = pools[q], pools[p]
+        if k * cap[q] < cap[p] - 1e-9:
+            return False
+        if b.spot and share > 0 and k * cap[q] > cap[p] + 1e-9:
+            return False
+        worse = (
+            k * a.gpus > b.gpus
+            or k * a.usd_per_hour > b.usd_per_hour + 1e-12
+            or k * a.risk_usd_per_hour > b.risk_usd_per_hour + 1e-12
+            or k * a.launch_usd_per_hour > b.launch_usd_per_hour + 1e-12
+            or a.max_nodes < min(b.max_nodes * k, 10_000)
+        )
+        return not worse
+
+    # Cheapest per rps first (then smallest, then index): a dominating pool is seen first.
+    ordered = sorted(members, key=lambda p: (pools[p].usd_per_hour / cap[p], cap[p], p))
+    kept: list[int] = []
+    for p in ordered:
+        if not any(dominates(q, p) for q in kept):
+            kept.append(p)
+    return kept
