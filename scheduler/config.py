@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.domain import Cloud, Market
@@ -34,7 +36,8 @@ class SolverSection(_Section):
 
     time_limit_s: float = Field(default=2.0, gt=0, le=600)  # wall-clock budget per solve
     seed: int = Field(default=0, ge=0)  # random seed, fixed for repeatable plans
-    workers: int = Field(default=2, ge=1, le=64)  # CP-SAT search workers
+    backend: Literal["highs", "scip"] = "scip"  # MIP solver behind OR-Tools
+    workers: int = Field(default=1, ge=1, le=64)  # solver threads
     unmet_penalty_usd_per_rps_hour: float = Field(default=500.0, gt=0)  # cost of dropping load
     churn_amortization_h: float = Field(default=24.0, gt=0)  # hours a launch's cost is spread over
     interruption_cost_usd: float = Field(default=0.0, ge=0)  # extra cost per spot reclaim
@@ -43,7 +46,9 @@ class SolverSection(_Section):
 class PlanningSection(_Section):
     """Fleet-wide policy the solver must respect."""
 
-    robustness_fraction: float = Field(default=0.8, ge=0, le=1)  # demand covered after a domain loss
+    robustness_fraction: float = Field(
+        default=0.8, ge=0, le=1
+    )  # demand covered after a domain loss
     target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
     budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
     default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
@@ -165,4 +170,3 @@ def load_config(path: Path | str | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(p, [f"{p}: cannot read: {exc.strerror or exc}"]) from None
     return parse_config(text, p)
-

@@ -69,10 +69,16 @@ location = "us-east-1"
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL + "[solver]\ntime_limit_s = -1\n", "solver.time_limit_s: Input should be greater than 0"),
+        (
+            MINIMAL + "[solver]\ntime_limit_s = -1\n",
+            "solver.time_limit_s: Input should be greater than 0",
+        ),
         (MINIMAL + "[planning]\nrobustness_fraction = 2\n", "planning.robustness_fraction"),
         (MINIMAL + "[solver]\nseeed = 1\n", "solver.seeed: Extra inputs are not permitted"),
-        (MINIMAL + "[[quotas]]\ncloud = 'azure'\nmax_gpus = 1\n", "quotas[0].cloud: Input should be 'aws' or 'gcp'"),
+        (
+            MINIMAL + "[[quotas]]\ncloud = 'azure'\nmax_gpus = 1\n",
+            "quotas[0].cloud: Input should be 'aws' or 'gcp'",
+        ),
         (MINIMAL.replace('name = "us"\n', ""), "regions[0].name: Field required"),
         (MINIMAL + "[[models]]\nname = 'llama-3.1-8b'\n", "duplicate name 'llama-3.1-8b'"),
         ("[[models]\nname = 1\n", "not valid TOML"),
@@ -92,7 +98,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert len(err.value.problems) == 2
 
 
-def test_validate_config_exit_code_and_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_config_exit_code_and_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, MINIMAL + "[planning]\ntarget_utilization = 0\n")
     assert main(["validate-config", str(path)]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,265 @@
+"""The planner: turns config, catalog, profiles, demand and fleet into a solver
+`Problem`, and the solver's `Solution` back into a `Plan` of pools.
+
+Pure: no I/O, no clock. The cost terms it adds on top of list prices:
+
+* risk of a spot node = interruptions/hour x (price x boot hours + `interruption_cost_usd`):
+  each reclaim wastes a replacement's boot time plus whatever the operator says a
+  reclaim costs beyond that.
+* launch cost = price x boot hours, amortised over `churn_amortization_h`: a new
+  node is paid for while it boots and serves nothing.
+* removal cost = the same amount, so that a plan only moves nodes when the saving
+  pays for moving them back later (avoids churn for pennies).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.catalog import Catalog
+from scheduler.config import CloudSection, Config
+from scheduler.domain import (
+    CapacityProfile,
+    Demand,
+    InstanceType,
+    Market,
+    Offering,
+    Placement,
+    Plan,
+    PlanStatus,
+    Unmet,
+)
+from scheduler.profiles import instance_rps
+from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status, solve
+
+log = logging.getLogger(__name__)
+
+
+class PlanningError(ValueError):
+    """Inputs that name something the catalog or config does not know."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source  # which input is wrong: "demand", "fleet" or "config"
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Pools and offerings a problem was built from, in solver index order."""
+
+    offerings: tuple[Offering, ...]  # one per solver pool, same order
+    models: tuple[str, ...]  # model names in solver order
+    locations: tuple[str, ...]  # "cloud:region" per location index
+
+
+def _cloud_section(config: Config, cloud: str) -> CloudSection:
+    section: CloudSection = getattr(config.clouds, cloud)
+    return section
+
+
+def allowed(config: Config, offering: Offering, itype: InstanceType) -> bool:
+    """Whether config lets capsched place nodes in this offering's pool."""
+    pool = offering.pool
+    section = _cloud_section(config, pool.cloud.value)
+    return (
+        section.enabled
+        and offering.available
+        and (not section.regions or pool.region in section.regions)
+        and pool.market in section.markets
+        and (not section.gpu_kinds or itype.gpu_kind in section.gpu_kinds)
+    )
+
+
+def resolve_location(catalog: Catalog, location: str) -> str:
+    """A configured source-region location as a catalog "cloud:region" key."""
+    if location in catalog.region_coords:
+        return location
+    matches = [k for k in catalog.region_coords if k.split(":", 1)[1] == location]
+    if len(matches) != 1:
+        raise PlanningError("config", f"location {location!r} is not a region in the catalog")
+    return matches[0]
+
+
+def build_problem(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    demand: Sequence[Demand],
+    fleet: Sequence[Placement],
+) -> tuple[Problem, Candidates]:
+    """The placement problem for this demand and fleet under `config`."""
+    models = tuple(m.name for m in config.models)
+    model_index = {name: i for i, name in enumerate(models)}
+    by_pool = {o.pool: o for o in catalog.offerings}
+    fleet_pools = {pl.pool for pl in fleet}
+    for i, pl in enumerate(fleet):
+        if pl.model not in model_index:
+            raise PlanningError("fleet", f"nodes[{i}]: unknown model {pl.model!r}")
+        if pl.pool not in by_pool:
+            raise PlanningError("fleet", f"nodes[{i}]: pool {pl.pool.key} is not in the catalog")
+
+    offerings: list[Offering] = []
+    for o in catalog.offerings:
+        itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+        if allowed(config, o, itype) or o.pool in fleet_pools:
+            offerings.append(o)
+    locations = tuple(sorted({f"{o.pool.cloud}:{o.pool.region}" for o in offerings}))
+    loc_index = {loc: i for i, loc in enumerate(locations)}
+    domains = tuple(sorted({o.pool.failure_domain for o in offerings}))
+    dom_index = {d: i for i, d in enumerate(domains)}
+
+    rps_cache: dict[tuple[str, str, int], float] = {}
+
+    def rps_of(model: str, itype: InstanceType) -> float:
+        # Many pools share an instance type: compute each (model, GPU shape) once.
+        key = (model, itype.gpu_kind, itype.gpu_count)
+        if key not in rps_cache:
+            section = config.model(model)
+            rps_cache[key] = config.planning.target_utilization * instance_rps(
+                profiles, section.profile or section.name, itype, section.latency_slo_ms
+            )
+        return rps_cache[key]
+
+    boot_h = config.planning.default_boot_time_s / 3600.0
+    amort_h = config.solver.churn_amortization_h
+    pools: list[PoolSpec] = []
+    capacity = np.zeros((len(models), len(offerings)), dtype=np.float64)
+    for p, o in enumerate(offerings):
+        itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+        churn = o.usd_per_hour * boot_h / amort_h
+        risk = o.interruptions_per_hour * (
+            o.usd_per_hour * boot_h + config.solver.interruption_cost_usd
+        )
+        pools.append(
+            PoolSpec(
+                key=o.pool.key,
+                location=loc_index[f"{o.pool.cloud}:{o.pool.region}"],
+                failure_domain=dom_index[o.pool.failure_domain],
+                spot=o.pool.market is Market.SPOT,
+                usd_per_hour=o.usd_per_hour,
+                risk_usd_per_hour=risk,
+                launch_usd_per_hour=churn,
+                remove_usd_per_hour=churn,
+                gpus=itype.gpu_count,
+                max_nodes=10_000 if allowed(config, o, itype) else 0,
+            )
+        )
+        for m, section in enumerate(config.models):
+            capacity[m, p] = rps_of(section.name, itype)
+
+    region_sections = {r.name: r for r in config.regions}
+    demands: list[DemandSpec] = []
+    for i, d in enumerate(demand):
+        if d.model not in model_index:
+            raise PlanningError("demand", f"demand[{i}]: unknown model {d.model!r}")
+        if d.region not in region_sections:
+            raise PlanningError("demand", f"demand[{i}]: unknown region {d.region!r}")
+        if not np.isfinite(d.rps) or d.rps < 0:
+            raise PlanningError(
+                "demand", f"demand[{i}]: rps must be a finite number >= 0, got {d.rps}"
+            )
+        source = region_sections[d.region]
+        origin = resolve_location(catalog, source.location)
+        near = tuple(
+            loc_index[loc]
+            for loc in locations
+            if catalog.rtt_ms(origin, loc) <= source.max_latency_ms
+        )
+        demands.append(DemandSpec(model_index[d.model], d.region, d.rps, near))
+
+    current = np.zeros_like(capacity, dtype=np.int64)
+    pool_index = {o.pool: p for p, o in enumerate(offerings)}
+    for pl in fleet:
+        current[model_index[pl.model], pool_index[pl.pool]] += pl.count
+
+    quotas: list[QuotaSpec] = []
+    for qi, q in enumerate(config.quotas):
+        members = tuple(
+            p
+            for p, o in enumerate(offerings)
+            if o.pool.cloud is q.cloud
+            and (q.region is None or o.pool.region == q.region)
+            and (q.market is None or o.pool.market is q.market)
+            and (
+                q.gpu_kind is None
+                or catalog.instance_types[(o.pool.cloud, o.pool.instance_type)].gpu_kind
+                == q.gpu_kind
+            )
+        )
+        quotas.append(QuotaSpec(f"quotas[{qi}]", members, q.max_gpus))
+
+    problem = Problem(
+        models=models,
+        pools=tuple(pools),
+        capacity_rps=capacity,
+        demands=tuple(demands),
+        current=current,
+        min_replicas=tuple(m.min_replicas for m in config.models),
+        min_on_demand_share=tuple(m.min_on_demand_share for m in config.models),
+        quotas=tuple(quotas),
+        budget_usd_per_hour=config.planning.budget_usd_per_hour,
+        robustness_fraction=config.planning.robustness_fraction,
+        unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
+    )
+    return problem, Candidates(tuple(offerings), models, locations)
+
+
+def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
+    """The solver's answer in domain terms."""
+    placements = tuple(
+        Placement(cands.models[m], cands.offerings[p].pool, int(solution.nodes[m, p]))
+        for m, p in zip(*np.nonzero(solution.nodes), strict=True)
+    )
+    unmet = tuple(
+        Unmet(cands.models[d.model], d.region, rps)
+        for d, rps in zip(problem.demands, solution.unmet_rps, strict=True)
+        if rps > 0
+    )
+    notes: list[str] = []
+    if solution.kept_current:
+        notes.append("kept the current fleet: no cheaper feasible plan found")
+    if solution.status is Status.INFEASIBLE:
+        notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
+    return Plan(
+        status=PlanStatus(solution.status.value),
+        placements=tuple(sorted(placements, key=lambda pl: (pl.model, pl.pool))),
+        usd_per_hour=solution.usd_per_hour,
+        objective=solution.objective,
+        gap=solution.gap,
+        solve_time_s=solution.solve_time_s,
+        unmet=unmet,
+        notes=tuple(notes),
+    )
+
+
+def make_plan(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    demand: Sequence[Demand],
+    fleet: Sequence[Placement] = (),
+) -> Plan:
+    """Build the problem, solve it under the config's limits, and return the plan."""
+    problem, cands = build_problem(config, catalog, profiles, demand, fleet)
+    solution = solve(
+        problem,
+        time_limit_s=config.solver.time_limit_s,
+        seed=config.solver.seed,
+        workers=config.solver.workers,
+        backend=config.solver.backend,
+    )
+    plan = to_plan(problem, cands, solution)
+    log.info(
+        "plan status=%s usd_per_hour=%.2f gap=%.4f solve_time_s=%.3f pools=%d unmet_rps=%.2f",
+        plan.status,
+        plan.usd_per_hour,
+        plan.gap,
+        plan.solve_time_s,
+        len(problem.pools),
+        sum(u.rps for u in plan.unmet),
+    )
+    return plan
