@@ -54,6 +54,15 @@ class PlanningSection(_Section):
     default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
 
 
+class GuardsSection(_Section):
+    """Limits between a plan and the actions taken on it."""
+
+    max_scale_down_fraction: float = Field(default=0.25, gt=0, le=1)  # of a model's nodes per tick
+    min_node_age_s: float = Field(default=900.0, ge=0)  # ready this long before a plan may move it
+    drain_timeout_s: float = Field(default=300.0, ge=0)  # longest wait for in-flight requests
+    pool_cooldown_s: float = Field(default=900.0, ge=0)  # pool unused after capacity/quota errors
+
+
 class ModelSection(_Section):
     """One served model."""
 
@@ -102,6 +111,7 @@ class Config(_Section):
     scheduler: SchedulerSection = SchedulerSection()
     solver: SolverSection = SolverSection()
     planning: PlanningSection = PlanningSection()
+    guards: GuardsSection = GuardsSection()
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)

@@ -121,6 +121,7 @@ class Node:
     state: NodeState  # current lifecycle state
     cloud_instance_id: str | None = None  # the cloud's id, once known
     launched_at_s: float | None = None  # time the launch was requested (epoch seconds)
+    state_since_s: float | None = None  # time the node entered its current state
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,154 @@
+"""The actuator: carries out actions against a provider, journaled before and after.
+
+Every action is written to the journal before its cloud call and closed after it, so
+a crash between the two leaves a pending entry that recovery resolves by looking at
+what the cloud lists (by our node id tag), never by guessing. Each action is handled
+alone: one failure becomes a transition on that one node, never a failed batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from adapters.provider import (
+    Instance,
+    InstanceState,
+    InsufficientCapacity,
+    LaunchRequest,
+    Provider,
+    ProviderError,
+    QuotaExceeded,
+    Transient,
+)
+from scheduler.actions import Action, Drain, Launch, Terminate
+from scheduler.domain import Node, NodeState, Pool
+from scheduler.drain import Drainer
+from scheduler.store import StateStore
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class ActResult:
+    """What happened to a batch of actions."""
+
+    done: list[Action] = field(default_factory=list)  # succeeded
+    failed: list[tuple[Action, str]] = field(default_factory=list)  # with the error
+    exhausted_pools: list[Pool] = field(default_factory=list)  # capacity/quota errors
+
+
+class Actuator:
+    """Executes launches, drains and terminations; retries transient errors with backoff."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        provider: Provider,
+        drainer: Drainer,
+        *,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+        seed: int = 0,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.drainer = drainer
+        self.retries = retries  # attempts after the first, for Transient errors only
+        self.backoff_s = backoff_s  # first retry delay; doubles each time, with jitter
+        self.sleep = sleep  # injected so simulations never wait for real
+        self._rng = random.Random(seed)  # jitter, seeded for repeatable replays
+
+    async def execute(self, actions: Sequence[Action], now_s: float) -> ActResult:
+        """Carry out `actions` one by one; never raises for a single action's failure."""
+        result = ActResult()
+        for action in actions:
+            try:
+                if isinstance(action, Launch):
+                    await self._launch(action, now_s)
+                elif isinstance(action, Drain):
+                    await self._drain(action, now_s)
+                else:
+                    await self._terminate(action, now_s)
+                result.done.append(action)
+            except (InsufficientCapacity, QuotaExceeded) as exc:
+                result.failed.append((action, f"{type(exc).__name__}: {exc}"))
+                if isinstance(action, Launch):
+                    result.exhausted_pools.append(action.pool)
+            except Exception as exc:  # one action's failure stays with that action
+                log.exception(
+                    "action_failed action=%s node_id=%s", type(action).__name__, action.node_id
+                )
+                result.failed.append((action, f"{type(exc).__name__}: {exc}"))
+        return result
+
+    async def _with_retries(self, call: Callable[[], Awaitable[object]]) -> object:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except Transient:
+                if attempt == self.retries:
+                    raise
+                await self.sleep(delay * (0.5 + self._rng.random()))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _launch(self, action: Launch, now_s: float) -> None:
+        node = Node(
+            action.node_id, action.model, action.pool, NodeState.REQUESTED, launched_at_s=now_s
+        )
+        with self.store.transaction():
+            self.store.add_node(node, now_s, cause=action.reason)
+            entry = self.store.journal_begin("launch", node.node_id, now_s, action.reason)
+        request = LaunchRequest(node.node_id, node.model, node.pool)
+        try:
+            instance = await self._with_retries(lambda: self.provider.launch(request))
+        except (InsufficientCapacity, QuotaExceeded) as exc:
+            self.store.transition(node.node_id, NodeState.FAILED, now_s, f"launch refused: {exc}")
+            self.store.journal_end(entry, "failed", now_s, f"{type(exc).__name__}: {exc}")
+            raise
+        except Transient as exc:
+            # The launch may or may not exist: leave it requested, journal pending; the next
+            # observation adopts it if the cloud lists it, or fails it after the grace time.
+            log.warning("launch_uncertain node_id=%s error=%s", node.node_id, exc)
+            raise
+        assert isinstance(instance, Instance)
+        state = NodeState.READY if instance.state is InstanceState.RUNNING else NodeState.BOOTING
+        self.store.transition(
+            node.node_id,
+            state,
+            now_s,
+            "launch accepted",
+            cloud_instance_id=instance.cloud_instance_id,
+        )
+        self.store.journal_end(entry, "done", now_s, instance.cloud_instance_id)
+        log.info("launched node_id=%s model=%s pool=%s", node.node_id, node.model, node.pool.key)
+
+    async def _drain(self, action: Drain, now_s: float) -> None:
+        node = self.store.node(action.node_id)
+        if node is None:
+            raise KeyError(action.node_id)
+        entry = self.store.journal_begin("drain", node.node_id, now_s, action.reason)
+        self.store.transition(node.node_id, NodeState.DRAINING, now_s, action.reason)
+        await self.drainer.begin(node)
+        self.store.journal_end(entry, "done", now_s, "out of rotation")
+
+    async def _terminate(self, action: Terminate, now_s: float) -> None:
+        node = self.store.node(action.node_id)
+        if node is None:
+            raise KeyError(action.node_id)
+        entry = self.store.journal_begin("terminate", node.node_id, now_s, action.reason)
+        try:
+            await self._with_retries(lambda: self.provider.terminate(node.node_id))
+        except ProviderError as exc:
+            self.store.journal_end(entry, "failed", now_s, f"{type(exc).__name__}: {exc}")
+            raise
+        self.store.transition(node.node_id, NodeState.TERMINATING, now_s, action.reason)
+        self.store.journal_end(entry, "done", now_s, "terminate requested")

@@ -1,0 +1,54 @@
+"""From a target fleet to the changes that reach it: which pools need nodes, which
+nodes are surplus. Pure: the observation and the plan in, a proposal out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from scheduler.domain import Node, NodeState, Plan, Pool
+from scheduler.observation import Observation
+
+# Surplus nodes are removed in this order: what serves nothing first.
+_REMOVAL_ORDER = {NodeState.REQUESTED: 0, NodeState.BOOTING: 1, NodeState.READY: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What the plan asks for, before the guards."""
+
+    launches: tuple[tuple[str, Pool], ...]  # (model, pool) per node to add
+    removals: tuple[Node, ...]  # surplus nodes, least useful first
+
+
+def propose(obs: Observation, plan: Plan) -> Proposal:
+    """Launches for pools below target, removals for pools above it.
+
+    Nodes under an interruption notice do not count: their replacements are
+    launched at once (make before break) while they serve until reclaimed.
+    """
+    live: dict[tuple[str, Pool], list[Node]] = defaultdict(list)
+    for node in obs.serving():
+        live[node.model, node.pool].append(node)
+    target = Counter({(pl.model, pl.pool): pl.count for pl in plan.placements})
+
+    launches: list[tuple[str, Pool]] = []
+    removals: list[Node] = []
+    for key in sorted(set(target) | set(live), key=lambda k: (k[0], k[1])):
+        have, want = live.get(key, []), target.get(key, 0)
+        if want > len(have):
+            launches.extend([key] * (want - len(have)))
+        elif len(have) > want:
+            # Serving-nothing first; among ready nodes the oldest, which the age guard allows.
+            ordered = sorted(
+                have,
+                key=lambda n: (
+                    _REMOVAL_ORDER.get(n.state, 3),
+                    -(n.state_since_s or 0.0) if n.state is not NodeState.READY else 0.0,
+                    n.state_since_s or 0.0,
+                    n.node_id,
+                ),
+            )
+            removals.extend(ordered[: len(have) - want])
+    return Proposal(tuple(launches), tuple(removals))

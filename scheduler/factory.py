@@ -1,0 +1,48 @@
+"""One constructor for the scheduler, shared by the daemon and the simulator
+(as Karpenter's simulated provider calls the production controller constructor)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.metrics import MetricsSource
+from adapters.provider import Provider
+from scheduler.actuator import Actuator, Sleep
+from scheduler.catalog import Catalog, load_catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile
+from scheduler.drain import Drainer, NoTrafficLayer
+from scheduler.observation import Policy
+from scheduler.policy import CapschedPolicy
+from scheduler.profiles import load_profiles
+from scheduler.reconciler import Reconciler
+from scheduler.store import StateStore
+
+
+def build_scheduler(
+    config: Config,
+    *,
+    provider: Provider,
+    metrics: MetricsSource,
+    store: StateStore,
+    policy: Policy | None = None,
+    drainer: Drainer | None = None,
+    catalog: Catalog | None = None,
+    profiles: tuple[CapacityProfile, ...] | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> Reconciler:
+    """A reconciler wired to these edges; the policy defaults to capsched's own."""
+    catalog = catalog or load_catalog()
+    profiles = profiles if profiles is not None else load_profiles()
+    drainer = drainer or NoTrafficLayer()
+    return Reconciler(
+        config=config,
+        catalog=catalog,
+        profiles=profiles,
+        provider=provider,
+        metrics=metrics,
+        policy=policy or CapschedPolicy(config, catalog, profiles),
+        store=store,
+        drainer=drainer,
+        actuator=Actuator(store, provider, drainer, sleep=sleep, seed=config.solver.seed),
+    )

@@ -1,0 +1,290 @@
+"""One tick of the control loop: observe, decide, act.
+
+`Reconciler.tick(now_s)` is the whole loop body, shared by the daemon (wall-clock
+`now_s`, every `tick_interval_s` and at once on an interruption notice) and the
+simulator (virtual `now_s`). Every outside fact enters through `observe`; `decide`
+is pure given the policy's own state; `act` goes through the journaled actuator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from adapters.metrics import DemandSample, MetricsSource
+from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
+from scheduler.actions import Action, Terminate
+from scheduler.actuator import Actuator
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.diff import propose
+from scheduler.domain import CapacityProfile, Node, NodeState, Offering, Plan, Pool
+from scheduler.drain import Drainer
+from scheduler.guards import apply_guards
+from scheduler.lifecycle import IllegalTransition
+from scheduler.observation import Observation, Policy
+from scheduler.profiles import instance_rps
+from scheduler.store import StateStore
+
+log = logging.getLogger(__name__)
+
+# A launch the cloud has not listed after this long never happened (eventual consistency
+# covers seconds to a couple of minutes on the clouds we drive).
+LAUNCH_GRACE_S = 600.0
+
+_FROM_CLOUD = {
+    InstanceState.PENDING: NodeState.BOOTING,
+    InstanceState.RUNNING: NodeState.READY,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick saw, decided and did."""
+
+    now_s: float  # time of the tick
+    plan: Plan | None  # the policy's target fleet; None when observing failed
+    actions: tuple[Action, ...]  # actions attempted
+    held_back: tuple[str, ...]  # what the guards held back, and why
+    errors: tuple[str, ...]  # failures, one line each (the tick still completed)
+    demand_complete: bool  # whether the load signal was whole
+
+
+class Reconciler:
+    """Drives the fleet toward the policy's plan, one guarded step per tick."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        catalog: Catalog,
+        profiles: tuple[CapacityProfile, ...],
+        provider: Provider,
+        metrics: MetricsSource,
+        policy: Policy,
+        store: StateStore,
+        drainer: Drainer,
+        actuator: Actuator,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.profiles = profiles
+        self.provider = provider
+        self.metrics = metrics
+        self.policy = policy
+        self.store = store
+        self.drainer = drainer
+        self.actuator = actuator
+        self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
+        self.cooldown_until: dict[Pool, float] = {}  # pools refused recently, until when
+        self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
+        self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
+
+    # -- observe ----------------------------------------------------------------------------
+
+    async def observe(self, now_s: float) -> tuple[Observation, list[str]]:
+        """Read the cloud and the load, and bring the store's nodes in line with the cloud."""
+        errors: list[str] = []
+        instances = await self.provider.list_instances()
+        for notice in await self.provider.interruption_notices():
+            self.notices[notice.node_id] = notice
+        offerings = await self.provider.offerings()
+        demand: DemandSample
+        try:
+            demand = await self.metrics.demand(now_s)
+        except Exception as exc:  # a broken load signal must not stop reconciliation
+            errors.append(f"metrics: {type(exc).__name__}: {exc}")
+            demand = DemandSample(now_s)
+        errors.extend(self._merge(instances, now_s))
+        expected = {(m.name, r.name) for m in self.config.models for r in self.config.regions}
+        live = {n.node_id for n in self.store.live_nodes()}
+        self.notices = {k: v for k, v in self.notices.items() if k in live}
+        obs = Observation(
+            now_s=now_s,
+            demand=demand,
+            demand_complete=demand.complete(expected),
+            nodes=tuple(self.store.live_nodes()),
+            offerings=tuple(self._cooled(offerings, now_s)),
+            notices=tuple(self.notices.values()),
+        )
+        return obs, errors
+
+    def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
+        out = []
+        for o in offerings:
+            if self.cooldown_until.get(o.pool, -1.0) > now_s:
+                o = dataclasses.replace(o, available=False)
+            out.append(o)
+        return out
+
+    def _merge(self, instances: list[Instance], now_s: float) -> list[str]:
+        """Apply what the cloud says to each node alone; a bad node never blocks the rest."""
+        errors: list[str] = []
+        listed = {i.node_id: i for i in instances}
+        for node in self.store.live_nodes():
+            try:
+                self._merge_node(node, listed.get(node.node_id), now_s)
+            except (IllegalTransition, KeyError) as exc:
+                errors.append(f"node {node.node_id}: {exc}")
+                log.warning("node_merge_failed node_id=%s error=%s", node.node_id, exc)
+        known = {n.node_id for n in self.store.live_nodes()}
+        for node_id, inst in listed.items():
+            if node_id in known or inst.state in (
+                InstanceState.TERMINATED,
+                InstanceState.PREEMPTED,
+            ):
+                continue
+            existing = self.store.node(node_id)
+            if existing is None:
+                # Tagged as ours but unknown (e.g. launched before a crash wiped nothing but
+                # the journal's end): adopt it, the plan decides whether it stays.
+                state = _FROM_CLOUD.get(inst.state, NodeState.BOOTING)
+                adopted = Node(
+                    node_id,
+                    inst.model,
+                    inst.pool,
+                    state,
+                    inst.cloud_instance_id,
+                    inst.launched_at_s,
+                )
+                self.store.add_node(
+                    adopted, now_s, cause="adopted: tagged as ours, not in the store"
+                )
+            else:
+                # We gave up on it (failed/gone) but it exists: terminate, never leak.
+                errors.append(f"node {node_id}: listed but {existing.state}; terminating")
+                self._orphans.append(node_id)
+        return errors
+
+    def _merge_node(self, node: Node, inst: Instance | None, now_s: float) -> None:
+        t = self.store.transition
+        if inst is None or inst.state is InstanceState.TERMINATED:
+            if (
+                node.state is NodeState.REQUESTED
+                and now_s - (node.launched_at_s or now_s) < LAUNCH_GRACE_S
+            ):
+                return  # not listed yet: eventual consistency
+            if node.state is NodeState.REQUESTED:
+                t(node.node_id, NodeState.FAILED, now_s, "launch never appeared")
+            else:
+                t(node.node_id, NodeState.GONE, now_s, "observed gone")
+            return
+        if inst.state is InstanceState.PREEMPTED:
+            if node.state is not NodeState.INTERRUPTED and node.state is not NodeState.TERMINATING:
+                t(node.node_id, NodeState.INTERRUPTED, now_s, "reclaimed by the cloud")
+            t(node.node_id, NodeState.GONE, now_s, "reclaimed by the cloud")
+            return
+        if node.node_id in self.notices and node.state in (
+            NodeState.BOOTING,
+            NodeState.READY,
+            NodeState.DRAINING,
+        ):
+            deadline = self.notices[node.node_id].deadline_s
+            t(
+                node.node_id,
+                NodeState.INTERRUPTED,
+                now_s,
+                f"interruption notice, reclaimed at {deadline:.0f}",
+            )
+            return
+        wanted = _FROM_CLOUD.get(inst.state)
+        if wanted is NodeState.BOOTING and node.state is NodeState.REQUESTED:
+            t(
+                node.node_id,
+                NodeState.BOOTING,
+                now_s,
+                "cloud lists it pending",
+                cloud_instance_id=inst.cloud_instance_id,
+            )
+        elif wanted is NodeState.READY and node.state in (NodeState.REQUESTED, NodeState.BOOTING):
+            t(
+                node.node_id,
+                NodeState.READY,
+                now_s,
+                "serving",
+                cloud_instance_id=inst.cloud_instance_id,
+            )
+
+    # -- decide -----------------------------------------------------------------------------
+
+    def capacity_of(self, model: str, pool: Pool) -> float:
+        """Sustainable rps of one node of `model` in `pool` at the model's SLO."""
+        key = (model, pool)
+        if key not in self._rps:
+            section = self.config.model(model)
+            itype = self.catalog.instance_types[(pool.cloud, pool.instance_type)]
+            self._rps[key] = self.config.planning.target_utilization * instance_rps(
+                self.profiles, section.profile or section.name, itype, section.latency_slo_ms
+            )
+        return self._rps[key]
+
+    def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[str, ...]]:
+        """The plan and the guarded actions toward it."""
+        plan = self.policy.decide(obs)
+        guarded = apply_guards(
+            obs, plan, propose(obs, plan), self.config, self.capacity_of, self.store.next_node_id
+        )
+        return plan, guarded.actions, guarded.held_back
+
+    # -- act --------------------------------------------------------------------------------
+
+    async def _finish_drains(self, now_s: float) -> list[Action]:
+        actions: list[Action] = []
+        deadline_s = self.config.guards.drain_timeout_s
+        for node in self.store.live_nodes():
+            if node.state is NodeState.DRAINING:
+                in_flight = await self.drainer.in_flight(node, now_s)
+                waited = now_s - (node.state_since_s or now_s)
+                if in_flight == 0 or waited >= deadline_s:
+                    why = (
+                        "drained" if in_flight == 0 else f"drain deadline {deadline_s:.0f} s passed"
+                    )
+                    actions.append(Terminate(node.node_id, reason=why))
+        return actions
+
+    async def tick(self, now_s: float) -> TickReport:
+        """Observe, decide, act once. Never raises for one node's or one action's failure."""
+        self._orphans = []
+        try:
+            obs, errors = await self.observe(now_s)
+        except ProviderError as exc:
+            # Without the cloud's listing, acting could double-launch or misread the fleet.
+            log.warning("tick_skipped now_s=%.0f reason=listing_failed error=%s", now_s, exc)
+            return TickReport(
+                now_s, None, (), (), (f"provider: {type(exc).__name__}: {exc}",), False
+            )
+
+        plan, actions, held = self.decide(obs)
+        orphans = tuple(Terminate(n, reason="listed after we gave up on it") for n in self._orphans)
+        todo = (*orphans, *actions, *(await self._finish_drains(now_s)))
+        result = await self.actuator.execute(todo, now_s)
+        for pool in result.exhausted_pools:
+            self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
+        errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result.failed)
+        if result.exhausted_pools:
+            # Fall back to another pool now rather than a whole tick later.
+            obs2, _ = await self.observe(now_s)
+            plan, retry, more_held = self.decide(obs2)
+            result2 = await self.actuator.execute(retry, now_s)
+            for pool in result2.exhausted_pools:
+                self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
+            errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
+            todo, held = (*todo, *retry), (*held, *more_held)
+
+        self.store.record_plan(plan, now_s, self.policy.name, held)
+        log.info(
+            "tick now_s=%.0f policy=%s plan_status=%s usd_per_hour=%.2f actions=%d held=%d"
+            " errors=%d demand_complete=%s",
+            now_s,
+            self.policy.name,
+            plan.status,
+            plan.usd_per_hour,
+            len(todo),
+            len(held),
+            len(errors),
+            obs.demand_complete,
+        )
+        for line in held:
+            log.info("guard_held now_s=%.0f reason=%r", now_s, line)
+        return TickReport(now_s, plan, tuple(todo), tuple(held), tuple(errors), obs.demand_complete)

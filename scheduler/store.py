@@ -1,0 +1,338 @@
+"""The state store: SQLite through sqlite-utils, WAL on, one writer.
+
+Holds nodes and their transition history, the action journal, plans, and the
+counter behind node ids. Every write is a short explicit transaction, so a crash
+at any moment leaves either the old or the new state, never half of one. One
+`StateStore` object per process owns the connection (skypilot #1441 and friends:
+SQLite shared as a global led to years of "database is locked").
+
+Schema changes are numbered migrations applied in order on open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
+from scheduler.lifecycle import LIVE, check_transition
+
+log = logging.getLogger(__name__)
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("nodes").create(
+        {
+            "node_id": str,
+            "model": str,
+            "cloud": str,
+            "region": str,
+            "zone": str,
+            "instance_type": str,
+            "market": str,
+            "state": str,
+            "cloud_instance_id": str,
+            "launched_at_s": float,
+            "state_since_s": float,
+        },
+        pk="node_id",
+    )
+    db.table("nodes").create_index(["state"])
+    db.table("node_events").create(
+        {"id": int, "node_id": str, "at_s": float, "old": str, "new": str, "cause": str},
+        pk="id",
+    )
+    db.table("node_events").create_index(["node_id"])
+    db.table("journal").create(
+        {
+            "id": int,
+            "at_s": float,
+            "kind": str,
+            "node_id": str,
+            "status": str,
+            "detail": str,
+            "updated_at_s": float,
+        },
+        pk="id",
+    )
+    db.table("journal").create_index(["status"])
+    db.table("plans").create(
+        {
+            "id": int,
+            "at_s": float,
+            "policy": str,
+            "status": str,
+            "usd_per_hour": float,
+            "objective": float,
+            "gap": float,
+            "solve_time_s": float,
+            "placements": str,
+            "unmet": str,
+            "notes": str,
+            "held_back": str,
+        },
+        pk="id",
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One action as journaled: written before the cloud call, closed after it."""
+
+    id: int  # entry id
+    at_s: float  # when the action was decided
+    kind: str  # "launch" | "drain" | "terminate"
+    node_id: str  # node acted on (the idempotency token for launches)
+    status: str  # "pending" (cloud call may or may not have happened) | "done" | "failed"
+    detail: str  # reason and outcome
+
+
+class StateStore:
+    """All of capsched's durable state. Not thread-safe: one owner."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a crash loses no commit
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = 0
+        if "meta" in self.db.table_names():
+            row = self.db.execute("select value from meta where key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                migration(self.db)
+                self.db.table("meta").upsert(
+                    {"key": "schema_version", "value": str(number)}, pk="key"
+                )
+            log.info("store_migrated path=%s schema_version=%d", self.path, number)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A short explicit transaction; nested use joins the outer one."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.conn.close()
+
+    # -- ids ----------------------------------------------------------------------------------
+
+    def next_node_id(self, prefix: str = "cs") -> str:
+        """A new node id, unique for this store forever (survives restarts)."""
+        with self.transaction():
+            row = self.db.execute("select value from meta where key='node_seq'").fetchone()
+            seq = int(row[0]) + 1 if row else 1
+            self.db.table("meta").upsert({"key": "node_seq", "value": str(seq)}, pk="key")
+        return f"{prefix}-{seq:08d}"
+
+    # -- nodes --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _node(row: dict[str, Any]) -> Node:
+        pool = Pool(
+            Cloud(row["cloud"]),
+            row["region"],
+            row["zone"] or "",
+            row["instance_type"],
+            Market(row["market"]),
+        )
+        return Node(
+            node_id=row["node_id"],
+            model=row["model"],
+            pool=pool,
+            state=NodeState(row["state"]),
+            cloud_instance_id=row["cloud_instance_id"],
+            launched_at_s=row["launched_at_s"],
+            state_since_s=row["state_since_s"],
+        )
+
+    def node(self, node_id: str) -> Node | None:
+        """The node `node_id`, or None."""
+        rows = list(self.db.table("nodes").rows_where("node_id = ?", [node_id]))
+        return self._node(rows[0]) if rows else None
+
+    def live_nodes(self) -> list[Node]:
+        """Nodes not gone or failed, in id order."""
+        states = sorted(s.value for s in LIVE)
+        marks = ",".join("?" for _ in states)
+        rows = self.db.table("nodes").rows_where(f"state in ({marks})", states, order_by="node_id")
+        return [self._node(r) for r in rows]
+
+    def add_node(self, node: Node, at_s: float, cause: str) -> None:
+        """Record a new node (normally REQUESTED) and its first event."""
+        with self.transaction():
+            self.db.table("nodes").insert(
+                {
+                    "node_id": node.node_id,
+                    "model": node.model,
+                    "cloud": node.pool.cloud.value,
+                    "region": node.pool.region,
+                    "zone": node.pool.zone,
+                    "instance_type": node.pool.instance_type,
+                    "market": node.pool.market.value,
+                    "state": node.state.value,
+                    "cloud_instance_id": node.cloud_instance_id,
+                    "launched_at_s": node.launched_at_s,
+                    "state_since_s": at_s,
+                }
+            )
+            self.db.table("node_events").insert(
+                {
+                    "node_id": node.node_id,
+                    "at_s": at_s,
+                    "old": "",
+                    "new": node.state.value,
+                    "cause": cause,
+                }
+            )
+
+    def transition(
+        self,
+        node_id: str,
+        new: NodeState,
+        at_s: float,
+        cause: str,
+        *,
+        cloud_instance_id: str | None = None,
+    ) -> Node:
+        """Move a node to `new` (checked against the lifecycle table) and record why."""
+        node = self.node(node_id)
+        if node is None:
+            raise KeyError(node_id)
+        if node.state == new:
+            return node
+        check_transition(node.state, new)
+        with self.transaction():
+            update: dict[str, Any] = {"state": new.value, "state_since_s": at_s}
+            if cloud_instance_id is not None:
+                update["cloud_instance_id"] = cloud_instance_id
+            self.db.table("nodes").update(node_id, update)
+            self.db.table("node_events").insert(
+                {
+                    "node_id": node_id,
+                    "at_s": at_s,
+                    "old": node.state.value,
+                    "new": new.value,
+                    "cause": cause,
+                }
+            )
+        log.info(
+            "node_transition node_id=%s old=%s new=%s cause=%s", node_id, node.state, new, cause
+        )
+        updated = self.node(node_id)
+        assert updated is not None
+        return updated
+
+    def events(self, node_id: str | None = None) -> list[dict[str, Any]]:
+        """Transition history, oldest first, of one node or all."""
+        if node_id is None:
+            return list(self.db.table("node_events").rows_where(order_by="id"))
+        return list(
+            self.db.table("node_events").rows_where("node_id = ?", [node_id], order_by="id")
+        )
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def journal_begin(self, kind: str, node_id: str, at_s: float, detail: str) -> int:
+        """Journal an action before its cloud call; returns the entry id."""
+        with self.transaction():
+            table = self.db.table("journal")
+            table.insert(
+                {
+                    "at_s": at_s,
+                    "kind": kind,
+                    "node_id": node_id,
+                    "status": "pending",
+                    "detail": detail,
+                    "updated_at_s": at_s,
+                }
+            )
+            entry_id = table.last_pk
+        assert isinstance(entry_id, int)
+        return entry_id
+
+    def journal_end(self, entry_id: int, status: str, at_s: float, detail: str) -> None:
+        """Close a journal entry with its outcome ("done" or "failed")."""
+        with self.transaction():
+            self.db.table("journal").update(
+                entry_id, {"status": status, "detail": detail, "updated_at_s": at_s}
+            )
+
+    def journal(self, status: str | None = None) -> list[JournalEntry]:
+        """Journal entries, oldest first, optionally only those with `status`."""
+        where, args = ("status = ?", [status]) if status else (None, [])
+        rows = self.db.table("journal").rows_where(where, args, order_by="id")
+        return [
+            JournalEntry(r["id"], r["at_s"], r["kind"], r["node_id"], r["status"], r["detail"])
+            for r in rows
+        ]
+
+    # -- plans --------------------------------------------------------------------------------
+
+    def record_plan(
+        self, plan: Plan, at_s: float, policy: str, held_back: tuple[str, ...] = ()
+    ) -> None:
+        """Store a plan with its solver verdict and what the guards held back."""
+        placements = [
+            {
+                "model": pl.model,
+                "cloud": pl.pool.cloud.value,
+                "region": pl.pool.region,
+                "zone": pl.pool.zone,
+                "instance_type": pl.pool.instance_type,
+                "market": pl.pool.market.value,
+                "count": pl.count,
+            }
+            for pl in plan.placements
+        ]
+        with self.transaction():
+            self.db.table("plans").insert(
+                {
+                    "at_s": at_s,
+                    "policy": policy,
+                    "status": plan.status.value,
+                    "usd_per_hour": plan.usd_per_hour,
+                    "objective": plan.objective,
+                    "gap": plan.gap,
+                    "solve_time_s": plan.solve_time_s,
+                    "placements": json.dumps(placements),
+                    "unmet": json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
+                    "notes": json.dumps(list(plan.notes)),
+                    "held_back": json.dumps(list(held_back)),
+                }
+            )
+
+    def plans(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest plans, newest first."""
+        return list(self.db.table("plans").rows_where(order_by="id desc", limit=limit))

@@ -1,0 +1,123 @@
+"""The reconciler's decision between plan and actions: diff plus guards, table style."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from adapters.metrics import DemandSample
+from adapters.provider import InterruptionNotice
+from scheduler.actions import Drain, Launch, Terminate
+from scheduler.config import Config, load_config
+from scheduler.diff import propose
+from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
+from scheduler.guards import apply_guards
+from scheduler.observation import Observation
+
+A = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
+B = Pool(Cloud.GCP, "us-east4", "us-east4-a", "g2-standard-4", Market.SPOT)
+MODEL = "llama-3.1-8b"
+NOW = 10_000.0
+
+
+def config(**guards: float) -> Config:
+    base = load_config()
+    return base.model_copy(update={"guards": base.guards.model_copy(update=guards)})
+
+
+def node(i: int, pool: Pool = A, state: NodeState = NodeState.READY, since: float = 0.0) -> Node:
+    return Node(f"n{i}", MODEL, pool, state, f"i-{i}", launched_at_s=since, state_since_s=since)
+
+
+def obs(
+    nodes: list[Node], complete: bool = True, notices: tuple[InterruptionNotice, ...] = ()
+) -> Observation:
+    rps = {(MODEL, "us-east"): 5.0} if complete else {}
+    return Observation(NOW, DemandSample(NOW, rps), complete, tuple(nodes), (), notices)
+
+
+def plan(*counts: tuple[Pool, int], usd: float = 1.0) -> Plan:
+    placements = tuple(Placement(MODEL, p, c) for p, c in counts if c)
+    return Plan(PlanStatus.OPTIMAL, placements, usd, usd, 0.0, 0.0)
+
+
+def decide(
+    o: Observation, p: Plan, cfg: Config | None = None
+) -> tuple[list[object], tuple[str, ...]]:
+    ids = (f"new{i}" for i in itertools.count())
+    g = apply_guards(o, p, propose(o, p), cfg or config(), lambda m, pool: 1.0, lambda: next(ids))
+    return list(g.actions), g.held_back
+
+
+def kinds(actions: list[object]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def test_launches_what_the_plan_adds() -> None:
+    actions, held = decide(obs([node(1)]), plan((A, 3)))
+    assert kinds(actions) == ["Launch", "Launch"]
+    assert all(isinstance(a, Launch) and a.pool == A for a in actions)
+    assert held == ()
+
+
+def test_no_scale_down_when_the_load_signal_is_missing() -> None:
+    nodes = [node(i) for i in range(4)]
+    actions, held = decide(obs(nodes, complete=False), plan((A, 1)))
+    assert actions == []
+    assert held and "load signal missing" in held[0]
+
+
+def test_scale_up_still_happens_when_the_load_signal_is_missing() -> None:
+    actions, _ = decide(obs([node(1)], complete=False), plan((A, 2)))
+    assert kinds(actions) == ["Launch"]
+
+
+def test_young_nodes_are_not_drained() -> None:
+    nodes = [node(1, since=NOW - 60), node(2, since=NOW - 60)]
+    actions, held = decide(obs(nodes), plan((A, 1)))
+    assert actions == []
+    assert "ready for less than 900 s" in held[0]
+
+
+def test_scale_down_is_limited_per_tick() -> None:
+    nodes = [node(i) for i in range(8)]
+    actions, held = decide(obs(nodes), plan((A, 1)), config(max_scale_down_fraction=0.25))
+    assert kinds(actions) == ["Drain", "Drain"]  # 25 % of 8
+    assert "scale-down limit per tick reached" in held[0]
+
+
+def test_make_before_break_waits_for_replacements() -> None:
+    # The plan moves two nodes from A to B: launch in B now, drain A only once B serves.
+    nodes = [node(1), node(2)]
+    actions, held = decide(obs(nodes), plan((B, 2)))
+    assert kinds(actions) == ["Launch", "Launch"]
+    assert "make before break" in held[0]
+    booted = [*nodes, node(3, pool=B, since=NOW - 1000), node(4, pool=B, since=NOW - 1000)]
+    actions, held = decide(obs(booted), plan((B, 2)), config(max_scale_down_fraction=0.5))
+    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n1", "n2"]
+
+
+def test_nodes_not_serving_yet_are_cancelled_first_and_at_once() -> None:
+    nodes = [node(1), node(2, state=NodeState.BOOTING, since=NOW - 5)]
+    actions, held = decide(obs(nodes), plan((A, 1)))
+    assert len(actions) == 1 and isinstance(actions[0], Terminate) and actions[0].node_id == "n2"
+    assert held == ()
+
+
+def test_interrupted_nodes_are_replaced_at_once() -> None:
+    notice = InterruptionNotice("n1", "i-1", A, NOW + 120)
+    actions, _ = decide(obs([node(1), node(2)], notices=(notice,)), plan((A, 2)))
+    assert kinds(actions) == ["Launch"]
+
+
+def test_launches_stop_when_the_plan_is_over_budget() -> None:
+    actions, held = decide(obs([]), plan((A, 2), usd=1e6))
+    assert actions == []
+    assert "over the budget" in held[0]
+
+
+@pytest.mark.parametrize("count", [0, 1, 5])
+def test_plan_equal_to_fleet_does_nothing(count: int) -> None:
+    actions, held = decide(obs([node(i) for i in range(count)]), plan((A, count)))
+    assert actions == [] and held == ()
