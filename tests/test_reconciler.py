@@ -1,0 +1,198 @@
+"""The reconcile loop against the simulated cloud: scale-up, readiness, replacement on a
+notice, no scale-down on missing data, fallback on capacity errors, restart safety."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.metrics import DemandSample
+from adapters.provider import InsufficientCapacity
+from adapters.sim import SimCloud, SpotTrace
+from scheduler.actions import Drain, Launch
+from scheduler.catalog import load_catalog
+from scheduler.config import Config
+from scheduler.domain import Market, NodeState
+from scheduler.factory import build_scheduler
+from scheduler.reconciler import Reconciler
+from scheduler.store import StateStore
+
+MODEL, REGION = "llama-3.1-8b", "us-east"
+
+
+def make_config(**planning: object) -> Config:
+    return Config.model_validate(
+        {
+            "models": [{"name": MODEL, "min_replicas": 1}],
+            "regions": [{"name": REGION, "location": "us-east-1", "max_latency_ms": 40}],
+            "clouds": {
+                "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
+                "gcp": {"enabled": False},
+            },
+            "planning": {"robustness_fraction": 0.5, "budget_usd_per_hour": None, **planning},
+            "solver": {"time_limit_s": 2.0},
+            "guards": {"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
+        }
+    )
+
+
+class Metrics:
+    """A load signal the test sets by hand."""
+
+    def __init__(self, rps: float) -> None:
+        self.rps = rps
+
+    async def demand(self, now_s: float) -> DemandSample:
+        return DemandSample(now_s, {(MODEL, REGION): self.rps})
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+class World:
+    """A reconciler, its simulated cloud and store, and a clock the test moves."""
+
+    def __init__(self, tmp_path: Path, rps: float = 20.0, **cloud: object) -> None:
+        self.config = make_config()
+        catalog = load_catalog()
+        self.cloud = SimCloud(catalog.offerings, catalog.instance_types, boot_time_s=300, **cloud)  # type: ignore[arg-type]
+        self.metrics = Metrics(rps)
+        self.db = tmp_path / "state.db"
+        self.store = StateStore(self.db)
+        self.rec = self.build()
+        self.now = 0.0
+
+    def build(self) -> Reconciler:
+        return build_scheduler(
+            self.config, provider=self.cloud, metrics=self.metrics, store=self.store, sleep=no_sleep
+        )
+
+    async def tick(self, advance_s: float = 300.0):  # noqa: ANN201
+        self.now += advance_s
+        self.cloud.advance_to(self.now)
+        return await self.rec.tick(self.now)
+
+    def states(self) -> list[NodeState]:
+        return sorted(n.state for n in self.store.live_nodes())
+
+
+async def test_scales_up_then_nodes_become_ready(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    report = await w.tick(0)
+    launches = [a for a in report.actions if isinstance(a, Launch)]
+    assert launches and report.errors == ()
+    assert set(w.states()) == {NodeState.BOOTING}
+    await w.tick(300)  # boot time passed
+    assert set(w.states()) == {NodeState.READY}
+    assert len(list(w.cloud.running())) == len(launches)
+    # Every transition is in the history with its cause.
+    causes = {e["cause"] for e in w.store.events()}
+    assert "launch accepted" in causes and "serving" in causes
+
+
+async def test_plan_is_stable_when_nothing_changes(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    await w.tick(0)
+    await w.tick(300)
+    report = await w.tick(300)
+    assert report.actions == ()
+
+
+async def test_missing_or_nan_load_never_scales_down(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=40.0)
+    await w.tick(0)
+    await w.tick(300)
+    before = len(w.store.live_nodes())
+    for bad in (math.nan, -1.0):
+        w.metrics.rps = bad
+        report = await w.tick(300)
+        assert not report.demand_complete
+        assert not any(isinstance(a, Drain) for a in report.actions)
+    assert len(w.store.live_nodes()) == before
+
+
+@pytest.mark.xfail(reason="the forecaster's 0.95 band widens after a level drop (fix in progress)")
+async def test_lower_load_scales_down_through_drain(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=60.0)
+    await w.tick(0)
+    await w.tick(300)
+    big = len(w.store.live_nodes())
+    w.metrics.rps = 1.0
+    for _ in range(12):  # the forecaster needs a few ticks to believe the drop
+        await w.tick(300)
+    assert len(w.store.live_nodes()) < big
+    gone = [e for e in w.store.events() if e["new"] == "gone"]
+    assert gone and all(
+        any(e2["node_id"] == e["node_id"] and e2["new"] == "draining" for e2 in w.store.events())
+        for e in gone
+    )
+
+
+async def test_capacity_error_falls_back_to_another_pool_in_the_same_tick(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.cloud.inject_error("launch", InsufficientCapacity("stock-out"))
+    report = await w.tick(0)
+    failed = [n for n in w.store.db.table("nodes").rows if n["state"] == "failed"]
+    assert len(failed) == 1
+    assert any("InsufficientCapacity" in e for e in report.errors)
+    # the failed pool is cooled down and the fleet still got its capacity this tick
+    assert w.rec.cooldown_until
+    assert len(w.store.live_nodes()) >= 1
+
+
+async def test_interruption_notice_launches_a_replacement_at_once(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    config = make_config()
+    # Every spot pool holds 10 nodes for an hour, then none: the cloud reclaims them.
+    traces = {
+        o.pool: SpotTrace("test", 3600.0, np.array([10, 0, 0, 0]), loop=False)
+        for o in catalog.offerings
+        if o.pool.market is Market.SPOT and o.pool.cloud.value == "aws"
+    }
+    w = World(tmp_path, spot_traces=traces)
+    w.config = config
+    await w.tick(0)
+    await w.tick(300)
+    spot = [n for n in w.store.live_nodes() if n.pool.market is Market.SPOT]
+    if not spot:
+        pytest.skip("plan used no spot nodes")
+    # Step just past the hour: notices arrive, and the same tick launches replacements.
+    w.now = 3600.0
+    w.cloud.advance_to(3601.0)
+    report = await w.rec.tick(3601.0)
+    assert any(isinstance(a, Launch) for a in report.actions)
+    assert {n.state for n in w.store.live_nodes() if n.node_id in {s.node_id for s in spot}} <= {
+        NodeState.INTERRUPTED
+    }
+
+
+async def test_restart_neither_duplicates_nor_leaks(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    await w.tick(0)
+    launched = w.cloud.counters.launches
+    # The process dies; a new one opens the same store and talks to the same cloud.
+    w.store.close()
+    w.store = StateStore(w.db)
+    w.rec = w.build()
+    report = await w.tick(300)
+    assert not any(isinstance(a, Launch) for a in report.actions)
+    assert w.cloud.counters.launches == launched
+    listed = {i.node_id for i in await w.cloud.list_instances()}
+    assert listed == {n.node_id for n in w.store.live_nodes()}
+
+
+async def test_unknown_instance_tagged_as_ours_is_adopted(tmp_path: Path) -> None:
+    from adapters.provider import LaunchRequest
+
+    w = World(tmp_path)
+    await w.tick(0)
+    pool = w.store.live_nodes()[0].pool
+    await w.cloud.launch(LaunchRequest("cs-stray", MODEL, pool))  # e.g. launched before a crash
+    await w.tick(300)
+    stray = w.store.node("cs-stray")
+    assert stray is not None
+    assert any(e["cause"].startswith("adopted") for e in w.store.events("cs-stray"))
