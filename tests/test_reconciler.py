@@ -17,7 +17,7 @@ from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import Market, NodeState
 from scheduler.factory import build_scheduler
-from scheduler.reconciler import Reconciler
+from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
@@ -71,7 +71,7 @@ class World:
             self.config, provider=self.cloud, metrics=self.metrics, store=self.store, sleep=no_sleep
         )
 
-    async def tick(self, advance_s: float = 300.0):  # noqa: ANN201
+    async def tick(self, advance_s: float = 300.0) -> TickReport:
         self.now += advance_s
         self.cloud.advance_to(self.now)
         return await self.rec.tick(self.now)
