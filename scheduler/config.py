@@ -63,6 +63,20 @@ class GuardsSection(_Section):
     pool_cooldown_s: float = Field(default=900.0, ge=0)  # pool unused after capacity/quota errors
 
 
+class DaemonSection(_Section):
+    """The long-running service: approval, dry run, tick timeout, control API."""
+
+    approval_mode: Literal["auto", "manual", "threshold"] = "auto"  # who lets a plan act
+    approval_cost_delta_usd_per_hour: float = Field(default=50.0, ge=0)  # threshold mode
+    approval_max_drains: int = Field(default=4, ge=0)  # threshold mode
+    dry_run: bool = False  # plan and record, never act
+    tick_timeout_s: float = Field(default=120.0, gt=0)  # a tick taking longer is abandoned
+    api_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"  # loopback only
+    api_port: int = Field(default=9464, ge=0, le=65535)  # control API and /metrics
+    api_socket: str = ""  # Unix socket path; when set, used instead of TCP
+    token_file: str = "capsched.token"  # bearer token for actions, mode 0600
+
+
 class ModelSection(_Section):
     """One served model."""
 
@@ -112,6 +126,7 @@ class Config(_Section):
     solver: SolverSection = SolverSection()
     planning: PlanningSection = PlanningSection()
     guards: GuardsSection = GuardsSection()
+    daemon: DaemonSection = DaemonSection()
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)

@@ -39,6 +39,12 @@ _FROM_CLOUD = {
 }
 
 
+def _same_targets(a: Plan, b: Plan) -> bool:
+    return {(p.model, p.pool, p.count) for p in a.placements} == {
+        (p.model, p.pool, p.count) for p in b.placements
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TickReport:
     """What one tick saw, decided and did."""
@@ -80,6 +86,9 @@ class Reconciler:
         self.cooldown_until: dict[Pool, float] = {}  # pools refused recently, until when
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
         self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
+        self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
+        self.approved: Plan | None = None  # the plan the fleet follows (approval modes)
+        self.pending: tuple[int, Plan] | None = None  # a stored plan waiting for approval
 
     # -- observe ----------------------------------------------------------------------------
 
@@ -220,12 +229,60 @@ class Reconciler:
         return self._rps[key]
 
     def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[str, ...]]:
-        """The plan and the guarded actions toward it."""
+        """The plan and the guarded actions toward it (ignores approval; see `tick`)."""
         plan = self.policy.decide(obs)
+        actions, held = self.toward(obs, plan)
+        return plan, actions, held
+
+    def toward(self, obs: Observation, target: Plan) -> tuple[tuple[Action, ...], tuple[str, ...]]:
+        """Guarded actions that move the observed fleet toward `target`."""
         guarded = apply_guards(
-            obs, plan, propose(obs, plan), self.config, self.capacity_of, self.store.next_node_id
+            obs,
+            target,
+            propose(obs, target),
+            self.config,
+            self.capacity_of,
+            self.store.next_node_id,
         )
-        return plan, guarded.actions, guarded.held_back
+        return guarded.actions, guarded.held_back
+
+    def needs_approval(self, obs: Observation, plan: Plan) -> bool:
+        """Whether the configured approval mode holds `plan` for a person to approve."""
+        d = self.config.daemon
+        if d.approval_mode == "auto":
+            return False
+        if d.approval_mode == "manual":
+            return True
+        price_now = sum(self._price(n.pool) for n in obs.serving())
+        drains = sum(1 for n in propose(obs, plan).removals if n.state is NodeState.READY)
+        return (
+            abs(plan.usd_per_hour - price_now) > d.approval_cost_delta_usd_per_hour
+            or drains > d.approval_max_drains
+        )
+
+    def _price(self, pool: Pool) -> float:
+        if not self._prices:
+            self._prices = {o.pool: o.usd_per_hour for o in self.catalog.offerings}
+        return self._prices.get(pool, 0.0)
+
+    def approve(self, plan_id: int) -> bool:
+        """Let the pending plan `plan_id` act (from the next tick on)."""
+        if self.pending is None or self.pending[0] != plan_id:
+            return False
+        self.approved = self.pending[1]
+        self.pending = None
+        self.store.set_plan_approval(plan_id, "approved")
+        log.info("plan_approved plan_id=%d", plan_id)
+        return True
+
+    def reject(self, plan_id: int) -> bool:
+        """Drop the pending plan `plan_id`; the fleet keeps following the approved one."""
+        if self.pending is None or self.pending[0] != plan_id:
+            return False
+        self.pending = None
+        self.store.set_plan_approval(plan_id, "rejected")
+        log.info("plan_rejected plan_id=%d", plan_id)
+        return True
 
     # -- act --------------------------------------------------------------------------------
 
@@ -255,24 +312,51 @@ class Reconciler:
                 now_s, None, (), (), (f"provider: {type(exc).__name__}: {exc}",), False
             )
 
-        plan, actions, held = self.decide(obs)
+        plan = self.policy.decide(obs)
+        if self.config.daemon.dry_run:
+            self.store.record_plan(plan, now_s, self.policy.name, (), approval="dry-run")
+            log.info("tick now_s=%.0f dry_run=true usd_per_hour=%.2f", now_s, plan.usd_per_hour)
+            return TickReport(now_s, plan, (), (), tuple(errors), obs.demand_complete)
+        approval = "auto"
+        target: Plan | None = plan
+        if self.needs_approval(obs, plan):
+            if self.approved is not None and _same_targets(plan, self.approved):
+                target = self.approved
+                approval = "approved"
+            else:
+                if self.pending is None or not _same_targets(self.pending[1], plan):
+                    plan_id = self.store.record_plan(
+                        plan, now_s, self.policy.name, (), approval="pending"
+                    )
+                    self.pending = (plan_id, plan)
+                    log.info(
+                        "plan_pending plan_id=%d usd_per_hour=%.2f", plan_id, plan.usd_per_hour
+                    )
+                target = self.approved
+        else:
+            self.approved = plan
+        actions, held = self.toward(obs, target) if target is not None else ((), ())
+        if target is None:
+            held = ("waiting for a plan to be approved",)
         orphans = tuple(Terminate(n, reason="listed after we gave up on it") for n in self._orphans)
         todo = (*orphans, *actions, *(await self._finish_drains(now_s)))
         result = await self.actuator.execute(todo, now_s)
         for pool in result.exhausted_pools:
             self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
         errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result.failed)
-        if result.exhausted_pools:
+        if result.exhausted_pools and target is plan:
             # Fall back to another pool now rather than a whole tick later.
             obs2, _ = await self.observe(now_s)
             plan, retry, more_held = self.decide(obs2)
+            self.approved = plan
             result2 = await self.actuator.execute(retry, now_s)
             for pool in result2.exhausted_pools:
                 self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
             errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
             todo, held = (*todo, *retry), (*held, *more_held)
 
-        self.store.record_plan(plan, now_s, self.policy.name, held)
+        if approval != "pending" and (self.pending is None or self.pending[1] is not plan):
+            self.store.record_plan(plan, now_s, self.policy.name, held, approval=approval)
         log.info(
             "tick now_s=%.0f policy=%s plan_status=%s usd_per_hour=%.2f actions=%d held=%d"
             " errors=%d demand_complete=%s",

@@ -84,7 +84,12 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Plans waiting for (or given) approval in manual and threshold modes.
+    db.table("plans").add_column("approval", str, not_null_default="auto")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,9 +306,15 @@ class StateStore:
     # -- plans --------------------------------------------------------------------------------
 
     def record_plan(
-        self, plan: Plan, at_s: float, policy: str, held_back: tuple[str, ...] = ()
-    ) -> None:
-        """Store a plan with its solver verdict and what the guards held back."""
+        self,
+        plan: Plan,
+        at_s: float,
+        policy: str,
+        held_back: tuple[str, ...] = (),
+        approval: str = "auto",
+    ) -> int:
+        """Store a plan with its solver verdict, what the guards held back, and its
+        approval ("auto", "pending", "approved", "rejected", "dry-run"); returns its id."""
         placements = [
             {
                 "model": pl.model,
@@ -317,7 +328,8 @@ class StateStore:
             for pl in plan.placements
         ]
         with self.transaction():
-            self.db.table("plans").insert(
+            table = self.db.table("plans")
+            table.insert(
                 {
                     "at_s": at_s,
                     "policy": policy,
@@ -330,8 +342,17 @@ class StateStore:
                     "unmet": json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
                     "notes": json.dumps(list(plan.notes)),
                     "held_back": json.dumps(list(held_back)),
+                    "approval": approval,
                 }
             )
+            plan_id = table.last_pk
+        assert isinstance(plan_id, int)
+        return plan_id
+
+    def set_plan_approval(self, plan_id: int, approval: str) -> None:
+        """Record an approval decision on a stored plan."""
+        with self.transaction():
+            self.db.table("plans").update(plan_id, {"approval": approval})
 
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest plans, newest first."""

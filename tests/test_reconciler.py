@@ -196,3 +196,59 @@ async def test_unknown_instance_tagged_as_ours_is_adopted(tmp_path: Path) -> Non
     stray = w.store.node("cs-stray")
     assert stray is not None
     assert any(e["cause"].startswith("adopted") for e in w.store.events("cs-stray"))
+
+
+def with_daemon(w: World, **daemon: object) -> None:
+    w.config = w.config.model_copy(update={"daemon": w.config.daemon.model_copy(update=daemon)})
+    w.rec = w.build()
+
+
+async def test_manual_mode_waits_for_approval(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    with_daemon(w, approval_mode="manual")
+    report = await w.tick(0)
+    assert report.actions == () and "approved" in report.held_back[0]
+    assert w.rec.pending is not None
+    pending_id = w.rec.pending[0]
+    assert w.store.plans(1)[0]["approval"] == "pending"
+    report = await w.tick(300)  # still waiting: same plan, not stored twice
+    assert report.actions == ()
+    assert [p["approval"] for p in w.store.plans()].count("pending") == 1
+    assert w.rec.approve(pending_id)
+    report = await w.tick(0)
+    assert any(isinstance(a, Launch) for a in report.actions)
+    assert w.store.plans(5)[-1]["approval"] == "approved"
+
+
+async def test_rejected_plan_never_acts(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    with_daemon(w, approval_mode="manual")
+    await w.tick(0)
+    assert w.rec.pending is not None
+    assert w.rec.reject(w.rec.pending[0])
+    assert not w.rec.approve(12345)
+    w.metrics.rps = 20.0
+    report = await w.tick(300)
+    assert not any(isinstance(a, Launch) for a in report.actions)
+
+
+async def test_threshold_mode_lets_small_changes_through(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=5.0)
+    with_daemon(w, approval_mode="threshold", approval_cost_delta_usd_per_hour=1000.0)
+    report = await w.tick(0)
+    assert any(isinstance(a, Launch) for a in report.actions)
+    with_daemon(w, approval_mode="threshold", approval_cost_delta_usd_per_hour=0.01)
+    w.metrics.rps = 80.0
+    report = await w.tick(300)
+    assert not any(isinstance(a, Launch) for a in report.actions)
+    assert w.rec.pending is not None
+
+
+async def test_dry_run_plans_but_never_acts(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    with_daemon(w, dry_run=True)
+    report = await w.tick(0)
+    assert report.plan is not None and report.plan.placements
+    assert report.actions == ()
+    assert w.cloud.counters.launches == 0
+    assert w.store.plans(1)[0]["approval"] == "dry-run"

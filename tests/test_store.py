@@ -8,7 +8,7 @@ import pytest
 
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
 from scheduler.lifecycle import IllegalTransition
-from scheduler.store import StateStore
+from scheduler.store import MIGRATIONS, StateStore
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 
@@ -22,9 +22,9 @@ def new_node(store: StateStore, at_s: float = 0.0) -> Node:
 def test_wal_is_on_and_schema_versioned(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s.db")
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
-    assert (
-        store.db.execute("select value from meta where key='schema_version'").fetchone()[0] == "1"
-    )
+    assert store.db.execute("select value from meta where key='schema_version'").fetchone()[
+        0
+    ] == str(len(MIGRATIONS))
 
 
 def test_transitions_are_recorded_with_causes(tmp_path: Path) -> None:
