@@ -27,7 +27,7 @@ import csv
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -66,6 +66,7 @@ class TraceSeries:
     step_s: float  # grid spacing, seconds
     values: np.ndarray  # shape (n_series, n_steps), float64; NaN = missing
     unit: str  # unit of `values`, e.g. "requests/min" or "tokens/s"
+    mean_tokens: tuple[float, float] | None = None  # mean (input, output) tokens per request
 
     @property
     def n_series(self) -> int:
@@ -98,7 +99,7 @@ class TraceSeries:
         rows = [index[n] for n in names]
         return TraceSeries(
             self.source, self.format, tuple(names), self.start_s, self.step_s,
-            self.values[rows].copy(), self.unit,
+            self.values[rows].copy(), self.unit, self.mean_tokens,
         )  # fmt: skip
 
 
@@ -211,6 +212,21 @@ def _make(
 # --------------------------------------------------------------------------- readers
 
 
+def _group_columns(header: list[str]) -> tuple[int | None, int | None]:
+    """Indexes of the optional ``model`` and ``region`` columns."""
+    lower = [h.lower() for h in header]
+    model = lower.index("model") if "model" in lower else None
+    region = lower.index("region") if "region" in lower else None
+    return model, region
+
+
+def _group_name(fields: list[str], model_col: int | None, region_col: int | None) -> str:
+    """Series name of a row: ``model/region`` when the file has those columns."""
+    model = fields[model_col].strip() if model_col is not None else ""
+    region = fields[region_col].strip() if region_col is not None else ""
+    return f"{model}/{region}"
+
+
 def read_minute_csv(
     path: Path | str,
     *,
@@ -222,23 +238,37 @@ def read_minute_csv(
 ) -> TraceSeries:
     """Read a per-minute count CSV (header row, then one row per minute).
 
-    `time_column`/`count_column` name the columns (default: first and second).
+    `time_column`/`count_column` name the columns (default: ``minute`` and
+    ``requests`` when the header has them, else the first and second).
     `time_unit`: "min" (minute index), "s" (seconds), "iso" (ISO-8601) or "auto"
     (ISO-8601 if not numeric; numeric values whose smallest step is ≥ 60 are
     seconds, otherwise minutes). Minutes absent from the file are NaN, or 0 with
     `missing="zero"`. A minute listed twice, a negative count or an unreadable
     field is an error naming its line.
+
+    Optional ``model`` and ``region`` columns split the file into one series per
+    (model, region), named ``model/region`` (a part is empty when its column is
+    absent); each series has its own minutes, on a grid shared by all.
     """
     p = Path(path)
     rows = _rows(p)
     header_line, header = _header(p, rows)
+    lower = [h.lower() for h in header]
+    if time_column is None and "minute" in lower:
+        time_column = header[lower.index("minute")]
+    if count_column is None and "requests" in lower:
+        count_column = header[lower.index("requests")]
     t_col = _column(p, header_line, header, time_column, 0)
     c_col = _column(p, header_line, header, count_column, 1)
+    model_col, region_col = _group_columns(header)
+    grouped = model_col is not None or region_col is not None
+    need = max(t_col, c_col, model_col or 0, region_col or 0)
     raw_times: list[str] = []
     lines: list[int] = []
     counts: list[float] = []
+    groups: list[str] = []
     for line, fields in rows:
-        if len(fields) <= max(t_col, c_col):
+        if len(fields) <= need:
             raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
         raw_times.append(fields[t_col])
         lines.append(line)
@@ -246,6 +276,11 @@ def read_minute_csv(
         if count < 0:
             raise TraceFormatError(p, line, f"count {count:g} is negative")
         counts.append(count)
+        if grouped:
+            group = _group_name(fields, model_col, region_col)
+            if group == "/":
+                raise TraceFormatError(p, line, "empty model and region")
+            groups.append(group)
     if not counts:
         raise TraceFormatError(p, None, "no data rows")
     unit = time_unit
@@ -259,17 +294,27 @@ def read_minute_csv(
         unit = "s" if steps.size and float(steps.min()) >= MINUTE_S else "min"
     minutes = times / MINUTE_S if unit == "s" else times
     index = np.floor(minutes).astype(np.int64)
-    order = np.argsort(index, kind="stable")
-    dup = np.nonzero(np.diff(index[order]) == 0)[0]
+    names = sorted(set(groups)) if grouped else [""]
+    row_group = (
+        np.array([names.index(g) for g in groups], dtype=np.int64)
+        if grouped
+        else np.zeros(len(index), dtype=np.int64)
+    )
+    # A minute may appear once per series: check duplicates on (series, minute).
+    order = np.lexsort((index, row_group))
+    same = (np.diff(index[order]) == 0) & (np.diff(row_group[order]) == 0)
+    dup = np.nonzero(same)[0]
     if dup.size:
         raise TraceFormatError(p, lines[int(order[dup[0] + 1])], "minute listed twice")
     lo, hi = int(index.min()), int(index.max())
     if hi - lo + 1 > MAX_MINUTES:
         raise TraceFormatError(p, lines[0], f"span of {hi - lo + 1} minutes is longer than a year")
-    values = np.full(hi - lo + 1, 0.0 if missing == "zero" else np.nan)
-    values[index - lo] = counts
-    label = name or (count_column if count_column is not None else header[c_col]) or p.stem
-    return _make(p, "minute-csv", [label], float(lo), values, "requests/min")
+    values = np.full((len(names), hi - lo + 1), 0.0 if missing == "zero" else np.nan)
+    values[row_group, index - lo] = counts
+    if not grouped:
+        label = name or (count_column if count_column is not None else header[c_col]) or p.stem
+        names = [label]
+    return _make(p, "minute-csv", names, float(lo), values, "requests/min")
 
 
 def read_requests(
@@ -281,28 +326,67 @@ def read_requests(
 ) -> TraceSeries:
     """Read a per-request trace (one row per request) as requests per minute.
 
-    `time_column` names the timestamp column (default: the first); timestamps are
-    seconds ("s"), ISO-8601 ("iso"), or detected ("auto"). Rows need not be sorted.
+    `time_column` names the timestamp column (default: ``timestamp`` when the header
+    has it, else the first); timestamps are seconds ("s"), ISO-8601 ("iso"), or
+    detected ("auto"). Rows need not be sorted. Optional ``model`` and ``region``
+    columns give one series per (model, region), named ``model/region``; optional
+    ``input_tokens`` and ``output_tokens`` columns must hold counts ≥ 0, and their
+    means are kept in `TraceSeries.mean_tokens`.
     """
     p = Path(path)
     rows = _rows(p)
     header_line, header = _header(p, rows)
+    lower = [h.lower() for h in header]
+    if time_column is None and "timestamp" in lower:
+        time_column = header[lower.index("timestamp")]
     t_col = _column(p, header_line, header, time_column, 0)
+    model_col, region_col = _group_columns(header)
+    grouped = model_col is not None or region_col is not None
+    token_cols = [lower.index(c) if c in lower else None for c in ("input_tokens", "output_tokens")]
+    need = max([t_col, model_col or 0, region_col or 0, *(c or 0 for c in token_cols)])
     unit: TimeUnit = "s" if time_unit in ("auto", "s") else time_unit
     times: list[float] = []
+    groups: list[str] = []
+    tokens = [0.0, 0.0]
     first_line = header_line + 1
     for line, fields in rows:
-        if len(fields) <= t_col:
+        if len(fields) <= need:
             raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
         if time_unit == "auto" and not times:
             unit = "iso" if _is_iso(fields[t_col].strip()) else "s"
             first_line = line
         times.append(_parse_time(p, line, fields[t_col], unit))
+        for k, col in enumerate(token_cols):
+            if col is not None:
+                n = _float(p, line, fields[col], header[col])
+                if n < 0:
+                    raise TraceFormatError(p, line, f"{header[col]} {n:g} is negative")
+                tokens[k] += n
+        if grouped:
+            group = _group_name(fields, model_col, region_col)
+            if group == "/":
+                raise TraceFormatError(p, line, "empty model and region")
+            groups.append(group)
     minutes = np.asarray(times, dtype=np.float64)
     if unit == "s" or unit == "iso":
         minutes = minutes / MINUTE_S
-    start, counts = _bin_minutes(p, minutes, None, first_line)
-    return _make(p, "requests", [name or p.stem], start, counts, "requests/min")
+    mean_tokens = (
+        (tokens[0] / len(times), tokens[1] / len(times))
+        if times and all(c is not None for c in token_cols)
+        else None
+    )
+    if not grouped:
+        start, counts = _bin_minutes(p, minutes, None, first_line)
+        series = _make(p, "requests", [name or p.stem], start, counts, "requests/min")
+        return replace(series, mean_tokens=mean_tokens)
+    names = sorted(set(groups))
+    start, _ = _bin_minutes(p, minutes, None, first_line)
+    index = np.floor(minutes).astype(np.int64) - int(start)
+    row_group = np.array([names.index(g) for g in groups], dtype=np.int64)
+    values = np.zeros((len(names), int(index.max()) + 1))
+    np.add.at(values, (row_group, index), 1.0)
+    series = _make(p, "requests", names, start, values, "requests/min")
+    return replace(series, mean_tokens=mean_tokens)
 
 
 def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s") -> TraceSeries:
@@ -417,6 +501,27 @@ def read_azure_llm(path: Path | str) -> TraceSeries:
     return _make(p, "azure-llm", [p.stem], start, counts, "requests/min")
 
 
+def detect_format(path: Path | str) -> str:
+    """The format of a trace file, guessed from its header row (TraceFormatError if none fits)."""
+    p = Path(path)
+    rows = _rows(p)
+    header_line, header = _header(p, rows)
+    lower = [h.lower() for h in header]
+    if header and header[0] == "TIMESTAMP" and "ContextTokens" in header:
+        return "azure-llm"
+    if lower and lower[0] == "minute_index":
+        return "burstgpt"
+    if tuple(header[:4]) == ("HashOwner", "HashApp", "HashFunction", "Trigger"):
+        return "azure-functions"
+    if "requests" in lower or "minute" in lower:
+        return "minute-csv"
+    if "timestamp" in lower or "input_tokens" in lower:
+        return "requests"
+    raise TraceFormatError(
+        p, header_line, f"cannot tell the trace format from header {header}; pass a format"
+    )
+
+
 def read_series(
     path: Path | str,
     fmt: str,
@@ -425,7 +530,10 @@ def read_series(
     count_column: str | None = None,
     time_unit: TimeUnit = "auto",
 ) -> TraceSeries:
-    """Read `path` in format `fmt` (one of FORMATS); options apply to the CSV formats."""
+    """Read `path` in format `fmt` (one of FORMATS, or "auto" to detect it from the header);
+    options apply to the CSV formats."""
+    if fmt == "auto":
+        fmt = detect_format(path)
     if fmt == "minute-csv":
         return read_minute_csv(
             path, time_column=time_column, count_column=count_column, time_unit=time_unit

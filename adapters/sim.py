@@ -1,0 +1,486 @@
+"""The simulated cloud: the `Provider` the simulator and the tests run against.
+
+It implements `adapters.provider.Provider` exactly (same async calls, same typed
+errors, same idempotency) and never reads the wall clock: the replay engine moves
+it forward with `advance_to(now_s)`, and every effect (boot finished, notice sent,
+instance reclaimed) happens at a virtual time.
+
+What it models:
+
+* **Offerings** from the catalog (the scenario may pass multiplied prices and
+  interruption rates); a pool not offered, or offered as unavailable, refuses
+  launches with `InsufficientCapacity`.
+* **Boot-to-ready**: a launched instance is `PENDING` for the boot time of its
+  instance type (default for all types: `boot_time_s`), then `RUNNING`.
+* **Per-second billing by market** from the launch until termination or reclaim,
+  with the one-minute minimum both AWS and GCP apply to a stopped instance.
+* **Spot capacity from traces** (SkyPilot spot-traces format, see `SpotTrace`): the
+  count at a tick is how many spot instances the pool can hold; when it falls below
+  the live instances there, the excess gets an interruption notice and is reclaimed
+  when the notice window ends (AWS 120 s, GCP 30 s); while the pool is full (count
+  0 included) launches there fail with `InsufficientCapacity`.
+* **Random interruptions** where a spot pool has no trace: each instance's time to
+  notice is exponential with the offering's `interruptions_per_hour`, drawn from a
+  generator seeded by (seed, pool, n-th launch in the pool), so a replay repeats
+  exactly whatever the step size.
+* **Test hooks**: every call is recorded in `calls`; `inject_error(method, error)`
+  makes the next call of that method raise `error` once.
+
+Clouds do not announce spot stock-outs, so by default `offerings()` keeps listing a
+stocked-out spot pool as available and only the launch fails; `reveal_stockouts=True`
+marks it unavailable instead (an optimistic cloud, for what-if comparisons).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import zlib
+from collections import defaultdict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from adapters.provider import (
+    Instance,
+    InstanceState,
+    InsufficientCapacity,
+    InterruptionNotice,
+    LaunchRequest,
+    ProviderError,
+)
+from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+
+log = logging.getLogger(__name__)
+
+# Interruption notice windows: AWS sends a two-minute warning, GCP 30 seconds.
+NOTICE_S: Mapping[Cloud, float] = {Cloud.AWS: 120.0, Cloud.GCP: 30.0}
+MIN_BILLED_S = 60.0  # both clouds bill at least one minute per instance
+LISTING_RETENTION_S = 300.0  # reclaimed instances stay listed (as PREEMPTED) this long
+LIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
+
+
+class SpotTraceError(ValueError):
+    """A spot trace file that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True, eq=False)
+class SpotTrace:
+    """Spot capacity of one pool over time: `counts[i]` instances fit during tick i.
+
+    Times are relative to the start of the replay. The trace repeats (`loop`) when the
+    replay is longer than the trace, so a 2-day trace can drive a week; `offset_s`
+    starts the replay part-way into the trace.
+    """
+
+    source: str  # file the counts came from (for reports and attribution)
+    gap_s: float  # length of one tick, seconds (`metadata.gap_seconds`)
+    counts: np.ndarray  # int64 per tick: spot instances the pool can hold
+    offset_s: float = 0.0  # trace time at replay time 0
+    loop: bool = True  # wrap around at the end instead of holding the last count
+
+    def index_at(self, t_s: float) -> int:
+        """Tick index in force at replay-relative time `t_s`."""
+        i = math.floor((t_s + self.offset_s) / self.gap_s)
+        n = len(self.counts)
+        return i % n if self.loop else min(max(i, 0), n - 1)
+
+    def capacity_at(self, t_s: float) -> int:
+        """Spot instances the pool can hold at replay-relative time `t_s`."""
+        return int(self.counts[self.index_at(t_s)])
+
+    def next_tick_after(self, t_s: float) -> float:
+        """First tick boundary strictly after `t_s` (replay-relative)."""
+        k = math.floor((t_s + self.offset_s) / self.gap_s) + 1
+        return k * self.gap_s - self.offset_s
+
+    def scaled(self, factor: float) -> SpotTrace:
+        """The same trace with every count multiplied by `factor` (rounded)."""
+        counts = np.rint(self.counts * factor).astype(np.int64)
+        return replace(self, counts=counts)
+
+
+def load_spot_trace(
+    path: Path | str, *, scale: float = 1.0, offset_s: float = 0.0, loop: bool = True
+) -> SpotTrace:
+    """Read a SkyPilot spot trace: ``{"metadata": {"gap_seconds": G}, "data": [n0, ...]}``.
+
+    `scale` multiplies the counts (a 1-node trace with scale 8 says "0 or 8 fit").
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpotTraceError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SpotTraceError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SpotTraceError(f"{p}: expected a JSON object with metadata and data")
+    gap = (doc.get("metadata") or {}).get("gap_seconds")
+    if isinstance(gap, bool) or not isinstance(gap, int | float) or not gap > 0:
+        raise SpotTraceError(f"{p}: metadata.gap_seconds must be a positive number, got {gap!r}")
+    data = doc.get("data")
+    if not isinstance(data, list) or not data:
+        raise SpotTraceError(f"{p}: data must be a non-empty list of counts")
+    for i, v in enumerate(data):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise SpotTraceError(f"{p}: data[{i}]: expected a count >= 0, got {v!r}")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise SpotTraceError(f"{p}: scale must be a positive number, got {scale!r}")
+    counts = np.rint(np.asarray(data, dtype=np.float64) * scale).astype(np.int64)
+    return SpotTrace(str(p), float(gap), counts, float(offset_s), loop)
+
+
+@dataclass(slots=True)
+class _Instance:
+    """The simulated cloud's record of one instance (mutable, private)."""
+
+    node_id: str  # our id (the capsched-node tag)
+    cloud_instance_id: str  # simulated cloud id
+    model: str  # model tag
+    pool: Pool  # pool it runs in
+    state: InstanceState  # current state
+    launched_at_s: float  # accepted at this time; billing starts here
+    ready_at_s: float  # boot finished (PENDING -> RUNNING) at this time
+    usd_per_hour: float  # price locked in at launch
+    gpus: int  # accelerators, for GPU-hours
+    ended_at_s: float | None = None  # billing stopped (terminated or reclaimed)
+    deadline_s: float | None = None  # reclaim time once a notice was sent
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the simulated cloud has billed so far."""
+
+    cost_by_market: Mapping[Market, float]  # USD per market
+    gpu_hours: float  # accelerator-hours billed
+
+    @property
+    def cost_usd(self) -> float:
+        """Total USD over both markets."""
+        return float(sum(self.cost_by_market.values()))
+
+
+@dataclass
+class SimCounters:
+    """Counts of what happened in the simulated cloud."""
+
+    launches: int = 0  # instances created (idempotent retries not counted)
+    failed_launches: int = 0  # launches refused (capacity, unavailable, injected)
+    terminations: int = 0  # live instances terminated on request
+    notices: int = 0  # interruption notices sent
+    preemptions: int = 0  # instances reclaimed at the end of their notice
+    by_pool_failures: dict[str, int] = field(default_factory=dict)  # refused launches per pool
+
+
+class SimCloud:
+    """A simulated cloud implementing `adapters.provider.Provider`, moved by `advance_to`."""
+
+    def __init__(
+        self,
+        offerings: Sequence[Offering],
+        instance_types: Mapping[tuple[Cloud, str], InstanceType],
+        *,
+        start_s: float = 0.0,
+        boot_time_s: float = 600.0,
+        boot_time_by_type: Mapping[str, float] | None = None,
+        spot_traces: Mapping[Pool, SpotTrace] | None = None,
+        seed: int = 0,
+        notice_s: Mapping[Cloud, float] = NOTICE_S,
+        random_interruptions: bool = True,
+        reveal_stockouts: bool = False,
+        listing_retention_s: float = LISTING_RETENTION_S,
+    ) -> None:
+        self._offerings = {o.pool: o for o in offerings}
+        self._types = instance_types
+        self._start_s = start_s
+        self._now_s = start_s
+        self._boot_s = boot_time_s
+        self._boot_by_type = dict(boot_time_by_type or {})
+        self._traces = dict(spot_traces or {})
+        self._seed = seed
+        self._notice_s = notice_s
+        self._random = random_interruptions
+        self._reveal = reveal_stockouts
+        self._retention_s = listing_retention_s
+        self._instances: dict[str, _Instance] = {}
+        self._by_pool: dict[Pool, set[str]] = defaultdict(set)  # live node ids per pool
+        self._events: list[tuple[float, int, str, str]] = []  # (time, seq, kind, node_id)
+        self._seq = 0
+        self._launch_seq: dict[Pool, int] = defaultdict(int)
+        self._unread: list[InterruptionNotice] = []
+        self._injected: dict[str, deque[ProviderError]] = defaultdict(deque)
+        self._closed_cost: dict[Market, float] = {m: 0.0 for m in Market}
+        self._closed_gpu_s = 0.0
+        self._gone: deque[tuple[float, str]] = deque()  # (drop from listing at, node id)
+        self.calls: list[tuple[str, str]] = []  # (method, argument) of every provider call
+        self.counters = SimCounters()
+
+    # ------------------------------------------------------------------ time
+
+    @property
+    def now_s(self) -> float:
+        """Current virtual time of the cloud."""
+        return self._now_s
+
+    @property
+    def unread_notices(self) -> int:
+        """Notices sent but not yet fetched with `interruption_notices`."""
+        return len(self._unread)
+
+    def advance_to(self, t_s: float) -> None:
+        """Move virtual time to `t_s`, applying every boot, notice and reclaim on the way."""
+        self.advance_until_notice(t_s, stop_at_notice=False)
+
+    def advance_until_notice(self, t_s: float, *, stop_at_notice: bool = True) -> float:
+        """Advance towards `t_s`, stopping just after the first new interruption notice.
+
+        Returns the time reached (`t_s` unless a notice stopped it earlier), so the
+        engine can tick at the moment a notice arrives.
+        """
+        if t_s < self._now_s:
+            raise ValueError(f"cannot go back in time: {t_s} < {self._now_s}")
+        while True:
+            at = self._next_event_time(t_s)
+            if at is None:
+                break
+            self._now_s = at
+            sent = self._apply_events(at)
+            if stop_at_notice and sent:
+                return at
+        self._now_s = t_s
+        self._expire_listing()
+        return t_s
+
+    def _next_event_time(self, limit_s: float) -> float | None:
+        best = self._events[0][0] if self._events else math.inf
+        for pool, trace in self._traces.items():
+            if self._by_pool.get(pool):
+                rel = trace.next_tick_after(self._now_s - self._start_s)
+                best = min(best, self._start_s + rel)
+        return best if best <= limit_s else None
+
+    def _apply_events(self, at: float) -> int:
+        """Apply everything due at `at`; returns how many notices were sent."""
+        sent = 0
+        while self._events and self._events[0][0] <= at:
+            _, _, kind, node_id = heapq.heappop(self._events)
+            inst = self._instances[node_id]
+            if inst.state not in LIVE_STATES:
+                continue
+            if kind == "ready" and inst.state is InstanceState.PENDING:
+                inst.state = InstanceState.RUNNING
+            elif kind == "notice" and inst.deadline_s is None:
+                self._notify(inst, at)
+                sent += 1
+            elif kind == "reclaim":
+                self._end(inst, at, InstanceState.PREEMPTED)
+                self.counters.preemptions += 1
+                log.info("sim_preempted node_id=%s pool=%s at_s=%.0f", node_id, inst.pool.key, at)
+        for pool, trace in self._traces.items():
+            live = self._by_pool.get(pool)
+            if not live:
+                continue
+            cap = trace.capacity_at(at - self._start_s)
+            holding = sorted(n for n in live if self._instances[n].deadline_s is None)
+            excess = len(holding) - cap
+            if excess > 0:
+                # Which instances a cloud reclaims is its business; pick them with the
+                # run's seed so a replay repeats.
+                rng = np.random.default_rng([self._seed, zlib.crc32(pool.key.encode()), int(at)])
+                for i in sorted(rng.choice(len(holding), size=excess, replace=False)):
+                    self._notify(self._instances[holding[int(i)]], at)
+                    sent += 1
+        return sent
+
+    def _notify(self, inst: _Instance, at: float) -> None:
+        inst.deadline_s = at + self._notice_s.get(inst.pool.cloud, 120.0)
+        self.counters.notices += 1
+        self._unread.append(
+            InterruptionNotice(inst.node_id, inst.cloud_instance_id, inst.pool, inst.deadline_s)
+        )
+        self._push(inst.deadline_s, "reclaim", inst.node_id)
+        log.info(
+            "sim_notice node_id=%s pool=%s at_s=%.0f deadline_s=%.0f",
+            inst.node_id, inst.pool.key, at, inst.deadline_s,
+        )  # fmt: skip
+
+    def _push(self, at: float, kind: str, node_id: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, kind, node_id))
+
+    def _end(self, inst: _Instance, at: float, state: InstanceState) -> None:
+        inst.state = state
+        inst.ended_at_s = at
+        self._by_pool[inst.pool].discard(inst.node_id)
+        billed = max(MIN_BILLED_S, math.ceil(at - inst.launched_at_s - 1e-9))
+        self._closed_cost[inst.pool.market] += inst.usd_per_hour * billed / 3600.0
+        self._closed_gpu_s += inst.gpus * billed
+        if state is InstanceState.PREEMPTED:
+            self._gone.append((at + self._retention_s, inst.node_id))
+
+    def _expire_listing(self) -> None:
+        while self._gone and self._gone[0][0] <= self._now_s:
+            _, node_id = self._gone.popleft()
+            inst = self._instances[node_id]
+            if inst.state is InstanceState.PREEMPTED:
+                inst.state = InstanceState.TERMINATED
+
+    # ------------------------------------------------------------------ test hooks
+
+    def inject_error(self, method: str, error: ProviderError) -> None:
+        """Make the next call of `method` ("launch", "terminate", ...) raise `error` once."""
+        self._injected[method].append(error)
+
+    def _call(self, method: str, arg: str = "") -> None:
+        self.calls.append((method, arg))
+        queue = self._injected.get(method)
+        if queue:
+            raise queue.popleft()
+
+    # ------------------------------------------------------------------ Provider
+
+    def _capacity_left(self, pool: Pool) -> int | None:
+        trace = self._traces.get(pool)
+        if trace is None:
+            return None
+        live = self._by_pool.get(pool, ())
+        holding = sum(1 for n in live if self._instances[n].deadline_s is None)
+        return trace.capacity_at(self._now_s - self._start_s) - holding
+
+    def boot_time_s(self, instance_type: str) -> float:
+        """Launch-to-ready delay of `instance_type`."""
+        return self._boot_by_type.get(instance_type, self._boot_s)
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        """Start one instance; a second launch with the same node id returns the first."""
+        try:
+            self._call("launch", request.node_id)
+        except ProviderError:
+            self.counters.failed_launches += 1
+            raise
+        existing = self._instances.get(request.node_id)
+        if existing is not None:
+            return self._snapshot(existing)
+        pool = request.pool
+        offering = self._offerings.get(pool)
+        reason = None
+        if offering is None:
+            reason = "pool not offered"
+        elif not offering.available:
+            reason = "pool unavailable"
+        else:
+            left = self._capacity_left(pool)
+            if left is not None and left <= 0:
+                reason = "no spot capacity"
+        if reason is not None or offering is None:
+            self.counters.failed_launches += 1
+            key = pool.key
+            self.counters.by_pool_failures[key] = self.counters.by_pool_failures.get(key, 0) + 1
+            log.info("sim_launch_failed node_id=%s pool=%s reason=%r", request.node_id, key, reason)
+            raise InsufficientCapacity(f"{pool.key}: {reason}", pool=pool)
+        itype = self._types[(pool.cloud, pool.instance_type)]
+        boot = self.boot_time_s(pool.instance_type)
+        inst = _Instance(
+            node_id=request.node_id,
+            cloud_instance_id=f"sim-{len(self._instances) + 1:07d}",
+            model=request.model,
+            pool=pool,
+            state=InstanceState.RUNNING if boot <= 0 else InstanceState.PENDING,
+            launched_at_s=self._now_s,
+            ready_at_s=self._now_s + boot,
+            usd_per_hour=offering.usd_per_hour,
+            gpus=itype.gpu_count,
+        )
+        self._instances[inst.node_id] = inst
+        self._by_pool[pool].add(inst.node_id)
+        self.counters.launches += 1
+        if boot > 0:
+            self._push(inst.ready_at_s, "ready", inst.node_id)
+        self._launch_seq[pool] += 1
+        rate = offering.interruptions_per_hour
+        if pool.market is Market.SPOT and pool not in self._traces and self._random and rate > 0:
+            rng = np.random.default_rng(
+                [self._seed, zlib.crc32(pool.key.encode()), self._launch_seq[pool]]
+            )
+            self._push(self._now_s + float(rng.exponential(3600.0 / rate)), "notice", inst.node_id)
+        log.info(
+            "sim_launch node_id=%s pool=%s ready_at_s=%.0f", inst.node_id, pool.key, inst.ready_at_s
+        )
+        return self._snapshot(inst)
+
+    async def terminate(self, node_id: str) -> None:
+        """Terminate `node_id`; already gone (or never known) is not an error."""
+        self._call("terminate", node_id)
+        inst = self._instances.get(node_id)
+        if inst is None or inst.state not in LIVE_STATES:
+            return
+        self._end(inst, self._now_s, InstanceState.TERMINATED)
+        self.counters.terminations += 1
+
+    async def list_instances(self) -> list[Instance]:
+        """Live instances, and reclaimed ones for a few minutes after (as PREEMPTED)."""
+        self._call("list_instances")
+        return [
+            self._snapshot(i)
+            for i in sorted(self._instances.values(), key=lambda i: i.node_id)
+            if i.state in LIVE_STATES or i.state is InstanceState.PREEMPTED
+        ]
+
+    async def offerings(self) -> list[Offering]:
+        """Every pool this cloud sells, at the scenario's prices."""
+        self._call("offerings")
+        out = list(self._offerings.values())
+        if self._reveal:
+            for i, o in enumerate(out):
+                left = self._capacity_left(o.pool)
+                if left is not None and left <= 0:
+                    out[i] = replace(o, available=False)
+        return out
+
+    async def interruption_notices(self) -> list[InterruptionNotice]:
+        """Notices sent since the last call."""
+        self._call("interruption_notices")
+        out, self._unread = self._unread, []
+        return out
+
+    # ------------------------------------------------------------------ accounting
+
+    def _snapshot(self, inst: _Instance) -> Instance:
+        return Instance(
+            inst.node_id, inst.cloud_instance_id, inst.model, inst.pool, inst.state,
+            inst.launched_at_s,
+        )  # fmt: skip
+
+    def running(self) -> Iterator[Instance]:
+        """Instances up and serving now (RUNNING), in node id order."""
+        for pool_ids in self._by_pool.values():
+            for node_id in pool_ids:
+                inst = self._instances[node_id]
+                if inst.state is InstanceState.RUNNING:
+                    yield self._snapshot(inst)
+
+    def live_by_pool(self) -> dict[Pool, int]:
+        """Live (pending or running) instances per pool."""
+        return {p: len(ids) for p, ids in self._by_pool.items() if ids}
+
+    def usage(self) -> Usage:
+        """Cost and GPU-hours billed up to now (live instances by the second so far)."""
+        cost = dict(self._closed_cost)
+        gpu_s = self._closed_gpu_s
+        for ids in self._by_pool.values():
+            for node_id in ids:
+                inst = self._instances[node_id]
+                up_s = self._now_s - inst.launched_at_s
+                cost[inst.pool.market] += inst.usd_per_hour * up_s / 3600.0
+                gpu_s += inst.gpus * up_s
+        return Usage(cost, gpu_s / 3600.0)
+
+    def spot_capacity(self, pool: Pool) -> int | None:
+        """Spot instances `pool` can hold now; None when no trace limits it."""
+        trace = self._traces.get(pool)
+        return None if trace is None else trace.capacity_at(self._now_s - self._start_s)

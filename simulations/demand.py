@@ -1,0 +1,185 @@
+"""From a trace file to the load the simulator replays: requests/s per (model, region).
+
+`load_demand` reads a trace (any format of `simulations.traces`), converts it to
+requests per second, assigns its series to the config's (model, region) pairs, and
+optionally scales it so that its peak needs about `fleet_gpus` GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile, Market
+from scheduler.planner import allowed
+from scheduler.profiles import instance_rps
+from simulations.traces import TraceFormatError, TraceSeries, read_series
+
+log = logging.getLogger(__name__)
+
+# Token rates (BurstGPT) become requests with the capacity profiles' reference mix:
+# 763 input + 232 output tokens per request (docs/profiles.md).
+REFERENCE_TOKENS_PER_REQUEST = 763 + 232
+STEP_S = 60.0
+
+
+@dataclass(frozen=True, eq=False)
+class DemandTrace:
+    """Requests/s per (model, region) per one-minute step."""
+
+    source: str  # trace file
+    format: str  # trace format it was read as
+    start_s: float  # time of the first step
+    step_s: float  # step length, seconds
+    keys: tuple[tuple[str, str], ...]  # (model, region) per row, every configured pair
+    rps: np.ndarray  # shape (len(keys), n_steps); NaN where the trace has no value
+    scale: float  # factor applied to the trace's own rates
+    notes: tuple[str, ...] = ()  # how the trace was mapped and scaled
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps."""
+        return int(self.rps.shape[1])
+
+
+def _rates(series: TraceSeries) -> np.ndarray:
+    if series.unit == "tokens/s":
+        return series.values / REFERENCE_TOKENS_PER_REQUEST
+    return series.rates_per_s()
+
+
+def assign_series(
+    series: TraceSeries,
+    config: Config,
+    *,
+    model: str | None = None,
+    region: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+) -> tuple[tuple[tuple[str, str], ...], np.ndarray, list[str]]:
+    """Rows for every configured (model, region); trace series summed into their pair.
+
+    A series named ``model/region`` (empty parts take the defaults) goes to that pair;
+    `mapping` renames series to ``model/region`` first; every other series is summed
+    into (`model`, `region`), by default the config's first model and region.
+    """
+    models = [m.name for m in config.models]
+    regions = [r.name for r in config.regions]
+    default_model = model or models[0]
+    default_region = region or regions[0]
+    for what, name, known in (
+        ("model", default_model, models),
+        ("region", default_region, regions),
+    ):
+        if name not in known:
+            raise ValueError(f"demand {what} {name!r} is not in the config ({', '.join(known)})")
+    keys = tuple((m, r) for m in models for r in regions)
+    index = {k: i for i, k in enumerate(keys)}
+    rates = _rates(series)
+    out = np.zeros((len(keys), series.n_steps))
+    notes: list[str] = []
+    for name, row in zip(series.names, rates, strict=True):
+        label = (mapping or {}).get(name, name)
+        if "/" in label:
+            m, _, r = label.partition("/")
+            key = (m or default_model, r or default_region)
+        else:
+            key = (default_model, default_region)
+        if key not in index:
+            raise ValueError(
+                f"{series.source}: series {name!r} is for {key[0]}/{key[1]}, "
+                "which is not a configured model/region"
+            )
+        out[index[key]] += row
+        notes.append(f"series {name} -> {key[0]}/{key[1]}")
+    return keys, out, notes
+
+
+def gpus_per_rps(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]
+) -> dict[str, float]:
+    """GPUs one request/s of each model needs on its cheapest allowed on-demand type.
+
+    The instance type with the lowest on-demand USD per planned rps (profile capacity
+    x target utilisation) is the one a static fleet would buy, so a trace scaled with
+    this needs about the chosen number of GPUs at its peak.
+    """
+    out: dict[str, float] = {}
+    util = config.planning.target_utilization
+    for section in config.models:
+        best: tuple[float, float] | None = None  # (usd per rps, gpus per rps)
+        for o in catalog.offerings:
+            if o.pool.market is not Market.ON_DEMAND:
+                continue
+            itype = catalog.instance_type(o.pool)
+            if not allowed(config, o, itype):
+                continue
+            rps = util * instance_rps(
+                profiles, section.profile or section.name, itype, section.latency_slo_ms
+            )
+            if rps <= 0:
+                continue
+            cand = (o.usd_per_hour / rps, itype.gpu_count / rps)
+            if best is None or cand < best:
+                best = cand
+        if best is None:
+            raise ValueError(f"model {section.name!r}: no allowed on-demand pool can serve it")
+        out[section.name] = best[1]
+    return out
+
+
+def fleet_scale(
+    keys: Sequence[tuple[str, str]],
+    rps: np.ndarray,
+    fleet_gpus: float,
+    per_rps: Mapping[str, float],
+) -> float:
+    """Factor that makes the peak of `rps` need about `fleet_gpus` GPUs."""
+    weights = np.array([per_rps[m] for m, _ in keys])
+    need = np.nansum(rps * weights[:, None], axis=0)
+    peak = float(need.max(initial=0.0))
+    if peak <= 0:
+        raise ValueError("the trace has no load to scale")
+    return fleet_gpus / peak
+
+
+def load_demand(
+    path: Path | str,
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    *,
+    fmt: str = "auto",
+    fleet_gpus: float | None = None,
+    scale: float = 1.0,
+    model: str | None = None,
+    region: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+) -> DemandTrace:
+    """Read a trace and turn it into the load of the configured models and regions.
+
+    Raises `TraceFormatError` for a bad file (message names the line) and ValueError
+    for a trace that does not fit the config.
+    """
+    series = read_series(path, fmt)
+    if series.step_s != STEP_S:
+        raise TraceFormatError(path, None, f"expected one-minute steps, got {series.step_s} s")
+    keys, rps, notes = assign_series(series, config, model=model, region=region, mapping=mapping)
+    factor = scale
+    if fleet_gpus is not None:
+        factor *= fleet_scale(keys, rps, fleet_gpus, gpus_per_rps(config, catalog, profiles))
+        notes.append(f"scaled x{factor:.4g} so the peak needs about {fleet_gpus:g} GPUs")
+    elif scale != 1.0:
+        notes.append(f"scaled x{scale:g}")
+    log.info(
+        "demand_loaded path=%s format=%s steps=%d factor=%.4g", path, series.format,
+        series.n_steps, factor,
+    )  # fmt: skip
+    return DemandTrace(
+        str(path), series.format, series.start_s, STEP_S, keys, rps * factor, factor, tuple(notes)
+    )

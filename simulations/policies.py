@@ -1,0 +1,132 @@
+"""Policies the simulator can replay, by name.
+
+`POLICIES` maps a name (as given to ``capsched simulate --policy``) to a factory
+``(config, catalog, profiles, trace_info) -> Policy``. Every policy runs through the
+same `Reconciler`; only `decide` differs. Baselines register themselves here from
+`simulations/baselines/` (they add their own entries); capsched's own policy is
+registered below.
+
+`TraceInfo` is what the run knows beyond one tick's observation: the whole demand
+trace and the spot availability traces. Only the `oracle` baseline (perfect
+foresight) and `static-peak` (sized for the trace's peak) may read ahead in it;
+every other policy must decide from `Observation` alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adapters.sim import SpotTrace
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile, Offering, Pool
+from scheduler.observation import Policy
+
+
+@dataclass(frozen=True, eq=False)
+class TraceInfo:
+    """The replayed scenario as a whole: demand over time and spot capacity per pool."""
+
+    start_s: float  # virtual time of the first step (epoch seconds when the trace has dates)
+    step_s: float  # length of one demand step, seconds (60)
+    keys: tuple[tuple[str, str], ...]  # (model, region) of each demand row
+    demand_rps: np.ndarray  # shape (len(keys), n_steps): requests/s per step, after scaling
+    offerings: tuple[Offering, ...]  # what the simulated cloud sells (scenario multipliers applied)
+    spot_traces: Mapping[Pool, SpotTrace] = field(default_factory=dict)  # capacity per spot pool
+    boot_time_s: float = 600.0  # launch-to-ready delay of every instance in the simulated cloud
+    seed: int = 0  # seed of the run (random interruptions, tie breaks)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of demand steps."""
+        return int(self.demand_rps.shape[1])
+
+    @property
+    def end_s(self) -> float:
+        """Virtual time at which the replay ends."""
+        return self.start_s + self.step_s * self.n_steps
+
+    def peak_rps(self) -> dict[tuple[str, str], float]:
+        """Highest per-step rate of every (model, region) series."""
+        peaks = np.nanmax(self.demand_rps, axis=1, initial=0.0)
+        return {k: float(v) for k, v in zip(self.keys, peaks, strict=True)}
+
+    def demand_series(self) -> dict[tuple[str, str], np.ndarray]:
+        """Requests/s per step of every (model, region)."""
+        return {k: self.demand_rps[i] for i, k in enumerate(self.keys)}
+
+    def spot_capacity_series(self) -> dict[Pool, np.ndarray]:
+        """Per traced spot pool, the fewest instances it can hold during each demand step
+        (a trace tick shorter than a step can empty the pool for part of it)."""
+        out: dict[Pool, np.ndarray] = {}
+        for pool, trace in self.spot_traces.items():
+            sub = max(1, math.ceil(self.step_s / trace.gap_s))
+            offsets = np.arange(self.n_steps)[:, None] * self.step_s + (
+                np.arange(sub)[None, :] * (self.step_s / sub)
+            )
+            counts = np.vectorize(trace.capacity_at, otypes=[np.int64])(offsets)
+            out[pool] = counts.min(axis=1)
+        return out
+
+    def spot_capacity_at(self, pool: Pool, t_s: float) -> int | None:
+        """Spot instances `pool` can hold at `t_s`; None when no trace limits it."""
+        trace = self.spot_traces.get(pool)
+        return None if trace is None else trace.capacity_at(t_s - self.start_s)
+
+
+PolicyFactory = Callable[[Config, Catalog, Sequence[CapacityProfile], TraceInfo], Policy]
+
+
+def _capsched(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    # Imported here so the registry loads before (and without) the policy's dependencies.
+    from scheduler.policy import CapschedPolicy
+
+    policy: Policy = CapschedPolicy(config, catalog, tuple(profiles))
+    return policy
+
+
+POLICIES: dict[str, PolicyFactory] = {"capsched": _capsched}
+
+
+def _load_baselines() -> None:
+    """Let `simulations.baselines` add its entries, when that package exists."""
+    try:
+        import simulations.baselines  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("simulations.baselines",):
+            raise
+
+
+def policy_names() -> list[str]:
+    """Every registered policy name, baselines included."""
+    _load_baselines()
+    return sorted(POLICIES)
+
+
+def make_policy(
+    name: str,
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    info: TraceInfo,
+) -> Policy:
+    """A fresh policy called `name` (KeyError naming the known ones if there is none)."""
+    _load_baselines()
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown policy {name!r}; expected one of {', '.join(sorted(POLICIES))}"
+        ) from None
+    return factory(config, catalog, profiles, info)
+
+
+def registered(names: Mapping[str, PolicyFactory]) -> None:
+    """Add several factories at once (for `simulations.baselines`)."""
+    POLICIES.update(names)

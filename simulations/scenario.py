@@ -1,0 +1,235 @@
+"""What-if scenarios: a TOML file that changes the config and the simulated world.
+
+A scenario overrides, on top of the config file:
+
+* ``[config]``: any config key (deep-merged into the config, then validated as a
+  whole), e.g. ``[config.clouds.aws] regions = ["us-east-1"]`` to allow fewer
+  regions or ``[config.scheduler] tick_interval_s = 120``; ``[clouds]`` is a
+  shorthand for ``[config.clouds]``;
+* ``[demand]``: ``scale`` (multiplies the load), ``fleet_gpus`` (scale the trace so
+  its peak needs about that many GPUs), and where unlabelled trace series go
+  (``model``, ``region``, or ``[demand.series] name = "model/region"``);
+* ``[market]``: ``spot_price_multiplier`` and ``interruption_multiplier`` on every
+  spot offering of the catalog;
+* ``[cloud]``: the simulated cloud: ``boot_time_s`` (default: the config's
+  ``planning.default_boot_time_s``), ``boot_time_by_type`` per instance type,
+  ``reveal_stockouts``, ``random_interruptions``, ``seed``;
+* ``[[spot_traces]]``: ``file`` (SkyPilot spot-traces JSON; relative to the scenario
+  file, or ``$SPOT/...`` under the SkyPilot traces folder), ``pools`` (glob on pool
+  keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``.
+
+Problems raise `ScenarioError` with one line per problem naming the file and key,
+as `scheduler.config` does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
+from scheduler.catalog import Catalog
+from scheduler.config import Config, ConfigError
+from scheduler.domain import Market, Offering, Pool
+
+SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
+# The shared data folder sits next to the repository in our checkouts.
+_SHARED_SPOT = Path(__file__).resolve().parents[2] / "shared/data/spot/skypilot_spot_traces"
+DEFAULT_SCENARIO_PATH = Path(__file__).parent / "data" / "default_scenario.toml"
+
+
+def spot_traces_dir() -> Path | None:
+    """Folder of the SkyPilot spot traces, when this machine has them."""
+    env = os.environ.get(SPOT_TRACES_ENV)
+    if env:
+        return Path(env)
+    return _SHARED_SPOT if _SHARED_SPOT.is_dir() else None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemandSection(_Section):
+    """How the trace becomes load."""
+
+    scale: float = Field(default=1.0, gt=0)  # multiplies every rate (after fleet_gpus)
+    fleet_gpus: float | None = Field(default=None, gt=0)  # peak needs about this many GPUs
+    model: str | None = None  # model of unlabelled series (default: the config's first)
+    region: str | None = None  # region of unlabelled series (default: the config's first)
+    series: dict[str, str] = {}  # trace series name -> "model/region"
+
+
+class MarketSection(_Section):
+    """Changes to the catalog's spot offerings."""
+
+    spot_price_multiplier: float = Field(default=1.0, gt=0)  # on every spot price
+    interruption_multiplier: float = Field(default=1.0, ge=0)  # on every spot interruption rate
+
+
+class CloudSimSection(_Section):
+    """The simulated cloud."""
+
+    boot_time_s: float | None = Field(default=None, ge=0)  # launch to ready, every type
+    boot_time_by_type: dict[str, float] = {}  # launch to ready per instance type name
+    reveal_stockouts: bool = False  # offerings show stocked-out spot pools as unavailable
+    random_interruptions: bool = True  # interrupt spot pools without a trace at catalog rates
+    seed: int | None = Field(default=None, ge=0)  # default: the config's solver seed
+
+
+class SpotTraceSection(_Section):
+    """One spot trace and the pools it drives."""
+
+    file: str = Field(min_length=1)  # SkyPilot JSON; relative to the scenario, or "$SPOT/..."
+    pools: str = Field(min_length=1)  # glob on pool keys, e.g. "aws/us-east-1/*/spot"
+    scale: float = Field(default=1.0, gt=0)  # multiplies the counts
+    offset_s: float = Field(default=0.0, ge=0)  # trace time at replay start
+
+
+class Scenario(_Section):
+    """The whole scenario file."""
+
+    name: str = "baseline"  # label in reports and sweeps
+    config: dict[str, Any] = {}  # deep-merged into the config
+    clouds: dict[str, Any] = {}  # shorthand for config.clouds
+    demand: DemandSection = DemandSection()
+    market: MarketSection = MarketSection()
+    cloud: CloudSimSection = CloudSimSection()
+    spot_traces: tuple[SpotTraceSection, ...] = ()
+
+
+class ScenarioError(ConfigError):
+    """A scenario that cannot be used; `problems` holds one line per problem."""
+
+
+def parse_scenario(text: str, path: Path) -> Scenario:
+    """Parse and validate scenario TOML; `path` is used in messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
+        raise ScenarioError(path, problems) from None
+
+
+def load_scenario(path: Path | str | None) -> tuple[Scenario, Path]:
+    """A scenario file (or the embedded default when `path` is None) and its path."""
+    p = Path(path) if path is not None else DEFAULT_SCENARIO_PATH
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(p, [f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    return parse_scenario(text, p), p
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_config(config: Config, scenario: Scenario, path: Path) -> Config:
+    """The config with the scenario's overrides; errors name the scenario's keys."""
+    over = _merge(dict(scenario.config), {"clouds": scenario.clouds} if scenario.clouds else {})
+    if not over:
+        return config
+    merged = _merge(config.model_dump(mode="json", exclude_none=True), over)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            problems.append(f"{path}: config.{_loc(loc)}: {err['msg']}")
+        raise ScenarioError(path, problems) from None
+
+
+def apply_market(offerings: tuple[Offering, ...], market: MarketSection) -> tuple[Offering, ...]:
+    """Offerings with the scenario's spot price and interruption multipliers."""
+    if market.spot_price_multiplier == 1.0 and market.interruption_multiplier == 1.0:
+        return offerings
+    return tuple(
+        replace(
+            o,
+            usd_per_hour=o.usd_per_hour * market.spot_price_multiplier,
+            interruptions_per_hour=o.interruptions_per_hour * market.interruption_multiplier,
+        )
+        if o.pool.market is Market.SPOT
+        else o
+        for o in offerings
+    )
+
+
+def scenario_catalog(catalog: Catalog, scenario: Scenario) -> Catalog:
+    """The catalog as the scenario's cloud sells it."""
+    return replace(catalog, offerings=apply_market(catalog.offerings, scenario.market))
+
+
+def resolve_trace_path(entry: str, scenario_path: Path) -> Path:
+    """Where a `spot_traces.file` points."""
+    if entry.startswith("$SPOT/"):
+        root = spot_traces_dir()
+        if root is None:
+            raise FileNotFoundError(
+                f"{entry}: SkyPilot spot traces not found; set {SPOT_TRACES_ENV}"
+            )
+        return root / entry.removeprefix("$SPOT/")
+    p = Path(entry)
+    return p if p.is_absolute() else scenario_path.parent / p
+
+
+def load_spot_mapping(
+    scenario: Scenario, path: Path, offerings: tuple[Offering, ...]
+) -> tuple[dict[Pool, SpotTrace], list[str]]:
+    """Spot trace per pool, and notes on traces that could not be found (and were skipped)."""
+    out: dict[Pool, SpotTrace] = {}
+    notes: list[str] = []
+    problems: list[str] = []
+    spot_pools = [o.pool for o in offerings if o.pool.market is Market.SPOT]
+    for i, entry in enumerate(scenario.spot_traces):
+        where = f"{path}: spot_traces[{i}]"
+        try:
+            file = resolve_trace_path(entry.file, path)
+        except FileNotFoundError as exc:
+            notes.append(f"spot_traces[{i}] skipped: {exc}")
+            continue
+        try:
+            trace = load_spot_trace(file, scale=entry.scale, offset_s=entry.offset_s)
+        except SpotTraceError as exc:
+            problems.append(f"{where}.file: {exc}")
+            continue
+        matched = [p for p in spot_pools if fnmatch.fnmatchcase(p.key, entry.pools)]
+        if not matched:
+            problems.append(f"{where}.pools: {entry.pools!r} matches no spot pool of the catalog")
+        for pool in matched:
+            if pool in out:
+                problems.append(f"{where}.pools: pool {pool.key} already has a trace")
+                break
+            out[pool] = trace
+    if problems:
+        raise ScenarioError(path, problems)
+    return out, notes
