@@ -112,11 +112,19 @@ def _build(
     for m, plist in cands.items():
         for p in plist:
             loc_pools[m, pools[p].location].append(p)
+    # Coefficient tightening, the same on integer x and much tighter in the LP: a location
+    # never serves more than the demand that may reach it, so one node there counts for at
+    # most that much (one node, or several, covering it all). Big nodes (an 8-GPU spot
+    # instance serves more than a region's demand) otherwise count fractionally in the LP.
+    reach: dict[tuple[int, int], float] = defaultdict(float)
+    for d in problem.demands:
+        for loc in set(d.locations):
+            reach[d.model, loc] += d.rps
     capacity_rows: dict[tuple[int, int], pywraplp.Constraint] = {}
     for (m, loc), plist in loc_pools.items():
         row = lp.Constraint(-inf, 0)
         for p in plist:
-            row.SetCoefficient(mdl.x[m, p], -float(cap[m, p]))
+            row.SetCoefficient(mdl.x[m, p], -min(float(cap[m, p]), reach[m, loc]))
         capacity_rows[m, loc] = row
     unmet_by_model: dict[int, list[pywraplp.Variable]] = defaultdict(list)
     for k, d in enumerate(problem.demands):
@@ -166,8 +174,10 @@ def _build(
             margin = lp.NumVar(-inf, inf, f"margin_{m}")
             row = lp.Constraint(alpha * total_demand[m], alpha * total_demand[m])
             row.SetCoefficient(margin, -1)
+            # Surviving capacity beyond alpha x demand never matters: the same tightening.
+            top = alpha * total_demand[m]
             for p in plist:
-                row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
+                row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
             for u in unmet_by_model[m]:
                 row.SetCoefficient(u, alpha)
             by_domain: dict[int, list[int]] = defaultdict(list)
@@ -178,7 +188,7 @@ def _build(
                 row = lp.Constraint(-inf, 0)
                 row.SetCoefficient(margin, -1)
                 for p in by_domain[z]:
-                    row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
+                    row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
     return mdl
 
 

@@ -360,3 +360,22 @@ def test_cost_equals_brute_force_optimum(data: st.DataObject) -> None:
         assert s.objective == pytest.approx(expected, rel=1e-4, abs=1e-4)
     else:
         assert s.objective <= expected * (1 + 1e-4) + 1e-4
+
+
+def test_big_nodes_over_the_demand_still_give_the_optimum() -> None:
+    # Nodes far larger than the demand (coefficients are capped at the demand that may
+    # reach a location and at alpha x demand for robustness): the plan is unchanged.
+    pools = [
+        pool("big-a", loc=0, dom=0, spot=True, usd=1.0),
+        pool("big-b", loc=1, dom=1, spot=True, usd=1.2),
+        pool("small", loc=0, dom=2, usd=0.5),
+    ]
+    p = problem(
+        pools, [[100.0, 100.0, 1.0]], [(0, 3.0, (0,)), (0, 2.0, (1,))], robustness_fraction=1.0
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.status is Status.OPTIMAL
+    assert_valid(p, s)
+    # One big node per location serves it all; robustness needs the other one as backup.
+    assert s.nodes.tolist() == [[1, 1, 0]]
+    assert s.objective == pytest.approx(2.2)
