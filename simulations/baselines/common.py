@@ -1,0 +1,375 @@
+"""What the baselines share: capacity per node, which pools serve which traffic, what
+the trace tells a policy up front, observed rates, delays, and turning counts into a Plan.
+
+Nothing here reads the clock; every time is an argument (virtual time in simulations).
+
+Services. Ray Serve and SkyServe scale one deployment (service) of identical replicas
+behind one load balancer; neither knows about per-region latency limits. capsched's
+config has several source regions, each with a network latency limit. To keep the
+baselines honest about latency without inventing a policy they do not have, each
+(model, source region) is served by its own service, restricted to the pools within
+that region's latency limit. A pool belongs to the nearest source region that may use
+it (ties by name), so services never share a pool and each node has exactly one
+owner. A source region that owns no usable pool (same location as another source, or
+none within its limit) joins the service owning the cheapest pool it may use (or, if
+it may use none, the service owning the cheapest pool overall; its traffic then
+breaks its latency limit, which the engine's accounting will show).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import (
+    CapacityProfile,
+    InstanceType,
+    Market,
+    Node,
+    NodeState,
+    Offering,
+    Placement,
+    Plan,
+    PlanStatus,
+    Pool,
+)
+from scheduler.observation import Observation
+from scheduler.planner import allowed, resolve_location
+from scheduler.profiles import instance_rps
+
+# Removal order of surplus nodes, as SkyServe's `_select_nonterminal_replicas_to_scale_down`
+# (sky/serve/autoscalers.py) orders replica statuses: the earliest stage goes first
+# because a later stage is closer to serving.
+_STAGE = {NodeState.REQUESTED: 0, NodeState.BOOTING: 1, NodeState.READY: 2}
+
+# A pool count with no upper bound in the trace (on-demand, or spot pools without a trace).
+UNLIMITED = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Foresight:
+    """What a replay knows before it starts: the whole demand and spot-capacity series.
+
+    Only `static-peak` (its peak) and `oracle` (everything) read it; the online
+    baselines see nothing but their observations.
+    """
+
+    start_s: float  # time of step 0 (same clock as Observation.now_s)
+    step_s: float  # seconds between steps
+    demand_rps: Mapping[tuple[str, str], Sequence[float]]  # (model, region) -> rps per step
+    spot_capacity: Mapping[Pool, Sequence[int]] = field(
+        default_factory=dict
+    )  # spot pool -> instances it can hold per step; a pool absent here is unlimited
+    offerings: tuple[Offering, ...] | None = None  # prices of the run; None = the catalog's
+
+    def __post_init__(self) -> None:
+        if self.step_s <= 0:
+            raise ValueError("step_s must be > 0")
+        lengths = {len(v) for v in self.demand_rps.values()}
+        lengths |= {len(v) for v in self.spot_capacity.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"every series must have the same length, got {sorted(lengths)}")
+
+    @property
+    def steps(self) -> int:
+        """Number of steps in the horizon."""
+        for v in self.demand_rps.values():
+            return len(v)
+        for c in self.spot_capacity.values():
+            return len(c)
+        return 0
+
+    def step_at(self, now_s: float) -> int:
+        """Index of the step containing `now_s`, clamped to the horizon."""
+        i = math.floor((now_s - self.start_s) / self.step_s + 1e-9)
+        return min(max(i, 0), max(self.steps - 1, 0))
+
+
+def ceil_div(rps: float, per_node_rps: float) -> int:
+    """Nodes of `per_node_rps` needed for `rps` (float noise does not add a node)."""
+    if rps <= 0:
+        return 0
+    return math.ceil(rps / per_node_rps - 1e-9)
+
+
+class Capacity:
+    """Sustainable rps of one node of a model in a pool, at the SLO and the config's
+    target utilisation: the same number `scheduler.planner.build_problem` uses."""
+
+    def __init__(self, config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]):
+        self._config = config
+        self._catalog = catalog
+        self._profiles = profiles
+        # (model, GPU kind, GPU count) -> rps; many pools share an instance shape.
+        self._cache: dict[tuple[str, str, int], float] = {}
+
+    def itype(self, pool: Pool) -> InstanceType:
+        """The instance type a pool sells."""
+        return self._catalog.instance_type(pool)
+
+    def rps(self, model: str, pool: Pool) -> float:
+        """Requests/s one node of `model` in `pool` is planned to carry (0: cannot serve)."""
+        itype = self.itype(pool)
+        key = (model, itype.gpu_kind, itype.gpu_count)
+        if key not in self._cache:
+            section = self._config.model(model)
+            raw = instance_rps(
+                self._profiles, section.profile or section.name, itype, section.latency_slo_ms
+            )
+            self._cache[key] = self._config.planning.target_utilization * raw
+        return self._cache[key]
+
+
+def permitted(config: Config, catalog: Catalog, offering: Offering) -> bool:
+    """Whether config lets this pool be used at all (clouds, regions, markets, GPU kinds),
+    whatever its availability right now."""
+    itype = catalog.instance_type(offering.pool)
+    return allowed(config, replace(offering, available=True), itype)
+
+
+def location_key(pool: Pool) -> str:
+    """The "cloud:region" key of a pool, as the catalog's coordinates use."""
+    return f"{pool.cloud}:{pool.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One deployment a baseline scales: a model for some source regions, on its own pools."""
+
+    model: str  # model served
+    regions: tuple[str, ...]  # source regions whose traffic it serves (config names)
+    pools: tuple[Pool, ...]  # pools it may place nodes in (both markets), sorted
+
+    @property
+    def name(self) -> str:
+        """Readable label for notes."""
+        return f"{self.model}@{'+'.join(self.regions)}"
+
+    def demand(self, rates: Mapping[tuple[str, str], float]) -> float | None:
+        """Total rps of its regions in `rates`; None when any of them is missing or bad."""
+        total = 0.0
+        for region in self.regions:
+            v = rates.get((self.model, region), math.nan)
+            if not (math.isfinite(v) and v >= 0):
+                return None
+            total += v
+        return total
+
+    def nodes(self, obs: Observation) -> list[Node]:
+        """Its nodes that count as capacity now or soon (see Observation.serving)."""
+        mine = set(self.pools)
+        return [n for n in obs.serving() if n.model == self.model and n.pool in mine]
+
+
+def partition_services(
+    config: Config,
+    catalog: Catalog,
+    capacity: Capacity,
+    offerings: Iterable[Offering],
+) -> tuple[Service, ...]:
+    """Split every model's traffic and pools into services (see the module docstring)."""
+    usable = [o for o in offerings if permitted(config, catalog, o)]
+    origins = {r.name: resolve_location(catalog, r.location) for r in config.regions}
+    limits = {r.name: r.max_latency_ms for r in config.regions}
+    names = sorted(origins)
+    services: list[Service] = []
+    for section in config.models:
+        model = section.name
+        offers = [o for o in usable if capacity.rps(model, o.pool) > 0]
+
+        def near(region: str, pool: Pool) -> bool:
+            return catalog.rtt_ms(origins[region], location_key(pool)) <= limits[region]
+
+        def unit_price(o: Offering, model: str = model) -> tuple[float, str]:
+            return (o.usd_per_hour / capacity.rps(model, o.pool), o.pool.key)
+
+        owner: dict[Pool, str] = {}
+        for o in offers:
+            loc = location_key(o.pool)
+            eligible = [(catalog.rtt_ms(origins[r], loc), r) for r in names if near(r, o.pool)]
+            if eligible:
+                owner[o.pool] = min(eligible)[1]
+        owned: dict[str, list[Pool]] = {r: [] for r in names}
+        for pool, r in owner.items():
+            owned[r].append(pool)
+        heads = [r for r in names if owned[r]]
+        if not heads:
+            # Nothing within any latency limit: one service for all traffic on every pool.
+            if offers:
+                services.append(Service(model, tuple(names), tuple(sorted(o.pool for o in offers))))
+            continue
+        members: dict[str, list[str]] = {r: [r] for r in heads}
+        for r in names:
+            if owned[r]:
+                continue
+            reachable = [o for o in offers if o.pool in owner and near(r, o.pool)]
+            pick = min(reachable or [o for o in offers if o.pool in owner], key=unit_price)
+            members[owner[pick.pool]].append(r)
+        for r in heads:
+            services.append(Service(model, tuple(sorted(members[r])), tuple(sorted(owned[r]))))
+    return tuple(services)
+
+
+def removal_order(nodes: Iterable[Node]) -> list[Node]:
+    """Nodes in the order a scale-down takes them: earliest lifecycle stage first, then
+    the most recently launched (SkyServe sorts by status, then replica id descending)."""
+    return sorted(
+        nodes,
+        key=lambda n: (_STAGE.get(n.state, 3), -(n.launched_at_s or 0.0), n.node_id),
+    )
+
+
+def resize(
+    nodes: Sequence[Node],
+    target: int,
+    choose: Callable[[list[Pool]], Pool | None],
+) -> tuple[Counter[Pool], int]:
+    """Per-pool counts that keep `target` of `nodes` (removing in `removal_order`) or add
+    nodes one at a time where `choose(current pools)` says. Returns the counts and how
+    many nodes could not be placed (`choose` returned None)."""
+    kept = list(nodes)
+    if len(kept) > target:
+        drop = {n.node_id for n in removal_order(kept)[: len(kept) - target]}
+        kept = [n for n in kept if n.node_id not in drop]
+    pools = [n.pool for n in kept]
+    missing = 0
+    for _ in range(target - len(kept)):
+        pool = choose(pools)
+        if pool is None:
+            missing += 1
+            continue
+        pools.append(pool)
+    return Counter(pools), missing
+
+
+def to_plan(
+    counts: Mapping[tuple[str, Pool], int],
+    prices: Mapping[Pool, float],
+    notes: Sequence[str] = (),
+    status: PlanStatus = PlanStatus.FEASIBLE,
+) -> Plan:
+    """A Plan from target counts per (model, pool); its price from `prices`."""
+    placements = tuple(
+        Placement(model, pool, int(count))
+        for (model, pool), count in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+        if count > 0
+    )
+    usd = sum(prices.get(pl.pool, 0.0) * pl.count for pl in placements)
+    return Plan(
+        status=status,
+        placements=placements,
+        usd_per_hour=usd,
+        objective=usd,
+        gap=0.0,
+        solve_time_s=0.0,
+        notes=tuple(notes),
+    )
+
+
+@dataclass
+class RateWindow:
+    """Mean observed rate over a trailing window, as Ray Serve's `look_back_period_s` and
+    SkyServe's `AUTOSCALER_QPS_WINDOW_SIZE_SECONDS` average load. A sample that is
+    missing is skipped, never read as zero."""
+
+    window_s: float  # length of the trailing window
+    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (at_s, rps), in order
+
+    def add(self, at_s: float, rps: float) -> None:
+        """Record one observed rate (ignored when not finite or negative, or out of order)."""
+        if not (math.isfinite(rps) and rps >= 0):
+            return
+        if self.samples and at_s <= self.samples[-1][0]:
+            return
+        self.samples.append((at_s, rps))
+
+    def mean(self, now_s: float) -> float | None:
+        """Mean of the samples in (now - window, now]; the latest sample when the window
+        holds none (ticks longer than the window); None before any sample."""
+        while len(self.samples) > 1 and self.samples[0][0] <= now_s - self.window_s:
+            self.samples.popleft()
+        if not self.samples:
+            return None
+        inside = [v for t, v in self.samples if t > now_s - self.window_s]
+        if not inside:
+            return self.samples[-1][1]
+        return sum(inside) / len(inside)
+
+
+@dataclass
+class Hysteresis:
+    """A replica target that follows a desired value only after it has wanted to move in
+    the same direction for a whole delay, measured on the observation clock.
+
+    Ray Serve (`BasicAutoscalingPolicy.get_decision_num_replicas`) and SkyServe
+    (`_AutoscalerWithHysteresis._set_target_num_replicas_with_hysteresis`) count
+    consecutive control-loop periods (delay / period); a period count depends on the
+    tick length, so here the same rule is kept in seconds: the change is applied once
+    `now - first time it was wanted >= delay`, and the timer restarts whenever the
+    desired value stops being on that side of the target.
+    """
+
+    target: int  # current target number of replicas
+    upscale_delay_s: float  # how long a larger desired value must persist
+    downscale_delay_s: float  # how long a smaller desired value must persist
+    up_since_s: float | None = None  # first time of the current run of "wants more"
+    down_since_s: float | None = None  # first time of the current run of "wants fewer"
+    zero_scales_at_once: bool = False  # SkyServe: "faster scale up when there is no replica"
+
+    def step(self, now_s: float, desired: int) -> int:
+        """Advance to `now_s` with this tick's desired value; returns the target."""
+        if self.zero_scales_at_once and self.target == 0:
+            self.target = desired
+            self.up_since_s = self.down_since_s = None
+        elif desired > self.target:
+            self.down_since_s = None
+            if self.up_since_s is None:
+                self.up_since_s = now_s
+            if now_s - self.up_since_s >= self.upscale_delay_s:
+                self.target, self.up_since_s = desired, None
+        elif desired < self.target:
+            self.up_since_s = None
+            if self.down_since_s is None:
+                self.down_since_s = now_s
+            if now_s - self.down_since_s >= self.downscale_delay_s:
+                self.target, self.down_since_s = desired, None
+        else:
+            self.up_since_s = self.down_since_s = None
+        return self.target
+
+
+def prices_of(offerings: Iterable[Offering]) -> dict[Pool, float]:
+    """Price per pool."""
+    return {o.pool: o.usd_per_hour for o in offerings}
+
+
+def cheapest_type(
+    service: Service,
+    offers: Mapping[Pool, Offering],
+    capacity: Capacity,
+    market: Market,
+    *,
+    require_on_demand: bool = False,
+) -> str | None:
+    """The instance type whose cheapest `market` pool of the service costs least per rps
+    (a deployment uses one replica shape); None when the service has no such pool.
+    With `require_on_demand`, only types that also have an on-demand pool qualify."""
+    best: tuple[float, str] | None = None
+    od_types = {p.instance_type for p in service.pools if p.market is Market.ON_DEMAND}
+    for pool in service.pools:
+        o = offers.get(pool)
+        if o is None or pool.market is not market:
+            continue
+        if require_on_demand and pool.instance_type not in od_types:
+            continue
+        rps = capacity.rps(service.model, pool)
+        if rps <= 0:
+            continue
+        cand = (o.usd_per_hour / rps, pool.instance_type)
+        if best is None or cand < best:
+            best = cand
+    return None if best is None else best[1]

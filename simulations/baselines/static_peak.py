@@ -1,0 +1,101 @@
+"""`static-peak`: a fixed on-demand fleet sized for the trace's peak, in the cheapest region.
+
+What operators do before they autoscale: buy enough on-demand capacity for the
+busiest moment and never touch it.
+
+How "cheapest region" is read: traffic is split into services (one per model and
+source region, see `simulations.baselines.common`). For each service, over the
+on-demand pools it may use (config's allowed clouds, regions, markets and GPU kinds;
+within the source region's latency limit; `available` at the first tick; able to
+serve the model at its SLO), the pool chosen is the one whose fleet for the peak
+costs least per hour: `ceil(peak / per-node rps) x price`, ties to the lower price,
+then the pool key. A pool is one instance type in one region, so this picks the
+cheapest region and the instance type in it together. The peak is the maximum over
+the trace of the service's summed demand (the peak of the sum, not the sum of the
+peaks). The fleet holds at least the model's `min_replicas`, never uses spot, and is
+fixed at the first tick; per-node rps is the profile's at the SLO times
+`planning.target_utilization` (static sizing has no utilisation notion of its own).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile, Market, Plan, Pool
+from scheduler.observation import Observation
+from simulations.baselines.common import (
+    Capacity,
+    Foresight,
+    Service,
+    ceil_div,
+    partition_services,
+    prices_of,
+    to_plan,
+)
+
+
+class StaticPeak:
+    """On-demand only, sized once for the trace's peak (see the module docstring)."""
+
+    name = "static-peak"
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        profiles: Sequence[CapacityProfile],
+        foresight: Foresight,
+    ) -> None:
+        self._config = config
+        self._catalog = catalog
+        self._capacity = Capacity(config, catalog, profiles)
+        self._foresight = foresight
+        self.fleet: Counter[tuple[str, Pool]] | None = None  # fixed at the first tick
+        self.notes: tuple[str, ...] = ()  # why the fleet looks the way it does
+
+    def peak_rps(self, service: Service) -> float:
+        """Largest summed demand of the service's regions over the trace."""
+        series = [
+            self._foresight.demand_rps.get((service.model, region), ())
+            for region in service.regions
+        ]
+        steps = max((len(s) for s in series), default=0)
+        return max(
+            (sum(s[t] for s in series if t < len(s)) for t in range(steps)),
+            default=0.0,
+        )
+
+    def _size(self, obs: Observation) -> None:
+        offers = {o.pool: o for o in obs.offerings}
+        services = partition_services(self._config, self._catalog, self._capacity, obs.offerings)
+        fleet: Counter[tuple[str, Pool]] = Counter()
+        notes: list[str] = []
+        for service in services:
+            peak = self.peak_rps(service)
+            floor = self._config.model(service.model).min_replicas
+            best: tuple[float, float, str, Pool, int] | None = None
+            for pool in service.pools:
+                o = offers.get(pool)
+                if o is None or not o.available or pool.market is not Market.ON_DEMAND:
+                    continue
+                n = max(ceil_div(peak, self._capacity.rps(service.model, pool)), floor)
+                cand = (n * o.usd_per_hour, o.usd_per_hour, pool.key, pool, n)
+                if best is None or cand[:3] < best[:3]:
+                    best = cand
+            if best is None:
+                notes.append(f"{service.name}: no available on-demand pool; left unserved")
+                continue
+            _, _, _, pool, n = best
+            fleet[service.model, pool] += n
+            notes.append(f"{service.name}: {n} x {pool.key} for a peak of {peak:.2f} rps")
+        self.fleet, self.notes = fleet, tuple(notes)
+
+    def decide(self, obs: Observation) -> Plan:
+        """The same fleet every tick (sized at the first)."""
+        if self.fleet is None:
+            self._size(obs)
+        assert self.fleet is not None
+        return to_plan(self.fleet, prices_of(obs.offerings), self.notes)
