@@ -21,9 +21,10 @@ EXIT_BAD_INPUT = 2
 log = logging.getLogger("capsched")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, service: bool) -> None:
+    # A service logs its decisions (journald keeps them); one-shot commands stay quiet.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else (logging.INFO if service else logging.WARNING),
         format="level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
@@ -87,6 +88,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM."""
+    from scheduler.service import main as run
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    return run(config, args.config)
+
+
 def _default_demand() -> list[Demand]:
     from scheduler.config import DEFAULT_CONFIG_PATH
     from scheduler.inputs import read_demand
@@ -112,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", type=Path, help='JSON {"nodes": [...]} of the current fleet')
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "daemon", help="run the scheduler as a service (embedded default: simulated)"
+    )
+    p.add_argument("--config", type=Path, help="config TOML (default: the embedded default)")
+    p.set_defaults(func=cmd_daemon)
 
     for name, module in _LAZY_COMMANDS.items():
         p = sub.add_parser(name, help=module[1])
@@ -141,7 +159,7 @@ def _attach(parser: argparse.ArgumentParser, module_name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `capsched` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, service=args.command == "daemon")
     code: int = args.func(args)
     return code
 

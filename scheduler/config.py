@@ -77,6 +77,17 @@ class DaemonSection(_Section):
     token_file: str = "capsched.token"  # bearer token for actions, mode 0600
 
 
+class SourcesSection(_Section):
+    """Which edges the daemon talks to."""
+
+    cloud: Literal["sim"] = "sim"  # "sim": the simulated cloud (AWS and GCP adapters: issue 6)
+    demand: Literal["trace", "prometheus"] = "trace"  # where the load signal comes from
+    trace: str = ""  # trace file replayed by the "trace" source; "" = the bundled slice
+    trace_format: str = "auto"  # its format (see `capsched simulate --help`)
+    speedup: float = Field(default=60.0, gt=0, le=100_000)  # virtual s per wall s (sim, trace)
+    sim_boot_time_s: float | None = Field(default=None, ge=0)  # "sim": boot delay override
+
+
 class ModelSection(_Section):
     """One served model."""
 
@@ -127,6 +138,7 @@ class Config(_Section):
     planning: PlanningSection = PlanningSection()
     guards: GuardsSection = GuardsSection()
     daemon: DaemonSection = DaemonSection()
+    sources: SourcesSection = SourcesSection()
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)

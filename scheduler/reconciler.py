@@ -90,6 +90,13 @@ class Reconciler:
         self.approved: Plan | None = None  # the plan the fleet follows (approval modes)
         self.pending: tuple[int, Plan] | None = None  # a stored plan waiting for approval
 
+    def reconfigure(self, config: Config) -> None:
+        """Switch to a new (validated) config from the next tick on."""
+        self.config = config
+        self._rps.clear()
+        if hasattr(self.policy, "config"):  # policies that read the config (capsched's)
+            setattr(self.policy, "config", config)  # noqa: B010 - Policy does not declare it
+
     # -- observe ----------------------------------------------------------------------------
 
     async def observe(self, now_s: float) -> tuple[Observation, list[str]]:

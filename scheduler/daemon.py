@@ -1,0 +1,330 @@
+"""The long-running service: ticks on an interval and at once on an interruption notice,
+each under a timeout; reloads its config on SIGHUP; stops cleanly on SIGTERM.
+
+`Daemon` is an `async with` object that owns the loop (aiojobs-style): the tick task,
+the wake-ups and the systemd notifications. A failure inside a tick is logged,
+counted and never kills the service. Time comes from an injected clock, so the same
+daemon drives a real cloud (wall clock) or the simulated one (a virtual clock running
+faster than real time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.actions import Drain
+from scheduler.config import Config, ConfigError, load_config
+from scheduler.domain import NodeState
+from scheduler.reconciler import Reconciler, TickReport
+from scheduler.store import StateStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+TickHook = Callable[[TickReport, float], None]  # (report, tick duration in wall seconds)
+
+
+def sd_notify(message: str) -> bool:
+    """Send `message` to systemd's notify socket (sd_notify(3)); False outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # abstract namespace socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify_failed error=%s", exc)
+        return False
+    return True
+
+
+@dataclass
+class DaemonStats:
+    """Counters the status endpoint and metrics read."""
+
+    ticks: int = 0  # ticks completed
+    tick_errors: int = 0  # ticks that raised or timed out
+    reload_failures: int = 0  # SIGHUP/API reloads refused because the new config was bad
+    config_generation: int = 1  # bumped on every successful reload
+    last_tick_s: float | None = None  # time (daemon clock) of the last completed tick
+    last_report: TickReport | None = None  # what the last tick did
+    last_error: str = ""  # the last tick failure, one line
+    started_wall_s: float = field(default_factory=time.time)  # for uptime
+
+
+class Daemon:
+    """capsched as a service; implements the `Control` protocol for the API."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        config_path: Path | None,
+        reconciler: Reconciler,
+        store: StateStore,
+        clock: Clock,
+        advance: Callable[[float], Awaitable[None]] | None = None,
+        pending_notices: Callable[[], int] | None = None,
+        on_tick: TickHook | None = None,
+        notice_poll_s: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.reconciler = reconciler
+        self.store = store
+        self.clock = clock  # daemon time (wall clock, or virtual for the simulated cloud)
+        self.advance = advance  # moves a simulated cloud to the daemon's time before a tick
+        self.pending_notices = pending_notices  # cheap check for unread interruption notices
+        self.on_tick = on_tick  # metrics export
+        self.notice_poll_s = notice_poll_s  # wall seconds between notice checks
+        self.stats = DaemonStats()
+        self.paused = False
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tick_lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Daemon:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
+            loop.add_signal_handler(sig, handler)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.recover()
+        self._task = asyncio.create_task(self._run(), name="capsched-loop")
+        sd_notify("READY=1\nSTATUS=reconciling")
+        log.info(
+            "daemon_started approval_mode=%s dry_run=%s",
+            self.config.daemon.approval_mode,
+            self.config.daemon.dry_run,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        if self._task is not None:
+            await self._task  # finishes the in-flight tick, then returns
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        self.store.close()
+        sd_notify("STOPPING=1")
+        log.info("daemon_stopped ticks=%d tick_errors=%d", self.stats.ticks, self.stats.tick_errors)
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current tick and exit."""
+        if not self._stopping.is_set():
+            log.info("daemon_stopping")
+            sd_notify("STOPPING=1")
+        self._stopping.set()
+        self._wake.set()
+
+    async def wait_stopped(self) -> None:
+        """Until `stop` is called (by a signal or the API)."""
+        await self._stopping.wait()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        interval_s = self.config.scheduler.tick_interval_s
+        next_tick = self.clock()
+        while not self._stopping.is_set():
+            now = self.clock()
+            if now >= next_tick or self._wake.is_set():
+                self._wake.clear()
+                await self.tick_once()
+                next_tick = self.clock() + interval_s
+            sd_notify("WATCHDOG=1")
+            await self._sleep_until(next_tick)
+
+    async def _sleep_until(self, next_tick: float) -> None:
+        """Wait for the next tick time, a wake-up, or an interruption notice."""
+        while not self._stopping.is_set() and not self._wake.is_set():
+            if self.clock() >= next_tick:
+                return
+            if self.pending_notices is not None and self.pending_notices() > 0:
+                log.info("wake reason=interruption_notice")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.notice_poll_s)
+
+    async def tick_once(self) -> TickReport | None:
+        """One tick under the configured timeout; failures are logged and counted."""
+        async with self._tick_lock:
+            now = self.clock()
+            started = time.perf_counter()
+            try:
+                if self.advance is not None:
+                    await self.advance(now)
+                if self.paused:
+                    report = await asyncio.wait_for(
+                        self._observe_only(now), self.config.daemon.tick_timeout_s
+                    )
+                else:
+                    report = await asyncio.wait_for(
+                        self.reconciler.tick(now), self.config.daemon.tick_timeout_s
+                    )
+            except TimeoutError:
+                self._tick_failed(f"tick timed out after {self.config.daemon.tick_timeout_s:.0f} s")
+                return None
+            except Exception as exc:  # the tick boundary: log, count, keep running
+                log.exception("tick_failed now_s=%.0f", now)
+                self._tick_failed(f"{type(exc).__name__}: {exc}")
+                return None
+            duration = time.perf_counter() - started
+            self.stats.ticks += 1
+            self.stats.last_tick_s = now
+            self.stats.last_report = report
+            if self.on_tick is not None:
+                self.on_tick(report, duration)
+            return report
+
+    async def _observe_only(self, now: float) -> TickReport:
+        obs, errors = await self.reconciler.observe(now)
+        plan = self.reconciler.policy.decide(obs)
+        self.store.record_plan(
+            plan, now, self.reconciler.policy.name, ("paused",), approval="paused"
+        )
+        return TickReport(
+            now, plan, (), ("paused: not acting",), tuple(errors), obs.demand_complete
+        )
+
+    def _tick_failed(self, message: str) -> None:
+        self.stats.tick_errors += 1
+        self.stats.last_error = message
+        log.error("tick_error error=%r", message)
+
+    async def recover(self) -> None:
+        """Finish or roll back actions a crash left half done (pending journal entries).
+
+        Launches resolve themselves on the next observation (the node id tag tells
+        whether the cloud has the instance; a launch never listed fails after a grace
+        time and is terminated if it appears later). Terminations are re-issued, since
+        terminating twice is safe. Drains continue from DRAINING.
+        """
+        now = self.clock()
+        if self.advance is not None:
+            await self.advance(now)
+        for entry in self.store.journal("pending"):
+            node = self.store.node(entry.node_id)
+            if (
+                entry.kind == "terminate"
+                and node is not None
+                and node.state not in (NodeState.GONE, NodeState.FAILED)
+            ):
+                try:
+                    await self.reconciler.provider.terminate(node.node_id)
+                except Exception as exc:  # retried on the next tick via the drain path
+                    log.warning("recover_terminate_failed node_id=%s error=%s", node.node_id, exc)
+                    continue
+                if node.state is not NodeState.TERMINATING:
+                    self.store.transition(
+                        node.node_id, NodeState.TERMINATING, now, "recovered after restart"
+                    )
+            detail = f"recovered after restart; node {node.state if node else 'unknown'}"
+            self.store.journal_end(entry.id, "done", now, detail)
+            log.info("recovered kind=%s node_id=%s", entry.kind, entry.node_id)
+
+    # -- Control ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the daemon is doing, for the API and the TUI."""
+        report = self.stats.last_report
+        pending = self.reconciler.pending
+        return {
+            "approval_mode": self.config.daemon.approval_mode,
+            "dry_run": self.config.daemon.dry_run,
+            "paused": self.paused,
+            "now_s": self.clock(),
+            "last_tick_s": self.stats.last_tick_s,
+            "ticks": self.stats.ticks,
+            "tick_errors": self.stats.tick_errors,
+            "last_error": self.stats.last_error,
+            "config_generation": self.stats.config_generation,
+            "reload_failures": self.stats.reload_failures,
+            "pending_plan_id": pending[0] if pending else None,
+            "last_plan_status": report.plan.status.value if report and report.plan else None,
+            "last_plan_usd_per_hour": report.plan.usd_per_hour if report and report.plan else None,
+            "held_back": list(report.held_back) if report else [],
+            "uptime_s": time.time() - self.stats.started_wall_s,
+        }
+
+    def forecast(self) -> dict[str, Any]:
+        """Planned demand per series from the capsched policy, when it is the policy."""
+        planned = getattr(self.reconciler.policy, "last_forecast", {})
+        return {
+            "series": [
+                {"model": m, "region": r, "planned_rps": v} for (m, r), v in sorted(planned.items())
+            ]
+        }
+
+    async def approve(self, plan_id: int) -> bool:
+        """Approve the pending plan and act on it at once."""
+        ok = self.reconciler.approve(plan_id)
+        if ok:
+            self._wake.set()
+        return ok
+
+    async def reject(self, plan_id: int) -> bool:
+        """Reject the pending plan."""
+        return self.reconciler.reject(plan_id)
+
+    async def drain(self, node_id: str) -> bool:
+        """Drain one ready node now (the plan replaces it if it still wants the capacity)."""
+        node = self.store.node(node_id)
+        if node is None or node.state is not NodeState.READY:
+            return False
+        async with self._tick_lock:
+            result = await self.reconciler.actuator.execute(
+                [Drain(node_id, reason="manual drain")], self.clock()
+            )
+        self._wake.set()
+        return not result.failed
+
+    async def pause(self) -> None:
+        """Observe and plan, but take no action."""
+        self.paused = True
+        log.info("daemon_paused")
+
+    async def resume(self) -> None:
+        """Act again, starting now."""
+        self.paused = False
+        self._wake.set()
+        log.info("daemon_resumed")
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file; keep the running config when the new one is invalid."""
+        if self.config_path is None:
+            return ["running on the embedded default config; nothing to reload"]
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.stats.reload_failures += 1
+            for line in exc.problems:
+                log.error("config_reload_refused problem=%r", line)
+            sd_notify("READY=1\nSTATUS=config reload refused; running the previous config")
+            return exc.problems
+        self.config = new
+        self.reconciler.reconfigure(new)
+        self.stats.config_generation += 1
+        sd_notify("READY=1\nSTATUS=config reloaded")
+        log.info(
+            "config_reloaded generation=%d path=%s", self.stats.config_generation, self.config_path
+        )
+        self._wake.set()
+        return []

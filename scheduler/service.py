@@ -1,0 +1,123 @@
+"""`capsched daemon`: builds the daemon's edges from the config and runs it.
+
+This is the composition root: the one place that picks concrete providers and
+metrics sources. The embedded default (simulated cloud, bundled trace) imports
+the trace loader from `simulations/` lazily, here and nowhere else in `scheduler/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapters.metrics import MetricsSource
+from adapters.provider import Provider
+from scheduler.catalog import Catalog, load_catalog
+from scheduler.config import Config
+from scheduler.daemon import Clock, Daemon
+from scheduler.domain import CapacityProfile
+from scheduler.factory import build_scheduler
+from scheduler.profiles import load_profiles
+from scheduler.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Edges:
+    """The concrete outside world the daemon runs against."""
+
+    provider: Provider  # the cloud
+    metrics: MetricsSource  # the load signal
+    clock: Clock  # daemon time
+    advance: Callable[[float], Awaitable[None]] | None  # moves a simulated cloud in time
+    pending_notices: Callable[[], int] | None  # cheap check for interruption notices
+
+
+def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = time.time) -> Clock:
+    """A clock that starts at `start_s` now and runs `speedup` times faster than `wall`."""
+    wall0 = wall()
+    return lambda: start_s + (wall() - wall0) * speedup
+
+
+def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfile, ...]) -> Edges:
+    """Provider, metrics source and clock for `config.sources`."""
+    from adapters.sim import SimCloud
+    from adapters.trace_metrics import TraceMetrics
+    from simulations.demand import load_demand
+
+    src = config.sources
+    if src.demand != "trace":
+        raise NotImplementedError(
+            "the prometheus load signal is wired in with the daemon's metrics config"
+        )
+    trace_path = Path(src.trace) if src.trace else _bundled_trace()
+    demand = load_demand(trace_path, config, catalog, profiles, fmt=src.trace_format)
+    # Repeated for a week, so the embedded default runs for as long as it is left running.
+    week = max(1, round(7 * 86400 / (demand.step_s * demand.n_steps)))
+    metrics = TraceMetrics(
+        demand.keys, np.tile(demand.rps, (1, week)), start_s=demand.start_s, step_s=demand.step_s
+    )
+    boot_s = (
+        src.sim_boot_time_s
+        if src.sim_boot_time_s is not None
+        else config.planning.default_boot_time_s
+    )
+    cloud = SimCloud(
+        catalog.offerings,
+        catalog.instance_types,
+        start_s=demand.start_s,
+        boot_time_s=boot_s,
+        seed=config.solver.seed,
+    )
+    clock = virtual_clock(demand.start_s, src.speedup)
+
+    async def advance(now_s: float) -> None:
+        cloud.advance_to(now_s)
+
+    return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices)
+
+
+def _bundled_trace() -> Path:
+    from simulations.demand import __file__ as demand_file
+
+    return Path(demand_file).parent / "data" / "azure_llm_2023_per_minute.csv"
+
+
+async def run_daemon(config: Config, config_path: Path | None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    catalog, profiles = load_catalog(), load_profiles()
+    edges = build_edges(config, catalog, profiles)
+    store = StateStore(config.scheduler.state_db)
+    reconciler = build_scheduler(
+        config,
+        provider=edges.provider,
+        metrics=edges.metrics,
+        store=store,
+        catalog=catalog,
+        profiles=profiles,
+    )
+    daemon = Daemon(
+        config=config,
+        config_path=config_path,
+        reconciler=reconciler,
+        store=store,
+        clock=edges.clock,
+        advance=edges.advance,
+        pending_notices=edges.pending_notices,
+        notice_poll_s=1.0,
+    )
+    async with daemon:
+        await daemon.wait_stopped()
+    return 0
+
+
+def main(config: Config, config_path: Path | None) -> int:
+    """Entry point used by the CLI."""
+    return asyncio.run(run_daemon(config, config_path))
