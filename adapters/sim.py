@@ -74,7 +74,8 @@ class SpotTrace:
 
     Times are relative to the start of the replay. The trace repeats (`loop`) when the
     replay is longer than the trace, so a 2-day trace can drive a week; `offset_s`
-    starts the replay part-way into the trace.
+    starts the replay part-way into the trace. Times before the trace's start hold
+    its first count.
     """
 
     source: str  # file the counts came from (for reports and attribution)
@@ -85,7 +86,7 @@ class SpotTrace:
 
     def index_at(self, t_s: float) -> int:
         """Tick index in force at replay-relative time `t_s`."""
-        i = math.floor((t_s + self.offset_s) / self.gap_s)
+        i = max(0, math.floor((t_s + self.offset_s) / self.gap_s))
         n = len(self.counts)
         return i % n if self.loop else min(max(i, 0), n - 1)
 

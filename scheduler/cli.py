@@ -144,6 +144,10 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "simulations.forecast_eval",
         "replay a demand series through every forecasting method and score them",
     ),
+    "simulate": (
+        "simulations.simulate_cli",
+        "replay a request trace through capsched and the baselines in virtual time",
+    ),
 }
 
 

@@ -1,0 +1,510 @@
+"""The replay engine: virtual time, the simulated cloud, and the real reconciler.
+
+`simulate(...)` steps virtual time one minute at a time. Each step it moves the
+simulated cloud forward, calls the same `Reconciler.tick` the daemon calls (every
+`scheduler.tick_interval_s`, and at once when the cloud sends an interruption
+notice), and accounts the step:
+
+* demand: the trace's requests/s for the minute;
+* ready capacity: RUNNING instances that are not draining, each at its profile's
+  requests/s at the model's SLO (`scheduler.profiles.instance_rps`), in the state at
+  the start of the step;
+* served / unserved: demand routed to capacity within each source region's latency
+  limit (a small max-flow per model), the rest unserved;
+* latency: an M/M/c queue per model fed by the served rate, whose servers are the
+  fleet's concurrent request slots (profile rps x profile latency, Little's law) and
+  whose service time is the profile latency; the share of requests answered within
+  the SLO is P(wait <= SLO - service time) (Erlang C);
+* cost by market, billed per second by the simulated cloud.
+
+Before the trace starts, a warm-up (boot time plus one tick, by default) replays the
+first minute's load so every policy begins the trace with a fleet; nothing is
+accounted during it. Only wall time spent is read from a real clock, for `wall_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters.sim import SimCloud
+from adapters.trace_metrics import TraceMetrics
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile, InstanceType, Market, Node, NodeState, Pool
+from scheduler.factory import build_scheduler
+from scheduler.planner import resolve_location
+from scheduler.profiles import load_models
+from scheduler.store import StateStore
+from simulations.policies import TraceInfo, make_policy
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]  # called with the number of steps just completed
+
+
+async def _no_sleep(_: float) -> None:
+    """The actuator's retry back-off takes no virtual time in a replay."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeService:
+    """How one instance serves one model, from the capacity profile it runs at."""
+
+    rps: float  # sustainable requests/s at the SLO
+    latency_s: float  # profile end-to-end latency per request (the service time)
+    slots: int  # requests in service at once at that rate (rps x latency, Little's law)
+
+
+def node_service(
+    profiles: Sequence[CapacityProfile],
+    model: str,
+    itype: InstanceType,
+    latency_slo_ms: float,
+    model_memory_gb: float | None,
+) -> NodeService:
+    """The best profile of `model` on `itype` within the SLO, as `instance_rps` picks it."""
+    best: NodeService | None = None
+    for p in profiles:
+        if (
+            p.model != model
+            or p.gpu_kind != itype.gpu_kind
+            or itype.gpu_count % p.gpu_count != 0
+            or p.latency_ms > latency_slo_ms
+        ):
+            continue
+        if model_memory_gb is not None and p.gpu_count * itype.gpu_memory_gb < model_memory_gb:
+            continue
+        replicas = itype.gpu_count // p.gpu_count
+        rps = replicas * p.rps
+        if best is None or rps > best.rps:
+            latency_s = p.latency_ms / 1000.0
+            best = NodeService(rps, latency_s, max(1, round(rps * latency_s)))
+    return best or NodeService(0.0, 0.0, 0)
+
+
+class SimDrainer:
+    """Takes nodes out of the simulated load balancer; in-flight requests finish within
+    one service time of the node's profile."""
+
+    def __init__(self, cloud: SimCloud, service_s: Callable[[Node], float]) -> None:
+        self.cloud = cloud  # gives the virtual time a drain began
+        self.service_s = service_s  # profile latency of a node
+        self.began: dict[str, float] = {}  # node id -> virtual time the drain began
+
+    async def begin(self, node: Node) -> None:
+        """Stop routing to `node`."""
+        self.began.setdefault(node.node_id, self.cloud.now_s)
+
+    async def in_flight(self, node: Node, now_s: float) -> int | None:
+        """0 once a service time has passed since the drain began; else 1 (still busy)."""
+        began = self.began.get(node.node_id)
+        if began is None:
+            return 0
+        return 0 if now_s - began >= self.service_s(node) else 1
+
+
+def max_flow(demand: Sequence[float], capacity: Sequence[float], reach: np.ndarray) -> float:
+    """Largest flow from sources (demand) to sinks (capacity) along `reach[s, k]` edges."""
+    total_d, total_c = float(sum(demand)), float(sum(capacity))
+    if total_d <= 0 or total_c <= 0:
+        return 0.0
+    if reach.all():
+        return min(total_d, total_c)
+    n_s, n_k = reach.shape
+    # Nodes: 0 source, 1..n_s demand, n_s+1..n_s+n_k capacity, last sink.
+    n = n_s + n_k + 2
+    sink = n - 1
+    cap = np.zeros((n, n))
+    for s in range(n_s):
+        cap[0, 1 + s] = demand[s]
+        for k in range(n_k):
+            if reach[s, k]:
+                cap[1 + s, 1 + n_s + k] = math.inf
+    for k in range(n_k):
+        cap[1 + n_s + k, sink] = capacity[k]
+    flow = 0.0
+    while True:  # Edmonds-Karp on a graph of a handful of nodes
+        parent = [-1] * n
+        parent[0] = 0
+        queue = [0]
+        while queue and parent[sink] < 0:
+            u = queue.pop(0)
+            for v in np.nonzero(cap[u] > 1e-12)[0]:
+                if parent[v] < 0:
+                    parent[v] = u
+                    queue.append(int(v))
+        if parent[sink] < 0:
+            return flow
+        push, v = math.inf, sink
+        while v != 0:
+            push = min(push, cap[parent[v], v])
+            v = parent[v]
+        v = sink
+        while v != 0:
+            cap[parent[v], v] -= push
+            cap[v, parent[v]] += push
+            v = parent[v]
+        flow += push
+
+
+def within_slo_share(
+    served_rps: np.ndarray, capacity_rps: np.ndarray, slots: np.ndarray, service_s: np.ndarray,
+    slo_s: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per step, the share of served requests answered within `slo_s`, and the mean latency.
+
+    M/M/c with c = `slots` servers of rate mu = capacity / c: the probability of waiting
+    is Erlang C, a wait is exponential with rate c*mu - lambda, and the response is the
+    service time plus the wait. Vectorised over steps: Erlang B by its recursion up to
+    the largest c, frozen per step once k reaches that step's c.
+    """
+    lam = np.asarray(served_rps, dtype=np.float64)
+    cap = np.asarray(capacity_rps, dtype=np.float64)
+    c = np.asarray(slots, dtype=np.int64)
+    share = np.ones_like(lam)
+    mean_s = np.where(cap > 0, service_s, np.nan)
+    busy = (lam > 0) & (cap > 0) & (c > 0)
+    if not busy.any():
+        return share, mean_s
+    lam_b, cap_b, c_b, svc_b = lam[busy], cap[busy], c[busy], service_s[busy]
+    mu = cap_b / c_b
+    a = lam_b / mu  # offered load in servers
+    b = np.ones_like(a)
+    for k in range(1, int(c_b.max()) + 1):
+        step = k <= c_b
+        b = np.where(step, a * b / (k + a * b), b)
+    rho = np.minimum(lam_b / cap_b, 1.0)
+    erlang_c = np.where(rho < 1.0, b / np.maximum(1.0 - rho * (1.0 - b), 1e-300), 1.0)
+    drain = np.maximum(cap_b - lam_b, 0.0)  # c*mu - lambda
+    slack = slo_s - svc_b
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        tail = np.where(drain > 0, erlang_c * np.exp(-drain * np.maximum(slack, 0.0)), 1.0)
+        wait = np.where(drain > 0, erlang_c / drain, np.inf)
+    share[busy] = np.where(slack >= 0, 1.0 - tail, 0.0)
+    mean_s[busy] = svc_b + wait
+    return share, mean_s
+
+
+@dataclass
+class RunResult:
+    """One policy's replay: per-step series and totals."""
+
+    policy: str  # policy name
+    times_s: np.ndarray  # start of every accounted step
+    models: tuple[str, ...]  # row order of the per-model arrays
+    demand_rps: np.ndarray  # (models, steps) requests/s asked for
+    capacity_rps: np.ndarray  # (models, steps) ready capacity at the SLO
+    served_rps: np.ndarray  # (models, steps) demand routed to capacity
+    within_slo_rps: np.ndarray  # (models, steps) served within the latency SLO
+    latency_s: np.ndarray  # (models, steps) mean latency estimate (NaN without capacity)
+    capacity_by_market: dict[str, np.ndarray]  # market -> ready capacity rps, all models
+    forecast_rps: np.ndarray  # (steps,) load the policy planned for (NaN if it does not say)
+    cost_by_market: dict[str, np.ndarray]  # market -> cumulative USD at the end of each step
+    gpu_hours: float  # accelerator-hours billed over the trace
+    launches: int  # instances created (warm-up included)
+    terminations: int  # instances terminated on our request
+    preemptions: int  # instances reclaimed by the cloud
+    failed_launches: int  # launches refused (capacity)
+    solve_times_s: list[float]  # the policy's solve time per tick
+    ticks: int  # reconciler ticks (periodic and notice-driven)
+    tick_errors: int  # error lines reported by ticks
+    wall_s: float  # wall time of the replay
+    state_db: str  # the run's state database
+    notes: list[str] = field(default_factory=list)  # what the run wants a reader to know
+
+    @property
+    def cost_usd(self) -> float:
+        """Total cost over the trace."""
+        return float(sum(v[-1] for v in self.cost_by_market.values() if len(v)))
+
+    def summary(self, static_peak_cost: float | None) -> dict[str, Any]:
+        """The policy's entry of summary.json."""
+        demand = float(self.demand_rps.sum())
+        served = float(self.served_rps.sum())
+        within = float(self.within_slo_rps.sum())
+        covered = (self.demand_rps - self.served_rps <= 1e-9 * np.maximum(self.demand_rps, 1)).all(
+            axis=0
+        )
+        cost = self.cost_usd
+        return {
+            "cost_usd": round(cost, 4),
+            "cost_vs_static_peak": (
+                round(cost / static_peak_cost, 4) if static_peak_cost else None
+            ),
+            "slo_attainment": round(within / demand, 6) if demand > 0 else 1.0,
+            "unserved_fraction": round((demand - served) / demand, 6) if demand > 0 else 0.0,
+            "availability": round(float(covered.mean()), 6) if covered.size else 1.0,
+            "preemptions": self.preemptions,
+            "launches": self.launches,
+            "terminations": self.terminations,
+            "gpu_hours": round(self.gpu_hours, 3),
+            "solve_time_p95_s": (
+                round(float(np.percentile(self.solve_times_s, 95)), 4)
+                if self.solve_times_s
+                else 0.0
+            ),
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything a replay needs besides the policy: config, data and the scenario's cloud."""
+
+    config: Config  # config after the scenario's overrides
+    catalog: Catalog  # catalog with the scenario's prices
+    profiles: tuple[CapacityProfile, ...]  # capacity profiles
+    info: TraceInfo  # demand and spot traces
+    boot_time_by_type: dict[str, float] = field(default_factory=dict)  # per-type boot times
+    reveal_stockouts: bool = False  # offerings show stocked-out spot pools
+    random_interruptions: bool = True  # spot pools without a trace are interrupted at random
+    warmup_s: float | None = None  # default: boot time + one tick
+
+
+class _Accounting:
+    """Per-step bookkeeping of one replay."""
+
+    def __init__(self, world: World, models: tuple[str, ...]) -> None:
+        cfg, catalog = world.config, world.catalog
+        self.models = models
+        self.model_index = {m: i for i, m in enumerate(models)}
+        known = {m.name: m for m in load_models()}
+        self._services: dict[tuple[str, str, str], NodeService] = {}
+        self._catalog = catalog
+        self._profiles = world.profiles
+        self._cfg = cfg
+        self._known = known
+        self.slo_s = {}
+        for section in cfg.models:
+            info = known.get(section.profile or section.name)
+            slo = section.latency_slo_ms or (info.latency_slo_ms if info else math.inf)
+            self.slo_s[section.name] = slo / 1000.0
+        # Routing: which serving locations each source region may use.
+        regions = [r.name for r in cfg.regions]
+        self.regions = regions
+        locs = sorted({f"{o.pool.cloud}:{o.pool.region}" for o in catalog.offerings})
+        self.locations = locs
+        self.loc_index = {loc: i for i, loc in enumerate(locs)}
+        reach = np.zeros((len(regions), len(locs)), dtype=bool)
+        for i, r in enumerate(cfg.regions):
+            origin = resolve_location(catalog, r.location)
+            for k, loc in enumerate(locs):
+                reach[i, k] = catalog.rtt_ms(origin, loc) <= r.max_latency_ms
+        self.reach = reach
+        # Demand rows are every configured (model, region) pair (simulations.demand).
+        self.key_rows = [(self.model_index[m], regions.index(r)) for m, r in world.info.keys]
+
+    def service(self, model: str, pool: Pool) -> NodeService:
+        """Capacity and service time of one node of `model` in `pool` (cached)."""
+        key = (model, pool.cloud.value, pool.instance_type)
+        svc = self._services.get(key)
+        if svc is None:
+            section = self._cfg.model(model)
+            profile = section.profile or section.name
+            info = self._known.get(profile)
+            itype = self._catalog.instance_types[(pool.cloud, pool.instance_type)]
+            svc = node_service(
+                self._profiles,
+                profile,
+                itype,
+                self.slo_s[model] * 1000.0,
+                info.gpu_memory_gb if info else None,
+            )
+            self._services[key] = svc
+        return svc
+
+
+async def replay(
+    world: World,
+    policy_name: str,
+    state_db: Path | str,
+    *,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Replay the world's trace through `policy_name` and account every step."""
+    cfg, info = world.config, world.info
+    started = time.perf_counter()
+    models = tuple(m.name for m in cfg.models)
+    acc = _Accounting(world, models)
+    step_s = info.step_s
+    boot_s = info.boot_time_s
+    interval = cfg.scheduler.tick_interval_s
+    warmup = world.warmup_s if world.warmup_s is not None else boot_s + interval
+    t0 = info.start_s - warmup
+    cloud = SimCloud(
+        world.catalog.offerings,
+        world.catalog.instance_types,
+        start_s=t0,
+        boot_time_s=boot_s,
+        boot_time_by_type=world.boot_time_by_type,
+        spot_traces={
+            # Spot traces are relative to the trace start; the warm-up runs before it.
+            p: _shift(t, warmup)
+            for p, t in info.spot_traces.items()
+        },
+        seed=info.seed,
+        random_interruptions=world.random_interruptions,
+        reveal_stockouts=world.reveal_stockouts,
+    )
+    metrics = TraceMetrics(info.keys, info.demand_rps, start_s=info.start_s, step_s=step_s)
+    Path(state_db).unlink(missing_ok=True)
+    store = StateStore(state_db)
+    policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
+
+    def node_latency(node: Node) -> float:
+        return acc.service(node.model, node.pool).latency_s
+
+    drainer = SimDrainer(cloud, node_latency)
+    reconciler = build_scheduler(
+        cfg,
+        provider=cloud,
+        metrics=metrics,
+        store=store,
+        policy=policy,
+        drainer=drainer,
+        catalog=world.catalog,
+        profiles=world.profiles,
+        sleep=_no_sleep,
+    )
+    n = info.n_steps
+    n_m = len(models)
+    demand = np.zeros((n_m, n))
+    capacity = np.zeros((n_m, n))
+    served = np.zeros((n_m, n))
+    slots = np.zeros((n_m, n), dtype=np.int64)
+    svc_time = np.zeros((n_m, n))
+    by_market = {m.value: np.zeros(n) for m in Market}
+    cost = {m.value: np.zeros(n) for m in Market}
+    forecast = np.full(n, np.nan)
+    solve_times: list[float] = []
+    ticks = 0
+    tick_errors = 0
+    draining: set[str] = set()
+    last_forecast = math.nan
+    cost_base: dict[Market, float] | None = None
+    gpu_base = 0.0
+
+    async def tick(at: float) -> None:
+        nonlocal ticks, tick_errors, draining, last_forecast
+        report = await reconciler.tick(at)
+        ticks += 1
+        tick_errors += len(report.errors)
+        if report.plan is not None:
+            solve_times.append(report.plan.solve_time_s)
+        draining = {x.node_id for x in store.live_nodes() if x.state is NodeState.DRAINING}
+        planned = getattr(policy, "last_forecast", None)
+        if isinstance(planned, dict) and planned:
+            last_forecast = float(sum(planned.values()))
+
+    t = t0
+    next_tick = t0
+    step = -1  # accounted step index; negative during warm-up
+    end = info.end_s
+    while t < end - 1e-9:
+        if t >= next_tick - 1e-9 or cloud.unread_notices:
+            while next_tick <= t + 1e-9:
+                next_tick += interval
+            await tick(t)
+        step = math.floor((t - info.start_s) / step_s + 1e-9)
+        if step >= 0:
+            if cost_base is None:
+                usage = cloud.usage()
+                cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
+            # Ready capacity at the start of the step, per model and serving location.
+            cap_loc = np.zeros((n_m, len(acc.locations)))
+            lat_w = np.zeros(n_m)
+            for inst in cloud.running():
+                if inst.node_id in draining or inst.model not in acc.model_index:
+                    continue
+                svc = acc.service(inst.model, inst.pool)
+                m = acc.model_index[inst.model]
+                cap_loc[m, acc.loc_index[f"{inst.pool.cloud}:{inst.pool.region}"]] += svc.rps
+                slots[m, step] += svc.slots
+                lat_w[m] += svc.rps * svc.latency_s
+                by_market[inst.pool.market.value][step] += svc.rps
+            col = info.demand_rps[:, step]
+            dem_reg = np.zeros((n_m, len(acc.regions)))
+            for (m, r), v in zip(acc.key_rows, col, strict=True):
+                dem_reg[m, r] += 0.0 if math.isnan(v) else v
+            for m in range(n_m):
+                demand[m, step] = dem_reg[m].sum()
+                capacity[m, step] = cap_loc[m].sum()
+                served[m, step] = max_flow(dem_reg[m], cap_loc[m], acc.reach)
+                svc_time[m, step] = lat_w[m] / capacity[m, step] if capacity[m, step] > 0 else 0
+            forecast[step] = last_forecast
+        # Move the cloud through the step; a notice triggers a tick at its own moment.
+        step_end = min(t + step_s, end) if step >= 0 else min(t + step_s, info.start_s)
+        while True:
+            reached = cloud.advance_until_notice(step_end)
+            if reached >= step_end - 1e-9:
+                break
+            await tick(reached)
+        t = step_end
+        if step >= 0:
+            usage = cloud.usage()
+            base = cost_base or {}
+            for mk in Market:
+                cost[mk.value][step] = usage.cost_by_market[mk] - base.get(mk, 0.0)
+        if progress is not None and step >= 0:
+            progress(1)
+    usage = cloud.usage()
+    within = np.zeros_like(served)
+    latency = np.full_like(served, np.nan)
+    for m, name in enumerate(models):
+        share, mean_s = within_slo_share(
+            served[m], capacity[m], slots[m], svc_time[m], acc.slo_s[name]
+        )
+        within[m] = served[m] * share
+        latency[m] = mean_s
+    store.close()
+    result = RunResult(
+        policy=policy_name,
+        times_s=info.start_s + step_s * np.arange(n),
+        models=models,
+        demand_rps=demand,
+        capacity_rps=capacity,
+        served_rps=served,
+        within_slo_rps=within,
+        latency_s=latency,
+        capacity_by_market=by_market,
+        forecast_rps=forecast,
+        cost_by_market=cost,
+        gpu_hours=usage.gpu_hours - gpu_base,
+        launches=cloud.counters.launches,
+        terminations=cloud.counters.terminations,
+        preemptions=cloud.counters.preemptions,
+        failed_launches=cloud.counters.failed_launches,
+        solve_times_s=solve_times,
+        ticks=ticks,
+        tick_errors=tick_errors,
+        wall_s=time.perf_counter() - started,
+        state_db=str(state_db),
+    )
+    log.info(
+        "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",
+        policy_name, n, ticks, result.cost_usd, result.wall_s,
+    )  # fmt: skip
+    return result
+
+
+def _shift(trace: Any, by_s: float) -> Any:
+    """A spot trace whose time 0 is `by_s` earlier (the warm-up holds its first tick)."""
+    from dataclasses import replace
+
+    return replace(trace, offset_s=trace.offset_s - by_s)
+
+
+def run_policy(
+    world: World, policy_name: str, state_db: Path | str, progress: Progress | None = None
+) -> RunResult:
+    """`replay` on a fresh event loop (for process pools and scripts)."""
+    return asyncio.run(replay(world, policy_name, state_db, progress=progress))

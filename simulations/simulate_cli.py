@@ -1,0 +1,313 @@
+"""`capsched simulate`: replay a request trace through capsched and the baselines.
+
+    capsched simulate [--config FILE] [--trace FILE] [--trace-format F]
+                      [--scenario SCENARIO.toml] [--policy capsched,spothedge,...]
+                      [--fleet-gpus N] [--out DIR]
+    capsched simulate --sweep SWEEP.toml [--workers N] [--out DIR]
+
+Without `--trace` it replays the bundled Azure LLM trace slice under the embedded
+default scenario (real spot traces when the shared data folder is present). Writes
+`DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
+unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
+solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs and notes) and
+one state database per policy (`DIR/state-<policy>.db`).
+
+A sweep file lists scenarios, inline or by file, and optionally the policies::
+
+    policies = ["capsched", "spothedge"]
+    [[scenarios]]
+    name = "double-interruptions"
+    market = { interruption_multiplier = 2.0 }
+    [[scenarios]]
+    file = "what-if.toml"        # relative to the sweep file
+
+Every (scenario, policy) pair runs in a local process pool; results land in
+`DIR/<scenario>/` and `DIR/sweep.json`.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input (one line per problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters.sim import SpotTraceError
+from scheduler.config import ConfigError
+from simulations.engine import RunResult, run_policy
+from simulations.policies import policy_names
+from simulations.report import STATIC_PEAK, plot, summaries, table, write_summary
+from simulations.scenario import Scenario, ScenarioError, load_scenario
+from simulations.traces import FORMATS, TraceFormatError
+from simulations.world import WorldSpec, build_world
+
+log = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `capsched simulate`."""
+    parser.add_argument("--config", type=Path, help="config TOML (default: the embedded one)")
+    parser.add_argument("--trace", type=Path, help="request trace (default: bundled Azure slice)")
+    parser.add_argument(
+        "--trace-format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="trace format (default: detected from the header)",
+    )
+    parser.add_argument("--scenario", type=Path, help="scenario TOML (default: embedded one)")
+    parser.add_argument(
+        "--policy",
+        default="all",
+        help="comma-separated policies to compare (default: all registered)",
+    )
+    parser.add_argument(
+        "--fleet-gpus", type=float, help="scale the trace so its peak needs about N GPUs"
+    )
+    parser.add_argument("--seed", type=int, help="seed of the run (default: scenario or config)")
+    parser.add_argument("--out", type=Path, default=Path("simulate-out"), help="output folder")
+    parser.add_argument("--sweep", type=Path, help="SWEEP.toml: many scenarios in parallel")
+    parser.add_argument("--workers", type=int, default=2, help="processes for a sweep")
+    parser.add_argument(
+        "--executor", default="local", choices=("local", "ray"), help="where a sweep runs"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(problems: Sequence[str]) -> int:
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _policies(arg: str) -> list[str]:
+    known = policy_names()
+    if arg == "all":
+        return known
+    names = [p.strip() for p in arg.split(",") if p.strip()]
+    unknown = [p for p in names if p not in known]
+    if unknown:
+        raise ValueError(f"--policy: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
+def _with_reference(names: list[str]) -> list[str]:
+    """static-peak is the cost reference of summary.json: run it too when it exists."""
+    if STATIC_PEAK in names or STATIC_PEAK not in policy_names():
+        return names
+    return [*names, STATIC_PEAK]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _bad_input(exc: Exception) -> list[str]:
+    if isinstance(exc, ConfigError):  # ScenarioError is one too
+        return exc.problems
+    return [str(exc)]
+
+
+BAD_INPUT = (ConfigError, TraceFormatError, SpotTraceError, ValueError, KeyError)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `capsched simulate`."""
+    if args.executor == "ray":
+        return _fail(["--executor ray is not available yet; use the local process pool"])
+    try:
+        names = _with_reference(_policies(args.policy))
+    except ValueError as exc:
+        return _fail([str(exc)])
+    if args.sweep is not None:
+        return _run_sweep(args, names)
+    spec = WorldSpec(
+        config_path=args.config,
+        trace_path=args.trace,
+        trace_format=args.trace_format,
+        scenario_path=args.scenario,
+        fleet_gpus=args.fleet_gpus,
+        seed=args.seed,
+    )
+    try:
+        world, notes = build_world(spec)
+    except BAD_INPUT as exc:
+        return _fail(_bad_input(exc))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    results: list[RunResult] = []
+    bar = _progress(world.info.n_steps * len(names), args.no_progress)
+    try:
+        for name in names:
+            if bar is not None:
+                bar.set_description(name)
+            results.append(run_policy(world, name, out / f"state-{_safe(name)}.db", _advance(bar)))
+    finally:
+        if bar is not None:
+            bar.close()
+    _write(out, results, spec, notes, world.info.seed)
+    print(table(summaries(results)))
+    print(f"wrote {out / 'summary.json'} and {out / 'report.png'}")
+    return 0
+
+
+def _progress(total: int, disabled: bool) -> Any:
+    if disabled:
+        return None
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes).
+    return tqdm(total=total, unit="step", file=sys.stderr, disable=None, leave=False)
+
+
+def _advance(bar: Any) -> Callable[[int], None] | None:
+    if bar is None:
+        return None
+    update: Callable[[int], None] = bar.update
+    return update
+
+
+def _write(
+    out: Path, results: list[RunResult], spec: WorldSpec, notes: list[str], seed: int
+) -> None:
+    write_summary(out, results, {})
+    run_info = {
+        "config": str(spec.config_path) if spec.config_path else "embedded default",
+        "trace": str(spec.trace_path) if spec.trace_path else "bundled Azure LLM 2023 slice",
+        "trace_format": spec.trace_format,
+        "scenario": str(spec.scenario_path) if spec.scenario_path else "embedded default",
+        "fleet_gpus": spec.fleet_gpus,
+        "seed": seed,
+        "notes": notes,
+        "state_db": {r.policy: r.state_db for r in results},
+        "ticks": {r.policy: r.ticks for r in results},
+        "tick_errors": {r.policy: r.tick_errors for r in results},
+        "failed_launches": {r.policy: r.failed_launches for r in results},
+    }
+    (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    plot(out / "report.png", results, title=Path(str(spec.trace_path or "default trace")).name)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def load_sweep(path: Path) -> tuple[list[Scenario], list[str] | None]:
+    """Scenarios and (optional) policies of a sweep file; ScenarioError names the key."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    unknown = set(raw) - {"policies", "scenarios"}
+    if unknown:
+        problems.append(f"{path}: unknown keys {sorted(unknown)}")
+    policies = raw.get("policies")
+    if policies is not None and (
+        not isinstance(policies, list) or not all(isinstance(p, str) for p in policies)
+    ):
+        problems.append(f"{path}: policies: expected a list of policy names")
+    entries = raw.get("scenarios")
+    if not isinstance(entries, list) or not entries:
+        problems.append(f"{path}: scenarios: expected at least one [[scenarios]] table")
+        entries = []
+    scenarios: list[Scenario] = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        file = entry.pop("file", None)
+        try:
+            if file is not None:
+                base, _ = load_scenario(path.parent / str(file))
+                scenario = base.model_copy(update={"name": entry.get("name", base.name)})
+                if set(entry) - {"name"}:
+                    problems.append(f"{path}: scenarios[{i}]: use either file or inline keys")
+            else:
+                scenario = Scenario.model_validate(entry)
+        except ScenarioError as exc:
+            problems.extend(exc.problems)
+            continue
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(f"{path}: scenarios[{i}].{loc}: {err['msg']}")
+            continue
+        scenarios.append(scenario)
+    names = [s.name for s in scenarios]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.append(f"{path}: scenarios: duplicate name {name!r}")
+    if problems:
+        raise ScenarioError(path, problems)
+    return scenarios, policies
+
+
+def _sweep_task(spec: WorldSpec, policy: str, db: Path) -> RunResult:
+    world, _ = build_world(spec)
+    return run_policy(world, policy, db)
+
+
+def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
+    try:
+        scenarios, policies = load_sweep(args.sweep)
+        if policies is not None:
+            names = _with_reference(_policies(",".join(policies)))
+        specs = {
+            s.name: WorldSpec(
+                config_path=args.config,
+                trace_path=args.trace,
+                trace_format=args.trace_format,
+                scenario_path=args.sweep,
+                scenario=s,
+                fleet_gpus=args.fleet_gpus,
+                seed=args.seed,
+            )
+            for s in scenarios
+        }
+        built = {name: build_world(spec) for name, spec in specs.items()}  # fail fast
+    except BAD_INPUT as exc:
+        return _fail(_bad_input(exc))
+    out: Path = args.out
+    results: dict[str, dict[str, RunResult]] = {s: {} for s in specs}
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding solver threads
+    with cf.ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=ctx) as pool:
+        futures = {}
+        for sname, spec in specs.items():
+            (out / _safe(sname)).mkdir(parents=True, exist_ok=True)
+            for policy in names:
+                db = out / _safe(sname) / f"state-{_safe(policy)}.db"
+                futures[pool.submit(_sweep_task, spec, policy, db)] = (sname, policy)
+        bar = _progress(len(futures), args.no_progress)
+        for fut in cf.as_completed(futures):
+            sname, policy = futures[fut]
+            results[sname][policy] = fut.result()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    doc: dict[str, Any] = {"scenarios": {}}
+    for sname, spec in specs.items():
+        ordered = [results[sname][p] for p in names]
+        folder = out / _safe(sname)
+        world, notes = built[sname]
+        _write(folder, ordered, replace(spec, scenario=None), notes, world.info.seed)
+        doc["scenarios"][sname] = {"policies": summaries(ordered)}
+        print(f"\nscenario {sname}")
+        print(table(doc["scenarios"][sname]["policies"]))
+    (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'sweep.json'}")
+    return 0

@@ -1,0 +1,103 @@
+"""Assemble a replay's `World` from a config, a trace and a scenario."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler.catalog import Catalog, load_catalog
+from scheduler.config import Config, load_config
+from scheduler.profiles import load_profiles
+from simulations.demand import load_demand
+from simulations.engine import World
+from simulations.policies import TraceInfo
+from simulations.scenario import (
+    Scenario,
+    apply_config,
+    load_scenario,
+    load_spot_mapping,
+    scenario_catalog,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACE_PATH = Path(__file__).parent / "data" / "azure_llm_2023_per_minute.csv"
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The inputs of one replay, as paths and numbers (cheap to send to a worker process)."""
+
+    config_path: Path | None  # config TOML; None: the embedded default
+    trace_path: Path | None  # request trace; None: the bundled slice
+    trace_format: str = "auto"  # one of simulations.traces.FORMATS, or "auto"
+    scenario_path: Path | None = None  # scenario TOML; None: the embedded default
+    scenario: Scenario | None = None  # an inline scenario (sweeps); wins over scenario_path
+    fleet_gpus: float | None = None  # scale the trace so its peak needs about this many GPUs
+    seed: int | None = None  # overrides the scenario's and config's seed
+
+
+def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World, list[str]]:
+    """The world of `spec`, and notes on what was assumed (missing spot traces, scaling).
+
+    Raises ConfigError/ScenarioError (bad config or scenario), TraceFormatError (bad
+    trace) or ValueError (a trace that does not fit the config).
+    """
+    config: Config = load_config(spec.config_path)
+    if spec.scenario is not None:
+        scenario = spec.scenario
+        scenario_path = spec.scenario_path or Path("<sweep>")
+    else:
+        scenario, scenario_path = load_scenario(spec.scenario_path)
+    config = apply_config(config, scenario, scenario_path)
+    base_catalog = catalog or load_catalog()
+    cat = scenario_catalog(base_catalog, scenario)
+    profiles = load_profiles()
+    d = scenario.demand
+    fleet = spec.fleet_gpus if spec.fleet_gpus is not None else d.fleet_gpus
+    trace_path = spec.trace_path or DEFAULT_TRACE_PATH
+    demand = load_demand(
+        trace_path,
+        config,
+        cat,
+        profiles,
+        fmt=spec.trace_format,
+        fleet_gpus=fleet,
+        scale=d.scale,
+        model=d.model,
+        region=d.region,
+        mapping=d.series,
+    )
+    spot, notes = load_spot_mapping(scenario, scenario_path, cat.offerings)
+    if scenario.spot_traces and not spot:
+        notes.append(
+            "no spot trace found: spot pools are interrupted at random at the catalog's rates"
+        )
+    notes.extend(demand.notes)
+    seed = spec.seed
+    if seed is None:
+        seed = scenario.cloud.seed if scenario.cloud.seed is not None else config.solver.seed
+    boot = scenario.cloud.boot_time_s
+    info = TraceInfo(
+        start_s=demand.start_s,
+        step_s=demand.step_s,
+        keys=demand.keys,
+        demand_rps=demand.rps,
+        offerings=cat.offerings,
+        spot_traces=spot,
+        boot_time_s=boot if boot is not None else config.planning.default_boot_time_s,
+        seed=seed,
+    )
+    world = World(
+        config=config,
+        catalog=cat,
+        profiles=profiles,
+        info=info,
+        boot_time_by_type=dict(scenario.cloud.boot_time_by_type),
+        reveal_stockouts=scenario.cloud.reveal_stockouts,
+        random_interruptions=scenario.cloud.random_interruptions,
+    )
+    for note in notes:
+        log.info("world_note scenario=%s note=%r", scenario.name, note)
+    return world, notes
