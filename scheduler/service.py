@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -91,9 +92,14 @@ def _bundled_trace() -> Path:
 
 
 async def run_daemon(config: Config, config_path: Path | None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
+    """Run until SIGTERM/SIGINT; returns the exit code (2 when the sources cannot be used)."""
     catalog, profiles = load_catalog(), load_profiles()
-    edges = build_edges(config, catalog, profiles)
+    try:
+        edges = build_edges(config, catalog, profiles)
+    except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
+        where = config_path or "default config"
+        print(f"error: {where}: sources: {exc}", file=sys.stderr)
+        return 2
     store = StateStore(config.scheduler.state_db)
     reconciler = build_scheduler(
         config,

@@ -1,0 +1,228 @@
+"""The daemon: failures stay inside a tick, reloads keep a good config, pause, manual
+drain, recovery of half-done actions, and a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.metrics import DemandSample
+from adapters.sim import SimCloud
+from scheduler.catalog import load_catalog
+from scheduler.config import load_config
+from scheduler.daemon import Daemon
+from scheduler.domain import NodeState
+from scheduler.factory import build_scheduler
+from scheduler.store import StateStore
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_TEXT = """
+[scheduler]
+tick_interval_s = 300
+state_db = "{db}"
+[daemon]
+tick_timeout_s = {timeout}
+[guards]
+min_node_age_s = 0
+[[models]]
+name = "llama-3.1-8b"
+[[models]]
+name = "llama-3.1-70b"
+[[regions]]
+name = "us-east"
+location = "us-east-1"
+[clouds.aws]
+regions = ["us-east-1", "us-east-2"]
+[clouds.gcp]
+enabled = false
+"""
+
+
+class Metrics:
+    def __init__(self, rps: float = 10.0) -> None:
+        self.rps = rps
+
+    async def demand(self, now_s: float) -> DemandSample:
+        return DemandSample(
+            now_s, {("llama-3.1-8b", "us-east"): self.rps, ("llama-3.1-70b", "us-east"): 0.5}
+        )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def make(tmp_path: Path, timeout: float = 60.0) -> tuple[Daemon, SimCloud, Path, Clock]:
+    path = tmp_path / "capsched.toml"
+    path.write_text(CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=timeout))
+    config = load_config(path)
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, boot_time_s=60)
+    store = StateStore(config.scheduler.state_db)
+    rec = build_scheduler(config, provider=cloud, metrics=Metrics(), store=store, sleep=no_sleep)
+    clock = Clock()
+
+    async def advance(now_s: float) -> None:
+        cloud.advance_to(now_s)
+
+    daemon = Daemon(
+        config=config, config_path=path, reconciler=rec, store=store, clock=clock, advance=advance
+    )
+    return daemon, cloud, path, clock
+
+
+async def test_a_failing_tick_is_counted_and_the_next_one_runs(tmp_path: Path) -> None:
+    daemon, cloud, _, _ = make(tmp_path)
+
+    def broken(obs: object) -> object:
+        raise RuntimeError("policy bug")
+
+    good = daemon.reconciler.policy.decide
+    daemon.reconciler.policy.decide = broken  # type: ignore[method-assign,assignment]
+    assert await daemon.tick_once() is None
+    assert daemon.stats.tick_errors == 1 and "policy bug" in daemon.stats.last_error
+    daemon.reconciler.policy.decide = good  # type: ignore[method-assign]
+    report = await daemon.tick_once()
+    assert report is not None and report.actions
+    assert daemon.stats.ticks == 1
+
+
+async def test_a_hanging_tick_times_out(tmp_path: Path) -> None:
+    daemon, cloud, _, _ = make(tmp_path, timeout=0.05)
+    never = asyncio.Event()
+
+    async def hang() -> list[object]:
+        await never.wait()
+        return []
+
+    cloud.list_instances = hang  # type: ignore[method-assign,assignment]
+    assert await daemon.tick_once() is None
+    assert "timed out" in daemon.stats.last_error
+
+
+async def test_bad_reload_keeps_the_running_config(tmp_path: Path) -> None:
+    daemon, _, path, _ = make(tmp_path)
+    before = daemon.config
+    path.write_text(path.read_text().replace("tick_interval_s = 300", "tick_interval_s = -5"))
+    problems = await daemon.reload()
+    assert problems and "scheduler.tick_interval_s" in problems[0] and str(path) in problems[0]
+    assert daemon.config is before and daemon.reconciler.config is before
+    assert daemon.stats.reload_failures == 1 and daemon.stats.config_generation == 1
+
+
+async def test_good_reload_switches_config(tmp_path: Path) -> None:
+    daemon, _, path, _ = make(tmp_path)
+    path.write_text(path.read_text().replace("[daemon]", "[daemon]\ndry_run = true"))
+    assert await daemon.reload() == []
+    assert daemon.config.daemon.dry_run and daemon.reconciler.config.daemon.dry_run
+    assert daemon.stats.config_generation == 2
+    report = await daemon.tick_once()
+    assert report is not None and report.actions == ()
+
+
+async def test_paused_daemon_plans_but_does_not_act(tmp_path: Path) -> None:
+    daemon, cloud, _, _ = make(tmp_path)
+    await daemon.pause()
+    report = await daemon.tick_once()
+    assert report is not None and report.plan is not None and report.actions == ()
+    assert cloud.counters.launches == 0
+    await daemon.resume()
+    report = await daemon.tick_once()
+    assert report is not None and report.actions
+
+
+async def test_manual_drain_then_replacement(tmp_path: Path) -> None:
+    daemon, _, _, clock = make(tmp_path)
+    await daemon.tick_once()
+    clock.now = 120.0
+    await daemon.tick_once()
+    ready = [n for n in daemon.store.live_nodes() if n.state is NodeState.READY]
+    assert ready
+    assert await daemon.drain(ready[0].node_id)
+    assert not await daemon.drain("no-such-node")
+    assert daemon.store.node(ready[0].node_id).state is NodeState.DRAINING  # type: ignore[union-attr]
+    clock.now = 240.0
+    report = await daemon.tick_once()
+    assert report is not None
+    kinds = {type(a).__name__ for a in report.actions}
+    assert {"Launch", "Terminate"} <= kinds  # the plan still wants the capacity
+
+
+async def test_recovery_finishes_a_half_done_termination(tmp_path: Path) -> None:
+    daemon, cloud, _, clock = make(tmp_path)
+    await daemon.tick_once()
+    node = daemon.store.live_nodes()[0]
+    # A crash after the journal entry, before the cloud call and the state change:
+    daemon.store.journal_begin("terminate", node.node_id, 1.0, "plan")
+    await daemon.recover()
+    assert daemon.store.journal("pending") == []
+    assert daemon.store.node(node.node_id).state is NodeState.TERMINATING  # type: ignore[union-attr]
+    assert node.node_id not in {i.node_id for i in cloud.running()}
+
+
+def test_sigterm_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "capsched.toml"
+    path.write_text(CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # blocks until the daemon says it ticked once
+            if "tick now_s=" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0
+    assert "daemon_stopped" in rest
+    assert "Traceback" not in rest
+    store = StateStore(tmp_path / "state.db")
+    assert store.plans(1)  # the tick's plan was persisted
+    store.close()
+
+
+def test_daemon_with_a_trace_that_does_not_fit_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "capsched.toml"
+    text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
+    path.write_text(text.replace('[[models]]\nname = "llama-3.1-70b"\n', ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not a configured model/region" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("bad", ["[[models]\n", "[scheduler]\ntick_interval_s = 'x'\n"])
+def test_daemon_with_a_broken_config_exits_2(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and str(path) in proc.stderr and "Traceback" not in proc.stderr
