@@ -86,7 +86,7 @@ def make(tmp_path: Path, timeout: float = 60.0) -> tuple[Daemon, SimCloud, Path,
 
 
 async def test_a_failing_tick_is_counted_and_the_next_one_runs(tmp_path: Path) -> None:
-    daemon, cloud, _, _ = make(tmp_path)
+    daemon, _, _, _ = make(tmp_path)
 
     def broken(obs: object) -> object:
         raise RuntimeError("policy bug")
@@ -163,7 +163,7 @@ async def test_manual_drain_then_replacement(tmp_path: Path) -> None:
 
 
 async def test_recovery_finishes_a_half_done_termination(tmp_path: Path) -> None:
-    daemon, cloud, _, clock = make(tmp_path)
+    daemon, cloud, _, _ = make(tmp_path)
     await daemon.tick_once()
     node = daemon.store.live_nodes()[0]
     # A crash after the journal entry, before the cloud call and the state change:
