@@ -95,6 +95,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         await self.recover()
         self._task = asyncio.create_task(self._run(), name="capsched-loop")
+        self._watchdog = asyncio.create_task(self._pet_watchdog(), name="capsched-watchdog")
         sd_notify("READY=1\nSTATUS=reconciling")
         log.info(
             "daemon_started approval_mode=%s dry_run=%s",
@@ -118,6 +120,8 @@ class Daemon:
         self.stop()
         if self._task is not None:
             await self._task  # finishes the in-flight tick, then returns
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -148,8 +152,17 @@ class Daemon:
                 self._wake.clear()
                 await self.tick_once()
                 next_tick = self.clock() + interval_s
-            sd_notify("WATCHDOG=1")
             await self._sleep_until(next_tick)
+
+    async def _pet_watchdog(self) -> None:
+        """Tell systemd the event loop is alive, at half its watchdog interval. A tick that
+        hangs is cut by the tick timeout; a loop that hangs stops petting and is restarted."""
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if usec <= 0:
+            return
+        while not self._stopping.is_set():
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(usec / 2_000_000)
 
     async def _sleep_until(self, next_tick: float) -> None:
         """Wait for the next tick time, a wake-up, or an interruption notice."""

@@ -226,3 +226,28 @@ def test_daemon_with_a_broken_config_exits_2(tmp_path: Path, bad: str) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and str(path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_systemd_hears_ready_watchdog_and_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(sock_path))
+        listener.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+        monkeypatch.setenv("WATCHDOG_USEC", "20000")
+        daemon, _, _, _ = make(tmp_path)
+        async with daemon:
+            await daemon.tick_once()
+        messages = []
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except BlockingIOError:
+                break
+    assert messages[0].startswith("READY=1")
+    assert any(m == "WATCHDOG=1" for m in messages)
+    assert messages[-1] == "STOPPING=1"
