@@ -1,0 +1,165 @@
+"""The replay engine and `capsched simulate`: hand-computable accounting, determinism,
+the latency model, and the CLI's outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.sim import SpotTrace
+from scheduler.catalog import load_catalog
+from scheduler.cli import main
+from scheduler.domain import Placement
+from simulations.engine import max_flow, replay, within_slo_share
+from simulations.report import SUMMARY_KEYS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sim_helpers import (
+    MODEL,
+    OD_POOL,
+    SPOT_POOL,
+    Fixed,
+    registered,
+    small_config,
+    world,
+)
+
+PRICES = {o.pool: o.usd_per_hour for o in load_catalog().offerings}
+
+
+async def test_one_on_demand_node_for_one_hour_costs_its_hourly_price(tmp_path: Path) -> None:
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        r = await replay(world(small_config(), [1.0] * 60), "fixed", tmp_path / "s.db")
+    s = r.summary(None)
+    assert r.cost_usd == pytest.approx(PRICES[OD_POOL])
+    assert r.cost_by_market["on-demand"][-1] == pytest.approx(PRICES[OD_POOL])
+    assert r.cost_by_market["spot"][-1] == 0.0
+    assert s["gpu_hours"] == pytest.approx(1.0)
+    assert s["launches"] == 1 and s["preemptions"] == 0
+    assert s["unserved_fraction"] == 0.0 and s["availability"] == 1.0
+    assert (r.capacity_rps[0] > 1.0).all()
+
+
+async def test_boot_delay_leaves_demand_unserved_until_ready(tmp_path: Path) -> None:
+    w = world(small_config(), [1.0] * 20, boot_time_s=300.0)
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        r = await replay(w, "fixed", tmp_path / "s.db")
+    assert (r.capacity_rps[0][:5] == 0).all() and (r.capacity_rps[0][5:] > 0).all()
+    s = r.summary(None)
+    assert s["unserved_fraction"] == pytest.approx(5 / 20)
+    assert s["availability"] == pytest.approx(15 / 20)
+
+
+async def test_preemption_drops_capacity_when_the_notice_ends(tmp_path: Path) -> None:
+    # The pool holds one node for 630 s, then none: notice at 630 s, reclaim at 750 s.
+    trace = SpotTrace("test", 630.0, np.array([1, 0, 0, 0]), loop=False)
+    w = world(small_config(), [1.0] * 20, spot={SPOT_POOL: trace})
+    with registered("fixed", Fixed((Placement(MODEL, SPOT_POOL, 1),))):
+        r = await replay(w, "fixed", tmp_path / "s.db")
+    cap = r.capacity_rps[0]
+    # Capacity is the state at the start of each minute: still serving at 720 s (inside the
+    # two-minute notice), gone at 780 s; the replacement cannot launch in the empty pool.
+    assert (cap[:13] > 0).all()
+    assert (cap[13:] == 0).all()
+    s = r.summary(None)
+    assert s["preemptions"] == 1
+    assert r.cost_usd == pytest.approx(PRICES[SPOT_POOL] * 750 / 3600)  # billed to the reclaim
+    assert s["unserved_fraction"] == pytest.approx(7 / 20)
+    assert r.ticks == 5  # every 300 s from 0 to 900, and one at the notice (630 s)
+
+
+async def test_same_seed_same_summary(tmp_path: Path) -> None:
+    # Random interruptions (no trace) at a high rate, so the seed matters.
+    cat = load_catalog()
+    from dataclasses import replace
+
+    offerings = tuple(
+        replace(o, interruptions_per_hour=3.0) if o.pool == SPOT_POOL else o for o in cat.offerings
+    )
+    cat = replace(cat, offerings=offerings)
+    fleet = (Placement(MODEL, SPOT_POOL, 3), Placement(MODEL, OD_POOL, 1))
+
+    async def run(seed: int, name: str) -> dict[str, object]:
+        w = world(small_config(), [8.0] * 90, seed=seed, catalog=cat)
+        with registered("fixed", Fixed(fleet)):
+            r = await replay(w, "fixed", tmp_path / f"{name}.db")
+        s = r.summary(None)
+        s.pop("wall_s")
+        return s
+
+    first = await run(7, "a")
+    assert first == await run(7, "b")
+    assert first["preemptions"] > 0
+    assert first != await run(8, "c")
+
+
+def test_latency_model_hand_cases() -> None:
+    # One server (c=1), service 1 s, capacity 1 rps: M/M/1 with rho = 0.5.
+    share, mean = within_slo_share(
+        np.array([0.5]), np.array([1.0]), np.array([1]), np.array([1.0]), 3.0
+    )
+    # P(wait > t) = rho * exp(-(mu - lambda) t) with t = SLO - service = 2 s.
+    assert share[0] == pytest.approx(1 - 0.5 * math.exp(-0.5 * 2))
+    assert mean[0] == pytest.approx(1.0 + 0.5 / 0.5)  # service + Erlang C / (c mu - lambda)
+    # Saturated: nothing is answered in time; no load: everything is.
+    share, _ = within_slo_share(
+        np.array([2.0, 0.0]), np.array([2.0, 1.0]), np.array([4, 4]), np.array([1.0, 1.0]), 3.0
+    )
+    assert share[0] == pytest.approx(0.0) and share[1] == 1.0
+    # Many servers at moderate load: almost nobody waits.
+    share, _ = within_slo_share(
+        np.array([50.0]), np.array([100.0]), np.array([200]), np.array([2.0]), 10.0
+    )
+    assert share[0] > 0.9999
+
+
+def test_routing_respects_latency_limits() -> None:
+    reach = np.array([[True, False], [False, True]])
+    assert max_flow([5.0, 1.0], [2.0, 10.0], reach) == pytest.approx(3.0)
+    assert max_flow([5.0, 1.0], [2.0, 10.0], np.ones((2, 2), dtype=bool)) == pytest.approx(6.0)
+    reach = np.array([[True, True], [False, True]])
+    assert max_flow([5.0, 4.0], [3.0, 5.0], reach) == pytest.approx(8.0)
+
+
+def test_simulate_cli_writes_summary_png_and_state(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "minute,requests,model,region\n"
+        + "".join(f"{m},{300 + 20 * m},llama-3.1-8b,us-east\n" for m in range(15))
+    )
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('name = "test"\n[cloud]\nboot_time_s = 120\n')
+    out = tmp_path / "out"
+    code = main(
+        ["simulate", "--trace", str(trace), "--scenario", str(scenario), "--policy",
+         "capsched", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads((out / "summary.json").read_text())
+    assert list(doc) == ["policies"]
+    assert "capsched" in doc["policies"]
+    for entry in doc["policies"].values():
+        assert tuple(entry) == SUMMARY_KEYS
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "state-capsched.db").exists()
+
+
+def test_simulate_cli_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("minute,requests\n0,5\n1,x\n")
+    assert main(["simulate", "--trace", str(trace), "--out", str(tmp_path / "o")]) == 2
+    assert f"{trace}:3:" in capsys.readouterr().err
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[market]\nspot_price_multiplier = -1\n")
+    good = tmp_path / "g.csv"
+    good.write_text("minute,requests\n0,5\n")
+    args = ["simulate", "--trace", str(good), "--scenario", str(scenario), "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert f"{scenario}: market.spot_price_multiplier:" in capsys.readouterr().err
+    assert main(["simulate", "--policy", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown nope" in capsys.readouterr().err
