@@ -340,3 +340,29 @@ def test_oracle_launches_a_boot_time_ahead() -> None:
     serving = (0.5 * 2 + 0.9 * 6) / 6
     boots = (0.5 * 1 + 0.9 * 3) / 6
     assert oracle.lower_bound_cost_usd == pytest.approx(serving + boots)
+
+
+# -- registry -----------------------------------------------------------------------------
+
+
+def test_baselines_are_in_the_simulator_registry() -> None:
+    import numpy as np
+
+    from simulations.policies import TraceInfo, make_policy, policy_names
+
+    assert {"static-peak", "reactive", "spothedge", "oracle"} <= set(policy_names())
+    info = TraceInfo(
+        start_s=0.0,
+        step_s=600.0,
+        keys=(("m", "us"),),
+        demand_rps=np.array([[1.0, 2.5, math.nan]]),
+        offerings=OFFERINGS,
+        boot_time_s=600.0,
+    )
+    for name in ("static-peak", "reactive", "spothedge", "oracle"):
+        policy = make_policy(name, CONFIG, CATALOG, PROFILES, info)
+        assert policy.name == name
+        plan = policy.decide(obs(0, 1.0))
+        assert sum(pl.count for pl in plan.placements) >= 1
+    peak = make_policy("static-peak", CONFIG, CATALOG, PROFILES, info)
+    assert counts(peak.decide(obs(0, 1.0))) == Counter({OD_E2: 3})

@@ -33,9 +33,11 @@ pays at least this objective. Two ways to get it:
 
 As a Policy it replays a schedule: the IP's solution, or with the LP the relaxation
 re-solved on block maxima and block minimum spot capacity and rounded up (rounding
-down where a spot pool would overflow). At time now it targets, per pool, the largest
-count the schedule needs within the next boot time, so nodes are ready when needed;
-a spot pool's target never exceeds what it holds at the current step.
+down where a spot pool would overflow). At time now it targets, per pool, the most
+the schedule needs until nodes launched at the next tick could be ready (boot time
+plus tick interval), so nodes are ready when needed; a spot pool's target never
+exceeds what it holds at the current step. The replay therefore costs somewhat more
+than the schedule, and the schedule at least the bound.
 `lower_bound_cost_usd`, `bound_kind` and `schedule_cost_usd` are what reports quote.
 """
 
@@ -101,8 +103,10 @@ class Oracle:
         foresight: Foresight,
         *,
         boot_time_s: float | None = None,
-        ip_max_int_vars: int = 5_000,
+        tick_interval_s: float | None = None,
+        ip_max_int_vars: int = 2_000,
         time_limit_s: float = 30.0,
+        lp_time_limit_s: float = 900.0,
         max_lp_steps: int = 2_000,
         seed: int = 0,
     ) -> None:
@@ -113,8 +117,12 @@ class Oracle:
         self.boot_time_s = (
             config.planning.default_boot_time_s if boot_time_s is None else boot_time_s
         )
+        self.tick_interval_s = (
+            config.scheduler.tick_interval_s if tick_interval_s is None else tick_interval_s
+        )
         self.ip_max_int_vars = ip_max_int_vars
         self.time_limit_s = time_limit_s
+        self.lp_time_limit_s = lp_time_limit_s
         self.max_lp_steps = max_lp_steps
         self.seed = seed
         offerings = foresight.offerings if foresight.offerings is not None else catalog.offerings
@@ -123,7 +131,7 @@ class Oracle:
 
         started = time.perf_counter()
         self._candidates = self._pools()
-        self.bound_kind: str = "lp"  # "ip" when the integer optimum itself is the bound
+        self.bound_kind: str = "lp"  # "ip" | "lp"; "none" if the LP hit lp_time_limit_s
         self.lower_bound_cost_usd: float = 0.0  # lower bound on cost at full service, USD
         self.unserved_rps_h: float = 0.0  # load no allowed pool can serve, rps x hours
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
@@ -134,37 +142,44 @@ class Oracle:
     # -- the program ------------------------------------------------------------------
 
     def _pools(self) -> dict[str, list[Offering]]:
-        """Per model, the pools that can serve it, without dominated on-demand pools
-        (another on-demand pool in the same location at most as dear with at least the
-        capacity) and without spot pools that hold nothing over the whole trace."""
+        """Per model, the pools that can serve it, less the dominated ones.
+
+        A pool without a capacity limit (on-demand, or spot without a trace) dominates
+        any other pool of the same location that costs at least as much and serves at
+        most as much: moving nodes to it never costs more and cannot break a limit,
+        since it has none (ties go to the lower pool); spot never dominates on-demand,
+        which `min_on_demand_share` counts. Traced spot pools dominate
+        nothing, as models share their capacity. Spot pools that hold nothing over the
+        whole trace are dropped.
+        """
         out: dict[str, list[Offering]] = {}
         spot = self._foresight.spot_capacity
         for section in self._config.models:
             m = section.name
-            offers = [o for o in self._offerings if self._capacity.rps(m, o.pool) > 0]
-            keep: list[Offering] = []
-            for o in offers:
-                if o.pool.market is Market.SPOT:
-                    if o.pool not in spot or max(spot[o.pool], default=0) > 0:
-                        keep.append(o)
-                    continue
+            offers = [
+                o
+                for o in self._offerings
+                if self._capacity.rps(m, o.pool) > 0
+                and (o.pool not in spot or max(spot[o.pool], default=0) > 0)
+            ]
+            free = [o for o in offers if o.pool not in spot]
+
+            def dominated(o: Offering, m: str = m, free: list[Offering] = free) -> bool:
                 cap = self._capacity.rps(m, o.pool)
-                dominated = any(
-                    q is not o
-                    and q.pool.market is Market.ON_DEMAND
-                    and location_key(q.pool) == location_key(o.pool)
-                    and q.usd_per_hour <= o.usd_per_hour
-                    and self._capacity.rps(m, q.pool) >= cap
-                    and (
-                        q.usd_per_hour < o.usd_per_hour
-                        or self._capacity.rps(m, q.pool) > cap
-                        or q.pool < o.pool
-                    )
-                    for q in offers
-                )
-                if not dominated:
-                    keep.append(o)
-            out[m] = keep
+                for q in free:
+                    if q is o or location_key(q.pool) != location_key(o.pool):
+                        continue
+                    if q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
+                        continue  # on-demand capacity counts for min_on_demand_share
+                    q_cap = self._capacity.rps(m, q.pool)
+                    if q.usd_per_hour > o.usd_per_hour or q_cap < cap:
+                        continue
+                    strict = q.usd_per_hour < o.usd_per_hour or q_cap > cap
+                    if strict or o.pool in spot or q.pool < o.pool:
+                        return True
+                return False
+
+            out[m] = [o for o in offers if not dominated(o)]
         return out
 
     def _grid(self, block: int, aggregate: str) -> _Grid:
@@ -211,8 +226,13 @@ class Oracle:
         bound = self._run(self._grid(block, "mean"), integer=False)
         if bound is None:
             raise RuntimeError("oracle: the LP relaxation found no solution")
-        self.bound_kind = "lp"
-        self._set_bound(bound)
+        if bound.optimal:
+            self.bound_kind = "lp"
+            self._set_bound(bound)
+        else:
+            # A relaxation stopped by its time limit bounds nothing: say so, keep playing.
+            self.bound_kind = "none"
+            self.lower_bound_cost_usd = math.nan
         if ip is not None and ip.x:
             # A feasible integer schedule found in time beats rounding the relaxation.
             self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
@@ -233,7 +253,8 @@ class Oracle:
             raise RuntimeError("OR-Tools backend not available")
         if integer:
             lp.SetSolverSpecificParametersAsString(f"randomization/randomseedshift = {self.seed}")
-        lp.SetTimeLimit(max(10, int(self.time_limit_s * 1000)))
+        limit_s = self.time_limit_s if integer else self.lp_time_limit_s
+        lp.SetTimeLimit(max(10, int(limit_s * 1000)))
         inf = lp.infinity()
         T = len(next(iter(grid.demand.values()), [])) or len(next(iter(grid.spot.values()), []))
         boot_h = self.boot_time_s / 3600.0
@@ -355,27 +376,52 @@ class Oracle:
         )
 
     def _round(self, r: _Result, block: int) -> dict[tuple[str, Pool], list[int]]:
-        """Round a relaxed schedule up, back down where a spot pool would overflow, and
-        spread blocks back over the foresight's steps."""
+        """An integer schedule from a relaxed one, per model, location and block: every
+        pool keeps the whole nodes it had, then the capacity the fractions carried is
+        made up with whole nodes, at each step the pool that covers the rest (or as much
+        as its room allows) for the least per covered rps.
+        Blocks are then spread back over the foresight's steps."""
         steps = self._foresight.steps
-        out: dict[tuple[str, Pool], list[int]] = {}
-        for key, vs in r.x.items():
-            out[key] = [math.ceil(vs[t // block] - _EPS) for t in range(steps)]
-        by_pool: dict[Pool, list[tuple[str, Pool]]] = defaultdict(list)
-        for key in out:
-            by_pool[key[1]].append(key)
-        for pool, keys in by_pool.items():
-            if pool not in self._foresight.spot_capacity:
-                continue
-            cap = self._foresight.spot_capacity[pool]
-            for t in range(steps):
-                # Take back the largest round-ups first until the pool fits.
-                while sum(out[k][t] for k in keys) > cap[t]:
-                    k = max(keys, key=lambda k: (out[k][t] - r.x[k][t // block], k[0]))
-                    if out[k][t] == 0:
-                        break
-                    out[k][t] -= 1
-        return out
+        n_blocks = len(next(iter(r.x.values()), []))
+        counts: dict[tuple[str, Pool], list[int]] = {
+            k: [math.floor(v + _EPS) for v in vs] for k, vs in r.x.items()
+        }
+        room: dict[Pool, list[float]] = {}
+        for pool, cap in self._foresight.spot_capacity.items():
+            room[pool] = [
+                float(min(cap[t * block : (t + 1) * block], default=0)) for t in range(n_blocks)
+            ]
+        for (_, pool), vs in counts.items():
+            if pool in room:
+                for t, v in enumerate(vs):
+                    room[pool][t] -= v
+        groups: dict[tuple[str, str], list[tuple[str, Pool]]] = defaultdict(list)
+        for key in r.x:
+            groups[key[0], location_key(key[1])].append(key)
+        for (m, _), keys in groups.items():
+            for t in range(n_blocks):
+                short = sum((r.x[k][t] - counts[k][t]) * self._capacity.rps(m, k[1]) for k in keys)
+                while short > _EPS:
+                    # The cheapest way to cover what is left: whole nodes of one pool.
+                    best: tuple[float, tuple[str, Pool], int] | None = None
+                    for k in keys:
+                        per = self._capacity.rps(m, k[1])
+                        n = math.ceil(short / per - _EPS)
+                        if k[1] in room:
+                            n = min(n, math.floor(room[k[1]][t] + _EPS))
+                        if n <= 0:
+                            continue
+                        cand = (self._prices.get(k[1], 0.0) * n / min(1.0, n * per / short), k, n)
+                        if best is None or cand[:2] < best[:2]:
+                            best = cand
+                    if best is None:
+                        break  # nowhere left with room: the LP's fractions cannot be covered
+                    _, k, n = best
+                    counts[k][t] += n
+                    short -= n * self._capacity.rps(m, k[1])
+                    if k[1] in room:
+                        room[k[1]][t] -= n
+        return {k: [vs[t // block] for t in range(steps)] for k, vs in counts.items()}
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Price and boot cost of a schedule, as the program counts them."""
@@ -394,12 +440,14 @@ class Oracle:
 
     def target_at(self, now_s: float) -> dict[tuple[str, Pool], int]:
         """Per (model, pool), the nodes to hold at `now_s`: the most the schedule needs
-        within the next boot time, capped by what a spot pool holds now."""
+        before nodes launched at the next tick can be ready (boot time + tick interval),
+        capped by what a spot pool holds now."""
         fs = self._foresight
         if fs.steps == 0:
             return {}
         i = fs.step_at(now_s)
-        lead = math.ceil(self.boot_time_s / fs.step_s - 1e-9)
+        lead = math.ceil((self.boot_time_s + self.tick_interval_s) / fs.step_s - 1e-9) - 1
+        lead = max(lead, 0)
         last = min(fs.steps - 1, i + lead)
         want = {k: max(v[i : last + 1]) for k, v in self.schedule.items()}
         by_pool: dict[Pool, list[tuple[str, Pool]]] = defaultdict(list)

@@ -1,0 +1,83 @@
+"""The baselines' entries in the simulator's policy registry (`simulations.policies`).
+
+Each factory has the registry's signature `(config, catalog, profiles, trace_info)`.
+Only `static-peak` and `oracle` read ahead in the trace; `reactive` and `spothedge`
+get nothing from it (they see observations only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scheduler.catalog import Catalog
+from scheduler.config import Config
+from scheduler.domain import CapacityProfile
+from scheduler.observation import Policy
+from simulations.baselines.common import Foresight
+from simulations.baselines.oracle import Oracle
+from simulations.baselines.reactive import Reactive
+from simulations.baselines.spothedge import SpotHedge
+from simulations.baselines.static_peak import StaticPeak
+from simulations.policies import PolicyFactory, TraceInfo, registered
+
+
+def foresight_of(info: TraceInfo) -> Foresight:
+    """The trace as the baselines read it. A missing demand sample (NaN) counts as no
+    load; spot capacity per step is the fewest instances the pool holds in that step."""
+    demand = {
+        key: tuple(float(v) if math.isfinite(v) else 0.0 for v in series)
+        for key, series in info.demand_series().items()
+    }
+    spot = {
+        pool: tuple(int(c) for c in series) for pool, series in info.spot_capacity_series().items()
+    }
+    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings)
+
+
+def static_peak(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    """`static-peak` sized on the run's trace."""
+    return StaticPeak(config, catalog, profiles, foresight_of(info))
+
+
+def reactive(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    """`reactive` with Ray Serve's defaults."""
+    return Reactive(config, catalog, profiles)
+
+
+def spothedge(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    """`spothedge` with SkyServe's defaults."""
+    return SpotHedge(config, catalog, profiles)
+
+
+def oracle(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    """`oracle` over the run's whole trace, with the simulated cloud's boot time."""
+    return Oracle(
+        config,
+        catalog,
+        profiles,
+        foresight_of(info),
+        boot_time_s=info.boot_time_s,
+        seed=info.seed,
+    )
+
+
+BASELINES: dict[str, PolicyFactory] = {
+    "static-peak": static_peak,
+    "reactive": reactive,
+    "spothedge": spothedge,
+    "oracle": oracle,
+}
+
+
+def register() -> None:
+    """Add the baselines to the simulator's registry."""
+    registered(BASELINES)
