@@ -212,6 +212,7 @@ class SimCloud:
         self._by_pool: dict[Pool, set[str]] = defaultdict(set)  # live node ids per pool
         self._events: list[tuple[float, int, str, str]] = []  # (time, seq, kind, node_id)
         self._seq = 0
+        self.version = 0  # bumped whenever the set of running instances changes
         self._launch_seq: dict[Pool, int] = defaultdict(int)
         self._unread: list[InterruptionNotice] = []
         self._injected: dict[str, deque[ProviderError]] = defaultdict(deque)
@@ -259,8 +260,9 @@ class SimCloud:
 
     def _next_event_time(self, limit_s: float) -> float | None:
         best = self._events[0][0] if self._events else math.inf
-        for pool, trace in self._traces.items():
-            if self._by_pool.get(pool):
+        for pool, live in self._by_pool.items():
+            trace = self._traces.get(pool) if live else None
+            if trace is not None:
                 rel = trace.next_tick_after(self._now_s - self._start_s)
                 best = min(best, self._start_s + rel)
         return best if best <= limit_s else None
@@ -275,6 +277,7 @@ class SimCloud:
                 continue
             if kind == "ready" and inst.state is InstanceState.PENDING:
                 inst.state = InstanceState.RUNNING
+                self.version += 1
             elif kind == "notice" and inst.deadline_s is None:
                 self._notify(inst, at)
                 sent += 1
@@ -282,9 +285,9 @@ class SimCloud:
                 self._end(inst, at, InstanceState.PREEMPTED)
                 self.counters.preemptions += 1
                 log.info("sim_preempted node_id=%s pool=%s at_s=%.0f", node_id, inst.pool.key, at)
-        for pool, trace in self._traces.items():
-            live = self._by_pool.get(pool)
-            if not live:
+        for pool, live in self._by_pool.items():
+            trace = self._traces.get(pool) if live else None
+            if trace is None:
                 continue
             cap = trace.capacity_at(at - self._start_s)
             holding = sorted(n for n in live if self._instances[n].deadline_s is None)
@@ -315,6 +318,7 @@ class SimCloud:
         heapq.heappush(self._events, (at, self._seq, kind, node_id))
 
     def _end(self, inst: _Instance, at: float, state: InstanceState) -> None:
+        self.version += 1
         inst.state = state
         inst.ended_at_s = at
         self._by_pool[inst.pool].discard(inst.node_id)
@@ -400,6 +404,7 @@ class SimCloud:
         self._instances[inst.node_id] = inst
         self._by_pool[pool].add(inst.node_id)
         self.counters.launches += 1
+        self.version += 1
         if boot > 0:
             self._push(inst.ready_at_s, "ready", inst.node_id)
         self._launch_seq[pool] += 1

@@ -391,6 +391,11 @@ async def replay(
     draining: set[str] = set()
     last_forecast = math.nan
     cost_base: dict[Market, float] | None = None
+    cached_key: tuple[int, frozenset[str]] | None = None
+    cap_loc = np.zeros((n_m, len(acc.locations)))
+    lat_w = np.zeros(n_m)
+    n_slots = np.zeros(n_m, dtype=np.int64)
+    mk_rps = {m.value: 0.0 for m in Market}
     gpu_base = 0.0
 
     async def tick(at: float) -> None:
@@ -400,7 +405,11 @@ async def replay(
         tick_errors += len(report.errors)
         if report.plan is not None:
             solve_times.append(report.plan.solve_time_s)
-        draining = {x.node_id for x in store.live_nodes() if x.state is NodeState.DRAINING}
+        if drainer.began:  # only a drain begun since can have made a node DRAINING
+            draining = {x.node_id for x in store.live_nodes() if x.state is NodeState.DRAINING}
+            drainer.began = {k: v for k, v in drainer.began.items() if k in draining}
+        else:
+            draining = set()
         planned = getattr(policy, "last_forecast", None)
         if isinstance(planned, dict) and planned:
             last_forecast = float(sum(planned.values()))
@@ -419,18 +428,27 @@ async def replay(
             if cost_base is None:
                 usage = cloud.usage()
                 cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
-            # Ready capacity at the start of the step, per model and serving location.
-            cap_loc = np.zeros((n_m, len(acc.locations)))
-            lat_w = np.zeros(n_m)
-            for inst in cloud.running():
-                if inst.node_id in draining or inst.model not in acc.model_index:
-                    continue
-                svc = acc.service(inst.model, inst.pool)
-                m = acc.model_index[inst.model]
-                cap_loc[m, acc.loc_index[f"{inst.pool.cloud}:{inst.pool.region}"]] += svc.rps
-                slots[m, step] += svc.slots
-                lat_w[m] += svc.rps * svc.latency_s
-                by_market[inst.pool.market.value][step] += svc.rps
+            # Ready capacity at the start of the step, per model and serving location;
+            # recomputed only when the running set or the draining set changed.
+            key = (cloud.version, frozenset(draining))
+            if key != cached_key:
+                cached_key = key
+                cap_loc = np.zeros((n_m, len(acc.locations)))
+                lat_w = np.zeros(n_m)
+                n_slots = np.zeros(n_m, dtype=np.int64)
+                mk_rps = {m.value: 0.0 for m in Market}
+                for inst in cloud.running():
+                    if inst.node_id in draining or inst.model not in acc.model_index:
+                        continue
+                    svc = acc.service(inst.model, inst.pool)
+                    m = acc.model_index[inst.model]
+                    cap_loc[m, acc.loc_index[f"{inst.pool.cloud}:{inst.pool.region}"]] += svc.rps
+                    n_slots[m] += svc.slots
+                    lat_w[m] += svc.rps * svc.latency_s
+                    mk_rps[inst.pool.market.value] += svc.rps
+            slots[:, step] = n_slots
+            for mv, v in mk_rps.items():
+                by_market[mv][step] = v
             col = info.demand_rps[:, step]
             dem_reg = np.zeros((n_m, len(acc.regions)))
             for (m, r), v in zip(acc.key_rows, col, strict=True):

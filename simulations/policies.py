@@ -63,13 +63,18 @@ class TraceInfo:
         """Per traced spot pool, the fewest instances it can hold during each demand step
         (a trace tick shorter than a step can empty the pool for part of it)."""
         out: dict[Pool, np.ndarray] = {}
+        done: dict[int, np.ndarray] = {}  # one trace often drives many pools
         for pool, trace in self.spot_traces.items():
-            sub = max(1, math.ceil(self.step_s / trace.gap_s))
-            offsets = np.arange(self.n_steps)[:, None] * self.step_s + (
-                np.arange(sub)[None, :] * (self.step_s / sub)
-            )
-            counts = np.vectorize(trace.capacity_at, otypes=[np.int64])(offsets)
-            out[pool] = counts.min(axis=1)
+            if id(trace) not in done:
+                sub = max(1, math.ceil(self.step_s / trace.gap_s))
+                rel = np.arange(self.n_steps)[:, None] * self.step_s + (
+                    np.arange(sub)[None, :] * (self.step_s / sub)
+                )
+                idx = np.maximum(np.floor((rel + trace.offset_s) / trace.gap_s), 0).astype(np.int64)
+                n = len(trace.counts)
+                idx = idx % n if trace.loop else np.minimum(idx, n - 1)
+                done[id(trace)] = trace.counts[idx].min(axis=1)
+            out[pool] = done[id(trace)]
         return out
 
     def spot_capacity_at(self, pool: Pool, t_s: float) -> int | None:

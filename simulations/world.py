@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config, load_config
+from scheduler.planner import allowed
 from scheduler.profiles import load_profiles
 from simulations.demand import load_demand
 from simulations.engine import World
@@ -22,6 +23,7 @@ from simulations.scenario import (
 
 log = logging.getLogger(__name__)
 
+WEEK_S = 7 * 86400.0
 DEFAULT_TRACE_PATH = Path(__file__).parent / "data" / "azure_llm_2023_per_minute.csv"
 
 
@@ -70,6 +72,11 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         mapping=d.series,
     )
     spot, notes = load_spot_mapping(scenario, scenario_path, cat.offerings)
+    # The simulated cloud sells only what the config may use: every policy is bound by
+    # the same config, and 2,500 offerings per tick cost the replay more than the solve.
+    sold = tuple(o for o in cat.offerings if allowed(config, o, cat.instance_type(o.pool)))
+    cat = replace(cat, offerings=sold)
+    spot = {p: t for p, t in spot.items() if p in {o.pool for o in sold}}
     if scenario.spot_traces and not spot:
         notes.append(
             "no spot trace found: spot pools are interrupted at random at the catalog's rates"
@@ -79,8 +86,14 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
     if seed is None:
         seed = scenario.cloud.seed if scenario.cloud.seed is not None else config.solver.seed
     boot = scenario.cloud.boot_time_s
+    start_s = demand.start_s
+    if start_s < WEEK_S:
+        # Trace-relative times (minute 0 = 0 s): start the replay a week into the virtual
+        # clock, so the warm-up before it never runs at negative times; a whole week keeps
+        # the daily and weekly phase the forecaster learns.
+        start_s += WEEK_S
     info = TraceInfo(
-        start_s=demand.start_s,
+        start_s=start_s,
         step_s=demand.step_s,
         keys=demand.keys,
         demand_rps=demand.rps,
