@@ -163,3 +163,30 @@ def test_simulate_cli_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{scenario}: market.spot_price_multiplier:" in capsys.readouterr().err
     assert main(["simulate", "--policy", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown nope" in capsys.readouterr().err
+
+
+def test_sweep_runs_scenarios_in_a_process_pool(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("minute,requests\n" + "".join(f"{m},{120 + 10 * m}\n" for m in range(10)))
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'policies = ["capsched"]\n'
+        '[[scenarios]]\nname = "base"\ncloud = { boot_time_s = 60 }\n'
+        '[[scenarios]]\nname = "pricey-spot"\ncloud = { boot_time_s = 60 }\n'
+        "market = { spot_price_multiplier = 3.0 }\n"
+    )
+    out = tmp_path / "out"
+    args = ["simulate", "--sweep", str(sweep), "--trace", str(trace), "--out", str(out)]
+    assert main([*args, "--workers", "2", "--no-progress"]) == 0
+    doc = json.loads((out / "sweep.json").read_text())
+    assert set(doc["scenarios"]) == {"base", "pricey-spot"}
+    for name in ("base", "pricey-spot"):
+        assert "capsched" in doc["scenarios"][name]["policies"]
+        assert (out / name / "summary.json").exists() and (out / name / "report.png").exists()
+
+
+def test_sweep_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[[scenarios]]\nname = "a"\nmarket = { spot_price_multiplier = 0 }\n')
+    assert main(["simulate", "--sweep", str(sweep), "--out", str(tmp_path)]) == 2
+    assert f"{sweep}: scenarios[0].market.spot_price_multiplier:" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""Simulator benchmark: cost and SLO of every policy on the shared traces, and replay speed.
+
+Run:  .venv/bin/python benchmarks/bench_simulate.py [--fleet-gpus 20,200] [--traces all]
+                                                   [--policies all] [--speed-only]
+
+Part 1 (cost): every shared request trace (../shared/data/traces) is replayed under
+the embedded default config and scenario (real SkyPilot spot traces from the shared
+data), scaled so its peak needs about N GPUs for each N of `--fleet-gpus`. Printed per
+(trace, N): each policy's cost, `vs oracle` and `vs spothedge` (cost ratios), SLO
+attainment and unserved fraction. The oracle used is the one registered as `oracle`
+(see simulations/baselines/oracle.py for whether it solves the integer program or its
+LP relaxation). The issue's targets: capsched <= 1.15 x oracle with SLO attainment
+>= 0.995, and cheaper than spothedge at equal or better SLO attainment.
+
+Part 2 (speed): the 7-day BurstGPT week (10,080 one-minute steps) with capsched
+re-planning every 5 minutes (target < 60 s on 2 cores) and every baseline (< 5 s).
+
+Traces longer than `--max-days` are cut to that many days for part 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from simulations.engine import RunResult, World, run_policy
+from simulations.policies import policy_names
+from simulations.world import WorldSpec, build_world
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+FUNCS = SHARED / "azure_functions_2019_samples_invitro"
+TRACES = {
+    "azure-llm-code": (SHARED / "azure_llm_inference_2023/AzureLLMInferenceTrace_code.csv", "auto"),
+    "azure-llm-conv": (SHARED / "azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv", "auto"),
+    "burstgpt-week": (
+        SHARED / "burstgpt_derived_aggregates/burstgpt1_first_week_per_minute_tokens.csv",
+        "burstgpt",
+    ),
+    "azure-functions-500": (FUNCS / "sample_500/invocations.csv", "auto"),
+    "azure-functions-100": (FUNCS / "sample_100/invocations.csv", "auto"),
+    "azure-functions-day": (FUNCS / "example/invocations.csv", "auto"),
+}  # fmt: skip
+SPEED_TRACE = "burstgpt-week"
+
+
+def cut(world: World, days: float) -> World:
+    """The world with its trace cut to `days`."""
+    steps = int(days * 86400 / world.info.step_s)
+    if world.info.n_steps <= steps:
+        return world
+    info = replace(world.info, demand_rps=world.info.demand_rps[:, :steps])
+    return replace(world, info=info)
+
+
+def ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.3f}" if b else "-"
+
+
+def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
+    print("## cost and SLO per trace (default config and scenario)\n")
+    header = (
+        f"{'trace':<22}{'GPUs':>6}  {'policy':<12}{'cost USD':>12}{'vs oracle':>11}"
+        f"{'vs spothedge':>14}{'SLO att.':>10}{'unserved':>10}{'wall s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in args.traces:
+        path, fmt = TRACES[name]
+        for gpus in args.fleet_gpus:
+            world, _ = build_world(WorldSpec(None, path, fmt, fleet_gpus=gpus))
+            world = cut(world, args.max_days)
+            results: dict[str, RunResult] = {}
+            for policy in policies:
+                results[policy] = run_policy(world, policy, args.db)
+            oracle = results["oracle"].cost_usd if "oracle" in results else None
+            hedge = results["spothedge"].cost_usd if "spothedge" in results else None
+            for policy, r in results.items():
+                s = r.summary(None)
+                print(
+                    f"{name:<22}{gpus:>6g}  {policy:<12}{r.cost_usd:>12.2f}"
+                    f"{ratio(r.cost_usd, oracle):>11}{ratio(r.cost_usd, hedge):>14}"
+                    f"{s['slo_attainment']:>10.4f}{s['unserved_fraction']:>10.4f}{r.wall_s:>8.1f}",
+                    flush=True,
+                )
+
+
+def speed_part(args: argparse.Namespace, policies: list[str]) -> None:
+    path, fmt = TRACES[SPEED_TRACE]
+    world, _ = build_world(WorldSpec(None, path, fmt, fleet_gpus=args.speed_gpus))
+    days = world.info.n_steps * world.info.step_s / 86400
+    tick_s = world.config.scheduler.tick_interval_s
+    print(
+        f"\n## speed: {SPEED_TRACE}, {world.info.n_steps} steps ({days:.1f} days), "
+        f"tick every {tick_s:g} s, {args.speed_gpus:g} GPUs\n"
+    )
+    print(f"{'policy':<12}{'wall s':>9}{'ticks':>7}{'solve p95 s':>13}{'target s':>10}")
+    for policy in policies:
+        started = time.perf_counter()
+        r = run_policy(world, policy, args.db)
+        wall = time.perf_counter() - started
+        target = 60 if policy == "capsched" else 5
+        p95 = r.summary(None)["solve_time_p95_s"]
+        print(f"{policy:<12}{wall:>9.1f}{r.ticks:>7}{p95:>13.3f}{target:>10}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--fleet-gpus", default="20,200", help="comma-separated GPU targets")
+    parser.add_argument("--traces", default="all", help=f"comma-separated of {', '.join(TRACES)}")
+    parser.add_argument("--policies", default="all", help="comma-separated policy names")
+    parser.add_argument("--max-days", type=float, default=7.0, help="cut longer traces")
+    parser.add_argument("--speed-gpus", type=float, default=50.0, help="fleet of the speed run")
+    parser.add_argument("--speed-only", action="store_true", help="skip the cost part")
+    parser.add_argument("--cost-only", action="store_true", help="skip the speed part")
+    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench.db"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    args.fleet_gpus = [float(x) for x in args.fleet_gpus.split(",")]
+    args.traces = list(TRACES) if args.traces == "all" else args.traces.split(",")
+    known = policy_names()
+    policies = known if args.policies == "all" else args.policies.split(",")
+    if not args.speed_only:
+        cost_part(args, policies)
+    if not args.cost_only:
+        speed_part(args, policies)
+
+
+if __name__ == "__main__":
+    main()
