@@ -86,6 +86,7 @@ class SourcesSection(_Section):
     trace_format: str = "auto"  # its format (see `capsched simulate --help`)
     speedup: float = Field(default=60.0, gt=0, le=100_000)  # virtual s per wall s (sim, trace)
     sim_boot_time_s: float | None = Field(default=None, ge=0)  # "sim": boot delay override
+    sim_state: str = ""  # "sim": file keeping the simulated cloud across restarts ("" = memory)
 
 
 class ModelSection(_Section):

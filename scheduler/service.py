@@ -50,6 +50,7 @@ def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = ti
 def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfile, ...]) -> Edges:
     """Provider, metrics source and clock for `config.sources`."""
     from adapters.sim import SimCloud
+    from adapters.sim_persist import PersistentSimCloud
     from adapters.trace_metrics import TraceMetrics
     from simulations.demand import load_demand
 
@@ -70,17 +71,28 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         if src.sim_boot_time_s is not None
         else config.planning.default_boot_time_s
     )
-    cloud = SimCloud(
-        catalog.offerings,
-        catalog.instance_types,
-        start_s=demand.start_s,
-        boot_time_s=boot_s,
-        seed=config.solver.seed,
-    )
-    clock = virtual_clock(demand.start_s, src.speedup)
+
+    def fresh() -> SimCloud:
+        return SimCloud(
+            catalog.offerings,
+            catalog.instance_types,
+            start_s=demand.start_s,
+            boot_time_s=boot_s,
+            seed=config.solver.seed,
+        )
+
+    cloud: SimCloud | PersistentSimCloud
+    if src.sim_state:
+        path = Path(src.sim_state)
+        cloud = PersistentSimCloud(path) if path.exists() else PersistentSimCloud(path, fresh())
+    else:
+        cloud = fresh()
+    # A persisted cloud carries its own virtual time: the clock continues from it.
+    clock = virtual_clock(max(cloud.now_s, demand.start_s), src.speedup)
 
     async def advance(now_s: float) -> None:
-        cloud.advance_to(now_s)
+        if now_s > cloud.now_s:
+            cloud.advance_to(now_s)
 
     return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices)
 
