@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.forecast.config import ForecastConfig
 
@@ -140,6 +141,7 @@ class Config(_Section):
     guards: GuardsSection = GuardsSection()
     daemon: DaemonSection = DaemonSection()
     sources: SourcesSection = SourcesSection()
+    prometheus: PrometheusConfig = PrometheusConfig()
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)

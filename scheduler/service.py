@@ -49,23 +49,30 @@ def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = ti
 
 def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfile, ...]) -> Edges:
     """Provider, metrics source and clock for `config.sources`."""
+    from adapters.prometheus import PrometheusSource
     from adapters.sim import SimCloud
     from adapters.sim_persist import PersistentSimCloud
     from adapters.trace_metrics import TraceMetrics
     from simulations.demand import load_demand
 
     src = config.sources
-    if src.demand != "trace":
-        raise NotImplementedError(
-            "the prometheus load signal is wired in with the daemon's metrics config"
+    metrics: MetricsSource
+    if src.demand == "prometheus":
+        # Real load, real time: the simulated cloud (if any) follows the wall clock.
+        metrics = PrometheusSource(config.prometheus)
+        start_s, speed = time.time(), 1.0
+    else:
+        trace_path = Path(src.trace) if src.trace else _bundled_trace()
+        demand = load_demand(trace_path, config, catalog, profiles, fmt=src.trace_format)
+        start_s, speed = demand.start_s, src.speedup
+        # Repeated for a week, so the embedded default runs as long as it is left running.
+        week = max(1, round(7 * 86400 / (demand.step_s * demand.n_steps)))
+        metrics = TraceMetrics(
+            demand.keys,
+            np.tile(demand.rps, (1, week)),
+            start_s=demand.start_s,
+            step_s=demand.step_s,
         )
-    trace_path = Path(src.trace) if src.trace else _bundled_trace()
-    demand = load_demand(trace_path, config, catalog, profiles, fmt=src.trace_format)
-    # Repeated for a week, so the embedded default runs for as long as it is left running.
-    week = max(1, round(7 * 86400 / (demand.step_s * demand.n_steps)))
-    metrics = TraceMetrics(
-        demand.keys, np.tile(demand.rps, (1, week)), start_s=demand.start_s, step_s=demand.step_s
-    )
     boot_s = (
         src.sim_boot_time_s
         if src.sim_boot_time_s is not None
@@ -76,7 +83,7 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         return SimCloud(
             catalog.offerings,
             catalog.instance_types,
-            start_s=demand.start_s,
+            start_s=start_s,
             boot_time_s=boot_s,
             seed=config.solver.seed,
         )
@@ -88,7 +95,7 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
     else:
         cloud = fresh()
     # A persisted cloud carries its own virtual time: the clock continues from it.
-    clock = virtual_clock(max(cloud.now_s, demand.start_s), src.speedup)
+    clock = virtual_clock(max(cloud.now_s, start_s), speed)
 
     async def advance(now_s: float) -> None:
         if now_s > cloud.now_s:

@@ -251,3 +251,35 @@ async def test_systemd_hears_ready_watchdog_and_stopping(
     assert messages[0].startswith("READY=1")
     assert any(m == "WATCHDOG=1" for m in messages)
     assert messages[-1] == "STOPPING=1"
+
+
+async def test_unreachable_prometheus_never_scales_down(tmp_path: Path) -> None:
+    import socket
+
+    from adapters.prometheus import PrometheusSource
+    from scheduler.profiles import load_profiles
+    from scheduler.service import build_edges
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "capsched.toml"
+    text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
+    path.write_text(
+        text
+        + f'[sources]\ndemand = "prometheus"\n[prometheus]\nurl = "http://127.0.0.1:{port}"\n'
+        + "retries = 0\ntimeout_s = 1\n"
+    )
+    config = load_config(path)
+    catalog = load_catalog()
+    edges = build_edges(config, catalog, load_profiles())
+    assert isinstance(edges.metrics, PrometheusSource)
+    store = StateStore(config.scheduler.state_db)
+    rec = build_scheduler(
+        config, provider=edges.provider, metrics=edges.metrics, store=store, sleep=no_sleep
+    )
+    report = await rec.tick(edges.clock())
+    assert not report.demand_complete
+    assert not any(type(a).__name__ in ("Drain", "Terminate") for a in report.actions)
+    await edges.metrics.close()
+    store.close()
