@@ -1,0 +1,445 @@
+"""The control API: aiohttp on loopback or a Unix socket, used by the TUI and operators.
+
+Reads (state, nodes, plans, events, journal, forecast, /metrics, /healthz) need no
+token: they are on loopback only and show nothing secret. Actions (approve or reject a
+plan, drain a node, pause, resume, reload) need `Authorization: Bearer <token>`, the
+token read from a file of mode 0600 (`load_or_create_token`). Shapes: docs/api.md.
+
+Nothing here logs the token or the Authorization header: the access log format is
+fixed below to the request line and status, and error bodies never echo headers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from scheduler.control import Control
+from scheduler.domain import Node
+from scheduler.store import StateStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Hosts the API may bind: loopback only. Anything reachable from elsewhere would expose
+# the read endpoints (and a token guessing surface) to the network.
+LOOPBACK_NAMES = frozenset({"localhost"})
+# Request line, status, size, duration: no headers, so never the Authorization header.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+DEFAULT_LIMIT = 100  # rows per list endpoint unless ?limit= says otherwise
+MAX_LIMIT = 10_000  # a cap so one request cannot pull a months-old table into memory
+
+_CONTROL: web.AppKey[Control] = web.AppKey("control")
+_TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
+_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+
+
+class TokenFileError(Exception):
+    """The token file cannot be used (too open, empty, unreadable); names the file."""
+
+
+# -- token ------------------------------------------------------------------------------
+
+
+def _check_mode(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenFileError(
+            f"token file {path} has mode {stat.S_IMODE(mode):04o}: group or others may access"
+            f" it; run `chmod 600 {path}` (or delete it to have a new one created)"
+        )
+
+
+def read_token(path: str | Path) -> str:
+    """The token in `path`, refusing a file group or others may access."""
+    p = Path(path)
+    try:
+        _check_mode(p)
+        token = p.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TokenFileError(f"token file {p}: {exc.strerror or exc}") from None
+    if not token:
+        raise TokenFileError(f"token file {p} is empty")
+    return token
+
+
+def load_or_create_token(path: str | Path) -> str:
+    """The bearer token in `path`; a new random one (mode 0600) when the file is missing.
+    A file readable or writable by group or others is refused (TokenFileError)."""
+    p = Path(path)
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token = secrets.token_urlsafe(32)
+        try:
+            # O_EXCL with the mode at creation: the file is never visible with wider
+            # permissions, and two starting processes cannot both write one.
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return read_token(p)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        log.info("api_token_created path=%s", p)
+        return token
+    return read_token(p)
+
+
+# -- JSON shapes --------------------------------------------------------------------------
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status=status)
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    """A node as the API shows it."""
+    pool = node.pool
+    return {
+        "node_id": node.node_id,
+        "model": node.model,
+        "cloud": pool.cloud.value,
+        "region": pool.region,
+        "zone": pool.zone,
+        "instance_type": pool.instance_type,
+        "market": pool.market.value,
+        "pool": pool.key,
+        "state": node.state.value,
+        "cloud_instance_id": node.cloud_instance_id,
+        "launched_at_s": node.launched_at_s,
+        "state_since_s": node.state_since_s,
+    }
+
+
+def plan_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored plan row with its JSON columns decoded."""
+    out = dict(row)
+    for key in ("placements", "unmet", "notes", "held_back"):
+        raw = out.get(key)
+        out[key] = json.loads(raw) if raw else []
+    return out
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN; the store may hold one (e.g. a gap) and allow_nan=False would fail.
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _rows(
+    store: StateStore, table: str, where: str | None, args: list[Any], limit: int, newest: bool
+) -> list[dict[str, Any]]:
+    # The store's own readers return whole tables; list endpoints page with a limit so a
+    # daemon that has run for months answers in constant time.
+    rows = store.db.table(table).rows_where(where, args, order_by="id desc", limit=limit)
+    out = list(rows)
+    return out if newest else out[::-1]
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason="limit must be an integer") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
+
+
+# -- middleware ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a JSON body, including aiohttp's own 404/405/400."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception:
+        # Logged without the request's headers (they may carry the token).
+        log.exception("api_error method=%s path=%s", request.method, request.path)
+        return _error(500, "internal error")
+
+
+def _authorized(request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    # Constant time: the comparison must not reveal how many leading bytes matched.
+    return hmac.compare_digest(given.strip().encode("utf-8"), request.app[_TOKEN])
+
+
+def _action(handler: Handler) -> Handler:
+    """Require the bearer token before `handler` runs."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not _authorized(request):
+            log.warning("api_unauthorized method=%s path=%s", request.method, request.path)
+            response = _error(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="capsched"'
+            return response
+        return await handler(request)
+
+    return guarded
+
+
+# -- read endpoints -----------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"ok": True})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return _json(_finite(request.app[_CONTROL].status()))
+
+
+async def _forecast(request: web.Request) -> web.Response:
+    return _json(_finite(request.app[_CONTROL].forecast()))
+
+
+async def _nodes(request: web.Request) -> web.Response:
+    store = request.app[_CONTROL].store
+    return _json(_finite({"nodes": [node_json(n) for n in store.live_nodes()]}))
+
+
+async def _node(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    node = request.app[_CONTROL].store.node(node_id)
+    if node is None:
+        return _error(404, f"unknown node {node_id}")
+    return _json(_finite(node_json(node)))
+
+
+async def _node_events(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    store = request.app[_CONTROL].store
+    if store.node(node_id) is None:
+        return _error(404, f"unknown node {node_id}")
+    rows = _rows(store, "node_events", "node_id = ?", [node_id], _limit(request), newest=False)
+    return _json(_finite({"node_id": node_id, "events": rows}))
+
+
+async def _events(request: web.Request) -> web.Response:
+    after = _int_param(request, "after")
+    where, args = ("id > ?", [after]) if after is not None else (None, [])
+    store = request.app[_CONTROL].store
+    rows = _rows(store, "node_events", where, args, _limit(request), newest=False)
+    return _json(_finite({"events": rows}))
+
+
+async def _journal(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    where, args = ("status = ?", [status]) if status else (None, [])
+    store = request.app[_CONTROL].store
+    rows = _rows(store, "journal", where, args, _limit(request), newest=False)
+    return _json(_finite({"journal": rows}))
+
+
+async def _plans(request: web.Request) -> web.Response:
+    store = request.app[_CONTROL].store
+    rows = _rows(store, "plans", None, [], _limit(request), newest=True)
+    return _json(_finite({"plans": [plan_json(r) for r in rows]}))
+
+
+def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:
+    rows = list(store.db.table("plans").rows_where("id = ?", [plan_id]))
+    return rows[0] if rows else None
+
+
+async def _plan(request: web.Request) -> web.Response:
+    plan_id = int(request.match_info["plan_id"])
+    row = _plan_row(request.app[_CONTROL].store, plan_id)
+    if row is None:
+        return _error(404, f"unknown plan {plan_id}")
+    return _json(_finite(plan_json(row)))
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[_REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+async def _decide_plan(request: web.Request, verb: str) -> web.Response:
+    control = request.app[_CONTROL]
+    plan_id = int(request.match_info["plan_id"])
+    row = _plan_row(control.store, plan_id)
+    if row is None:
+        return _error(404, f"unknown plan {plan_id}")
+    done = await (control.approve(plan_id) if verb == "approve" else control.reject(plan_id))
+    if not done:
+        # Stored but not the one waiting: approved, rejected, superseded or never held.
+        current = _plan_row(control.store, plan_id) or row
+        return _error(
+            409,
+            f"plan {plan_id} is not the pending plan",
+            plan_id=plan_id,
+            approval=current.get("approval"),
+        )
+    state = "approved" if verb == "approve" else "rejected"
+    log.info("api_plan_%s plan_id=%d", state, plan_id)
+    return _json({"plan_id": plan_id, "approval": state})
+
+
+async def _approve(request: web.Request) -> web.Response:
+    return await _decide_plan(request, "approve")
+
+
+async def _reject(request: web.Request) -> web.Response:
+    return await _decide_plan(request, "reject")
+
+
+async def _drain(request: web.Request) -> web.Response:
+    control = request.app[_CONTROL]
+    node_id = request.match_info["node_id"]
+    node = control.store.node(node_id)
+    if node is None:
+        return _error(404, f"unknown node {node_id}")
+    if not await control.drain(node_id):
+        latest = control.store.node(node_id) or node
+        return _error(
+            409,
+            f"node {node_id} cannot be drained in state {latest.state.value}",
+            node_id=node_id,
+            state=latest.state.value,
+        )
+    log.info("api_drain node_id=%s", node_id)
+    return _json({"node_id": node_id, "draining": True}, status=202)
+
+
+async def _pause(request: web.Request) -> web.Response:
+    await request.app[_CONTROL].pause()
+    log.info("api_pause")
+    return _json({"paused": True})
+
+
+async def _resume(request: web.Request) -> web.Response:
+    await request.app[_CONTROL].resume()
+    log.info("api_resume")
+    return _json({"paused": False})
+
+
+async def _reload(request: web.Request) -> web.Response:
+    problems = await request.app[_CONTROL].reload()
+    if problems:
+        return _error(422, "new config refused; the old one keeps running", problems=list(problems))
+    return _json({"reloaded": True, "problems": []})
+
+
+# -- app and server -----------------------------------------------------------------------
+
+
+def make_app(
+    control: Control, token: str, *, metrics_registry: CollectorRegistry
+) -> web.Application:
+    """The control API application over `control`; actions need `token`."""
+    if not token:
+        raise ValueError("an empty token would let anyone act")
+    app = web.Application(middlewares=[_errors])
+    app[_CONTROL] = control
+    app[_TOKEN] = token.encode("utf-8")
+    app[_REGISTRY] = metrics_registry
+    r = app.router
+    r.add_get("/healthz", _healthz)
+    r.add_get("/metrics", _metrics)
+    r.add_get("/v1/status", _status)
+    r.add_get("/v1/forecast", _forecast)
+    r.add_get("/v1/nodes", _nodes)
+    r.add_get("/v1/nodes/{node_id}", _node)
+    r.add_get("/v1/nodes/{node_id}/events", _node_events)
+    r.add_get("/v1/events", _events)
+    r.add_get("/v1/journal", _journal)
+    r.add_get("/v1/plans", _plans)
+    r.add_get(r"/v1/plans/{plan_id:\d+}", _plan)
+    r.add_post(r"/v1/plans/{plan_id:\d+}/approve", _action(_approve))
+    r.add_post(r"/v1/plans/{plan_id:\d+}/reject", _action(_reject))
+    r.add_post("/v1/nodes/{node_id}/drain", _action(_drain))
+    r.add_post("/v1/pause", _action(_pause))
+    r.add_post("/v1/resume", _action(_resume))
+    r.add_post("/v1/reload", _action(_reload))
+    return app
+
+
+def check_loopback(host: str) -> None:
+    """Raise ValueError unless `host` is a loopback address or "localhost"."""
+    if host in LOOPBACK_NAMES:
+        return
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"refusing to serve the control API on {host!r}: only 127.0.0.1, ::1, localhost"
+            " or a Unix socket (api_socket) are allowed"
+        )
+
+
+async def serve(
+    app: web.Application, *, host: str = "127.0.0.1", port: int = 0, socket_path: str = ""
+) -> tuple[web.AppRunner, str]:
+    """Start `app` on a Unix socket (when `socket_path` is set) or on loopback `host:port`
+    (port 0 picks a free one). Returns the runner (call `await runner.cleanup()` to stop)
+    and the address: "unix:<path>" or "http://<host>:<port>"."""
+    if not socket_path:
+        check_loopback(host)
+    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    await runner.setup()
+    try:
+        site: web.BaseSite
+        if socket_path:
+            site = web.UnixSite(runner, socket_path)
+            await site.start()
+            # Same owner only, like the token file: the socket needs no wider access.
+            os.chmod(socket_path, 0o600)
+            address = f"unix:{socket_path}"
+        else:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0]
+            shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+            address = f"http://{shown}:{bound[1]}"
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("api_listening address=%s", address)
+    return runner, address

@@ -1,0 +1,489 @@
+"""The daemon's Prometheus metrics, on a registry of its own.
+
+The daemon calls one method after each tick, `Telemetry.record_reconciler_tick(reconciler,
+report, duration_s=...)` (or passes `telemetry.tick_hook(reconciler)` as its `on_tick`),
+which gathers what it needs from the reconciler and its store; the lower-level
+`record_tick(report, nodes=..., ...)` takes every input as an argument (tests, simulator).
+Exposed by the control API at `/metrics` (scheduler.api); alert rules and the Grafana
+dashboard in deploy/ use exactly these names. Label sets are listed in docs/api.md.
+
+Cardinality: labels are models, regions, pools (bounded by the catalog), node states,
+action kinds and fixed result/guard/source vocabularies. Node ids, plan ids and free
+text never become labels; a new label value per node would grow without bound over
+months of churn.
+
+Nothing here reads the wall clock: the last-tick timestamp is the tick's own `now_s`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter as TallyCounter
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from adapters.metrics import DemandSample, MetricsSource
+from scheduler.actions import Action, Drain, Launch, Terminate
+from scheduler.domain import Node, NodeState, PlanStatus, Pool
+from scheduler.forecast import QuantileForecast, demand_key
+
+if TYPE_CHECKING:
+    from scheduler.reconciler import Reconciler, TickReport
+
+# Solver and tick durations: the solver's budget is seconds, a tick's up to the timeout.
+SOLVER_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+TICK_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+_KIND = {Launch: "launch", Drain: "drain", Terminate: "terminate"}
+
+# Guard lines are free text (scheduler.guards); they map onto this fixed vocabulary so
+# the `guard` label stays bounded. Checked in order; "other" catches anything new.
+_GUARDS = (
+    ("over the budget", "budget"),
+    ("load signal", "load_signal"),
+    ("ready for less than", "min_node_age"),
+    ("scale-down limit", "scale_down_limit"),
+    ("make before break", "make_before_break"),
+    ("approved", "approval"),
+    ("paused", "paused"),
+)
+
+# States whose nodes cost money (everything live; a terminating node still bills).
+_BILLED = frozenset(
+    {
+        NodeState.REQUESTED,
+        NodeState.BOOTING,
+        NodeState.READY,
+        NodeState.DRAINING,
+        NodeState.TERMINATING,
+        NodeState.INTERRUPTED,
+    }
+)
+
+
+def guard_of(line: str) -> str:
+    """The `guard` label value of one held-back line."""
+    for needle, name in _GUARDS:
+        if needle in line:
+            return name
+    return "other"
+
+
+def error_source(line: str) -> str:
+    """The `source` label value of one tick error line (formats from scheduler.reconciler)."""
+    head = line.split(":", 1)[0].split(" ", 1)[0]
+    if head in ("metrics", "provider", "node"):
+        return head
+    if head in ("Launch", "Drain", "Terminate"):
+        return "action"
+    return "other"
+
+
+class _DemandTap:
+    """A metrics source that remembers its last sample for the telemetry (the reconciler
+    does not keep its observation after a tick, and asking the source twice is I/O)."""
+
+    def __init__(self, source: MetricsSource, telemetry: Telemetry) -> None:
+        self.source = source  # the real load signal
+        self.telemetry = telemetry  # where the last sample is kept
+
+    async def demand(self, now_s: float) -> DemandSample:
+        """The wrapped source's sample, remembered."""
+        sample = await self.source.demand(now_s)
+        self.telemetry.last_demand = sample
+        return sample
+
+
+class Telemetry:
+    """Every metric the daemon exports, on its own `CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # A registry per daemon (not the process-global one), so tests and the simulator
+        # can build several without "Duplicated timeseries" errors.
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.last_demand: DemandSample | None = None  # filled by `tap` when used
+        self._preemption_cursor: int | None = None  # last node_events id counted
+        r = self.registry
+
+        # -- fleet --------------------------------------------------------------------------
+        self.nodes = Gauge(
+            "capsched_nodes",
+            "Live nodes by model, pool, market and lifecycle state.",
+            ["model", "pool", "market", "state"],
+            registry=r,
+        )
+        self.fleet_cost = Gauge(
+            "capsched_fleet_cost_usd_per_hour",
+            "List price of the live (billed) fleet, USD per hour.",
+            registry=r,
+        )
+        self.capacity = Gauge(
+            "capsched_capacity_rps",
+            "Sustainable request rate of the ready nodes of a model, at its SLO.",
+            ["model"],
+            registry=r,
+        )
+        self.headroom = Gauge(
+            "capsched_headroom_rps",
+            "Ready capacity minus observed demand of a model (NaN while demand is missing).",
+            ["model"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "capsched_preemptions",
+            "Nodes reclaimed by their cloud (notice or reclaim observed).",
+            ["model", "pool", "market"],
+            registry=r,
+        )
+
+        # -- demand and forecast ------------------------------------------------------------
+        self.demand = Gauge(
+            "capsched_demand_rps",
+            "Observed request rate per model and source region (NaN when missing).",
+            ["model", "region"],
+            registry=r,
+        )
+        self.demand_complete = Gauge(
+            "capsched_demand_complete",
+            "1 when every configured (model, region) rate was present and finite.",
+            registry=r,
+        )
+        self.planned_demand = Gauge(
+            "capsched_planned_demand_rps",
+            "Rate the plan provisions for: max(forecast peak, observed).",
+            ["model", "region"],
+            registry=r,
+        )
+        self.forecast_peak = Gauge(
+            "capsched_forecast_peak_rps",
+            "Forecast peak over the horizon at each quantile level.",
+            ["model", "region", "quantile"],
+            registry=r,
+        )
+
+        # -- plan and solver ----------------------------------------------------------------
+        self.plan_cost = Gauge(
+            "capsched_plan_cost_usd_per_hour",
+            "Price of the latest plan's target fleet, USD per hour.",
+            registry=r,
+        )
+        self.budget = Gauge(
+            "capsched_budget_usd_per_hour",
+            "Configured fleet budget, USD per hour (NaN when none).",
+            registry=r,
+        )
+        self.plan_unmet = Gauge(
+            "capsched_plan_unmet_rps",
+            "Demand the latest plan leaves unserved, per model.",
+            ["model"],
+            registry=r,
+        )
+        self.plan_status = Gauge(
+            "capsched_plan_status",
+            "1 for the latest plan's solver status, 0 for the others.",
+            ["status"],
+            registry=r,
+        )
+        self.solves = Counter(
+            "capsched_solves",
+            "Plans made, by solver status.",
+            ["status"],
+            registry=r,
+        )
+        self.solver_duration = Histogram(
+            "capsched_solver_duration_seconds",
+            "Wall time of each solve.",
+            buckets=SOLVER_BUCKETS_S,
+            registry=r,
+        )
+
+        # -- actions and guards -------------------------------------------------------------
+        self.actions = Counter(
+            "capsched_actions",
+            "Actions executed, by kind (launch, drain, terminate) and result (ok, failed).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.guard_holds = Counter(
+            "capsched_guard_holds",
+            "Held-back lines from the guards and the approval gate, by guard.",
+            ["guard"],
+            registry=r,
+        )
+
+        # -- the loop -----------------------------------------------------------------------
+        self.ticks = Counter(
+            "capsched_ticks",
+            "Ticks by outcome: ok, skipped (cloud listing failed), dry_run, failed, timeout.",
+            ["outcome"],
+            registry=r,
+        )
+        self.tick_errors = Counter(
+            "capsched_tick_errors",
+            "Error lines inside completed ticks (and tick exceptions), by source.",
+            ["source"],
+            registry=r,
+        )
+        self.tick_duration = Histogram(
+            "capsched_tick_duration_seconds",
+            "Wall time of each tick, cloud calls included.",
+            buckets=TICK_BUCKETS_S,
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "capsched_last_successful_tick_timestamp_seconds",
+            "Unix time of the last tick that produced a plan.",
+            registry=r,
+        )
+        self.tick_interval = Gauge(
+            "capsched_tick_interval_seconds",
+            "Configured time between ticks (the staleness alert scales with it).",
+            registry=r,
+        )
+        self.paused = Gauge("capsched_paused", "1 while acting is paused.", registry=r)
+        self.pending_approval = Gauge(
+            "capsched_pending_approval",
+            "1 while a plan waits for approval.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "capsched_config_reloads",
+            "Config reloads attempted.",
+            registry=r,
+        )
+        self.reload_failures = Counter(
+            "capsched_config_reload_failures",
+            "Config reloads refused (invalid new config; the old one keeps running).",
+            registry=r,
+        )
+        # Pre-create the fixed label values so rate() and alerts see zeros, not absence.
+        for status in PlanStatus:
+            self.plan_status.labels(status.value).set(0)
+            self.solves.labels(status.value)
+        for kind in _KIND.values():
+            for result in ("ok", "failed"):
+                self.actions.labels(kind, result)
+        for outcome in ("ok", "skipped", "dry_run", "failed", "timeout"):
+            self.ticks.labels(outcome)
+        self.budget.set(math.nan)
+        self.demand_complete.set(0)
+
+    # -- inputs from the daemon -------------------------------------------------------------
+
+    def tap(self, source: MetricsSource) -> MetricsSource:
+        """Wrap the load signal so each tick's demand sample is remembered for `record_*`.
+        Pass the result to `build_scheduler(metrics=...)`."""
+        return _DemandTap(source, self)
+
+    def configure(self, *, tick_interval_s: float, budget_usd_per_hour: float | None) -> None:
+        """Settings the alerts compare against (called at start and after a reload)."""
+        self.tick_interval.set(tick_interval_s)
+        self.budget.set(math.nan if budget_usd_per_hour is None else budget_usd_per_hour)
+
+    def record_tick_failure(self, outcome: str, duration_s: float) -> None:
+        """A tick that raised (`outcome="failed"`) or ran past its timeout (`"timeout"`)."""
+        self.ticks.labels("timeout" if outcome == "timeout" else "failed").inc()
+        self.tick_errors.labels("exception" if outcome != "timeout" else "timeout").inc()
+        self.tick_duration.observe(duration_s)
+
+    def record_reload(self, ok: bool) -> None:
+        """One config reload attempt and whether the new config was taken."""
+        self.reloads.inc()
+        if not ok:
+            self.reload_failures.inc()
+
+    def record_control(self, *, paused: bool, pending_approval: bool) -> None:
+        """Operator-visible state: paused, and whether a plan waits for approval."""
+        self.paused.set(1 if paused else 0)
+        self.pending_approval.set(1 if pending_approval else 0)
+
+    def tick_hook(self, reconciler: Reconciler) -> Callable[[TickReport, float], None]:
+        """A `(report, duration_s)` callback for the daemon's `on_tick`."""
+
+        def hook(report: TickReport, duration_s: float) -> None:
+            self.record_reconciler_tick(reconciler, report, duration_s=duration_s)
+
+        return hook
+
+    def record_reconciler_tick(
+        self, reconciler: Reconciler, report: TickReport, *, duration_s: float
+    ) -> None:
+        """Everything about one completed tick, gathered from the reconciler and its store.
+        The daemon's one line after `await reconciler.tick(now_s)`."""
+        nodes = reconciler.store.live_nodes()
+        capacity: defaultdict[str, float] = defaultdict(float)
+        for m in reconciler.config.models:
+            capacity[m.name] = 0.0
+        for node in nodes:
+            if node.state is NodeState.READY:
+                capacity[node.model] += reconciler.capacity_of(node.model, node.pool)
+        policy = reconciler.policy
+        planned: Mapping[tuple[str, str], float] = getattr(policy, "last_forecast", {})
+        self.configure(
+            tick_interval_s=reconciler.config.scheduler.tick_interval_s,
+            budget_usd_per_hour=reconciler.config.planning.budget_usd_per_hour,
+        )
+        self.record_tick(
+            report,
+            nodes=nodes,
+            demand=self.last_demand,
+            planned=planned,
+            capacity_rps_by_model=capacity,
+            duration_s=duration_s,
+            forecast=forecast_of(reconciler, report.now_s),
+            usd_per_hour_by_pool=_prices(reconciler),
+            preempted=self._new_preemptions(reconciler, report.now_s),
+            dry_run=reconciler.config.daemon.dry_run,
+        )
+        self.pending_approval.set(1 if reconciler.pending is not None else 0)
+
+    def record_tick(
+        self,
+        report: TickReport,
+        *,
+        nodes: Sequence[Node],
+        demand: DemandSample | None,
+        planned: Mapping[tuple[str, str], float],
+        capacity_rps_by_model: Mapping[str, float],
+        duration_s: float,
+        forecast: Mapping[tuple[str, str], QuantileForecast] | None = None,
+        usd_per_hour_by_pool: Mapping[Pool, float] | None = None,
+        preempted: Iterable[Node] = (),
+        dry_run: bool = False,
+    ) -> None:
+        """Everything about one completed tick, every input given. `nodes` are the live
+        nodes after the tick; `preempted` the nodes reclaimed since the last call;
+        `planned` and `forecast` are keyed by (model, region)."""
+        self.tick_duration.observe(duration_s)
+        plan = report.plan
+        outcome = "skipped" if plan is None else "dry_run" if dry_run else "ok"
+        self.ticks.labels(outcome).inc()
+        for line in report.errors:
+            self.tick_errors.labels(error_source(line)).inc()
+        for line in report.held_back:
+            self.guard_holds.labels(guard_of(line)).inc()
+        self._record_actions(report.actions, report.errors)
+        self._record_nodes(nodes, usd_per_hour_by_pool)
+        for node in preempted:
+            self.preemptions.labels(node.model, node.pool.key, node.pool.market.value).inc()
+        self._record_demand(demand, planned, forecast, capacity_rps_by_model)
+        if plan is not None:
+            # Only a tick that produced a plan counts as alive for the staleness alert.
+            self.last_success.set(report.now_s)
+            self.plan_cost.set(plan.usd_per_hour)
+            for status in PlanStatus:
+                self.plan_status.labels(status.value).set(1 if plan.status is status else 0)
+            self.solves.labels(plan.status.value).inc()
+            self.solver_duration.observe(plan.solve_time_s)
+            unmet: defaultdict[str, float] = defaultdict(float)
+            for model in capacity_rps_by_model:
+                unmet[model] = 0.0
+            for u in plan.unmet:
+                unmet[u.model] += u.rps
+            self.plan_unmet.clear()
+            for model, rps in unmet.items():
+                self.plan_unmet.labels(model).set(rps)
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def _new_preemptions(self, reconciler: Reconciler, now_s: float) -> list[Node]:
+        """Nodes that entered INTERRUPTED since the last call, read from the transition
+        history by id so each reclaim counts once. The first call after a start counts
+        only this tick's events (stamped `now_s`), never the whole history again."""
+        db = reconciler.store.db
+        if self._preemption_cursor is None:
+            where, args = "new = ? and at_s >= ?", [NodeState.INTERRUPTED.value, now_s]
+        else:
+            where, args = (
+                "new = ? and id > ?",
+                [NodeState.INTERRUPTED.value, self._preemption_cursor],
+            )
+        out: list[Node] = []
+        for row in db.table("node_events").rows_where(where, args, order_by="id"):
+            node = reconciler.store.node(row["node_id"])
+            if node is not None:
+                out.append(node)
+        last = db.execute("select max(id) from node_events").fetchone()[0]
+        self._preemption_cursor = int(last) if last is not None else 0
+        return out
+
+    def _record_actions(self, actions: Sequence[Action], errors: Sequence[str]) -> None:
+        # The reconciler reports a failed action as "<Kind> <node_id>: <error>"; match on
+        # that prefix (TickReport carries no per-action result).
+        failed = TallyCounter(line.split(":", 1)[0] for line in errors)
+        for action in actions:
+            key = f"{type(action).__name__} {action.node_id}"
+            ok = failed[key] == 0
+            if not ok:
+                failed[key] -= 1
+            self.actions.labels(_KIND[type(action)], "ok" if ok else "failed").inc()
+
+    def _record_nodes(
+        self, nodes: Sequence[Node], usd_per_hour_by_pool: Mapping[Pool, float] | None
+    ) -> None:
+        counts = TallyCounter(
+            (n.model, n.pool.key, n.pool.market.value, n.state.value) for n in nodes
+        )
+        # Cleared and refilled in one go: scrapes run on the same event loop, so none
+        # sees the empty gauge, and combinations that emptied out disappear.
+        self.nodes.clear()
+        for labels, count in counts.items():
+            self.nodes.labels(*labels).set(count)
+        if usd_per_hour_by_pool is not None:
+            self.fleet_cost.set(
+                sum(usd_per_hour_by_pool.get(n.pool, 0.0) for n in nodes if n.state in _BILLED)
+            )
+
+    def _record_demand(
+        self,
+        demand: DemandSample | None,
+        planned: Mapping[tuple[str, str], float],
+        forecast: Mapping[tuple[str, str], QuantileForecast] | None,
+        capacity_rps_by_model: Mapping[str, float],
+    ) -> None:
+        for (model, region), rps in planned.items():
+            self.planned_demand.labels(model, region).set(rps)
+        if forecast:
+            for (model, region), f in forecast.items():
+                for q in f.quantiles:
+                    self.forecast_peak.labels(model, region, f"{q:g}").set(f.peak_rps(q))
+        for model, rps in capacity_rps_by_model.items():
+            self.capacity.labels(model).set(rps)
+        if demand is None:
+            return
+        regions = {r for (_, r) in planned} | {r for (_, r) in demand.rps}
+        models = set(capacity_rps_by_model) | {m for (m, _) in planned}
+        expected = {(m, r) for m in models for r in regions}
+        self.demand_complete.set(1 if demand.complete(set(planned) or expected) else 0)
+        by_model: defaultdict[str, float] = defaultdict(float)
+        for model, region in sorted(set(planned) | set(demand.rps)):
+            rps = demand.rps.get((model, region), math.nan)
+            good = math.isfinite(rps) and rps >= 0
+            self.demand.labels(model, region).set(rps if good else math.nan)
+            # NaN poisons the sum, so a model with a missing region shows no headroom
+            # rather than a made-up one.
+            by_model[model] += rps if good else math.nan
+        for model, capacity in capacity_rps_by_model.items():
+            self.headroom.labels(model).set(capacity - by_model.get(model, 0.0))
+
+
+def _prices(reconciler: Reconciler) -> dict[Pool, float]:
+    return {o.pool: o.usd_per_hour for o in reconciler.catalog.offerings}
+
+
+def forecast_of(reconciler: Reconciler, now_s: float) -> dict[tuple[str, str], QuantileForecast]:
+    """The policy's forecast per (model, region), if the policy has a forecaster."""
+    forecaster = getattr(reconciler.policy, "forecaster", None)
+    if forecaster is None:
+        return {}
+    raw = forecaster.predict(now_s)
+    out: dict[tuple[str, str], QuantileForecast] = {}
+    for m in reconciler.config.models:
+        for r in reconciler.config.regions:
+            f = raw.get(demand_key(m.name, r.name))
+            if f is not None:
+                out[m.name, r.name] = f
+    return out
