@@ -42,12 +42,17 @@ class CapschedPolicy:
         settings = ForecastSettings.of(config.forecast, step_s=config.scheduler.tick_interval_s)
         self.forecaster = forecaster or build_forecaster(settings)  # state survives via state_dict
         self.last_forecast: dict[tuple[str, str], float] = {}  # planned rps per series, for reports
+        self._last_step: int | None = None  # forecaster step last fed
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now)."""
         series = [(m.name, r.name) for m in self.config.models for r in self.config.regions]
         observed = {demand_key(m, r): obs.demand.rps.get((m, r), math.nan) for m, r in series}
-        self.forecaster.update(obs.now_s, observed)
+        step = self.forecaster.tick_of(obs.now_s)
+        if self._last_step is None or step > self._last_step:
+            # Extra ticks inside one step (on an interruption notice) reuse the forecast.
+            self.forecaster.update(obs.now_s, observed)
+            self._last_step = step
         forecast = self.forecaster.predict(obs.now_s)
         q = self.config.forecast.plan_quantile
         out: list[Demand] = []
