@@ -270,3 +270,103 @@ def test_settings_validate_and_complete_the_config() -> None:
     assert ForecastSettings().seasonal_knot_min == (15, 105)
     f = build_forecaster(ForecastConfig(method="seasonal_naive", horizon_min=15))
     assert isinstance(f, SeasonalNaive) and f.horizon_steps == 15
+
+
+# ---- level shifts: a fall in demand must not widen the band above the forecast
+
+PLANNER = ForecastSettings.of(ForecastConfig(), step_s=300.0)  # the policy's 5-minute tick
+TICK = 300.0
+
+
+def _peaks(f, values: list[float], key: str = "k") -> list[tuple[float, float]]:
+    """(0.5 peak, 0.95 peak) after each update of `values`, one per tick."""
+    out = []
+    for t, v in enumerate(values):
+        f.update(t * TICK, {key: v})
+        fc = f.predict(t * TICK)[key]
+        out.append((fc.peak_rps(0.5), fc.peak_rps(0.95)))
+    return out
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cold_step_down_never_raises_the_upper_quantile(method: str) -> None:
+    # The reconcile-loop report: flat at 60 rps for two ticks, then traffic moves away.
+    peaks = _peaks(build_forecaster(PLANNER, method), [60.0, 60.0] + [1.0] * 15)
+    pre_level, pre_band = 60.0, peaks[1][1] - peaks[1][0]  # the band was 0 before the drop
+    after = [p95 for _, p95 in peaks[2:]]
+    assert max(after) <= pre_level + pre_band + 1e-9  # was 197 rps
+    # ...and it follows the new level within a few ticks (85% of the drop in 6).
+    assert after[5] <= 1.0 + 0.15 * 59.0
+    assert after[-1] <= 3.0
+    # A handful of points: one, then the drop.
+    peaks = _peaks(build_forecaster(PLANNER, method), [60.0, 1.0, 1.0, 1.0])
+    assert max(p95 for _, p95 in peaks) <= 60.0 + 1e-9
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cold_step_up_rises_at_once_with_a_bounded_band(method: str) -> None:
+    peaks = _peaks(build_forecaster(PLANNER, method), [1.0, 1.0] + [60.0] * 15)
+    after = peaks[2:]
+    assert after[1][0] >= 0.8 * 60.0  # the median is there by the second tick
+    assert all(p95 >= 60.0 for _, p95 in after[1:])
+    # The band of a series that has shown one jump is bounded by that jump's size
+    # (it was 3.7× the new level before), and it narrows again.
+    assert max(p95 for _, p95 in after) <= 60.0 + 1.5 * 59.0
+    assert after[-1][1] < max(p95 for _, p95 in after)
+
+
+def _step_series(before: float, after: float, n_before: int = 300, n_after: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return np.concatenate(
+        [
+            before * (1.0 + rng.normal(0, 0.05, n_before)),
+            after * (1.0 + rng.normal(0, 0.05, n_after)),
+        ]
+    )
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_warm_step_down_stays_under_the_pre_drop_band(method: str) -> None:
+    y = _step_series(60.0, 6.0)
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a"])
+    replay(f, y[None, :300])
+    pre = f.predict(299 * STEP)["a"]
+    pre_band = pre.peak_rps(0.95) - pre.peak_rps(0.5)
+    pre_level = float(np.max(y[240:300]))  # the highest value of the last season
+    med, p95 = [], []
+    for t in range(300, y.size):
+        f.update_array(t * STEP, y[t : t + 1])
+        fc = f.predict(t * STEP)["a"]
+        med.append(fc.path(0.5)[0])
+        p95.append(fc.peak_rps(0.95))
+    assert max(p95) <= pre_level + pre_band
+    if method == "holt_winters":
+        # Not even above the last pre-drop quantile. Within one horizon (10 steps)
+        # three quarters of the drop is gone, within two the median is at the new
+        # level, within four the upper quantile is the new level plus the old band.
+        assert max(p95) <= pre.peak_rps(0.95) + 1e-9
+        assert p95[9] <= pre.peak_rps(0.95) - 0.75 * 54.0
+        assert abs(med[19] - 6.0) <= 0.15 * 6.0
+        assert p95[39] <= 6.0 * 1.05 + pre_band
+    # seasonal_naive forecasts last season's values by design: it follows a
+    # shift after one season, but its band above them does not widen meanwhile.
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_warm_step_up_is_followed_within_a_few_steps(method: str) -> None:
+    y = _step_series(6.0, 60.0)
+    f = build_forecaster(HOURLY, method)
+    f.add_series(["a"])
+    replay(f, y[None, :300])
+    med, p95 = [], []
+    for t in range(300, y.size):
+        f.update_array(t * STEP, y[t : t + 1])
+        fc = f.predict(t * STEP)["a"]
+        med.append(fc.path(0.5)[0])
+        p95.append(fc.peak_rps(0.95))
+    if method == "holt_winters":
+        assert med[9] >= 0.7 * 60.0  # within one horizon
+        assert p95[9] >= 0.9 * 60.0
+    else:  # last season's values until a season has passed; the band covers the rise
+        assert p95[24] >= 0.9 * 60.0

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SeriesKey = str  # one demand series, by convention "model/region" (see `demand_key`)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def demand_key(model: str, region: str) -> SeriesKey:

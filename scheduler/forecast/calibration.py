@@ -4,19 +4,30 @@ For every series and every horizon on a small grid (1, 2, 3, 5, … steps up to
 the planning horizon) the calibrator keeps the point forecasts it was given, and
 when the target step arrives it scores the error ``e = y - ŷ``:
 
-- a scale ``m``: the exponentially weighted mean of ``|e|`` (memory
-  ``calibration_memory`` errors, bias-corrected while few errors are known);
-- per quantile level ``τ`` a threshold ``q`` on the scaled score ``s = e / m``,
+- two one-sided scales: ``u``, the exponentially weighted mean of ``max(e, 0)``
+  (under-forecasts), and ``d``, that of ``max(-e, 0)`` (over-forecasts) (memory
+  ``calibration_memory`` errors, bias-corrected while few errors are known).
+  Quantiles above the median are in units of ``u``, below it of ``d``, the
+  median of ``u + d`` (the mean ``|e|``). A fall in demand is an over-forecast:
+  it can only narrow the band above the forecast, never widen it, so a drop in
+  load cannot raise the quantile the planner provisions for;
+- per quantile level ``τ`` a threshold ``q`` on the scaled score ``s = e / unit``,
   moved by online quantile tracking (adaptive conformal inference, Gibbs &
   Candès 2021; Angelopoulos et al. 2023): ``q += η (1[s > q] - (1 - τ))``.
   Whatever the error distribution, the long-run share of steps with ``s > q``
   converges to ``1 - τ``: a stated 0.95 quantile is exceeded about 5% of the time.
 
-The offset added to the point forecast at horizon ``h`` is ``q·m`` interpolated
+The offset added to the point forecast at horizon ``h`` is ``q·unit`` interpolated
 over the grid; a forecast made ``g`` steps after the last good observation uses
 horizon ``h + g`` (wider), and beyond the grid the offset grows like ``√h``.
-Before any error is known the scale falls back to ``√h`` times the mean
-one-step change of the series. See docs/forecasting.md.
+Before any error is known the scales fall back to ``√h`` times the mean one-step
+rise (for ``u``) or fall (for ``d``) of the series. While fewer than ``1/(1-τ)``
+errors are known at a horizon (fewer than 20 for the 0.95 quantile), the offset
+is pulled towards a bound: the largest error of its side seen there (or, before
+any, the largest one-step move of the series) — an empirical quantile of a
+small sample never exceeds its maximum, while a scale times a tail multiplier
+from two or three errors can be many times the move that caused them. The pull
+fades linearly as errors accrue. See docs/forecasting.md.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ ETA_HALF_LIFE = 50.0  # errors after which the step size has roughly halved
 
 
 def laplace_quantile(tau: float) -> float:
-    """τ-quantile of a Laplace error in units of its mean absolute error (the prior)."""
+    """τ-quantile of a Laplace error in units of its mean absolute error."""
     if tau >= 0.5:
         return -math.log(2.0 * (1.0 - tau))
     return math.log(2.0 * tau)
@@ -68,18 +79,34 @@ class ConformalCalibrator:
         g, q = self.grid.size, self.taus.size
         self._origin = np.full(self.ring, -1, dtype=np.int64)  # origin step held in each ring slot
         self._prior_q = np.array([laplace_quantile(t) for t in self.taus])
+        # Which one-sided scale each quantile's threshold is in units of (see `_units`).
+        self._upper = self.taus > 0.5
+        self._lower = self.taus < 0.5
+        self._tail = np.minimum(self.taus, 1.0 - self.taus)  # share of errors beyond a quantile
         self._cap = 0
         self.fc = np.empty((0, self.ring, g))  # point forecasts by origin slot and grid horizon
-        self.scale = np.empty((0, g))  # EW mean |error| (not bias-corrected)
-        self.wsum = np.empty((0, g))  # EW weight mass behind `scale` (bias correction)
+        self.up = np.empty((0, g))  # EW mean of under-forecasts max(e, 0) (not bias-corrected)
+        self.dn = np.empty((0, g))  # EW mean of over-forecasts max(-e, 0) (not bias-corrected)
+        self.wsum = np.empty((0, g))  # EW weight mass behind `up`/`dn` (bias correction)
         self.q = np.empty((0, g, q))  # score thresholds per quantile
         self.nscore = np.empty((0, g))  # errors scored so far
-        self.diff = np.empty(0)  # EW mean |one-step change| of the target (prior scale)
-        self.dsum = np.empty(0)  # EW weight mass behind `diff`
-        self.last = np.empty(0)  # last good target value (for `diff`)
+        self.dup = np.empty(0)  # EW mean rise max(Δy, 0) of the target (prior of `up`)
+        self.ddn = np.empty(0)  # EW mean fall max(-Δy, 0) of the target (prior of `dn`)
+        self.dsum = np.empty(0)  # EW weight mass behind `dup`/`ddn`
+        self.last = np.empty(0)  # last good target value (for the changes)
+        # Largest under-/over-forecast seen per grid horizon, and largest one-step rise
+        # and fall of the target, each forgetting by (1 - 1/memory) per observation:
+        # the bound on a quantile's offset (see `offsets`).
+        self.mxu = np.empty((0, g))
+        self.mxd = np.empty((0, g))
+        self.mru = np.empty(0)
+        self.mrd = np.empty(0)
         self.grow(capacity)
 
-    _FIELDS = ("fc", "scale", "wsum", "q", "nscore", "diff", "dsum", "last")
+    _FIELDS = (
+        "fc", "up", "dn", "wsum", "q", "nscore", "dup", "ddn", "dsum", "last",
+        "mxu", "mxd", "mru", "mrd",
+    )  # fmt: skip
 
     def _fill(self, name: str) -> float:
         return math.nan if name in ("fc", "last") else 0.0
@@ -104,12 +131,17 @@ class ConformalCalibrator:
         origins = t - self.grid
         slots = origins % self.ring
         live = self._origin[slots] == origins  # (G,) forecasts exist for these horizons
-        # Prior scale from one-step changes, updated whatever the forecasts.
+        # Prior scales from one-step rises and falls, updated whatever the forecasts.
         good = np.isfinite(y)
-        step = np.abs(y - self.last[:n])
+        step = y - self.last[:n]
         ok = good & np.isfinite(step)
-        self.diff[:n][ok] += self.rho * (step[ok] - self.diff[:n][ok])
+        rise, fall = np.maximum(step[ok], 0.0), np.maximum(-step[ok], 0.0)
+        self.dup[:n][ok] += self.rho * (rise - self.dup[:n][ok])
+        self.ddn[:n][ok] += self.rho * (fall - self.ddn[:n][ok])
         self.dsum[:n][ok] += self.rho * (1.0 - self.dsum[:n][ok])
+        keep = 1.0 - self.rho
+        self.mru[:n][ok] = np.maximum(rise, keep * self.mru[:n][ok])
+        self.mrd[:n][ok] = np.maximum(fall, keep * self.mrd[:n][ok])
         self.last[:n][good] = y[good]
         if not live.any():
             return
@@ -119,35 +151,58 @@ class ConformalCalibrator:
         valid = np.isfinite(err)
         if not valid.any():
             return
-        m = self._scale_now(n)[:, gi]
-        score = np.where(valid, err / m, 0.0)
+        unit = self._units(n)[:, gi, :]  # (n, g', Q)
+        score = np.where(valid[:, :, None], err[:, :, None] / unit, 0.0)
         # Quantile tracking: move each threshold towards the level it should hold.
         q = self.q[:n, gi, :]
-        miss = (score[:, :, None] > q).astype(np.float64)
+        miss = (score > q).astype(np.float64)
         ns = self.nscore[:n, gi]
         eta = np.maximum(ETA_MIN, ETA_START / (1.0 + ns / ETA_HALF_LIFE))
         step_q = eta[:, :, None] * (miss - (1.0 - self.taus))
         self.q[:n, gi, :] = np.where(valid[:, :, None], q + step_q, q)
         self.nscore[:n, gi] = ns + valid
-        absd = np.abs(np.where(valid, err, 0.0))
-        sc = self.scale[:n, gi]
+        e = np.where(valid, err, 0.0)
+        keep = 1.0 - self.rho
+        for name, big, part in (
+            ("up", "mxu", np.maximum(e, 0.0)),
+            ("dn", "mxd", np.maximum(-e, 0.0)),
+        ):
+            sc = getattr(self, name)[:n, gi]
+            getattr(self, name)[:n, gi] = np.where(valid, sc + self.rho * (part - sc), sc)
+            mx = getattr(self, big)[:n, gi]
+            getattr(self, big)[:n, gi] = np.where(valid, np.maximum(part, keep * mx), mx)
         ws = self.wsum[:n, gi]
-        self.scale[:n, gi] = np.where(valid, sc + self.rho * (absd - sc), sc)
         self.wsum[:n, gi] = np.where(valid, ws + self.rho * (1.0 - ws), ws)
 
-    def _scale_now(self, n: int) -> FloatArray:
-        """Current error scale per (series, grid horizon), with the prior where unknown."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            known = self.scale[:n] / self.wsum[:n]
-            prior = (self.diff[:n] / self.dsum[:n])[:, None] * np.sqrt(self.grid)[None, :]
-        prior = np.where(np.isfinite(prior), prior, 0.0)
-        # Blend towards the measured scale as errors accumulate (weight ~ errors seen / 10).
+    def _one_sided(self, n: int) -> tuple[FloatArray, FloatArray]:
+        """Current (rise, fall) scales per (series, grid horizon), with the prior where unknown."""
         trust = np.minimum(1.0, self.nscore[:n] / 10.0)
-        m = np.where(
-            self.wsum[:n] > 0, trust * known + (1.0 - trust) * np.maximum(known, prior), prior
-        )
-        floor = 1e-9 + 1e-6 * np.abs(np.nan_to_num(self.last[:n]))[:, None]
-        return np.asarray(np.maximum(np.nan_to_num(m), floor), dtype=np.float64)
+        root_h = np.sqrt(self.grid)[None, :]
+        out = []
+        for err_sum, change in ((self.up[:n], self.dup[:n]), (self.dn[:n], self.ddn[:n])):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                known = err_sum / self.wsum[:n]
+                prior = (change / self.dsum[:n])[:, None] * root_h
+            prior = np.where(np.isfinite(prior), prior, 0.0)
+            # Blend towards the measured scale as errors accumulate (weight ~ errors seen / 10).
+            m = np.where(
+                self.wsum[:n] > 0, trust * known + (1.0 - trust) * np.maximum(known, prior), prior
+            )
+            out.append(np.nan_to_num(m))
+        return out[0], out[1]
+
+    def _units(self, n: int) -> FloatArray:
+        """Scale each threshold is in units of, per (series, grid horizon, quantile).
+
+        Upper quantiles use the rise scale (under-forecasts), lower ones the fall
+        scale (over-forecasts), the median both (the mean ``|e|``): a fall in
+        demand never widens the band above the forecast, nor a rise the band below.
+        """
+        up, dn = self._one_sided(n)
+        side = np.where(self._upper, up[:, :, None], dn[:, :, None])
+        unit = np.where(self._upper | self._lower, side, (up + dn)[:, :, None])
+        floor = 1e-9 + 1e-6 * np.abs(np.nan_to_num(self.last[:n]))[:, None, None]
+        return np.asarray(np.maximum(unit, floor), dtype=np.float64)
 
     def record(self, t: int, point: FloatArray, n: int) -> None:
         """Keep the point forecasts made at step `t` for grid horizons (n, G), NaN = none."""
@@ -167,7 +222,17 @@ class ConformalCalibrator:
 
         `stale[i]` (steps since series i was last observed) is added to every horizon.
         """
-        grid_off = self.q[:n] * self._scale_now(n)[:, :, None]  # (n, G, Q)
+        grid_off = self.q[:n] * self._units(n)  # (n, G, Q)
+        # While few errors are known (fewer than 1/(1-τ)), pull each offset towards
+        # the largest error of its side seen at that horizon (or, before any, the
+        # largest one-step move): an empirical quantile never exceeds its sample's
+        # maximum, whatever two or three errors make of the scale. The pull fades
+        # as errors accrue, so it never binds a calibrated series.
+        cap_up = np.maximum(self.mxu[:n], self.mru[:n, None])[:, :, None]
+        cap_dn = np.maximum(self.mxd[:n], self.mrd[:n, None])[:, :, None]
+        capped = np.clip(grid_off, -cap_dn, cap_up)
+        lift = np.minimum(1.0, self.nscore[:n, :, None] * self._tail[None, None, :])
+        grid_off = capped + lift * (grid_off - capped)
         heff = h[None, :] + stale[:, None]  # (n, H)
         gmax = int(self.grid[-1])
         hc = np.minimum(heff, gmax)

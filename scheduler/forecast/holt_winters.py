@@ -16,7 +16,10 @@ finite), the model is
   Every candidate is scored on its own recent forecast errors at a few
   horizons up to the planning horizon and the forecast combines them with
   weights ∝ 1 / error² (online model selection: a smooth series leans on fast
-  levels, a noisy one on slow levels), so there is no per-trace tuning.
+  levels, a noisy one on slow levels), so there is no per-trace tuning. A
+  candidate's error is the larger of that long-run mean and the mean of its
+  recent one-step errors, so after a level shift (up or down) the candidates
+  that still sit on the old level lose their weight within a few steps.
 
 Each update is O(series × (candidates + periods)): nothing is refitted. Quantiles
 come from the shared conformal calibrator; see docs/forecasting.md.
@@ -39,6 +42,7 @@ ALPHAS = (0.5, 0.2, 0.08, 0.03, 0.01)
 TREND_BETA = 0.02  # trend smoothing per step (trend candidates only)
 TREND_PHI = 0.97  # trend damping per step: a trend fades over ~30 steps
 SELECT_MEMORY = 240.0  # scored errors the candidate weights average over
+RECENT_MEMORY_HORIZONS = 8.0  # memory of the recent one-step errors, in planning horizons
 WEIGHT_POWER = 2.0  # candidate weight ∝ 1 / error ** WEIGHT_POWER
 SEASON_MEMORY_PERIODS = 4.0  # a seasonal knot forgets over this many periods
 REF_MEMORY_PERIODS = 0.5  # reference level (for learning the profiles) memory, in shortest periods
@@ -76,6 +80,11 @@ class HoltWinters(VectorForecaster):
         self.ref = self._register_array("ref", np.nan)  # slow level the profiles are learnt against
         self.sel_err = self._register_array("sel_err", 0.0, (k,))  # EW mean |error| per candidate
         self.sel_w = self._register_array("sel_w", 0.0)  # EW weight mass behind sel_err
+        # The same over the last planning horizon: a candidate that is wrong now (a
+        # level shift it has not followed) loses its weight within a few steps.
+        self.recent_rho = 1.0 / max(2.0, RECENT_MEMORY_HORIZONS * H)
+        self.rec_err = self._register_array("rec_err", 0.0, (k,))
+        self.rec_w = self._register_array("rec_w", 0.0)
         # sel_fc[i, slot, j, s]: candidate j's forecast from the slot's origin, horizon sel_h[s]
         self.sel_fc = self._register_array("sel_fc", np.nan, (self.sel_ring, k, self.sel_h.size))
         self.sel_origin = np.full(self.sel_ring, -1, dtype=np.int64)  # origin held per slot
@@ -200,10 +209,17 @@ class HoltWinters(VectorForecaster):
         has = cnt > 0
         if not has.any():
             return
-        rho = 1.0 / SELECT_MEMORY
         mean_err = errsum[has] / cnt[has, None]
-        self.sel_err[:n][has] += rho * (mean_err - self.sel_err[:n][has])
-        self.sel_w[:n][has] += rho * (1.0 - self.sel_w[:n][has])
+        e, w = self.sel_err[:n], self.sel_w[:n]
+        rho = 1.0 / SELECT_MEMORY
+        e[has] += rho * (mean_err - e[has])
+        w[has] += rho * (1.0 - w[has])
+        # Recent one-step errors: the first evidence that a candidate has lost the level.
+        if si[0] == 0:  # sel_h[0] == 1
+            one = ok[0]
+            e, w = self.rec_err[:n], self.rec_w[:n]
+            e[one] += self.recent_rho * (err[0, one] - e[one])
+            w[one] += self.recent_rho * (1.0 - w[one])
 
     def _record_candidates(self, t: int, n: int) -> None:
         fc = self._candidate_points(t, self.sel_h, n)  # (n, k, S)
@@ -220,7 +236,10 @@ class HoltWinters(VectorForecaster):
 
     def _weights(self, n: int) -> FloatArray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            err = self.sel_err[:n] / self.sel_w[:n, None]
+            # A candidate is judged by the worse of its long-run and recent errors.
+            err = np.fmax(  # fmax: a side not scored yet (NaN) does not count
+                self.sel_err[:n] / self.sel_w[:n, None], self.rec_err[:n] / self.rec_w[:n, None]
+            )
         known = self.sel_w[:n] > 0
         # Until candidates have been scored, all weigh the same.
         inv = np.where(known[:, None], 1.0 / np.maximum(err, 1e-12) ** WEIGHT_POWER, 1.0)
