@@ -4,8 +4,9 @@ Run:  .venv/bin/python benchmarks/bench_simulate.py [--fleet-gpus 20,200] [--tra
                                                    [--policies all] [--speed-only]
 
 Part 1 (cost): every shared request trace (../shared/data/traces) is replayed under
-the embedded default config and scenario (real SkyPilot spot traces from the shared
-data), scaled so its peak needs about N GPUs for each N of `--fleet-gpus`. Printed per
+the embedded default config (without its budget cap) and scenario (real SkyPilot spot
+traces from the shared data), scaled so its peak needs about N GPUs for each N of
+`--fleet-gpus`. Printed per
 (trace, N): each policy's cost, `vs oracle` and `vs spothedge` (cost ratios), SLO
 attainment and unserved fraction. The oracle used is the one registered as `oracle`
 (see simulations/baselines/oracle.py for whether it solves the integer program or its
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import RunResult, World, run_policy
 from simulations.policies import policy_names
 from simulations.world import WorldSpec, build_world
@@ -44,6 +47,16 @@ TRACES = {
     "azure-functions-day": (FUNCS / "example/invocations.csv", "auto"),
 }  # fmt: skip
 SPEED_TRACE = "burstgpt-week"
+
+
+def unbudgeted_config(tmp: Path) -> Path:
+    """The embedded default config without its budget cap: a 200-GPU fleet costs more than
+    its 400 USD/h, and the targets compare policies on cost, not on a budget."""
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if not ln.startswith("budget_usd_per_hour")]
+    path = tmp / "bench_config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def cut(world: World, days: float) -> World:
@@ -70,7 +83,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
     for name in args.traces:
         path, fmt = TRACES[name]
         for gpus in args.fleet_gpus:
-            world, _ = build_world(WorldSpec(None, path, fmt, fleet_gpus=gpus))
+            world, _ = build_world(WorldSpec(args.config, path, fmt, fleet_gpus=gpus))
             world = cut(world, args.max_days)
             results: dict[str, RunResult] = {}
             for policy in policies:
@@ -89,7 +102,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
 
 def speed_part(args: argparse.Namespace, policies: list[str]) -> None:
     path, fmt = TRACES[SPEED_TRACE]
-    world, _ = build_world(WorldSpec(None, path, fmt, fleet_gpus=args.speed_gpus))
+    world, _ = build_world(WorldSpec(args.config, path, fmt, fleet_gpus=args.speed_gpus))
     days = world.info.n_steps * world.info.step_s / 86400
     tick_s = world.config.scheduler.tick_interval_s
     print(
@@ -116,7 +129,10 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="skip the cost part")
     parser.add_argument("--cost-only", action="store_true", help="skip the speed part")
     parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench.db"))
+    parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
     args = parser.parse_args()
+    if args.config is None:
+        args.config = unbudgeted_config(Path(tempfile.mkdtemp()))
     logging.basicConfig(level=logging.ERROR)
     args.fleet_gpus = [float(x) for x in args.fleet_gpus.split(",")]
     args.traces = list(TRACES) if args.traces == "all" else args.traces.split(",")
