@@ -27,6 +27,7 @@ from scheduler.config import Config, ConfigError, load_config
 from scheduler.domain import NodeState
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
+from scheduler.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Daemon:
         advance: Callable[[float], Awaitable[None]] | None = None,
         pending_notices: Callable[[], int] | None = None,
         on_tick: TickHook | None = None,
+        telemetry: Telemetry | None = None,
         notice_poll_s: float = 5.0,
     ) -> None:
         self.config = config
@@ -88,7 +90,8 @@ class Daemon:
         self.clock = clock  # daemon time (wall clock, or virtual for the simulated cloud)
         self.advance = advance  # moves a simulated cloud to the daemon's time before a tick
         self.pending_notices = pending_notices  # cheap check for unread interruption notices
-        self.on_tick = on_tick  # metrics export
+        self.telemetry = telemetry  # Prometheus metrics, when exported
+        self.on_tick = on_tick or (telemetry.tick_hook(reconciler) if telemetry else None)
         self.notice_poll_s = notice_poll_s  # wall seconds between notice checks
         self.stats = DaemonStats()
         self.paused = False
@@ -192,11 +195,17 @@ class Daemon:
                         self.reconciler.tick(now), self.config.daemon.tick_timeout_s
                     )
             except TimeoutError:
-                self._tick_failed(f"tick timed out after {self.config.daemon.tick_timeout_s:.0f} s")
+                self._tick_failed(
+                    f"tick timed out after {self.config.daemon.tick_timeout_s:.0f} s",
+                    "timeout",
+                    time.perf_counter() - started,
+                )
                 return None
             except Exception as exc:  # the tick boundary: log, count, keep running
                 log.exception("tick_failed now_s=%.0f", now)
-                self._tick_failed(f"{type(exc).__name__}: {exc}")
+                self._tick_failed(
+                    f"{type(exc).__name__}: {exc}", "failed", time.perf_counter() - started
+                )
                 return None
             duration = time.perf_counter() - started
             self.stats.ticks += 1
@@ -204,6 +213,7 @@ class Daemon:
             self.stats.last_report = report
             if self.on_tick is not None:
                 self.on_tick(report, duration)
+            self._record_control()
             return report
 
     async def _observe_only(self, now: float) -> TickReport:
@@ -216,7 +226,14 @@ class Daemon:
             now, plan, (), ("paused: not acting",), tuple(errors), obs.demand_complete
         )
 
-    def _tick_failed(self, message: str) -> None:
+    def _record_control(self) -> None:
+        if self.telemetry is not None:
+            pending = self.reconciler.pending is not None
+            self.telemetry.record_control(paused=self.paused, pending_approval=pending)
+
+    def _tick_failed(self, message: str, outcome: str, duration_s: float) -> None:
+        if self.telemetry is not None:
+            self.telemetry.record_tick_failure(outcome, duration_s)
         self.stats.tick_errors += 1
         self.stats.last_error = message
         log.error("tick_error error=%r", message)
@@ -311,11 +328,13 @@ class Daemon:
     async def pause(self) -> None:
         """Observe and plan, but take no action."""
         self.paused = True
+        self._record_control()
         log.info("daemon_paused")
 
     async def resume(self) -> None:
         """Act again, starting now."""
         self.paused = False
+        self._record_control()
         self._wake.set()
         log.info("daemon_resumed")
 
@@ -328,6 +347,8 @@ class Daemon:
             new = load_config(self.config_path)
         except ConfigError as exc:
             self.stats.reload_failures += 1
+            if self.telemetry is not None:
+                self.telemetry.record_reload(ok=False)
             for line in exc.problems:
                 log.error("config_reload_refused problem=%r", line)
             sd_notify("READY=1\nSTATUS=config reload refused; running the previous config")
@@ -335,6 +356,12 @@ class Daemon:
         self.config = new
         self.reconciler.reconfigure(new)
         self.stats.config_generation += 1
+        if self.telemetry is not None:
+            self.telemetry.record_reload(ok=True)
+            self.telemetry.configure(
+                tick_interval_s=new.scheduler.tick_interval_s,
+                budget_usd_per_hour=new.planning.budget_usd_per_hour,
+            )
         sd_notify("READY=1\nSTATUS=config reloaded")
         log.info(
             "config_reloaded generation=%d path=%s", self.stats.config_generation, self.config_path

@@ -19,6 +19,7 @@ import numpy as np
 
 from adapters.metrics import MetricsSource
 from adapters.provider import Provider
+from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.daemon import Clock, Daemon
@@ -26,6 +27,7 @@ from scheduler.domain import CapacityProfile
 from scheduler.factory import build_scheduler
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore
+from scheduler.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +121,23 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         where = config_path or "default config"
         print(f"error: {where}: sources: {exc}", file=sys.stderr)
         return 2
+    try:
+        token = load_or_create_token(config.daemon.token_file)
+    except TokenFileError as exc:
+        print(
+            f"error: {config_path or 'default config'}: daemon.token_file: {exc}", file=sys.stderr
+        )
+        return 2
     store = StateStore(config.scheduler.state_db)
+    telemetry = Telemetry()
+    telemetry.configure(
+        tick_interval_s=config.scheduler.tick_interval_s,
+        budget_usd_per_hour=config.planning.budget_usd_per_hour,
+    )
     reconciler = build_scheduler(
         config,
         provider=edges.provider,
-        metrics=edges.metrics,
+        metrics=telemetry.tap(edges.metrics),
         store=store,
         catalog=catalog,
         profiles=profiles,
@@ -136,10 +150,18 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         clock=edges.clock,
         advance=edges.advance,
         pending_notices=edges.pending_notices,
+        telemetry=telemetry,
         notice_poll_s=1.0,
     )
-    async with daemon:
-        await daemon.wait_stopped()
+    app = make_app(daemon, token, metrics_registry=telemetry.registry)
+    d = config.daemon
+    # The API listens before the first tick, so a plan waiting for approval can be seen.
+    runner, _ = await serve(app, host=d.api_host, port=d.api_port, socket_path=d.api_socket)
+    try:
+        async with daemon:
+            await daemon.wait_stopped()
+    finally:
+        await runner.cleanup()
     return 0
 
 

@@ -28,6 +28,7 @@ tick_interval_s = 300
 state_db = "{db}"
 [daemon]
 tick_timeout_s = {timeout}
+api_port = 0
 [guards]
 min_node_age_s = 0
 [[models]]
@@ -283,3 +284,50 @@ async def test_unreachable_prometheus_never_scales_down(tmp_path: Path) -> None:
     assert not any(type(a).__name__ in ("Drain", "Terminate") for a in report.actions)
     await edges.metrics.close()
     store.close()
+
+
+async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Path) -> None:
+    import stat
+
+    from scheduler.api_client import ApiClient, Unauthorized
+
+    path = tmp_path / "capsched.toml"
+    text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
+    path.write_text(text.replace("[daemon]", '[daemon]\napproval_mode = "manual"'))
+    with subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as proc:
+        assert proc.stderr is not None
+        address = ""
+        for line in proc.stderr:  # blocks until the API listens and a plan is pending
+            if "api_listening address=" in line:
+                address = line.split("address=")[1].split()[0]
+            if "plan_pending plan_id=" in line:
+                break
+        token_file = tmp_path / "capsched.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        async with ApiClient(address) as anon:
+            status = await anon.status()
+            assert status["approval_mode"] == "manual" and status["pending_plan_id"]
+            with pytest.raises(Unauthorized):
+                await anon.approve(status["pending_plan_id"])
+        async with ApiClient(address, token=token_file.read_text().strip()) as api:
+            await api.approve(status["pending_plan_id"])
+        for line in proc.stderr:  # the approved plan acts at once
+            if "logger=scheduler.actuator launched" in line:
+                break
+        for line in proc.stderr:  # and the tick that launched is exported
+            if "logger=scheduler.reconciler tick now_s=" in line:
+                break
+        async with ApiClient(address) as anon:
+            exposition = await anon.metrics()
+            nodes = await anon.nodes()
+        assert nodes and "capsched_nodes{" in exposition
+        assert 'capsched_actions_total{kind="launch",result="ok"}' in exposition
+        proc.send_signal(signal.SIGTERM)
+        proc.stderr.read()
+        assert proc.wait(timeout=60) == 0

@@ -115,7 +115,6 @@ async def test_missing_or_nan_load_never_scales_down(tmp_path: Path) -> None:
     assert len(w.store.live_nodes()) == before
 
 
-@pytest.mark.xfail(reason="the forecaster's 0.95 band widens after a level drop (fix in progress)")
 async def test_lower_load_scales_down_through_drain(tmp_path: Path) -> None:
     w = World(tmp_path, rps=60.0)
     await w.tick(0)
