@@ -27,6 +27,7 @@ from adapters.provider import (
 from scheduler.actions import Action, Drain, Launch, Terminate
 from scheduler.domain import Node, NodeState, Pool
 from scheduler.drain import Drainer
+from scheduler.lifecycle import TERMINAL
 from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -150,5 +151,10 @@ class Actuator:
         except ProviderError as exc:
             self.store.journal_end(entry, "failed", now_s, f"{type(exc).__name__}: {exc}")
             raise
+        if node.state in TERMINAL:
+            # An orphan: listed after we had failed or lost it. The instance is going;
+            # the node's record stays where it is (terminal states have no way out).
+            self.store.journal_end(entry, "done", now_s, f"terminate requested ({node.state})")
+            return
         self.store.transition(node.node_id, NodeState.TERMINATING, now_s, action.reason)
         self.store.journal_end(entry, "done", now_s, "terminate requested")

@@ -353,14 +353,19 @@ class Reconciler:
         errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result.failed)
         if result.exhausted_pools and target is plan:
             # Fall back to another pool now rather than a whole tick later.
-            obs2, _ = await self.observe(now_s)
-            plan, retry, more_held = self.decide(obs2)
-            self.approved = plan
-            result2 = await self.actuator.execute(retry, now_s)
-            for pool in result2.exhausted_pools:
-                self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
-            errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
-            todo, held = (*todo, *retry), (*held, *more_held)
+            try:
+                obs2, _ = await self.observe(now_s)
+            except ProviderError as exc:
+                # The pools are cooled down already: the next tick falls back instead.
+                errors.append(f"provider: {type(exc).__name__}: {exc} (fallback deferred)")
+            else:
+                plan, retry, more_held = self.decide(obs2)
+                self.approved = plan
+                result2 = await self.actuator.execute(retry, now_s)
+                for pool in result2.exhausted_pools:
+                    self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
+                errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
+                todo, held = (*todo, *retry), (*held, *more_held)
 
         if approval != "pending" and (self.pending is None or self.pending[1] is not plan):
             self.store.record_plan(plan, now_s, self.policy.name, held, approval=approval)
