@@ -18,6 +18,9 @@ class DemandSample:
 
     at_s: float  # time the rates describe
     rps: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (model, region) -> rps
+    # Highest short-window rate (e.g. per minute) since the previous sample, where the source
+    # knows it: capacity must cover the peaks inside a tick, not the average over it.
+    peak_rps: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
         """Whether every expected series has a finite, non-negative rate."""

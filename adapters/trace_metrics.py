@@ -29,6 +29,7 @@ class TraceMetrics:
         *,
         start_s: float,
         step_s: float = 60.0,
+        peak_window_s: float = 0.0,
     ) -> None:
         values = np.asarray(rps, dtype=np.float64)
         if values.ndim != 2 or values.shape[0] != len(keys):
@@ -39,6 +40,7 @@ class TraceMetrics:
         self.rps = values  # rows per key, columns per step
         self.start_s = start_s  # time of the first step
         self.step_s = step_s  # step length, seconds
+        self.peak_window_s = peak_window_s  # report the highest step rate over this window
         self.calls = 0  # number of demand() calls, for tests and counters
 
     def step_at(self, now_s: float) -> int:
@@ -49,7 +51,22 @@ class TraceMetrics:
     async def demand(self, now_s: float) -> DemandSample:
         """Request rates of the last complete step; NaN where the trace has no value."""
         self.calls += 1
-        column = self.rps[:, self.step_at(now_s)]
+        last = self.step_at(now_s)
+        column = self.rps[:, last]
+        peak: dict[tuple[str, str], float] = {}
+        if self.peak_window_s > 0:
+            # What a `max_over_time(rate[1m])` over the tick window would answer.
+            first = max(0, last - max(1, round(self.peak_window_s / self.step_s)) + 1)
+            window = self.rps[:, first : last + 1]
+            with np.errstate(all="ignore"):
+                top = np.where(
+                    np.isnan(window).all(axis=1),
+                    np.nan,
+                    np.nanmax(np.where(np.isnan(window), -np.inf, window), axis=1),
+                )
+            peak = {k: float(v) for k, v in zip(self.keys, top, strict=True)}
         return DemandSample(
-            at_s=now_s, rps={k: float(v) for k, v in zip(self.keys, column, strict=True)}
+            at_s=now_s,
+            rps={k: float(v) for k, v in zip(self.keys, column, strict=True)},
+            peak_rps=peak,
         )

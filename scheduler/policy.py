@@ -45,9 +45,12 @@ class CapschedPolicy:
         self._last_step: int | None = None  # forecaster step last fed
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
-        """Rates to provision for: max(forecast quantile peak over the horizon, rate now)."""
+        """Rates to provision for: max(forecast quantile peak over the horizon, rate now),
+        where the rate of a tick is its peak short-window rate when the source knows it."""
         series = [(m.name, r.name) for m in self.config.models for r in self.config.regions]
-        observed = {demand_key(m, r): obs.demand.rps.get((m, r), math.nan) for m, r in series}
+        # Provision for the peaks inside a tick where the source reports them.
+        rates = {**obs.demand.rps, **obs.demand.peak_rps}
+        observed = {demand_key(m, r): rates.get((m, r), math.nan) for m, r in series}
         step = self.forecaster.tick_of(obs.now_s)
         if self._last_step is None or step > self._last_step:
             # Extra ticks inside one step (on an interruption notice) reuse the forecast.

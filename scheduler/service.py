@@ -74,6 +74,7 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
             np.tile(demand.rps, (1, week)),
             start_s=demand.start_s,
             step_s=demand.step_s,
+            peak_window_s=config.scheduler.tick_interval_s,
         )
     boot_s = (
         src.sim_boot_time_s

@@ -355,7 +355,13 @@ async def replay(
         random_interruptions=world.random_interruptions,
         reveal_stockouts=world.reveal_stockouts,
     )
-    metrics = TraceMetrics(info.keys, info.demand_rps, start_s=info.start_s, step_s=step_s)
+    metrics = TraceMetrics(
+        info.keys,
+        info.demand_rps,
+        start_s=info.start_s,
+        step_s=step_s,
+        peak_window_s=interval,
+    )
     Path(state_db).unlink(missing_ok=True)
     store = StateStore(state_db)
     policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
