@@ -14,6 +14,7 @@ Pure: no I/O, no clock. The cost terms it adds on top of list prices:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,19 @@ def allowed(config: Config, offering: Offering, itype: InstanceType) -> bool:
         and pool.market in section.markets
         and (not section.gpu_kinds or itype.gpu_kind in section.gpu_kinds)
     )
+
+
+def _max_nodes(
+    config: Config, offering: Offering, itype: InstanceType, fleet: Sequence[Placement]
+) -> int:
+    """Nodes a pool may hold: none where the config forbids it; where only availability
+    is missing (a stock-out or a cooled-down pool), the nodes it already runs, since a
+    refused launch is no reason to move healthy nodes away."""
+    if allowed(config, offering, itype):
+        return 10_000
+    if allowed(config, dataclasses.replace(offering, available=True), itype):
+        return sum(pl.count for pl in fleet if pl.pool == offering.pool)
+    return 0
 
 
 def resolve_location(catalog: Catalog, location: str) -> str:
@@ -145,7 +159,7 @@ def build_problem(
                 launch_usd_per_hour=churn,
                 remove_usd_per_hour=churn,
                 gpus=itype.gpu_count,
-                max_nodes=10_000 if allowed(config, o, itype) else 0,
+                max_nodes=_max_nodes(config, o, itype, fleet),
             )
         )
         for m, section in enumerate(config.models):

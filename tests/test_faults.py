@@ -19,7 +19,7 @@ from adapters.provider import (
     Transient,
 )
 from adapters.sim import SimCloud
-from scheduler.actions import Terminate
+from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import Node, NodeState, Plan
@@ -240,3 +240,23 @@ async def test_instance_listed_after_its_launch_failed_is_terminated(tmp_path: P
     assert "cs-orphan" not in {i.node_id for i in await w.cloud.list_instances()}
     assert w.store.journal("pending") == []
     assert w.store.node("cs-orphan").state is NodeState.FAILED  # type: ignore[union-attr]
+
+
+async def test_a_refused_launch_keeps_the_nodes_its_pool_already_runs(tmp_path: Path) -> None:
+    # A capacity or quota error cools the pool down: no new launches there, but the
+    # healthy nodes it runs are no reason to move (make-before-break churn for nothing).
+    w = World(tmp_path, seed=0)
+    w.faulty.faults = {}
+    await w.tick(20.0)
+    await w.tick(20.0)
+    before = serving_by_placement(w.store)
+    pool = max(w.store.live_nodes(), key=lambda n: before[n.model, n.pool.key]).pool
+    w.rec.cooldown_until[pool] = w.now + 3600.0
+    report = await w.tick(40.0)  # more load: the plan grows, elsewhere
+    assert report.plan is not None
+    kept = {(p.model, p.pool.key): p.count for p in report.plan.placements if p.pool == pool}
+    assert kept == {k: n for k, n in before.items() if k[1] == pool.key}
+    assert not any(
+        isinstance(a, Launch) and a.pool == pool for a in report.actions
+    )  # and nothing new there
+    assert not any(isinstance(a, Drain) for a in report.actions)
