@@ -139,6 +139,15 @@ class PrometheusSource:
                     out[key] = math.nan  # fresh but no rate yet (one sample in the window)
         for key in stale:
             out[key] = math.nan
+        peak: dict[Key, float] = {}
+        if cfg.peak_query:
+            # The highest short-window rate of the tick; a failure here only loses the peaks.
+            try:
+                peaks = await self.query(cfg.peak_query, now_s)
+            except PrometheusQueryError as exc:
+                log.warning("prometheus_peak_failed now_s=%.0f reason=%s", now_s, exc)
+                peaks = {}
+            peak = {k: v for k, (_, v) in peaks.items() if k in out and k not in stale}
         if stale:
             log.warning(
                 "prometheus_stale_series now_s=%.0f max_staleness_s=%g count=%d series=%s",
@@ -147,7 +156,7 @@ class PrometheusSource:
                 len(stale),
                 ",".join(f"{m}/{r}" for m, r in sorted(stale)),
             )
-        return DemandSample(now_s, out)
+        return DemandSample(now_s, out, peak)
 
     async def query(self, promql: str, now_s: float) -> dict[Key, tuple[float, float]]:
         """Run one instant query at `now_s`: (model, region) -> (sample time, value).

@@ -336,3 +336,28 @@ def test_config_rejects_non_http_url() -> None:
     with pytest.raises(ValueError, match="http:// or https://"):
         PrometheusConfig(url="prom:9090")
     assert PrometheusConfig(url="http://prom:9090/").url == "http://prom:9090"
+
+
+async def test_peak_of_the_tick_comes_with_the_rates(fake: tuple[FakePrometheus, str]) -> None:
+    from adapters.prometheus_config import DEFAULT_PEAK_QUERY
+
+    prom, url = fake
+    prom.on(RATE_Q, json_reply(RATES))
+    prom.on(FRESH_Q, json_reply(FRESH))
+    prom.on(
+        DEFAULT_PEAK_QUERY, json_reply(vector(({"model": "llama", "region": "eu"}, NOW_S, 7.5)))
+    )
+    async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+        sample = await source.demand(NOW_S)
+    assert sample.rps[("llama", "eu")] == 4.5
+    assert dict(sample.peak_rps) == {("llama", "eu"): 7.5}
+
+
+async def test_a_failing_peak_query_keeps_the_rates(fake: tuple[FakePrometheus, str]) -> None:
+    prom, url = fake
+    prom.on(RATE_Q, json_reply(RATES))
+    prom.on(FRESH_Q, json_reply(FRESH))  # the peak query gets the fake's 400
+    async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+        sample = await source.demand(NOW_S)
+    assert sample.rps == {("llama", "eu"): 4.5, ("llama", "us"): 2.0}
+    assert dict(sample.peak_rps) == {}
