@@ -294,7 +294,7 @@ class AwsProvider:
         self._boto_config = AioConfig(
             connect_timeout=config.connect_timeout_s,
             read_timeout=config.read_timeout_s,
-            retries={"mode": "standard", "max_attempts": config.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": config.max_attempts},
             user_agent_extra="capsched",
         )
         self._stack = contextlib.AsyncExitStack()
