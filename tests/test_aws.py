@@ -59,7 +59,7 @@ def account(aws_env: str) -> MotoAccount:
 
 @pytest.fixture
 async def proxy(aws_env: str) -> AsyncIterator[FaultProxy]:
-    async for p in FaultProxy(aws_env).serve():
+    async with FaultProxy(aws_env).serve() as p:
         yield p
 
 

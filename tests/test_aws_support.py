@@ -17,6 +17,7 @@ No tests here (pytest collects nothing from this module); `test_aws.py` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -259,8 +260,9 @@ class FaultProxy:
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
             return resp.status, out, payload
 
+    @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[FaultProxy]:
-        """Serve on 127.0.0.1 (a free port) for the duration of the iteration."""
+        """Serve on 127.0.0.1 (a free port) inside the `async with`."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         server = TestServer(app, host="127.0.0.1")
