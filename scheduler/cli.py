@@ -144,6 +144,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "simulations.forecast_eval",
         "replay a demand series through every forecasting method and score them",
     ),
+    "tui": ("tui.cli", "watch and steer a running daemon, or browse a state database"),
     "simulate": (
         "simulations.simulate_cli",
         "replay a request trace through capsched and the baselines in virtual time",
