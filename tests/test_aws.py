@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -476,3 +477,33 @@ async def test_credentials_never_reach_the_logs(
         await p.list_instances()
     assert "aws_launch node_id=n-log" in caplog.text
     assert SECRET_KEY not in caplog.text and ACCESS_KEY not in caplog.text
+
+
+# ---------------------------------------------------------------------- IAM policy
+
+POLICY = Path(__file__).resolve().parent.parent / "deploy" / "aws" / "iam-policy.json"
+IAM_ACTION = {"DeleteMessageBatch": "DeleteMessage"}  # batch calls are authorised per message
+
+
+async def test_iam_policy_allows_exactly_the_calls_made(
+    account: MotoAccount, proxy: FaultProxy
+) -> None:
+    async with provider(account, endpoint_url=proxy.url) as p:
+        spot = await p.launch(LaunchRequest("n-iam", "m", SPOT))
+        await p.launch(LaunchRequest("n-iam-od", "m", OD))
+        await p.list_instances()
+        await p.offerings()
+        account.send_event(EAST, SPOT_WARNING, spot.cloud_instance_id, "2026-01-01T00:00:00Z")
+        assert await p.interruption_notices()
+        await p.terminate("n-iam")
+    sqs_actions = {"ReceiveMessage", "DeleteMessageBatch"}
+    made = {f"{'sqs' if a in sqs_actions else 'ec2'}:{IAM_ACTION.get(a, a)}" for a in proxy.calls}
+    doc = json.loads(POLICY.read_text(encoding="utf-8"))
+    allowed: set[str] = set()
+    for st in doc["Statement"]:
+        assert st["Effect"] == "Allow" and "*" not in "".join(st["Action"])
+        allowed.update([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    # CreateTags is authorised as part of RunInstances (TagSpecifications), not called.
+    assert made == allowed - {"ec2:CreateTags"}
+    [terminate] = [st for st in doc["Statement"] if st["Action"] == "ec2:TerminateInstances"]
+    assert terminate["Condition"]["StringEquals"] == {"ec2:ResourceTag/capsched-owner": "OWNER_ID"}
