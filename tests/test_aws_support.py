@@ -82,6 +82,17 @@ def aws_env() -> Iterator[str]:
         yield moto_endpoint()
 
 
+_boto_clients: dict[tuple[str, str, str], Any] = {}
+
+
+def boto(service: str, region: str, url: str) -> Any:
+    """A boto3 client on moto (the test's own view), made once per service and region."""
+    key = (service, region, url)
+    if key not in _boto_clients:
+        _boto_clients[key] = boto3.client(service, region_name=region, endpoint_url=url)
+    return _boto_clients[key]
+
+
 def closed_port_url() -> str:
     """An http URL on 127.0.0.1 where nothing listens (connections are refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -113,7 +124,7 @@ class MotoAccount:
         owner = f"t-{uuid.uuid4().hex[:12]}"
         regions: dict[str, RegionSetup] = {}
         for region in REGIONS:
-            ec2 = boto3.client("ec2", region_name=region, endpoint_url=url)
+            ec2 = boto("ec2", region, url)
             vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
             subnets = {}
             for i, zone in enumerate((f"{region}a", f"{region}b")):
@@ -122,7 +133,7 @@ class MotoAccount:
                 )
                 subnets[zone] = sub["Subnet"]["SubnetId"]
             sg = ec2.create_security_group(GroupName=owner, Description="capsched test", VpcId=vpc)
-            sqs = boto3.client("sqs", region_name=region, endpoint_url=url)
+            sqs = boto("sqs", region, url)
             queue = sqs.create_queue(QueueName=f"{owner}-{region}")["QueueUrl"]
             regions[region] = RegionSetup(subnets, sg["GroupId"], queue)
         return cls(url, owner, regions)
@@ -154,7 +165,7 @@ class MotoAccount:
 
     def ec2(self, region: str) -> Any:
         """A boto3 EC2 client on moto (the test's own view, not the provider's)."""
-        return boto3.client("ec2", region_name=region, endpoint_url=self.url)
+        return boto("ec2", region, self.url)
 
     def instances(self, region: str, node_id: str | None = None) -> list[dict[str, Any]]:
         """Every instance moto holds with this test's owner tag (terminated included)."""
@@ -185,12 +196,12 @@ class MotoAccount:
 
     def send_raw(self, region: str, body: str) -> None:
         """Put any message body into the region's queue."""
-        sqs = boto3.client("sqs", region_name=region, endpoint_url=self.url)
+        sqs = boto("sqs", region, self.url)
         sqs.send_message(QueueUrl=self.regions[region].queue_url, MessageBody=body)
 
     def queue_depth(self, region: str) -> int:
         """Messages still in the region's queue, visible or in flight."""
-        sqs = boto3.client("sqs", region_name=region, endpoint_url=self.url)
+        sqs = boto("sqs", region, self.url)
         attrs = sqs.get_queue_attributes(
             QueueUrl=self.regions[region].queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
