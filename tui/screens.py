@@ -57,6 +57,8 @@ def clock(at_s: float | None) -> str:
 class StatusBar(Static):
     """The header every screen carries: money, headroom, approvals, connection."""
 
+    plain = ""  # the last text drawn, without styles (what tests and logs read)
+
     def render_status(self, app: CapschedApp) -> None:
         """Redraw from the app's latest fetch."""
         d = app.data
@@ -94,6 +96,7 @@ class StatusBar(Static):
             text.append(" waiting for the daemon")
         text.append(f"  {app.backend.label}", "dim")
         self.set_class(not d.connected and not app.backend.read_only, "-offline")
+        self.plain = text.plain
         self.update(text)
 
 
