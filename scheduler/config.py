@@ -16,13 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
-from scheduler.forecast.config import ForecastConfig
+from scheduler.forecast.config import ForecastConfig, ForecastSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No key means "unlimited" by being infinite: NaN and inf fail the load, not a solve.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SchedulerSection(_Section):
@@ -36,9 +37,10 @@ class SolverSection(_Section):
     """Limits and weights of the placement solve."""
 
     time_limit_s: float = Field(default=2.0, gt=0, le=600)  # wall-clock budget per solve
-    seed: int = Field(default=0, ge=0)  # random seed, fixed for repeatable plans
-    backend: Literal["highs", "scip"] = "scip"  # MIP solver behind OR-Tools
-    workers: int = Field(default=1, ge=1, le=64)  # solver threads
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)  # random seed (the MIP solvers take int32)
+    backend: Literal["scip"] = "scip"  # MIP solver behind OR-Tools
+    workers: int = Field(default=2, ge=1, le=64)  # models solved in parallel (threads)
+    gap_tolerance: float = Field(default=0.005, ge=0, le=0.5)  # stop once proven this close
     unmet_penalty_usd_per_rps_hour: float = Field(default=500.0, gt=0)  # cost of dropping load
     churn_amortization_h: float = Field(default=24.0, gt=0)  # hours a launch's cost is spread over
     interruption_cost_usd: float = Field(default=0.0, ge=0)  # extra cost per spot reclaim
@@ -53,6 +55,7 @@ class PlanningSection(_Section):
     target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
     budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
     default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
+    replan_tolerance: float = Field(default=0.05, ge=0, le=1)  # demand change that re-solves
 
 
 class GuardsSection(_Section):
@@ -185,21 +188,54 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _problems(exc: ValidationError, path: Path) -> list[str]:
+    errors = exc.errors()
+    # pydantic appends the failing union/enum member names to loc; keep the key path.
+    locs = [tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors]
+    problems = []
+    for err, loc in zip(errors, locs, strict=True):
+        # A list whose only item failed also reads as "too short": say it once.
+        if err["type"] == "too_short" and any(
+            len(o) > len(loc) and o[: len(loc)] == loc for o in locs
+        ):
+            continue
+        problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
+    return problems
+
+
+def _cross_checks(config: Config, path: Path) -> list[str]:
+    """Rules across tables, which the daemon would otherwise hit only when it starts."""
+    tick_s = config.scheduler.tick_interval_s
+    try:
+        # The forecaster steps once per tick: its periods and horizon must be whole ticks.
+        ForecastSettings.of(config.forecast, step_s=tick_s)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "step_s"
+            key = "scheduler.tick_interval_s" if field == "step_s" else f"forecast.{field}"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {key}: {msg} (the forecaster steps every {tick_s:g} s)")
+        return problems
+    return []
+
+
 def parse_config(text: str, path: Path) -> Config:
     """Parse and validate TOML text; `path` is only used in messages."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"{path}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(path, [f"{path}: not valid TOML: nested too deeply"]) from None
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            # pydantic appends the failing union/enum member names to loc; keep the key path.
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
-        raise ConfigError(path, problems) from None
+        raise ConfigError(path, _problems(exc, path)) from None
+    problems = _cross_checks(config, path)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -209,4 +245,6 @@ def load_config(path: Path | str | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(p, [f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, [f"{p}: not UTF-8 text: byte {exc.start}: {exc.reason}"]) from None
     return parse_config(text, p)

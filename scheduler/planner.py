@@ -231,7 +231,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     unmet = tuple(
         Unmet(cands.models[d.model], d.region, rps)
         for d, rps in zip(problem.demands, solution.unmet_rps, strict=True)
-        if rps > 0
+        if rps > 1e-6  # solver tolerance, not load
     )
     notes: list[str] = []
     if solution.kept_current:
@@ -265,6 +265,7 @@ def make_plan(
         seed=config.solver.seed,
         workers=config.solver.workers,
         backend=config.solver.backend,
+        gap_tolerance=config.solver.gap_tolerance,
     )
     plan = to_plan(problem, cands, solution)
     log.info(

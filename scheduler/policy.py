@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Demand, Placement, Plan
+from scheduler.domain import CapacityProfile, Demand, Offering, Placement, Plan, Pool
 from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
 from scheduler.observation import Observation
 from scheduler.planner import make_plan
@@ -43,6 +43,8 @@ class CapschedPolicy:
         self.forecaster = forecaster or build_forecaster(settings)  # state survives via state_dict
         self.last_forecast: dict[tuple[str, str], float] = {}  # planned rps per series, for reports
         self._last_step: int | None = None  # forecaster step last fed
+        # The last solve: its plan, the planned rps it was solved for, and the offerings.
+        self._last: tuple[Plan, dict[tuple[str, str], float], int] | None = None
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),
@@ -73,11 +75,38 @@ class CapschedPolicy:
         return out
 
     def decide(self, obs: Observation) -> Plan:
-        """Solve for the planned demand, starting from the fleet that serves now."""
+        """Solve for the planned demand, starting from the fleet that serves now.
+
+        The last plan is kept (no solve) while every planned rate is within
+        `planning.replan_tolerance` of what it was solved for, the serving fleet is what
+        that plan asked for, and prices and availability have not changed: a solve
+        then could only add churn for pennies, and skipping it keeps ticks cheap.
+        """
         demand = self.planned_demand(obs)
         fleet = Counter((n.model, n.pool) for n in obs.serving())
+        offerings = obs.offerings or self.catalog.offerings
+        if self._last is not None and self._still_valid(demand, fleet, offerings):
+            return self._last[0]
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
-        catalog = dataclasses.replace(
-            self.catalog, offerings=obs.offerings or self.catalog.offerings
-        )
-        return make_plan(self.config, catalog, self.profiles, demand, placements)
+        catalog = dataclasses.replace(self.catalog, offerings=offerings)
+        plan = make_plan(self.config, catalog, self.profiles, demand, placements)
+        self._last = (plan, {(d.model, d.region): d.rps for d in demand}, hash(offerings))
+        return plan
+
+    def _still_valid(
+        self,
+        demand: list[Demand],
+        fleet: Counter[tuple[str, Pool]],
+        offerings: tuple[Offering, ...],
+    ) -> bool:
+        assert self._last is not None
+        plan, solved_for, offerings_hash = self._last
+        tol = self.config.planning.replan_tolerance
+        if tol <= 0 or hash(offerings) != offerings_hash:
+            return False
+        for d in demand:
+            before = solved_for.get((d.model, d.region))
+            if before is None or abs(d.rps - before) > tol * max(before, 1e-9):
+                return False
+        target = Counter({(pl.model, pl.pool): pl.count for pl in plan.placements})
+        return fleet == target

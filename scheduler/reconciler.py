@@ -108,7 +108,10 @@ class Reconciler:
         offerings = await self.provider.offerings()
         demand: DemandSample
         try:
-            demand = await self.metrics.demand(now_s)
+            sample: object = await self.metrics.demand(now_s)
+            if not isinstance(sample, DemandSample):
+                raise TypeError(f"returned {type(sample).__name__}, not a DemandSample")
+            demand = sample.cleaned()  # garbage readings become missing, never zero
         except Exception as exc:  # a broken load signal must not stop reconciliation
             errors.append(f"metrics: {type(exc).__name__}: {exc}")
             demand = DemandSample(now_s)
@@ -129,7 +132,7 @@ class Reconciler:
     def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
         out = []
         for o in offerings:
-            if self.cooldown_until.get(o.pool, -1.0) > now_s:
+            if o.pool in self.cooldown_until and self.cooldown_until[o.pool] > now_s:
                 o = dataclasses.replace(o, available=False)
             out.append(o)
         return out
