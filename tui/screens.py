@@ -435,6 +435,8 @@ class PlanScreen(DataScreen):
         text.append(f"fleet now {fmt_usd(now_usd)}/h → plan {fmt_usd(plan_usd)}/h   change ")
         if change is None:
             text.append("-")
+        elif abs(change) < 0.005:
+            text.append("none")
         else:
             text.append(
                 f"{'+' if change >= 0 else '-'}{fmt_usd(abs(change))}/h",
