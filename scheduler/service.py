@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from adapters.provider import Provider
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
+from scheduler.config_check import check_config
 from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile
 from scheduler.factory import build_scheduler
@@ -116,10 +118,17 @@ def _bundled_trace() -> Path:
 async def run_daemon(config: Config, config_path: Path | None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (2 when the sources cannot be used)."""
     catalog, profiles = load_catalog(), load_profiles()
+    where = config_path or "default config"
+    # What `capsched validate-config` refuses, the daemon refuses before it starts
+    # (otherwise every tick would fail on the unknown name).
+    problems = check_config(config, catalog, profiles)
+    for line in problems:
+        print(f"error: {where}: {line}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         edges = build_edges(config, catalog, profiles)
     except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
-        where = config_path or "default config"
         print(f"error: {where}: sources: {exc}", file=sys.stderr)
         return 2
     try:
@@ -129,7 +138,12 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
             f"error: {config_path or 'default config'}: daemon.token_file: {exc}", file=sys.stderr
         )
         return 2
-    store = StateStore(config.scheduler.state_db)
+    try:
+        store = StateStore(config.scheduler.state_db)
+    except (sqlite3.Error, OSError) as exc:
+        db = config.scheduler.state_db
+        print(f"error: {where}: scheduler.state_db: cannot open {db!r}: {exc}", file=sys.stderr)
+        return 2
     telemetry = Telemetry()
     telemetry.configure(
         tick_interval_s=config.scheduler.tick_interval_s,
@@ -157,7 +171,13 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
     app = make_app(daemon, token, metrics_registry=telemetry.registry)
     d = config.daemon
     # The API listens before the first tick, so a plan waiting for approval can be seen.
-    runner, _ = await serve(app, host=d.api_host, port=d.api_port, socket_path=d.api_socket)
+    try:
+        runner, _ = await serve(app, host=d.api_host, port=d.api_port, socket_path=d.api_socket)
+    except OSError as exc:  # port taken, socket directory missing, ...
+        key = "daemon.api_socket" if d.api_socket else "daemon.api_port"
+        print(f"error: {where}: {key}: cannot listen: {exc}", file=sys.stderr)
+        store.close()
+        return 2
     try:
         async with daemon:
             await daemon.wait_stopped()
