@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from adapters.aws_config import AwsConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
@@ -85,7 +86,7 @@ class DaemonSection(_Section):
 class SourcesSection(_Section):
     """Which edges the daemon talks to."""
 
-    cloud: Literal["sim"] = "sim"  # "sim": the simulated cloud (AWS and GCP adapters: issue 6)
+    cloud: Literal["sim", "aws"] = "sim"  # the simulated cloud, or AWS ([aws] table)
     demand: Literal["trace", "prometheus"] = "trace"  # where the load signal comes from
     trace: str = ""  # trace file replayed by the "trace" source; "" = the bundled slice
     trace_format: str = "auto"  # its format (see `capsched simulate --help`)
@@ -146,11 +147,20 @@ class Config(_Section):
     daemon: DaemonSection = DaemonSection()
     sources: SourcesSection = SourcesSection()
     prometheus: PrometheusConfig = PrometheusConfig()
+    aws: AwsConfig | None = None
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)
     regions: tuple[RegionSection, ...] = Field(min_length=1)
     quotas: tuple[QuotaSection, ...] = ()
+
+    @model_validator(mode="after")
+    def _cloud_configured(self) -> Config:
+        if self.sources.cloud == "aws" and self.aws is None:
+            raise ValueError("sources.cloud is \"aws\" but there is no [aws] table")
+        if self.sources.cloud == "aws" and self.sources.demand != "prometheus":
+            raise ValueError("sources.cloud \"aws\" needs sources.demand = \"prometheus\"")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

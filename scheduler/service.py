@@ -53,6 +53,7 @@ def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = ti
 
 def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfile, ...]) -> Edges:
     """Provider, metrics source and clock for `config.sources`."""
+    from adapters.aws import AwsProvider
     from adapters.prometheus import PrometheusSource
     from adapters.sim import SimCloud
     from adapters.sim_persist import PersistentSimCloud
@@ -93,6 +94,11 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
             seed=config.solver.seed,
         )
 
+    if src.cloud == "aws":
+        # A real cloud runs on the wall clock; its notices arrive through SQS on each tick.
+        assert config.aws is not None  # checked by the config's validator
+        aws = AwsProvider(config.aws, catalog.offerings)
+        return Edges(aws, metrics, time.time, None, None)
     cloud: SimCloud | PersistentSimCloud
     if src.sim_state:
         path = Path(src.sim_state)
@@ -183,6 +189,10 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
             await daemon.wait_stopped()
     finally:
         await runner.cleanup()
+        for edge in (edges.provider, edges.metrics):
+            close = getattr(edge, "close", None)  # HTTP sessions of real clouds and Prometheus
+            if close is not None:
+                await close()
     return 0
 
 

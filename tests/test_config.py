@@ -139,3 +139,16 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert str(path) in proc.stderr
+
+
+def test_aws_cloud_needs_its_table_and_a_real_load_signal(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[sources]\ncloud = "aws"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any("no [aws] table" in p for p in err.value.problems)
+    example = EXAMPLE.read_text().replace('cloud = "sim"', 'cloud = "aws"')
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, example))
+    assert any('needs sources.demand = "prometheus"' in p for p in err.value.problems)
+    example = example.replace('demand = "trace"', 'demand = "prometheus"')
+    assert load_config(write(tmp_path, example)).sources.cloud == "aws"
