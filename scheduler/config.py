@@ -157,9 +157,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _cloud_configured(self) -> Config:
         if self.sources.cloud == "aws" and self.aws is None:
-            raise ValueError("sources.cloud is \"aws\" but there is no [aws] table")
+            raise ValueError('sources.cloud is "aws" but there is no [aws] table')
         if self.sources.cloud == "aws" and self.sources.demand != "prometheus":
-            raise ValueError("sources.cloud \"aws\" needs sources.demand = \"prometheus\"")
+            raise ValueError('sources.cloud "aws" needs sources.demand = "prometheus"')
         return self
 
     @model_validator(mode="after")
