@@ -342,6 +342,67 @@ def test_oracle_launches_a_boot_time_ahead() -> None:
     assert oracle.lower_bound_cost_usd == pytest.approx(serving + boots)
 
 
+# -- replica shape sized to the load ---------------------------------------------------
+
+BIG = InstanceType(Cloud.AWS, "g.8", "L4", 8, 24.0, 32, 128.0)
+
+
+def big_pool(region: str, market: Market) -> Pool:
+    return Pool(Cloud.AWS, region, "", "g.8", market)
+
+
+# g.8 carries 8 rps per node and is cheaper per rps (0.875 vs 1.0 on demand, 0.125 vs
+# 0.30 on spot), but a small load needs one whole g.8 where three g.1 nodes do.
+SHAPE_PRICES = {
+    OD_E1: 1.0,
+    SPOT_E1: 0.30,
+    big_pool("us-east-1", Market.ON_DEMAND): 7.0,
+    big_pool("us-east-1", Market.SPOT): 1.0,
+}
+SHAPE_OFFERINGS = tuple(Offering(p, price) for p, price in sorted(SHAPE_PRICES.items()))
+SHAPE_CATALOG = Catalog(
+    instance_types={(Cloud.AWS, "g.1"): ITYPE, (Cloud.AWS, "g.8"): BIG},
+    offerings=SHAPE_OFFERINGS,
+    region_coords={"aws:us-east-1": (38.9, -77.4)},
+)
+
+
+def shape_of(policy: Reactive | SpotHedge | StaticPeak, peak: float) -> set[str]:
+    """Instance types the policy runs (or would run) right after its first tick."""
+    plan = policy.decide(obs(0, peak, offerings=SHAPE_OFFERINGS))
+    services = getattr(policy, "services", None)
+    if services is not None:
+        return {st.instance_type for st in services}
+    return {pl.pool.instance_type for pl in plan.placements}
+
+
+@pytest.mark.parametrize(("peak", "expected"), [(2.5, "g.1"), (0.0, "g.1"), (40.0, "g.8")])
+def test_replica_shape_is_sized_to_the_load_not_to_price_per_rps(
+    peak: float, expected: str
+) -> None:
+    # Per rps at full use g.8 wins; for 2.5 rps, 3 x g.1 (3.0/h) beats 1 x g.8 (7.0/h)
+    # and SpotHedge's 3 spot + 1 base on-demand g.1 (1.9/h) beats 1 + 1 g.8 (8.0/h); for
+    # 40 rps, 5 x g.8 (35/h) beats 40 x g.1 (40/h), and 5 + 1 g.8 (12/h) 40 + 1 g.1 (13/h).
+    fs = Foresight(0.0, 600.0, {("m", "us"): (0.0, peak, 0.0)})
+    for policy in (
+        Reactive(CONFIG, SHAPE_CATALOG, PROFILES, foresight=fs),
+        SpotHedge(CONFIG, SHAPE_CATALOG, PROFILES, foresight=fs),
+        StaticPeak(CONFIG, SHAPE_CATALOG, PROFILES, fs),
+    ):
+        assert shape_of(policy, 0.0) == {expected}, policy.name
+    # Without foresight the online baselines size on what they observe at the first tick.
+    assert shape_of(Reactive(CONFIG, SHAPE_CATALOG, PROFILES), peak) == {expected}
+    assert shape_of(SpotHedge(CONFIG, SHAPE_CATALOG, PROFILES), peak) == {expected}
+
+
+def test_spothedge_only_places_spot_in_pools_of_its_replica_type() -> None:
+    fs = Foresight(0.0, 600.0, {("m", "us"): (2.5,)})
+    policy = SpotHedge(CONFIG, SHAPE_CATALOG, PROFILES, foresight=fs)
+    plan = policy.decide(obs(0, 2.5, offerings=SHAPE_OFFERINGS))
+    assert {pl.pool.instance_type for pl in plan.placements} == {"g.1"}
+    assert set(policy.placer("m", "us").status) == {SPOT_E1}
+
+
 # -- registry -----------------------------------------------------------------------------
 
 

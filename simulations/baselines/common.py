@@ -347,29 +347,75 @@ def prices_of(offerings: Iterable[Offering]) -> dict[Pool, float]:
     return {o.pool: o.usd_per_hour for o in offerings}
 
 
-def cheapest_type(
+def peak_rps(foresight: Foresight, service: Service) -> float:
+    """Largest summed demand of the service's regions over the foresight (the peak of
+    the sum, not the sum of the peaks); 0 when the trace has none of them."""
+    series = [foresight.demand_rps.get((service.model, region), ()) for region in service.regions]
+    steps = max((len(s) for s in series), default=0)
+    return max(
+        (sum(s[t] for s in series if t < len(s)) for t in range(steps)),
+        default=0.0,
+    )
+
+
+def sizing_load(service: Service, obs: Observation, foresight: Foresight | None) -> float:
+    """The load a service's replica shape is sized for: the trace's peak with foresight,
+    else the rate observed now (0 when missing)."""
+    if foresight is not None:
+        return peak_rps(foresight, service)
+    return service.demand(obs.demand.rps) or 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """Whole replicas of one pool sized for a load."""
+
+    pool: Pool  # where the replicas run (one instance type in one region, one market)
+    replicas: int  # max(ceil(load / per-node rps), floor)
+    price: float  # USD per hour of one replica
+
+    @property
+    def usd_per_hour(self) -> float:
+        """Price of the whole fleet."""
+        return self.replicas * self.price
+
+
+def fleet_for_load(
     service: Service,
     offers: Mapping[Pool, Offering],
     capacity: Capacity,
+    load_rps: float,
     market: Market,
     *,
-    require_on_demand: bool = False,
-) -> str | None:
-    """The instance type whose cheapest `market` pool of the service costs least per rps
-    (a deployment uses one replica shape); None when the service has no such pool.
-    With `require_on_demand`, only types that also have an on-demand pool qualify."""
-    best: tuple[float, str] | None = None
-    od_types = {p.instance_type for p in service.pools if p.market is Market.ON_DEMAND}
+    floor: int = 0,
+    instance_type: str | None = None,
+) -> Fleet | None:
+    """The cheapest fleet of whole replicas of one pool serving `load_rps` for the service.
+
+    This is how an operator picks a deployment's replica shape for a known load (and
+    how `static-peak` sizes for its peak): over the service's `market` pools present in
+    `offers` (the caller decides whether unavailable ones count) that can serve the
+    model (optionally only those of `instance_type`), replicas = max(ceil(load /
+    per-node rps), floor) and the pool whose fleet costs least per hour wins; ties go to
+    the lower price per replica, then the pool key (so a load of 0 picks the cheapest
+    replica). The rounding to whole replicas is what keeps a small load off a large
+    machine: one 8-GPU node for 10 rps costs more than the three 1-GPU nodes that carry
+    it, even when the 8-GPU node is cheaper per rps at full use. The service's pools
+    already respect the config's clouds, regions, markets, GPU kinds and each source
+    region's latency limit (`partition_services`). None when no pool qualifies.
+    """
+    best: tuple[float, float, str, Fleet] | None = None
     for pool in service.pools:
         o = offers.get(pool)
         if o is None or pool.market is not market:
             continue
-        if require_on_demand and pool.instance_type not in od_types:
+        if instance_type is not None and pool.instance_type != instance_type:
             continue
-        rps = capacity.rps(service.model, pool)
-        if rps <= 0:
+        per = capacity.rps(service.model, pool)
+        if per <= 0:
             continue
-        cand = (o.usd_per_hour / rps, pool.instance_type)
-        if best is None or cand < best:
+        fleet = Fleet(pool, max(ceil_div(load_rps, per), floor), o.usd_per_hour)
+        cand = (fleet.usd_per_hour, fleet.price, pool.key, fleet)
+        if best is None or cand[:3] < best[:3]:
             best = cand
-    return None if best is None else best[1]
+    return None if best is None else best[3]

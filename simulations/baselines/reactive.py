@@ -24,11 +24,23 @@ with the defaults of Ray Serve's `AutoscalingConfig` (`upscale_delay_s = 30`,
   (Ray counts control-loop periods, `decision_counter > delay / CONTROL_LOOP_PERIOD_S`;
   see `common.Hysteresis`). The initial target is `min_replicas`, as Ray starts a
   deployment at `initial_replicas` which defaults to `min_replicas`.
-* Placement: Ray Serve leaves nodes to the cluster autoscaler; here all replicas of a
-  service share one instance type, the one with the cheapest on-demand price per rps
-  among the service's pools (chosen at the first tick), and new replicas go to the
-  cheapest available on-demand pool of that type. Existing replicas stay where they
-  are; surplus ones are removed booting-first, then newest-first.
+* Replica shape: Ray Serve leaves it to the operator (`ray_actor_options` and the
+  cluster's node types), who sizes it for the load the service is known to carry. All
+  replicas of a service share one instance type, fixed at the first tick: the type of
+  the on-demand pool whose fleet of whole replicas for the service's peak load costs
+  least per hour (`common.fleet_for_load`, the same rule `static-peak` sizes with),
+  over the pools available then and allowed by the config (clouds, regions, GPU
+  kinds, the source region's latency limit). The peak is read from the trace when the
+  policy is given a `Foresight` (as the simulator's registry does: an operator knows
+  the peak its service sees); without one, the rate observed at the first tick is
+  used. This is not "cheapest per rps at full utilisation": for a 10 rps service that
+  rule picks an 8-GPU node carrying 100+ rps, a granularity no operator configures;
+  sized on the load, a 1-GPU type wins whenever a few of them carry it for less.
+  The shape decides only where replicas go and how much one carries; the autoscaler
+  itself still sees nothing but observed rates.
+* Placement: new replicas go to the cheapest available on-demand pool of that type.
+  Existing replicas stay where they are; surplus ones are removed booting-first, then
+  newest-first.
 
 Services (one per model and source region) are described in `simulations.baselines.common`.
 """
@@ -45,14 +57,16 @@ from scheduler.domain import CapacityProfile, Market, Plan, Pool
 from scheduler.observation import Observation
 from simulations.baselines.common import (
     Capacity,
+    Foresight,
     Hysteresis,
     RateWindow,
     Service,
     ceil_div,
-    cheapest_type,
+    fleet_for_load,
     partition_services,
     prices_of,
     resize,
+    sizing_load,
     to_plan,
 )
 
@@ -90,6 +104,7 @@ class Reactive:
         downscale_delay_s: float = RAY_DOWNSCALE_DELAY_S,
         look_back_period_s: float = RAY_LOOK_BACK_PERIOD_S,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
+        foresight: Foresight | None = None,
     ) -> None:
         self._config = config
         self._catalog = catalog
@@ -98,6 +113,7 @@ class Reactive:
         self.downscale_delay_s = downscale_delay_s
         self.look_back_period_s = look_back_period_s
         self.max_replicas = max_replicas
+        self._foresight = foresight  # read only to size the replica shape
         self.services: list[_ServiceState] | None = None  # built at the first tick
 
     def _setup(self, obs: Observation) -> list[_ServiceState]:
@@ -106,12 +122,13 @@ class Reactive:
         for service in partition_services(
             self._config, self._catalog, self._capacity, obs.offerings
         ):
-            itype = cheapest_type(service, offers, self._capacity, Market.ON_DEMAND)
-            per_replica = 0.0
-            if itype is not None:
-                pool = next(p for p in service.pools if p.instance_type == itype)
-                per_replica = self._capacity.rps(service.model, pool)
             floor = self._config.model(service.model).min_replicas
+            load = sizing_load(service, obs, self._foresight)
+            shape = fleet_for_load(
+                service, offers, self._capacity, load, Market.ON_DEMAND, floor=floor
+            )
+            itype = None if shape is None else shape.pool.instance_type
+            per_replica = 0.0 if shape is None else self._capacity.rps(service.model, shape.pool)
             states.append(
                 _ServiceState(
                     service,

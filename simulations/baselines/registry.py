@@ -1,8 +1,10 @@
 """The baselines' entries in the simulator's policy registry (`simulations.policies`).
 
 Each factory has the registry's signature `(config, catalog, profiles, trace_info)`.
-Only `static-peak` and `oracle` read ahead in the trace; `reactive` and `spothedge`
-get nothing from it (they see observations only).
+`static-peak` and `oracle` read ahead in the trace to decide; `reactive` and
+`spothedge` read only its peak, once, to pick their replica shape as an operator
+configuring Ray Serve or SkyServe for that service would (they scale on observations
+only).
 """
 
 from __future__ import annotations
@@ -45,15 +47,15 @@ def static_peak(
 def reactive(
     config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
 ) -> Policy:
-    """`reactive` with Ray Serve's defaults."""
-    return Reactive(config, catalog, profiles)
+    """`reactive` with Ray Serve's defaults, its replica shape sized on the trace's peak."""
+    return Reactive(config, catalog, profiles, foresight=foresight_of(info))
 
 
 def spothedge(
     config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
 ) -> Policy:
-    """`spothedge` with SkyServe's defaults."""
-    return SpotHedge(config, catalog, profiles)
+    """`spothedge` with SkyServe's defaults, its replica type sized on the trace's peak."""
+    return SpotHedge(config, catalog, profiles, foresight=foresight_of(info))
 
 
 def oracle(

@@ -31,12 +31,25 @@ Followed, in skypilot-org/skypilot:
 
 Mapping onto capsched:
 
-* Locations are the service's spot pools of its replica type (a pool is one zone, or
-  one region where the cloud picks the zone). The replica type is fixed at the first
-  tick: the instance type with the cheapest spot price per rps that also has an
-  on-demand pool (SkyServe runs one resource spec; fallback replicas are the same
-  shape on demand). On-demand fallback goes to the cheapest available on-demand pool
-  of that type (SkyPilot's optimizer picks the cheapest region for `use_spot: false`).
+* Replica type: SkyServe runs one resource spec per service, written by the operator
+  for the load the service carries; fallback replicas are the same shape on demand.
+  Here it is fixed at the first tick, among the instance types with both spot and
+  on-demand pools in the service (allowed by the config's clouds, regions, GPU kinds
+  and the source region's latency limit): the one whose SpotHedge fleet for the
+  service's peak load costs least per hour. That fleet is `n` whole replicas
+  (`common.fleet_for_load` on the type's spot pools, the rule `static-peak` sizes
+  with), held as `max(0, n + num_overprovision - base_ondemand_fallback_replicas)`
+  spot replicas at the type's cheapest spot price plus the base on-demand replicas at
+  its cheapest on-demand price; ties go to the lower spot price, then the type name.
+  The peak comes from the trace when the policy has a `Foresight` (the simulator's
+  registry gives it one: an operator knows its service's peak), else it is the rate
+  observed at the first tick. Not "cheapest per rps at full utilisation", which puts
+  a 10 rps service on 8-GPU nodes carrying 100+ rps each. With no type sold in both
+  markets, the on-demand type sized the same way (as `reactive`).
+* Locations are the service's spot pools of that type (a pool is one zone, or one
+  region where the cloud picks the zone). On-demand fallback goes to the cheapest
+  available on-demand pool of that type (SkyPilot's optimizer picks the cheapest
+  region for `use_spot: false`).
 * `target_qps_per_replica` = the profile's sustainable rps at the SLO times
   `planning.target_utilization`.
 * A preemption is seen at the interruption notice (or a node in state INTERRUPTED):
@@ -67,14 +80,16 @@ from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan,
 from scheduler.observation import Observation
 from simulations.baselines.common import (
     Capacity,
+    Foresight,
     Hysteresis,
     RateWindow,
     Service,
     ceil_div,
-    cheapest_type,
+    fleet_for_load,
     partition_services,
     prices_of,
     resize,
+    sizing_load,
     to_plan,
 )
 
@@ -166,6 +181,7 @@ class SpotHedge:
         downscale_delay_s: float = SKYSERVE_DOWNSCALE_DELAY_S,
         qps_window_s: float = SKYSERVE_QPS_WINDOW_S,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
+        foresight: Foresight | None = None,
     ) -> None:
         self._config = config
         self._catalog = catalog
@@ -177,6 +193,7 @@ class SpotHedge:
         self.downscale_delay_s = downscale_delay_s
         self.qps_window_s = qps_window_s
         self.max_replicas = max_replicas
+        self._foresight = foresight  # read only to size the replica type
         self.services: list[_ServiceState] | None = None  # built at the first tick
 
     def _setup(self, obs: Observation) -> list[_ServiceState]:
@@ -185,9 +202,9 @@ class SpotHedge:
         for service in partition_services(
             self._config, self._catalog, self._capacity, obs.offerings
         ):
-            itype = cheapest_type(
-                service, offers, self._capacity, Market.SPOT, require_on_demand=True
-            ) or cheapest_type(service, offers, self._capacity, Market.ON_DEMAND)
+            floor = self._config.model(service.model).min_replicas
+            load = sizing_load(service, obs, self._foresight)
+            itype = self.replica_type(service, offers, load, floor)
             qps = 0.0
             if itype is not None:
                 pool = next(p for p in service.pools if p.instance_type == itype)
@@ -197,7 +214,6 @@ class SpotHedge:
                 for p in service.pools
                 if p.market is Market.SPOT and p.instance_type == itype
             }
-            floor = self._config.model(service.model).min_replicas
             states.append(
                 _ServiceState(
                     service,
@@ -214,6 +230,35 @@ class SpotHedge:
                 )
             )
         return states
+
+    def replica_type(
+        self, service: Service, offers: Mapping[Pool, Offering], load_rps: float, floor: int
+    ) -> str | None:
+        """The instance type SpotHedge's fleet for `load_rps` costs least in (see the
+        module docstring); None when the service has no pool able to serve."""
+        best: tuple[float, float, str] | None = None
+        types = sorted({p.instance_type for p in service.pools})
+        for itype in types:
+            spot = fleet_for_load(
+                service, offers, self._capacity, load_rps, Market.SPOT,
+                floor=floor, instance_type=itype,
+            )  # fmt: skip
+            od = fleet_for_load(
+                service, offers, self._capacity, 0.0, Market.ON_DEMAND, instance_type=itype
+            )
+            if spot is None or od is None:
+                continue
+            base = self.base_ondemand_fallback_replicas
+            n_spot = max(0, spot.replicas + self.num_overprovision - base)
+            cand = (n_spot * spot.price + base * od.price, spot.price, itype)
+            if best is None or cand < best:
+                best = cand
+        if best is not None:
+            return best[2]
+        od = fleet_for_load(
+            service, offers, self._capacity, load_rps, Market.ON_DEMAND, floor=floor
+        )
+        return None if od is None else od.pool.instance_type
 
     def placer(self, model: str, region: str) -> SpotPlacer:
         """The spot placer of the service serving `model` from `region` (for reports, tests)."""

@@ -9,7 +9,8 @@ on-demand pools it may use (config's allowed clouds, regions, markets and GPU ki
 within the source region's latency limit; `available` at the first tick; able to
 serve the model at its SLO), the pool chosen is the one whose fleet for the peak
 costs least per hour: `ceil(peak / per-node rps) x price`, ties to the lower price,
-then the pool key. A pool is one instance type in one region, so this picks the
+then the pool key (`common.fleet_for_load`, the rule `reactive` and `spothedge` use to
+pick their replica shape). A pool is one instance type in one region, so this picks the
 cheapest region and the instance type in it together. The peak is the maximum over
 the trace of the service's summed demand (the peak of the sum, not the sum of the
 peaks). The fleet holds at least the model's `min_replicas`, never uses spot, and is
@@ -30,8 +31,9 @@ from simulations.baselines.common import (
     Capacity,
     Foresight,
     Service,
-    ceil_div,
+    fleet_for_load,
     partition_services,
+    peak_rps,
     prices_of,
     to_plan,
 )
@@ -58,39 +60,26 @@ class StaticPeak:
 
     def peak_rps(self, service: Service) -> float:
         """Largest summed demand of the service's regions over the trace."""
-        series = [
-            self._foresight.demand_rps.get((service.model, region), ())
-            for region in service.regions
-        ]
-        steps = max((len(s) for s in series), default=0)
-        return max(
-            (sum(s[t] for s in series if t < len(s)) for t in range(steps)),
-            default=0.0,
-        )
+        return peak_rps(self._foresight, service)
 
     def _size(self, obs: Observation) -> None:
-        offers = {o.pool: o for o in obs.offerings}
+        offers = {o.pool: o for o in obs.offerings if o.available}
         services = partition_services(self._config, self._catalog, self._capacity, obs.offerings)
         fleet: Counter[tuple[str, Pool]] = Counter()
         notes: list[str] = []
         for service in services:
             peak = self.peak_rps(service)
             floor = self._config.model(service.model).min_replicas
-            best: tuple[float, float, str, Pool, int] | None = None
-            for pool in service.pools:
-                o = offers.get(pool)
-                if o is None or not o.available or pool.market is not Market.ON_DEMAND:
-                    continue
-                n = max(ceil_div(peak, self._capacity.rps(service.model, pool)), floor)
-                cand = (n * o.usd_per_hour, o.usd_per_hour, pool.key, pool, n)
-                if best is None or cand[:3] < best[:3]:
-                    best = cand
+            best = fleet_for_load(
+                service, offers, self._capacity, peak, Market.ON_DEMAND, floor=floor
+            )
             if best is None:
                 notes.append(f"{service.name}: no available on-demand pool; left unserved")
                 continue
-            _, _, _, pool, n = best
-            fleet[service.model, pool] += n
-            notes.append(f"{service.name}: {n} x {pool.key} for a peak of {peak:.2f} rps")
+            fleet[service.model, best.pool] += best.replicas
+            notes.append(
+                f"{service.name}: {best.replicas} x {best.pool.key} for a peak of {peak:.2f} rps"
+            )
         self.fleet, self.notes = fleet, tuple(notes)
 
     def decide(self, obs: Observation) -> Plan:
