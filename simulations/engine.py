@@ -220,6 +220,43 @@ class RunResult:
     wall_s: float  # wall time of the replay
     state_db: str  # the run's state database
     notes: list[str] = field(default_factory=list)  # what the run wants a reader to know
+    early_s: float = 0.0  # "early" window after the trace start: boot time + one tick
+
+    def per_model(self) -> dict[str, dict[str, float]]:
+        """Requests per model over the trace (rps x step length): asked for, served,
+        unserved and served within the SLO, and the unserved and SLO-missed requests
+        split between the first `early_s` after the trace start (before nodes launched
+        at the start can be ready) and the rest. Fractions are of the model's demand."""
+        n = self.demand_rps.shape[1] if self.demand_rps.ndim == 2 else 0
+        step_s = float(self.times_s[1] - self.times_s[0]) if n > 1 else 60.0
+        early = (self.times_s - self.times_s[0] < self.early_s - 1e-9) if n else np.zeros(0, bool)
+        out: dict[str, dict[str, float]] = {}
+        for m, name in enumerate(self.models):
+            dem = self.demand_rps[m] * step_s
+            srv = self.served_rps[m] * step_s
+            ok = self.within_slo_rps[m] * step_s
+            uns = dem - srv
+            miss = dem - ok  # not served within the SLO (unserved or too slow)
+            total = float(dem.sum())
+
+            def frac(v: float, total: float = total) -> float:
+                return round(v / total, 6) if total > 0 else 0.0
+
+            out[name] = {
+                "requests": round(total, 1),
+                "served": round(float(srv.sum()), 1),
+                "unserved": round(float(uns.sum()), 1),
+                "within_slo": round(float(ok.sum()), 1),
+                "slo_attainment": frac(float(ok.sum())) if total > 0 else 1.0,
+                "unserved_early": round(float(uns[early].sum()), 1),
+                "unserved_after": round(float(uns[~early].sum()), 1),
+                "slo_missed_early": round(float(miss[early].sum()), 1),
+                "slo_missed_after": round(float(miss[~early].sum()), 1),
+                "unserved_early_fraction": frac(float(uns[early].sum())),
+                "unserved_after_fraction": frac(float(uns[~early].sum())),
+                "early_s": self.early_s,
+            }
+        return out
 
     @property
     def cost_usd(self) -> float:
@@ -512,6 +549,7 @@ async def replay(
         tick_errors=tick_errors,
         wall_s=time.perf_counter() - started,
         state_db=str(state_db),
+        early_s=boot_s + interval,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",

@@ -9,7 +9,8 @@ Without `--trace` it replays the bundled Azure LLM trace slice under the embedde
 default scenario (real spot traces when the shared data folder is present). Writes
 `DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
 unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
-solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs and notes) and
+solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs, notes, and per
+policy and model the requests served, unserved and within the SLO, early and late) and
 one state database per policy (`DIR/state-<policy>.db`).
 
 A sweep file lists scenarios, inline or by file, and optionally the policies::
@@ -198,6 +199,9 @@ def _write(
         "ticks": {r.policy: r.ticks for r in results},
         "tick_errors": {r.policy: r.tick_errors for r in results},
         "failed_launches": {r.policy: r.failed_launches for r in results},
+        # Requests per model, with unserved and SLO-missed ones in the first boot time +
+        # tick after the trace start apart from the rest (RunResult.per_model).
+        "per_model": {r.policy: r.per_model() for r in results},
     }
     (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
     plot(out / "report.png", results, title=Path(str(spec.trace_path or "default trace")).name)

@@ -55,6 +55,22 @@ async def test_boot_delay_leaves_demand_unserved_until_ready(tmp_path: Path) -> 
     assert s["availability"] == pytest.approx(15 / 20)
 
 
+async def test_per_model_splits_unserved_before_and_after_boot_plus_tick(tmp_path: Path) -> None:
+    # Boot 300 s + tick 300 s: the first 10 minutes are "early"; the node is ready at 5.
+    w = world(small_config(), [1.0] * 20, boot_time_s=300.0)
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        r = await replay(w, "fixed", tmp_path / "s.db")
+    figures = r.per_model()[MODEL]
+    assert r.early_s == 600.0
+    assert figures["requests"] == pytest.approx(20 * 60)
+    assert figures["served"] == pytest.approx(15 * 60)
+    assert figures["unserved"] == pytest.approx(5 * 60)
+    assert figures["unserved_early"] == pytest.approx(5 * 60)
+    assert figures["unserved_after"] == 0.0
+    assert figures["unserved_early_fraction"] == pytest.approx(0.25)
+    assert figures["slo_missed_early"] >= figures["unserved_early"]
+
+
 async def test_preemption_drops_capacity_when_the_notice_ends(tmp_path: Path) -> None:
     # The pool holds one node for 630 s, then none: notice at 630 s, reclaim at 750 s.
     trace = SpotTrace("test", 630.0, np.array([1, 0, 0, 0]), loop=False)
@@ -147,6 +163,13 @@ def test_simulate_cli_writes_summary_png_and_state(tmp_path: Path) -> None:
         assert tuple(entry) == SUMMARY_KEYS
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "state-capsched.db").exists()
+    per_model = json.loads((out / "run.json").read_text())["per_model"]
+    figures = per_model["capsched"]["llama-3.1-8b"]
+    assert figures["requests"] == pytest.approx(sum(300 + 20 * m for m in range(15)))
+    assert figures["served"] + figures["unserved"] == pytest.approx(figures["requests"], abs=0.2)
+    assert figures["unserved"] == pytest.approx(
+        figures["unserved_early"] + figures["unserved_after"], abs=0.2
+    )
 
 
 def test_simulate_cli_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
