@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ async def test_same_seed_same_summary(tmp_path: Path) -> None:
     cat = replace(cat, offerings=offerings)
     fleet = (Placement(MODEL, SPOT_POOL, 3), Placement(MODEL, OD_POOL, 1))
 
-    async def run(seed: int, name: str) -> dict[str, object]:
+    async def run(seed: int, name: str) -> dict[str, Any]:
         w = world(small_config(), [8.0] * 90, seed=seed, catalog=cat)
         with registered("fixed", Fixed(fleet)):
             r = await replay(w, "fixed", tmp_path / f"{name}.db")
