@@ -278,6 +278,14 @@ async def _plans(request: web.Request) -> web.Response:
     return _json(_finite({"plans": [plan_json(r) for r in rows]}))
 
 
+async def _demand(request: web.Request) -> web.Response:
+    """Demand, its peak, the planned rate and the forecast quantiles per tick and series."""
+    store: StateStore = request.app[_CONTROL].store
+    since = _int_param(request, "since_s")
+    rows = store.demand_history(since_s=float(since) if since is not None else float("-inf"))
+    return _json(_finite({"demand": rows[-_limit(request) :]}))
+
+
 def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:
     rows = list(store.db.table("plans").rows_where("id = ?", [plan_id]))
     return rows[0] if rows else None
@@ -389,6 +397,7 @@ def make_app(
     r.add_get("/v1/events", _events)
     r.add_get("/v1/journal", _journal)
     r.add_get("/v1/plans", _plans)
+    r.add_get("/v1/demand", _demand)
     r.add_get(r"/v1/plans/{plan_id:\d+}", _plan)
     r.add_post(r"/v1/plans/{plan_id:\d+}/approve", _action(_approve))
     r.add_post(r"/v1/plans/{plan_id:\d+}/reject", _action(_reject))

@@ -182,6 +182,13 @@ class ApiClient:
         body = await self._get("/v1/plans", limit=limit)
         return list(body["plans"])
 
+    async def demand(
+        self, *, since_s: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Demand history, oldest first (GET /v1/demand)."""
+        body = await self._get("/v1/demand", since_s=since_s, limit=limit)
+        return list(body["demand"])
+
     async def plan(self, plan_id: int) -> dict[str, Any]:
         """One plan (GET /v1/plans/{id})."""
         result: dict[str, Any] = await self._get(f"/v1/plans/{int(plan_id)}")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.actions import Drain
-from scheduler.config import Config, ConfigError, load_config
+from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from scheduler.domain import NodeState
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
@@ -109,6 +109,7 @@ class Daemon:
             loop.add_signal_handler(sig, handler)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         await self.recover()
+        self._record_config()
         self._task = asyncio.create_task(self._run(), name="capsched-loop")
         self._watchdog = asyncio.create_task(self._pet_watchdog(), name="capsched-watchdog")
         sd_notify("READY=1\nSTATUS=reconciling")
@@ -225,6 +226,16 @@ class Daemon:
         return TickReport(
             now, plan, (), ("paused: not acting",), tuple(errors), obs.demand_complete
         )
+
+    def _record_config(self) -> None:
+        """Keep the config text the daemon runs with, one generation per start or reload."""
+        path = self.config_path or DEFAULT_CONFIG_PATH
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:  # the running config is valid; only its record is lost
+            log.warning("config_not_recorded path=%s error=%s", path, exc)
+            return
+        self.store.record_config(self.clock(), str(path), text)
 
     def _record_control(self) -> None:
         if self.telemetry is not None:
@@ -355,6 +366,7 @@ class Daemon:
             return exc.problems
         self.config = new
         self.reconciler.reconfigure(new)
+        self._record_config()
         self.stats.config_generation += 1
         if self.telemetry is not None:
             self.telemetry.record_reload(ok=True)

@@ -42,6 +42,8 @@ class CapschedPolicy:
         settings = ForecastSettings.of(config.forecast, step_s=config.scheduler.tick_interval_s)
         self.forecaster = forecaster or build_forecaster(settings)  # state survives via state_dict
         self.last_forecast: dict[tuple[str, str], float] = {}  # planned rps per series, for reports
+        # Forecast peak over the horizon per quantile and series, for the history.
+        self.last_quantiles: dict[tuple[str, str], dict[float, float]] = {}
         self._last_step: int | None = None  # forecaster step last fed
         # The last solve: its plan, the planned rps it was solved for, and the offerings.
         self._last: tuple[Plan, dict[tuple[str, str], float], int] | None = None
@@ -65,6 +67,8 @@ class CapschedPolicy:
             now = observed[demand_key(m, r)]
             f = forecast.get(demand_key(m, r))
             peak = f.peak_rps(q) if f is not None else math.nan
+            if f is not None:
+                self.last_quantiles[m, r] = {qq: f.peak_rps(qq) for qq in f.quantiles}
             candidates = [v for v in (now, peak) if math.isfinite(v) and v >= 0]
             if not candidates:
                 # Nothing known about this series yet: keep what the last tick planned.

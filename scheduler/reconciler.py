@@ -294,6 +294,27 @@ class Reconciler:
         log.info("plan_rejected plan_id=%d", plan_id)
         return True
 
+    def _record_demand(self, obs: Observation) -> None:
+        """Keep what the tick saw and planned per series (the TUI and reports read it)."""
+        planned: dict[tuple[str, str], float] = getattr(self.policy, "last_forecast", {})
+        quantiles: dict[tuple[str, str], dict[float, float]] = getattr(
+            self.policy, "last_quantiles", {}
+        )
+        nan = float("nan")
+        rows = [
+            (
+                m.name,
+                r.name,
+                obs.demand.rps.get((m.name, r.name), nan),
+                obs.demand.peak_rps.get((m.name, r.name), nan),
+                planned.get((m.name, r.name), nan),
+                quantiles.get((m.name, r.name), {}),
+            )
+            for m in self.config.models
+            for r in self.config.regions
+        ]
+        self.store.record_demand(obs.now_s, rows)
+
     # -- act --------------------------------------------------------------------------------
 
     async def _finish_drains(self, now_s: float) -> list[Action]:
@@ -323,6 +344,7 @@ class Reconciler:
             )
 
         plan = self.policy.decide(obs)
+        self._record_demand(obs)
         if self.config.daemon.dry_run:
             self.store.record_plan(plan, now_s, self.policy.name, (), approval="dry-run")
             log.info("tick now_s=%.0f dry_run=true usd_per_hour=%.2f", now_s, plan.usd_per_hour)

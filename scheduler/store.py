@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,7 +90,43 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("plans").add_column("approval", str, not_null_default="auto")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # What each tick saw and planned per series, the forecast quantiles behind the plan,
+    # and every config the daemon ran with.
+    db.table("demand").create(
+        {
+            "at_s": float,
+            "model": str,
+            "region": str,
+            "rps": float,
+            "peak_rps": float,
+            "planned_rps": float,
+            "forecast": str,
+        },
+    )
+    db.table("demand").create_index(["at_s"])
+    db.table("config_generations").create(
+        {"generation": int, "at_s": float, "path": str, "text": str}, pk="generation"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+]
+
+# Demand history older than this is pruned as new rows arrive.
+DEMAND_HISTORY_S = 14 * 86400.0
+
+
+def _finite_or_none(v: object) -> float | None:
+    # Load signals can hand over anything; the history keeps numbers only.
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +390,43 @@ class StateStore:
         """Record an approval decision on a stored plan."""
         with self.transaction():
             self.db.table("plans").update(plan_id, {"approval": approval})
+
+    def record_demand(
+        self,
+        at_s: float,
+        rows: list[tuple[str, str, float, float, float, dict[float, float]]],
+    ) -> None:
+        """One tick's (model, region, rps, peak rps, planned rps, forecast quantile peaks)."""
+        with self.transaction():
+            self.db.table("demand").insert_all(
+                {
+                    "at_s": at_s,
+                    "model": m,
+                    "region": r,
+                    "rps": _finite_or_none(rps),
+                    "peak_rps": _finite_or_none(peak),
+                    "planned_rps": _finite_or_none(planned),
+                    "forecast": json.dumps(
+                        {str(q): v for q, v in quantiles.items() if math.isfinite(v)}
+                    ),
+                }
+                for m, r, rps, peak, planned, quantiles in rows
+            )
+            self.db.execute("delete from demand where at_s < ?", [at_s - DEMAND_HISTORY_S])
+
+    def demand_history(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
+        """Recorded demand rows after `since_s`, oldest first."""
+        rows = self.db.table("demand").rows_where("at_s > ?", [since_s], order_by="at_s")
+        return [{**r, "forecast": json.loads(r["forecast"] or "{}")} for r in rows]
+
+    def record_config(self, at_s: float, path: str, text: str) -> int:
+        """A config the daemon starts or reloads with; returns its generation."""
+        with self.transaction():
+            table = self.db.table("config_generations")
+            table.insert({"at_s": at_s, "path": path, "text": text})
+            generation = table.last_pk
+        assert isinstance(generation, int)
+        return generation
 
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest plans, newest first."""

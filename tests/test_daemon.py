@@ -326,7 +326,13 @@ async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Pat
         async with ApiClient(address) as anon:
             exposition = await anon.metrics()
             nodes = await anon.nodes()
+            history = await anon.demand()
         assert nodes and "capsched_nodes{" in exposition
+        assert {(h["model"], h["region"]) for h in history} == {
+            ("llama-3.1-8b", "us-east"),
+            ("llama-3.1-70b", "us-east"),
+        }
+        assert all(h["planned_rps"] is not None for h in history)
         assert 'capsched_actions_total{kind="launch",result="ok"}' in exposition
         proc.send_signal(signal.SIGTERM)
         proc.stderr.read()

@@ -79,3 +79,28 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         new_node(store)
         raise RuntimeError("crash between the two writes")
     assert store.live_nodes() == []
+
+
+def test_demand_history_keeps_numbers_and_prunes_old_rows(tmp_path: Path) -> None:
+    from scheduler.store import DEMAND_HISTORY_S
+
+    store = StateStore(tmp_path / "s.db")
+    store.record_demand(0.0, [("m", "r", 1.5, float("nan"), 2.0, {0.95: 3.0})])
+    store.record_demand(60.0, [("m", "r", "garbage", 4.0, 2.5, {})])  # type: ignore[list-item]
+    rows = store.demand_history()
+    assert [(r["rps"], r["peak_rps"], r["planned_rps"]) for r in rows] == [
+        (1.5, None, 2.0),
+        (None, 4.0, 2.5),
+    ]
+    assert rows[0]["forecast"] == {"0.95": 3.0}
+    assert [r["at_s"] for r in store.demand_history(since_s=0.0)] == [60.0]
+    store.record_demand(DEMAND_HISTORY_S + 30.0, [("m", "r", 1.0, 1.0, 1.0, {})])
+    assert [r["at_s"] for r in store.demand_history()] == [60.0, DEMAND_HISTORY_S + 30.0]
+
+
+def test_config_generations_count_across_restarts(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    assert store.record_config(0.0, "a.toml", "x = 1") == 1
+    store.close()
+    store = StateStore(tmp_path / "s.db")
+    assert store.record_config(5.0, "a.toml", "x = 2") == 2
