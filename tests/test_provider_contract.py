@@ -1,4 +1,8 @@
-"""Every provider against the one contract (`provider_contract`): sim and AWS on moto."""
+"""Every provider against the one contract (`provider_contract`).
+
+The simulated cloud, AWS on a moto server and GCP on the fake Compute API
+(`test_gcp_support.FakeCompute`, reached through google-cloud-compute's REST transport).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from provider_contract import CHECKS, Subject
 from test_aws_support import REGIONS, FaultProxy, MotoAccount, aws_env
+from test_gcp_support import FakeCompute, credentials
 
 from adapters.aws import AwsProvider
+from adapters.gcp import GcpProvider
 from adapters.provider import LaunchRequest, Transient
 from adapters.sim import SimCloud
 from scheduler.catalog import load_catalog
@@ -21,6 +27,8 @@ SIM_SPOT = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 SIM_TYPES = {(Cloud.AWS, "g6.xlarge"): InstanceType(Cloud.AWS, "g6.xlarge", "L4", 1, 24, 4, 16)}
 AWS_OD = Pool(Cloud.AWS, "us-east-1", "", "g5.xlarge", Market.ON_DEMAND)
 AWS_SPOT = Pool(Cloud.AWS, "us-west-2", "", "g5.xlarge", Market.SPOT)
+GCP_OD = Pool(Cloud.GCP, "us-central1", "us-central1-a", "g2-standard-8", Market.ON_DEMAND)
+GCP_SPOT = Pool(Cloud.GCP, "us-east4", "us-east4-a", "a3-highgpu-1g", Market.SPOT)
 
 
 async def sim_subject() -> AsyncIterator[Subject]:
@@ -80,10 +88,42 @@ async def aws_subject(url: str) -> AsyncIterator[Subject]:
             )
 
 
-@pytest.fixture(params=["sim", "aws-moto"])
+async def gcp_subject() -> AsyncIterator[Subject]:
+    """GCP on the fake Compute API.
+
+    Refusals are ZONE_RESOURCE_POOL_EXHAUSTED in the insert operation; the transient
+    failure is a lost answer (the instance was created, the client saw a 503).
+    """
+    with FakeCompute().serve() as fake:
+        provider = GcpProvider(fake.config(), load_catalog().offerings, credentials=credentials())
+
+        async def created() -> int:
+            return fake.created
+
+        def refused(node_id: str) -> LaunchRequest:
+            fake.inject("insert", "ZONE_RESOURCE_POOL_EXHAUSTED", zone=GCP_SPOT.zone)
+            return LaunchRequest(node_id, "m", GCP_SPOT)
+
+        def fail_next_launch() -> None:
+            fake.inject("insert", "backendError", 503, forward=True)
+
+        async with provider:
+            yield Subject(
+                name="gcp-fake",
+                provider=provider,
+                request=lambda node_id: LaunchRequest(node_id, "m", GCP_OD),
+                refused=refused,
+                created=created,
+                fail_next_launch=fail_next_launch,
+            )
+
+
+@pytest.fixture(params=["sim", "aws-moto", "gcp-fake"])
 async def subject(request: pytest.FixtureRequest) -> AsyncIterator[Subject]:
     if request.param == "sim":
         gen = sim_subject()
+    elif request.param == "gcp-fake":
+        gen = gcp_subject()
     else:
         gen = aws_subject(request.getfixturevalue("aws_env"))
     async for s in gen:
