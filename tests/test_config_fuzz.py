@@ -347,3 +347,15 @@ async def test_bad_load_signal_never_scales_down(tmp_path: Path, bad: list[objec
         assert not any(isinstance(a, Drain | Terminate) for a in report.actions), report
     assert before <= {n.node_id for n in store.live_nodes()}
     store.close()
+
+
+def test_a_huge_seasonal_period_is_a_config_error_not_a_hang(tmp_path: Path) -> None:
+    # 2**61 - 1 is prime: finding a knot width by trial division would never end.
+    text = EXAMPLE.read_text().replace(
+        "seasonal_periods_min = [1440, 10080]", f"seasonal_periods_min = [{2**61 - 1}]"
+    )
+    _, result = load_or_error(text.encode(), tmp_path)
+    assert isinstance(result, ConfigError)
+    assert any(
+        "forecast.seasonal_periods_min" in p or "seasonal periods" in p for p in result.problems
+    )

@@ -33,7 +33,15 @@ class ForecastConfig(BaseModel):
     def _check(self) -> ForecastConfig:
         if any(p <= 0 for p in self.seasonal_periods_min):
             raise ValueError("seasonal periods must be positive")
+        # A year at most: longer periods cannot be learnt, and bound the knot search.
+        if any(p > MAX_PERIOD_MIN for p in self.seasonal_periods_min):
+            raise ValueError(f"seasonal periods must be at most {MAX_PERIOD_MIN} min (a year)")
+        if len(self.seasonal_periods_min) > 4:
+            raise ValueError("at most 4 seasonal periods")
         return self
+
+
+MAX_PERIOD_MIN = 366 * 24 * 60
 
 
 def auto_knot_min(period_min: int) -> int:
