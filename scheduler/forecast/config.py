@@ -86,6 +86,8 @@ class ForecastSettings(BaseModel):
             object.__setattr__(self, "quantiles", qs)
         if 0.5 not in qs:
             raise ValueError("quantiles must include 0.5 (the point forecast)")
+        if any(not 0 < p <= MAX_PERIOD_MIN for p in self.seasonal_periods_min):
+            raise ValueError(f"seasonal periods must be within 1 to {MAX_PERIOD_MIN} min")
         knots = self.seasonal_knot_min
         if knots is None:
             knots = tuple(auto_knot_min(p) for p in self.seasonal_periods_min)
