@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.aws_config import AwsConfig
+from adapters.gcp_config import GcpConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
@@ -86,7 +87,7 @@ class DaemonSection(_Section):
 class SourcesSection(_Section):
     """Which edges the daemon talks to."""
 
-    cloud: Literal["sim", "aws"] = "sim"  # the simulated cloud, or AWS ([aws] table)
+    cloud: Literal["sim", "aws", "gcp"] = "sim"  # simulated, AWS ([aws]) or GCP ([gcp])
     demand: Literal["trace", "prometheus"] = "trace"  # where the load signal comes from
     trace: str = ""  # trace file replayed by the "trace" source; "" = the bundled slice
     trace_format: str = "auto"  # its format (see `capsched simulate --help`)
@@ -148,6 +149,7 @@ class Config(_Section):
     sources: SourcesSection = SourcesSection()
     prometheus: PrometheusConfig = PrometheusConfig()
     aws: AwsConfig | None = None
+    gcp: GcpConfig | None = None
     forecast: ForecastConfig = ForecastConfig()
     clouds: CloudsSection = CloudsSection()
     models: tuple[ModelSection, ...] = Field(min_length=1)

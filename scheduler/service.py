@@ -54,6 +54,7 @@ def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = ti
 def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfile, ...]) -> Edges:
     """Provider, metrics source and clock for `config.sources`."""
     from adapters.aws import AwsProvider
+    from adapters.gcp import GcpProvider
     from adapters.prometheus import PrometheusSource
     from adapters.sim import SimCloud
     from adapters.sim_persist import PersistentSimCloud
@@ -99,6 +100,10 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         assert config.aws is not None  # checked by the config's validator
         aws = AwsProvider(config.aws, catalog.offerings)
         return Edges(aws, metrics, time.time, None, None)
+    if src.cloud == "gcp":
+        assert config.gcp is not None  # checked by the config's validator
+        gcp = GcpProvider(config.gcp, catalog.offerings)
+        return Edges(gcp, metrics, time.time, None, None)
     cloud: SimCloud | PersistentSimCloud
     if src.sim_state:
         path = Path(src.sim_state)
