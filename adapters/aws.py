@@ -61,7 +61,6 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -81,6 +80,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
+from adapters.resource import AsyncResource
 from scheduler.domain import Cloud, Market, Offering, Pool
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def _launched_at(raw: Mapping[str, Any]) -> float:
     return math.nan
 
 
-class AwsProvider:
+class AwsProvider(AsyncResource):
     """EC2 in the configured regions as a `adapters.provider.Provider`.
 
     `offerings` is the catalog's list (every cloud; only AWS pools in configured regions
@@ -307,17 +307,6 @@ class AwsProvider:
         self._seen: OrderedDict[str, None] = OrderedDict()  # event ids already returned
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> AwsProvider:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close every AWS client (their HTTP connection pools)."""

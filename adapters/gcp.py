@@ -72,7 +72,6 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
@@ -98,6 +97,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
+from adapters.resource import AsyncResource
 from scheduler.domain import Cloud, Market, Offering, Pool
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def _typed_from_call_error(exc: gexc.GoogleAPICallError) -> tuple[type[ProviderE
     return error_class(codes, status), ",".join(c for c in codes if c) or f"HTTP {status}"
 
 
-class GcpProvider:
+class GcpProvider(AsyncResource):
     """Compute Engine in the configured zones as a `adapters.provider.Provider`.
 
     `offerings` is the catalog's list (every cloud; only GCP pools in configured zones
@@ -351,17 +351,6 @@ class GcpProvider:
         self._seen: OrderedDict[str, None] = OrderedDict()  # preemption op ids returned
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> GcpProvider:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP sessions and the thread pool (calls in flight are not awaited)."""

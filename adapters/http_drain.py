@@ -25,7 +25,6 @@ import logging
 import math
 import string
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Literal
 from urllib.parse import quote
 
@@ -34,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters._http import FetchError, Sleep, fetch, safe_url, split_credentials
+from adapters.resource import AsyncResource
 from scheduler.domain import Node
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class HttpDrainConfig(BaseModel):
         return _check_template(v)
 
 
-class HttpDrainer:
+class HttpDrainer(AsyncResource):
     """A `scheduler.drain.Drainer` for routers with an admin hook and vLLM-style nodes.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
@@ -106,17 +106,6 @@ class HttpDrainer:
         self._session = session  # created on first use when not given
         self._owns_session = session is None  # close only what we opened
         self._sleep = sleep  # backoff between hook retries; injected so tests never wait
-
-    async def __aenter__(self) -> HttpDrainer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP session if this drainer opened it."""

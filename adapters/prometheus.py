@@ -25,7 +25,6 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -34,6 +33,7 @@ from yarl import URL
 from adapters._http import FetchError, Sleep, fetch, split_credentials
 from adapters.metrics import DemandSample
 from adapters.prometheus_config import PrometheusConfig
+from adapters.resource import AsyncResource
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PrometheusQueryError(Exception):
     """A query gave no usable answer; the message says why and holds no credentials."""
 
 
-class PrometheusSource:
+class PrometheusSource(AsyncResource):
     """A `MetricsSource` backed by the Prometheus HTTP API.
 
     Use as `async with PrometheusSource(config) as source:` or call `close()`; a
@@ -70,17 +70,6 @@ class PrometheusSource:
             self._endpoint = base / "api" / "v1" / "query"
         except FetchError as exc:
             self._bad_url = str(exc)
-
-    async def __aenter__(self) -> PrometheusSource:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP session if this source opened it."""
