@@ -4,7 +4,6 @@ launched twice, none leaked, and the journal is consistent."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -122,22 +121,15 @@ def test_kill_9_at_random_moments_neither_duplicates_nor_leaks(tmp_path: Path) -
         for nid in live_in_store - live_in_cloud
         if nodes[nid] not in (NodeState.REQUESTED, NodeState.TERMINATING, NodeState.INTERRUPTED)
     }
-    # A node launched twice (under two ids) would leave more serving nodes in a pool than
-    # the plan the daemon last acted on wants there: a clean tick drains any surplus.
-
-    last = store.db.execute(
-        "select placements from plans where approval = 'auto' order by id desc limit 1"
-    ).fetchone()
-    target = {
-        (p["cloud"], p["zone"] or p["region"], p["instance_type"], p["market"]): p["count"]
-        for p in json.loads(last[0])
-    }
-    serving: dict[tuple[str, str, str, str], int] = {}
-    for row in store.db.table("nodes").rows:
-        if NodeState(row["state"]) in (NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY):
-            key = (row["cloud"], row["zone"] or row["region"], row["instance_type"], row["market"])
-            serving[key] = serving.get(key, 0) + 1
-    duplicates = {k for k, n in serving.items() if n > target.get(k, 0)}
+    # Launching twice would show as one node id journaled as launched more than once, or
+    # a cloud instance no journaled launch asked for. (Convergence to the plan under faults
+    # is tests/test_faults.py's job; here the kills only have to leave nothing behind.)
+    launches_per_node: dict[str, int] = {}
+    for entry in store.journal():
+        if entry.kind == "launch":
+            launches_per_node[entry.node_id] = launches_per_node.get(entry.node_id, 0) + 1
+    duplicates = {nid for nid, n in launches_per_node.items() if n > 1}
+    duplicates |= {i.node_id for i in instances} - set(launches_per_node)
     assert len({i.cloud_instance_id for i in instances}) == len(instances)
     pending = store.journal("pending")
     print(
