@@ -17,6 +17,7 @@ import math
 import sqlite3
 import threading
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -155,6 +156,16 @@ def parse_metrics(text: str) -> MetricsReading:
     )
 
 
+def _total(values: Iterable[object]) -> float | None:
+    """Sum over regions; None when any region's value is unknown."""
+    total = 0.0
+    for v in values:
+        if not isinstance(v, int | float):
+            return None
+        total += float(v)
+    return total
+
+
 def headroom_of(demand: dict[str, float | None], capacity: dict[str, float]) -> float | None:
     """Ready capacity over observed demand, all models together (None when unknown)."""
     if not demand or any(v is None for v in demand.values()):
@@ -174,7 +185,7 @@ class ApiBackend:
     def __init__(self, client: ApiClient, *, history: int = 720) -> None:
         self.client = client
         self.label = f"unix:{client.socket_path}" if client.socket_path else client.base_url
-        # Demand history is sampled by the TUI itself (the API serves only "now").
+        # Demand history: seeded from the daemon's store, then sampled from /metrics.
         self._history: defaultdict[str, deque[DemandPoint]] = defaultdict(
             lambda: deque(maxlen=history)
         )
@@ -185,6 +196,27 @@ class ApiBackend:
         if not self._opened:
             await self.client.__aenter__()
             self._opened = True
+            await self._seed_history()
+
+    async def _seed_history(self) -> None:
+        """Start the charts from the daemon's stored demand history (GET /v1/demand), so
+        the Demand screen shows the last hours, not only the time since the TUI opened."""
+        try:
+            rows = await self.client.demand(limit=10_000)
+        except ApiError:  # a daemon without the endpoint: sample from now on
+            return
+        by_time: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_time[str(row["model"]), float(row["at_s"])].append(row)
+        for (model, at_s), group in sorted(by_time.items(), key=lambda kv: kv[0][1]):
+            self._history[model].append(
+                DemandPoint(
+                    at_s,
+                    _total(r.get("rps") for r in group),
+                    _total(r.get("planned_rps") for r in group),
+                    None,  # ready capacity is not stored per tick
+                )
+            )
 
     async def status(self) -> dict[str, Any]:
         await self._open()
@@ -239,7 +271,7 @@ class ApiBackend:
             "rps",
             {m: list(p) for m, p in sorted(self._history.items())},
             peak,
-            "sampled from /metrics while this TUI runs",
+            "stored demand history, then sampled from /metrics while this TUI runs",
         )
 
     async def approve(self, plan_id: int) -> None:
