@@ -1,0 +1,190 @@
+"""Chaos against AWS over moto's wire protocol: SIGKILL the daemon 30 times while the
+load (from a small Prometheus-compatible endpoint) swings up and down, restart it each
+time, then check moto's own listing: no node launched twice, none leaked."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from test_aws_support import MotoAccount, aws_env, fake_credentials_env  # noqa: F401
+
+from scheduler.domain import NodeState
+from scheduler.store import StateStore
+
+KILLS = 30
+PERIOD_S = 20.0  # wall seconds of one load swing
+
+
+class _Prometheus(BaseHTTPRequestHandler):
+    """Answers the three instant queries capsched sends: rate, peak and freshness."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        now = time.time()
+        swing = 0.5 + 0.5 * math.sin(2 * math.pi * now / PERIOD_S)
+        value = now if "timestamp(" in query else 2.0 + 30.0 * swing
+        result = [
+            {"metric": {"model": "llama-3.1-8b", "region": "us-east"}, "value": [now, str(value)]}
+        ]
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+
+@pytest.fixture
+def prometheus() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_config(tmp: Path, account: MotoAccount, prom_url: str) -> Path:
+    aws = json.loads(account.config().model_dump_json())
+    regions = "\n".join(
+        f"""
+[[aws.regions]]
+name = "{r["name"]}"
+image_id = "{r["image_id"]}"
+subnets = {{ {", ".join(f'"{z}" = "{s}"' for z, s in r["subnets"].items())} }}
+security_group_ids = {json.dumps(r["security_group_ids"])}
+"""
+        for r in aws["regions"]
+    )
+    path = tmp / "capsched.toml"
+    path.write_text(
+        f"""
+[scheduler]
+tick_interval_s = 2
+state_db = "{tmp / "state.db"}"
+[solver]
+time_limit_s = 0.5
+[daemon]
+api_port = 0
+[guards]
+min_node_age_s = 0
+max_scale_down_fraction = 1.0
+drain_timeout_s = 0
+[sources]
+cloud = "aws"
+demand = "prometheus"
+[prometheus]
+url = "{prom_url}"
+retries = 0
+[[models]]
+name = "llama-3.1-8b"
+[[regions]]
+name = "us-east"
+location = "us-east-1"
+max_latency_ms = 100
+[clouds.aws]
+regions = {json.dumps(list(account.regions))}
+markets = ["on-demand"]
+gpu_kinds = ["L4", "L40S"]
+[clouds.gcp]
+enabled = false
+[aws]
+owner = "{account.owner}"
+endpoint_url = "{account.url}"
+max_attempts = 1
+{regions}
+"""
+    )
+    return path
+
+
+def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, **fake_credentials_env(), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def wait_for_ticks(proc: subprocess.Popen[str], n: int) -> None:
+    assert proc.stderr is not None
+    seen = 0
+    for line in proc.stderr:  # blocks until the daemon logs its ticks
+        if "logger=scheduler.reconciler tick now_s=" in line:
+            seen += 1
+            if seen >= n:
+                return
+    raise AssertionError(f"daemon exited with {proc.wait()} before {n} ticks")
+
+
+def test_kill_9_against_moto_neither_duplicates_nor_leaks(
+    tmp_path: Path,
+    aws_env: str,  # noqa: F811 - the fixture imported above
+    prometheus: str,
+) -> None:
+    account = MotoAccount.create(aws_env)
+    config = write_config(tmp_path, account, prometheus)
+    rng = random.Random(20261126)
+    for _ in range(KILLS):
+        with start(config, tmp_path) as proc:
+            wait_for_ticks(proc, 1)
+            time.sleep(rng.uniform(0.0, 2.5))  # a random moment in the next ticks
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    with start(config, tmp_path) as proc:  # a last clean run reconciles what is left
+        wait_for_ticks(proc, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+    store = StateStore(tmp_path / "state.db")
+    nodes = {row["node_id"]: NodeState(row["state"]) for row in store.db.table("nodes").rows}
+    launches = Counter(e.node_id for e in store.journal() if e.kind == "launch")
+    created: list[str] = []
+    live_in_cloud: set[str] = set()
+    for region in account.regions:
+        for inst in account.instances(region):
+            node_id = {t["Key"]: t["Value"] for t in inst["Tags"]}["capsched-node"]
+            created.append(node_id)
+            if inst["State"]["Name"] in ("pending", "running"):
+                live_in_cloud.add(node_id)
+    live_in_store = {n for n, s in nodes.items() if s not in (NodeState.GONE, NodeState.FAILED)}
+    duplicates = {n for n, c in Counter(created).items() if c > 1} | {
+        n for n, c in launches.items() if c > 1
+    }
+    leaked = {n for n in live_in_cloud if nodes.get(n) in (NodeState.GONE, NodeState.FAILED)}
+    unknown = live_in_cloud - set(nodes)
+    terminated = sum(1 for e in store.journal() if e.kind == "terminate")
+    print(
+        f"\nchaos on moto: kills={KILLS} instances={len(created)} live={len(live_in_cloud)}"
+        f" terminations={terminated} duplicates={len(duplicates)} leaked={len(leaked)}"
+        f" unknown={len(unknown)} pending_journal={len(store.journal('pending'))}"
+    )
+    assert len(created) > 3 and terminated > 0  # it scaled up and down
+    assert duplicates == set()
+    assert leaked == set()
+    assert unknown == set()
+    assert live_in_cloud <= live_in_store
+    assert store.journal("pending") == []
+    store.close()
