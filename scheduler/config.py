@@ -44,6 +44,7 @@ class SolverSection(_Section):
     backend: Literal["scip"] = "scip"  # MIP solver behind OR-Tools
     workers: int = Field(default=2, ge=1, le=64)  # models solved in parallel (threads)
     gap_tolerance: float = Field(default=0.005, ge=0, le=0.5)  # stop once proven this close
+    node_limit: int = Field(default=0, ge=0, le=10_000_000)  # > 0: work limit, repeatable plans
     unmet_penalty_usd_per_rps_hour: float = Field(default=500.0, gt=0)  # cost of dropping load
     churn_amortization_h: float = Field(default=24.0, gt=0)  # hours a launch's cost is spread over
     interruption_cost_usd: float = Field(default=0.0, ge=0)  # extra cost per spot reclaim

@@ -266,6 +266,7 @@ def make_plan(
         workers=config.solver.workers,
         backend=config.solver.backend,
         gap_tolerance=config.solver.gap_tolerance,
+        node_limit=config.solver.node_limit,
     )
     plan = to_plan(problem, cands, solution)
     log.info(

@@ -209,6 +209,7 @@ def _run(
     backend: str,
     hint: IntArray | None,
     gap_tolerance: float,
+    node_limit: int = 0,
 ) -> _Run:
     lp = mdl.lp
     lp.SetTimeLimit(max(10, int(time_limit_s * 1000)))
@@ -217,6 +218,9 @@ def _run(
         "highs": f"random_seed={seed}\noutput_flag=false\nmip_rel_gap={gap_tolerance}",
         "scip": f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}",
     }[backend]
+    if node_limit > 0 and backend == "scip":
+        # A work limit instead of a clock: the same problem gives the same plan anywhere.
+        params += f"\nlimits/nodes = {node_limit}"
     lp.SetSolverSpecificParametersAsString(params)
     if hint is not None and backend == "scip":  # HiGHS ignores hints through this wrapper
         pairs = list(mdl.x.items())
@@ -279,8 +283,13 @@ def solve(
     workers: int = 1,
     backend: Backend = "scip",
     gap_tolerance: float = 1e-3,
+    node_limit: int = 0,
 ) -> Solution:
     """Find the cheapest fleet for `problem` within `time_limit_s`.
+
+    With `node_limit > 0` each search stops after that many branch-and-bound nodes and
+    `time_limit_s` only caps each model's search as a safety net: the plan then depends
+    on the problem and the seed alone, not on the machine (simulations use this).
 
     Models interact only through quotas and the budget, so each model is solved on
     its own first (a sum of small searches instead of one product-sized search);
@@ -314,6 +323,7 @@ def solve(
             backend=backend,
             hint=hint,
             gap_tolerance=gap_tolerance,
+            node_limit=node_limit,
         )
 
     # Keeping the current fleet: routing only, per model, then the coupling check.
@@ -328,6 +338,8 @@ def solve(
     budget_s = max(0.05, deadline - time.perf_counter())
 
     def alone(m: int) -> _Run:
+        if node_limit > 0:  # the node limit decides; the clock is only a safety net
+            return run({m: cands[m]}, None, time_limit_s, hint=problem.current)
         limit = budget_s * workers * len(cands[m]) / n_cands
         left = deadline - time.perf_counter()
         return run({m: cands[m]}, None, max(0.05, min(limit, left)), hint=problem.current)
@@ -337,7 +349,7 @@ def solve(
     best = _merge(problem, runs)
     coupled = problem.quotas or problem.budget_usd_per_hour is not None
     if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
-        remaining = max(0.1, deadline - time.perf_counter())
+        remaining = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)
     elapsed = time.perf_counter() - started

@@ -379,3 +379,22 @@ def test_big_nodes_over_the_demand_still_give_the_optimum() -> None:
     # One big node per location serves it all; robustness needs the other one as backup.
     assert s.nodes.tolist() == [[1, 1, 0]]
     assert s.objective == pytest.approx(2.2)
+
+
+def test_a_node_limit_makes_hard_solves_repeatable() -> None:
+    # A problem the solver does not finish: with a work limit instead of the clock, two
+    # runs (whatever else the machine is doing) return the same plan.
+    rng = np.random.default_rng(11)
+    n_pools, n_models = 80, 3
+    pools = [
+        pool(f"p{i}", loc=i % 4, dom=i % 8, spot=bool(i % 2), usd=float(rng.uniform(0.5, 5)))
+        for i in range(n_pools)
+    ]
+    cap = rng.uniform(0.5, 4, size=(n_models, n_pools))
+    demands = [(m, float(rng.uniform(5, 50)), (0, 1, 2, 3)) for m in range(n_models)]
+    p = problem(pools, cap.tolist(), demands, robustness_fraction=0.5)
+    a = solve(p, time_limit_s=30, node_limit=20, workers=2)
+    b = solve(p, time_limit_s=30, node_limit=20, workers=1)
+    assert (a.nodes == b.nodes).all()
+    assert a.objective == b.objective
+    assert_valid(p, a)
