@@ -99,6 +99,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._notices: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -112,6 +113,8 @@ class Daemon:
         self._record_config()
         self._task = asyncio.create_task(self._run(), name="capsched-loop")
         self._watchdog = asyncio.create_task(self._pet_watchdog(), name="capsched-watchdog")
+        if self.pending_notices is None:  # a real cloud: notices come from its own queue
+            self._notices = asyncio.create_task(self._poll_notices(), name="capsched-notices")
         sd_notify("READY=1\nSTATUS=reconciling")
         log.info(
             "daemon_started approval_mode=%s dry_run=%s",
@@ -124,8 +127,9 @@ class Daemon:
         self.stop()
         if self._task is not None:
             await self._task  # finishes the in-flight tick, then returns
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for task in (self._watchdog, self._notices):
+            if task is not None:
+                task.cancel()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -157,6 +161,28 @@ class Daemon:
                 await self.tick_once()
                 next_tick = self.clock() + interval_s
             await self._sleep_until(next_tick)
+
+    async def _poll_notices(self) -> None:
+        """Between ticks, fetch interruption notices (AWS gives two minutes, GCP thirty
+        seconds: a five-minute tick would miss them) and tick at once when one arrives."""
+        while not self._stopping.is_set():
+            await self.poll_notices_once()
+            await asyncio.sleep(self.notice_poll_s)
+
+    async def poll_notices_once(self) -> int:
+        """One fetch; notices go to the reconciler (which will not see them again from the
+        provider) and wake the loop. Returns how many arrived."""
+        try:
+            notices = await self.reconciler.provider.interruption_notices()
+        except Exception as exc:  # the next poll or the tick's own fetch tries again
+            log.warning("notice_poll_failed error=%s", exc)
+            return 0
+        for notice in notices:
+            self.reconciler.notices[notice.node_id] = notice
+        if notices:
+            log.info("wake reason=interruption_notice count=%d", len(notices))
+            self._wake.set()
+        return len(notices)
 
     async def _pet_watchdog(self) -> None:
         """Tell systemd the event loop is alive, at half its watchdog interval. A tick that

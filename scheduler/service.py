@@ -177,7 +177,7 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         advance=edges.advance,
         pending_notices=edges.pending_notices,
         telemetry=telemetry,
-        notice_poll_s=1.0,
+        notice_poll_s=1.0 if config.sources.cloud == "sim" else 5.0,
     )
     app = make_app(daemon, token, metrics_registry=telemetry.registry)
     d = config.daemon

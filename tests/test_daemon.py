@@ -337,3 +337,27 @@ async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         proc.stderr.read()
         assert proc.wait(timeout=60) == 0
+
+
+async def test_notices_between_ticks_wake_the_loop_and_replace_at_once(tmp_path: Path) -> None:
+    import numpy as np
+
+    from adapters.sim import SpotTrace
+    from scheduler.domain import Market
+
+    daemon, cloud, _, clock = make(tmp_path)
+    await daemon.tick_once()
+    clock.now = 120.0
+    await daemon.tick_once()
+    spot = [n for n in daemon.store.live_nodes() if n.pool.market is Market.SPOT]
+    assert spot, "the plan uses spot here"
+    # The cloud takes that pool's capacity away: a notice comes out.
+    cloud._traces[spot[0].pool] = SpotTrace("test", 60.0, np.array([0]))
+    cloud.advance_to(180.0)
+    assert await daemon.poll_notices_once() >= 1
+    assert daemon._wake.is_set()
+    clock.now = 181.0
+    report = await daemon.tick_once()
+    assert report is not None
+    assert daemon.store.node(spot[0].node_id).state is NodeState.INTERRUPTED  # type: ignore[union-attr]
+    assert any(type(a).__name__ == "Launch" for a in report.actions)
