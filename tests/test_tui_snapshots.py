@@ -151,9 +151,12 @@ def db_app(path: Path) -> Any:
 
 
 async def _settle(pilot: Any) -> None:
-    # Fetch, then let the tables measure their columns (they do it when idle).
-    for _ in range(2):
+    # Fetch, then let the tables measure their columns (they do it when idle). A loaded
+    # machine needs more idle rounds than a quiet one (a CI run caught the help screen
+    # over an unmeasured table), so give it several.
+    for _ in range(6):
         await pilot.app.workers.wait_for_complete()
+        await pilot.wait_for_scheduled_animations()
         await pilot.pause()
 
 
