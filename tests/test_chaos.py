@@ -5,14 +5,13 @@ launched twice, none leaked, and the journal is consistent."""
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from daemon_proc import start_daemon, wait_for_ticks
 
 from adapters.provider import InstanceState
 from scheduler.domain import NodeState
@@ -64,40 +63,18 @@ enabled = false
     return config
 
 
-def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def wait_for_ticks(proc: subprocess.Popen[str], n: int) -> None:
-    assert proc.stderr is not None
-    seen = 0
-    for line in proc.stderr:  # blocks until the daemon logs its ticks
-        if "logger=scheduler.reconciler tick now_s=" in line:
-            seen += 1
-            if seen >= n:
-                return
-    raise AssertionError(f"daemon exited with {proc.wait()} before {n} ticks")
-
-
 def test_kill_9_at_random_moments_neither_duplicates_nor_leaks(tmp_path: Path) -> None:
     config = write_world(tmp_path)
     rng = random.Random(20261126)
     for _ in range(KILLS):
-        with start(config, tmp_path) as proc:
+        with start_daemon(config, tmp_path) as proc:
             wait_for_ticks(proc, 1)
             time.sleep(rng.uniform(0.0, 0.6))  # a random moment inside the next ticks
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
 
     # A last clean run reconciles whatever the kills left half done.
-    with start(config, tmp_path) as proc:
+    with start_daemon(config, tmp_path) as proc:
         wait_for_ticks(proc, 3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from daemon_proc import start_daemon, wait_for_ticks
 from test_aws_support import MotoAccount, aws_env, fake_credentials_env  # noqa: F401
 
 from scheduler.domain import NodeState
@@ -116,29 +114,6 @@ max_attempts = 1
     return path
 
 
-def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, **fake_credentials_env(), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=cwd,
-        env=env,
-    )
-
-
-def wait_for_ticks(proc: subprocess.Popen[str], n: int) -> None:
-    assert proc.stderr is not None
-    seen = 0
-    for line in proc.stderr:  # blocks until the daemon logs its ticks
-        if "logger=scheduler.reconciler tick now_s=" in line:
-            seen += 1
-            if seen >= n:
-                return
-    raise AssertionError(f"daemon exited with {proc.wait()} before {n} ticks")
-
-
 def test_kill_9_against_moto_neither_duplicates_nor_leaks(
     tmp_path: Path,
     aws_env: str,  # noqa: F811 - the fixture imported above
@@ -148,12 +123,14 @@ def test_kill_9_against_moto_neither_duplicates_nor_leaks(
     config = write_config(tmp_path, account, prometheus)
     rng = random.Random(20261126)
     for _ in range(KILLS):
-        with start(config, tmp_path) as proc:
+        with start_daemon(config, tmp_path, fake_credentials_env()) as proc:
             wait_for_ticks(proc, 1)
             time.sleep(rng.uniform(0.0, 2.5))  # a random moment in the next ticks
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-    with start(config, tmp_path) as proc:  # a last clean run reconciles what is left
+    with start_daemon(
+        config, tmp_path, fake_credentials_env()
+    ) as proc:  # a last clean run reconciles what is left
         wait_for_ticks(proc, 3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -1,0 +1,37 @@
+"""A `capsched daemon` in a subprocess, for tests that kill or signal it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+TICK_LINE = "logger=scheduler.reconciler tick now_s="
+
+
+def start_daemon(
+    config: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start the daemon on `config`; its log lines come on `stderr`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_ticks(proc: subprocess.Popen[str], n: int) -> None:
+    """Block until the daemon has logged `n` ticks (no sleeping, no polling)."""
+    assert proc.stderr is not None
+    seen = 0
+    for line in proc.stderr:
+        if TICK_LINE in line:
+            seen += 1
+            if seen >= n:
+                return
+    raise AssertionError(f"daemon exited with {proc.wait()} before {n} ticks")
