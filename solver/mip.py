@@ -14,13 +14,14 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
           for every failure domain z with spot pools of m:
             capacity of m outside z's spot pools >= alpha * served load of m
 
-Backends: "highs" (default) and "scip"; benchmarks/bench_solver.py compares them. CP-SAT
+Backends: "scip" (default) and "highs"; benchmarks/bench_solver.py compares them. CP-SAT
 was the first backend and is not offered: docs/solver.md says why.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,12 @@ Backend = Literal["highs", "scip"]
 _BACKENDS: dict[str, str] = {"highs": "HIGHS", "scip": "SCIP"}
 # Feasibility tolerance used when reading values back and checking the current fleet.
 _TOL = 1e-6
+# SCIP's cutting-plane rounds at the root, and none below it. The measured trade-off
+# (benchmarks/bench_solver.py, docs/solver.md): with SCIP's default separation a
+# 400-pool model spends its whole 0.2 s share at the root and ends 16 % above the best
+# plan on average; without cuts the search reaches branching and its diving heuristics
+# at once and ends within 1 %, at the price of a weaker proven bound.
+ROOT_CUT_ROUNDS = 0
 
 
 @dataclass
@@ -216,7 +223,10 @@ def _run(
     lp.SetNumThreads(1)  # parallelism is across models (see solve)
     params = {
         "highs": f"random_seed={seed}\noutput_flag=false\nmip_rel_gap={gap_tolerance}",
-        "scip": f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}",
+        "scip": (
+            f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}"
+            f"\nseparating/maxroundsroot = {ROOT_CUT_ROUNDS}\nseparating/maxrounds = 0"
+        ),
     }[backend]
     if node_limit > 0 and backend == "scip":
         # A work limit instead of a clock: the same problem gives the same plan anywhere.
@@ -326,26 +336,31 @@ def solve(
             node_limit=node_limit,
         )
 
-    # Keeping the current fleet: routing only, per model, then the coupling check.
-    keep = _merge(
-        problem,
-        [run({m: c}, problem.current, max(0.05, 0.1 * time_limit_s)) for m, c in cands.items()],
-    )
-    keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
-
     # Each model alone, `workers` at a time (the backend releases the GIL while it
-    # searches), each with a share of the time proportional to its candidate pools.
-    budget_s = max(0.05, deadline - time.perf_counter())
+    # searches). A model's share of the time left is its share of the candidate pools not
+    # yet searched, so time a model does not need (proven optimal early) goes to the rest.
+    lock = threading.Lock()
+    unstarted = [n_cands]
 
     def alone(m: int) -> _Run:
+        with lock:
+            weight = len(cands[m]) / max(1, unstarted[0])
+            unstarted[0] -= len(cands[m])
         if node_limit > 0:  # the node limit decides; the clock is only a safety net
             return run({m: cands[m]}, None, time_limit_s, hint=problem.current)
-        limit = budget_s * workers * len(cands[m]) / n_cands
         left = deadline - time.perf_counter()
-        return run({m: cands[m]}, None, max(0.05, min(limit, left)), hint=problem.current)
+        limit = max(0.05, min(left, left * workers * weight))
+        return run({m: cands[m]}, None, limit, hint=problem.current)
 
+    def keep_alone(m: int) -> _Run:
+        """Keeping the current fleet: routing only."""
+        return run({m: cands[m]}, problem.current, max(0.05, 0.1 * time_limit_s))
+
+    order = sorted(cands, key=lambda m: -len(cands[m]))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        runs = list(pool.map(alone, sorted(cands, key=lambda m: -len(cands[m]))))
+        keep = _merge(problem, list(pool.map(keep_alone, order)))
+        runs = list(pool.map(alone, order))
+    keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
     best = _merge(problem, runs)
     coupled = problem.quotas or problem.budget_usd_per_hour is not None
     if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
