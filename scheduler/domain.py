@@ -171,3 +171,4 @@ class Plan:
     solve_time_s: float  # wall time spent in the solver
     unmet: tuple[Unmet, ...] = ()  # demand left unserved
     notes: tuple[str, ...] = field(default=())  # why the plan looks the way it does
+    kept_models: tuple[str, ...] = ()  # models kept as they ran, without a search

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,6 +236,9 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     notes: list[str] = []
     if solution.kept_current:
         notes.append("kept the current fleet: no cheaper feasible plan found")
+    kept = tuple(cands.models[m] for m in solution.kept_models)
+    if kept:
+        notes.append(f"not re-solved, demand within replan_tolerance: {', '.join(kept)}")
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
     return Plan(
@@ -247,6 +250,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         solve_time_s=solution.solve_time_s,
         unmet=unmet,
         notes=tuple(notes),
+        kept_models=kept,
     )
 
 
@@ -256,9 +260,15 @@ def make_plan(
     profiles: Sequence[CapacityProfile],
     demand: Sequence[Demand],
     fleet: Sequence[Placement] = (),
+    keep_models: Collection[str] = (),
 ) -> Plan:
-    """Build the problem, solve it under the config's limits, and return the plan."""
+    """Build the problem, solve it under the config's limits, and return the plan.
+
+    Models named in `keep_models` keep their nodes in `fleet` without a search when
+    those serve the model's demand on their own (see `solver.solve`).
+    """
     problem, cands = build_problem(config, catalog, profiles, demand, fleet)
+    keep = [i for i, name in enumerate(cands.models) if name in set(keep_models)]
     solution = solve(
         problem,
         time_limit_s=config.solver.time_limit_s,
@@ -267,15 +277,18 @@ def make_plan(
         backend=config.solver.backend,
         gap_tolerance=config.solver.gap_tolerance,
         node_limit=config.solver.node_limit,
+        keep_models=keep,
     )
     plan = to_plan(problem, cands, solution)
     log.info(
-        "plan status=%s usd_per_hour=%.2f gap=%.4f solve_time_s=%.3f pools=%d unmet_rps=%.2f",
+        "plan status=%s usd_per_hour=%.2f gap=%.4f solve_time_s=%.3f pools=%d unmet_rps=%.2f"
+        " models_kept=%d",
         plan.status,
         plan.usd_per_hour,
         plan.gap,
         plan.solve_time_s,
         len(problem.pools),
         sum(u.rps for u in plan.unmet),
+        len(solution.kept_models),
     )
     return plan

@@ -81,36 +81,55 @@ class CapschedPolicy:
     def decide(self, obs: Observation) -> Plan:
         """Solve for the planned demand, starting from the fleet that serves now.
 
-        The last plan is kept (no solve) while every planned rate is within
-        `planning.replan_tolerance` of what it was solved for, the serving fleet is what
-        that plan asked for, and prices and availability have not changed: a solve
-        then could only add churn for pennies, and skipping it keeps ticks cheap.
+        A model is kept as it runs (no search) while each of its planned rates is within
+        `planning.replan_tolerance` of what its last search was for, its serving nodes are
+        what that plan asked for, and they still serve its demand; prices and
+        availability must not have changed since. When every model is kept, the last plan
+        stands without a solve. Otherwise only the others are searched: a solve for a
+        model that barely moved could only add churn for pennies, and skipping it keeps
+        ticks cheap.
         """
         demand = self.planned_demand(obs)
         fleet = Counter((n.model, n.pool) for n in obs.serving())
         offerings = obs.offerings or self.catalog.offerings
-        if self._last is not None and self._still_valid(demand, fleet, offerings):
+        settled = self._settled(demand, fleet, offerings)
+        if self._last is not None and settled == {m.name for m in self.config.models}:
             return self._last[0]
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
         catalog = dataclasses.replace(self.catalog, offerings=offerings)
-        plan = make_plan(self.config, catalog, self.profiles, demand, placements)
-        self._last = (plan, {(d.model, d.region): d.rps for d in demand}, hash(offerings))
+        plan = make_plan(self.config, catalog, self.profiles, demand, placements, settled)
+        kept = set(plan.kept_models)
+        solved_for = {
+            (d.model, d.region): (
+                self._last[1].get((d.model, d.region), d.rps)
+                if self._last is not None and d.model in kept
+                else d.rps
+            )
+            for d in demand
+        }
+        self._last = (plan, solved_for, hash(offerings))
         return plan
 
-    def _still_valid(
+    def _settled(
         self,
         demand: list[Demand],
         fleet: Counter[tuple[str, Pool]],
         offerings: tuple[Offering, ...],
-    ) -> bool:
-        assert self._last is not None
+    ) -> set[str]:
+        """Models whose demand and fleet have not moved since their last search."""
+        if self._last is None:
+            return set()
         plan, solved_for, offerings_hash = self._last
         tol = self.config.planning.replan_tolerance
         if tol <= 0 or hash(offerings) != offerings_hash:
-            return False
+            return set()
+        settled = {m.name for m in self.config.models}
         for d in demand:
             before = solved_for.get((d.model, d.region))
             if before is None or abs(d.rps - before) > tol * max(before, 1e-9):
-                return False
+                settled.discard(d.model)
         target = Counter({(pl.model, pl.pool): pl.count for pl in plan.placements})
-        return fleet == target
+        for key in set(target) | set(fleet):
+            if target[key] != fleet[key]:
+                settled.discard(key[0])
+        return settled

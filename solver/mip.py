@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -294,8 +295,14 @@ def solve(
     backend: Backend = "scip",
     gap_tolerance: float = 1e-3,
     node_limit: int = 0,
+    keep_models: Collection[int] = (),
 ) -> Solution:
     """Find the cheapest fleet for `problem` within `time_limit_s`.
+
+    Models in `keep_models` keep their current nodes without a search when those nodes
+    are feasible for the model on their own and serve all its demand (a caller passes
+    the models whose demand barely moved since their last plan); the others are searched
+    as usual. `Solution.kept_models` lists the models kept this way.
 
     With `node_limit > 0` each search stops after that many branch-and-bound nodes and
     `time_limit_s` only caps each model's search as a safety net: the plan then depends
@@ -315,7 +322,6 @@ def solve(
     started = time.perf_counter()
     deadline = started + time_limit_s
     cands = candidate_pools(problem)
-    n_cands = max(1, sum(len(v) for v in cands.values()))
 
     def run(
         subset: dict[int, list[int]],
@@ -340,7 +346,10 @@ def solve(
     # searches). A model's share of the time left is its share of the candidate pools not
     # yet searched, so time a model does not need (proven optimal early) goes to the rest.
     lock = threading.Lock()
-    unstarted = [n_cands]
+
+    def keep_alone(m: int) -> _Run:
+        """Keeping the current fleet: routing only."""
+        return run({m: cands[m]}, problem.current, max(0.05, 0.1 * time_limit_s))
 
     def alone(m: int) -> _Run:
         with lock:
@@ -352,14 +361,21 @@ def solve(
         limit = max(0.05, min(left, left * workers * weight))
         return run({m: cands[m]}, None, limit, hint=problem.current)
 
-    def keep_alone(m: int) -> _Run:
-        """Keeping the current fleet: routing only."""
-        return run({m: cands[m]}, problem.current, max(0.05, 0.1 * time_limit_s))
-
     order = sorted(cands, key=lambda m: -len(cands[m]))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        keep = _merge(problem, list(pool.map(keep_alone, order)))
-        runs = list(pool.map(alone, order))
+        keep_runs = dict(zip(order, pool.map(keep_alone, order), strict=True))
+        held = tuple(
+            sorted(
+                m
+                for m in set(keep_models) & set(cands)
+                if keep_runs[m].status is not Status.INFEASIBLE
+                and sum(keep_runs[m].unmet_rps.values()) <= _TOL
+            )
+        )
+        search = [m for m in order if m not in held]
+        unstarted = [max(1, sum(len(cands[m]) for m in search))]
+        runs = [keep_runs[m] for m in held] + list(pool.map(alone, search))
+    keep = _merge(problem, list(keep_runs.values()))
     keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
     best = _merge(problem, runs)
     coupled = problem.quotas or problem.budget_usd_per_hour is not None
@@ -367,6 +383,7 @@ def solve(
         remaining = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)
+        held = ()  # the joint search was free to move every model
     elapsed = time.perf_counter() - started
 
     def unmet_of(r: _Run) -> tuple[float, ...]:
@@ -386,6 +403,7 @@ def solve(
             unmet_rps=unmet,
             usd_per_hour=fleet_price(problem, nodes),
             kept_current=True,
+            kept_models=held,
         )
 
     nodes, unmet = best.nodes, unmet_of(best)
@@ -407,4 +425,5 @@ def solve(
         unmet_rps=unmet,
         usd_per_hour=fleet_price(problem, nodes),
         kept_current=kept,
+        kept_models=held,
     )

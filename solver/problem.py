@@ -113,3 +113,4 @@ class Solution:
     unmet_rps: tuple[float, ...]  # per demand, load `nodes` cannot serve
     usd_per_hour: float  # price of `nodes`
     kept_current: bool  # True when the current fleet was returned (no better plan found)
+    kept_models: tuple[int, ...] = ()  # models kept as they run without a search (keep_models)

@@ -251,3 +251,42 @@ async def test_dry_run_plans_but_never_acts(tmp_path: Path) -> None:
     assert report.actions == ()
     assert w.cloud.counters.launches == 0
     assert w.store.plans(1)[0]["approval"] == "dry-run"
+
+
+async def test_only_models_whose_demand_moved_are_re_solved(tmp_path: Path) -> None:
+    other = "llama-3.2-3b"
+    w = World(tmp_path)
+    w.config = Config.model_validate(
+        {
+            **w.config.model_dump(),
+            "models": [{"name": MODEL, "min_replicas": 1}, {"name": other, "min_replicas": 1}],
+        }
+    )
+    rates = {MODEL: 20.0, other: 20.0}
+
+    class TwoSeries:
+        async def demand(self, now_s: float) -> DemandSample:
+            return DemandSample(now_s, {(m, REGION): r for m, r in rates.items()})
+
+    w.metrics = TwoSeries()  # type: ignore[assignment]
+    w.rec = w.build()
+    await w.tick(0)
+    await w.tick(300)  # booted; the fleet is the plan
+    first = await w.tick(300)
+    assert first.plan is not None and first.actions == ()
+    rates[MODEL] = 60.0  # one model triples
+    report = await w.tick(300)
+    assert report.plan is not None
+    assert report.plan.kept_models == (other,)
+    assert any(a.model == MODEL for a in report.actions if isinstance(a, Launch))
+    assert all(a.model != other for a in report.actions)
+    # Slow drift adds up against the rate of the last search, not of the last tick.
+    report = await w.tick(300)
+    assert report.plan is not None and MODEL not in report.plan.kept_models
+    seen = []
+    for _ in range(6):
+        rates[other] *= 1.02
+        report = await w.tick(300)
+        assert report.plan is not None
+        seen.append(other in report.plan.kept_models)
+    assert seen[0] and not all(seen)

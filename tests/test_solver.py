@@ -398,3 +398,29 @@ def test_a_node_limit_makes_hard_solves_repeatable() -> None:
     assert (a.nodes == b.nodes).all()
     assert a.objective == b.objective
     assert_valid(p, a)
+
+
+# --- keeping models that did not move -------------------------------------------------------
+
+
+def two_models(current: list[list[int]]) -> Problem:
+    pools = [pool("dear", usd=2.0), pool("cheap", usd=1.0)]
+    return problem(pools, [[1, 1], [1, 1]], [(0, 3.0, (0,)), (1, 3.0, (0,))], current=current)
+
+
+def test_a_kept_model_stays_as_it_runs_and_the_others_are_solved() -> None:
+    p = two_models(current=[[3, 0], [3, 0]])
+    moved = solve(p, time_limit_s=2)
+    assert moved.nodes.tolist() == [[0, 3], [0, 3]]  # both move to the cheaper pool
+    s = solve(p, time_limit_s=2, keep_models=[0])
+    assert s.kept_models == (0,)
+    assert s.nodes.tolist() == [[3, 0], [0, 3]]
+    assert_valid(p, s)
+
+
+def test_a_kept_model_whose_fleet_no_longer_serves_it_is_solved() -> None:
+    p = two_models(current=[[2, 0], [3, 0]])  # model 0 needs 3 nodes, has 2
+    s = solve(p, time_limit_s=2, keep_models=[0, 1])
+    assert s.kept_models == (1,)
+    assert s.nodes[0].sum() == 3 and s.unmet_rps[0] == pytest.approx(0.0)
+    assert s.nodes[1].tolist() == [3, 0]
