@@ -261,6 +261,19 @@ def _pool(region: str, raw: Mapping[str, Any], tags: Mapping[str, str]) -> Pool:
     return Pool(Cloud.AWS, region, "", str(raw.get("InstanceType", "")), market)
 
 
+def _address(raw: Mapping[str, Any]) -> str | None:
+    """The private IPv4 address (the drainer reaches nodes inside the VPC), else the
+    primary interface's, else an IPv6-only subnet's address; None before one exists."""
+    for value in (
+        raw.get("PrivateIpAddress"),
+        ((raw.get("NetworkInterfaces") or [{}])[0] or {}).get("PrivateIpAddress"),
+        raw.get("Ipv6Address"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _launched_at(raw: Mapping[str, Any]) -> float:
     at = raw.get("LaunchTime")
     if isinstance(at, datetime):
@@ -392,6 +405,7 @@ class AwsProvider(AsyncResource):
             pool=_pool(region, raw, tags),
             state=_state(raw),
             launched_at_s=_launched_at(raw),
+            address=_address(raw),
         )
         self._remember(inst)
         return inst
@@ -504,6 +518,7 @@ class AwsProvider(AsyncResource):
             pool=pool,
             state=_state(raw),
             launched_at_s=_launched_at(raw),
+            address=_address(raw),
         )
         self._remember(inst)
         log.info(

@@ -268,6 +268,16 @@ def _metadata(raw: compute_v1.Instance) -> dict[str, str]:
     return {str(i.key): str(i.value) for i in raw.metadata.items}
 
 
+def _address(raw: compute_v1.Instance) -> str | None:
+    """The first interface's internal IP (the drainer reaches nodes inside the VPC), else
+    its IPv6 address (IPv6-only subnets); None before GCE has assigned one."""
+    for nic in raw.network_interfaces[:1]:
+        for value in (nic.network_i_p, nic.ipv6_address):
+            if value:
+                return str(value)
+    return None
+
+
 def _is_spot(raw: compute_v1.Instance) -> bool:
     s = raw.scheduling
     return s.provisioning_model == "SPOT" or bool(s.preemptible)
@@ -419,6 +429,7 @@ class GcpProvider(AsyncResource):
             pool=_pool(zone, raw, meta),
             state=self._state(node_id, raw),
             launched_at_s=_timestamp(raw.creation_timestamp),
+            address=_address(raw),
         )
         self._known[node_id] = inst
         self._by_name[(zone, raw.name)] = node_id

@@ -12,6 +12,8 @@ Contract (every provider, fake or real, passes the same contract tests):
 * **Typed errors.** Every failure is one of `InsufficientCapacity`, `QuotaExceeded`,
   `NotFound` or `Transient`; the scheduler reacts to the type, never to a message.
 * **Ours only.** `list_instances` returns only instances tagged/labelled as capsched's.
+* **Reachable.** A running instance carries its `address` (private IP preferred), which
+  the HTTP drainer needs to reach the node's metrics.
 
 Time never comes from the wall clock inside a provider used by the simulator: the
 simulated cloud is advanced explicitly (`adapters.sim`).
@@ -79,6 +81,9 @@ class Instance:
     pool: Pool  # pool it runs in
     state: InstanceState  # current state
     launched_at_s: float  # when the cloud accepted the launch
+    # Host or IP the node is reachable at (private IP preferred), for draining over HTTP;
+    # None while the cloud has not assigned one.
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ What it models:
   exactly whatever the step size.
 * **Test hooks**: every call is recorded in `calls`; `inject_error(method, error)`
   makes the next call of that method raise `error` once.
+* **Addresses**: every instance reports `node_address` when one is given (tests point
+  the HTTP drainer at a local server that way), else a fake private IP derived from
+  its instance number (`sim-0000258` is 10.0.1.2): deterministic, and serving nothing.
 
 Clouds do not announce spot stock-outs, so by default `offerings()` keeps listing a
 stocked-out spot pool as available and only the launch fails; `reveal_stockouts=True`
@@ -136,6 +139,12 @@ def load_spot_trace(
     return SpotTrace(str(p), float(gap), counts, float(offset_s), loop)
 
 
+def fake_address(cloud_instance_id: str) -> str:
+    """The simulated private IP of instance `sim-N`: 10.0.0.0/8 numbered by N."""
+    n = int(cloud_instance_id.rsplit("-", 1)[-1])
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
 @dataclass(slots=True)
 class _Instance:
     """The simulated cloud's record of one instance (mutable, private)."""
@@ -181,6 +190,9 @@ class SimCounters:
 class SimCloud:
     """A simulated cloud implementing `adapters.provider.Provider`, moved by `advance_to`."""
 
+    # Class default: a state pickled before addresses existed (PersistentSimCloud) loads too.
+    _node_address: str | None = None
+
     def __init__(
         self,
         offerings: Sequence[Offering],
@@ -195,6 +207,7 @@ class SimCloud:
         random_interruptions: bool = True,
         reveal_stockouts: bool = False,
         listing_retention_s: float = LISTING_RETENTION_S,
+        node_address: str | None = None,
     ) -> None:
         self._offerings = {o.pool: o for o in offerings}
         self._types = instance_types
@@ -208,6 +221,7 @@ class SimCloud:
         self._random = random_interruptions
         self._reveal = reveal_stockouts
         self._retention_s = listing_retention_s
+        self._node_address = node_address  # every instance's address; None: a fake per instance
         self._instances: dict[str, _Instance] = {}
         self._by_pool: dict[Pool, set[str]] = defaultdict(set)  # live node ids per pool
         self._events: list[tuple[float, int, str, str]] = []  # (time, seq, kind, node_id)
@@ -457,9 +471,10 @@ class SimCloud:
     # ------------------------------------------------------------------ accounting
 
     def _snapshot(self, inst: _Instance) -> Instance:
+        address = self._node_address or fake_address(inst.cloud_instance_id)
         return Instance(
             inst.node_id, inst.cloud_instance_id, inst.model, inst.pool, inst.state,
-            inst.launched_at_s,
+            inst.launched_at_s, address,
         )  # fmt: skip
 
     def running(self) -> Iterator[Instance]:

@@ -120,10 +120,23 @@ async def check_errors_come_out_typed(subject: Subject) -> None:
     assert all(i.node_id != "contract-refused" for i in listed)
 
 
+async def check_running_instance_has_an_address(subject: Subject) -> None:
+    """A running instance is listed with the address the HTTP drainer reaches it at."""
+    inst = await subject.provider.launch(subject.request("contract-address"))
+    listed = await _eventually(
+        subject,
+        lambda xs: any(i.node_id == inst.node_id and i.state is InstanceState.RUNNING for i in xs),
+    )
+    [mine] = [i for i in listed if i.node_id == inst.node_id]
+    assert isinstance(mine.address, str) and mine.address.strip() == mine.address != ""
+    await subject.provider.terminate(inst.node_id)
+
+
 CHECKS: tuple[Callable[[Subject], Awaitable[None]], ...] = (
     check_launch_is_idempotent_per_node_id,
     check_failed_then_retried_launch_makes_one_instance,
     check_list_is_eventually_consistent,
     check_terminate_of_a_gone_node_is_not_an_error,
     check_errors_come_out_typed,
+    check_running_instance_has_an_address,
 )

@@ -27,6 +27,7 @@ from adapters.aws import (
     SPOT_WARNING,
     STATE_CHANGE,
     AwsProvider,
+    _address,
     client_token,
     error_class,
     parse_event,
@@ -103,6 +104,29 @@ async def test_spot_launch_asks_for_a_one_time_spot_instance(account: MotoAccoun
     [raw] = account.instances(EAST, "n-spot")
     assert raw["InstanceLifecycle"] == "spot" and tags(raw)["capsched-pool"] == SPOT.key
     assert listed == [inst] or [(i.node_id, i.pool) for i in listed] == [("n-spot", SPOT)]
+
+
+async def test_instances_carry_their_private_ip(account: MotoAccount) -> None:
+    async with provider(account) as p:
+        launched = await p.launch(LaunchRequest("n-ip", "m", OD))
+        [listed] = await p.list_instances()
+    [raw] = account.instances(EAST, "n-ip")
+    assert raw["PrivateIpAddress"]  # moto assigns one from the subnet, as EC2 does
+    assert launched.address == listed.address == raw["PrivateIpAddress"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"PrivateIpAddress": "10.0.1.5", "PublicIpAddress": "3.3.3.3"}, "10.0.1.5"),
+        ({"NetworkInterfaces": [{"PrivateIpAddress": "10.0.2.6"}]}, "10.0.2.6"),
+        ({"Ipv6Address": "2600:1f18::5"}, "2600:1f18::5"),  # an IPv6-only subnet
+        ({"PrivateIpAddress": "", "NetworkInterfaces": []}, None),  # terminated: none left
+        ({}, None),
+    ],
+)
+def test_address_prefers_the_private_ip(raw: dict[str, Any], expected: str | None) -> None:
+    assert _address(raw) == expected
 
 
 async def test_zone_less_pools_spread_over_the_configured_zones(account: MotoAccount) -> None:

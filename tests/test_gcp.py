@@ -7,17 +7,20 @@ talks to it with its real client (``url_scheme="http"``, anonymous credentials).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.cloud import compute_v1
 from pydantic import ValidationError
 from test_gcp_support import FakeCompute, credentials
 
 from adapters.gcp import (
     GcpProvider,
+    _address,
     error_class,
     instance_name,
     label_value,
@@ -176,6 +179,33 @@ async def test_spot_launch_asks_for_spot_deleted_on_preemption(fake: FakeCompute
         "automaticRestart": False,
     }
     assert listed == [inst] and inst.pool == SPOT
+
+
+async def test_instances_carry_their_internal_ip(fake: FakeCompute) -> None:
+    async with provider(fake) as p:
+        launched = await p.launch(LaunchRequest("n-ip", "m", OD))
+        [listed] = await p.list_instances()
+    [raw] = fake.ours("test-owner")
+    ip = raw["networkInterfaces"][0]["networkIP"]
+    assert ip and launched.address == listed.address == ip
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            {"networkInterfaces": [{"networkIP": "10.128.0.7"}, {"networkIP": "10.9.0.1"}]},
+            "10.128.0.7",
+        ),
+        ({"networkInterfaces": [{"ipv6Address": "2600:1900::7"}]}, "2600:1900::7"),
+        ({"networkInterfaces": [{"subnetwork": "regions/r/subnetworks/s"}]}, None),
+        ({}, None),
+    ],
+)
+def test_address_is_the_first_interface_internal_ip(
+    doc: dict[str, Any], expected: str | None
+) -> None:
+    assert _address(compute_v1.Instance.from_json(json.dumps(doc))) == expected
 
 
 async def test_accelerators_are_attached_only_where_configured(fake: FakeCompute) -> None:

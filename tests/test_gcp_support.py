@@ -15,7 +15,8 @@ through google-cloud-compute's own REST transport (``url_scheme="http"``):
 
 It keeps instances in memory, honours `requestId` like GCE (the same id returns the
 same operation and does nothing again), answers a second insert of an existing name
-with 409, records every request (method, path, query, JSON body), and injects faults:
+with 409, gives every interface an internal IP (`networkIP`) as GCE does, records
+every request (method, path, query, JSON body), and injects faults:
 HTTP errors (403 QUOTA_EXCEEDED, 429, 500, a lost answer after the work was done),
 operation errors (ZONE_RESOURCE_POOL_EXHAUSTED), operations that stay RUNNING for a few
 polls, unreachable zones in aggregatedList (an UNREACHABLE warning on the zone's
@@ -270,6 +271,11 @@ class FakeCompute:
             selfLink=f"{_BASE}/zones/{zone}/instances/{name}",
             machineType=f"{_BASE}/{body.get('machineType', '')}",
             labels=dict(body.get("labels") or {}),
+            # GCE assigns each interface an internal IP from its subnetwork at insert.
+            networkInterfaces=[
+                {**nic, "name": f"nic{k}", "networkIP": f"10.128.{n // 256 % 256}.{n % 256}"}
+                for k, nic in enumerate(body.get("networkInterfaces") or [{}])
+            ],
         )
         self.instances[(zone, name)] = inst
         self.created += 1

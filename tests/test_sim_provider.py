@@ -15,7 +15,8 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from adapters.sim import SimCloud, SpotTrace, SpotTraceError, load_spot_trace
+from adapters.sim import SimCloud, SpotTrace, SpotTraceError, fake_address, load_spot_trace
+from adapters.sim_persist import PersistentSimCloud
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
 
 ITYPE = InstanceType(Cloud.AWS, "g6.xlarge", "L4", 1, 24.0, 4, 16.0)
@@ -192,3 +193,35 @@ def test_cannot_go_back_in_time() -> None:
     c.advance_to(10.0)
     with pytest.raises(ValueError, match="back in time"):
         c.advance_to(5.0)
+
+
+# ---------------------------------------------------------------------- addresses
+
+
+async def test_instances_get_a_fake_private_address_by_instance_number() -> None:
+    c = cloud()
+    first = await c.launch(LaunchRequest("n1", "m", OD))
+    second = await c.launch(LaunchRequest("n2", "m", OD))
+    assert (first.address, second.address) == ("10.0.0.1", "10.0.0.2")
+    assert {i.node_id: i.address for i in await c.list_instances()} == {
+        "n1": "10.0.0.1",
+        "n2": "10.0.0.2",
+    }
+    assert fake_address("sim-0000258") == "10.0.1.2"
+
+
+async def test_node_address_points_every_instance_at_one_host() -> None:
+    c = cloud(node_address="127.0.0.1")
+    await c.launch(LaunchRequest("n1", "m", OD))
+    await c.launch(LaunchRequest("n2", "m", OD))
+    assert {i.address for i in await c.list_instances()} == {"127.0.0.1"}
+
+
+async def test_a_state_saved_before_addresses_existed_still_loads(tmp_path: Path) -> None:
+    old = cloud()
+    await old.launch(LaunchRequest("n1", "m", OD))
+    del old.__dict__["_node_address"]  # what a pickle written by the previous version holds
+    saved = PersistentSimCloud(tmp_path / "sim.pickle", old)
+    loaded = PersistentSimCloud(saved.path)
+    [inst] = await loaded.list_instances()
+    assert inst.address == "10.0.0.1"
