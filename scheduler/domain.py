@@ -122,6 +122,7 @@ class Node:
     cloud_instance_id: str | None = None  # the cloud's id, once known
     launched_at_s: float | None = None  # time the launch was requested (epoch seconds)
     state_since_s: float | None = None  # time the node entered its current state
+    address: str | None = None  # host or IP the cloud reports it reachable at (drain), once known
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,7 @@ class Reconciler:
                     state,
                     inst.cloud_instance_id,
                     inst.launched_at_s,
+                    address=inst.address,
                 )
                 self.store.add_node(
                     adopted, now_s, cause="adopted: tagged as ours, not in the store"
@@ -189,6 +190,10 @@ class Reconciler:
             else:
                 t(node.node_id, NodeState.GONE, now_s, "observed gone")
             return
+        if inst.address and inst.address != node.address:
+            # Kept while the node lives (a listing without one never erases it): the
+            # HTTP drainer reaches the node there, also after a restart.
+            self.store.set_address(node.node_id, inst.address)
         if inst.state is InstanceState.PREEMPTED:
             if node.state is not NodeState.INTERRUPTED and node.state is not NodeState.TERMINATING:
                 t(node.node_id, NodeState.INTERRUPTED, now_s, "reclaimed by the cloud")

@@ -110,10 +110,17 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    # Where each node is reachable, as its cloud lists it: the HTTP drainer scrapes the
+    # node's metrics there, also after a restart. NULL until the cloud reports one.
+    db.table("nodes").add_column("address", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -217,6 +224,7 @@ class StateStore:
             cloud_instance_id=row["cloud_instance_id"],
             launched_at_s=row["launched_at_s"],
             state_since_s=row["state_since_s"],
+            address=row["address"] or None,
         )
 
     def node(self, node_id: str) -> Node | None:
@@ -247,6 +255,7 @@ class StateStore:
                     "cloud_instance_id": node.cloud_instance_id,
                     "launched_at_s": node.launched_at_s,
                     "state_since_s": at_s,
+                    "address": node.address,
                 }
             )
             self.db.table("node_events").insert(
@@ -295,6 +304,12 @@ class StateStore:
         updated = self.node(node_id)
         assert updated is not None
         return updated
+
+    def set_address(self, node_id: str, address: str | None) -> None:
+        """Record where `node_id` is reachable (as its cloud lists it); not a transition."""
+        with self.transaction():
+            self.db.table("nodes").update(node_id, {"address": address})
+        log.info("node_address node_id=%s address=%s", node_id, address)
 
     def events(self, node_id: str | None = None) -> list[dict[str, Any]]:
         """Transition history, oldest first, of one node or all."""

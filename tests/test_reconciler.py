@@ -197,6 +197,42 @@ async def test_unknown_instance_tagged_as_ours_is_adopted(tmp_path: Path) -> Non
     assert any(e["cause"].startswith("adopted") for e in w.store.events("cs-stray"))
 
 
+async def test_listed_addresses_are_stored_and_kept_across_restarts(tmp_path: Path) -> None:
+    import dataclasses
+
+    from adapters.provider import Instance, LaunchRequest
+
+    w = World(tmp_path)
+    await w.tick(0)
+    await w.tick(300)  # launched last tick: this tick's listing reports the addresses
+
+    async def listed() -> dict[str, str | None]:
+        return {i.node_id: i.address for i in await w.cloud.list_instances()}
+
+    def stored() -> dict[str, str | None]:
+        return {n.node_id: n.address for n in w.store.live_nodes()}
+
+    assert all((await listed()).values()) and stored() == await listed()
+    await w.cloud.launch(LaunchRequest("cs-stray", MODEL, w.store.live_nodes()[0].pool))
+    await w.tick(300)
+    assert stored()["cs-stray"] == (await listed())["cs-stray"] is not None  # adopted with it
+    # A listing without addresses (a cloud still assigning one) erases none.
+    before = stored()
+    real = w.cloud.list_instances
+
+    async def without_addresses() -> list[Instance]:
+        return [dataclasses.replace(i, address=None) for i in await real()]
+
+    w.cloud.list_instances = without_addresses  # type: ignore[method-assign]
+    await w.tick(300)
+    assert stored() == before
+    w.cloud.list_instances = real  # type: ignore[method-assign]
+    w.store.close()
+    w.store = StateStore(w.db)  # a restart reads them back
+    now_listed = await listed()
+    assert now_listed and {k: stored()[k] for k in now_listed} == now_listed
+
+
 def with_daemon(w: World, **daemon: object) -> None:
     w.config = w.config.model_copy(update={"daemon": w.config.daemon.model_copy(update=daemon)})
     w.rec = w.build()

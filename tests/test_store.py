@@ -104,3 +104,39 @@ def test_config_generations_count_across_restarts(tmp_path: Path) -> None:
     store.close()
     store = StateStore(tmp_path / "s.db")
     assert store.record_config(5.0, "a.toml", "x = 2") == 2
+
+
+def test_addresses_are_kept_and_survive_a_restart(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    known = Node("cs-a", "m", POOL, NodeState.REQUESTED, address="10.0.0.7")
+    store.add_node(known, 0.0, cause="test")
+    later = new_node(store)
+    assert store.node(later.node_id).address is None  # type: ignore[union-attr]
+    store.set_address(later.node_id, "10.0.0.8")
+    store.close()
+    reopened = StateStore(tmp_path / "s.db")
+    assert {n.node_id: n.address for n in reopened.live_nodes()} == {
+        "cs-a": "10.0.0.7",
+        later.node_id: "10.0.0.8",
+    }
+    assert reopened.events(later.node_id)[-1]["new"] == "requested"  # not a transition
+
+
+def test_migration_4_adds_addresses_to_an_existing_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v3.db"
+    with monkeypatch.context() as m:
+        m.setattr("scheduler.store.MIGRATIONS", MIGRATIONS[:3])
+        old = StateStore(path)
+    row = {"node_id": "cs-old", "model": "m", "cloud": "aws", "region": "us-east-1", "zone": ""}
+    row |= {"instance_type": "g6.xlarge", "market": "spot", "state": "ready"}
+    old.db.table("nodes").insert(row)  # a node as schema 3 stored it
+    old.close()
+    store = StateStore(path)
+    version = store.db.execute("select value from meta where key='schema_version'").fetchone()
+    assert version[0] == "4"
+    node = store.node("cs-old")
+    assert node is not None and node.state is NodeState.READY and node.address is None
+    store.set_address("cs-old", "10.1.2.3")
+    assert store.node("cs-old").address == "10.1.2.3"  # type: ignore[union-attr]
