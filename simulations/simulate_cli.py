@@ -4,6 +4,7 @@
                       [--scenario SCENARIO.toml] [--policy capsched,spothedge,...]
                       [--fleet-gpus N] [--out DIR]
     capsched simulate --sweep SWEEP.toml [--workers N] [--out DIR]
+                      [--executor local|ray] [--ray-address ADDRESS]
 
 Without `--trace` it replays the bundled Azure LLM trace slice under the embedded
 default scenario (real spot traces when the shared data folder is present). Writes
@@ -22,8 +23,11 @@ A sweep file lists scenarios, inline or by file, and optionally the policies::
     [[scenarios]]
     file = "what-if.toml"        # relative to the sweep file
 
-Every (scenario, policy) pair runs in a local process pool; results land in
-`DIR/<scenario>/` and `DIR/sweep.json`.
+Every (scenario, policy) pair runs in a local process pool of `--workers` processes, or
+with `--executor ray` as one Ray task each (`simulations/ray_executor.py`: the cluster at
+`--ray-address` or RAY_ADDRESS, else a local one of `--workers` CPUs; needs the extra
+`capsched[ray]`). Either way the results are the same and land, written by this process,
+in `DIR/<scenario>/` and `DIR/sweep.json`.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad input (one line per problem).
 """
@@ -38,8 +42,8 @@ import multiprocessing
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ from pydantic import ValidationError
 
 from adapters.sim import SpotTraceError
 from scheduler.config import ConfigError
+from simulations import ray_executor
 from simulations.engine import RunResult, run_policy
 from simulations.policies import policy_names
 from simulations.report import STATIC_PEAK, plot, summaries, table, write_summary
@@ -81,9 +86,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the run (default: scenario or config)")
     parser.add_argument("--out", type=Path, default=Path("simulate-out"), help="output folder")
     parser.add_argument("--sweep", type=Path, help="SWEEP.toml: many scenarios in parallel")
-    parser.add_argument("--workers", type=int, default=2, help="processes for a sweep")
     parser.add_argument(
-        "--executor", default="local", choices=("local", "ray"), help="where a sweep runs"
+        "--workers", type=int, default=2, help="processes (or local Ray CPUs) for a sweep"
+    )
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help="where a sweep runs: local process pool, or Ray (extra capsched[ray])",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local one)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -127,8 +141,10 @@ BAD_INPUT = (ConfigError, TraceFormatError, SpotTraceError, ValueError, KeyError
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `capsched simulate`."""
-    if args.executor == "ray":
-        return _fail(["--executor ray is not available yet; use the local process pool"])
+    if args.sweep is None and args.executor != "local":
+        return _fail([f"--executor {args.executor} runs sweeps only: add --sweep SWEEP.toml"])
+    if args.ray_address is not None and args.executor != "ray":
+        return _fail(["--ray-address needs --executor ray"])
     try:
         names = _with_reference(_policies(args.policy))
     except ValueError as exc:
@@ -167,13 +183,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(total: int, disabled: bool) -> Any:
+def _progress(total: int, disabled: bool, unit: str = "step") -> Any:
     if disabled:
         return None
     from tqdm import tqdm
 
     # disable=None: no bar when stderr is not a terminal (CI logs, pipes).
-    return tqdm(total=total, unit="step", file=sys.stderr, disable=None, leave=False)
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, leave=False)
 
 
 def _advance(bar: Any) -> Callable[[int], None] | None:
@@ -260,12 +276,43 @@ def load_sweep(path: Path) -> tuple[list[Scenario], list[str] | None]:
     return scenarios, policies
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """One replay of a sweep, as sent to an executor."""
+
+    scenario: str  # sweep scenario name
+    policy: str  # policy name
+    state_db: Path  # where the run's state database ends up, on this machine
+
+
 def _sweep_task(spec: WorldSpec, policy: str, db: Path) -> RunResult:
     world, _ = build_world(spec)
     return run_policy(world, policy, db)
 
 
+def _run_local(
+    specs: Mapping[str, WorldSpec],
+    tasks: Sequence[SweepTask],
+    on_done: Callable[[SweepTask, RunResult], None],
+    workers: int,
+) -> None:
+    """Every task in a local process pool; each worker builds its world from the spec."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding solver threads
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        futures = {
+            pool.submit(_sweep_task, specs[t.scenario], t.policy, t.state_db): t for t in tasks
+        }
+        for fut in cf.as_completed(futures):
+            on_done(futures[fut], fut.result())
+
+
 def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
+    address = ray_executor.cluster_address(args.ray_address)
+    if args.executor == "ray":
+        try:
+            ray_executor.import_ray(address)  # before any work: a missing extra fails fast
+        except ray_executor.RayUnavailable as exc:
+            return _fail([str(exc)])
     try:
         scenarios, policies = load_sweep(args.sweep)
         if policies is not None:
@@ -287,20 +334,26 @@ def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
         return _fail(_bad_input(exc))
     out: Path = args.out
     results: dict[str, dict[str, RunResult]] = {s: {} for s in specs}
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding solver threads
-    with cf.ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=ctx) as pool:
-        futures = {}
-        for sname, spec in specs.items():
-            (out / _safe(sname)).mkdir(parents=True, exist_ok=True)
-            for policy in names:
-                db = out / _safe(sname) / f"state-{_safe(policy)}.db"
-                futures[pool.submit(_sweep_task, spec, policy, db)] = (sname, policy)
-        bar = _progress(len(futures), args.no_progress)
-        for fut in cf.as_completed(futures):
-            sname, policy = futures[fut]
-            results[sname][policy] = fut.result()
-            if bar is not None:
-                bar.update(1)
+    tasks: list[SweepTask] = []
+    for sname in specs:
+        (out / _safe(sname)).mkdir(parents=True, exist_ok=True)
+        for policy in names:
+            db = out / _safe(sname) / f"state-{_safe(policy)}.db"
+            tasks.append(SweepTask(sname, policy, db))
+    bar = _progress(len(tasks), args.no_progress, unit="run")  # one per finished replay
+
+    def done(task: SweepTask, result: RunResult) -> None:
+        results[task.scenario][task.policy] = result
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        if args.executor == "ray":
+            worlds = {name: world for name, (world, _) in built.items()}
+            ray_executor.run_sweep(worlds, tasks, done, address=address, num_cpus=args.workers)
+        else:
+            _run_local(specs, tasks, done, args.workers)
+    finally:
         if bar is not None:
             bar.close()
     doc: dict[str, Any] = {"scenarios": {}}
