@@ -23,68 +23,33 @@ import asyncio
 import inspect
 import logging
 import math
-import string
 from collections.abc import Awaitable, Callable
-from typing import Literal
 from urllib.parse import quote
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters._http import FetchError, Sleep, fetch, safe_url, split_credentials
+from adapters.http_drain_config import HttpDrainConfig
 from adapters.resource import AsyncResource
 from scheduler.domain import Node
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DrainHookError",
+    "HttpDrainConfig",
+    "HttpDrainer",
+    "Resolver",
+    "count_in_flight",
+]
+
 Resolver = Callable[[Node], "str | Awaitable[str | None] | None"]
 """The node's address (host or host:port) for `{host}`; None when not known yet."""
-
-TEMPLATE_FIELDS = frozenset({"node_id", "host", "model", "cloud_instance_id"})
 
 
 class DrainHookError(Exception):
     """The deregistration hook failed; the message holds no credentials."""
-
-
-def _check_template(v: str) -> str:
-    if not v:
-        return v
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad template: {exc}") from None
-    unknown = names - TEMPLATE_FIELDS
-    if unknown:
-        raise ValueError(
-            f"unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
-        )
-    if not v.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return v
-
-
-class HttpDrainConfig(BaseModel):
-    """How to take a node out of rotation and how to count what it still serves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hook_method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"  # hook HTTP method
-    hook_url: str = ""  # deregistration URL template; "" means no hook (no-op)
-    metrics_url: str = "http://{host}:8000/metrics"  # node's Prometheus endpoint template
-    in_flight_metrics: tuple[str, ...] = Field(
-        default=("vllm:num_requests_running", "vllm:num_requests_waiting"), min_length=1
-    )  # gauges summed (over all label sets) into the in-flight count
-    timeout_s: float = Field(default=5.0, gt=0, le=120)  # per HTTP attempt
-    hook_retries: int = Field(default=2, ge=0, le=10)  # hook attempts after the first
-    backoff_s: float = Field(default=0.5, ge=0, le=60)  # first hook retry delay, doubles
-
-    @field_validator("hook_url", "metrics_url")
-    @classmethod
-    def _templates(cls, v: str) -> str:
-        # Checked at load so a typo in a placeholder fails the config, not a drain.
-        return _check_template(v)
 
 
 class HttpDrainer(AsyncResource):

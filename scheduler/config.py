@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adapters.aws_config import AwsConfig
 from adapters.gcp_config import GcpConfig
+from adapters.http_drain_config import HttpDrainConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
@@ -69,6 +70,15 @@ class GuardsSection(_Section):
     min_node_age_s: float = Field(default=900.0, ge=0)  # ready this long before a plan may move it
     drain_timeout_s: float = Field(default=300.0, ge=0)  # longest wait for in-flight requests
     pool_cooldown_s: float = Field(default=900.0, ge=0)  # pool unused after capacity/quota errors
+
+
+class DrainSection(HttpDrainConfig):
+    """How a node leaves rotation before it is terminated. The longest wait for its
+    in-flight requests is `guards.drain_timeout_s`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind: Literal["none", "http"] = "none"  # "none": terminate at once; "http": hook + metrics
 
 
 class DaemonSection(_Section):
@@ -148,6 +158,7 @@ class Config(_Section):
     guards: GuardsSection = GuardsSection()
     daemon: DaemonSection = DaemonSection()
     sources: SourcesSection = SourcesSection()
+    drain: DrainSection = DrainSection()
     prometheus: PrometheusConfig = PrometheusConfig()
     aws: AwsConfig | None = None
     gcp: GcpConfig | None = None

@@ -1,14 +1,16 @@
 """`capsched daemon`: builds the daemon's edges from the config and runs it.
 
-This is the composition root: the one place that picks concrete providers and
-metrics sources. The embedded default (simulated cloud, bundled trace) imports
+This is the composition root: the one place that picks concrete providers, metrics
+sources and the drainer. The embedded default (simulated cloud, bundled trace) imports
 the trace loader from `simulations/` lazily, here and nowhere else in `scheduler/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 import sqlite3
 import sys
 import time
@@ -20,14 +22,17 @@ import numpy as np
 
 from adapters.metrics import MetricsSource
 from adapters.provider import Provider
+from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
-from scheduler.config import Config
+from scheduler.config import Config, DrainSection
 from scheduler.config_check import check_config
 from scheduler.daemon import Clock, Daemon
-from scheduler.domain import CapacityProfile
+from scheduler.domain import CapacityProfile, Node
+from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
 from scheduler.profiles import load_profiles
+from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry
 
@@ -120,6 +125,100 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
     return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices)
 
 
+def url_host(address: str) -> str:
+    """`address` as the host part of a URL: an IPv6 literal goes in brackets."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # a name, an IPv4 host:port, or already bracketed
+    return f"[{address}]" if ip.version == 6 else address
+
+
+def stored_address(store: StateStore) -> Callable[[Node], str | None]:
+    """The HTTP drainer's resolver: where the store last saw the node listed (the cloud's
+    private IP), so it works after a restart too; None when no listing has reported one,
+    and the drainer then reports the node's in-flight count as unknown."""
+
+    def resolve(node: Node) -> str | None:
+        stored = store.node(node.node_id)
+        address = (stored.address if stored is not None else None) or node.address
+        return url_host(address) if address else None
+
+    return resolve
+
+
+_USERINFO = re.compile(r"^(https?://)[^/@]*@")
+
+
+def _no_userinfo(template: str) -> str:
+    # URL templates do not parse as URLs ("{host}"), so strip "user:password@" by hand.
+    return _USERINFO.sub(r"\1", template)
+
+
+class ConfiguredDrainer(AsyncResource):
+    """The `scheduler.drain.Drainer` the `[drain]` section asks for.
+
+    It reads the section through `settings` on every call and rebuilds the concrete
+    drainer when a reload changed it, so a SIGHUP takes effect from the next drain or
+    in-flight check on: a node already draining keeps its deregistration (the hook is
+    not called again) and is from then on counted with the new settings.
+    """
+
+    def __init__(
+        self,
+        settings: Callable[[], DrainSection],
+        resolve: Callable[[Node], str | None],
+    ) -> None:
+        self._settings = settings  # the running config's [drain] (follows reloads)
+        self._resolve = resolve  # node -> address, for the HTTP drainer's {host}
+        self._built_for: DrainSection | None = None  # settings behind `_drainer`
+        self._drainer: Drainer = NoTrafficLayer()
+
+    async def current(self) -> Drainer:
+        """The drainer for the running config's `[drain]`, rebuilt (and logged) on a change."""
+        settings = self._settings()
+        if settings == self._built_for:
+            return self._drainer
+        await self.close()
+        if settings.kind == "http":
+            from adapters.http_drain import HttpDrainer
+
+            self._drainer = HttpDrainer(settings, self._resolve)
+            log.info(
+                "drain_configured kind=http hook=%s hook_url=%s metrics_url=%s metrics=%s",
+                settings.hook_method if settings.hook_url else "none",
+                _no_userinfo(settings.hook_url) or "-",
+                _no_userinfo(settings.metrics_url),
+                ",".join(settings.in_flight_metrics),
+            )
+        else:
+            self._drainer = NoTrafficLayer()
+            log.info("drain_configured kind=none")
+        self._built_for = settings
+        return self._drainer
+
+    async def begin(self, node: Node) -> None:
+        """Take `node` out of rotation with the current settings."""
+        await (await self.current()).begin(node)
+
+    async def in_flight(self, node: Node, now_s: float) -> int | None:
+        """Requests still on `node`, read with the current settings; None when unknown."""
+        return await (await self.current()).in_flight(node, now_s)
+
+    async def close(self) -> None:
+        """Close the HTTP drainer's session, if one was built."""
+        if isinstance(self._drainer, AsyncResource):
+            await self._drainer.close()
+        self._drainer = NoTrafficLayer()
+        self._built_for = None
+
+
+def build_drainer(config: Callable[[], Config], store: StateStore) -> ConfiguredDrainer:
+    """The daemon's drainer: `[drain]` of the running config (`config()` follows reloads),
+    nodes resolved to the address the store keeps for them."""
+    return ConfiguredDrainer(lambda: config().drain, stored_address(store))
+
+
 def _bundled_trace() -> Path:
     from simulations.demand import __file__ as demand_file
 
@@ -160,14 +259,18 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         tick_interval_s=config.scheduler.tick_interval_s,
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
     )
-    reconciler = build_scheduler(
+    # Follows the reconciler's config, which a SIGHUP reload replaces.
+    drainer = build_drainer(lambda: reconciler.config, store)
+    reconciler: Reconciler = build_scheduler(
         config,
         provider=edges.provider,
         metrics=telemetry.tap(edges.metrics),
         store=store,
+        drainer=drainer,
         catalog=catalog,
         profiles=profiles,
     )
+    await drainer.current()  # says at start which drainer runs
     daemon = Daemon(
         config=config,
         config_path=config_path,
@@ -188,12 +291,14 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         key = "daemon.api_socket" if d.api_socket else "daemon.api_port"
         print(f"error: {where}: {key}: cannot listen: {exc}", file=sys.stderr)
         store.close()
+        await drainer.close()
         return 2
     try:
         async with daemon:
             await daemon.wait_stopped()
     finally:
         await runner.cleanup()
+        await drainer.close()
         for edge in (edges.provider, edges.metrics):
             close = getattr(edge, "close", None)  # HTTP sessions of real clouds and Prometheus
             if close is not None:

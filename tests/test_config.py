@@ -82,6 +82,18 @@ location = "us-east-1"
         (MINIMAL.replace('name = "us"\n', ""), "regions[0].name: Field required"),
         (MINIMAL + "[[models]]\nname = 'llama-3.1-8b'\n", "duplicate name 'llama-3.1-8b'"),
         ("[[models]\nname = 1\n", "not valid TOML"),
+        (MINIMAL + "[drain]\nkind = 'grpc'\n", "drain.kind: Input should be 'none' or 'http'"),
+        (
+            MINIMAL + "[drain]\nhook_url = 'http://router/drain?n={nodeid}'\n",
+            "drain.hook_url: Value error, unknown placeholder(s) ['nodeid']",
+        ),
+        (
+            MINIMAL + "[drain]\nmetrics_url = 'ftp://{host}/metrics'\n",
+            "drain.metrics_url: Value error, must start with http:// or https://",
+        ),
+        (MINIMAL + "[drain]\nmetrics_url = 'http://{host'\n", "drain.metrics_url: Value error"),
+        (MINIMAL + "[drain]\ntimeout_s = nan\n", "drain.timeout_s"),
+        (MINIMAL + "[drain]\nin_flight_metrics = []\n", "drain.in_flight_metrics"),
     ],
 )
 def test_broken_config_names_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
