@@ -100,6 +100,7 @@ class Fleet:
     """The router's admin endpoint and the nodes' vLLM metrics, on two local servers."""
 
     running: list[int] = field(default_factory=lambda: [3, 1, 0])  # per scrape; then the last
+    hook_status: int = 200  # what the router answers
     hooks: list[tuple[str, str, str]] = field(default_factory=list)  # (method, node, auth)
     scrapes: list[str] = field(default_factory=list)  # node ids, one per metrics read
     router_port: int = 0
@@ -108,7 +109,7 @@ class Fleet:
     async def deregister(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
         self.hooks.append((request.method, request.query.get("node", ""), auth))
-        return web.Response(text="deregistered")
+        return web.Response(status=self.hook_status, text="deregistered")
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.scrapes.append(request.match_info["node"])
@@ -155,15 +156,20 @@ class Harness:
     clock: Clock
     drainer: ConfiguredDrainer
     path: Path
+    expect_errors: bool = False  # tick_at lets tick errors through
 
     @property
     def store(self) -> StateStore:
         return self.daemon.store
 
-    async def tick_at(self, now_s: float) -> None:
+    async def tick_at(self, now_s: float) -> tuple[str, ...]:
+        """Tick at `now_s`; returns the tick's errors (none unless `expect_errors`)."""
         self.clock.now = now_s
         report = await self.daemon.tick_once()
-        assert report is not None and report.errors == (), report
+        assert report is not None
+        if not self.expect_errors:
+            assert report.errors == (), report
+        return report.errors
 
     def terminated(self) -> list[str]:
         return [arg for method, arg in self.cloud.calls if method == "terminate"]
@@ -287,6 +293,26 @@ async def test_unreachable_metrics_terminate_at_the_drain_deadline_not_before(
     causes = [e["cause"] for e in h.store.events(node_id)]
     assert causes[-1] == "drain deadline 300 s passed"
     assert len(fleet.hooks) == 1
+
+
+async def test_a_router_that_refuses_the_hook_still_lets_the_node_drain(
+    harness: Callable[..., Harness], fleet: Fleet
+) -> None:
+    fleet.hook_status = 503
+    fleet.running = [0]
+    h = harness()
+    h.expect_errors = True
+    await h.tick_at(0.0)
+    await h.tick_at(TICK_S)
+    h.policy.count = 1
+    errors = await h.tick_at(2 * TICK_S)
+    [node_id] = [n.node_id for n in h.store.live_nodes() if n.state is NodeState.DRAINING]
+    assert len(fleet.hooks) == 1  # hook_retries = 0
+    [error] = errors
+    assert error.startswith(f"Drain {node_id}: DrainHookError") and "HTTP 503" in error
+    assert SECRET not in error
+    assert await h.tick_at(3 * TICK_S) == ()
+    assert h.terminated() == [node_id]  # nothing in flight: the failed hook does not hold it
 
 
 async def test_a_reload_switches_draining_on(harness: Callable[..., Harness], fleet: Fleet) -> None:
