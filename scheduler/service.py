@@ -147,7 +147,7 @@ def stored_address(store: StateStore) -> Callable[[Node], str | None]:
     return resolve
 
 
-_USERINFO = re.compile(r"^(https?://)[^/@]*@")
+_USERINFO = re.compile(r"^(https?://)[^/]*@")  # up to the last "@" before the path
 
 
 def _no_userinfo(template: str) -> str:

@@ -28,7 +28,13 @@ from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, Pl
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation
 from scheduler.reconciler import Reconciler
-from scheduler.service import ConfiguredDrainer, build_drainer, stored_address, url_host
+from scheduler.service import (
+    ConfiguredDrainer,
+    _no_userinfo,
+    build_drainer,
+    stored_address,
+    url_host,
+)
 from scheduler.store import StateStore
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
@@ -150,12 +156,14 @@ def closed_port() -> int:
 
 @dataclass
 class Harness:
-    daemon: Daemon
-    cloud: SimCloud
-    policy: Wants
-    clock: Clock
-    drainer: ConfiguredDrainer
-    path: Path
+    """A daemon wired as `run_daemon` wires it, on the simulated cloud and a test clock."""
+
+    daemon: Daemon  # the service under test (ticked by hand)
+    cloud: SimCloud  # every node listed at 127.0.0.1
+    policy: Wants  # the fleet size the test asks for
+    clock: Clock  # daemon time, moved by `tick_at`
+    drainer: ConfiguredDrainer  # from `build_drainer`, closed by the fixture
+    path: Path  # the config file (reloads rewrite it)
     expect_errors: bool = False  # tick_at lets tick errors through
 
     @property
@@ -374,3 +382,16 @@ def test_resolver_reads_the_stored_address(tmp_path: Path) -> None:
 )
 def test_url_host_brackets_ipv6_only(address: str, host: str) -> None:
     assert url_host(address) == host
+
+
+@pytest.mark.parametrize(
+    ("template", "logged"),
+    [
+        ("http://u:pw@router:8000/drain?n={node_id}", "http://router:8000/drain?n={node_id}"),
+        ("https://u:p@ss@router/x@y", "https://router/x@y"),  # an unencoded "@" in it
+        ("http://{host}:8000/metrics", "http://{host}:8000/metrics"),
+        ("", ""),
+    ],
+)
+def test_logged_templates_carry_no_credentials(template: str, logged: str) -> None:
+    assert _no_userinfo(template) == logged
