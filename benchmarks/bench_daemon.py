@@ -107,7 +107,9 @@ class TimedPolicy:
     def __init__(self, policy: CapschedPolicy) -> None:
         self.policy = policy
         self.elapsed_s = 0.0  # wall seconds inside decide
-        self.solves: list[float] = []  # solver time of each plan returned
+        self.solves: list[float] = []  # solver time per tick (0 when the last plan stood)
+        self.searched: list[int] = []  # models searched per tick (the rest were kept)
+        self._last: Plan | None = None
 
     @property
     def config(self) -> Config:
@@ -121,7 +123,10 @@ class TimedPolicy:
         t0 = time.perf_counter()
         plan = self.policy.decide(obs)
         self.elapsed_s += time.perf_counter() - t0
-        self.solves.append(plan.solve_time_s)
+        fresh = plan is not self._last
+        self.solves.append(plan.solve_time_s if fresh else 0.0)
+        self.searched.append(len(self.config.models) - len(plan.kept_models) if fresh else 0)
+        self._last = plan
         return plan
 
 
@@ -182,7 +187,8 @@ class Result:
     excl_cloud_s: list[float] = field(default_factory=list)  # tick minus cloud calls
     excl_plan_s: list[float] = field(default_factory=list)  # also minus the policy
     plan_s: list[float] = field(default_factory=list)  # the policy alone
-    solve_s: list[float] = field(default_factory=list)  # solver time of each plan
+    solve_s: list[float] = field(default_factory=list)  # solver time per tick
+    searched: list[int] = field(default_factory=list)  # models searched per tick
     actions: int = 0  # actions over the run
     peak_rss_mb: float = 0.0  # process peak after this run
 
@@ -235,6 +241,7 @@ async def run(nodes: int, models: int, ticks: int, warmup: int) -> Result:
         result.plan_s.append(plan_s)
         result.actions += len(report.actions)
     result.solve_s = policy.solves[warmup:]
+    result.searched = policy.searched[warmup:]
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     store.close()
     return result
@@ -251,6 +258,8 @@ def show(r: Result) -> None:
         f"   p99 {pct(r.plan_s, 0.99) * 1e3:7.1f} ms"
         f"   (solver itself: p50 {pct(r.solve_s, 0.5) * 1e3:.1f} ms,"
         f" p99 {pct(r.solve_s, 0.99) * 1e3:.1f} ms)\n"
+        f"    models searched per tick:         p50 {pct([float(n) for n in r.searched], 0.5):7.0f}"
+        f"      max {max(r.searched, default=0):4d} of {r.models}\n"
         f"    peak RSS so far: {r.peak_rss_mb:.0f} MB"
     )
 

@@ -161,6 +161,7 @@ def main() -> None:
                 time_limit_s=args.reference,
                 backend=args.reference_backend or args.backend,
                 workers=2,
+                stall_nodes=0,  # the whole time, not stopping when the search stalls
             )
             bound = max(sol.bound, ref.bound)
             true_gap = (sol.objective - bound) / sol.objective if sol.objective > 0 else 0.0

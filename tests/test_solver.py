@@ -424,3 +424,35 @@ def test_a_kept_model_whose_fleet_no_longer_serves_it_is_solved() -> None:
     assert s.kept_models == (1,)
     assert s.nodes[0].sum() == 3 and s.unmet_rps[0] == pytest.approx(0.0)
     assert s.nodes[1].tolist() == [3, 0]
+
+
+def test_a_search_short_of_time_still_serves_the_demand() -> None:
+    # A loaded machine leaves each model's search almost no time (here every pool of the
+    # bundled catalog, far too many for 1 ms): the plan still serves everything, from
+    # the rounded LP relaxation, never "no nodes, all demand unmet".
+    from scheduler.catalog import load_catalog
+    from scheduler.config import Config
+    from scheduler.domain import Demand
+    from scheduler.planner import build_problem
+    from scheduler.profiles import load_profiles
+
+    locations = ["us-east-1", "eu-west-1", "us-central1", "asia-northeast1", "ap-south-1"]
+    config = Config.model_validate(
+        {
+            "models": [
+                {"name": f"m{i}", "profile": "llama-3.1-8b", "min_on_demand_share": 0.3}
+                for i in range(4)
+            ],
+            "regions": [
+                {"name": f"r{j}", "location": loc, "max_latency_ms": 60}
+                for j, loc in enumerate(locations)
+            ],
+            "planning": {"robustness_fraction": 0.8, "budget_usd_per_hour": None},
+        }
+    )
+    demand = [Demand(f"m{i}", f"r{j}", 40.0 + 7 * i + 3 * j) for i in range(4) for j in range(5)]
+    p, _ = build_problem(config, load_catalog(), load_profiles(), demand, [])
+    s = solve(p, time_limit_s=0.001, workers=2)
+    assert s.status is not Status.INFEASIBLE
+    assert sum(s.unmet_rps) == pytest.approx(0.0, abs=1e-6)
+    assert_valid(p, s)
