@@ -17,9 +17,25 @@ notice), and accounts the step:
   the SLO is P(wait <= SLO - service time) (Erlang C);
 * cost by market, billed per second by the simulated cloud.
 
-Before the trace starts, a warm-up (boot time plus one tick, by default) replays the
-first minute's load so every policy begins the trace with a fleet; nothing is
-accounted during it. Only wall time spent is read from a real clock, for `wall_s`.
+Warm-up. A replay of a slice of a live service should begin as the running system
+would: with a fleet that already serves the load at the start. So before the trace
+starts, a warm-up (boot time plus one tick, by default) runs every policy through the
+same reconciler on a steady load, and nothing is accounted during it:
+
+* the load each series shows during the warm-up is its peak over the trace's first
+  boot time + one tick (`warmup_load`). That window is the part of the trace no
+  decision taken inside the replay can reach: the first tick that has seen a trace
+  minute is one tick after the start, and what it launches is ready a boot time
+  later. Whatever serves that window was decided on the warm-up's load, so the
+  warm-up shows each policy what the window asks for and lets each size for it with
+  its own rule (a series that is 0 in minute 1 and 9 rps in minute 2 is served from
+  the start). It is the same load for every policy, read from the trace and not from
+  any policy, and it is held flat so no policy's reaction depends on where in the
+  window its ticks fall;
+* spot pools hold the capacity their trace has at the start of the trace (a running
+  system sees the market as it is at that moment, not the trace's earlier history).
+
+Only wall time spent is read from a real clock, for `wall_s`.
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.sim import SimCloud
+from adapters.sim import SimCloud, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -221,6 +237,7 @@ class RunResult:
     state_db: str  # the run's state database
     notes: list[str] = field(default_factory=list)  # what the run wants a reader to know
     early_s: float = 0.0  # "early" window after the trace start: boot time + one tick
+    bound_usd: tuple[float, str] | None = None  # (lower bound on cost, "ip"/"lp") if it has one
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
@@ -290,6 +307,14 @@ class RunResult:
                 else 0.0
             ),
             "wall_s": round(self.wall_s, 3),
+            # The oracle's lower bound on the cost of any policy serving all demand, and
+            # whether it is the integer program's optimum ("ip") or its relaxation's ("lp").
+            "lower_bound_usd": (
+                round(self.bound_usd[0], 4)
+                if self.bound_usd and math.isfinite(self.bound_usd[0])
+                else None
+            ),
+            "bound_kind": self.bound_usd[1] if self.bound_usd else None,
         }
 
 
@@ -375,7 +400,8 @@ async def replay(
     step_s = info.step_s
     boot_s = info.boot_time_s
     interval = cfg.scheduler.tick_interval_s
-    warmup = world.warmup_s if world.warmup_s is not None else boot_s + interval
+    early_s = boot_s + interval
+    warmup = world.warmup_s if world.warmup_s is not None else early_s
     t0 = info.start_s - warmup
     cloud = SimCloud(
         world.catalog.offerings,
@@ -385,17 +411,20 @@ async def replay(
         boot_time_by_type=world.boot_time_by_type,
         spot_traces={
             # Spot traces are relative to the trace start; the warm-up runs before it.
-            p: _shift(t, warmup)
+            p: _held_before_start(t, warmup)
             for p, t in info.spot_traces.items()
         },
         seed=info.seed,
         random_interruptions=world.random_interruptions,
         reveal_stockouts=world.reveal_stockouts,
     )
+    # The warm-up's steps come first, each at the load of `warmup_load`.
+    n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
+    warm_col = warmup_load(info.demand_rps, math.ceil(early_s / step_s - 1e-9))
     metrics = TraceMetrics(
         info.keys,
-        info.demand_rps,
-        start_s=info.start_s,
+        np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
+        start_s=info.start_s - n_warm * step_s,
         step_s=step_s,
         peak_window_s=interval,
     )
@@ -549,7 +578,8 @@ async def replay(
         tick_errors=tick_errors,
         wall_s=time.perf_counter() - started,
         state_db=str(state_db),
-        early_s=boot_s + interval,
+        early_s=early_s,
+        bound_usd=_bound_of(policy),
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",
@@ -558,11 +588,55 @@ async def replay(
     return result
 
 
-def _shift(trace: Any, by_s: float) -> Any:
-    """A spot trace whose time 0 is `by_s` earlier (the warm-up holds its first tick)."""
-    from dataclasses import replace
+def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:
+    """Per series (row), the load the warm-up replays: the highest rate over the first
+    `window_steps` steps (at least one); NaN for a series with no value there."""
+    window = np.asarray(demand_rps, dtype=np.float64)[:, : max(1, window_steps)]
+    if window.shape[1] == 0:
+        return np.zeros(window.shape[0])
+    with np.errstate(all="ignore"):
+        top = np.nanmax(np.where(np.isnan(window), -np.inf, window), axis=1)
+    return np.where(np.isneginf(top), np.nan, top)
 
-    return replace(trace, offset_s=trace.offset_s - by_s)
+
+@dataclass(frozen=True, eq=False)
+class _HeldSpotTrace(SpotTrace):
+    """A spot trace that starts `hold_s` late and holds its count at its own time 0
+    before that: the warm-up sees the pool as it is when the trace starts."""
+
+    hold_s: float = 0.0  # length of the warm-up before the trace's time 0
+
+    def index_at(self, t_s: float) -> int:
+        """Tick index of the underlying trace at replay-relative `t_s`."""
+        return super().index_at(max(t_s - self.hold_s, 0.0))
+
+    def capacity_at(self, t_s: float) -> int:
+        """Capacity at replay-relative `t_s` (the trace's start count during the hold)."""
+        return int(self.counts[self.index_at(t_s)])
+
+    def next_tick_after(self, t_s: float) -> float:
+        """First tick boundary strictly after `t_s`; the end of the hold is one."""
+        if t_s < self.hold_s:
+            return self.hold_s
+        return super().next_tick_after(t_s - self.hold_s) + self.hold_s
+
+
+def _held_before_start(trace: SpotTrace, hold_s: float) -> SpotTrace:
+    """`trace` with the warm-up of `hold_s` before its time 0 (see `_HeldSpotTrace`)."""
+    if hold_s <= 0:
+        return trace
+    return _HeldSpotTrace(
+        trace.source, trace.gap_s, trace.counts, trace.offset_s, trace.loop, hold_s=hold_s
+    )
+
+
+def _bound_of(policy: object) -> tuple[float, str] | None:
+    """The lower bound on cost a policy reports about itself (the oracle), if any."""
+    usd = getattr(policy, "lower_bound_cost_usd", None)
+    kind = getattr(policy, "bound_kind", None)
+    if isinstance(usd, int | float) and isinstance(kind, str):
+        return float(usd), kind
+    return None
 
 
 def run_policy(

@@ -23,6 +23,8 @@ SUMMARY_KEYS = (
     "gpu_hours",
     "solve_time_p95_s",
     "wall_s",
+    "lower_bound_usd",
+    "bound_kind",
 )
 STATIC_PEAK = "static-peak"
 
@@ -56,6 +58,8 @@ def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
         ("GPU-h", "gpu_hours", "{:.1f}"),
         ("solve p95 s", "solve_time_p95_s", "{:.3f}"),
         ("wall s", "wall_s", "{:.1f}"),
+        ("bound USD", "lower_bound_usd", "{:.2f}"),
+        ("bound", "bound_kind", "{}"),
     )
     rows = [[c[0] for c in cols]]
     for name, s in policies.items():

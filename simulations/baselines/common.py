@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from adapters.sim import SpotTrace
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
@@ -65,12 +66,17 @@ class Foresight:
         default_factory=dict
     )  # spot pool -> instances it can hold per step; a pool absent here is unlimited
     offerings: tuple[Offering, ...] | None = None  # prices of the run; None = the catalog's
+    spot_capacity_peak: Mapping[Pool, Sequence[int]] = field(
+        default_factory=dict
+    )  # spot pool -> most instances that can be running at the start of each step (an
+    # instance under notice still runs); a pool absent here falls back to spot_capacity
 
     def __post_init__(self) -> None:
         if self.step_s <= 0:
             raise ValueError("step_s must be > 0")
         lengths = {len(v) for v in self.demand_rps.values()}
         lengths |= {len(v) for v in self.spot_capacity.values()}
+        lengths |= {len(v) for v in self.spot_capacity_peak.values()}
         if len(lengths) > 1:
             raise ValueError(f"every series must have the same length, got {sorted(lengths)}")
 
@@ -89,6 +95,25 @@ class Foresight:
         return min(max(i, 0), max(self.steps - 1, 0))
 
 
+def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: float) -> list[int]:
+    """Per step, the most instances of a traced spot pool that can be running at the
+    step's start: the largest count in force over [start - notice_s, start], since an
+    instance told to leave keeps running through its notice. Times before the trace's
+    time 0 hold its count at 0, as the replay's warm-up does."""
+    out = []
+    for i in range(n_steps):
+        start = i * step_s
+        t = max(start - notice_s, 0.0)
+        best = trace.capacity_at(t)
+        while True:
+            t = trace.next_tick_after(t)
+            if t > start:
+                break
+            best = max(best, trace.capacity_at(t))
+        out.append(best)
+    return out
+
+
 def ceil_div(rps: float, per_node_rps: float) -> int:
     """Nodes of `per_node_rps` needed for `rps` (float noise does not add a node)."""
     if rps <= 0:
@@ -98,12 +123,23 @@ def ceil_div(rps: float, per_node_rps: float) -> int:
 
 class Capacity:
     """Sustainable rps of one node of a model in a pool, at the SLO and the config's
-    target utilisation: the same number `scheduler.planner.build_problem` uses."""
+    target utilisation: the same number `scheduler.planner.build_problem` uses.
+    `utilization` replaces the config's (1.0: the profile's full rate, which is what the
+    replay engine counts as capacity)."""
 
-    def __init__(self, config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]):
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        profiles: Sequence[CapacityProfile],
+        utilization: float | None = None,
+    ):
         self._config = config
         self._catalog = catalog
         self._profiles = profiles
+        self._utilization = (
+            config.planning.target_utilization if utilization is None else utilization
+        )
         # (model, GPU kind, GPU count) -> rps; many pools share an instance shape.
         self._cache: dict[tuple[str, str, int], float] = {}
 
@@ -120,7 +156,7 @@ class Capacity:
             raw = instance_rps(
                 self._profiles, section.profile or section.name, itype, section.latency_slo_ms
             )
-            self._cache[key] = self._config.planning.target_utilization * raw
+            self._cache[key] = self._utilization * raw
         return self._cache[key]
 
 

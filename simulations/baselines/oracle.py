@@ -1,44 +1,63 @@
 """`oracle`: perfect foresight of demand and spot capacity, solved offline over the
-whole horizon; the lower bound on cost at full service.
+whole horizon; the lower bound on cost at full service, and a replay that serves it.
 
-The program (per step t of the foresight's grid, step length h hours, boot time b hours):
+It solves two programs over the foresight's steps (step length h hours, boot time b):
 
-* x[m,p,t] >= 0   nodes of model m serving in pool p during step t (integer in the IP)
-* s[m,p,t] >= 0   nodes started for step t: s >= x[t] - x[t-1], x[-1] = 0
-* y[k,l,t] >= 0   load of demand k (model, source region) served in location l,
-                  only locations within the region's latency limit
+* x[m,p,t] >= 0   nodes of model m ready in pool p at the start of step t
+* s[m,p,t] >= 0   runs of nodes that start being ready at step t: s >= x[t] - x[t-1]
+* y[k,l,t] >= 0   load of demand k (model, source region) served in location l, only
+                  locations within the region's latency limit
 * u[k,t]  >= 0    load left unserved (only when no allowed pool can take it)
 
-minimise  sum price_p (h x + b s) + penalty h u
-s.t.      sum_l y[k,l,t] + u[k,t] = D[k,t]                 serve everything
-          sum_k y[k,l,t] <= sum_{p in l} cap[m,p] x[m,p,t]  per model, location, step
-          sum_m x[m,p,t] <= spot capacity of p at t         the spot trace
-          quotas, min_replicas and min_on_demand_share of the config, every step
+s.t. sum_l y[k,l,t] + u[k,t] = D[k,t]; sum_k y[k,l,t] <= sum_{p in l} cap[m,p] x[m,p,t];
+sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
 
-`cap` is the profile's rps at the SLO times `planning.target_utilization`, as the
-planner uses; pools are the config's allowed ones. Every node pays its boot time
-(b s), since every policy does. Not included: `robustness_fraction` (a hedge against
-preemptions the oracle foresees) and the budget cap.
+1. **The bound** (`lower_bound_cost_usd`, `bound_kind`) holds against any policy the
+   replay engine can run, so it asks only what the engine and the simulated cloud
+   enforce: `cap` is the profile's full rate at the SLO (the engine's capacity, not the
+   planning utilisation), the spot limit at t is the most instances that can be
+   running at the step's start (instances under notice still run), and none of the
+   config's own rules (min_replicas, min_on_demand_share, quotas), which not every
+   baseline follows. Its cost is what the engine bills at least, counted per run of a
+   node (the steps t..t+k-1 in which it is counted as ready): billing is per second
+   from the launch, the launch comes a boot time before the run, and nothing before the
+   trace start is accounted, so a run costs at least price x ((k-1) h + min(b, t h)),
+   and (k-1) h + b >= k min(h, b). Hence, with r = min(h, b) and
+   c(t) = max(0, min(b, t h) - h):
 
-Why it is a lower bound: any policy that serves all demand with nodes that change only
-between steps gives a feasible point (its ready nodes per step and its launches), and
-pays at least this objective. Two ways to get it:
+       minimise  sum price_p (r sum_{t>=1} x[t] + sum_{t>=1} c(t) s[t])
 
-* "ip": the integer program itself, solved to optimality with SCIP, when it has at
-  most `ip_max_int_vars` integer variables and is proven optimal within the time limit;
-* "lp": its LP relaxation (GLOP), otherwise. Beyond `max_lp_steps` steps the LP runs on
-  blocks of consecutive steps with the block means of demand and spot capacity: the sum
-  of a block's constraints, so still a relaxation (and the block means of x never
-  start more nodes than x does), hence still a lower bound.
+   (step 0's fleet was launched during the unaccounted warm-up, and a node may leave
+   just after being counted in its last step). Any policy that serves all demand gives
+   a feasible point of this program: its ready nodes at each step's start and its runs.
+   "ip" is the integer program proven optimal by SCIP (at most `ip_max_int_vars`
+   integer variables, within `time_limit_s`); "lp" is its LP relaxation (GLOP), also a
+   lower bound. Beyond `max_lp_steps` steps the LP runs on blocks: the first boot time
+   (where c(t) varies) step by step, then blocks of consecutive steps with the block
+   means of demand and spot limits. A block's constraints are the sums of its steps',
+   and the block means of x never start more nodes than x does, so it is still a lower
+   bound. A report quotes the bound with its kind.
 
-As a Policy it replays a schedule: the IP's solution, or with the LP the relaxation
-re-solved on block maxima and block minimum spot capacity and rounded up (rounding
-down where a spot pool would overflow). At time now it targets, per pool, the most
-the schedule needs until nodes launched at the next tick could be ready (boot time
-plus tick interval), so nodes are ready when needed; a spot pool's target never
-exceeds what it holds at the current step. The replay therefore costs somewhat more
-than the schedule, and the schedule at least the bound.
-`lower_bound_cost_usd`, `bound_kind` and `schedule_cost_usd` are what reports quote.
+2. **The schedule** (`schedule`, `schedule_cost_usd`) is what the oracle replays. It
+   follows the config like capsched does: `cap` at `planning.target_utilization` (the
+   headroom the engine's latency model needs to meet the SLO), min_replicas,
+   min_on_demand_share and quotas every step, and only pools sold as available. A spot
+   node counted at t must have been launched up to a boot time plus a tick earlier and
+   kept since, so its spot limit at t is the fewest instances the pool holds over that
+   whole span. It pays what the engine accounts: price per step, and the boot time
+   after the trace start of every node started after step 0. The IP when small enough,
+   else the relaxation re-solved on block maxima of demand and block minima of spot
+   capacity and rounded up (rounding down where a spot pool would overflow).
+
+As a Policy it replays the schedule: at time now it targets, per pool, the most the
+schedule needs until nodes launched at the next tick could be ready (boot time plus
+tick interval), so nodes are ready when needed. A spot pool's target never exceeds
+what the pool holds from now until the next tick (the schedule's own counts there,
+when the pool is about to shrink), so the oracle gives spot nodes back before the
+cloud takes them. The replay costs somewhat more than the schedule (it launches
+early), and the schedule at least the bound. Not foreseen: random interruptions of
+spot pools without a trace (they depend on the launch order), and per-type boot
+times shorter than the scenario's (the bound uses the scenario's boot time).
 """
 
 from __future__ import annotations
@@ -69,14 +88,28 @@ from simulations.baselines.common import (
 _EPS = 1e-6
 
 
+def _split(steps: int, block: int) -> list[int]:
+    """Lengths of consecutive blocks of `block` steps covering `steps` (the last shorter)."""
+    return [block] * (steps // block) + ([steps % block] if steps % block else [])
+
+
 @dataclass(frozen=True, slots=True)
 class _Grid:
-    """The time grid one solve runs on."""
+    """The time grid one solve runs on: consecutive blocks of foresight steps."""
 
     demand: dict[tuple[str, str], list[float]]  # (model, region) -> rps per block
-    spot: dict[Pool, list[float]]  # spot pool -> capacity per block
-    step_h: float  # length of one block in hours
-    block: int  # foresight steps per block
+    spot: dict[Pool, list[float]]  # spot pool -> instance limit per block
+    lengths: tuple[int, ...]  # foresight steps per block
+    step_h: float  # length of one foresight step in hours
+
+    @property
+    def firsts(self) -> list[int]:
+        """Index of the first foresight step of every block."""
+        out, at = [], 0
+        for n in self.lengths:
+            out.append(at)
+            at += n
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +145,8 @@ class Oracle:
     ) -> None:
         self._config = config
         self._catalog = catalog
-        self._capacity = Capacity(config, catalog, profiles)
+        self._capacity = Capacity(config, catalog, profiles)  # planned rps (the schedule)
+        self._full = Capacity(config, catalog, profiles, utilization=1.0)  # engine rps (bound)
         self._foresight = foresight
         self.boot_time_s = (
             config.planning.default_boot_time_s if boot_time_s is None else boot_time_s
@@ -130,67 +164,91 @@ class Oracle:
         self._prices = prices_of(offerings)
 
         started = time.perf_counter()
-        self._candidates = self._pools()
-        self.bound_kind: str = "lp"  # "ip" | "lp"; "none" if the LP hit lp_time_limit_s
-        self.lower_bound_cost_usd: float = 0.0  # lower bound on cost at full service, USD
-        self.unserved_rps_h: float = 0.0  # load no allowed pool can serve, rps x hours
+        # Steps from a launch decision to a ready node: boot time plus one tick.
+        self._lead_steps = max(
+            1, math.ceil((self.boot_time_s + self.tick_interval_s) / foresight.step_s - 1e-9)
+        )
+        self._candidates = self._pools(bound=False, rules=True)  # the schedule's pools
+        # "ip" | "lp"; "none" if the LP hit lp_time_limit_s. The bound on any policy's cost
+        # (USD), and the load no pool can serve even there (rps x hours).
+        self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = self._solve_bound(
+            rules=False
+        )
+        # The same for policies that follow the config's rules at the planning utilisation.
+        self.config_bound_kind, self.config_bound_cost_usd, _ = self._solve_bound(rules=True)
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
-        self._solve()
-        self.schedule_cost_usd: float = self._cost(self.schedule)  # cost of the replay
+        self._solve_schedule()
+        self.schedule_cost_usd: float = self._cost(self.schedule)  # the schedule, as billed
         self.solve_time_s: float = time.perf_counter() - started  # offline, informative only
 
-    # -- the program ------------------------------------------------------------------
+    # -- the programs -----------------------------------------------------------------
 
-    def _pools(self) -> dict[str, list[Offering]]:
+    def _spot_limit(self, pool: Pool, *, bound: bool) -> Sequence[float] | None:
+        """The pool's instance limit per step (None: no limit). The bound's is the most
+        that can be running at a step's start; the schedule's the fewest the pool holds
+        from the earliest launch for the step (boot time + tick before) to its end."""
+        fs = self._foresight
+        low = fs.spot_capacity.get(pool)
+        if low is None:
+            return None
+        if bound:
+            return fs.spot_capacity_peak.get(pool, low)
+        back = self._lead_steps
+        return [float(min(low[max(0, t - back) : t + 1])) for t in range(len(low))]
+
+    def _pools(self, *, bound: bool, rules: bool) -> dict[str, list[Offering]]:
         """Per model, the pools that can serve it, less the dominated ones.
 
         A pool without a capacity limit (on-demand, or spot without a trace) dominates
         any other pool of the same location that costs at least as much and serves at
         most as much: moving nodes to it never costs more and cannot break a limit,
-        since it has none (ties go to the lower pool); spot never dominates on-demand,
-        which `min_on_demand_share` counts. Traced spot pools dominate
-        nothing, as models share their capacity. Spot pools that hold nothing over the
-        whole trace are dropped.
+        since it has none (ties go to the lower pool); under the config's `rules`, spot
+        never dominates on-demand, which `min_on_demand_share` counts. Traced spot pools
+        dominate nothing, as models share their capacity. Spot pools that hold nothing
+        over the whole trace are dropped, and for the schedule, pools not sold as
+        available.
         """
         out: dict[str, list[Offering]] = {}
-        spot = self._foresight.spot_capacity
+        limits = {p: self._spot_limit(p, bound=bound) for p in self._foresight.spot_capacity}
         for section in self._config.models:
             m = section.name
             offers = [
                 o
                 for o in self._offerings
                 if self._capacity.rps(m, o.pool) > 0
-                and (o.pool not in spot or max(spot[o.pool], default=0) > 0)
+                and (bound or o.available)
+                and max(limits.get(o.pool) or [1.0], default=0) > 0
             ]
-            free = [o for o in offers if o.pool not in spot]
+            free = [o for o in offers if limits.get(o.pool) is None]
 
             def dominated(o: Offering, m: str = m, free: list[Offering] = free) -> bool:
                 cap = self._capacity.rps(m, o.pool)
                 for q in free:
                     if q is o or location_key(q.pool) != location_key(o.pool):
                         continue
-                    if q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
+                    if rules and q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
                         continue  # on-demand capacity counts for min_on_demand_share
                     q_cap = self._capacity.rps(m, q.pool)
                     if q.usd_per_hour > o.usd_per_hour or q_cap < cap:
                         continue
                     strict = q.usd_per_hour < o.usd_per_hour or q_cap > cap
-                    if strict or o.pool in spot or q.pool < o.pool:
+                    if strict or limits.get(o.pool) is not None or q.pool < o.pool:
                         return True
                 return False
 
             out[m] = [o for o in offers if not dominated(o)]
         return out
 
-    def _grid(self, block: int, aggregate: str) -> _Grid:
-        """Demand and spot capacity on blocks of `block` steps; `aggregate` is "mean"
-        (for the bound) or "peak" (max demand, min spot capacity: for the schedule)."""
+    def _grid(self, lengths: Sequence[int], *, bound: bool, aggregate: str) -> _Grid:
+        """Demand and spot limits on blocks of `lengths` steps; `aggregate` is "mean"
+        (a relaxation) or "peak" (max demand, min spot limit: for the schedule)."""
         fs = self._foresight
 
         def blocks(series: Sequence[float], pick: str) -> list[float]:
-            out = []
-            for i in range(0, len(series), block):
-                chunk = series[i : i + block]
+            out, at = [], 0
+            for n in lengths:
+                chunk = series[at : at + n]
+                at += n
                 out.append(
                     sum(chunk) / len(chunk)
                     if pick == "mean"
@@ -202,52 +260,76 @@ class Oracle:
             k: blocks(list(v), "mean" if aggregate == "mean" else "max")
             for k, v in fs.demand_rps.items()
         }
-        spot = {
-            p: blocks([float(c) for c in v], "mean" if aggregate == "mean" else "min")
-            for p, v in fs.spot_capacity.items()
-        }
-        return _Grid(demand, spot, block * fs.step_s / 3600.0, block)
+        spot: dict[Pool, list[float]] = {}
+        for pool in fs.spot_capacity:
+            limit = self._spot_limit(pool, bound=bound)
+            assert limit is not None
+            spot[pool] = blocks([float(c) for c in limit], "mean" if aggregate == "mean" else "min")
+        return _Grid(demand, spot, tuple(lengths), fs.step_s / 3600.0)
 
-    def _solve(self) -> None:
+    def _int_vars(self, candidates: dict[str, list[Offering]]) -> int:
+        return self._foresight.steps * sum(len(v) for v in candidates.values())
+
+    def _solve_bound(self, *, rules: bool) -> tuple[str, float, float]:
+        """(kind, USD, unserved rps x h) of the bound; with `rules`, the bound for
+        policies that follow the config's rules at the planning utilisation."""
         steps = self._foresight.steps
         if steps == 0:
-            self.bound_kind = "ip"
-            return
-        n_int = steps * sum(len(v) for v in self._candidates.values())
-        ip: _Result | None = None
-        if n_int <= self.ip_max_int_vars:
-            ip = self._run(self._grid(1, "mean"), integer=True)
-        if ip is not None and ip.optimal:
-            self.bound_kind = "ip"
-            self._set_bound(ip)
-            self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
-            return
-        block = max(1, math.ceil(steps / self.max_lp_steps))
-        bound = self._run(self._grid(block, "mean"), integer=False)
-        if bound is None:
-            raise RuntimeError("oracle: the LP relaxation found no solution")
-        if bound.optimal:
-            self.bound_kind = "lp"
-            self._set_bound(bound)
+            return "ip", 0.0, 0.0
+        cands = self._pools(bound=True, rules=rules)
+        if self._int_vars(cands) <= self.ip_max_int_vars:
+            grid = self._grid([1] * steps, bound=True, aggregate="mean")
+            ip = self._run(grid, cands, bound=True, rules=rules, integer=True)
+            if ip is not None and ip.optimal:
+                return "ip", ip.objective - ip.penalty_usd, ip.unserved_rps_h
+        if steps <= self.max_lp_steps:
+            lengths = [1] * steps
         else:
+            # Step by step while the boot cost of a start still depends on the step, then
+            # blocks (see the module docstring).
+            fine = min(steps, math.ceil(self.boot_time_s / self._foresight.step_s) + 1)
+            block = max(1, math.ceil((steps - fine) / max(1, self.max_lp_steps - fine)))
+            lengths = [1] * fine + _split(steps - fine, block)
+        grid = self._grid(lengths, bound=True, aggregate="mean")
+        lp = self._run(grid, cands, bound=True, rules=rules, integer=False)
+        if lp is None:
+            raise RuntimeError("oracle: the LP relaxation found no solution")
+        if not lp.optimal:
             # A relaxation stopped by its time limit bounds nothing: say so, keep playing.
-            self.bound_kind = "none"
-            self.lower_bound_cost_usd = math.nan
-        if ip is not None and ip.x:
-            # A feasible integer schedule found in time beats rounding the relaxation.
-            self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
+            return "none", math.nan, math.nan
+        return "lp", lp.objective - lp.penalty_usd, lp.unserved_rps_h
+
+    def _solve_schedule(self) -> None:
+        steps = self._foresight.steps
+        if steps == 0:
             return
-        play = self._run(self._grid(block, "peak"), integer=False) if block > 1 else bound
+        if self._int_vars(self._candidates) <= self.ip_max_int_vars:
+            grid = self._grid([1] * steps, bound=False, aggregate="peak")
+            ip = self._run(grid, self._candidates, bound=False, rules=True, integer=True)
+            if ip is not None and ip.x:
+                # Optimal or only feasible in time: either beats rounding the relaxation.
+                self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
+                return
+        block = max(1, math.ceil(steps / self.max_lp_steps))
+        lengths = _split(steps, block)
+        grid = self._grid(lengths, bound=False, aggregate="peak")
+        play = self._run(grid, self._candidates, bound=False, rules=True, integer=False)
         if play is None:
             raise RuntimeError("oracle: the schedule LP found no solution")
         self.schedule = self._round(play, block)
 
-    def _set_bound(self, r: _Result) -> None:
-        self.lower_bound_cost_usd = r.objective - r.penalty_usd
-        self.unserved_rps_h = r.unserved_rps_h
-
-    def _run(self, grid: _Grid, *, integer: bool) -> _Result | None:
-        """Build and solve the program on `grid`."""
+    def _run(
+        self,
+        grid: _Grid,
+        candidates: dict[str, list[Offering]],
+        *,
+        bound: bool,
+        rules: bool,
+        integer: bool,
+    ) -> _Result | None:
+        """Build and solve a program on `grid`: the bound's billing and spot limits
+        (`bound`) or the schedule's; with the config's rules at the planning utilisation
+        (`rules`) or with neither."""
         lp = pywraplp.Solver.CreateSolver("SCIP" if integer else "GLOP")
         if lp is None:  # pragma: no cover - both ship in the ortools wheel
             raise RuntimeError("OR-Tools backend not available")
@@ -256,14 +338,31 @@ class Oracle:
         limit_s = self.time_limit_s if integer else self.lp_time_limit_s
         lp.SetTimeLimit(max(10, int(limit_s * 1000)))
         inf = lp.infinity()
-        T = len(next(iter(grid.demand.values()), [])) or len(next(iter(grid.spot.values()), []))
+        T = len(grid.lengths)
+        firsts = grid.firsts
+        h = grid.step_h
         boot_h = self.boot_time_s / 3600.0
+        capacity = self._capacity if rules else self._full
         penalty = self._config.solver.unmet_penalty_usd_per_rps_hour
         obj = lp.Objective()
         obj.SetMinimization()
 
+        def step_cost(b: int) -> float:
+            """USD per hour of price for one node through block b."""
+            if not bound:
+                return h * grid.lengths[b]
+            # Step 0 is paid by the warm-up; a node may leave just after its last count.
+            return 0.0 if firsts[b] == 0 else min(h, boot_h) * grid.lengths[b]
+
+        def start_cost(b: int) -> float:
+            """USD per hour of price for one run starting at block b."""
+            if firsts[b] == 0:
+                return 0.0  # launched during the warm-up
+            accounted = min(boot_h, firsts[b] * h)  # boot time after the trace start
+            return max(0.0, accounted - h) if bound else accounted
+
         x: dict[tuple[str, Pool], list[pywraplp.Variable]] = {}
-        for m, offers in self._candidates.items():
+        for m, offers in candidates.items():
             for o in offers:
                 ub = inf
                 xs = []
@@ -272,14 +371,15 @@ class Oracle:
                         ub = grid.spot[o.pool][t]
                         ub = math.floor(ub + _EPS) if integer else ub
                     var = lp.IntVar(0, ub, "") if integer else lp.NumVar(0, ub, "")
-                    obj.SetCoefficient(var, o.usd_per_hour * grid.step_h)
+                    obj.SetCoefficient(var, o.usd_per_hour * step_cost(t))
                     xs.append(var)
-                    start = lp.NumVar(0, inf, "")
-                    obj.SetCoefficient(start, o.usd_per_hour * boot_h)
-                    row = lp.Constraint(0, inf)  # start - x[t] + x[t-1] >= 0
-                    row.SetCoefficient(start, 1)
-                    row.SetCoefficient(var, -1)
-                    if t > 0:
+                    c = start_cost(t)
+                    if t > 0 and c > 0:
+                        start = lp.NumVar(0, inf, "")
+                        obj.SetCoefficient(start, o.usd_per_hour * c)
+                        row = lp.Constraint(0, inf)  # start - x[t] + x[t-1] >= 0
+                        row.SetCoefficient(start, 1)
+                        row.SetCoefficient(var, -1)
                         row.SetCoefficient(xs[t - 1], 1)
                 x[m, o.pool] = xs
 
@@ -300,25 +400,40 @@ class Oracle:
         }
         limits = {r.name: r.max_latency_ms for r in self._config.regions}
         cap_rows: dict[tuple[str, str, int], pywraplp.Constraint] = {}
-        u_vars: list[pywraplp.Variable] = []
+        u_vars: list[tuple[pywraplp.Variable, float]] = []
         for (m, region), series in sorted(grid.demand.items()):
-            if m not in self._candidates or region not in origins:
+            if m not in candidates or region not in origins:
                 continue
             locs = sorted(
                 {
                     location_key(o.pool)
-                    for o in self._candidates[m]
+                    for o in candidates[m]
                     if self._catalog.rtt_ms(origins[region], location_key(o.pool)) <= limits[region]
                 }
             )
+            # Whole nodes: a step with load d needs at least ceil(d / the largest node
+            # within reach) of them there (a cut every integer point meets; per block, the
+            # mean of the steps' counts). It closes most of the LP's gap on small loads.
+            reach = [o for o in candidates[m] if location_key(o.pool) in locs]
+            top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
+            fine = self._foresight.demand_rps.get((m, region), ())
+            if top > 0 and len(fine) == sum(grid.lengths):
+                for t in range(T):
+                    chunk = fine[firsts[t] : firsts[t] + grid.lengths[t]]
+                    need = sum(math.ceil(v / top - 1e-9) for v in chunk if v > 0) / len(chunk)
+                    if need > 0:
+                        row = lp.Constraint(need, inf)
+                        for o in reach:
+                            row.SetCoefficient(x[m, o.pool][t], 1)
             for t in range(T):
                 d = series[t]
                 if d <= 0:
                     continue
                 served = lp.Constraint(d, d)
                 u = lp.NumVar(0, d, "")
-                u_vars.append(u)
-                obj.SetCoefficient(u, penalty * grid.step_h)
+                block_h = h * grid.lengths[t]
+                u_vars.append((u, block_h))
+                obj.SetCoefficient(u, penalty * block_h)
                 served.SetCoefficient(u, 1)
                 for loc in locs:
                     y = lp.NumVar(0, d, "")
@@ -326,15 +441,39 @@ class Oracle:
                     key = (m, loc, t)
                     if key not in cap_rows:
                         row = lp.Constraint(-inf, 0)
-                        for o in self._candidates[m]:
+                        for o in candidates[m]:
                             if location_key(o.pool) == loc:
-                                row.SetCoefficient(x[m, o.pool][t], -self._capacity.rps(m, o.pool))
+                                row.SetCoefficient(x[m, o.pool][t], -capacity.rps(m, o.pool))
                         cap_rows[key] = row
                     cap_rows[key].SetCoefficient(y, 1)
 
+        if rules:
+            self._config_rules(lp, x, candidates, T)
+
+        code = lp.Solve()
+        if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+            return None
+        unserved_rps_h = sum(u.solution_value() * bh for u, bh in u_vars)
+        return _Result(
+            optimal=code == pywraplp.Solver.OPTIMAL,
+            objective=lp.Objective().Value(),
+            penalty_usd=penalty * unserved_rps_h,
+            unserved_rps_h=unserved_rps_h,
+            x={k: [v.solution_value() for v in xs] for k, xs in x.items()},
+        )
+
+    def _config_rules(
+        self,
+        lp: pywraplp.Solver,
+        x: dict[tuple[str, Pool], list[pywraplp.Variable]],
+        candidates: dict[str, list[Offering]],
+        T: int,
+    ) -> None:
+        """min_replicas, min_on_demand_share and quotas at every block (the schedule's)."""
+        inf = lp.infinity()
         for section in self._config.models:
             m = section.name
-            offers = self._candidates.get(m, [])
+            offers = candidates.get(m, [])
             for t in range(T):
                 if section.min_replicas > 0 and offers:
                     row = lp.Constraint(section.min_replicas, inf)
@@ -363,18 +502,6 @@ class Oracle:
                     for (_, pool), xs in members:
                         row.SetCoefficient(xs[t], self._capacity.itype(pool).gpu_count)
 
-        code = lp.Solve()
-        if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-            return None
-        unserved = sum(u.solution_value() for u in u_vars)
-        return _Result(
-            optimal=code == pywraplp.Solver.OPTIMAL,
-            objective=lp.Objective().Value(),
-            penalty_usd=penalty * grid.step_h * unserved,
-            unserved_rps_h=unserved * grid.step_h,
-            x={k: [v.solution_value() for v in xs] for k, xs in x.items()},
-        )
-
     def _round(self, r: _Result, block: int) -> dict[tuple[str, Pool], list[int]]:
         """An integer schedule from a relaxed one, per model, location and block: every
         pool keeps the whole nodes it had, then the capacity the fractions carried is
@@ -387,7 +514,9 @@ class Oracle:
             k: [math.floor(v + _EPS) for v in vs] for k, vs in r.x.items()
         }
         room: dict[Pool, list[float]] = {}
-        for pool, cap in self._foresight.spot_capacity.items():
+        for pool in self._foresight.spot_capacity:
+            cap = self._spot_limit(pool, bound=False)
+            assert cap is not None
             room[pool] = [
                 float(min(cap[t * block : (t + 1) * block], default=0)) for t in range(n_blocks)
             ]
@@ -424,15 +553,16 @@ class Oracle:
         return {k: [vs[t // block] for t in range(steps)] for k, vs in counts.items()}
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
-        """Price and boot cost of a schedule, as the program counts them."""
+        """Cost of a schedule as the replay accounts it: price per step, and the boot
+        time after the trace start of every node started after step 0."""
         step_h = self._foresight.step_s / 3600.0
         boot_h = self.boot_time_s / 3600.0
         total = 0.0
         for (_, pool), counts in schedule.items():
             price = self._prices.get(pool, 0.0)
-            prev = 0
-            for c in counts:
-                total += price * (c * step_h + max(0, c - prev) * boot_h)
+            prev = counts[0] if counts else 0
+            for t, c in enumerate(counts):
+                total += price * (c * step_h + max(0, c - prev) * min(boot_h, t * step_h))
                 prev = c
         return total
 
@@ -440,25 +570,27 @@ class Oracle:
 
     def target_at(self, now_s: float) -> dict[tuple[str, Pool], int]:
         """Per (model, pool), the nodes to hold at `now_s`: the most the schedule needs
-        before nodes launched at the next tick can be ready (boot time + tick interval),
-        capped by what a spot pool holds now."""
+        before nodes launched at the next tick can be ready (boot time + tick interval).
+        A spot pool that cannot hold that until the next tick holds the schedule's
+        fewest until then instead (which fits, as the schedule's spot limit is the
+        pool's fewest from launch on)."""
         fs = self._foresight
         if fs.steps == 0:
             return {}
         i = fs.step_at(now_s)
-        lead = math.ceil((self.boot_time_s + self.tick_interval_s) / fs.step_s - 1e-9) - 1
-        lead = max(lead, 0)
-        last = min(fs.steps - 1, i + lead)
+        last = min(fs.steps - 1, i + self._lead_steps - 1)
         want = {k: max(v[i : last + 1]) for k, v in self.schedule.items()}
         by_pool: dict[Pool, list[tuple[str, Pool]]] = defaultdict(list)
         for key in want:
             by_pool[key[1]].append(key)
+        # Until the next tick, and one step more for the tick's own actions to land.
+        until = min(fs.steps - 1, i + math.ceil(self.tick_interval_s / fs.step_s - 1e-9))
         for pool, keys in by_pool.items():
             cap = fs.spot_capacity.get(pool)
-            held = UNLIMITED if cap is None else cap[i]
+            held = UNLIMITED if cap is None else min(cap[i : until + 1])
             if sum(want[k] for k in keys) > held:
                 for k in keys:
-                    want[k] = self.schedule[k][i]
+                    want[k] = min(self.schedule[k][i : until + 1])
         return {k: v for k, v in want.items() if v > 0}
 
     def decide(self, obs: Observation) -> Plan:
@@ -466,6 +598,7 @@ class Oracle:
         status = PlanStatus.OPTIMAL if self.bound_kind == "ip" else PlanStatus.FEASIBLE
         notes = (
             f"oracle bound ({self.bound_kind}): {self.lower_bound_cost_usd:.2f} USD; "
-            f"schedule {self.schedule_cost_usd:.2f} USD",
+            f"under the config's rules ({self.config_bound_kind}): "
+            f"{self.config_bound_cost_usd:.2f} USD; schedule {self.schedule_cost_usd:.2f} USD",
         )
         return to_plan(self.target_at(obs.now_s), prices_of(obs.offerings), notes, status)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from adapters.sim import NOTICE_S
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile
 from scheduler.observation import Policy
-from simulations.baselines.common import Foresight
+from simulations.baselines.common import Foresight, running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive
 from simulations.baselines.spothedge import SpotHedge
@@ -34,7 +35,15 @@ def foresight_of(info: TraceInfo) -> Foresight:
     spot = {
         pool: tuple(int(c) for c in series) for pool, series in info.spot_capacity_series().items()
     }
-    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings)
+    # The most a pool can have running at a step's start (instances under notice included):
+    # what the oracle's lower bound allows, so that it holds against any policy.
+    notice_s = max(NOTICE_S.values())
+    peaks: dict[int, tuple[int, ...]] = {}  # one trace often drives many pools
+    for trace in info.spot_traces.values():
+        if id(trace) not in peaks:
+            peaks[id(trace)] = tuple(running_spot_peak(trace, info.n_steps, info.step_s, notice_s))
+    peak = {pool: peaks[id(trace)] for pool, trace in info.spot_traces.items()}
+    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings, peak)
 
 
 def static_peak(
