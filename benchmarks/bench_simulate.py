@@ -10,7 +10,8 @@ traces from the shared data), scaled so its peak needs about N GPUs for each N o
 (trace, N): each policy's cost, `vs oracle` and `vs spothedge` (cost ratios), SLO
 attainment and unserved fraction. The oracle used is the one registered as `oracle`
 (see simulations/baselines/oracle.py for whether it solves the integer program or its
-LP relaxation). The issue's targets: capsched <= 1.15 x oracle with SLO attainment
+LP relaxation); its lower bound on any policy's cost is printed with its kind ("ip" or
+"lp") in the last column. The issue's targets: capsched <= 1.15 x oracle with SLO attainment
 >= 0.995, and cheaper than spothedge at equal or better SLO attainment.
 
 Part 2 (speed): the 7-day BurstGPT week (10,080 one-minute steps) with capsched
@@ -76,7 +77,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
     print("## cost and SLO per trace (default config and scenario)\n")
     header = (
         f"{'trace':<22}{'GPUs':>6}  {'policy':<12}{'cost USD':>12}{'vs oracle':>11}"
-        f"{'vs spothedge':>14}{'SLO att.':>10}{'unserved':>10}{'wall s':>8}"
+        f"{'vs spothedge':>14}{'SLO att.':>10}{'unserved':>10}{'wall s':>8}  bound USD"
     )
     print(header)
     print("-" * len(header))
@@ -92,10 +93,16 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
             hedge = results["spothedge"].cost_usd if "spothedge" in results else None
             for policy, r in results.items():
                 s = r.summary(None)
+                bound = (
+                    f"  {s['lower_bound_usd']:.2f} ({s['bound_kind']})"
+                    if s["lower_bound_usd"] is not None
+                    else ""
+                )
                 print(
                     f"{name:<22}{gpus:>6g}  {policy:<12}{r.cost_usd:>12.2f}"
                     f"{ratio(r.cost_usd, oracle):>11}{ratio(r.cost_usd, hedge):>14}"
-                    f"{s['slo_attainment']:>10.4f}{s['unserved_fraction']:>10.4f}{r.wall_s:>8.1f}",
+                    f"{s['slo_attainment']:>10.4f}{s['unserved_fraction']:>10.4f}{r.wall_s:>8.1f}"
+                    f"{bound}",
                     flush=True,
                 )
 
