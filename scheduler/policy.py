@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Demand, Offering, Placement, Plan, Pool
+from scheduler.domain import CapacityProfile, Demand, Offering, Placement, Plan
 from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
 from scheduler.observation import Observation
 from scheduler.planner import make_plan
@@ -81,20 +81,25 @@ class CapschedPolicy:
     def decide(self, obs: Observation) -> Plan:
         """Solve for the planned demand, starting from the fleet that serves now.
 
-        A model is kept as it runs (no search) while each of its planned rates is within
-        `planning.replan_tolerance` of what its last search was for, its serving nodes are
-        what that plan asked for, and they still serve its demand; prices and
-        availability must not have changed since. When every model is kept, the last plan
-        stands without a solve. Otherwise only the others are searched: a solve for a
-        model that barely moved could only add churn for pennies, and skipping it keeps
-        ticks cheap.
+        A model is settled while each of its planned rates is within
+        `planning.replan_tolerance` of what its last search was for and prices and
+        availability have not changed since: its last target stands (the reconciler may
+        still be converging to it) as long as that target serves its demand. When every
+        model is settled the last plan stands without a solve; otherwise only the others
+        are searched. A search for a model that barely moved could only add churn for
+        pennies, and skipping it keeps ticks cheap.
         """
         demand = self.planned_demand(obs)
-        fleet = Counter((n.model, n.pool) for n in obs.serving())
         offerings = obs.offerings or self.catalog.offerings
-        settled = self._settled(demand, fleet, offerings)
+        settled = self._settled(demand, offerings)
         if self._last is not None and settled == {m.name for m in self.config.models}:
             return self._last[0]
+        # Settled models start from their last target, the others from what serves now.
+        fleet = Counter((n.model, n.pool) for n in obs.serving() if n.model not in settled)
+        if self._last is not None:
+            for pl in self._last[0].placements:
+                if pl.model in settled:
+                    fleet[pl.model, pl.pool] += pl.count
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
         catalog = dataclasses.replace(self.catalog, offerings=offerings)
         plan = make_plan(self.config, catalog, self.profiles, demand, placements, settled)
@@ -110,16 +115,11 @@ class CapschedPolicy:
         self._last = (plan, solved_for, hash(offerings))
         return plan
 
-    def _settled(
-        self,
-        demand: list[Demand],
-        fleet: Counter[tuple[str, Pool]],
-        offerings: tuple[Offering, ...],
-    ) -> set[str]:
-        """Models whose demand and fleet have not moved since their last search."""
+    def _settled(self, demand: list[Demand], offerings: tuple[Offering, ...]) -> set[str]:
+        """Models whose planned demand has not moved since their last search."""
         if self._last is None:
             return set()
-        plan, solved_for, offerings_hash = self._last
+        _, solved_for, offerings_hash = self._last
         tol = self.config.planning.replan_tolerance
         if tol <= 0 or hash(offerings) != offerings_hash:
             return set()
@@ -128,8 +128,4 @@ class CapschedPolicy:
             before = solved_for.get((d.model, d.region))
             if before is None or abs(d.rps - before) > tol * max(before, 1e-9):
                 settled.discard(d.model)
-        target = Counter({(pl.model, pl.pool): pl.count for pl in plan.placements})
-        for key in set(target) | set(fleet):
-            if target[key] != fleet[key]:
-                settled.discard(key[0])
         return settled
