@@ -138,7 +138,12 @@ class Actuator:
             raise KeyError(action.node_id)
         entry = self.store.journal_begin("drain", node.node_id, now_s, action.reason)
         self.store.transition(node.node_id, NodeState.DRAINING, now_s, action.reason)
-        await self.drainer.begin(node)
+        try:
+            await self.drainer.begin(node)
+        except Exception as exc:
+            # The node drains all the same (the deadline bounds the wait); the entry is closed.
+            self.store.journal_end(entry, "failed", now_s, f"{type(exc).__name__}: {exc}")
+            raise
         self.store.journal_end(entry, "done", now_s, "out of rotation")
 
     async def _terminate(self, action: Terminate, now_s: float) -> None:

@@ -120,6 +120,7 @@ def node_json(node: Node) -> dict[str, Any]:
         "pool": pool.key,
         "state": node.state.value,
         "cloud_instance_id": node.cloud_instance_id,
+        "address": node.address,
         "launched_at_s": node.launched_at_s,
         "state_since_s": node.state_since_s,
     }

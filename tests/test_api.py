@@ -100,6 +100,8 @@ def add_node(store: StateStore, state: NodeState) -> str:
     }[state]
     for i, s in enumerate(path, start=1):
         store.transition(node_id, s, float(i), f"to {s}")
+    if state is NodeState.READY:
+        store.set_address(node_id, "10.0.3.7")
     return node_id
 
 
@@ -166,6 +168,7 @@ async def test_reads_need_no_token(api: Api) -> None:
         ready = next(n for n in nodes if n["node_id"] == api.ready_node)
         assert ready["state"] == "ready" and ready["pool"] == POOL.key
         assert ready["market"] == "spot" and ready["instance_type"] == "g6.xlarge"
+        assert ready["address"] == "10.0.3.7"  # where a drain reaches it
         events = await c.node_events(api.ready_node)
         assert [e["new"] for e in events] == ["requested", "booting", "ready"]
         plans = await c.plans()

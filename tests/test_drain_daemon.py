@@ -319,6 +319,11 @@ async def test_a_router_that_refuses_the_hook_still_lets_the_node_drain(
     [error] = errors
     assert error.startswith(f"Drain {node_id}: DrainHookError") and "HTTP 503" in error
     assert SECRET not in error
+    # The drain's journal entry is closed as failed, not left pending until a restart.
+    assert h.store.journal("pending") == []
+    [failed] = [e for e in h.store.journal("failed") if e.kind == "drain"]
+    assert failed.node_id == node_id and "HTTP 503" in failed.detail
+    assert SECRET not in failed.detail
     assert await h.tick_at(3 * TICK_S) == ()
     assert h.terminated() == [node_id]  # nothing in flight: the failed hook does not hold it
 
