@@ -5,6 +5,7 @@
                       [--fleet-gpus N] [--out DIR]
     capsched simulate --sweep SWEEP.toml [--workers N] [--out DIR]
                       [--executor local|ray] [--ray-address ADDRESS]
+                      [--ray-runtime-env JSON]
 
 Without `--trace` it replays the bundled Azure LLM trace slice under the embedded
 default scenario (real spot traces when the shared data folder is present). Writes
@@ -99,6 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-address",
         help="Ray cluster for --executor ray (default: RAY_ADDRESS, else a local one)",
     )
+    parser.add_argument(
+        "--ray-runtime-env",
+        metavar="JSON",
+        help='Ray runtime_env of the sweep\'s tasks, e.g. \'{"working_dir": "."}\'',
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -143,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `capsched simulate`."""
     if args.sweep is None and args.executor != "local":
         return _fail([f"--executor {args.executor} runs sweeps only: add --sweep SWEEP.toml"])
-    if args.ray_address is not None and args.executor != "ray":
-        return _fail(["--ray-address needs --executor ray"])
+    for option in ("ray_address", "ray_runtime_env"):
+        if getattr(args, option) is not None and args.executor != "ray":
+            return _fail([f"--{option.replace('_', '-')} needs --executor ray"])
     try:
         names = _with_reference(_policies(args.policy))
     except ValueError as exc:
@@ -308,10 +315,13 @@ def _run_local(
 
 def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
     address = ray_executor.cluster_address(args.ray_address)
+    runtime_env: dict[str, Any] | None = None
     if args.executor == "ray":
         try:
+            if args.ray_runtime_env is not None:
+                runtime_env = ray_executor.parse_runtime_env(args.ray_runtime_env)
             ray_executor.import_ray(address)  # before any work: a missing extra fails fast
-        except ray_executor.RayUnavailable as exc:
+        except (ray_executor.RayUnavailable, ValueError) as exc:
             return _fail([str(exc)])
     try:
         scenarios, policies = load_sweep(args.sweep)
@@ -350,9 +360,19 @@ def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
     try:
         if args.executor == "ray":
             worlds = {name: world for name, (world, _) in built.items()}
-            ray_executor.run_sweep(worlds, tasks, done, address=address, num_cpus=args.workers)
+            ray_executor.run_sweep(
+                worlds,
+                tasks,
+                done,
+                address=address,
+                num_cpus=args.workers,
+                runtime_env=runtime_env,
+            )
         else:
             _run_local(specs, tasks, done, args.workers)
+    except ray_executor.ClusterUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if bar is not None:
             bar.close()

@@ -137,6 +137,7 @@ def test_missing_ray_names_the_extra_to_install(tmp_path: Path) -> None:
     [
         (["--executor", "ray"], "--executor ray runs sweeps only"),
         (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray"),
+        (["--ray-runtime-env", "{}"], "--ray-runtime-env needs --executor ray"),
     ],
 )
 def test_ray_options_outside_a_ray_sweep_are_refused(
@@ -144,3 +145,32 @@ def test_ray_options_outside_a_ray_sweep_are_refused(
 ) -> None:
     assert main(["simulate", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("runtime_env", "message"),
+    [("{working_dir", "not valid JSON"), ('["."]', "expected a JSON object")],
+)
+def test_a_bad_runtime_env_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runtime_env: str, message: str
+) -> None:
+    _, sweep = _sweep(tmp_path)
+    args = ["simulate", "--sweep", str(sweep), "--out", str(tmp_path / "out")]
+    assert main([*args, "--executor", "ray", "--ray-runtime-env", runtime_env]) == 2
+    assert f"--ray-runtime-env: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6379", True),
+        ("ray://localhost:10001", True),
+        ("[::1]:6379", True),
+        ("ray://head.example:10001", False),
+        ("10.0.0.5:6379", False),
+        ("auto", False),
+    ],
+)
+def test_a_cluster_on_loopback_is_joined_on_loopback(address: str, loopback: bool) -> None:
+    # Ray would rewrite 127.0.0.1 to the machine's outside address and fail to reach it.
+    assert ray_executor._on_loopback(address) is loopback
