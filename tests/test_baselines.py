@@ -296,7 +296,7 @@ SPOT = {"e1": [2, 0, 2, 2, 1, 1], "e2": [0, 0, 1, 1, 0, 0], "w2": [0] * 6}
 
 
 def test_oracle_ip_on_a_tiny_horizon_serves_all_demand() -> None:
-    oracle = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT))
+    oracle = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT), config_bound=True)
     assert oracle.bound_kind == "ip" and oracle.config_bound_kind == "ip"
     assert oracle.unserved_rps_h == pytest.approx(0.0)
     # The bound for any policy <= the bound under the config's rules <= the schedule.
@@ -310,6 +310,15 @@ def test_oracle_ip_on_a_tiny_horizon_serves_all_demand() -> None:
     assert any(key[1].market is Market.SPOT and max(v) > 0 for key, v in oracle.schedule.items())
     # min_replicas holds even with no demand.
     assert sum(v[5] for v in oracle.schedule.values()) >= 1
+
+
+def test_oracle_config_bound_is_off_unless_asked() -> None:
+    oracle = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT))
+    assert oracle.config_bound_kind == "off" and math.isnan(oracle.config_bound_cost_usd)
+    asked = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT), config_bound=True)
+    # The bound and the schedule do not depend on it.
+    assert asked.lower_bound_cost_usd == oracle.lower_bound_cost_usd
+    assert asked.schedule == oracle.schedule
 
 
 def test_oracle_lp_bound_is_below_the_ip_cost() -> None:

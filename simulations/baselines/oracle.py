@@ -36,7 +36,15 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
    (where c(t) varies) step by step, then blocks of consecutive steps with the block
    means of demand and spot limits. A block's constraints are the sums of its steps',
    and the block means of x never start more nodes than x does, so it is still a lower
-   bound. A report quotes the bound with its kind.
+   bound. A report quotes the bound with its kind. `max_lp_steps` (240) keeps a 7-day
+   per-minute trace to blocks of about 44 steps, and its LP to a few seconds; blocks
+   weaken the bound (on the BurstGPT week, 895 USD with 240 blocks, 939 with 600), never
+   invalidate it.
+
+   With `config_bound=True` the same program is also solved under the config's rules at
+   the planning utilisation (`config_bound_cost_usd`, `config_bound_kind`): what a
+   policy that follows those rules pays at least. It is informational and as large as
+   the bound's program, so it is off by default ("off", NaN).
 
 2. **The schedule** (`schedule`, `schedule_cost_usd`) is what the oracle replays. It
    follows the config like capsched does: `cap` at `planning.target_utilization` (the
@@ -47,7 +55,8 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
    whole span. It pays what the engine accounts: price per step, and the boot time
    after the trace start of every node started after step 0. The IP when small enough,
    else the relaxation re-solved on block maxima of demand and block minima of spot
-   capacity and rounded up (rounding down where a spot pool would overflow).
+   capacity and rounded up (rounding down where a spot pool would overflow); blocks of
+   ceil(steps / `max_lp_steps`) steps (42 on the week).
 
 As a Policy it replays the schedule: at time now it targets, per pool, the most the
 schedule needs until nodes launched at the next tick could be ready (boot time plus
@@ -68,6 +77,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from ortools.linear_solver import pywraplp
 
 from scheduler.catalog import Catalog
@@ -140,7 +150,8 @@ class Oracle:
         ip_max_int_vars: int = 2_000,
         time_limit_s: float = 30.0,
         lp_time_limit_s: float = 900.0,
-        max_lp_steps: int = 2_000,
+        max_lp_steps: int = 240,
+        config_bound: bool = False,
         seed: int = 0,
     ) -> None:
         self._config = config
@@ -159,6 +170,8 @@ class Oracle:
         self.lp_time_limit_s = lp_time_limit_s
         self.max_lp_steps = max_lp_steps
         self.seed = seed
+        # (pool, bound) -> spot limit per step; computed once, read by every program.
+        self._limits: dict[tuple[Pool, bool], list[float] | None] = {}
         offerings = foresight.offerings if foresight.offerings is not None else catalog.offerings
         self._offerings = tuple(o for o in offerings if permitted(config, catalog, o))
         self._prices = prices_of(offerings)
@@ -174,8 +187,12 @@ class Oracle:
         self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = self._solve_bound(
             rules=False
         )
-        # The same for policies that follow the config's rules at the planning utilisation.
-        self.config_bound_kind, self.config_bound_cost_usd, _ = self._solve_bound(rules=True)
+        # The same for policies that follow the config's rules at the planning utilisation:
+        # informational, a third program as large as the bound's, so only on request
+        # (`config_bound`); "off" and NaN otherwise.
+        self.config_bound_kind, self.config_bound_cost_usd = "off", math.nan
+        if config_bound:
+            self.config_bound_kind, self.config_bound_cost_usd, _ = self._solve_bound(rules=True)
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
         self._solve_schedule()
         self.schedule_cost_usd: float = self._cost(self.schedule)  # the schedule, as billed
@@ -187,14 +204,27 @@ class Oracle:
         """The pool's instance limit per step (None: no limit). The bound's is the most
         that can be running at a step's start; the schedule's the fewest the pool holds
         from the earliest launch for the step (boot time + tick before) to its end."""
+        key = (pool, bound)
+        if key not in self._limits:
+            self._limits[key] = self._compute_spot_limit(pool, bound=bound)
+        return self._limits[key]
+
+    def _compute_spot_limit(self, pool: Pool, *, bound: bool) -> list[float] | None:
         fs = self._foresight
         low = fs.spot_capacity.get(pool)
         if low is None:
             return None
         if bound:
-            return fs.spot_capacity_peak.get(pool, low)
+            return [float(c) for c in fs.spot_capacity_peak.get(pool, low)]
+        # min(low[max(0, t - back) : t + 1]) for every t, as a sliding window minimum:
+        # the series padded in front with its first value, whose minimum it cannot lower.
         back = self._lead_steps
-        return [float(min(low[max(0, t - back) : t + 1])) for t in range(len(low))]
+        arr = np.asarray(low, dtype=np.float64)
+        if arr.size == 0:
+            return []
+        padded = np.concatenate([np.full(back, arr[0]), arr])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, back + 1)
+        return [float(v) for v in windows.min(axis=1)]
 
     def _pools(self, *, bound: bool, rules: bool) -> dict[str, list[Offering]]:
         """Per model, the pools that can serve it, less the dominated ones.
@@ -401,15 +431,19 @@ class Oracle:
         limits = {r.name: r.max_latency_ms for r in self._config.regions}
         cap_rows: dict[tuple[str, str, int], pywraplp.Constraint] = {}
         u_vars: list[tuple[pywraplp.Variable, float]] = []
+        # Per model and location, its candidate pools (in candidate order) and their rps.
+        at_loc: dict[str, dict[str, list[tuple[Pool, float]]]] = {}
+        for m, offers in candidates.items():
+            at_loc[m] = defaultdict(list)
+            for o in offers:
+                at_loc[m][location_key(o.pool)].append((o.pool, capacity.rps(m, o.pool)))
         for (m, region), series in sorted(grid.demand.items()):
             if m not in candidates or region not in origins:
                 continue
             locs = sorted(
-                {
-                    location_key(o.pool)
-                    for o in candidates[m]
-                    if self._catalog.rtt_ms(origins[region], location_key(o.pool)) <= limits[region]
-                }
+                loc
+                for loc in at_loc[m]
+                if self._catalog.rtt_ms(origins[region], loc) <= limits[region]
             )
             # Whole nodes: a step with load d needs at least ceil(d / the largest node
             # within reach) of them there (a cut every integer point meets; per block, the
@@ -441,9 +475,8 @@ class Oracle:
                     key = (m, loc, t)
                     if key not in cap_rows:
                         row = lp.Constraint(-inf, 0)
-                        for o in candidates[m]:
-                            if location_key(o.pool) == loc:
-                                row.SetCoefficient(x[m, o.pool][t], -capacity.rps(m, o.pool))
+                        for pool, rps in at_loc[m][loc]:
+                            row.SetCoefficient(x[m, pool][t], -rps)
                         cap_rows[key] = row
                     cap_rows[key].SetCoefficient(y, 1)
 
@@ -550,7 +583,7 @@ class Oracle:
                     short -= n * self._capacity.rps(m, k[1])
                     if k[1] in room:
                         room[k[1]][t] -= n
-        return {k: [vs[t // block] for t in range(steps)] for k, vs in counts.items()}
+        return {k: np.repeat(vs, block)[:steps].tolist() for k, vs in counts.items()}
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Cost of a schedule as the replay accounts it: price per step, and the boot
@@ -559,11 +592,13 @@ class Oracle:
         boot_h = self.boot_time_s / 3600.0
         total = 0.0
         for (_, pool), counts in schedule.items():
+            if not counts:
+                continue
             price = self._prices.get(pool, 0.0)
-            prev = counts[0] if counts else 0
-            for t, c in enumerate(counts):
-                total += price * (c * step_h + max(0, c - prev) * min(boot_h, t * step_h))
-                prev = c
+            c = np.asarray(counts, dtype=np.float64)
+            starts = np.maximum(0.0, np.diff(c, prepend=c[0]))
+            boot = np.minimum(boot_h, np.arange(len(c)) * step_h)
+            total += price * float(c.sum() * step_h + (starts * boot).sum())
         return total
 
     # -- the policy -------------------------------------------------------------------
@@ -596,9 +631,14 @@ class Oracle:
     def decide(self, obs: Observation) -> Plan:
         """The precomputed target for this moment."""
         status = PlanStatus.OPTIMAL if self.bound_kind == "ip" else PlanStatus.FEASIBLE
+        ruled = (
+            f"under the config's rules ({self.config_bound_kind}): "
+            f"{self.config_bound_cost_usd:.2f} USD; "
+            if self.config_bound_kind != "off"
+            else ""
+        )
         notes = (
             f"oracle bound ({self.bound_kind}): {self.lower_bound_cost_usd:.2f} USD; "
-            f"under the config's rules ({self.config_bound_kind}): "
-            f"{self.config_bound_cost_usd:.2f} USD; schedule {self.schedule_cost_usd:.2f} USD",
+            f"{ruled}schedule {self.schedule_cost_usd:.2f} USD",
         )
         return to_plan(self.target_at(obs.now_s), prices_of(obs.offerings), notes, status)
