@@ -89,6 +89,7 @@ from simulations.baselines.common import (
     UNLIMITED,
     Capacity,
     Foresight,
+    OfferingIndex,
     location_key,
     permitted,
     prices_of,
@@ -175,6 +176,7 @@ class Oracle:
         offerings = foresight.offerings if foresight.offerings is not None else catalog.offerings
         self._offerings = tuple(o for o in offerings if permitted(config, catalog, o))
         self._prices = prices_of(offerings)
+        self._index = OfferingIndex()  # the latest observation's prices by pool
 
         started = time.perf_counter()
         # Steps from a launch decision to a ready node: boot time plus one tick.
@@ -641,4 +643,5 @@ class Oracle:
             f"oracle bound ({self.bound_kind}): {self.lower_bound_cost_usd:.2f} USD; "
             f"{ruled}schedule {self.schedule_cost_usd:.2f} USD",
         )
-        return to_plan(self.target_at(obs.now_s), prices_of(obs.offerings), notes, status)
+        prices = self._index.update(obs.offerings).prices
+        return to_plan(self.target_at(obs.now_s), prices, notes, status)

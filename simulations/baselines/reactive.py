@@ -59,12 +59,12 @@ from simulations.baselines.common import (
     Capacity,
     Foresight,
     Hysteresis,
+    OfferingIndex,
     RateWindow,
     Service,
     ceil_div,
     fleet_for_load,
     partition_services,
-    prices_of,
     resize,
     sizing_load,
     to_plan,
@@ -115,6 +115,7 @@ class Reactive:
         self.max_replicas = max_replicas
         self._foresight = foresight  # read only to size the replica shape
         self.services: list[_ServiceState] | None = None  # built at the first tick
+        self._index = OfferingIndex()  # the latest observation's offerings by pool
 
     def _setup(self, obs: Observation) -> list[_ServiceState]:
         offers = {o.pool: o for o in obs.offerings if o.available}
@@ -144,7 +145,8 @@ class Reactive:
         """Target replicas per service from the observed rate, after the delays."""
         if self.services is None:
             self.services = self._setup(obs)
-        offers = {o.pool: o for o in obs.offerings}
+        index = self._index.update(obs.offerings)
+        offers = index.offers
         counts: Counter[tuple[str, Pool]] = Counter()
         notes: list[str] = []
         for st in self.services:
@@ -179,4 +181,4 @@ class Reactive:
             notes.append(f"{service.name}: target {target} (observed {observed} rps)")
             if missing:
                 notes.append(f"{service.name}: no available on-demand pool for {missing} replicas")
-        return to_plan(counts, prices_of(obs.offerings), notes)
+        return to_plan(counts, index.prices, notes)

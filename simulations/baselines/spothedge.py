@@ -82,12 +82,12 @@ from simulations.baselines.common import (
     Capacity,
     Foresight,
     Hysteresis,
+    OfferingIndex,
     RateWindow,
     Service,
     ceil_div,
     fleet_for_load,
     partition_services,
-    prices_of,
     resize,
     sizing_load,
     to_plan,
@@ -195,6 +195,7 @@ class SpotHedge:
         self.max_replicas = max_replicas
         self._foresight = foresight  # read only to size the replica type
         self.services: list[_ServiceState] | None = None  # built at the first tick
+        self._index = OfferingIndex()  # the latest observation's offerings by pool
 
     def _setup(self, obs: Observation) -> list[_ServiceState]:
         offers = {o.pool: o for o in obs.offerings}
@@ -267,7 +268,9 @@ class SpotHedge:
                 return st.placer
         raise KeyError((model, region))
 
-    def _observe_locations(self, st: _ServiceState, obs: Observation) -> None:
+    def _observe_locations(
+        self, st: _ServiceState, obs: Observation, unavailable: Sequence[Pool] | None = None
+    ) -> None:
         """Launch successes first, then preemptions and failed launches (newer news)."""
         spot = [n for n in obs.nodes if n.model == st.service.model and n.pool in st.placer.status]
         for n in spot:
@@ -280,9 +283,9 @@ class SpotHedge:
             if node_id not in st.preempted:
                 st.preempted.add(node_id)
                 st.placer.set_preemptive(pool)
-        now_unavailable = {
-            o.pool for o in obs.offerings if o.pool in st.placer.status and not o.available
-        }
+        if unavailable is None:
+            unavailable = [o.pool for o in obs.offerings if not o.available]
+        now_unavailable = {p for p in unavailable if p in st.placer.status}
         for pool in sorted(now_unavailable - st.unavailable):
             st.placer.set_preemptive(pool)
         st.unavailable = now_unavailable
@@ -291,12 +294,13 @@ class SpotHedge:
         """Spot replicas on the placer's locations plus on-demand fallback, per service."""
         if self.services is None:
             self.services = self._setup(obs)
-        offers = {o.pool: o for o in obs.offerings}
+        index = self._index.update(obs.offerings)
+        offers = index.offers
         counts: Counter[tuple[str, Pool]] = Counter()
         notes: list[str] = []
         for st in self.services:
             service = st.service
-            self._observe_locations(st, obs)
+            self._observe_locations(st, obs, index.unavailable)
             rps = service.demand(obs.demand.rps)
             if rps is not None:
                 st.rates.add(obs.demand.at_s, rps)
@@ -353,4 +357,4 @@ class SpotHedge:
                     f"{service.name}: no launchable location for {missing} spot and "
                     f"{od_missing} on-demand replicas"
                 )
-        return to_plan(counts, prices_of(obs.offerings), notes)
+        return to_plan(counts, index.prices, notes)

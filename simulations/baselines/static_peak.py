@@ -30,11 +30,11 @@ from scheduler.observation import Observation
 from simulations.baselines.common import (
     Capacity,
     Foresight,
+    OfferingIndex,
     Service,
     fleet_for_load,
     partition_services,
     peak_rps,
-    prices_of,
     to_plan,
 )
 
@@ -57,6 +57,7 @@ class StaticPeak:
         self._foresight = foresight
         self.fleet: Counter[tuple[str, Pool]] | None = None  # fixed at the first tick
         self.notes: tuple[str, ...] = ()  # why the fleet looks the way it does
+        self._index = OfferingIndex()  # the latest observation's prices by pool
 
     def peak_rps(self, service: Service) -> float:
         """Largest summed demand of the service's regions over the trace."""
@@ -87,4 +88,4 @@ class StaticPeak:
         if self.fleet is None:
             self._size(obs)
         assert self.fleet is not None
-        return to_plan(self.fleet, prices_of(obs.offerings), self.notes)
+        return to_plan(self.fleet, self._index.update(obs.offerings).prices, self.notes)
