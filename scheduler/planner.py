@@ -104,8 +104,12 @@ def build_problem(
     profiles: Sequence[CapacityProfile],
     demand: Sequence[Demand],
     fleet: Sequence[Placement],
+    committed: Sequence[Placement] = (),
 ) -> tuple[Problem, Candidates]:
-    """The placement problem for this demand and fleet under `config`."""
+    """The placement problem for this demand and fleet under `config`.
+
+    `committed` are nodes of the fleet the plan must keep (launched, still booting);
+    counts beyond what `fleet` holds in a pool are ignored."""
     models = tuple(m.name for m in config.models)
     model_index = {name: i for i, name in enumerate(models)}
     by_pool = {o.pool: o for o in catalog.offerings}
@@ -189,6 +193,10 @@ def build_problem(
     pool_index = {o.pool: p for p, o in enumerate(offerings)}
     for pl in fleet:
         current[model_index[pl.model], pool_index[pl.pool]] += pl.count
+    kept = np.zeros_like(current)
+    for pl in committed:
+        if pl.model in model_index and pl.pool in pool_index:
+            kept[model_index[pl.model], pool_index[pl.pool]] += pl.count
 
     quotas: list[QuotaSpec] = []
     for qi, q in enumerate(config.quotas):
@@ -218,6 +226,7 @@ def build_problem(
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
+        committed=np.minimum(kept, current) if committed else None,
     )
     return problem, Candidates(tuple(offerings), models, locations)
 
@@ -261,13 +270,15 @@ def make_plan(
     demand: Sequence[Demand],
     fleet: Sequence[Placement] = (),
     keep_models: Collection[str] = (),
+    committed: Sequence[Placement] = (),
 ) -> Plan:
     """Build the problem, solve it under the config's limits, and return the plan.
 
     Models named in `keep_models` keep their nodes in `fleet` without a search when
-    those serve the model's demand on their own (see `solver.solve`).
+    those serve the model's demand on their own (see `solver.solve`); the plan keeps
+    at least the `committed` nodes (see `build_problem`).
     """
-    problem, cands = build_problem(config, catalog, profiles, demand, fleet)
+    problem, cands = build_problem(config, catalog, profiles, demand, fleet, committed)
     keep = [i for i, name in enumerate(cands.models) if name in set(keep_models)]
     solution = solve(
         problem,

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Demand, Offering, Placement, Plan
+from scheduler.domain import (
+    CapacityProfile,
+    Demand,
+    NodeState,
+    Offering,
+    Placement,
+    Plan,
+    Pool,
+)
 from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
 from scheduler.observation import Observation
 from scheduler.planner import make_plan
@@ -46,7 +54,7 @@ class CapschedPolicy:
         self.last_quantiles: dict[tuple[str, str], dict[float, float]] = {}
         self._last_step: int | None = None  # forecaster step last fed
         # The last solve: its plan, the planned rps it was solved for, and the offerings.
-        self._last: tuple[Plan, dict[tuple[str, str], float], int] | None = None
+        self._last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None = None
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),
@@ -82,12 +90,14 @@ class CapschedPolicy:
         """Solve for the planned demand, starting from the fleet that serves now.
 
         A model is settled while each of its planned rates is within
-        `planning.replan_tolerance` of what its last search was for and prices and
-        availability have not changed since: its last target stands (the reconciler may
-        still be converging to it) as long as that target serves its demand. When every
-        model is settled the last plan stands without a solve; otherwise only the others
-        are searched. A search for a model that barely moved could only add churn for
-        pennies, and skipping it keeps ticks cheap.
+        `planning.replan_tolerance` of what its last search was for and no pool of its
+        last target changed price (by more than that fraction) or availability: its last
+        target stands (the reconciler may still be converging to it) as long as that
+        target serves its demand. When every model is settled the last plan stands
+        without a solve; otherwise only the others are searched. A search for a model
+        that barely moved could only add churn for pennies, and skipping it keeps ticks
+        cheap. Nodes still booting are kept by every plan: cancelling them for a
+        marginally cheaper mix throws their boot away and delays the capacity.
         """
         demand = self.planned_demand(obs)
         offerings = obs.offerings or self.catalog.offerings
@@ -95,14 +105,23 @@ class CapschedPolicy:
         if self._last is not None and settled == {m.name for m in self.config.models}:
             return self._last[0]
         # Settled models start from their last target, the others from what serves now.
-        fleet = Counter((n.model, n.pool) for n in obs.serving() if n.model not in settled)
+        fleet: Counter[tuple[str, Pool]] = Counter()
+        booting: Counter[tuple[str, Pool]] = Counter()
+        for n in obs.serving():
+            if n.model not in settled:
+                fleet[n.model, n.pool] += 1
+                if n.state is not NodeState.READY:
+                    booting[n.model, n.pool] += 1
         if self._last is not None:
             for pl in self._last[0].placements:
                 if pl.model in settled:
                     fleet[pl.model, pl.pool] += pl.count
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
+        committed = [Placement(m, p, c) for (m, p), c in sorted(booting.items())]
         catalog = dataclasses.replace(self.catalog, offerings=offerings)
-        plan = make_plan(self.config, catalog, self.profiles, demand, placements, settled)
+        plan = make_plan(
+            self.config, catalog, self.profiles, demand, placements, settled, committed
+        )
         kept = set(plan.kept_models)
         solved_for = {
             (d.model, d.region): (
@@ -112,20 +131,31 @@ class CapschedPolicy:
             )
             for d in demand
         }
-        self._last = (plan, solved_for, hash(offerings))
+        self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
 
     def _settled(self, demand: list[Demand], offerings: tuple[Offering, ...]) -> set[str]:
-        """Models whose planned demand has not moved since their last search."""
+        """Models whose planned demand and target pools have not moved since their last
+        search."""
         if self._last is None:
             return set()
-        _, solved_for, offerings_hash = self._last
+        plan, solved_for, before = self._last
         tol = self.config.planning.replan_tolerance
-        if tol <= 0 or hash(offerings) != offerings_hash:
+        if tol <= 0:
             return set()
         settled = {m.name for m in self.config.models}
         for d in demand:
-            before = solved_for.get((d.model, d.region))
-            if before is None or abs(d.rps - before) > tol * max(before, 1e-9):
+            old = solved_for.get((d.model, d.region))
+            if old is None or abs(d.rps - old) > tol * max(old, 1e-9):
                 settled.discard(d.model)
+        now = {o.pool: o for o in offerings}
+        for pl in plan.placements:
+            a, b = before.get(pl.pool), now.get(pl.pool)
+            if (
+                a is None
+                or b is None
+                or a.available != b.available
+                or abs(b.usd_per_hour - a.usd_per_hour) > tol * a.usd_per_hour
+            ):
+                settled.discard(pl.model)
         return settled

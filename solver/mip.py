@@ -100,7 +100,8 @@ def _build(
                 lb = ub = int(fixed[m, p])
             else:
                 need = math.ceil(total_demand[m] / cap[m, p] - 1e-9) if cap[m, p] > 0 else 0
-                lb, ub = 0, min(pool.max_nodes, max(need, problem.replicas_min(m), c))
+                lb = int(problem.committed[m, p]) if problem.committed is not None else 0
+                ub = max(lb, min(pool.max_nodes, max(need, problem.replicas_min(m), c)))
             x = lp.IntVar(lb, ub, f"x_{m}_{p}")
             mdl.x[m, p] = x
             unit = pool.usd_per_hour + pool.risk_usd_per_hour

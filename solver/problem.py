@@ -76,11 +76,18 @@ class Problem:
     budget_usd_per_hour: float | None = None  # cap on the fleet's price
     robustness_fraction: float = 0.0  # served demand still covered after losing a domain's spot
     unmet_penalty_usd_per_rps_hour: float = 1000.0  # cost of each unserved rps
+    # Nodes per (model, pool) a plan must keep: launched and still booting. Cancelling
+    # them for a marginally cheaper mix throws away their boot and delays capacity.
+    committed: IntArray | None = None
 
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.pools))
         if self.capacity_rps.shape != shape or self.current.shape != shape:
             raise ValueError(f"capacity and current must have shape {shape}")
+        if self.committed is not None and (
+            self.committed.shape != shape or (self.committed > self.current).any()
+        ):
+            raise ValueError(f"committed must have shape {shape} and be within current")
         if self.min_replicas and len(self.min_replicas) != len(self.models):
             raise ValueError("min_replicas needs one entry per model")
         if self.min_on_demand_share and len(self.min_on_demand_share) != len(self.models):

@@ -12,7 +12,7 @@ import pytest
 from adapters.metrics import DemandSample
 from adapters.provider import InsufficientCapacity
 from adapters.sim import SimCloud, SpotTrace
-from scheduler.actions import Drain, Launch
+from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import Market, NodeState
@@ -326,3 +326,16 @@ async def test_only_models_whose_demand_moved_are_re_solved(tmp_path: Path) -> N
         assert report.plan is not None
         seen.append(other in report.plan.kept_models)
     assert seen[0] and not all(seen)
+
+
+async def test_a_re_plan_never_cancels_nodes_still_booting(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=40.0)
+    launched: set[str] = set()
+    # The load rises, then falls back before the nodes launched for the rise are ready.
+    for rps in (40.0, 60.0, 30.0):
+        w.metrics.rps = rps
+        report = await w.tick(60)
+        cancelled = {a.node_id for a in report.actions if isinstance(a, Terminate)}
+        assert not cancelled & launched  # a booting node is kept, drained later if unneeded
+        launched |= {a.node_id for a in report.actions if isinstance(a, Launch)}
+    assert set(w.states()) == {NodeState.BOOTING} and len(w.states()) == len(launched)

@@ -456,3 +456,19 @@ def test_a_search_short_of_time_still_serves_the_demand() -> None:
     assert s.status is not Status.INFEASIBLE
     assert sum(s.unmet_rps) == pytest.approx(0.0, abs=1e-6)
     assert_valid(p, s)
+
+
+def test_committed_nodes_are_kept_even_when_a_cheaper_mix_exists() -> None:
+    # Two nodes still booting in the dearer pool: the plan keeps them and adds the rest
+    # where it is cheapest, instead of cancelling them for a slightly cheaper mix.
+    pools = [pool("dear", usd=1.1), pool("cheap", usd=1.0)]
+    p = problem(pools, [[1, 1]], [(0, 5.0, (0,))], current=[[2, 0]])
+    assert solve(p, time_limit_s=2).nodes.tolist() == [[0, 5]]
+    committed = Problem(**{**_fields(p), "committed": np.array([[2, 0]], dtype=np.int64)})
+    s = solve(committed, time_limit_s=2)
+    assert s.nodes.tolist() == [[2, 3]]
+    assert_valid(committed, s)
+
+
+def _fields(p: Problem) -> dict[str, object]:
+    return {f: getattr(p, f) for f in p.__dataclass_fields__}
