@@ -179,6 +179,10 @@ class Service:
     model: str  # model served
     regions: tuple[str, ...]  # source regions whose traffic it serves (config names)
     pools: tuple[Pool, ...]  # pools it may place nodes in (both markets), sorted
+    pool_set: frozenset[Pool] = field(init=False, compare=False, repr=False)  # the same, hashed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_set", frozenset(self.pools))
 
     @property
     def name(self) -> str:
@@ -197,7 +201,7 @@ class Service:
 
     def nodes(self, obs: Observation) -> list[Node]:
         """Its nodes that count as capacity now or soon (see Observation.serving)."""
-        mine = set(self.pools)
+        mine = self.pool_set
         return [n for n in obs.serving() if n.model == self.model and n.pool in mine]
 
 
@@ -399,15 +403,31 @@ class OfferingIndex:
         self.offers: dict[Pool, Offering] = {}  # pool -> offering
         self.prices: dict[Pool, float] = {}  # pool -> USD per hour
         self.unavailable: tuple[Pool, ...] = ()  # pools offered as unavailable, in order
+        self._unique = False  # every pool offered once (entries can be patched in place)
 
     def update(self, offerings: Sequence[Offering]) -> OfferingIndex:
-        """Index `offerings` (a no-op when they are the same objects as last time)."""
+        """Index `offerings`: a no-op when they are the same objects as last time; only
+        the changed entries when the same pool objects come in the same order (a pool
+        cooled down by the reconciler is a new offering of the same pool)."""
         ids = tuple(map(id, offerings))
-        if ids != self._ids:
-            self._ids, self._held = ids, tuple(offerings)
+        if ids == self._ids:
+            return self
+        old = self._held
+        if (
+            self._unique
+            and len(old) == len(offerings)
+            and all(a.pool is b.pool for a, b in zip(old, offerings, strict=True))
+        ):
+            for a, b in zip(old, offerings, strict=True):
+                if a is not b:
+                    self.offers[b.pool] = b
+                    self.prices[b.pool] = b.usd_per_hour
+        else:
             self.offers = {o.pool: o for o in offerings}
             self.prices = prices_of(offerings)
-            self.unavailable = tuple(o.pool for o in offerings if not o.available)
+            self._unique = len(self.offers) == len(offerings)  # else always rebuilt
+        self._ids, self._held = ids, tuple(offerings)
+        self.unavailable = tuple(o.pool for o in offerings if not o.available)
         return self
 
 
