@@ -281,8 +281,9 @@ def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArr
     where rounding spot nodes up diluted a minimum on-demand share: a fleet that serves
     the demand (rounding up only adds capacity, so demand and spot-loss rows still hold).
 
-    It is the search's start, and what a search cut short (a loaded machine) falls back
-    on instead of a plan with no nodes and all demand unmet.
+    It is what a search cut short (a loaded machine) falls back on instead of a plan with
+    no nodes and all demand unmet. (As the search's start it made plans worse: measured
+    1163-1225 against 1161 USD/h from the current fleet at 20 models x 10 regions.)
     """
     mdl = _build(problem, cands, None, _RELAXATION, coupling=False)
     nodes = np.zeros_like(problem.current)
@@ -420,18 +421,17 @@ def solve(
             weight = len(cands[m]) / max(1, unstarted[0])
             unstarted[0] -= len(cands[m])
         sub = {m: cands[m]}
-        # Start from the fleet that runs, or for a model with none, the rounded relaxation.
-        start = None if problem.current[m].any() else _rounded_relaxation(problem, sub)
-        hint = problem.current if start is None else start
         if node_limit > 0:  # the node limit decides; the clock is only a safety net
-            found = run(sub, None, time_limit_s, hint=hint)
+            found = run(sub, None, time_limit_s, hint=problem.current)
         else:
             left = deadline - time.perf_counter()
-            found = run(sub, None, max(0.05, min(left, left * workers * weight)), hint=hint)
-        if start is None or (found.status is not Status.INFEASIBLE and not found.unmet_rps_total):
+            limit = max(0.05, min(left, left * workers * weight))
+            found = run(sub, None, limit, hint=problem.current)
+        if found.status is not Status.INFEASIBLE and not found.unmet_rps_total:
             return found
-        # A search cut short (a loaded machine) may end with less than its start.
-        fallback = _route(problem, sub, start)
+        # A search cut short (a loaded machine) may end with demand unmet, or no plan:
+        # the rounded relaxation serves it all, at some cost.
+        fallback = _route(problem, sub, _rounded_relaxation(problem, sub))
         if fallback.status is Status.INFEASIBLE:
             return found
         if found.status is Status.INFEASIBLE or _cost(fallback) < _cost(found):
