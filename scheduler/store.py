@@ -6,7 +6,12 @@ at any moment leaves either the old or the new state, never half of one. One
 `StateStore` object per process owns the connection (skypilot #1441 and friends:
 SQLite shared as a global led to years of "database is locked").
 
-Schema changes are numbered migrations applied in order on open.
+Schema changes are numbered migrations applied in order on open; sqlite-utils builds
+them and serves the occasional reads. The writes of every tick (node transitions, their
+events, the journal, plans, demand) are fixed parameterised statements on the connection:
+sqlite-utils re-reads a table's layout (PRAGMA table_info and friends) on each insert or
+update, which was most of a replay's time. The live nodes are cached in the store and
+re-read only after something may have changed them (see `live_nodes`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import NotFoundError
 
 from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
 from scheduler.lifecycle import LIVE, check_transition
@@ -126,6 +132,20 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 # Demand history older than this is pruned as new rows arrive.
 DEMAND_HISTORY_S = 14 * 86400.0
 
+# Columns a `Node` is built from, in the order `_node_from` reads them.
+_NODE_COLUMNS = (
+    "node_id, model, cloud, region, zone, instance_type, market, state, cloud_instance_id, "
+    "launched_at_s, state_since_s, address"
+)
+_LIVE_STATES = tuple(sorted(s.value for s in LIVE))
+_SELECT_LIVE = (
+    f"select {_NODE_COLUMNS} from nodes where state in ({','.join('?' for _ in _LIVE_STATES)})"
+    " order by node_id"
+)
+_SELECT_NODE = f"select {_NODE_COLUMNS} from nodes where node_id = ?"
+_INSERT_NODE = f"insert into nodes ({_NODE_COLUMNS}) values ({','.join('?' * 12)})"
+_INSERT_EVENT = "insert into node_events (node_id, at_s, old, new, cause) values (?, ?, ?, ?, ?)"
+
 
 def _finite_or_none(v: object) -> float | None:
     # Load signals can hand over anything; the history keeps numbers only.
@@ -134,6 +154,15 @@ def _finite_or_none(v: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveCache:
+    """The live nodes as last read, and the connection's write marks at that moment."""
+
+    mark: tuple[int, int]  # (total_changes, data_version) when read or last known unchanged
+    nodes: list[Node]  # live nodes in id order
+    by_id: dict[str, Node]  # the same, by node id
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +188,8 @@ class StateStore:
             self.db.enable_wal()
         conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a crash loses no commit
         conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._live: _LiveCache | None = None
         self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -188,8 +219,27 @@ class StateStore:
             yield
         except BaseException:
             conn.execute("ROLLBACK")
+            # Rolling back lowers no change counter: a cache read inside the transaction
+            # could show rows that no longer exist.
+            self._live = None
             raise
         conn.execute("COMMIT")
+
+    def _mark(self) -> tuple[int, int]:
+        # total_changes counts every row this connection wrote (also uncommitted ones);
+        # data_version moves when another connection commits (a second process).
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return self._conn.total_changes, int(row[0])
+
+    @contextmanager
+    def _nodes_untouched(self) -> Iterator[sqlite3.Connection]:
+        """Writes in this block leave the nodes table alone, so a live cache that was
+        valid before stays valid (if the block raises, it is dropped)."""
+        live = self._live
+        fresh = live is not None and live.mark == self._mark()
+        yield self._conn
+        if fresh and live is not None:
+            self._live = _LiveCache(self._mark(), live.nodes, live.by_id)
 
     def close(self) -> None:
         """Close the connection."""
@@ -199,74 +249,83 @@ class StateStore:
 
     def next_node_id(self, prefix: str = "cs") -> str:
         """A new node id, unique for this store forever (survives restarts)."""
-        with self.transaction():
-            row = self.db.execute("select value from meta where key='node_seq'").fetchone()
+        with self.transaction(), self._nodes_untouched() as conn:
+            row = conn.execute("select value from meta where key='node_seq'").fetchone()
             seq = int(row[0]) + 1 if row else 1
-            self.db.table("meta").upsert({"key": "node_seq", "value": str(seq)}, pk="key")
+            conn.execute(
+                "insert into meta (key, value) values ('node_seq', ?)"
+                " on conflict (key) do update set value = excluded.value",
+                (str(seq),),
+            )
         return f"{prefix}-{seq:08d}"
 
     # -- nodes --------------------------------------------------------------------------------
 
     @staticmethod
-    def _node(row: dict[str, Any]) -> Node:
-        pool = Pool(
-            Cloud(row["cloud"]),
-            row["region"],
-            row["zone"] or "",
-            row["instance_type"],
-            Market(row["market"]),
+    def _node_from(row: tuple[Any, ...]) -> Node:
+        # `row` holds _NODE_COLUMNS in order.
+        (node_id, model, cloud, region, zone, itype, market, state, cid, launched, since, addr) = (
+            row
         )
         return Node(
-            node_id=row["node_id"],
-            model=row["model"],
-            pool=pool,
-            state=NodeState(row["state"]),
-            cloud_instance_id=row["cloud_instance_id"],
-            launched_at_s=row["launched_at_s"],
-            state_since_s=row["state_since_s"],
-            address=row["address"] or None,
+            node_id=node_id,
+            model=model,
+            pool=Pool(Cloud(cloud), region, zone or "", itype, Market(market)),
+            state=NodeState(state),
+            cloud_instance_id=cid,
+            launched_at_s=launched,
+            state_since_s=since,
+            address=addr or None,
         )
+
+    def _live_cache(self) -> _LiveCache:
+        mark = self._mark()
+        live = self._live
+        if live is None or live.mark != mark:
+            nodes = [self._node_from(r) for r in self._conn.execute(_SELECT_LIVE, _LIVE_STATES)]
+            live = self._live = _LiveCache(mark, nodes, {n.node_id: n for n in nodes})
+        return live
 
     def node(self, node_id: str) -> Node | None:
         """The node `node_id`, or None."""
-        rows = list(self.db.table("nodes").rows_where("node_id = ?", [node_id]))
-        return self._node(rows[0]) if rows else None
+        live = self._live
+        if live is not None and node_id in live.by_id and live.mark == self._mark():
+            return live.by_id[node_id]
+        row = self._conn.execute(_SELECT_NODE, (node_id,)).fetchone()
+        return self._node_from(row) if row else None
 
     def live_nodes(self) -> list[Node]:
-        """Nodes not gone or failed, in id order."""
-        states = sorted(s.value for s in LIVE)
-        marks = ",".join("?" for _ in states)
-        rows = self.db.table("nodes").rows_where(f"state in ({marks})", states, order_by="node_id")
-        return [self._node(r) for r in rows]
+        """Nodes not gone or failed, in id order.
+
+        A tick asks several times (observe, merge, drains) and writes far less often, so
+        the answer is kept until something may have changed it: any row this connection
+        wrote (SQLite's `total_changes`, which also catches writes past the store's
+        methods) other than the store's own writes to other tables, a commit by another
+        connection (`data_version`), or a rollback."""
+        return list(self._live_cache().nodes)
 
     def add_node(self, node: Node, at_s: float, cause: str) -> None:
         """Record a new node (normally REQUESTED) and its first event."""
+        pool = node.pool
         with self.transaction():
-            self.db.table("nodes").insert(
-                {
-                    "node_id": node.node_id,
-                    "model": node.model,
-                    "cloud": node.pool.cloud.value,
-                    "region": node.pool.region,
-                    "zone": node.pool.zone,
-                    "instance_type": node.pool.instance_type,
-                    "market": node.pool.market.value,
-                    "state": node.state.value,
-                    "cloud_instance_id": node.cloud_instance_id,
-                    "launched_at_s": node.launched_at_s,
-                    "state_since_s": at_s,
-                    "address": node.address,
-                }
+            self._conn.execute(
+                _INSERT_NODE,
+                (
+                    node.node_id,
+                    node.model,
+                    pool.cloud.value,
+                    pool.region,
+                    pool.zone,
+                    pool.instance_type,
+                    pool.market.value,
+                    node.state.value,
+                    node.cloud_instance_id,
+                    node.launched_at_s,
+                    at_s,
+                    node.address,
+                ),
             )
-            self.db.table("node_events").insert(
-                {
-                    "node_id": node.node_id,
-                    "at_s": at_s,
-                    "old": "",
-                    "new": node.state.value,
-                    "cause": cause,
-                }
-            )
+            self._conn.execute(_INSERT_EVENT, (node.node_id, at_s, "", node.state.value, cause))
 
     def transition(
         self,
@@ -285,19 +344,18 @@ class StateStore:
             return node
         check_transition(node.state, new)
         with self.transaction():
-            update: dict[str, Any] = {"state": new.value, "state_since_s": at_s}
-            if cloud_instance_id is not None:
-                update["cloud_instance_id"] = cloud_instance_id
-            self.db.table("nodes").update(node_id, update)
-            self.db.table("node_events").insert(
-                {
-                    "node_id": node_id,
-                    "at_s": at_s,
-                    "old": node.state.value,
-                    "new": new.value,
-                    "cause": cause,
-                }
-            )
+            if cloud_instance_id is None:
+                self._conn.execute(
+                    "update nodes set state = ?, state_since_s = ? where node_id = ?",
+                    (new.value, at_s, node_id),
+                )
+            else:
+                self._conn.execute(
+                    "update nodes set state = ?, state_since_s = ?, cloud_instance_id = ?"
+                    " where node_id = ?",
+                    (new.value, at_s, cloud_instance_id, node_id),
+                )
+            self._conn.execute(_INSERT_EVENT, (node_id, at_s, node.state.value, new.value, cause))
         log.info(
             "node_transition node_id=%s old=%s new=%s cause=%s", node_id, node.state, new, cause
         )
@@ -308,7 +366,11 @@ class StateStore:
     def set_address(self, node_id: str, address: str | None) -> None:
         """Record where `node_id` is reachable (as its cloud lists it); not a transition."""
         with self.transaction():
-            self.db.table("nodes").update(node_id, {"address": address})
+            cur = self._conn.execute(
+                "update nodes set address = ? where node_id = ?", (address, node_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError  # as sqlite-utils' update raised it
         log.info("node_address node_id=%s address=%s", node_id, address)
 
     def events(self, node_id: str | None = None) -> list[dict[str, Any]]:
@@ -323,28 +385,25 @@ class StateStore:
 
     def journal_begin(self, kind: str, node_id: str, at_s: float, detail: str) -> int:
         """Journal an action before its cloud call; returns the entry id."""
-        with self.transaction():
-            table = self.db.table("journal")
-            table.insert(
-                {
-                    "at_s": at_s,
-                    "kind": kind,
-                    "node_id": node_id,
-                    "status": "pending",
-                    "detail": detail,
-                    "updated_at_s": at_s,
-                }
+        with self.transaction(), self._nodes_untouched() as conn:
+            cur = conn.execute(
+                "insert into journal (at_s, kind, node_id, status, detail, updated_at_s)"
+                " values (?, ?, ?, 'pending', ?, ?)",
+                (at_s, kind, node_id, detail, at_s),
             )
-            entry_id = table.last_pk
+            entry_id = cur.lastrowid
         assert isinstance(entry_id, int)
         return entry_id
 
     def journal_end(self, entry_id: int, status: str, at_s: float, detail: str) -> None:
         """Close a journal entry with its outcome ("done" or "failed")."""
-        with self.transaction():
-            self.db.table("journal").update(
-                entry_id, {"status": status, "detail": detail, "updated_at_s": at_s}
+        with self.transaction(), self._nodes_untouched() as conn:
+            cur = conn.execute(
+                "update journal set status = ?, detail = ?, updated_at_s = ? where id = ?",
+                (status, detail, at_s, entry_id),
             )
+            if cur.rowcount == 0:
+                raise NotFoundError  # as sqlite-utils' update raised it
 
     def journal(self, status: str | None = None) -> list[JournalEntry]:
         """Journal entries, oldest first, optionally only those with `status`."""
@@ -379,25 +438,27 @@ class StateStore:
             }
             for pl in plan.placements
         ]
-        with self.transaction():
-            table = self.db.table("plans")
-            table.insert(
-                {
-                    "at_s": at_s,
-                    "policy": policy,
-                    "status": plan.status.value,
-                    "usd_per_hour": plan.usd_per_hour,
-                    "objective": plan.objective,
-                    "gap": plan.gap,
-                    "solve_time_s": plan.solve_time_s,
-                    "placements": json.dumps(placements),
-                    "unmet": json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
-                    "notes": json.dumps(list(plan.notes)),
-                    "held_back": json.dumps(list(held_back)),
-                    "approval": approval,
-                }
+        with self.transaction(), self._nodes_untouched() as conn:
+            cur = conn.execute(
+                "insert into plans (at_s, policy, status, usd_per_hour, objective, gap,"
+                " solve_time_s, placements, unmet, notes, held_back, approval)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    at_s,
+                    policy,
+                    plan.status.value,
+                    plan.usd_per_hour,
+                    plan.objective,
+                    plan.gap,
+                    plan.solve_time_s,
+                    json.dumps(placements),
+                    json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
+                    json.dumps(list(plan.notes)),
+                    json.dumps(list(held_back)),
+                    approval,
+                ),
             )
-            plan_id = table.last_pk
+            plan_id = cur.lastrowid
         assert isinstance(plan_id, int)
         return plan_id
 
@@ -412,22 +473,24 @@ class StateStore:
         rows: list[tuple[str, str, float, float, float, dict[float, float]]],
     ) -> None:
         """One tick's (model, region, rps, peak rps, planned rps, forecast quantile peaks)."""
-        with self.transaction():
-            self.db.table("demand").insert_all(
-                {
-                    "at_s": at_s,
-                    "model": m,
-                    "region": r,
-                    "rps": _finite_or_none(rps),
-                    "peak_rps": _finite_or_none(peak),
-                    "planned_rps": _finite_or_none(planned),
-                    "forecast": json.dumps(
-                        {str(q): v for q, v in quantiles.items() if math.isfinite(v)}
-                    ),
-                }
-                for m, r, rps, peak, planned, quantiles in rows
+        with self.transaction(), self._nodes_untouched() as conn:
+            conn.executemany(
+                "insert into demand (at_s, model, region, rps, peak_rps, planned_rps, forecast)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        at_s,
+                        m,
+                        r,
+                        _finite_or_none(rps),
+                        _finite_or_none(peak),
+                        _finite_or_none(planned),
+                        json.dumps({str(q): v for q, v in quantiles.items() if math.isfinite(v)}),
+                    )
+                    for m, r, rps, peak, planned, quantiles in rows
+                ],
             )
-            self.db.execute("delete from demand where at_s < ?", [at_s - DEMAND_HISTORY_S])
+            conn.execute("delete from demand where at_s < ?", (at_s - DEMAND_HISTORY_S,))
 
     def demand_history(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
         """Recorded demand rows after `since_s`, oldest first."""

@@ -332,38 +332,6 @@ class World:
     warmup_s: float | None = None  # default: boot time + one tick
 
 
-class _ReplayStore(StateStore):
-    """The state store with its reads of live nodes cached between writes.
-
-    A tick reads the live nodes four or five times (observe, merge, drains, the engine's
-    draining set) and writes far less often; building them from rows is most of a
-    quiet tick. SQLite counts every row a write changes on the connection
-    (`total_changes`), so a cached answer is reused only while nothing was written: the
-    answers are the store's own, only not read twice."""
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path)
-        self._live: tuple[int, list[Node], dict[str, Node]] | None = None
-
-    def _cached(self) -> tuple[list[Node], dict[str, Node]]:
-        changes = self.db.conn.total_changes
-        if self._live is None or self._live[0] != changes:
-            nodes = super().live_nodes()
-            self._live = (changes, nodes, {n.node_id: n for n in nodes})
-        return self._live[1], self._live[2]
-
-    def live_nodes(self) -> list[Node]:
-        """Nodes not gone or failed, in id order (cached while nothing is written)."""
-        return list(self._cached()[0])
-
-    def node(self, node_id: str) -> Node | None:
-        """The node `node_id`, or None (from the cache while it holds, if live)."""
-        live = self._live
-        if live is not None and live[0] == self.db.conn.total_changes and node_id in live[2]:
-            return live[2][node_id]
-        return super().node(node_id)
-
-
 class _Accounting:
     """Per-step bookkeeping of one replay."""
 
@@ -461,7 +429,7 @@ async def replay(
         peak_window_s=interval,
     )
     Path(state_db).unlink(missing_ok=True)
-    store = _ReplayStore(state_db)
+    store = StateStore(state_db)
     policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
 
     def node_latency(node: Node) -> float:
