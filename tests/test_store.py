@@ -140,3 +140,77 @@ def test_migration_4_adds_addresses_to_an_existing_database(
     assert node is not None and node.state is NodeState.READY and node.address is None
     store.set_address("cs-old", "10.1.2.3")
     assert store.node("cs-old").address == "10.1.2.3"  # type: ignore[union-attr]
+
+
+# -- the live-node cache: never an answer the database would not give ----------------------
+
+
+def test_live_nodes_follow_the_stores_own_writes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    a = new_node(store)
+    assert [n.node_id for n in store.live_nodes()] == [a.node_id]
+    b = new_node(store)  # a write after the read
+    assert [n.node_id for n in store.live_nodes()] == [a.node_id, b.node_id]
+    store.transition(a.node_id, NodeState.FAILED, 1.0, "refused")
+    assert [n.node_id for n in store.live_nodes()] == [b.node_id]
+    assert store.node(a.node_id).state is NodeState.FAILED  # type: ignore[union-attr]
+    store.set_address(b.node_id, "10.0.0.9")
+    assert store.node(b.node_id).address == "10.0.0.9"  # type: ignore[union-attr]
+    assert store.live_nodes()[0].address == "10.0.0.9"
+
+
+def test_live_nodes_stay_right_across_writes_to_other_tables(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    a = new_node(store)
+    before = store.live_nodes()
+    entry = store.journal_begin("launch", a.node_id, 0.0, "plan")
+    store.journal_end(entry, "done", 1.0, "i-1")
+    store.record_demand(1.0, [("m", "r", 1.0, 1.0, 1.0, {})])
+    assert store.live_nodes() == before
+    store.transition(a.node_id, NodeState.BOOTING, 2.0, "accepted", cloud_instance_id="i-1")
+    assert [(n.state, n.cloud_instance_id) for n in store.live_nodes()] == [
+        (NodeState.BOOTING, "i-1")
+    ]
+
+
+def test_live_nodes_see_writes_past_the_store_and_from_other_connections(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "s.db")
+    a = new_node(store)
+    assert store.live_nodes()[0].state is NodeState.REQUESTED
+    store.db.table("nodes").update(a.node_id, {"state": "booting"})  # not through a method
+    assert store.live_nodes()[0].state is NodeState.BOOTING
+    other = StateStore(tmp_path / "s.db")  # a second process on the same file
+    other.transition(a.node_id, NodeState.READY, 1.0, "healthy")
+    assert store.live_nodes()[0].state is NodeState.READY
+    assert store.node(a.node_id).state is NodeState.READY  # type: ignore[union-attr]
+    b = new_node(other)
+    assert [n.node_id for n in store.live_nodes()] == [a.node_id, b.node_id]
+
+
+def test_live_nodes_read_inside_a_rolled_back_transaction_are_forgotten(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "s.db")
+    kept = new_node(store)
+    with pytest.raises(RuntimeError), store.transaction():
+        lost = new_node(store)
+        store.transition(kept.node_id, NodeState.FAILED, 1.0, "refused")
+        assert [n.node_id for n in store.live_nodes()] == [lost.node_id]
+        raise RuntimeError("crash")
+    assert [n.node_id for n in store.live_nodes()] == [kept.node_id]
+    assert store.node(kept.node_id).state is NodeState.REQUESTED  # type: ignore[union-attr]
+    assert store.node(lost.node_id) is None
+
+
+def test_updates_of_unknown_rows_raise_as_before(tmp_path: Path) -> None:
+    from sqlite_utils.db import NotFoundError
+
+    store = StateStore(tmp_path / "s.db")
+    with pytest.raises(NotFoundError):
+        store.set_address("cs-missing", "10.0.0.1")
+    with pytest.raises(NotFoundError):
+        store.journal_end(42, "done", 0.0, "none")
+    with pytest.raises(KeyError):
+        store.transition("cs-missing", NodeState.BOOTING, 0.0, "none")
