@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
@@ -53,6 +53,8 @@ class CapschedPolicy:
         # Forecast peak over the horizon per quantile and series, for the history.
         self.last_quantiles: dict[tuple[str, str], dict[float, float]] = {}
         self._last_step: int | None = None  # forecaster step last fed
+        # Planned rates of the recent ticks, for the scale-down delay: (time, rates).
+        self._recent: deque[tuple[float, dict[tuple[str, str], float]]] = deque()
         # The last solve: its plan, the planned rps it was solved for, and the offerings.
         self._last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None = None
 
@@ -99,10 +101,10 @@ class CapschedPolicy:
         cheap. Nodes still booting are kept by every plan: cancelling them for a
         marginally cheaper mix throws their boot away and delays the capacity.
         """
-        demand = self.planned_demand(obs)
+        demand = self._held_up(obs.now_s, self.planned_demand(obs))
         offerings = obs.offerings or self.catalog.offerings
-        settled = self._settled(demand, offerings)
-        if self._last is not None and settled == {m.name for m in self.config.models}:
+        settled, rose = self._settled(demand, offerings)
+        if self._last is not None and not rose and settled == {m.name for m in self.config.models}:
             return self._last[0]
         # Settled models start from their last target, the others from what serves now.
         fleet: Counter[tuple[str, Pool]] = Counter()
@@ -134,28 +136,58 @@ class CapschedPolicy:
         self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
 
-    def _settled(self, demand: list[Demand], offerings: tuple[Offering, ...]) -> set[str]:
-        """Models whose planned demand and target pools have not moved since their last
-        search."""
+    def _held_up(self, now_s: float, demand: list[Demand]) -> list[Demand]:
+        """Each series at the peak of its planned rate over `planning.scale_down_delay_s`:
+        a rise counts at once, a fall once it has lasted the delay."""
+        delay = self.config.planning.scale_down_delay_s
+        self._recent.append((now_s, {(d.model, d.region): d.rps for d in demand}))
+        while self._recent and self._recent[0][0] < now_s - delay:
+            self._recent.popleft()
+        return [
+            Demand(
+                d.model,
+                d.region,
+                max(rates.get((d.model, d.region), 0.0) for _, rates in self._recent),
+            )
+            for d in demand
+        ]
+
+    def _settled(
+        self, demand: list[Demand], offerings: tuple[Offering, ...]
+    ) -> tuple[set[str], bool]:
+        """Models whose last target may stand, and whether any of their demand rose.
+
+        A model's target may stand while none of its planned rates fell by more than
+        `planning.replan_tolerance` below what its last search was for (less demand: a
+        cheaper target may exist) and no pool of the target became unavailable or dearer
+        by more than that fraction (a pool coming back or getting cheaper waits for the
+        next search: re-targeting a pool the moment its cooldown ends flaps). More demand
+        keeps the target too as long as the target still serves it (the solver checks;
+        `rose` says a check is due): nothing cheaper than a fleet that already serves the
+        load can come from adding load.
+        """
         if self._last is None:
-            return set()
+            return set(), False
         plan, solved_for, before = self._last
         tol = self.config.planning.replan_tolerance
         if tol <= 0:
-            return set()
+            return set(), False
         settled = {m.name for m in self.config.models}
+        rose: set[str] = set()
         for d in demand:
             old = solved_for.get((d.model, d.region))
-            if old is None or abs(d.rps - old) > tol * max(old, 1e-9):
+            if old is None or d.rps < old - tol * max(old, 1e-9):
                 settled.discard(d.model)
+            elif d.rps > old + tol * max(old, 1e-9):
+                rose.add(d.model)
         now = {o.pool: o for o in offerings}
         for pl in plan.placements:
             a, b = before.get(pl.pool), now.get(pl.pool)
             if (
                 a is None
                 or b is None
-                or a.available != b.available
-                or abs(b.usd_per_hour - a.usd_per_hour) > tol * a.usd_per_hour
+                or (a.available and not b.available)
+                or b.usd_per_hour > a.usd_per_hour * (1 + tol)
             ):
                 settled.discard(pl.model)
-        return settled
+        return settled, bool(rose & settled)

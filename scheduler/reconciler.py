@@ -84,6 +84,7 @@ class Reconciler:
         self.actuator = actuator
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
         self.cooldown_until: dict[Pool, float] = {}  # pools refused recently, until when
+        self._stockouts: dict[Pool, list[float]] = {}  # when each pool refused, last day
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
         self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
@@ -128,6 +129,22 @@ class Reconciler:
             notices=tuple(self.notices.values()),
         )
         return obs, errors
+
+    def _cool(self, pool: Pool, now_s: float) -> None:
+        """Keep a pool that refused a launch out of plans: `guards.pool_cooldown_s`, doubled
+        for each earlier refusal within a day (up to 64x), so a pool that keeps running out
+        is not planned into again every cooldown."""
+        recent = [t for t in self._stockouts.get(pool, []) if t > now_s - 86400.0]
+        recent.append(now_s)
+        self._stockouts[pool] = recent
+        backoff = 2 ** min(len(recent) - 1, 6)
+        self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s * backoff
+        log.info(
+            "pool_cooldown pool=%s until_s=%.0f refusals_24h=%d",
+            pool.key,
+            self.cooldown_until[pool],
+            len(recent),
+        )
 
     def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
         out = []
@@ -379,7 +396,7 @@ class Reconciler:
         todo = (*orphans, *actions, *(await self._finish_drains(now_s)))
         result = await self.actuator.execute(todo, now_s)
         for pool in result.exhausted_pools:
-            self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
+            self._cool(pool, now_s)
         errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result.failed)
         if result.exhausted_pools and target is plan:
             # Fall back to another pool now rather than a whole tick later.
@@ -393,7 +410,7 @@ class Reconciler:
                 self.approved = plan
                 result2 = await self.actuator.execute(retry, now_s)
                 for pool in result2.exhausted_pools:
-                    self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s
+                    self._cool(pool, now_s)
                 errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
                 todo, held = (*todo, *retry), (*held, *more_held)
 

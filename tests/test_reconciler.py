@@ -141,6 +141,16 @@ async def test_capacity_error_falls_back_to_another_pool_in_the_same_tick(tmp_pa
     # the failed pool is cooled down and the fleet still got its capacity this tick
     assert w.rec.cooldown_until
     assert len(w.store.live_nodes()) >= 1
+    # A pool that keeps running out is kept out longer each time (within a day).
+    [pool] = w.rec.cooldown_until
+    base = w.config.guards.pool_cooldown_s
+    assert w.rec.cooldown_until[pool] == w.now + base
+    w.rec._cool(pool, w.now + base)
+    assert w.rec.cooldown_until[pool] == w.now + base + 2 * base
+    w.rec._cool(pool, w.now + 3 * base)
+    assert w.rec.cooldown_until[pool] == w.now + 3 * base + 4 * base
+    w.rec._cool(pool, w.now + 2 * 86400.0)  # a day later the count starts over
+    assert w.rec.cooldown_until[pool] == w.now + 2 * 86400.0 + base
 
 
 async def test_interruption_notice_launches_a_replacement_at_once(tmp_path: Path) -> None:
@@ -316,12 +326,12 @@ async def test_only_models_whose_demand_moved_are_re_solved(tmp_path: Path) -> N
     assert report.plan.kept_models == (other,)
     assert any(a.model == MODEL for a in report.actions if isinstance(a, Launch))
     assert all(a.model != other for a in report.actions)
-    # Slow drift adds up against the rate of the last search, not of the last tick.
+    # A slow decline adds up against the rate of the last search, not of the last tick.
     report = await w.tick(300)
     assert report.plan is not None and MODEL not in report.plan.kept_models
     seen = []
-    for _ in range(6):
-        rates[other] *= 1.02
+    for _ in range(8):
+        rates[other] *= 0.97
         report = await w.tick(300)
         assert report.plan is not None
         seen.append(other in report.plan.kept_models)
@@ -339,3 +349,48 @@ async def test_a_re_plan_never_cancels_nodes_still_booting(tmp_path: Path) -> No
         assert not cancelled & launched  # a booting node is kept, drained later if unneeded
         launched |= {a.node_id for a in report.actions if isinstance(a, Launch)}
     assert set(w.states()) == {NodeState.BOOTING} and len(w.states()) == len(launched)
+
+
+async def test_more_load_keeps_a_target_that_still_serves_it(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=20.0)
+    await w.tick(0)
+    await w.tick(300)  # booted; the fleet is the plan
+    first = await w.tick(300)
+    assert first.plan is not None
+    capacity = sum(pl.count for pl in first.plan.placements)
+    # 8% more load: beyond replan_tolerance, within the plan's slack (a node serves
+    # several rps at target utilisation): the target stands, no search, no churn.
+    w.metrics.rps = 21.6
+    report = await w.tick(300)
+    assert report.plan is not None and report.plan.kept_models == (MODEL,)
+    assert report.actions == ()
+    # Three times the load: the target no longer serves it, the model is searched.
+    w.metrics.rps = 60.0
+    report = await w.tick(300)
+    assert report.plan is not None and report.plan.kept_models == ()
+    assert sum(pl.count for pl in report.plan.placements) > capacity
+
+
+async def test_a_fall_in_load_scales_down_only_once_it_has_lasted_the_delay(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, rps=40.0)
+    w.config = Config.model_validate(
+        {
+            **w.config.model_dump(),
+            "planning": {**w.config.planning.model_dump(), "scale_down_delay_s": 900},
+        }
+    )
+    w.rec = w.build()
+    for _ in range(3):
+        report = await w.tick(300)
+    assert report.plan is not None
+    before = sum(pl.count for pl in report.plan.placements)
+    w.metrics.rps = 10.0  # a quarter of the load
+    sizes = []
+    for _ in range(5):
+        report = await w.tick(300)
+        assert report.plan is not None
+        sizes.append(sum(pl.count for pl in report.plan.placements))
+    assert sizes[:3] == [before] * 3  # 900 s of the old peak still in the window
+    assert sizes[-1] < before
