@@ -300,9 +300,13 @@ def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArr
         od = sum(cap[m, p] * nodes[m, p] for p in plist if not pools[p].spot)
         spot = sum(cap[m, p] * nodes[m, p] for p in plist if pools[p].spot)
         deficit = share * spot - (1 - share) * od  # > 0: the share is not met
-        if deficit > 1e-9:
-            q = min(on_demand, key=lambda p: (pools[p].usd_per_hour / cap[m, p], p))
-            nodes[m, q] += math.ceil(deficit / ((1 - share) * cap[m, q]) - 1e-9)
+        if deficit <= 1e-9:
+            continue
+        need = {p: math.ceil(deficit / ((1 - share) * cap[m, p]) - 1e-9) for p in on_demand}
+        room = [p for p in on_demand if nodes[m, p] + need[p] <= pools[p].max_nodes]
+        if room:  # else the share stays short and the start is simply not used
+            q = min(room, key=lambda p: (pools[p].usd_per_hour / cap[m, p], p))
+            nodes[m, q] += need[q]
     return nodes
 
 
