@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fakes import no_sleep
 from test_aws_support import MotoAccount, aws_env  # noqa: F401 - the fixture
 
 from scheduler.catalog import load_catalog
@@ -16,10 +17,6 @@ from scheduler.service import build_edges
 from scheduler.store import StateStore
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 def aws_config(tmp_path: Path, account: MotoAccount) -> Config:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import no_sleep
 from test_aws_support import MotoAccount, aws_env  # noqa: F401 - the fixture
 from test_gcp_support import FakeCompute, credentials
 
@@ -127,10 +128,6 @@ class Hold:
 
     def decide(self, obs: Observation) -> Plan:
         return self.frozen if self.frozen is not None else self.policy.decide(obs)
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 @pytest.mark.parametrize("which", ["aws-moto", "gcp-fake"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import no_sleep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -308,10 +309,6 @@ class Scripted:
 
     async def demand(self, now_s: float) -> DemandSample:
         return self.sample  # type: ignore[return-value] - garbage on purpose
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 @settings(FUZZ, max_examples=40)  # each example scales a fleet up first

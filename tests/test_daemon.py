@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import Clock, no_sleep
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
@@ -53,18 +54,6 @@ class Metrics:
         return DemandSample(
             now_s, {("llama-3.1-8b", "us-east"): self.rps, ("llama-3.1-70b", "us-east"): 0.5}
         )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 def make(tmp_path: Path, timeout: float = 60.0) -> tuple[Daemon, SimCloud, Path, Clock]:

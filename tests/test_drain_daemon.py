@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from fakes import Clock, no_sleep
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
@@ -87,18 +88,6 @@ class Wants:
 class Metrics:
     async def demand(self, now_s: float) -> DemandSample:
         return DemandSample(now_s, {(MODEL, REGION): 1.0})  # complete: scale-down allowed
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 @dataclass

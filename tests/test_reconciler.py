@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import no_sleep
 
 from adapters.metrics import DemandSample
 from adapters.provider import InsufficientCapacity
@@ -47,10 +48,6 @@ class Metrics:
 
     async def demand(self, now_s: float) -> DemandSample:
         return DemandSample(now_s, {(MODEL, REGION): self.rps})
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 class World:

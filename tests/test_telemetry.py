@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import no_sleep
 from prometheus_client import generate_latest
 
 from adapters.metrics import DemandSample
@@ -256,10 +257,6 @@ def make_config() -> Config:
 class Load:
     async def demand(self, now_s: float) -> DemandSample:
         return DemandSample(now_s, {(MODEL, REGION): 20.0})
-
-
-async def no_sleep(_: float) -> None:
-    return None
 
 
 async def test_tick_hook_against_the_reconciler(tmp_path: Path) -> None:
