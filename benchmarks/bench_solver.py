@@ -17,6 +17,7 @@ close the reference itself is to optimal.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -91,13 +92,9 @@ def make_config(n_models: int, n_regions: int) -> tuple[Config, list[Demand]]:
 def greedy_cost(problem: Problem) -> tuple[float, float]:
     """Objective and unmet rps of the greedy fleet (routing by the solver with x fixed)."""
     nodes = greedy(problem)
-    fixed = Problem(**{**_fields(problem), "current": nodes})
+    fixed = dataclasses.replace(problem, current=nodes)
     sol = solve(fixed, time_limit_s=5.0)  # churn-free: current == nodes, only routing is free
     return fleet_cost(problem, nodes, sol.unmet_rps), sum(sol.unmet_rps)
-
-
-def _fields(problem: Problem) -> dict[str, object]:
-    return {f: getattr(problem, f) for f in problem.__dataclass_fields__}
 
 
 def main() -> None:
@@ -149,7 +146,7 @@ def main() -> None:
                 type(d)(d.model, d.region, d.rps * float(rng.uniform(0.9, 1.1)), d.locations)
                 for d in problem.demands
             ]
-            tick = Problem(**{**_fields(problem), "demands": tuple(drift), "current": fleet})
+            tick = dataclasses.replace(problem, demands=tuple(drift), current=fleet)
             w = solve(tick, time_limit_s=args.time_limit, backend=args.backend, workers=2)
             warm.append(w)
             fleet = w.nodes

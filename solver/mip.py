@@ -442,9 +442,11 @@ def solve(
             return fallback
         return found
 
+    def unmet_of(r: _Run) -> tuple[float, ...]:
+        return tuple(r.unmet_rps.get(k, 0.0) for k in range(len(problem.demands)))
+
     def _cost(r: _Run) -> float:
-        unmet = tuple(r.unmet_rps.get(k, 0.0) for k in range(len(problem.demands)))
-        return fleet_cost(problem, r.nodes, unmet)
+        return fleet_cost(problem, r.nodes, unmet_of(r))
 
     order = sorted(cands, key=lambda m: -len(cands[m]))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -453,8 +455,7 @@ def solve(
             sorted(
                 m
                 for m in set(keep_models) & set(cands)
-                if keep_runs[m].status is not Status.INFEASIBLE
-                and sum(keep_runs[m].unmet_rps.values()) <= _TOL
+                if keep_runs[m].status is not Status.INFEASIBLE and not keep_runs[m].unmet_rps_total
             )
         )
         search = [m for m in order if m not in held]
@@ -470,9 +471,6 @@ def solve(
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
     elapsed = time.perf_counter() - started
-
-    def unmet_of(r: _Run) -> tuple[float, ...]:
-        return tuple(r.unmet_rps.get(k, 0.0) for k in range(len(problem.demands)))
 
     if best.status is Status.INFEASIBLE:
         nodes = problem.current.copy()

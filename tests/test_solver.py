@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -464,11 +465,7 @@ def test_committed_nodes_are_kept_even_when_a_cheaper_mix_exists() -> None:
     pools = [pool("dear", usd=1.1), pool("cheap", usd=1.0)]
     p = problem(pools, [[1, 1]], [(0, 5.0, (0,))], current=[[2, 0]])
     assert solve(p, time_limit_s=2).nodes.tolist() == [[0, 5]]
-    committed = Problem(**{**_fields(p), "committed": np.array([[2, 0]], dtype=np.int64)})
+    committed = dataclasses.replace(p, committed=np.array([[2, 0]], dtype=np.int64))
     s = solve(committed, time_limit_s=2)
     assert s.nodes.tolist() == [[2, 3]]
     assert_valid(committed, s)
-
-
-def _fields(p: Problem) -> dict[str, object]:
-    return {f: getattr(p, f) for f in p.__dataclass_fields__}
