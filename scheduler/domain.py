@@ -62,6 +62,16 @@ class Pool:
     zone: str  # zone, e.g. "us-central1-a"; "" when the cloud picks the zone (AWS here)
     instance_type: str  # instance type name within the cloud
     market: Market  # spot or on-demand
+    # Pools key most dicts of a tick (thousands of lookups); the hash of the fields, enums
+    # included, is computed once rather than on every lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.cloud, self.region, self.zone, self.instance_type, self.market)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def failure_domain(self) -> str:

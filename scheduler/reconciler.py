@@ -147,12 +147,10 @@ class Reconciler:
         )
 
     def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
-        out = []
-        for o in offerings:
-            if o.pool in self.cooldown_until and self.cooldown_until[o.pool] > now_s:
-                o = dataclasses.replace(o, available=False)
-            out.append(o)
-        return out
+        cold = {pool for pool, until in self.cooldown_until.items() if until > now_s}
+        if not cold:
+            return offerings
+        return [dataclasses.replace(o, available=False) if o.pool in cold else o for o in offerings]
 
     def _merge(self, instances: list[Instance], now_s: float) -> list[str]:
         """Apply what the cloud says to each node alone; a bad node never blocks the rest."""

@@ -23,6 +23,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from adapters.sim import SpotTrace
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -100,18 +102,16 @@ def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: f
     step's start: the largest count in force over [start - notice_s, start], since an
     instance told to leave keeps running through its notice. Times before the trace's
     time 0 hold its count at 0, as the replay's warm-up does."""
-    out = []
-    for i in range(n_steps):
-        start = i * step_s
-        t = max(start - notice_s, 0.0)
-        best = trace.capacity_at(t)
-        while True:
-            t = trace.next_tick_after(t)
-            if t > start:
-                break
-            best = max(best, trace.capacity_at(t))
-        out.append(best)
-    return out
+    start = np.arange(n_steps, dtype=np.float64) * step_s
+    first = np.floor((np.maximum(start - notice_s, 0.0) + trace.offset_s) / trace.gap_s)
+    last = np.floor((start + trace.offset_s) / trace.gap_s).astype(np.int64)
+    first = first.astype(np.int64)
+    width = int((last - first).max(initial=0)) + 1
+    # Every tick in force over the window (padded with its last one), as `index_at` maps them.
+    idx = np.maximum(np.minimum(first[:, None] + np.arange(width)[None, :], last[:, None]), 0)
+    n = len(trace.counts)
+    idx = idx % n if trace.loop else np.minimum(idx, n - 1)
+    return [int(v) for v in np.asarray(trace.counts)[idx].max(axis=1, initial=0)]
 
 
 def ceil_div(rps: float, per_node_rps: float) -> int:

@@ -75,6 +75,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +87,6 @@ from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus
 from scheduler.observation import Observation
 from scheduler.planner import resolve_location
 from simulations.baselines.common import (
-    UNLIMITED,
     Capacity,
     Foresight,
     OfferingIndex,
@@ -173,6 +173,8 @@ class Oracle:
         self.seed = seed
         # (pool, bound) -> spot limit per step; computed once, read by every program.
         self._limits: dict[tuple[Pool, bool], list[float] | None] = {}
+        # (id of a series, bound) -> (the series, kept alive so its id stays its own; limit)
+        self._limit_of_series: dict[tuple[int, bool], tuple[object, list[float]]] = {}
         offerings = foresight.offerings if foresight.offerings is not None else catalog.offerings
         self._offerings = tuple(o for o in offerings if permitted(config, catalog, o))
         self._prices = prices_of(offerings)
@@ -184,20 +186,24 @@ class Oracle:
             1, math.ceil((self.boot_time_s + self.tick_interval_s) / foresight.step_s - 1e-9)
         )
         self._candidates = self._pools(bound=False, rules=True)  # the schedule's pools
-        # "ip" | "lp"; "none" if the LP hit lp_time_limit_s. The bound on any policy's cost
-        # (USD), and the load no pool can serve even there (rps x hours).
-        self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = self._solve_bound(
-            rules=False
-        )
-        # The same for policies that follow the config's rules at the planning utilisation:
-        # informational, a third program as large as the bound's, so only on request
-        # (`config_bound`); "off" and NaN otherwise.
-        self.config_bound_kind, self.config_bound_cost_usd = "off", math.nan
-        if config_bound:
-            self.config_bound_kind, self.config_bound_cost_usd, _ = self._solve_bound(rules=True)
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
-        self._solve_schedule()
+        # The programs are independent: one is built while the other is solved (the
+        # solvers release the GIL), which halves their share of a week's replay.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            bound = pool.submit(self._solve_bound, rules=False)
+            ruled = pool.submit(self._solve_bound, rules=True) if config_bound else None
+            pool.submit(self._solve_schedule).result()
+            # "ip" | "lp"; "none" if the LP hit lp_time_limit_s. The bound on any policy's
+            # cost (USD), and the load no pool can serve even there (rps x hours).
+            self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = bound.result()
+            # The same for policies that follow the config's rules at the planning
+            # utilisation: informational, a third program as large as the bound's, so only
+            # on request (`config_bound`); "off" and NaN otherwise.
+            self.config_bound_kind, self.config_bound_cost_usd = "off", math.nan
+            if ruled is not None:
+                self.config_bound_kind, self.config_bound_cost_usd, _ = ruled.result()
         self.schedule_cost_usd: float = self._cost(self.schedule)  # the schedule, as billed
+        self._targets = _Targets.of(self)  # what `target_at` reads, per step
         self.solve_time_s: float = time.perf_counter() - started  # offline, informative only
 
     # -- the programs -----------------------------------------------------------------
@@ -216,8 +222,16 @@ class Oracle:
         low = fs.spot_capacity.get(pool)
         if low is None:
             return None
+        series = fs.spot_capacity_peak.get(pool, low) if bound else low
+        # Pools driven by one trace share its series: one limit for all of them.
+        key = (id(series), bound)
+        if key not in self._limit_of_series:
+            self._limit_of_series[key] = (series, self._limit_of(series, bound=bound))
+        return self._limit_of_series[key][1]
+
+    def _limit_of(self, low: Sequence[int], *, bound: bool) -> list[float]:
         if bound:
-            return [float(c) for c in fs.spot_capacity_peak.get(pool, low)]
+            return [float(c) for c in low]
         # min(low[max(0, t - back) : t + 1]) for every t, as a sliding window minimum:
         # the series padded in front with its first value, whose minimum it cannot lower.
         back = self._lead_steps
@@ -614,21 +628,7 @@ class Oracle:
         fs = self._foresight
         if fs.steps == 0:
             return {}
-        i = fs.step_at(now_s)
-        last = min(fs.steps - 1, i + self._lead_steps - 1)
-        want = {k: max(v[i : last + 1]) for k, v in self.schedule.items()}
-        by_pool: dict[Pool, list[tuple[str, Pool]]] = defaultdict(list)
-        for key in want:
-            by_pool[key[1]].append(key)
-        # Until the next tick, and one step more for the tick's own actions to land.
-        until = min(fs.steps - 1, i + math.ceil(self.tick_interval_s / fs.step_s - 1e-9))
-        for pool, keys in by_pool.items():
-            cap = fs.spot_capacity.get(pool)
-            held = UNLIMITED if cap is None else min(cap[i : until + 1])
-            if sum(want[k] for k in keys) > held:
-                for k in keys:
-                    want[k] = min(self.schedule[k][i : until + 1])
-        return {k: v for k, v in want.items() if v > 0}
+        return self._targets.at(fs.step_at(now_s))
 
     def decide(self, obs: Observation) -> Plan:
         """The precomputed target for this moment."""
@@ -645,3 +645,67 @@ class Oracle:
         )
         prices = self._index.update(obs.offerings).prices
         return to_plan(self.target_at(obs.now_s), prices, notes, status)
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """The schedule as arrays, with the windows `Oracle.target_at` takes at each step."""
+
+    keys: list[tuple[str, Pool]]  # (model, pool) rows with a node at some step
+    ahead: np.ndarray  # (keys, steps): most nodes over the lead time from each step
+    until: np.ndarray  # (keys, steps): fewest nodes until the next tick lands
+    # Per traced spot pool: its rows and its fewest instances until the next tick lands.
+    spot: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, oracle: Oracle) -> _Targets:
+        fs = oracle._foresight
+        keys = [k for k, v in oracle.schedule.items() if any(v)]
+        steps = fs.steps
+        counts = np.array([oracle.schedule[k] for k in keys], dtype=np.int64).reshape(-1, steps)
+        # Until the next tick, and one step more for the tick's own actions to land.
+        tick = math.ceil(oracle.tick_interval_s / fs.step_s - 1e-9) + 1
+
+        def window(a: np.ndarray, n: int, pick: str) -> np.ndarray:
+            """pick(a[..., i : i + n]) for every i, the window cut at the end."""
+            if a.shape[-1] == 0:
+                return a
+            pad = np.repeat(a[..., -1:], n - 1, axis=-1)
+            view = np.lib.stride_tricks.sliding_window_view(
+                np.concatenate([a, pad], axis=-1), n, axis=-1
+            )
+            return np.asarray(view.max(axis=-1) if pick == "max" else view.min(axis=-1))
+
+        rows: dict[Pool, list[int]] = defaultdict(list)
+        for r, (_, pool) in enumerate(keys):
+            if pool in fs.spot_capacity:
+                rows[pool].append(r)
+        spot = [
+            (
+                np.array(rs, dtype=np.int64),
+                window(_fit(fs.spot_capacity[pool], steps), tick, "min"),
+            )
+            for pool, rs in rows.items()
+        ]
+        return cls(
+            keys,
+            window(counts, oracle._lead_steps, "max"),
+            window(counts, tick, "min"),
+            spot,
+        )
+
+    def at(self, i: int) -> dict[tuple[str, Pool], int]:
+        """Per (model, pool), the nodes to hold at step `i` (see `Oracle.target_at`)."""
+        want = self.ahead[:, i].copy()
+        for rs, held in self.spot:
+            if want[rs].sum() > held[i]:
+                want[rs] = self.until[rs, i]
+        return {self.keys[r]: int(want[r]) for r in np.nonzero(want > 0)[0]}
+
+
+def _fit(series: Sequence[int], steps: int) -> np.ndarray:
+    """`series` as `steps` values: cut, or padded with its last value."""
+    a = np.asarray(series[:steps], dtype=np.int64)
+    if a.size < steps:
+        a = np.concatenate([a, np.full(steps - a.size, a[-1] if a.size else 0, dtype=np.int64)])
+    return a

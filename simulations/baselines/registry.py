@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from adapters.sim import NOTICE_S
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile
+from scheduler.domain import CapacityProfile, Pool
 from scheduler.observation import Policy
 from simulations.baselines.common import Foresight, running_spot_peak
 from simulations.baselines.oracle import Oracle
@@ -32,9 +32,12 @@ def foresight_of(info: TraceInfo) -> Foresight:
         key: tuple(float(v) if math.isfinite(v) else 0.0 for v in series)
         for key, series in info.demand_series().items()
     }
-    spot = {
-        pool: tuple(int(c) for c in series) for pool, series in info.spot_capacity_series().items()
-    }
+    as_tuple: dict[int, tuple[int, ...]] = {}  # pools driven by one trace share its series
+    spot: dict[Pool, tuple[int, ...]] = {}
+    for pool, series in info.spot_capacity_series().items():
+        if id(series) not in as_tuple:
+            as_tuple[id(series)] = tuple(series.tolist())
+        spot[pool] = as_tuple[id(series)]
     # The most a pool can have running at a step's start (instances under notice included):
     # what the oracle's lower bound allows, so that it holds against any policy.
     notice_s = max(NOTICE_S.values())
