@@ -312,14 +312,21 @@ def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArr
 
 def fleet_cost(problem: Problem, nodes: IntArray, unmet_rps: tuple[float, ...]) -> float:
     """Objective of a fleet in USD/hour: price, risk, churn against current, unmet penalty."""
-    total = 0.0
-    for p, pool in enumerate(problem.pools):
-        col = nodes[:, p]
-        cur = problem.current[:, p]
-        total += float(col.sum()) * (pool.usd_per_hour + pool.risk_usd_per_hour)
-        total += float(np.maximum(col - cur, 0).sum()) * pool.launch_usd_per_hour
-        total += float(np.maximum(cur - col, 0).sum()) * pool.remove_usd_per_hour
+    unit, launch, remove = _pool_costs(problem)
+    added = np.maximum(nodes - problem.current, 0).sum(axis=0)
+    removed = np.maximum(problem.current - nodes, 0).sum(axis=0)
+    total = float(nodes.sum(axis=0) @ unit + added @ launch + removed @ remove)
     return total + problem.unmet_penalty_usd_per_rps_hour * sum(unmet_rps)
+
+
+def _pool_costs(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pool: USD/h of a node (price and risk), of a launch, of a removal."""
+    pools = problem.pools
+    return (
+        np.array([p.usd_per_hour + p.risk_usd_per_hour for p in pools], dtype=np.float64),
+        np.array([p.launch_usd_per_hour for p in pools], dtype=np.float64),
+        np.array([p.remove_usd_per_hour for p in pools], dtype=np.float64),
+    )
 
 
 def fleet_price(problem: Problem, nodes: IntArray) -> float:
