@@ -18,6 +18,7 @@ from adapters.sim import SpotTrace
 from scheduler.catalog import load_catalog
 from scheduler.domain import Market, Placement, Plan, PlanStatus
 from scheduler.observation import Observation
+from simulations.baselines.common import running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.registry import foresight_of
 from simulations.engine import RunResult, World, replay, warmup_load
@@ -154,3 +155,36 @@ def test_bound_holds_against_capsched_too(tmp_path: Path) -> None:
     assert oracle.lower_bound_cost_usd == pytest.approx(  # type: ignore[attr-defined]
         run(w, "oracle", tmp_path / "o.db").summary(None)["lower_bound_usd"], abs=1e-3
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 9), min_size=1, max_size=40),
+    gap_s=st.sampled_from([7.0, 30.0, 45.5, 60.0, 300.0, 600.0]),
+    offset_s=st.sampled_from([0.0, 13.0, 600.0, 1e5]),
+    loop=st.booleans(),
+    n_steps=st.integers(0, 120),
+    step_s=st.sampled_from([17.0, 60.0, 300.0]),
+    notice_s=st.sampled_from([0.0, 30.0, 120.0]),
+)
+def test_the_bound_s_spot_limit_is_the_most_in_force_over_each_notice_window(
+    counts: list[int],
+    gap_s: float,
+    offset_s: float,
+    loop: bool,
+    n_steps: int,
+    step_s: float,
+    notice_s: float,
+) -> None:
+    """Per step, the largest count of any trace tick in force during [start - notice, start]
+    (times before 0 read as 0): instances told to leave keep running through the notice."""
+    trace = SpotTrace("t", gap_s, np.array(counts, dtype=np.int64), offset_s=offset_s, loop=loop)
+    want = []
+    for i in range(n_steps):
+        start = i * step_s
+        t = max(start - notice_s, 0.0)
+        seen = [trace.capacity_at(t)]
+        while (t := trace.next_tick_after(t)) <= start:
+            seen.append(trace.capacity_at(t))
+        want.append(max(seen))
+    assert running_spot_peak(trace, n_steps, step_s, notice_s) == want
