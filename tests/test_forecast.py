@@ -370,3 +370,15 @@ def test_warm_step_up_is_followed_within_a_few_steps(method: str) -> None:
         assert p95[9] >= 0.9 * 60.0
     else:  # last season's values until a season has passed; the band covers the rise
         assert p95[24] >= 0.9 * 60.0
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_series_with_no_load_forecasts_exactly_zero(method: str) -> None:
+    # Noise of 1e-9 rps moving by half read as a 50% change of planned demand, and the
+    # planner re-searched a model with no traffic on every tick.
+    f = build_forecaster(PLANNER, method)
+    quiet = []
+    for t in range(400):
+        f.update(t * TICK, {"busy": 50.0 + 10.0 * math.sin(t / 7.0), "idle": 0.0})
+        quiet.append(f.predict(t * TICK)["idle"].paths_rps)
+    assert all((p == 0.0).all() for p in quiet)

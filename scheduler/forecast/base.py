@@ -37,6 +37,11 @@ SeriesKey = str  # one demand series, by convention "model/region" (see `demand_
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 STATE_VERSION = 2
+# Forecast rates below this are zero (about one request in 12 days): the numerical noise
+# of a model of a series with no load. The planner compares each planned rate with the one
+# its last search was for, relatively: noise of 1e-9 rps moving by half re-searched a model
+# with no traffic on every tick.
+MIN_RATE_RPS = 1e-6
 
 
 def demand_key(model: str, region: str) -> SeriesKey:
@@ -281,8 +286,8 @@ class VectorForecaster(ABC):
         out = self._from_work(point)[:, None, :] + offsets
         no_data = self.last_good[:n] < 0
         out[no_data] = 0.0  # nothing ever seen: no demand known (the planner keeps its floor)
-        np.maximum(out, 0.0, out=out)
         out = np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max)
+        out[out < MIN_RATE_RPS] = 0.0
         out.sort(axis=1)  # monotone in the quantile level
         return out
 
