@@ -73,6 +73,11 @@ class Pool:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[type[Pool], tuple[Cloud, str, str, str, Market]]:
+        # Rebuilt, not restored: string hashes differ between processes (sweep workers,
+        # Ray tasks), so a hash computed in one would not match equal pools in another.
+        return (Pool, (self.cloud, self.region, self.zone, self.instance_type, self.market))
+
     @property
     def failure_domain(self) -> str:
         """The unit that loses spot capacity together: the zone, else the whole region."""

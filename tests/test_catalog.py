@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,20 @@ def test_regenerating_from_shared_data_is_byte_identical(tmp_path: Path) -> None
         capture_output=True,
     )
     assert out.read_bytes() == BUNDLED.read_bytes()
+
+
+def test_a_pool_from_another_process_finds_its_equal_here() -> None:
+    # Pools cache their hash; string hashes differ between processes (sweep workers, Ray
+    # tasks), so a pickled pool must not carry the hash of the process that made it.
+    made_elsewhere = subprocess.run(
+        [sys.executable, "-c",
+         "import pickle, sys\n"
+         "from scheduler.domain import Cloud, Market, Pool\n"
+         "sys.stdout.buffer.write(pickle.dumps("
+         "Pool(Cloud.AWS, 'us-east-1', '', 'g6.xlarge', Market.SPOT)))"],
+        capture_output=True, check=True,
+        env={"PYTHONHASHSEED": "123", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    ).stdout  # fmt: skip
+    pool = pickle.loads(made_elsewhere)
+    here = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
+    assert pool == here and pool in {here: 1}
