@@ -177,7 +177,7 @@ def test_the_bound_s_spot_limit_is_the_most_in_force_over_each_notice_window(
     notice_s: float,
 ) -> None:
     """Per step, the largest count of any trace tick in force during [start - notice, start]
-    (times before 0 read as 0): instances told to leave keep running through the notice."""
+    (the window starts no earlier than 0): instances told to leave run through the notice."""
     trace = SpotTrace("t", gap_s, np.array(counts, dtype=np.int64), offset_s=offset_s, loop=loop)
     want = []
     for i in range(n_steps):
