@@ -72,6 +72,7 @@ times shorter than the scenario's (the bound uses the scenario's boot time).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -187,21 +188,34 @@ class Oracle:
         )
         self._candidates = self._pools(bound=False, rules=True)  # the schedule's pools
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
-        # The programs are independent: one is built while the other is solved (the
-        # solvers release the GIL), which halves their share of a week's replay.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            bound = pool.submit(self._solve_bound, rules=False)
-            ruled = pool.submit(self._solve_bound, rules=True) if config_bound else None
-            pool.submit(self._solve_schedule).result()
+        # The programs are independent. Building one is Python (it holds the GIL), solving
+        # it is not: the schedule's program, the longest to solve, is built first and solved
+        # in a thread while the bound's is built and solved here.
+        built = threading.Event()  # set once the schedule's program is built (or not needed)
+
+        def schedule() -> None:
+            try:
+                self._solve_schedule(built)
+            finally:
+                built.set()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            scheduled = pool.submit(schedule)
+            built.wait()
             # "ip" | "lp"; "none" if the LP hit lp_time_limit_s. The bound on any policy's
             # cost (USD), and the load no pool can serve even there (rps x hours).
-            self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = bound.result()
+            self.bound_kind, self.lower_bound_cost_usd, self.unserved_rps_h = self._solve_bound(
+                rules=False
+            )
             # The same for policies that follow the config's rules at the planning
             # utilisation: informational, a third program as large as the bound's, so only
             # on request (`config_bound`); "off" and NaN otherwise.
             self.config_bound_kind, self.config_bound_cost_usd = "off", math.nan
-            if ruled is not None:
-                self.config_bound_kind, self.config_bound_cost_usd, _ = ruled.result()
+            if config_bound:
+                self.config_bound_kind, self.config_bound_cost_usd, _ = self._solve_bound(
+                    rules=True
+                )
+            scheduled.result()
         self.schedule_cost_usd: float = self._cost(self.schedule)  # the schedule, as billed
         self._targets = _Targets.of(self)  # what `target_at` reads, per step
         self.solve_time_s: float = time.perf_counter() - started  # offline, informative only
@@ -345,13 +359,16 @@ class Oracle:
             return "none", math.nan, math.nan
         return "lp", lp.objective - lp.penalty_usd, lp.unserved_rps_h
 
-    def _solve_schedule(self) -> None:
+    def _solve_schedule(self, built: threading.Event | None = None) -> None:
+        """Solve the schedule; `built` is set once its program is built, before its solve."""
         steps = self._foresight.steps
         if steps == 0:
             return
         if self._int_vars(self._candidates) <= self.ip_max_int_vars:
             grid = self._grid([1] * steps, bound=False, aggregate="peak")
-            ip = self._run(grid, self._candidates, bound=False, rules=True, integer=True)
+            ip = self._run(
+                grid, self._candidates, bound=False, rules=True, integer=True, built=built
+            )
             if ip is not None and ip.x:
                 # Optimal or only feasible in time: either beats rounding the relaxation.
                 self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
@@ -359,7 +376,9 @@ class Oracle:
         block = max(1, math.ceil(steps / self.max_lp_steps))
         lengths = _split(steps, block)
         grid = self._grid(lengths, bound=False, aggregate="peak")
-        play = self._run(grid, self._candidates, bound=False, rules=True, integer=False)
+        play = self._run(
+            grid, self._candidates, bound=False, rules=True, integer=False, built=built
+        )
         if play is None:
             raise RuntimeError("oracle: the schedule LP found no solution")
         self.schedule = self._round(play, block)
@@ -372,18 +391,20 @@ class Oracle:
         bound: bool,
         rules: bool,
         integer: bool,
+        built: threading.Event | None = None,
     ) -> _Result | None:
         """Build and solve a program on `grid`: the bound's billing and spot limits
         (`bound`) or the schedule's; with the config's rules at the planning utilisation
-        (`rules`) or with neither."""
+        (`rules`) or with neither. `built` is set when the program is built."""
         lp = pywraplp.Solver.CreateSolver("SCIP" if integer else "GLOP")
         if lp is None:  # pragma: no cover - both ship in the ortools wheel
             raise RuntimeError("OR-Tools backend not available")
         if integer:
             lp.SetSolverSpecificParametersAsString(f"randomization/randomseedshift = {self.seed}")
-        else:
-            # Measured on the 7-day BurstGPT week: the dual simplex solves both programs in
-            # 1.6 s against the primal's 2.5 s, to the same optimum.
+        elif bound:
+            # Only the bound's value is read, and every optimal vertex has it: the dual simplex
+            # reaches one sooner. Not for the schedule, which is rounded from its vertex (on
+            # the embedded slice the dual's vertex rounded to a schedule 18% dearer).
             lp.SetSolverSpecificParametersAsString("use_dual_simplex: true")
         limit_s = self.time_limit_s if integer else self.lp_time_limit_s
         lp.SetTimeLimit(max(10, int(limit_s * 1000)))
@@ -503,6 +524,8 @@ class Oracle:
         if rules:
             self._config_rules(lp, x, candidates, T)
 
+        if built is not None:
+            built.set()
         code = lp.Solve()
         if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
             return None
