@@ -104,8 +104,8 @@ def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: f
     time 0 hold its count at 0, as the replay's warm-up does."""
     start = np.arange(n_steps, dtype=np.float64) * step_s
     first = np.floor((np.maximum(start - notice_s, 0.0) + trace.offset_s) / trace.gap_s)
-    last = np.floor((start + trace.offset_s) / trace.gap_s).astype(np.int64)
     first = first.astype(np.int64)
+    last = np.floor((start + trace.offset_s) / trace.gap_s).astype(np.int64)
     width = int((last - first).max(initial=0)) + 1
     # Every tick in force over the window (padded with its last one), as `index_at` maps them.
     idx = np.maximum(np.minimum(first[:, None] + np.arange(width)[None, :], last[:, None]), 0)
