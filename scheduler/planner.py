@@ -247,7 +247,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         notes.append("kept the current fleet: no cheaper feasible plan found")
     kept = tuple(cands.models[m] for m in solution.kept_models)
     if kept:
-        notes.append(f"not re-solved, demand within replan_tolerance: {', '.join(kept)}")
+        notes.append(f"not searched, the last target still serves: {', '.join(kept)}")
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
     return Plan(

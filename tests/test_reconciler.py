@@ -335,6 +335,43 @@ async def test_only_models_whose_demand_moved_are_re_solved(tmp_path: Path) -> N
     assert seen[0] and not all(seen)
 
 
+async def test_a_rise_the_target_still_serves_keeps_it_without_a_search(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=20.0)
+    for advance in (0.0, 300.0, 300.0):
+        steady = await w.tick(advance)
+    assert steady.plan is not None
+    w.metrics.rps = 21.5
+    report = await w.tick(300)
+    assert w.rec.policy.last_forecast[MODEL, REGION] > 1.05 * 20.0  # beyond replan_tolerance
+    assert report.plan is not None and report.plan.kept_models == (MODEL,)
+    assert report.plan.placements == steady.plan.placements
+    assert report.actions == ()
+    w.metrics.rps = 30.0  # more than the target serves: searched, and it grows
+    report = await w.tick(300)
+    assert report.plan is not None and MODEL not in report.plan.kept_models
+    assert any(isinstance(a, Launch) for a in report.actions)
+
+
+async def test_a_fall_re_solves_only_beyond_the_fall_tolerance(tmp_path: Path) -> None:
+    w = World(tmp_path, rps=30.0)
+    for advance in (0.0, 300.0, 300.0):
+        steady = await w.tick(advance)
+    solved_for = w.rec.policy.last_forecast[MODEL, REGION]
+    ratios = []
+    for rps in [27.6] * 5 + [20.0] * 4:
+        w.metrics.rps = rps
+        report = await w.tick(300)
+        ratio = w.rec.policy.last_forecast[MODEL, REGION] / solved_for
+        searched = report.plan is not steady.plan
+        assert searched == (ratio < 1 - w.config.planning.replan_fall_tolerance)
+        if searched:
+            break
+        assert report.actions == ()
+        ratios.append(ratio)
+    assert searched
+    assert min(ratios) < 1 - w.config.planning.replan_tolerance  # a 5-10% dip moved nothing
+
+
 async def test_a_re_plan_never_cancels_nodes_still_booting(tmp_path: Path) -> None:
     w = World(tmp_path, rps=40.0)
     launched: set[str] = set()
