@@ -76,12 +76,17 @@ def allowed(config: Config, offering: Offering, itype: InstanceType) -> bool:
 
 
 def _max_nodes(
-    config: Config, offering: Offering, itype: InstanceType, fleet: Sequence[Placement]
+    config: Config,
+    offering: Offering,
+    itype: InstanceType,
+    fleet: Sequence[Placement],
+    is_allowed: bool | None = None,
 ) -> int:
     """Nodes a pool may hold: none where the config forbids it; where only availability
     is missing (a stock-out or a cooled-down pool), the nodes it already runs, since a
-    refused launch is no reason to move healthy nodes away."""
-    if allowed(config, offering, itype):
+    refused launch is no reason to move healthy nodes away. `is_allowed` is
+    `allowed(config, offering, itype)` when the caller already knows it."""
+    if is_allowed if is_allowed is not None else allowed(config, offering, itype):
         return 10_000
     if allowed(config, dataclasses.replace(offering, available=True), itype):
         return sum(pl.count for pl in fleet if pl.pool == offering.pool)
@@ -121,26 +126,32 @@ def build_problem(
             raise PlanningError("fleet", f"nodes[{i}]: pool {pl.pool.key} is not in the catalog")
 
     offerings: list[Offering] = []
+    permitted: list[bool] = []  # allowed(config, offering) per kept offering
     for o in catalog.offerings:
         itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
-        if allowed(config, o, itype) or o.pool in fleet_pools:
+        ok = allowed(config, o, itype)
+        if ok or o.pool in fleet_pools:
             offerings.append(o)
+            permitted.append(ok)
     locations = tuple(sorted({f"{o.pool.cloud}:{o.pool.region}" for o in offerings}))
     loc_index = {loc: i for i, loc in enumerate(locations)}
     domains = tuple(sorted({o.pool.failure_domain for o in offerings}))
     dom_index = {d: i for i, d in enumerate(domains)}
 
-    rps_cache: dict[tuple[str, str, int], float] = {}
+    column_cache: dict[tuple[str, int], list[float]] = {}
 
-    def rps_of(model: str, itype: InstanceType) -> float:
-        # Many pools share an instance type: compute each (model, GPU shape) once.
-        key = (model, itype.gpu_kind, itype.gpu_count)
-        if key not in rps_cache:
-            section = config.model(model)
-            rps_cache[key] = config.planning.target_utilization * instance_rps(
-                profiles, section.profile or section.name, itype, section.latency_slo_ms
-            )
-        return rps_cache[key]
+    def rps_column(itype: InstanceType) -> list[float]:
+        # Many pools share a GPU shape: compute each shape's rps for every model once.
+        key = (itype.gpu_kind, itype.gpu_count)
+        if key not in column_cache:
+            column_cache[key] = [
+                config.planning.target_utilization
+                * instance_rps(
+                    profiles, section.profile or section.name, itype, section.latency_slo_ms
+                )
+                for section in config.models
+            ]
+        return column_cache[key]
 
     boot_h = config.planning.default_boot_time_s / 3600.0
     amort_h = config.solver.churn_amortization_h
@@ -163,11 +174,10 @@ def build_problem(
                 launch_usd_per_hour=churn,
                 remove_usd_per_hour=churn,
                 gpus=itype.gpu_count,
-                max_nodes=_max_nodes(config, o, itype, fleet),
+                max_nodes=_max_nodes(config, o, itype, fleet, permitted[p]),
             )
         )
-        for m, section in enumerate(config.models):
-            capacity[m, p] = rps_of(section.name, itype)
+        capacity[:, p] = rps_column(itype)
 
     region_sections = {r.name: r for r in config.regions}
     demands: list[DemandSpec] = []
