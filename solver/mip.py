@@ -52,12 +52,15 @@ ROOT_CUT_ROUNDS = 0
 # warm re-plans take 0.80-0.88 s instead of 0.97-1.28 s and end within 0.1% of the
 # plan of a 20 s solve, and at 20 x 10 plans are as good as without the limit.
 STALL_NODES = 200
-# SCIP's large-neighbourhood heuristics, each of which solves a sub-MIP, are turned off in
-# searches over fewer candidate pools than this. Measured (docs/solver.md) on the 269
-# solves of two BurstGPT days at 50 GPUs (about 110 pools per search): 24% less solve time
-# for 0.06% more cost; at 20 models x 10 regions (about 400 pools per model) turning them
-# off made plans 0.5% dearer, so large searches keep them.
-SUB_MIP_HEURISTICS_MIN_POOLS = 200
+# A search over fewer candidate pools than this is small: it runs without SCIP's
+# large-neighbourhood heuristics (each solves a sub-MIP) and stops after
+# SMALL_SEARCH_STALL_NODES nodes without a better plan. Measured (docs/solver.md, "Small
+# searches"): over one simulated day of each shared trace at 20 and 200 GPUs (about 110 pools
+# per search) the same total cost and SLO attainment in 28% less replay time; at 20 models x
+# 10 regions (about 400 pools per model) the heuristics off made plans 0.5% dearer, so large
+# searches keep both.
+SMALL_SEARCH_POOLS = 200
+SMALL_SEARCH_STALL_NODES = 100
 _SUB_MIP_HEURISTICS = (
     "alns",
     "crossover",
@@ -397,7 +400,8 @@ def solve(
 
     Each search also stops after `stall_nodes` branch-and-bound nodes without a better
     plan (0: only the limits above); a reference solve that should use its whole time
-    turns this off.
+    turns this off. A small search (fewer than `SMALL_SEARCH_POOLS` candidate pools)
+    stops after at most `SMALL_SEARCH_STALL_NODES` and runs without sub-MIP heuristics.
 
     With `node_limit > 0` each search stops after that many branch-and-bound nodes and
     `time_limit_s` only caps each model's search as a safety net: the plan then depends
@@ -426,6 +430,10 @@ def solve(
         coupling: bool = False,
     ) -> _Run:
         mdl = _build(problem, subset, fixed, backend, coupling=coupling)
+        small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
+        stall = stall_nodes
+        if small and stall_nodes > 0:
+            stall = min(stall_nodes, SMALL_SEARCH_STALL_NODES)
         return _run(
             problem,
             mdl,
@@ -435,8 +443,8 @@ def solve(
             hint=hint,
             gap_tolerance=gap_tolerance,
             node_limit=node_limit,
-            stall_nodes=stall_nodes,
-            sub_mip_heuristics=sum(map(len, subset.values())) >= SUB_MIP_HEURISTICS_MIN_POOLS,
+            stall_nodes=stall,
+            sub_mip_heuristics=not small,
         )
 
     # Each model alone, `workers` at a time (the backend releases the GIL while it
