@@ -56,7 +56,7 @@ STALL_NODES = 200
 # large-neighbourhood heuristics (each solves a sub-MIP) and stops after
 # SMALL_SEARCH_STALL_NODES nodes without a better plan. Measured (docs/solver.md, "Small
 # searches"): over one simulated day of each shared trace at 20 and 200 GPUs (about 110 pools
-# per search) the same total cost and SLO attainment in 28% less replay time; at 20 models x
+# per search) the same total cost and SLO attainment in 26% less replay time; at 20 models x
 # 10 regions (about 400 pools per model) the heuristics off made plans 0.5% dearer, so large
 # searches keep both.
 SMALL_SEARCH_POOLS = 200
