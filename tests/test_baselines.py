@@ -336,37 +336,6 @@ def test_oracle_lp_bound_is_below_the_ip_cost() -> None:
         assert o.schedule_cost_usd >= o.lower_bound_cost_usd - 1e-6
 
 
-@pytest.mark.parametrize("max_lp_steps", [240, 2])
-def test_oracle_rounded_schedule_keeps_the_on_demand_share(max_lp_steps: int) -> None:
-    config = Config.model_validate(
-        {
-            **CONFIG.model_dump(),
-            "models": [
-                {"name": "m", "latency_slo_ms": 5000, "min_replicas": 1, "min_on_demand_share": 0.3}
-            ],
-        }
-    )
-    demand = [2.5, 3.5, 1.5, 4.0, 4.0, 2.0]
-    oracle = Oracle(
-        config,
-        CATALOG,
-        PROFILES,
-        foresight(demand),  # spot without traces: no limit, cheaper than on-demand
-        ip_max_int_vars=0,  # the rounded relaxation, where fractions were the problem
-        max_lp_steps=max_lp_steps,
-    )
-    assert served_everywhere(oracle, demand)
-    for t in range(len(demand)):
-        on_demand = sum(
-            v[t] for (_, p), v in oracle.schedule.items() if p.market is Market.ON_DEMAND
-        )
-        total = sum(v[t] for v in oracle.schedule.values())  # 1 rps per node everywhere
-        assert on_demand >= 0.3 * total - 1e-9, (t, on_demand, total)
-    # Still mostly spot: the share is a floor, not a switch to on-demand.
-    spot = sum(sum(v) for (_, p), v in oracle.schedule.items() if p.market is Market.SPOT)
-    assert spot > sum(sum(v) for v in oracle.schedule.values()) / 2
-
-
 def test_oracle_launches_a_boot_time_ahead() -> None:
     demand = [0.0, 0.0, 3.0, 3.0]
     no_spot = {k: [0] * 4 for k in ("e1", "e2", "w2")}

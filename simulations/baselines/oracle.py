@@ -49,15 +49,22 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
 2. **The schedule** (`schedule`, `schedule_cost_usd`) is what the oracle replays. It
    follows the config like capsched does: `cap` at `planning.target_utilization` (the
    headroom the engine's latency model needs to meet the SLO), min_replicas,
-   min_on_demand_share and quotas every step, and only pools sold as available. A spot
+   min_on_demand_share and quotas every step, and only pools sold as available. The
+   rounded relaxation (below) does not keep min_on_demand_share: it covers the
+   relaxation's fractional on-demand nodes with the cheapest whole nodes, mostly spot,
+   so on the shared traces the replayed schedule runs almost no on-demand node.
+   Measured and not kept: rounding on-demand fractions to on-demand nodes (and topping
+   up a share diluted by rounded-up spot) made the embedded one-hour slice's schedule
+   cost 64-94 USD, above static-peak's 53, as whole on-demand nodes per location and
+   block filled the replay's look-ahead windows; dropping the share from the relaxation
+   too gave 17.40 USD but left a preemption's load unserved (SLO attainment 0.983). A spot
    node counted at t must have been launched up to a boot time plus a tick earlier and
    kept since, so its spot limit at t is the fewest instances the pool holds over that
    whole span. It pays what the engine accounts: price per step, and the boot time
    after the trace start of every node started after step 0. The IP when small enough,
    else the relaxation re-solved on block maxima of demand and block minima of spot
-   capacity and rounded up (rounding down where a spot pool would overflow) market by
-   market, so that the rounded schedule keeps `min_on_demand_share` as the relaxation
-   does (`_round`); blocks of ceil(steps / `max_lp_steps`) steps (42 on the week).
+   capacity and rounded up (rounding down where a spot pool would overflow); blocks of
+   ceil(steps / `max_lp_steps`) steps (42 on the week).
 
 As a Policy it replays the schedule: at time now it targets, per pool, the most the
 schedule needs until nodes launched at the next tick could be ready (boot time plus
@@ -580,14 +587,11 @@ class Oracle:
                         row.SetCoefficient(xs[t], self._capacity.itype(pool).gpu_count)
 
     def _round(self, r: _Result, block: int) -> dict[tuple[str, Pool], list[int]]:
-        """An integer schedule from a relaxed one, per model, location, market and block:
-        every pool keeps the whole nodes it had, then the capacity the fractions carried
-        is made up with whole nodes, at each step the pool that covers the rest (or as
-        much as its room allows) for the least per covered rps: on-demand fractions with
-        on-demand nodes (covered with spot, they dropped the `min_on_demand_share` the
-        relaxation kept), spot fractions with spot or on-demand ones. Where rounding spot
-        up still diluted the share, the on-demand nodes that restore it are added where
-        they cost least. Blocks are then spread back over the foresight's steps."""
+        """An integer schedule from a relaxed one, per model, location and block: every
+        pool keeps the whole nodes it had, then the capacity the fractions carried is
+        made up with whole nodes, at each step the pool that covers the rest (or as much
+        as its room allows) for the least per covered rps.
+        Blocks are then spread back over the foresight's steps."""
         steps = self._foresight.steps
         n_blocks = len(next(iter(r.x.values()), []))
         counts: dict[tuple[str, Pool], list[int]] = {
@@ -604,18 +608,16 @@ class Oracle:
             if pool in room:
                 for t, v in enumerate(vs):
                     room[pool][t] -= v
-        groups: dict[tuple[str, str, bool], list[tuple[str, Pool]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[str, Pool]]] = defaultdict(list)
         for key in r.x:
-            groups[key[0], location_key(key[1]), key[1].market is Market.SPOT].append(key)
-        for (m, loc, spot), keys in groups.items():
-            # Spot fractions may also be covered on demand where spot has no room left.
-            cover = keys + groups.get((m, loc, False), []) if spot else keys
+            groups[key[0], location_key(key[1])].append(key)
+        for (m, _), keys in groups.items():
             for t in range(n_blocks):
                 short = sum((r.x[k][t] - counts[k][t]) * self._capacity.rps(m, k[1]) for k in keys)
                 while short > _EPS:
                     # The cheapest way to cover what is left: whole nodes of one pool.
                     best: tuple[float, tuple[str, Pool], int] | None = None
-                    for k in cover:
+                    for k in keys:
                         per = self._capacity.rps(m, k[1])
                         n = math.ceil(short / per - _EPS)
                         if k[1] in room:
@@ -632,31 +634,7 @@ class Oracle:
                     short -= n * self._capacity.rps(m, k[1])
                     if k[1] in room:
                         room[k[1]][t] -= n
-        self._restore_on_demand_share(counts, n_blocks)
         return {k: np.repeat(vs, block)[:steps].tolist() for k, vs in counts.items()}
-
-    def _restore_on_demand_share(
-        self, counts: dict[tuple[str, Pool], list[int]], n_blocks: int
-    ) -> None:
-        """Where a model's rounded counts hold less than `min_on_demand_share` of its
-        capacity on demand, add the whole nodes of one on-demand pool that restore it at
-        the least price."""
-        for section in self._config.models:
-            m, share = section.name, section.min_on_demand_share
-            keys = [k for k in counts if k[0] == m]
-            rps = {k: self._capacity.rps(m, k[1]) for k in keys}
-            on_demand = [k for k in keys if k[1].market is Market.ON_DEMAND and rps[k] > 0]
-            if share <= 0 or not on_demand:
-                continue
-            for t in range(n_blocks):
-                od = sum(counts[k][t] * rps[k] for k in on_demand)
-                deficit = share * sum(counts[k][t] * rps[k] for k in keys) - od
-                if deficit <= _EPS:
-                    continue
-                # od + n c >= share (total + n c): n = ceil(deficit / ((1 - share) c)).
-                need = {k: math.ceil(deficit / ((1 - share) * rps[k]) - _EPS) for k in on_demand}
-                best = min(on_demand, key=lambda k: (self._prices.get(k[1], 0.0) * need[k], k[1]))
-                counts[best][t] += need[best]
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Cost of a schedule as the replay accounts it: price per step, and the boot
