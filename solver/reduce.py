@@ -62,27 +62,40 @@ def _undominated(problem: Problem, m: int, members: list[int]) -> list[int]:
     give exactly p's capacity.
     """
     cap = problem.capacity_rps[m]
-    share = problem.on_demand_share_min(m)
+    strict_share = problem.on_demand_share_min(m) > 0
     pools = problem.pools
+    # Per member: capacity, accelerators, price, risk, launch cost, room, spot.
+    attrs = {
+        p: (
+            float(cap[p]),
+            pools[p].gpus,
+            pools[p].usd_per_hour,
+            pools[p].risk_usd_per_hour,
+            pools[p].launch_usd_per_hour,
+            pools[p].max_nodes,
+            pools[p].spot,
+        )
+        for p in members
+    }
 
     def dominates(q: int, p: int) -> bool:
-        k = math.ceil(cap[p] / cap[q] - 1e-9)
-        a, b = pools[q], pools[p]
-        if k * cap[q] < cap[p] - 1e-9:
+        cq, gq, uq, rq, lq, mq, _ = attrs[q]
+        cp, gp, up, rp, lp, mp, spot_p = attrs[p]
+        k = math.ceil(cp / cq - 1e-9)
+        if k * cq < cp - 1e-9:
             return False
-        if b.spot and share > 0 and k * cap[q] > cap[p] + 1e-9:
+        if spot_p and strict_share and k * cq > cp + 1e-9:
             return False
-        worse = (
-            k * a.gpus > b.gpus
-            or k * a.usd_per_hour > b.usd_per_hour + 1e-12
-            or k * a.risk_usd_per_hour > b.risk_usd_per_hour + 1e-12
-            or k * a.launch_usd_per_hour > b.launch_usd_per_hour + 1e-12
-            or a.max_nodes < min(b.max_nodes * k, 10_000)
+        return (
+            k * gq <= gp
+            and k * uq <= up + 1e-12
+            and k * rq <= rp + 1e-12
+            and k * lq <= lp + 1e-12
+            and mq >= min(mp * k, 10_000)
         )
-        return not worse
 
     # Cheapest per rps first (then smallest, then index): a dominating pool is seen first.
-    ordered = sorted(members, key=lambda p: (pools[p].usd_per_hour / cap[p], cap[p], p))
+    ordered = sorted(members, key=lambda p: (attrs[p][2] / attrs[p][0], attrs[p][0], p))
     kept: list[int] = []
     for p in ordered:
         if not any(dominates(q, p) for q in kept):
