@@ -161,16 +161,17 @@ class CapschedPolicy:
 
         A target stands while each of the model's planned rates is at most
         `planning.replan_tolerance` above and `planning.replan_fall_tolerance` below what
-        its last search was for. After a larger rise it is checked: kept if it still
+        its last search was for. After a larger rise it is checked, and kept if it still
         serves the demand on its own: the cheapest fleet for more demand costs at least
         as much as the cheapest for less, so a target that was the cheapest for the lower
-        rate and still serves the higher one is still the cheapest, up to the search's gap
-        and the churn terms. After a larger fall, or when a pool of the target became unavailable or
-        dearer by more than `replan_tolerance` (a pool coming back or getting cheaper
-        waits for the next search: re-targeting a pool the moment its cooldown ends made
-        a stocked-out pool flap in and out of every plan), the model is searched. A fall
-        needs the larger move because only a search sheds capacity, and shedding for a
-        dip a few minutes long is churn (the Kubernetes HPA's tolerance is 10%).
+        rate and still serves the higher one is still the cheapest, up to the search's
+        gap and the churn terms. After a larger fall, or when a pool of the target became
+        unavailable or dearer by more than `replan_tolerance` (a pool coming back or
+        getting cheaper waits for the next search: re-targeting a pool the moment its
+        cooldown ends made a stocked-out pool flap in and out of every plan), the model is
+        searched. A fall needs the larger move because only a search sheds capacity, and
+        shedding for a dip a few minutes long is churn (the Kubernetes HPA's tolerance is
+        10%).
 
         Measured on one simulated day of each shared trace at 20 and 200 GPUs
         (`benchmarks/bench_simulate.py`), against searching on any move beyond 5%: 25%
