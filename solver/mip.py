@@ -264,9 +264,10 @@ def _run(
             f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}"
             f"\nseparating/maxroundsroot = {ROOT_CUT_ROUNDS}\nseparating/maxrounds = 0"
             f"\nlimits/stallnodes = {stall_nodes if stall_nodes > 0 else -1}"
-            # No restarts: after one, the same problem and seed could end on either of
-            # two plans from run to run (measured: 7 in 40 solves of one captured re-plan).
-            "\npresolving/maxrestarts = 0"
+            # No restarts and no conflict analysis: with either, the same problem and seed
+            # could end on either of two plans from run to run (captured re-plans: 7 and 9
+            # of 40 solves on the other plan), so replays diverged.
+            "\npresolving/maxrestarts = 0\nconflict/enable = FALSE"
         ),
     }[backend]
     if node_limit > 0 and backend == "scip":
