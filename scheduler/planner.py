@@ -80,13 +80,13 @@ def _max_nodes(
     offering: Offering,
     itype: InstanceType,
     fleet: Sequence[Placement],
-    is_allowed: bool | None = None,
+    is_allowed: bool,
 ) -> int:
     """Nodes a pool may hold: none where the config forbids it; where only availability
     is missing (a stock-out or a cooled-down pool), the nodes it already runs, since a
     refused launch is no reason to move healthy nodes away. `is_allowed` is
-    `allowed(config, offering, itype)` when the caller already knows it."""
-    if is_allowed if is_allowed is not None else allowed(config, offering, itype):
+    `allowed(config, offering, itype)`, which the caller has already computed."""
+    if is_allowed:
         return 10_000
     if allowed(config, dataclasses.replace(offering, available=True), itype):
         return sum(pl.count for pl in fleet if pl.pool == offering.pool)
