@@ -287,12 +287,15 @@ class Oracle:
                 and (bound or o.available)
                 and max(limits.get(o.pool) or [1.0], default=0) > 0
             ]
-            free = [o for o in offers if limits.get(o.pool) is None]
+            free: dict[str, list[Offering]] = defaultdict(list)  # by location
+            for o in offers:
+                if limits.get(o.pool) is None:
+                    free[location_key(o.pool)].append(o)
 
-            def dominated(o: Offering, m: str = m, free: list[Offering] = free) -> bool:
+            def dominated(o: Offering, m: str = m, free: dict[str, list[Offering]] = free) -> bool:
                 cap = self._capacity.rps(m, o.pool)
-                for q in free:
-                    if q is o or location_key(q.pool) != location_key(o.pool):
+                for q in free.get(location_key(o.pool), ()):
+                    if q is o:
                         continue
                     if rules and q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
                         continue  # on-demand capacity counts for min_on_demand_share
