@@ -8,8 +8,9 @@ registered below.
 
 `TraceInfo` is what the run knows beyond one tick's observation: the whole demand
 trace and the spot availability traces. Only the `oracle` baseline (perfect
-foresight) and `static-peak` (sized for the trace's peak) may read ahead in it;
-every other policy must decide from `Observation` alone.
+foresight), `static-peak` (sized for the trace's peak) and the diagnostic
+`capsched-perfect-forecast` (capsched fed the true future demand instead of its
+forecast) may read ahead in it; every other policy must decide from `Observation` alone.
 """
 
 from __future__ import annotations
@@ -96,7 +97,18 @@ def _capsched(
     return policy
 
 
-POLICIES: dict[str, PolicyFactory] = {"capsched": _capsched}
+def _capsched_perfect_forecast(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
+) -> Policy:
+    from simulations.perfect_forecast import perfect_forecast
+
+    return perfect_forecast(config, catalog, profiles, info)
+
+
+POLICIES: dict[str, PolicyFactory] = {
+    "capsched": _capsched,
+    "capsched-perfect-forecast": _capsched_perfect_forecast,
+}
 
 
 def _load_baselines() -> None:

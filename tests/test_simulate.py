@@ -90,6 +90,24 @@ async def test_preemption_drops_capacity_when_the_notice_ends(tmp_path: Path) ->
     assert r.ticks == 5  # every 300 s from 0 to 900, and one at the notice (630 s)
 
 
+async def test_perfect_forecast_has_capacity_ready_when_a_step_arrives(tmp_path: Path) -> None:
+    # 1 rps for an hour, then 30 rps: capsched's forecast cannot see the step coming, the
+    # perfect-forecast diagnostic reads it a horizon (30 min) ahead and launches in time.
+    demand = [1.0] * 60 + [30.0] * 30
+    runs = {
+        policy: await replay(
+            world(small_config(), demand, boot_time_s=300.0), policy, tmp_path / f"{policy}.db"
+        )
+        for policy in ("capsched", "capsched-perfect-forecast")
+    }
+    ahead = runs["capsched-perfect-forecast"]
+    assert (ahead.capacity_rps[0][:30] < 30).all()  # nothing before the step is in sight
+    assert (ahead.capacity_rps[0][45:] >= 30).all()  # ready before minute 60
+    assert ahead.summary(None)["unserved_fraction"] < 0.01
+    assert runs["capsched"].summary(None)["unserved_fraction"] > 0.2
+    assert ahead.forecast_rps[35] == pytest.approx(30.0)  # planned: the true peak ahead
+
+
 async def test_same_seed_same_summary(tmp_path: Path) -> None:
     # Random interruptions (no trace) at a high rate, so the seed matters.
     cat = load_catalog()
