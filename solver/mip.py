@@ -267,15 +267,18 @@ def _run(
             f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}"
             f"\nseparating/maxroundsroot = {ROOT_CUT_ROUNDS}\nseparating/maxrounds = 0"
             f"\nlimits/stallnodes = {stall_nodes if stall_nodes > 0 else -1}"
-            # No restarts and no conflict analysis: with either, the same problem and seed
-            # could end on either of two plans from run to run (captured re-plans: 7 and 9
-            # of 40 solves on the other plan), so replays diverged.
-            "\npresolving/maxrestarts = 0\nconflict/enable = FALSE"
         ),
     }[backend]
     if node_limit > 0 and backend == "scip":
         # A work limit instead of a clock: the same problem gives the same plan anywhere.
+        # That also takes no restarts and no conflict analysis: with either, the same
+        # problem and seed could end on either of two plans from run to run (captured
+        # re-plans: 7 and 9 of 40 solves on the other plan), so replays diverged. Under a
+        # clock (the daemon) plans depend on the machine's load anyway, and both help:
+        # at 20 models x 10 regions the plan is 0.89% above the best bound with them and
+        # 1.22-1.28% without (benchmarks/bench_solver.py).
         params += f"\nlimits/nodes = {node_limit}"
+        params += "\npresolving/maxrestarts = 0\nconflict/enable = FALSE"
     if small_search and backend == "scip":  # see SMALL_SEARCH_POOLS
         params += "".join(f"\nheuristics/{h}/freq = -1" for h in _SUB_MIP_HEURISTICS)
         params += f"\nbranching/relpscost/maxreliable = {SMALL_SEARCH_MAX_RELIABLE}"
