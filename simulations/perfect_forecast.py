@@ -53,9 +53,8 @@ class PerfectForecastPolicy(CapschedPolicy):
         out: list[Demand] = []
         for m in self.config.models:
             for r in self.config.regions:
-                series = self._series.get((m.name, r.name))
-                window = series[first : max(end, first + 1)] if series is not None else ()
-                rps = float(np.nanmax(window, initial=0.0)) if len(window) else 0.0
+                series = self._series.get((m.name, r.name), np.zeros(0))
+                rps = float(np.nanmax(series[first : max(end, first + 1)], initial=0.0))
                 self.last_forecast[m.name, r.name] = rps
                 out.append(Demand(m.name, r.name, rps))
         return out

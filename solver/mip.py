@@ -275,7 +275,7 @@ def _run(
         # problem and seed could end on either of two plans from run to run (captured
         # re-plans: 7 and 9 of 40 solves on the other plan), so replays diverged. Under a
         # clock (the daemon) plans depend on the machine's load anyway, and both help:
-        # at 20 models x 10 regions the plan is 0.89% above the best bound with them and
+        # at 20 models x 10 regions the plan is 0.88-0.89% above the best bound with them and
         # 1.22-1.28% without (benchmarks/bench_solver.py).
         params += f"\nlimits/nodes = {node_limit}"
         params += "\npresolving/maxrestarts = 0\nconflict/enable = FALSE"
@@ -412,7 +412,8 @@ def solve(
     Each search also stops after `stall_nodes` branch-and-bound nodes without a better
     plan (0: only the limits above); a reference solve that should use its whole time
     turns this off. A small search (fewer than `SMALL_SEARCH_POOLS` candidate pools)
-    stops after at most `SMALL_SEARCH_STALL_NODES` and runs without sub-MIP heuristics.
+    stops after at most `SMALL_SEARCH_STALL_NODES`, runs without sub-MIP heuristics and
+    makes one strong-branching probe per variable (`SMALL_SEARCH_MAX_RELIABLE`).
 
     With `node_limit > 0` each search stops after that many branch-and-bound nodes and
     `time_limit_s` only caps each model's search as a safety net: the plan then depends
