@@ -96,7 +96,30 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(exc.problems)
-    return run(config, args.config)
+    return run(config, args.config, adopt=args.adopt)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the state database with SQLite's online backup API (safe while a daemon runs)."""
+    from scheduler.store import BackupError, backup_database
+
+    if args.db is not None:
+        source = args.db
+    else:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            return _fail(exc.problems)
+        if config.scheduler.state_db == ":memory:":
+            return _fail([f"{args.config or 'default config'}: scheduler.state_db: in memory"])
+        source = Path(config.scheduler.state_db)
+    try:
+        info = backup_database(source, args.to, overwrite=args.force)
+    except BackupError as exc:
+        return _fail([str(exc)])
+    ids = f"; node ids after a restore start with {info.id_prefix}-" if info.id_prefix else ""
+    print(f"{info.path}: backup of {source} ({info.size_bytes} bytes, {info.nodes} nodes{ids})")
+    return 0
 
 
 def _default_demand() -> list[Demand]:
@@ -129,7 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="run the scheduler as a service (embedded default: simulated)"
     )
     p.add_argument("--config", type=Path, help="config TOML (default: the embedded default)")
+    p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="on a new state database, take over running instances tagged as ours",
+    )
     p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser(
+        "backup", help="copy the state database (safe while the daemon runs); see docs/state.md"
+    )
+    p.add_argument("--to", type=Path, required=True, help="backup file to write")
+    p.add_argument("--force", action="store_true", help="replace the backup file if it exists")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="config naming scheduler.state_db")
+    where.add_argument("--db", type=Path, help="the state database (instead of --config)")
+    p.set_defaults(func=cmd_backup)
 
     for name, module in _LAZY_COMMANDS.items():
         p = sub.add_parser(name, help=module[1])

@@ -3,9 +3,10 @@ each under a timeout; reloads its config on SIGHUP; stops cleanly on SIGTERM.
 
 `Daemon` is an `async with` object that owns the loop (aiojobs-style): the tick task,
 the wake-ups and the systemd notifications. A failure inside a tick is logged,
-counted and never kills the service. Time comes from an injected clock, so the same
-daemon drives a real cloud (wall clock) or the simulated one (a virtual clock running
-faster than real time).
+counted and never kills the service. A SIGHUP also checks the state database
+(`PRAGMA quick_check`); a damaged one pauses all actions (see `hangup`). Time comes
+from an injected clock, so the same daemon drives a real cloud (wall clock) or the
+simulated one (a virtual clock running faster than real time).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from scheduler.actions import Drain
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from scheduler.domain import NodeState
 from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateStore
+from scheduler.store import StateDamaged, StateStore, check_integrity
 from scheduler.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class DaemonStats:
     last_tick_s: float | None = None  # time (daemon clock) of the last completed tick
     last_report: TickReport | None = None  # what the last tick did
     last_error: str = ""  # the last tick failure, one line
+    state_db_problem: str = ""  # what the last SIGHUP check found wrong with the state db
     started_wall_s: float = field(default_factory=time.time)  # for uptime
 
 
@@ -105,11 +108,13 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Daemon:
+        # Recovery first: if the state cannot be read it raises `StateDamaged` before any
+        # handler or task exists that `__aexit__` would have to take down.
+        await self.recover()
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        await self.recover()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.hangup()))
         self._record_config()
         self._task = asyncio.create_task(self._run(), name="capsched-loop")
         self._watchdog = asyncio.create_task(self._pet_watchdog(), name="capsched-watchdog")
@@ -282,7 +287,15 @@ class Daemon:
         whether the cloud has the instance; a launch never listed fails after a grace
         time and is terminated if it appears later). Terminations are re-issued, since
         terminating twice is safe. Drains continue from DRAINING.
+
+        Raises `StateDamaged` (one line) when the store cannot be read or written.
         """
+        try:
+            await self._recover()
+        except sqlite3.DatabaseError as exc:  # "database disk image is malformed" and kin
+            raise StateDamaged(f"{self.store.path}: cannot recover: {exc}") from exc
+
+    async def _recover(self) -> None:
         now = self.clock()
         if self.advance is not None:
             await self.advance(now)
@@ -321,6 +334,7 @@ class Daemon:
             "ticks": self.stats.ticks,
             "tick_errors": self.stats.tick_errors,
             "last_error": self.stats.last_error,
+            "state_db_problem": self.stats.state_db_problem,
             "config_generation": self.stats.config_generation,
             "reload_failures": self.stats.reload_failures,
             "pending_plan_id": pending[0] if pending else None,
@@ -374,6 +388,30 @@ class Daemon:
         self._record_control()
         self._wake.set()
         log.info("daemon_resumed")
+
+    async def hangup(self) -> None:
+        """SIGHUP: check the state database, then reload the config.
+
+        A damaged database pauses the daemon (it observes and plans, takes no action) and
+        logs an ERROR: acting on a journal that may have lost entries could launch twice
+        or leak a node, while stopping would take the API and metrics with it and a
+        restart would refuse the database anyway. The fleet stays as it is until someone
+        restores a backup (docs/state.md) or resumes on purpose.
+        """
+        problems = await asyncio.to_thread(check_integrity, self.store.path)
+        if problems:
+            self.stats.state_db_problem = "; ".join(problems)
+            if not self.paused:
+                await self.pause()
+            log.error(
+                "state_db_damaged path=%s problem=%r action=paused restore=docs/state.md",
+                self.store.path,
+                self.stats.state_db_problem,
+            )
+            sd_notify("STATUS=state database damaged: paused; restore the last backup")
+        else:
+            self.stats.state_db_problem = ""
+        await self.reload()
 
     async def reload(self) -> list[str]:
         """Re-read the config file; keep the running config when the new one is invalid."""

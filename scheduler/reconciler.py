@@ -163,6 +163,16 @@ class Reconciler:
                 errors.append(f"node {node.node_id}: {exc}")
                 log.warning("node_merge_failed node_id=%s error=%s", node.node_id, exc)
         known = {n.node_id for n in self.store.live_nodes()}
+        ended = [
+            node_id
+            for node_id, inst in listed.items()
+            if node_id not in known
+            and inst.state in (InstanceState.TERMINATED, InstanceState.PREEMPTED)
+        ]
+        if ended:
+            # Ids the cloud has used are never handed out again, even ones this database
+            # never recorded (it was restored from a backup): see StateStore.next_node_id.
+            self.store.note_node_ids(ended)
         for node_id, inst in listed.items():
             if node_id in known or inst.state in (
                 InstanceState.TERMINATED,

@@ -3,6 +3,10 @@
 This is the composition root: the one place that picks concrete providers, metrics
 sources and the drainer. The embedded default (simulated cloud, bundled trace) imports
 the trace loader from `simulations/` lazily, here and nowhere else in `scheduler/`.
+
+Before the loop starts it guards the state database (docs/state.md): one daemon per
+database (a lock beside it), no start on a damaged one, and no silent adoption of a fleet
+a new database has never seen.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.metrics import MetricsSource
-from adapters.provider import Provider
+from adapters.provider import InstanceState, Provider
 from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
@@ -33,7 +37,8 @@ from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
-from scheduler.store import StateStore
+from scheduler.state_lock import StateLock, StateLockHeld
+from scheduler.store import StateDamaged, StateStore, check_integrity
 from scheduler.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -225,8 +230,35 @@ def _bundled_trace() -> Path:
     return Path(demand_file).parent / "data" / "azure_llm_2023_per_minute.csv"
 
 
-async def run_daemon(config: Config, config_path: Path | None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code (2 when the sources cannot be used)."""
+def restore_hint(state_db: str) -> str:
+    """How to put the last good backup in place of `state_db` (docs/state.md), one line."""
+    return (
+        f"stop capsched, restore the last good backup (cp BACKUP {state_db}; rm -f"
+        f" {state_db}-wal {state_db}-shm; see docs/state.md), then start it again"
+    )
+
+
+async def unseen_instances(provider: Provider, store: StateStore) -> list[str]:
+    """Node ids of live instances tagged as ours that `store` has no record of."""
+    live = (InstanceState.PENDING, InstanceState.RUNNING)
+    return sorted(
+        i.node_id
+        for i in await provider.list_instances()
+        if i.state in live and store.node(i.node_id) is None
+    )
+
+
+async def _close_edges(edges: Edges) -> None:
+    for edge in (edges.provider, edges.metrics):
+        close = getattr(edge, "close", None)  # HTTP sessions of real clouds and Prometheus
+        if close is not None:
+            await close()
+
+
+async def run_daemon(config: Config, config_path: Path | None, *, adopt: bool = False) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code (2 when the sources cannot be used,
+    the state database is held by another daemon, damaged, or new next to a fleet it has
+    never seen and `adopt` is not given)."""
     catalog, profiles = load_catalog(), load_profiles()
     where = config_path or "default config"
     # What `capsched validate-config` refuses, the daemon refuses before it starts
@@ -236,6 +268,37 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         print(f"error: {where}: {line}", file=sys.stderr)
     if problems:
         return 2
+    db = config.scheduler.state_db
+    lock: StateLock | None = None
+    if db != ":memory:":
+        # Before anything else touches the state (the store, a persisted simulated cloud):
+        # a second daemon on one database would act beside the first (docs/state.md).
+        try:
+            lock = StateLock.acquire(db)
+        except StateLockHeld as exc:
+            print(f"error: {where}: scheduler.state_db: {db!r} is {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            msg = exc.strerror or exc
+            print(f"error: {where}: scheduler.state_db: cannot lock {db!r}: {msg}", file=sys.stderr)
+            return 2
+    try:
+        return await _run_locked(config, config_path, catalog, profiles, adopt=adopt)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _run_locked(
+    config: Config,
+    config_path: Path | None,
+    catalog: Catalog,
+    profiles: tuple[CapacityProfile, ...],
+    *,
+    adopt: bool,
+) -> int:
+    where = config_path or "default config"
+    db = config.scheduler.state_db
     try:
         edges = build_edges(config, catalog, profiles)
     except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
@@ -247,13 +310,52 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         print(
             f"error: {config_path or 'default config'}: daemon.token_file: {exc}", file=sys.stderr
         )
+        await _close_edges(edges)
+        return 2
+    # Checked before the store opens it: migrations must not write into a damaged file.
+    damage = check_integrity(db)
+    if damage:
+        print(
+            f"error: {where}: scheduler.state_db: {db!r} is damaged ({damage[0]});"
+            f" {restore_hint(db)}",
+            file=sys.stderr,
+        )
+        await _close_edges(edges)
         return 2
     try:
-        store = StateStore(config.scheduler.state_db)
+        store = StateStore(db)
     except (sqlite3.Error, OSError) as exc:
-        db = config.scheduler.state_db
         print(f"error: {where}: scheduler.state_db: cannot open {db!r}: {exc}", file=sys.stderr)
+        await _close_edges(edges)
         return 2
+    if not store.has_nodes():
+        # A new (or emptied) database next to a fleet it has never seen: a lost database,
+        # or the wrong one. Adopting that fleet must be asked for (docs/state.md).
+        try:
+            unseen = await unseen_instances(edges.provider, store)
+        except Exception as exc:  # the cloud cannot be asked: do not guess
+            print(
+                f"error: {where}: scheduler.state_db: {db!r} is new and the cloud cannot be"
+                f" listed to check it: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            store.close()
+            await _close_edges(edges)
+            return 1
+        if unseen and not adopt:
+            shown = ", ".join(unseen[:3]) + (", ..." if len(unseen) > 3 else "")
+            print(
+                f"error: {where}: scheduler.state_db: {db!r} has no record of the"
+                f" {len(unseen)} running instance(s) tagged as ours ({shown}); if the"
+                f" database was lost, {restore_hint(db)}, or start with --adopt to take"
+                " them over",
+                file=sys.stderr,
+            )
+            store.close()
+            await _close_edges(edges)
+            return 2
+        if unseen:
+            log.warning("adopting_unseen_instances count=%d state_db=%s", len(unseen), db)
     telemetry = Telemetry()
     telemetry.configure(
         tick_interval_s=config.scheduler.tick_interval_s,
@@ -292,20 +394,23 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
         print(f"error: {where}: {key}: cannot listen: {exc}", file=sys.stderr)
         store.close()
         await drainer.close()
+        await _close_edges(edges)
         return 2
+    code = 0
     try:
         async with daemon:
             await daemon.wait_stopped()
+    except StateDamaged as exc:  # recovery could not read the state it needs
+        print(f"error: {where}: scheduler.state_db: {exc}; {restore_hint(db)}", file=sys.stderr)
+        store.close()
+        code = 2
     finally:
         await runner.cleanup()
         await drainer.close()
-        for edge in (edges.provider, edges.metrics):
-            close = getattr(edge, "close", None)  # HTTP sessions of real clouds and Prometheus
-            if close is not None:
-                await close()
-    return 0
+        await _close_edges(edges)
+    return code
 
 
-def main(config: Config, config_path: Path | None) -> int:
+def main(config: Config, config_path: Path | None, *, adopt: bool = False) -> int:
     """Entry point used by the CLI."""
-    return asyncio.run(run_daemon(config, config_path))
+    return asyncio.run(run_daemon(config, config_path, adopt=adopt))

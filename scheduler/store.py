@@ -6,6 +6,11 @@ at any moment leaves either the old or the new state, never half of one. One
 `StateStore` object per process owns the connection (skypilot #1441 and friends:
 SQLite shared as a global led to years of "database is locked").
 
+Node ids read `cs-<6 hex>-<sequence>`: the hex part is drawn at random when the database
+is created and kept in it, so a lost database's replacement (or a restored backup, which
+`backup` gives a part of its own) never hands out an id the cloud has already seen; the
+sequence never falls below an id on record (docs/state.md).
+
 Schema changes are numbered migrations applied in order on open; sqlite-utils builds
 them and serves the occasional reads. The writes of every tick (node transitions, their
 events, the journal, plans, demand) are fixed parameterised statements on the connection:
@@ -19,8 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,11 +130,65 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.table("nodes").add_column("address", str)
 
 
+# Node ids: "cs-" + the database's random part + a zero-padded sequence number, or the
+# "cs-" + sequence form databases wrote before migration 5 (still read, adopted and counted).
+_NODE_ID = re.compile(r"^cs-(?:(?P<part>[0-9a-f]{6})-)?(?P<seq>[0-9]{1,18})$")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdParts:
+    """What a capsched node id is made of."""
+
+    prefix: str  # "cs-3fa9c2" (per database), or "cs" for an id in the old form
+    seq: int  # the database's sequence number
+
+
+def parse_node_id(node_id: str) -> NodeIdParts | None:
+    """The parts of a capsched node id, or None for an id in no form we write."""
+    m = _NODE_ID.match(node_id)
+    if m is None:
+        return None
+    part = m.group("part")
+    return NodeIdParts(f"cs-{part}" if part else "cs", int(m.group("seq")))
+
+
+def new_id_prefix() -> str:
+    """A fresh random per-database part of node ids, e.g. "cs-3fa9c2"."""
+    return f"cs-{secrets.token_hex(3)}"
+
+
+def _seq_above(conn: sqlite3.Connection, prefix: str, node_ids: Iterable[str]) -> None:
+    # Raise the stored sequence to the highest of `node_ids` that this database could have
+    # written (its own prefix, or the old prefix-less form); never lowers it.
+    top = 0
+    for node_id in node_ids:
+        parts = parse_node_id(node_id)
+        if parts is not None and parts.prefix in (prefix, "cs"):
+            top = max(top, parts.seq)
+    if top:
+        conn.execute(
+            "insert into meta (key, value) values ('node_seq', ?) on conflict (key) do update"
+            " set value = excluded.value where cast(meta.value as integer) < ?",
+            (str(top), top),
+        )
+
+
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # Node ids get a random per-database part, and the sequence is put above every id on
+    # record: a database emptied next to a live cloud used to restart at cs-00000001 and
+    # collide with the ids it had adopted (issue 15).
+    conn = db.conn
+    prefix = new_id_prefix()
+    conn.execute("insert into meta (key, value) values ('node_id_prefix', ?)", (prefix,))
+    _seq_above(conn, prefix, [r[0] for r in conn.execute("select node_id from nodes")])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -191,6 +253,10 @@ class StateStore:
         self._conn = conn
         self._live: _LiveCache | None = None
         self._migrate()
+        row = conn.execute("select value from meta where key='node_id_prefix'").fetchone()
+        # This database's part of every node id it hands out ("cs", the old form, only when
+        # migration 5 has not run: tests that stop the migrations early).
+        self.id_prefix: str = row[0] if row else "cs"
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -247,8 +313,10 @@ class StateStore:
 
     # -- ids ----------------------------------------------------------------------------------
 
-    def next_node_id(self, prefix: str = "cs") -> str:
-        """A new node id, unique for this store forever (survives restarts)."""
+    def next_node_id(self) -> str:
+        """A new node id, unique for this store forever (survives restarts), above every
+        id the store has recorded or been told of (`note_node_ids`), and carrying the
+        database's random part, so no other database hands it out."""
         with self.transaction(), self._nodes_untouched() as conn:
             row = conn.execute("select value from meta where key='node_seq'").fetchone()
             seq = int(row[0]) + 1 if row else 1
@@ -257,7 +325,16 @@ class StateStore:
                 " on conflict (key) do update set value = excluded.value",
                 (str(seq),),
             )
-        return f"{prefix}-{seq:08d}"
+        return f"{self.id_prefix}-{seq:08d}"
+
+    def note_node_ids(self, node_ids: Iterable[str]) -> None:
+        """Ids seen in the cloud (ended instances included): later ids go above them."""
+        with self.transaction(), self._nodes_untouched() as conn:
+            _seq_above(conn, self.id_prefix, node_ids)
+
+    def has_nodes(self) -> bool:
+        """Whether any node was ever recorded (False for a new or emptied database)."""
+        return self._conn.execute("select 1 from nodes limit 1").fetchone() is not None
 
     # -- nodes --------------------------------------------------------------------------------
 
@@ -326,6 +403,8 @@ class StateStore:
                 ),
             )
             self._conn.execute(_INSERT_EVENT, (node.node_id, at_s, "", node.state.value, cause))
+            # An adopted node may carry an id above the sequence (a restored database).
+            _seq_above(self._conn, self.id_prefix, (node.node_id,))
 
     def transition(
         self,
@@ -509,3 +588,120 @@ class StateStore:
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest plans, newest first."""
         return list(self.db.table("plans").rows_where(order_by="id desc", limit=limit))
+
+
+# -- integrity and backups ------------------------------------------------------------------
+
+
+class StateDamaged(Exception):
+    """The state database fails SQLite's check or cannot be read; `str()` is one line."""
+
+
+def _connect_existing(path: Path) -> sqlite3.Connection:
+    # mode=rw: never creates a database where none was (a typo must not make an empty one).
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)
+
+
+def check_integrity(path: str | Path) -> list[str]:
+    """What `PRAGMA quick_check` finds wrong with the database at `path` (empty: nothing,
+    also for a database that does not exist yet). It opens a connection of its own, so it
+    may run in a thread beside a store that is in use."""
+    if str(path) == ":memory:":
+        return []
+    file = Path(path)
+    if not file.exists() or file.stat().st_size == 0:
+        return []  # new: nothing to check yet
+    try:
+        conn = _connect_existing(file)
+        try:
+            rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", I/O errors
+        return [str(exc)]
+    problems = [str(r[0]) for r in rows]
+    return [] if problems == ["ok"] else problems
+
+
+class BackupError(Exception):
+    """`backup_database` refused or failed; `str()` is one line naming the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    """What `backup_database` wrote."""
+
+    path: Path  # the backup file
+    size_bytes: int  # its size
+    nodes: int  # node records it holds
+    id_prefix: str  # the part of node ids a database restored from it hands out
+
+
+def backup_database(source: str | Path, dest: str | Path, *, overwrite: bool = False) -> BackupInfo:
+    """Copy the state database `source` to `dest` with SQLite's online backup API.
+
+    Safe while a daemon writes to `source` (one consistent snapshot; WAL lets the daemon
+    go on writing) and needs no daemon lock. The copy is written beside `dest` first,
+    checked with `quick_check`, and only then moved into place, so a failed or damaged
+    backup never replaces a good one. The copy gets a node-id part of its own: a daemon
+    restored from it can never hand out an id the lost database issued after the backup.
+    """
+    src, dst = Path(source), Path(dest)
+    if not src.is_file():
+        raise BackupError(f"{src}: no such database")
+    if dst.exists() and not overwrite:
+        raise BackupError(f"{dst}: exists; pass --force to replace it")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise BackupError(f"{dst}: is the database itself")
+    if not dst.parent.is_dir():
+        raise BackupError(f"{dst}: directory {dst.parent} does not exist")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            from_conn = _connect_existing(src)
+            to_conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                from_conn.backup(to_conn)  # all pages in one step: one consistent snapshot
+                problems = [str(r[0]) for r in to_conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise BackupError(
+                        f"{src}: fails its integrity check ({problems[0]}); backup not written"
+                    )
+                prefix, nodes = _rekey_copy(to_conn)
+                # A backup is one self-contained file (no -wal beside it).
+                to_conn.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                from_conn.close()
+                to_conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{src}: cannot back up: {exc}") from exc
+        if overwrite:
+            os.replace(tmp, dst)
+        else:
+            try:
+                os.link(tmp, dst)  # fails if `dst` appeared meanwhile: never clobbers
+            except FileExistsError:
+                raise BackupError(f"{dst}: exists; pass --force to replace it") from None
+        fd = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename (or link) itself survives a power cut
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise BackupError(f"{dst}: cannot write: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return BackupInfo(dst, dst.stat().st_size, nodes, prefix)
+
+
+def _rekey_copy(conn: sqlite3.Connection) -> tuple[str, int]:
+    # Give a backup copy its own node-id part; returns (that part, node records in the copy).
+    # A copy of a database older than migration 5 gets one when it is opened (restored).
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    if "meta" not in tables or "nodes" not in tables:
+        return "", 0  # an empty database: restoring it is the same as starting new
+    prefix = new_id_prefix()
+    cur = conn.execute("update meta set value = ? where key = 'node_id_prefix'", (prefix,))
+    nodes = int(conn.execute("select count(*) from nodes").fetchone()[0])
+    return (prefix if cur.rowcount else ""), nodes
