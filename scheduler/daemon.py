@@ -266,7 +266,10 @@ class Daemon:
         except OSError as exc:  # the running config is valid; only its record is lost
             log.warning("config_not_recorded path=%s error=%s", path, exc)
             return
-        self.store.record_config(self.clock(), str(path), text)
+        try:
+            self.store.record_config(self.clock(), str(path), text)
+        except sqlite3.DatabaseError as exc:  # a damaged store (see `hangup`): same
+            log.error("config_not_recorded path=%s error=%s", path, exc)
 
     def _record_control(self) -> None:
         if self.telemetry is not None:

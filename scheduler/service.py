@@ -299,6 +299,15 @@ async def _run_locked(
 ) -> int:
     where = config_path or "default config"
     db = config.scheduler.state_db
+    # Checked before the store opens it: migrations must not write into a damaged file.
+    damage = check_integrity(db)
+    if damage:
+        print(
+            f"error: {where}: scheduler.state_db: {db!r} is damaged ({damage[0]});"
+            f" {restore_hint(db)}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         edges = build_edges(config, catalog, profiles)
     except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
@@ -309,16 +318,6 @@ async def _run_locked(
     except TokenFileError as exc:
         print(
             f"error: {config_path or 'default config'}: daemon.token_file: {exc}", file=sys.stderr
-        )
-        await _close_edges(edges)
-        return 2
-    # Checked before the store opens it: migrations must not write into a damaged file.
-    damage = check_integrity(db)
-    if damage:
-        print(
-            f"error: {where}: scheduler.state_db: {db!r} is damaged ({damage[0]});"
-            f" {restore_hint(db)}",
-            file=sys.stderr,
         )
         await _close_edges(edges)
         return 2

@@ -619,7 +619,9 @@ def check_integrity(path: str | Path) -> list[str]:
             conn.close()
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", I/O errors
         return [str(exc)]
-    problems = [str(r[0]) for r in rows]
+    # One problem a line; SQLite heads them with "*** in database main ***".
+    lines = (line.strip() for r in rows for line in str(r[0]).splitlines())
+    problems = [line for line in lines if line and not line.startswith("***")]
     return [] if problems == ["ok"] else problems
 
 
@@ -663,8 +665,8 @@ def backup_database(source: str | Path, dest: str | Path, *, overwrite: bool = F
             to_conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 from_conn.backup(to_conn)  # all pages in one step: one consistent snapshot
-                problems = [str(r[0]) for r in to_conn.execute("PRAGMA quick_check(5)")]
-                if problems != ["ok"]:
+                problems = check_integrity(tmp)
+                if problems:
                     raise BackupError(
                         f"{src}: fails its integrity check ({problems[0]}); backup not written"
                     )

@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TICK_LINE = "logger=scheduler.reconciler tick now_s="
 
 
 def start_daemon(
-    config: Path, cwd: Path, env: Mapping[str, str] | None = None
+    config: Path, cwd: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
 ) -> subprocess.Popen[str]:
-    """Start the daemon on `config`; its log lines come on `stderr`."""
+    """Start the daemon on `config` (with extra `args`); its log lines come on `stderr`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config), *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
