@@ -157,13 +157,14 @@ def new_id_prefix() -> str:
     return f"cs-{secrets.token_hex(3)}"
 
 
-def _seq_above(conn: sqlite3.Connection, prefix: str, node_ids: Iterable[str]) -> None:
-    # Raise the stored sequence to the highest of `node_ids` that this database could have
-    # written (its own prefix, or the old prefix-less form); never lowers it.
+def _seq_above(conn: sqlite3.Connection, node_ids: Iterable[str]) -> None:
+    # Raise the stored sequence to the highest of `node_ids`, whatever their prefix (the
+    # database a restored one replaced had another), so the sequence only ever grows
+    # across a loss or a restore; never lowers it.
     top = 0
     for node_id in node_ids:
         parts = parse_node_id(node_id)
-        if parts is not None and parts.prefix in (prefix, "cs"):
+        if parts is not None:
             top = max(top, parts.seq)
     if top:
         conn.execute(
@@ -180,7 +181,7 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     conn = db.conn
     prefix = new_id_prefix()
     conn.execute("insert into meta (key, value) values ('node_id_prefix', ?)", (prefix,))
-    _seq_above(conn, prefix, [r[0] for r in conn.execute("select node_id from nodes")])
+    _seq_above(conn, [r[0] for r in conn.execute("select node_id from nodes")])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -330,7 +331,7 @@ class StateStore:
     def note_node_ids(self, node_ids: Iterable[str]) -> None:
         """Ids seen in the cloud (ended instances included): later ids go above them."""
         with self.transaction(), self._nodes_untouched() as conn:
-            _seq_above(conn, self.id_prefix, node_ids)
+            _seq_above(conn, node_ids)
 
     def has_nodes(self) -> bool:
         """Whether any node was ever recorded (False for a new or emptied database)."""
@@ -404,7 +405,7 @@ class StateStore:
             )
             self._conn.execute(_INSERT_EVENT, (node.node_id, at_s, "", node.state.value, cause))
             # An adopted node may carry an id above the sequence (a restored database).
-            _seq_above(self._conn, self.id_prefix, (node.node_id,))
+            _seq_above(self._conn, (node.node_id,))
 
     def transition(
         self,

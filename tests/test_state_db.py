@@ -141,7 +141,7 @@ def test_a_new_id_is_never_one_on_record_and_the_sequence_only_grows(
     own = store.id_prefix
     known: set[str] = set()
     issued: list[int] = []
-    floor = 0  # every id of this database's lineage recorded or seen so far
+    floor = 0  # the highest sequence number of every id recorded or seen so far
     for op, n in ops:
         if op == "new":
             node_id = store.next_node_id()
@@ -165,8 +165,7 @@ def test_a_new_id_is_never_one_on_record_and_the_sequence_only_grows(
             store.note_node_ids([node_id])  # an ended instance the cloud still lists
         else:
             adopt(store, node_id)
-        if op != "adopt_foreign":
-            floor = max(floor, n)
+        floor = max(floor, n)  # another database's ids count too: the sequence only grows
     store.close()
 
 
