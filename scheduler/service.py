@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters.metrics import MetricsSource
-from adapters.provider import InstanceState, Provider
+from adapters.provider import InstanceState, Provider, ProviderError
 from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
@@ -324,7 +324,14 @@ async def _run_locked(
     try:
         store = StateStore(db)
     except (sqlite3.Error, OSError) as exc:
-        print(f"error: {where}: scheduler.state_db: cannot open {db!r}: {exc}", file=sys.stderr)
+        damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc,
+            sqlite3.OperationalError,  # locked, unreadable: not the file's content
+        )
+        hint = f"; {restore_hint(db)}" if damaged else ""
+        print(
+            f"error: {where}: scheduler.state_db: cannot open {db!r}: {exc}{hint}", file=sys.stderr
+        )
         await _close_edges(edges)
         return 2
     if not store.has_nodes():
@@ -332,7 +339,7 @@ async def _run_locked(
         # or the wrong one. Adopting that fleet must be asked for (docs/state.md).
         try:
             unseen = await unseen_instances(edges.provider, store)
-        except Exception as exc:  # the cloud cannot be asked: do not guess
+        except (ProviderError, OSError) as exc:  # the cloud cannot be asked: do not guess
             print(
                 f"error: {where}: scheduler.state_db: {db!r} is new and the cloud cannot be"
                 f" listed to check it: {type(exc).__name__}: {exc}",

@@ -6,6 +6,7 @@ live cloud, and one restored from a backup after a `kill -9`."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import pickle
 import random
@@ -26,6 +27,7 @@ from adapters.provider import InstanceState
 from adapters.sim import SimCloud
 from scheduler.domain import NodeState
 from scheduler.store import StateStore, parse_node_id
+from tui.backend import DbBackend
 
 KILLS = 50
 LIVE_CLOUD = {InstanceState.PENDING, InstanceState.RUNNING}
@@ -192,6 +194,9 @@ def test_a_second_daemon_on_the_same_database_exits_2_naming_the_first(
         assert len(errors) == 1 and "Traceback" not in second.stderr
         assert f"pid {first.pid}" in errors[0] and "state.db.lock" in errors[0]
         assert "daemon_started" not in second.stderr  # it never ran a loop
+        # Readers need no lock: the TUI browses the database the first daemon holds.
+        browsed = asyncio.run(DbBackend(tmp_path / "state.db").nodes())
+        assert browsed and all(n["node_id"] for n in browsed)
         wait_for_ticks(first, 2)  # the first goes on undisturbed
         launches = pickle.loads((tmp_path / "cloud.pkl").read_bytes()).counters.launches
         first.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process

@@ -442,3 +442,24 @@ def test_daemon_refuses_a_damaged_database_with_a_restore_line(tmp_path: Path) -
     assert proc.returncode == 2, proc.stderr
     assert len(errors) == 1 and "damaged" in errors[0] and "backup" in errors[0]
     assert "docs/state.md" in errors[0] and "Traceback" not in proc.stderr
+
+
+async def test_daemon_start_on_damage_only_recovery_meets_exits_2_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15: over some pages `recover()` crashed with a traceback (rc 1). Damage the
+    start's quick_check does not see (it is bypassed here) must still end in one line."""
+    from scheduler.service import run_daemon
+
+    db = tmp_path / "state.db"
+    seeded_store(db).close()
+    corrupt_table(db, "journal")
+    monkeypatch.setattr("scheduler.service.check_integrity", lambda path: [])
+    config = write_config(tmp_path, db)
+    code = await run_daemon(load_config(config), config)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2
+    assert len(errors) == 1 and "cannot recover" in errors[0] and "backup" in errors[0]
+    assert "Traceback" not in err
+    StateLock.acquire(db).release()  # and the lock was let go
