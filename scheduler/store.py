@@ -133,6 +133,7 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 # Node ids: "cs-" + the database's random part + a zero-padded sequence number, or the
 # "cs-" + sequence form databases wrote before migration 5 (still read, adopted and counted).
 _NODE_ID = re.compile(r"^cs-(?:(?P<part>[0-9a-f]{6})-)?(?P<seq>[0-9]{1,18})$")
+_ID_PREFIX = re.compile(r"^cs-[0-9a-f]{6}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,12 @@ class JournalEntry:
 class StateStore:
     """All of capsched's durable state. Not thread-safe: one owner."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, id_prefix: str | None = None) -> None:
+        """Open (or create) the store at `path`. `id_prefix` fixes the node-id part of a
+        database this call creates (a replay that must repeat exactly); otherwise it is
+        drawn at random, and an existing database keeps its own."""
+        if id_prefix is not None and not _ID_PREFIX.match(id_prefix):
+            raise ValueError(f"node id prefix {id_prefix!r}: expected cs-<6 hex digits>")
         self.path = str(path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
@@ -253,7 +259,9 @@ class StateStore:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._live: _LiveCache | None = None
-        self._migrate()
+        created = self._migrate() == 0
+        if created and id_prefix is not None:
+            conn.execute("update meta set value = ? where key = 'node_id_prefix'", (id_prefix,))
         row = conn.execute("select value from meta where key='node_id_prefix'").fetchone()
         # This database's part of every node id it hands out ("cs", the old form, only when
         # migration 5 has not run: tests that stop the migrations early).
@@ -261,7 +269,8 @@ class StateStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> int:
+        # Returns the schema version found (0: the database was created here).
         version = 0
         if "meta" in self.db.table_names():
             row = self.db.execute("select value from meta where key='schema_version'").fetchone()
@@ -273,6 +282,7 @@ class StateStore:
                     {"key": "schema_version", "value": str(number)}, pk="key"
                 )
             log.info("store_migrated path=%s schema_version=%d", self.path, number)
+        return version
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -429,7 +429,8 @@ async def replay(
         peak_window_s=interval,
     )
     Path(state_db).unlink(missing_ok=True)
-    store = StateStore(state_db)
+    # Node ids from the seed, not at random: a replay's database repeats exactly.
+    store = StateStore(state_db, id_prefix=f"cs-{info.seed % 0x1000000:06x}")
     policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
 
     def node_latency(node: Node) -> float:

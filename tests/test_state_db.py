@@ -463,3 +463,16 @@ async def test_daemon_start_on_damage_only_recovery_meets_exits_2_in_one_line(
     assert len(errors) == 1 and "cannot recover" in errors[0] and "backup" in errors[0]
     assert "Traceback" not in err
     StateLock.acquire(db).release()  # and the lock was let go
+
+
+def test_a_replay_fixes_its_id_prefix_and_an_existing_database_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "replay.db", id_prefix="cs-00002a")
+    assert store.next_node_id() == "cs-00002a-00000001"
+    store.close()
+    again = StateStore(tmp_path / "replay.db", id_prefix="cs-ffffff")  # not created here
+    assert again.next_node_id() == "cs-00002a-00000002"
+    again.close()
+    with pytest.raises(ValueError, match="cs-<6 hex digits>"):
+        StateStore(tmp_path / "bad.db", id_prefix="cs-XYZ")
