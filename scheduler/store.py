@@ -145,6 +145,12 @@ _SELECT_LIVE = (
 _SELECT_NODE = f"select {_NODE_COLUMNS} from nodes where node_id = ?"
 _INSERT_NODE = f"insert into nodes ({_NODE_COLUMNS}) values ({','.join('?' * 12)})"
 _INSERT_EVENT = "insert into node_events (node_id, at_s, old, new, cause) values (?, ?, ?, ?, ?)"
+# Newest first through the at_s index (migration 3; its entries end in the rowid, so the
+# order by rowid for rows of one tick costs no sort), stopped after `limit` rows.
+_SELECT_DEMAND_RECENT = (
+    "select at_s, model, region, rps, peak_rps, planned_rps, forecast from demand"
+    " where at_s > ? order by at_s desc, rowid desc limit ?"
+)
 
 
 def _finite_or_none(v: object) -> float | None:
@@ -496,6 +502,41 @@ class StateStore:
         """Recorded demand rows after `since_s`, oldest first."""
         rows = self.db.table("demand").rows_where("at_s > ?", [since_s], order_by="at_s")
         return [{**r, "forecast": json.loads(r["forecast"] or "{}")} for r in rows]
+
+    def demand_recent(self, since_s: float = -math.inf, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest `limit` demand rows after `since_s`, oldest first.
+
+        Safe to call from a worker thread while the owner writes: the read runs on a
+        connection of its own (WAL lets it read a consistent snapshot beside the writer),
+        and walks the `at_s` index backwards, so it costs `limit` rows, not the history."""
+        with self._read_connection() as conn:
+            rows = conn.execute(_SELECT_DEMAND_RECENT, (since_s, limit)).fetchall()
+        return [
+            {
+                "at_s": at_s,
+                "model": model,
+                "region": region,
+                "rps": rps,
+                "peak_rps": peak,
+                "planned_rps": planned,
+                "forecast": json.loads(forecast or "{}"),
+            }
+            for at_s, model, region, rps, peak, planned, forecast in reversed(rows)
+        ]
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[sqlite3.Connection]:
+        # An in-memory database has no second connection to it; it is used from the
+        # owner's thread only (tests).
+        if self.path == ":memory:":
+            yield self._conn
+            return
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            yield conn
+        finally:
+            conn.close()
 
     def record_config(self, at_s: float, path: str, text: str) -> int:
         """A config the daemon starts or reloads with; returns its generation."""
