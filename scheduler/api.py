@@ -350,12 +350,6 @@ async def _plans(request: web.Request) -> web.Response:
     return _json(_finite({"plans": [plan_json(r) for r in rows]}))
 
 
-def _demand_body(store: StateStore, since_s: float, limit: int) -> str:
-    # Runs in a worker thread: the read (on its own connection) and the encoding.
-    rows = store.demand_recent(since_s=since_s, limit=limit)
-    return json.dumps(_finite({"demand": rows}), allow_nan=False)
-
-
 async def _demand(request: web.Request) -> web.Response:
     """Demand, its peak, the planned rate and the forecast quantiles per tick and series:
     the latest `limit` rows after `since_s`, oldest first. Off the event loop: a 14-day
@@ -364,8 +358,8 @@ async def _demand(request: web.Request) -> web.Response:
     since = _int_param(request, "since_s")
     limit = _limit(request)
     since_s = float(since) if since is not None else float("-inf")
-    body = await asyncio.to_thread(_demand_body, store, since_s, limit)
-    return web.Response(text=body, content_type="application/json")
+    rows = await asyncio.to_thread(store.demand_recent_json, since_s, limit)
+    return web.Response(text='{"demand": ' + rows + "}", content_type="application/json")
 
 
 def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:

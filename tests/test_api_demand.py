@@ -64,8 +64,10 @@ class History:
 
 
 def rps(tick: int, series: int) -> float:
-    # Distinct per row, so a row out of place or from the wrong tick is noticed.
-    return float(tick) + series / 1000.0
+    # Distinct per row, so a row out of place or from the wrong tick is noticed; binary
+    # fractions, so every value (and 1.25, 1.5, 2 times it) has a short exact decimal
+    # form and survives SQLite's 15-digit JSON unchanged.
+    return tick * 256.0 + series / 8.0
 
 
 def fill_demand_history(
@@ -177,6 +179,35 @@ async def test_the_default_limit_is_100(served: Served) -> None:
     async with aiohttp.ClientSession() as session:
         rows = await get(session, f"{served.address}/v1/demand")
     assert rows == served.history.latest(since_s=float("-inf"), limit=100)
+
+
+async def test_values_json_cannot_carry_are_null(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    with store.transaction():
+        store.db.conn.execute(
+            "insert into demand (at_s, model, region, rps, peak_rps, planned_rps, forecast)"
+            " values (60.0, 'm', 'r', ?, ?, 1.5, NULL)",
+            (float("inf"), float("-inf")),
+        )
+    app = make_app(FakeControl(store), TOKEN, metrics_registry=Telemetry().registry)
+    runner, address = await serve(app, host="127.0.0.1", port=0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            rows = await get(session, f"{address}/v1/demand")
+    finally:
+        await runner.cleanup()
+        store.close()
+    assert rows == [
+        {
+            "at_s": 60.0,
+            "model": "m",
+            "region": "r",
+            "rps": None,
+            "peak_rps": None,
+            "planned_rps": 1.5,
+            "forecast": {},
+        }
+    ]
 
 
 async def test_four_parallel_requests_leave_the_event_loop_free(served: Served) -> None:
