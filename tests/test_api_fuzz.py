@@ -103,6 +103,8 @@ class RunningDaemon:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=60)
         self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         return code
 
 
