@@ -227,9 +227,12 @@ def _node_id(request: web.Request) -> str | None:
 
 def shown_path(path: str, token: bytes) -> str:
     """`path` as a log line may show it: the token, should it have been pasted into the
-    path, blanked out, and cut to MAX_LOGGED_PATH_CHARS."""
+    path, blanked out; anything not printable escaped (a decoded %0A must not start a
+    forged log line); cut to MAX_LOGGED_PATH_CHARS."""
     text = token.decode("utf-8", "replace")
     shown = path.replace(text, REDACTED) if text else path
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
     if len(shown) > MAX_LOGGED_PATH_CHARS:
         shown = shown[:MAX_LOGGED_PATH_CHARS] + f"...({len(shown)} chars)"
     return shown

@@ -135,6 +135,19 @@ async def test_a_token_pasted_into_a_path_is_blanked_out_of_the_log(
     )
 
 
+async def test_a_path_cannot_forge_a_log_line(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = b"/v1/nodes/x%0Alevel=ERROR%20logger=scheduler.api%20api_pause%0D"
+    reply = await send(served.port, request("GET", forged))
+    assert reply.status == 404
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "\n" in m or "\r" in m]
+    assert any(
+        "path=/v1/nodes/x\\nlevel=ERROR logger=scheduler.api api_pause\\r" in m for m in messages
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "status"),
     [
