@@ -523,8 +523,8 @@ class StateStore:
 
     @contextmanager
     def _read_connection(self) -> Iterator[sqlite3.Connection]:
-        # An in-memory database has no second connection to it; it is used from the
-        # owner's thread only (tests).
+        # An in-memory database cannot be opened a second time: its own connection serves
+        # the read (only tests serve the API over one; the daemon's state is a file).
         if self.path == ":memory:":
             yield self._conn
             return
