@@ -5,17 +5,28 @@ token: they are on loopback only and show nothing secret. Actions (approve or re
 plan, drain a node, pause, resume, reload) need `Authorization: Bearer <token>`, the
 token read from a file of mode 0600 (`load_or_create_token`). Shapes: docs/api.md.
 
-Nothing here logs the token or the Authorization header: the access log format is
-fixed below to the request line and status, and error bodies never echo headers.
+Nothing here logs the token or the Authorization header: the access log shows the path
+without the query string's values (and with the token blanked out should one be pasted
+into a path), error bodies never echo headers, and a request aiohttp cannot parse (a
+header over 8,190 bytes, a control character) gets a JSON 431 or 400 and one log line
+without the request's text (aiohttp's own answer logs the raw header line with a
+traceback and echoes it back).
+
+Every id and query parameter is checked against a range before it reaches SQLite, and
+reads that can take more than a few milliseconds (the demand history) run in a worker
+thread on a read connection of their own, so the event loop, and with it the tick, is
+never held up by a client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.control import Control
@@ -36,10 +50,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Hosts the API may bind: loopback only. Anything reachable from elsewhere would expose
 # the read endpoints (and a token guessing surface) to the network.
 LOOPBACK_NAMES = frozenset({"localhost"})
-# Request line, status, size, duration: no headers, so never the Authorization header.
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 DEFAULT_LIMIT = 100  # rows per list endpoint unless ?limit= says otherwise
 MAX_LIMIT = 10_000  # a cap so one request cannot pull a months-old table into memory
+# SQLite's INTEGER is 64-bit signed: a larger id cannot exist and cannot even be bound.
+SQLITE_INT_MAX = 2**63 - 1
+SQLITE_INT_MIN = -(2**63)
+# An integer as the API takes it: ASCII digits, an optional minus, at most 19 digits (so
+# int() never sees thousands of digits).
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+# Node ids are short printable ASCII (`StateStore.next_node_id`); anything longer or
+# stranger cannot name a node, and is not handed to SQLite (a lone surrogate from a
+# percent-encoded path cannot be bound as text).
+MAX_NODE_ID_CHARS = 128
+# aiohttp's limits on the request line and each header, kept at its defaults: a longer
+# Authorization header is answered 431 (see `_RequestHandler`).
+MAX_LINE_BYTES = 8190
+REDACTED = "<redacted>"
+MAX_LOGGED_PATH_CHARS = 512  # a log line shows at most this much of a path
 
 _CONTROL: web.AppKey[Control] = web.AppKey("control")
 _TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
@@ -158,25 +185,61 @@ def _rows(
     return out if newest else out[::-1]
 
 
+def _integer(raw: str, lo: int, hi: int) -> int | None:
+    """`raw` as an integer in lo..hi, or None (not an integer, or out of the range)."""
+    if not _INTEGER.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if lo <= value <= hi else None
+
+
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason="limit must be an integer") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_LIMIT}")
+    value = _integer(request.query.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+    if value is None:
+        raise web.HTTPBadRequest(reason=f"limit must be an integer between 1 and {MAX_LIMIT}")
     return value
 
 
-def _int_param(request: web.Request, name: str) -> int | None:
+def _int_param(
+    request: web.Request, name: str, lo: int = SQLITE_INT_MIN, hi: int = SQLITE_INT_MAX
+) -> int | None:
+    """Query parameter `name` as an integer in lo..hi; None when absent; 400 otherwise."""
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
+    value = _integer(raw, lo, hi)
+    if value is None:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer between {lo} and {hi}")
+    return value
+
+
+def _plan_id(request: web.Request) -> int | None:
+    """The path's plan id; None when no plan can have it (beyond SQLite's INTEGER)."""
+    return _integer(request.match_info["plan_id"], 0, SQLITE_INT_MAX)
+
+
+def _node_id(request: web.Request) -> str | None:
+    """The path's node id; None when no node can have it (too long, not printable ASCII)."""
+    node_id = request.match_info["node_id"]
+    ok = len(node_id) <= MAX_NODE_ID_CHARS and node_id.isascii() and node_id.isprintable()
+    return node_id if ok else None
+
+
+def shown_path(path: str, token: bytes) -> str:
+    """`path` as a log line may show it: the token, should it have been pasted into the
+    path, blanked out; anything not printable escaped (a decoded %0A must not start a
+    forged log line); cut to MAX_LOGGED_PATH_CHARS."""
+    text = token.decode("utf-8", "replace")
+    shown = path.replace(text, REDACTED) if text else path
+    if not shown.isprintable():
+        shown = shown.encode("unicode_escape").decode("ascii")
+    if len(shown) > MAX_LOGGED_PATH_CHARS:
+        shown = shown[:MAX_LOGGED_PATH_CHARS] + f"...({len(shown)} chars)"
+    return shown
+
+
+def _shown_path(request: web.Request) -> str:
+    return shown_path(request.path, request.app[_TOKEN])
 
 
 # -- middleware ---------------------------------------------------------------------------
@@ -193,17 +256,20 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, exc.reason)
     except Exception:
         # Logged without the request's headers (they may carry the token).
-        log.exception("api_error method=%s path=%s", request.method, request.path)
+        log.exception("api_error method=%s path=%s", request.method, _shown_path(request))
         return _error(500, "internal error")
 
 
 def _authorized(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    given = given.strip()
+    # A token is printable ASCII; anything else (non-ASCII bytes arrive as lone
+    # surrogates, which cannot even be encoded) is simply not it.
+    if scheme.lower() != "bearer" or not given or not (given.isascii() and given.isprintable()):
         return False
     # Constant time: the comparison must not reveal how many leading bytes matched.
-    return hmac.compare_digest(given.strip().encode("utf-8"), request.app[_TOKEN])
+    return hmac.compare_digest(given.encode("ascii"), request.app[_TOKEN])
 
 
 def _action(handler: Handler) -> Handler:
@@ -211,7 +277,7 @@ def _action(handler: Handler) -> Handler:
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not _authorized(request):
-            log.warning("api_unauthorized method=%s path=%s", request.method, request.path)
+            log.warning("api_unauthorized method=%s path=%s", request.method, _shown_path(request))
             response = _error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="capsched"'
             return response
@@ -240,25 +306,33 @@ async def _nodes(request: web.Request) -> web.Response:
     return _json(_finite({"nodes": [node_json(n) for n in store.live_nodes()]}))
 
 
+def _unknown_node(request: web.Request) -> web.Response:
+    return _error(404, f"unknown node {request.match_info['node_id'][:MAX_NODE_ID_CHARS]}")
+
+
+def _unknown_plan(request: web.Request) -> web.Response:
+    return _error(404, f"unknown plan {request.match_info['plan_id'][:20]}")
+
+
 async def _node(request: web.Request) -> web.Response:
-    node_id = request.match_info["node_id"]
-    node = request.app[_CONTROL].store.node(node_id)
+    node_id = _node_id(request)
+    node = request.app[_CONTROL].store.node(node_id) if node_id is not None else None
     if node is None:
-        return _error(404, f"unknown node {node_id}")
+        return _unknown_node(request)
     return _json(_finite(node_json(node)))
 
 
 async def _node_events(request: web.Request) -> web.Response:
-    node_id = request.match_info["node_id"]
+    node_id = _node_id(request)
     store = request.app[_CONTROL].store
-    if store.node(node_id) is None:
-        return _error(404, f"unknown node {node_id}")
+    if node_id is None or store.node(node_id) is None:
+        return _unknown_node(request)
     rows = _rows(store, "node_events", "node_id = ?", [node_id], _limit(request), newest=False)
     return _json(_finite({"node_id": node_id, "events": rows}))
 
 
 async def _events(request: web.Request) -> web.Response:
-    after = _int_param(request, "after")
+    after = _int_param(request, "after", lo=0)
     where, args = ("id > ?", [after]) if after is not None else (None, [])
     store = request.app[_CONTROL].store
     rows = _rows(store, "node_events", where, args, _limit(request), newest=False)
@@ -280,11 +354,15 @@ async def _plans(request: web.Request) -> web.Response:
 
 
 async def _demand(request: web.Request) -> web.Response:
-    """Demand, its peak, the planned rate and the forecast quantiles per tick and series."""
+    """Demand, its peak, the planned rate and the forecast quantiles per tick and series:
+    the latest `limit` rows after `since_s`, oldest first. Off the event loop: a 14-day
+    history holds about 800k rows."""
     store: StateStore = request.app[_CONTROL].store
     since = _int_param(request, "since_s")
-    rows = store.demand_history(since_s=float(since) if since is not None else float("-inf"))
-    return _json(_finite({"demand": rows[-_limit(request) :]}))
+    limit = _limit(request)
+    since_s = float(since) if since is not None else float("-inf")
+    rows = await asyncio.to_thread(store.demand_recent_json, since_s, limit)
+    return web.Response(text='{"demand": ' + rows + "}", content_type="application/json")
 
 
 def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:
@@ -293,10 +371,10 @@ def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:
 
 
 async def _plan(request: web.Request) -> web.Response:
-    plan_id = int(request.match_info["plan_id"])
-    row = _plan_row(request.app[_CONTROL].store, plan_id)
+    plan_id = _plan_id(request)
+    row = _plan_row(request.app[_CONTROL].store, plan_id) if plan_id is not None else None
     if row is None:
-        return _error(404, f"unknown plan {plan_id}")
+        return _unknown_plan(request)
     return _json(_finite(plan_json(row)))
 
 
@@ -310,10 +388,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _decide_plan(request: web.Request, verb: str) -> web.Response:
     control = request.app[_CONTROL]
-    plan_id = int(request.match_info["plan_id"])
-    row = _plan_row(control.store, plan_id)
-    if row is None:
-        return _error(404, f"unknown plan {plan_id}")
+    plan_id = _plan_id(request)
+    row = _plan_row(control.store, plan_id) if plan_id is not None else None
+    if plan_id is None or row is None:
+        return _unknown_plan(request)
     done = await (control.approve(plan_id) if verb == "approve" else control.reject(plan_id))
     if not done:
         # Stored but not the one waiting: approved, rejected, superseded or never held.
@@ -339,10 +417,10 @@ async def _reject(request: web.Request) -> web.Response:
 
 async def _drain(request: web.Request) -> web.Response:
     control = request.app[_CONTROL]
-    node_id = request.match_info["node_id"]
-    node = control.store.node(node_id)
-    if node is None:
-        return _error(404, f"unknown node {node_id}")
+    node_id = _node_id(request)
+    node = control.store.node(node_id) if node_id is not None else None
+    if node_id is None or node is None:
+        return _unknown_node(request)
     if not await control.drain(node_id):
         latest = control.store.node(node_id) or node
         return _error(
@@ -409,6 +487,110 @@ def make_app(
     return app
 
 
+class _AccessLog(AbstractAccessLogger):
+    """One key=value line per request: remote, method, path, the query's parameter names
+    (never their values: a token pasted into a query string would be logged), status, size
+    and duration. No header is logged, so never the Authorization header."""
+
+    token = b""  # the API token, blanked out of paths; set per app by `_access_log_class`
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Write the line for `request` and its `response`."""
+        self.logger.info(
+            "api_access remote=%s method=%s path=%s query=%s status=%d bytes=%d duration_s=%.6f",
+            request.remote,
+            request.method,
+            shown_path(request.path, self.token),
+            ",".join(sorted({shown_path(k, self.token) for k in request.query})) or "-",
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+def _access_log_class(token: bytes) -> type[AbstractAccessLogger]:
+    # aiohttp builds the access logger from a class; this one carries the app's token.
+    class AccessLog(_AccessLog):
+        pass
+
+    AccessLog.token = token
+    return AccessLog
+
+
+class _RequestHandler(web.RequestHandler):
+    """aiohttp's connection handler with its answer to a request it cannot parse (or a
+    handler failure outside the app's middleware) replaced. aiohttp logs the exception with
+    a traceback, and its message holds the offending line, an oversize or malformed
+    Authorization header with the token in it; it also echoes that line back as text. Here:
+    one log line naming only the error's type, and a JSON body."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The response to a request that never reached the app, or failed outside it."""
+        if isinstance(exc, LineTooLong):
+            status, text = 431, f"request line or a header over {MAX_LINE_BYTES} bytes"
+        elif isinstance(exc, HttpProcessingError):
+            status, text = 400, "malformed HTTP request"
+        elif status == 504:
+            text = "request timed out"
+        else:
+            status, text = 500, "internal error"
+        error = type(exc).__name__ if exc is not None else "-"
+        if status == 500:
+            # A bug in our code, not in the request: keep the traceback (no headers in it).
+            log.error("api_request_failed status=%d error=%s", status, error, exc_info=exc)
+        else:
+            log.warning("api_bad_request status=%d error=%s", status, error)
+        if request.writer.output_size > 0:  # as aiohttp: a response is already under way
+            raise ConnectionError("response already started; cannot send the error")
+        response = _error(status, text)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, handing its connections to `_RequestHandler`."""
+
+    def __init__(
+        self,
+        handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        request_factory: Any,
+        handler_kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__(handler, request_factory=request_factory, **handler_kwargs)
+        self._handler_kwargs = handler_kwargs  # what each connection's handler is built with
+
+    def __call__(self) -> web.RequestHandler:
+        return _RequestHandler(self, loop=asyncio.get_running_loop(), **self._handler_kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose server answers malformed requests with JSON and logs no request
+    text (see `_RequestHandler`), with the token-free access log."""
+
+    def __init__(self, app: web.Application, *, token: bytes) -> None:
+        super().__init__(app, handle_signals=False)
+        self._handler_kwargs: dict[str, Any] = {
+            "access_log_class": _access_log_class(token),
+            "max_line_size": MAX_LINE_BYTES,
+            "max_field_size": MAX_LINE_BYTES,
+        }
+
+    async def _make_server(self) -> web.Server:
+        base = await super()._make_server()  # runs the app's startup and freezes it
+        return _Server(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_kwargs=self._handler_kwargs,
+        )
+
+
 def check_loopback(host: str) -> None:
     """Raise ValueError unless `host` is a loopback address or "localhost"."""
     if host in LOOPBACK_NAMES:
@@ -432,7 +614,7 @@ async def serve(
     and the address: "unix:<path>" or "http://<host>:<port>"."""
     if not socket_path:
         check_loopback(host)
-    runner = web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    runner = _Runner(app, token=app[_TOKEN])
     await runner.setup()
     try:
         site: web.BaseSite

@@ -368,11 +368,14 @@ class Daemon:
         return self.reconciler.reject(plan_id)
 
     async def drain(self, node_id: str) -> bool:
-        """Drain one ready node now (the plan replaces it if it still wants the capacity)."""
-        node = self.store.node(node_id)
-        if node is None or node.state is not NodeState.READY:
-            return False
+        """Drain one ready node now (the plan replaces it if it still wants the capacity).
+
+        The state is checked under the tick lock: of several drains of one node waiting
+        for a tick to end, only the first finds it ready; the others get False."""
         async with self._tick_lock:
+            node = self.store.node(node_id)
+            if node is None or node.state is not NodeState.READY:
+                return False
             result = await self.reconciler.actuator.execute(
                 [Drain(node_id, reason="manual drain")], self.clock()
             )

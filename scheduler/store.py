@@ -209,6 +209,17 @@ _SELECT_LIVE = (
 _SELECT_NODE = f"select {_NODE_COLUMNS} from nodes where node_id = ?"
 _INSERT_NODE = f"insert into nodes ({_NODE_COLUMNS}) values ({','.join('?' * 12)})"
 _INSERT_EVENT = "insert into node_events (node_id, at_s, old, new, cause) values (?, ?, ?, ?, ?)"
+# A REAL as JSON may show, or NULL: SQLite's JSON writes an infinity as `Inf`.
+_FINITE = "case when abs({0}) <= 1.7976931348623157e308 then {0} end"
+# One JSON object per demand row, newest first through the at_s index (migration 3; its
+# entries end in the rowid, so ordering a tick's rows by rowid costs no sort), stopped
+# after `limit` rows.
+_SELECT_DEMAND_RECENT_JSON = (
+    "select json_object('at_s', {at_s}, 'model', model, 'region', region, 'rps', {rps},"
+    " 'peak_rps', {peak_rps}, 'planned_rps', {planned_rps},"
+    " 'forecast', json(coalesce(forecast, '{{}}')))"
+    " from demand where at_s > ? order by at_s desc, rowid desc limit ?"
+).format(**{c: _FINITE.format(c) for c in ("at_s", "rps", "peak_rps", "planned_rps")})
 
 
 def _finite_or_none(v: object) -> float | None:
@@ -586,6 +597,33 @@ class StateStore:
         """Recorded demand rows after `since_s`, oldest first."""
         rows = self.db.table("demand").rows_where("at_s > ?", [since_s], order_by="at_s")
         return [{**r, "forecast": json.loads(r["forecast"] or "{}")} for r in rows]
+
+    def demand_recent_json(self, since_s: float = -math.inf, limit: int = 100) -> str:
+        """The latest `limit` demand rows after `since_s`, oldest first, as the text of a
+        JSON array of objects (at_s, model, region, rps, peak_rps, planned_rps, forecast).
+
+        Made for a worker thread while the owner writes: the read runs on a connection of
+        its own (WAL lets it read a consistent snapshot beside the writer), walks the at_s
+        index backwards so it costs `limit` rows, not the history, and SQLite encodes the
+        rows, so the thread hardly holds the GIL the event loop needs. Numbers come with
+        15 significant digits; an infinity becomes null, as NaN already is in SQLite."""
+        with self._read_connection() as conn:
+            rows = conn.execute(_SELECT_DEMAND_RECENT_JSON, (since_s, limit)).fetchall()
+        return "[" + ",".join(row[0] for row in reversed(rows)) + "]"
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[sqlite3.Connection]:
+        # An in-memory database cannot be opened a second time: its own connection serves
+        # the read (only tests serve the API over one; the daemon's state is a file).
+        if self.path == ":memory:":
+            yield self._conn
+            return
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            yield conn
+        finally:
+            conn.close()
 
     def record_config(self, at_s: float, path: str, text: str) -> int:
         """A config the daemon starts or reloads with; returns its generation."""

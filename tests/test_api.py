@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,27 @@ from scheduler.telemetry import Telemetry
 TOKEN = "s3cret-test-token-Zq9"
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 MODEL = "llama-3.1-8b"
+
+
+def logged_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every record of the test's setup and call, formatted as a handler would (with
+    tracebacks), one string each."""
+    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    return [formatter.format(r) for r in records]
+
+
+@pytest.fixture(autouse=True)
+def token_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every log line of every test here (and in test_api_*.py, which import this) is
+    searched for the token and for tracebacks."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    lines = logged_lines(caplog)
+    leaked = [line for line in lines if TOKEN in line]
+    assert not leaked, leaked
+    tracebacks = [line for line in lines if "Traceback" in line]
+    assert not tracebacks, tracebacks
 
 
 @dataclass
