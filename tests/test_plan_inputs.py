@@ -4,8 +4,11 @@ with exit code 2, and the names in them hold only visible characters."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +208,47 @@ def test_names_with_invisible_characters_are_refused(
     path.write_text(json.dumps({"demand": [entry]}))
     line = one_bad_line(*run_plan(capsys, "--demand", str(path))[::2], path)
     assert f"demand[0].{field}" in line and code_point in line
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+)
+names = st.one_of(
+    st.sampled_from(["llama-3.1-8b", "llama-3.1-70b", "us-east", "eu-west"]), st.text()
+)
+entries = st.fixed_dictionaries(
+    {
+        "model": st.one_of(st.sampled_from(["llama-3.1-8b", "llama-3.1-70b"]), names, json_scalars),
+        "region": st.one_of(st.sampled_from(["us-east", "eu-west"]), names, json_scalars),
+        "rps": st.one_of(st.floats(min_value=0, max_value=50), json_scalars),
+    },
+    optional={"extra": json_scalars},
+)
+documents = st.one_of(
+    st.fixed_dictionaries({"demand": st.lists(entries, max_size=8)}),
+    st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=6),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(documents)
+def test_any_demand_document_plans_or_is_refused_in_lines_naming_the_file(doc: object) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "demand.json"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["plan", "--config", str(CONFIG), "--json", "--demand", str(path)])
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        lines = err.getvalue().splitlines()
+        assert lines and all(line.startswith(f"error: {path}: ") for line in lines)
+        return
+    assert isinstance(doc, dict)
+    pairs = [(e["model"], e["region"]) for e in doc["demand"]]
+    notes = json.loads(out.getvalue())["notes"]
+    assert any("summed" in n for n in notes) == (len(set(pairs)) < len(pairs))
