@@ -9,8 +9,7 @@ goes to the log, the tick report and the stored plan:
 * make before break: a model's ready capacity never drops below what the plan wants
   ready, so a move waits until the replacements serve;
 * at most `max_scale_down_fraction` of a model's nodes go per tick;
-* launches stop when the plan's price is above the budget;
-* no pool gets more than `MAX_NODES_PER_POOL` nodes of a model (`diff.propose`).
+* launches stop when the plan's price is above the budget.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from scheduler.actions import Action, Drain, Launch, Terminate
 from scheduler.config import Config
 from scheduler.diff import Proposal
-from scheduler.domain import MAX_NODES_PER_POOL, Node, NodeState, Plan, Pool
+from scheduler.domain import Node, NodeState, Plan, Pool
 from scheduler.observation import Observation
 
 CapacityOf = Callable[[str, Pool], float]  # rps one node of a model serves in a pool
@@ -47,10 +46,7 @@ def apply_guards(
 ) -> Guarded:
     """The actions of `proposal` that every guard allows."""
     g = config.guards
-    held: list[str] = [
-        f"{n} launches held: {model} in {pool.key} would pass {MAX_NODES_PER_POOL:,} nodes"
-        for model, pool, n in proposal.over_limit
-    ]
+    held: list[str] = []
     actions: list[Action] = []
 
     budget = config.planning.budget_usd_per_hour
@@ -64,6 +60,11 @@ def apply_guards(
             actions.append(
                 Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}")
             )
+    # Launches `diff.propose` left out: the plan wants more than a pool may hold.
+    held.extend(
+        f"{n} launches held: {model} in {pool.key} would pass the most nodes a pool holds"
+        for model, pool, n in proposal.over_limit
+    )
 
     if proposal.removals and not obs.demand_complete:
         held.append(
