@@ -7,6 +7,7 @@ Bad input prints one line per problem naming the file and the key, no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -57,9 +58,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Solve once and print the plan."""
     from scheduler.catalog import load_catalog
     from scheduler.config_check import check_config
-    from scheduler.inputs import InputError, read_demand, read_fleet
+    from scheduler.inputs import InputError, merge_demand, read_demand, read_fleet
     from scheduler.plan_view import plan_json, plan_table
-    from scheduler.planner import PlanningError, make_plan
+    from scheduler.planner import (
+        PlanningError,
+        check_demand,
+        check_servable,
+        make_plan,
+        servable_rps,
+    )
     from scheduler.profiles import load_profiles
 
     try:
@@ -71,9 +78,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if problems:
         return _fail([f"{args.config or 'default config'}: {p}" for p in problems])
     try:
-        demand = read_demand(args.demand) if args.demand else _default_demand()
+        entries = read_demand(args.demand) if args.demand else _default_demand()
         fleet = read_fleet(args.fleet) if args.fleet else []
-        plan = make_plan(config, catalog, profiles, demand, fleet)
+        # Names are checked as listed (errors say `demand[i]`), rates once summed per pair.
+        check_demand(config, entries)
+        merged = merge_demand(entries)
+        check_servable(merged.demand, servable_rps(config, catalog, profiles))
+        plan = make_plan(config, catalog, profiles, merged.demand, fleet)
+        note = merged.note(str(args.demand or "default demand"))
+        if note is not None:
+            plan = dataclasses.replace(plan, notes=(*plan.notes, note))
     except InputError as exc:
         return _fail(exc.problems)
     except PlanningError as exc:

@@ -21,8 +21,11 @@ from adapters.http_drain_config import HttpDrainConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
+from scheduler.names import Name
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.toml"
+# The UTF-8 byte-order mark, as decoded: some editors start every file with it.
+BOM = "\ufeff"
 
 
 class _Section(BaseModel):
@@ -112,8 +115,8 @@ class SourcesSection(_Section):
 class ModelSection(_Section):
     """One served model."""
 
-    name: str = Field(min_length=1)  # name used in demand and fleet files
-    profile: str | None = None  # capacity profile key; defaults to `name`
+    name: Name = Field(min_length=1)  # name used in demand and fleet files
+    profile: Name | None = None  # capacity profile key; defaults to `name`
     latency_slo_ms: float | None = Field(default=None, gt=0)  # override the profile's SLO
     min_replicas: int = Field(default=1, ge=0)  # never fewer nodes than this
     min_on_demand_share: float = Field(default=0.0, ge=0, le=1)  # of capacity, on-demand
@@ -122,8 +125,8 @@ class ModelSection(_Section):
 class RegionSection(_Section):
     """A source region of traffic."""
 
-    name: str = Field(min_length=1)  # name used in demand files
-    location: str = Field(min_length=1)  # cloud region nearest to where the traffic enters
+    name: Name = Field(min_length=1)  # name used in demand files
+    location: Name = Field(min_length=1)  # cloud region nearest to where the traffic enters
     max_latency_ms: float = Field(default=60.0, gt=0)  # network RTT allowed to a serving region
 
 
@@ -131,17 +134,17 @@ class CloudSection(_Section):
     """Where a cloud may be used."""
 
     enabled: bool = True  # use this cloud at all
-    regions: tuple[str, ...] = ()  # allowed regions; empty means every catalog region
+    regions: tuple[Name, ...] = ()  # allowed regions; empty means every catalog region
     markets: tuple[Market, ...] = (Market.SPOT, Market.ON_DEMAND)  # allowed markets
-    gpu_kinds: tuple[str, ...] = ()  # allowed accelerators; empty means all
+    gpu_kinds: tuple[Name, ...] = ()  # allowed accelerators; empty means all
 
 
 class QuotaSection(_Section):
     """A limit on accelerators in the pools it matches (unset fields match everything)."""
 
     cloud: Cloud  # cloud the quota belongs to
-    region: str | None = None  # region, or every region
-    gpu_kind: str | None = None  # accelerator kind, or every kind
+    region: Name | None = None  # region, or every region
+    gpu_kind: Name | None = None  # accelerator kind, or every kind
     market: Market | None = None  # market, or both
     max_gpus: int = Field(ge=0)  # accelerators allowed at once
 
@@ -250,9 +253,11 @@ def _cross_checks(config: Config, path: Path) -> list[str]:
 
 
 def parse_config(text: str, path: Path) -> Config:
-    """Parse and validate TOML text; `path` is only used in messages."""
+    """Parse and validate TOML text; `path` is only used in messages.
+
+    A byte-order mark before the first key (editors on Windows write one) is skipped."""
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix(BOM))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"{path}: not valid TOML: {exc}"]) from None
     except RecursionError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from scheduler.domain import Node, NodeState, Plan, Pool
+from scheduler.domain import MAX_NODES_PER_POOL, Node, NodeState, Plan, Pool
 from scheduler.observation import Observation
 
 # Surplus nodes are removed in this order: what serves nothing first.
@@ -20,13 +20,18 @@ class Proposal:
 
     launches: tuple[tuple[str, Pool], ...]  # (model, pool) per node to add
     removals: tuple[Node, ...]  # surplus nodes, least useful first
+    # (model, pool, nodes) the plan wants beyond MAX_NODES_PER_POOL in a pool: not launched
+    over_limit: tuple[tuple[str, Pool, int], ...] = ()
 
 
 def propose(obs: Observation, plan: Plan) -> Proposal:
     """Launches for pools below target, removals for pools above it.
 
     Nodes under an interruption notice do not count: their replacements are
-    launched at once (make before break) while they serve until reclaimed.
+    launched at once (make before break) while they serve until reclaimed. A pool
+    never gets more than `MAX_NODES_PER_POOL` nodes of a model, whatever the plan says
+    (the planner never asks for more; a baseline fed absurd load might): the rest is in
+    `over_limit`, so one launch per node stays a list of bounded length.
     """
     live: dict[tuple[str, Pool], list[Node]] = defaultdict(list)
     for node in obs.serving():
@@ -35,10 +40,14 @@ def propose(obs: Observation, plan: Plan) -> Proposal:
 
     launches: list[tuple[str, Pool]] = []
     removals: list[Node] = []
+    over_limit: list[tuple[str, Pool, int]] = []
     for key in sorted(set(target) | set(live), key=lambda k: (k[0], k[1])):
         have, want = live.get(key, []), target.get(key, 0)
         if want > len(have):
-            launches.extend([key] * (want - len(have)))
+            room = max(0, MAX_NODES_PER_POOL - len(have))
+            if want - len(have) > room:
+                over_limit.append((key[0], key[1], want - len(have) - room))
+            launches.extend([key] * min(want - len(have), room))
         elif len(have) > want:
             # Serving-nothing first; among ready nodes the oldest, which the age guard allows.
             ordered = sorted(
@@ -51,4 +60,4 @@ def propose(obs: Observation, plan: Plan) -> Proposal:
                 ),
             )
             removals.extend(ordered[: len(have) - want])
-    return Proposal(tuple(launches), tuple(removals))
+    return Proposal(tuple(launches), tuple(removals), tuple(over_limit))

@@ -10,6 +10,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# The most nodes of one model a plan places in one pool: the planner's limit, the
+# largest count a fleet file may give a pool, and the most launches one tick proposes
+# for a pool (a plan from elsewhere asking for more is cut to it, see `diff.propose`).
+MAX_NODES_PER_POOL = 10_000
+
 
 class Market(enum.StrEnum):
     """How an instance is bought."""

@@ -60,6 +60,11 @@ def apply_guards(
             actions.append(
                 Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}")
             )
+    # Launches `diff.propose` left out: the plan wants more than a pool may hold.
+    held.extend(
+        f"{n} launches held: {model} in {pool.key} would pass the most nodes a pool holds"
+        for model, pool, n in proposal.over_limit
+    )
 
     if proposal.removals and not obs.demand_complete:
         held.append(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from scheduler.catalog import Catalog
 from scheduler.config import CloudSection, Config
 from scheduler.domain import (
+    MAX_NODES_PER_POOL,
     CapacityProfile,
     Demand,
     InstanceType,
@@ -87,10 +88,47 @@ def _max_nodes(
     refused launch is no reason to move healthy nodes away. `is_allowed` is
     `allowed(config, offering, itype)`, which the caller has already computed."""
     if is_allowed:
-        return 10_000
+        return MAX_NODES_PER_POOL
     if allowed(config, dataclasses.replace(offering, available=True), itype):
         return sum(pl.count for pl in fleet if pl.pool == offering.pool)
     return 0
+
+
+def servable_rps(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]
+) -> dict[str, float]:
+    """Per model, the most requests/s any plan could serve: every pool the config allows
+    holding `MAX_NODES_PER_POOL` nodes, each at the rate the planner counts on (profile
+    rps x target utilisation). Budget, quotas and latency limits are left out on purpose:
+    demand beyond them is a what-if whose answer is "unmet"; demand beyond this bound is
+    a mistake in the input (a unit, a scale), and it would only cost memory and time."""
+    out: dict[str, float] = {}
+    util = config.planning.target_utilization
+    for section in config.models:
+        total = 0.0
+        for o in catalog.offerings:
+            itype = catalog.instance_type(o.pool)
+            if allowed(config, o, itype):
+                per_node = instance_rps(
+                    profiles, section.profile or section.name, itype, section.latency_slo_ms
+                )
+                total += MAX_NODES_PER_POOL * util * per_node
+        out[section.name] = total
+    return out
+
+
+def check_servable(demand: Sequence[Demand], servable: Mapping[str, float]) -> None:
+    """PlanningError naming the first (model, region) whose rate is above the model's
+    `servable` bound (see `servable_rps`)."""
+    for d in demand:
+        bound = servable.get(d.model, 0.0)
+        if not d.rps <= bound:
+            raise PlanningError(
+                "demand",
+                f"{d.model} from {d.region}: {d.rps:.4g} rps is more than every pool the"
+                f" config allows could serve ({bound:.4g} rps with {MAX_NODES_PER_POOL:,}"
+                " nodes in each)",
+            )
 
 
 def resolve_location(catalog: Catalog, location: str) -> str:
@@ -101,6 +139,22 @@ def resolve_location(catalog: Catalog, location: str) -> str:
     if len(matches) != 1:
         raise PlanningError("config", f"location {location!r} is not a region in the catalog")
     return matches[0]
+
+
+def check_demand(config: Config, demand: Sequence[Demand]) -> None:
+    """PlanningError naming the first entry (`demand[i]`) whose model or region the
+    config does not have, or whose rate is not a finite number >= 0."""
+    models = {m.name for m in config.models}
+    regions = {r.name for r in config.regions}
+    for i, d in enumerate(demand):
+        if d.model not in models:
+            raise PlanningError("demand", f"demand[{i}]: unknown model {d.model!r}")
+        if d.region not in regions:
+            raise PlanningError("demand", f"demand[{i}]: unknown region {d.region!r}")
+        if not np.isfinite(d.rps) or d.rps < 0:
+            raise PlanningError(
+                "demand", f"demand[{i}]: rps must be a finite number >= 0, got {d.rps}"
+            )
 
 
 def build_problem(
@@ -180,16 +234,9 @@ def build_problem(
         capacity[:, p] = rps_column(itype)
 
     region_sections = {r.name: r for r in config.regions}
+    check_demand(config, demand)
     demands: list[DemandSpec] = []
-    for i, d in enumerate(demand):
-        if d.model not in model_index:
-            raise PlanningError("demand", f"demand[{i}]: unknown model {d.model!r}")
-        if d.region not in region_sections:
-            raise PlanningError("demand", f"demand[{i}]: unknown region {d.region!r}")
-        if not np.isfinite(d.rps) or d.rps < 0:
-            raise PlanningError(
-                "demand", f"demand[{i}]: rps must be a finite number >= 0, got {d.rps}"
-            )
+    for d in demand:
         source = region_sections[d.region]
         origin = resolve_location(catalog, source.location)
         near = tuple(

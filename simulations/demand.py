@@ -2,7 +2,10 @@
 
 `load_demand` reads a trace (any format of `simulations.traces`), converts it to
 requests per second, assigns its series to the config's (model, region) pairs, and
-optionally scales it so that its peak needs about `fleet_gpus` GPUs.
+optionally scales it so that its peak needs about `fleet_gpus` GPUs. It refuses a
+rate no plan could serve (`scheduler.planner.servable_rps`), naming the file line
+that holds it where one line does: such a rate is a unit or scale mistake, and
+replaying it would only ask the simulated cloud for millions of nodes.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import numpy as np
 
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Market
-from scheduler.planner import allowed
+from scheduler.domain import MAX_NODES_PER_POOL, CapacityProfile, Market
+from scheduler.planner import allowed, servable_rps
 from scheduler.profiles import instance_rps
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
@@ -68,6 +71,26 @@ def assign_series(
     `mapping` renames series to ``model/region`` first; every other series is summed
     into (`model`, `region`), by default the config's first model and region.
     """
+    keys, rows = _routes(series, config, model=model, region=region, mapping=mapping)
+    rates = _rates(series)
+    out = np.zeros((len(keys), series.n_steps))
+    notes: list[str] = []
+    for name, rate, row in zip(series.names, rates, rows, strict=True):
+        out[row] += rate
+        notes.append(f"series {name} -> {keys[row][0]}/{keys[row][1]}")
+    return keys, out, notes
+
+
+def _routes(
+    series: TraceSeries,
+    config: Config,
+    *,
+    model: str | None,
+    region: str | None,
+    mapping: Mapping[str, str] | None,
+) -> tuple[tuple[tuple[str, str], ...], list[int]]:
+    """Every configured (model, region), and the index among them of each series' pair
+    (the rules of `assign_series`)."""
     models = [m.name for m in config.models]
     regions = [r.name for r in config.regions]
     default_model = model or models[0]
@@ -80,10 +103,8 @@ def assign_series(
             raise ValueError(f"demand {what} {name!r} is not in the config ({', '.join(known)})")
     keys = tuple((m, r) for m in models for r in regions)
     index = {k: i for i, k in enumerate(keys)}
-    rates = _rates(series)
-    out = np.zeros((len(keys), series.n_steps))
-    notes: list[str] = []
-    for name, row in zip(series.names, rates, strict=True):
+    rows: list[int] = []
+    for name in series.names:
         label = (mapping or {}).get(name, name)
         if "/" in label:
             m, _, r = label.partition("/")
@@ -95,9 +116,8 @@ def assign_series(
                 f"{series.source}: series {name!r} is for {key[0]}/{key[1]}, "
                 "which is not a configured model/region"
             )
-        out[index[key]] += row
-        notes.append(f"series {name} -> {key[0]}/{key[1]}")
-    return keys, out, notes
+        rows.append(index[key])
+    return keys, rows
 
 
 def gpus_per_rps(
@@ -148,6 +168,35 @@ def fleet_scale(
     return fleet_gpus / peak
 
 
+def _check_servable(
+    series: TraceSeries,
+    keys: Sequence[tuple[str, str]],
+    rps: np.ndarray,
+    rows: Sequence[int],
+    factor: float,
+    servable: Mapping[str, float],
+) -> None:
+    """TraceFormatError at the first (pair, step) whose rate is above its model's
+    `servable` bound, naming the line of the series carrying most of it."""
+    for k, (m, r) in enumerate(keys):
+        with np.errstate(invalid="ignore"):  # NaN (no value) is never above the bound
+            over = np.flatnonzero(rps[k] > servable[m])
+        if not over.size:
+            continue
+        t = int(over[0])
+        members = [s for s, row in enumerate(rows) if row == k]
+        top = max(members, key=lambda s: np.nan_to_num(series.values[s, t]))
+        scaled = f" (the trace scaled x{factor:.4g})" if factor != 1.0 else ""
+        raise TraceFormatError(
+            series.source,
+            series.line_of(top, t),
+            f"{rps[k, t]:.4g} requests/s of {m} from {r} in minute {t} of the trace"
+            f"{scaled}, is more than"
+            f" every pool the config allows could serve ({servable[m]:.4g} requests/s with"
+            f" {MAX_NODES_PER_POOL:,} nodes in each)",
+        )
+
+
 def load_demand(
     path: Path | str,
     config: Config,
@@ -176,10 +225,14 @@ def load_demand(
         notes.append(f"scaled x{factor:.4g} so the peak needs about {fleet_gpus:g} GPUs")
     elif scale != 1.0:
         notes.append(f"scaled x{scale:g}")
+    with np.errstate(over="ignore"):  # an overflow is inf, which the check refuses
+        scaled = rps * factor
+    rows = _routes(series, config, model=model, region=region, mapping=mapping)[1]
+    _check_servable(series, keys, scaled, rows, factor, servable_rps(config, catalog, profiles))
     log.info(
         "demand_loaded path=%s format=%s steps=%d factor=%.4g", path, series.format,
         series.n_steps, factor,
     )  # fmt: skip
     return DemandTrace(
-        str(path), series.format, series.start_s, STEP_S, keys, rps * factor, factor, tuple(notes)
+        str(path), series.format, series.start_s, STEP_S, keys, scaled, factor, tuple(notes)
     )

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
 from scheduler.catalog import Catalog
-from scheduler.config import Config, ConfigError
+from scheduler.config import BOM, Config, ConfigError
 from scheduler.domain import Market, Offering, Pool
 
 SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
@@ -119,7 +119,7 @@ class ScenarioError(ConfigError):
 def parse_scenario(text: str, path: Path) -> Scenario:
     """Parse and validate scenario TOML; `path` is used in messages."""
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix(BOM))
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(path, [f"{path}: not valid TOML: {exc}"]) from None
     try:

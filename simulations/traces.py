@@ -18,7 +18,11 @@ simulator replay the same data the same way. Supported formats (`FORMATS`):
   aggregated to requests per minute.
 
 A malformed file raises `TraceFormatError`, whose message starts with
-``path:line:`` so the bad row can be found. See docs/forecasting.md.
+``path:line:`` so the bad row can be found: a negative numeric time (minute indexes
+and epoch seconds start at 0) and a model or region holding a character that cannot
+be seen (`scheduler.names`) are malformed too. Where one line holds a value, the
+series remember that line (`TraceSeries.line_of`), so a check on the values made
+later can name it. See docs/forecasting.md.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from scheduler.names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,9 @@ class TraceSeries:
     values: np.ndarray  # shape (n_series, n_steps), float64; NaN = missing
     unit: str  # unit of `values`, e.g. "requests/min" or "tokens/s"
     mean_tokens: tuple[float, float] | None = None  # mean (input, output) tokens per request
+    # File line of each value, shape of `values`; 0 where no one line holds it (a gap, or
+    # a count of many request rows). None: no value comes from one line.
+    lines: np.ndarray | None = None
 
     @property
     def n_series(self) -> int:
@@ -77,6 +86,13 @@ class TraceSeries:
     def n_steps(self) -> int:
         """Number of steps in the grid."""
         return int(self.values.shape[1])
+
+    def line_of(self, series: int, step: int) -> int | None:
+        """The file line holding the value of `series` at `step`, None if no one line does."""
+        if self.lines is None:
+            return None
+        line = int(self.lines[series, step])
+        return line if line > 0 else None
 
     def times_s(self) -> np.ndarray:
         """Start time of every step, seconds."""
@@ -100,6 +116,7 @@ class TraceSeries:
         return TraceSeries(
             self.source, self.format, tuple(names), self.start_s, self.step_s,
             self.values[rows].copy(), self.unit, self.mean_tokens,
+            None if self.lines is None else self.lines[rows].copy(),
         )  # fmt: skip
 
 
@@ -156,7 +173,7 @@ def _parse_time(path: Path, line: int, text: str, unit: TimeUnit) -> float:
     """A timestamp in seconds (ISO-8601 → epoch seconds, naive read as UTC) or minutes."""
     text = text.strip()
     if unit in ("s", "min"):
-        return _float(path, line, text, "time")
+        return _not_negative_time(path, line, text, _float(path, line, text, "time"))
     if unit == "auto":
         try:
             value = float(text)
@@ -165,7 +182,7 @@ def _parse_time(path: Path, line: int, text: str, unit: TimeUnit) -> float:
         else:
             if not math.isfinite(value):
                 raise TraceFormatError(path, line, f"time {text!r} is not finite")
-            return value
+            return _not_negative_time(path, line, text, value)
     try:
         stamp = datetime.fromisoformat(text)
     except ValueError:
@@ -175,6 +192,14 @@ def _parse_time(path: Path, line: int, text: str, unit: TimeUnit) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
+
+
+def _not_negative_time(path: Path, line: int, text: str, value: float) -> float:
+    if value < 0:
+        raise TraceFormatError(
+            path, line, f"time {text!r} is negative (minute indexes and epoch seconds start at 0)"
+        )
+    return value
 
 
 def _is_iso(text: str) -> bool:
@@ -202,11 +227,21 @@ def _bin_minutes(
 
 
 def _make(
-    path: Path, fmt: str, names: Sequence[str], start_min: float, values: np.ndarray, unit: str
+    path: Path,
+    fmt: str,
+    names: Sequence[str],
+    start_min: float,
+    values: np.ndarray,
+    unit: str,
+    lines: np.ndarray | None = None,
 ) -> TraceSeries:
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    if lines is not None:
+        lines = np.broadcast_to(np.atleast_2d(lines), values.shape).astype(np.int64)
     log.info("trace_loaded path=%s format=%s series=%d minutes=%d", path, fmt, *values.shape)
-    return TraceSeries(str(path), fmt, tuple(names), start_min * MINUTE_S, MINUTE_S, values, unit)
+    return TraceSeries(
+        str(path), fmt, tuple(names), start_min * MINUTE_S, MINUTE_S, values, unit, None, lines
+    )
 
 
 # --------------------------------------------------------------------------- readers
@@ -220,10 +255,18 @@ def _group_columns(header: list[str]) -> tuple[int | None, int | None]:
     return model, region
 
 
-def _group_name(fields: list[str], model_col: int | None, region_col: int | None) -> str:
+def _group_name(
+    path: Path, line: int, fields: list[str], model_col: int | None, region_col: int | None
+) -> str:
     """Series name of a row: ``model/region`` when the file has those columns."""
     model = fields[model_col].strip() if model_col is not None else ""
     region = fields[region_col].strip() if region_col is not None else ""
+    if not model and not region:
+        raise TraceFormatError(path, line, "empty model and region")
+    for what, name in (("model", model), ("region", region)):
+        problem = name_problem(name)
+        if problem is not None:
+            raise TraceFormatError(path, line, f"{what} {name!r}: {problem}")
     return f"{model}/{region}"
 
 
@@ -277,10 +320,7 @@ def read_minute_csv(
             raise TraceFormatError(p, line, f"count {count:g} is negative")
         counts.append(count)
         if grouped:
-            group = _group_name(fields, model_col, region_col)
-            if group == "/":
-                raise TraceFormatError(p, line, "empty model and region")
-            groups.append(group)
+            groups.append(_group_name(p, line, fields, model_col, region_col))
     if not counts:
         raise TraceFormatError(p, None, "no data rows")
     unit = time_unit
@@ -311,10 +351,12 @@ def read_minute_csv(
         raise TraceFormatError(p, lines[0], f"span of {hi - lo + 1} minutes is longer than a year")
     values = np.full((len(names), hi - lo + 1), 0.0 if missing == "zero" else np.nan)
     values[row_group, index - lo] = counts
+    line_of = np.zeros(values.shape, dtype=np.int64)
+    line_of[row_group, index - lo] = lines
     if not grouped:
         label = name or (count_column if count_column is not None else header[c_col]) or p.stem
         names = [label]
-    return _make(p, "minute-csv", names, float(lo), values, "requests/min")
+    return _make(p, "minute-csv", names, float(lo), values, "requests/min", line_of)
 
 
 def read_requests(
@@ -363,10 +405,7 @@ def read_requests(
                     raise TraceFormatError(p, line, f"{header[col]} {n:g} is negative")
                 tokens[k] += n
         if grouped:
-            group = _group_name(fields, model_col, region_col)
-            if group == "/":
-                raise TraceFormatError(p, line, "empty model and region")
-            groups.append(group)
+            groups.append(_group_name(p, line, fields, model_col, region_col))
     minutes = np.asarray(times, dtype=np.float64)
     if unit == "s" or unit == "iso":
         minutes = minutes / MINUTE_S
@@ -402,6 +441,7 @@ def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s")
     v_col = _column(p, header_line, header, value_column, 1)
     index: list[int] = []
     vals: list[float] = []
+    lines: list[int] = []
     for line, fields in rows:
         if len(fields) <= max(t_col, v_col):
             raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
@@ -415,14 +455,17 @@ def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s")
             raise TraceFormatError(p, line, f"{value_column} {value:g} is negative")
         index.append(int(minute))
         vals.append(value)
+        lines.append(line)
     if not index:
         raise TraceFormatError(p, None, "no data rows")
     if index[-1] + 1 > MAX_MINUTES:
         raise TraceFormatError(p, None, "more than a year of minutes")
     values = np.zeros(index[-1] + 1)
     values[index] = vals
+    line_of = np.zeros(index[-1] + 1, dtype=np.int64)
+    line_of[index] = lines
     unit = "tokens/s" if value_column.endswith("_per_s") else "1"
-    return _make(p, "burstgpt", ["burstgpt"], 0.0, values, unit)
+    return _make(p, "burstgpt", ["burstgpt"], 0.0, values, unit, line_of)
 
 
 def read_azure_functions(path: Path | str) -> TraceSeries:
@@ -449,6 +492,7 @@ def read_azure_functions(path: Path | str) -> TraceSeries:
     names: list[str] = []
     seen: dict[str, int] = {}
     data: list[np.ndarray] = []
+    lines: list[int] = []
     for line, fields in rows:
         if len(fields) != len(header):
             raise TraceFormatError(p, line, f"expected {len(header)} fields, got {len(fields)}")
@@ -463,12 +507,14 @@ def read_azure_functions(path: Path | str) -> TraceSeries:
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
         data.append(counts)
+        lines.append(line)
     if not data:
         raise TraceFormatError(p, None, "no data rows")
     # Minute columns are 1-based minutes of the day in the 2019 trace ("1".."1440").
     return _make(
-        p, "azure-functions", names, float(minute_cols[0] - 1), np.vstack(data), "invocations/min"
-    )
+        p, "azure-functions", names, float(minute_cols[0] - 1), np.vstack(data),
+        "invocations/min", np.asarray(lines)[:, None],
+    )  # fmt: skip
 
 
 def _is_float(text: str) -> bool:
