@@ -45,6 +45,8 @@ SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
 # The shared data folder sits next to the repository in our checkouts.
 _SHARED_SPOT = Path(__file__).resolve().parents[2] / "shared/data/spot/skypilot_spot_traces"
 DEFAULT_SCENARIO_PATH = Path(__file__).parent / "data" / "default_scenario.toml"
+# The embedded default's world with the real SkyPilot spot traces (opt-in: not bundled).
+SKYPILOT_SCENARIO_PATH = Path(__file__).parent / "data" / "scenarios" / "skypilot-spot-traces.toml"
 
 
 def spot_traces_dir() -> Path | None:

@@ -8,7 +8,9 @@
                       [--ray-runtime-env JSON]
 
 Without `--trace` it replays the bundled Azure LLM trace slice under the embedded
-default scenario (real spot traces when the shared data folder is present). Writes
+default scenario (bundled synthetic spot capacity: the same numbers on every machine;
+the real SkyPilot traces are `--scenario simulations/data/scenarios/
+skypilot-spot-traces.toml`). Writes
 `DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
 unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
 solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs, notes, and per
