@@ -4,9 +4,10 @@ Run:  .venv/bin/python benchmarks/bench_simulate.py [--fleet-gpus 20,200] [--tra
                                                    [--policies all] [--speed-only]
 
 Part 1 (cost): every shared request trace (../shared/data/traces) is replayed under
-the embedded default config (without its budget cap) and scenario (real SkyPilot spot
-traces from the shared data), scaled so its peak needs about N GPUs for each N of
-`--fleet-gpus`. Printed per
+the embedded default config (without its budget cap) and the opt-in scenario with the
+real SkyPilot spot traces from the shared data (simulations/data/scenarios/
+skypilot-spot-traces.toml: the embedded default's world otherwise), scaled so its
+peak needs about N GPUs for each N of `--fleet-gpus`. Printed per
 (trace, N): each policy's cost, `vs oracle` and `vs spothedge` (cost ratios), SLO
 attainment and unserved fraction. The oracle used is the one registered as `oracle`
 (see simulations/baselines/oracle.py for whether it solves the integer program or its
@@ -38,6 +39,7 @@ from pathlib import Path
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import RunResult, World, run_policy
 from simulations.policies import policy_names
+from simulations.scenario import SKYPILOT_SCENARIO_PATH
 from simulations.world import WorldSpec, build_world
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
@@ -115,7 +117,9 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
         for gpus in args.fleet_gpus:
             runs: dict[str, list[RunResult]] = {policy: [] for policy in policies}
             for seed in seeds:
-                spec = WorldSpec(args.config, path, fmt, fleet_gpus=gpus, seed=seed)
+                spec = WorldSpec(
+                    args.config, path, fmt, SKYPILOT_SCENARIO_PATH, fleet_gpus=gpus, seed=seed
+                )
                 world, _ = build_world(spec)
                 world = cut(seeded(world, seed), args.max_days)
                 for policy in policies:
@@ -145,7 +149,8 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
 
 def speed_part(args: argparse.Namespace, policies: list[str]) -> None:
     path, fmt = TRACES[SPEED_TRACE]
-    world, _ = build_world(WorldSpec(args.config, path, fmt, fleet_gpus=args.speed_gpus))
+    spec = WorldSpec(args.config, path, fmt, SKYPILOT_SCENARIO_PATH, fleet_gpus=args.speed_gpus)
+    world, _ = build_world(spec)
     days = world.info.n_steps * world.info.step_s / 86400
     tick_s = world.config.scheduler.tick_interval_s
     print(

@@ -26,7 +26,8 @@ from typing import Any
 
 from scheduler.actions import Drain
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from scheduler.domain import NodeState
+from scheduler.domain import HoldKind, NodeState
+from scheduler.guards import Held, LaunchLimitWatch
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateDamaged, StateStore, check_integrity
 from scheduler.telemetry import Telemetry
@@ -104,6 +105,7 @@ class Daemon:
         self._watchdog: asyncio.Task[None] | None = None
         self._notices: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
+        self._limits = LaunchLimitWatch()  # logs when the budget/a quota starts holding launches
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class Daemon:
             self.stats.ticks += 1
             self.stats.last_tick_s = now
             self.stats.last_report = report
+            self._limits.update(report.held_back, now)
             if self.on_tick is not None:
                 self.on_tick(report, duration)
             self._record_control()
@@ -251,12 +254,9 @@ class Daemon:
     async def _observe_only(self, now: float) -> TickReport:
         obs, errors = await self.reconciler.observe(now)
         plan = self.reconciler.policy.decide(obs)
-        self.store.record_plan(
-            plan, now, self.reconciler.policy.name, ("paused",), approval="paused"
-        )
-        return TickReport(
-            now, plan, (), ("paused: not acting",), tuple(errors), obs.demand_complete
-        )
+        held = (Held(HoldKind.PAUSED, 0, "paused: not acting"),)
+        self.store.record_plan(plan, now, self.reconciler.policy.name, held, approval="paused")
+        return TickReport(now, plan, (), held, tuple(errors), obs.demand_complete)
 
     def _record_config(self) -> None:
         """Keep the config text the daemon runs with, one generation per start or reload."""
@@ -343,7 +343,7 @@ class Daemon:
             "pending_plan_id": pending[0] if pending else None,
             "last_plan_status": report.plan.status.value if report and report.plan else None,
             "last_plan_usd_per_hour": report.plan.usd_per_hour if report and report.plan else None,
-            "held_back": list(report.held_back) if report else [],
+            "held_back": [h.to_json() for h in report.held_back] if report else [],
             "uptime_s": time.time() - self.stats.started_wall_s,
         }
 

@@ -172,6 +172,29 @@ class Unmet:
     rps: float
 
 
+class HoldKind(enum.StrEnum):
+    """Why a tick held something back: the guard or limit that did (scheduler.guards).
+
+    The values are the `guard` label of `capsched_guard_holds_total` and the `kind` of a
+    held-back item in the API, so they never change once published.
+    """
+
+    BUDGET = "budget"  # launches held, or the plan cut short, by planning.budget_usd_per_hour
+    QUOTA = "quota"  # the plan cut short by a [[quotas]] cap
+    POOL_LIMIT = "pool_limit"  # launches past MAX_NODES_PER_POOL nodes in one pool
+    LOAD_SIGNAL = "load_signal"  # scale-down held: the load signal is missing or not finite
+    MIN_NODE_AGE = "min_node_age"  # drain held: ready for less than guards.min_node_age_s
+    SCALE_DOWN_LIMIT = "scale_down_limit"  # drain held: guards.max_scale_down_fraction reached
+    MAKE_BEFORE_BREAK = "make_before_break"  # drain held: replacements not ready yet
+    APPROVAL = "approval"  # nothing acts until a person approves a plan
+    PAUSED = "paused"  # the daemon is paused: it plans but does not act
+
+
+# Holds that keep capacity the demand asks for from being launched (the ones a user must
+# hear about: a binding budget or quota leaves demand unserved on purpose).
+LAUNCH_LIMITS: frozenset[HoldKind] = frozenset({HoldKind.BUDGET, HoldKind.QUOTA})
+
+
 class PlanStatus(enum.StrEnum):
     """Outcome of a solve, as users see it."""
 
@@ -193,3 +216,6 @@ class Plan:
     unmet: tuple[Unmet, ...] = ()  # demand left unserved
     notes: tuple[str, ...] = field(default=())  # why the plan looks the way it does
     kept_models: tuple[str, ...] = ()  # models kept as they ran, without a search
+    # Hard limits (budget, quota) that kept the plan from serving all its planned demand:
+    # every pool that could serve the unmet part would break one of them (planner).
+    limited_by: tuple[HoldKind, ...] = ()

@@ -27,6 +27,7 @@ from scheduler.domain import (
     MAX_NODES_PER_POOL,
     CapacityProfile,
     Demand,
+    HoldKind,
     InstanceType,
     Market,
     Offering,
@@ -317,7 +318,49 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         unmet=unmet,
         notes=tuple(notes),
         kept_models=kept,
+        limited_by=binding_limits(problem, solution),
     )
+
+
+def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]:
+    """The hard limits that left demand unmet: for some unmet demand, every pool that
+    could serve it (capacity, in reach, room left) would break the budget or a quota
+    with one more node. Unmet demand that no pool could serve at all (nothing in reach,
+    every pool stocked out) is no limit's doing and reports none."""
+    tol = 1e-6
+    unmet = [d for d, rps in zip(problem.demands, solution.unmet_rps, strict=True) if rps > tol]
+    budget = problem.budget_usd_per_hour
+    if not unmet or (budget is None and not problem.quotas):
+        return ()
+    nodes = solution.nodes
+    per_pool = nodes.sum(axis=0)
+    gpus_used = [
+        sum(int(per_pool[i]) * problem.pools[i].gpus for i in q.pools) for q in problem.quotas
+    ]
+    members = [frozenset(q.pools) for q in problem.quotas]
+    price = sum(pool.usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
+    found: set[HoldKind] = set()
+    for d in unmet:
+        blocked: set[HoldKind] = set()
+        for i, pool in enumerate(problem.pools):
+            if (
+                problem.capacity_rps[d.model, i] <= 0
+                or pool.location not in d.locations
+                or nodes[d.model, i] >= pool.max_nodes
+            ):
+                continue
+            why: set[HoldKind] = set()
+            if budget is not None and price + pool.usd_per_hour > budget + tol:
+                why.add(HoldKind.BUDGET)
+            for q, inside, used in zip(problem.quotas, members, gpus_used, strict=True):
+                if i in inside and used + pool.gpus > q.max_gpus:
+                    why.add(HoldKind.QUOTA)
+            if not why:
+                break  # one more node here breaks no limit: the limits did not cut this demand
+            blocked |= why
+        else:
+            found |= blocked
+    return tuple(k for k in HoldKind if k in found)
 
 
 def make_plan(

@@ -19,9 +19,9 @@ from scheduler.actuator import Actuator
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.diff import propose
-from scheduler.domain import CapacityProfile, Node, NodeState, Offering, Plan, Pool
+from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Offering, Plan, Pool
 from scheduler.drain import Drainer
-from scheduler.guards import apply_guards
+from scheduler.guards import Held, apply_guards
 from scheduler.lifecycle import IllegalTransition
 from scheduler.observation import Observation, Policy
 from scheduler.profiles import instance_rps
@@ -52,7 +52,7 @@ class TickReport:
     now_s: float  # time of the tick
     plan: Plan | None  # the policy's target fleet; None when observing failed
     actions: tuple[Action, ...]  # actions attempted
-    held_back: tuple[str, ...]  # what the guards held back, and why
+    held_back: tuple[Held, ...]  # what the guards and limits held back, and why
     errors: tuple[str, ...]  # failures, one line each (the tick still completed)
     demand_complete: bool  # whether the load signal was whole
 
@@ -268,13 +268,13 @@ class Reconciler:
             )
         return self._rps[key]
 
-    def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[str, ...]]:
+    def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[Held, ...]]:
         """The plan and the guarded actions toward it (ignores approval; see `tick`)."""
         plan = self.policy.decide(obs)
         actions, held = self.toward(obs, plan)
         return plan, actions, held
 
-    def toward(self, obs: Observation, target: Plan) -> tuple[tuple[Action, ...], tuple[str, ...]]:
+    def toward(self, obs: Observation, target: Plan) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
         """Guarded actions that move the observed fleet toward `target`."""
         guarded = apply_guards(
             obs,
@@ -399,7 +399,7 @@ class Reconciler:
             self.approved = plan
         actions, held = self.toward(obs, target) if target is not None else ((), ())
         if target is None:
-            held = ("waiting for a plan to be approved",)
+            held = (Held(HoldKind.APPROVAL, 0, "waiting for a plan to be approved"),)
         orphans = tuple(Terminate(n, reason="listed after we gave up on it") for n in self._orphans)
         todo = (*orphans, *actions, *(await self._finish_drains(now_s)))
         result = await self.actuator.execute(todo, now_s)
@@ -436,6 +436,8 @@ class Reconciler:
             len(errors),
             obs.demand_complete,
         )
-        for line in held:
-            log.info("guard_held now_s=%.0f reason=%r", now_s, line)
+        for h in held:
+            log.info(
+                "guard_held now_s=%.0f kind=%s nodes=%d reason=%r", now_s, h.kind, h.nodes, h.text
+            )
         return TickReport(now_s, plan, tuple(todo), tuple(held), tuple(errors), obs.demand_complete)

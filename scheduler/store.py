@@ -28,17 +28,20 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
 from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
 from scheduler.lifecycle import LIVE, check_transition
+
+if TYPE_CHECKING:
+    from scheduler.guards import Held
 
 log = logging.getLogger(__name__)
 
@@ -522,11 +525,12 @@ class StateStore:
         plan: Plan,
         at_s: float,
         policy: str,
-        held_back: tuple[str, ...] = (),
+        held_back: Sequence[Held] = (),
         approval: str = "auto",
     ) -> int:
-        """Store a plan with its solver verdict, what the guards held back, and its
-        approval ("auto", "pending", "approved", "rejected", "dry-run"); returns its id."""
+        """Store a plan with its solver verdict, what the guards held back (as
+        `Held.to_json` objects), and its approval ("auto", "pending", "approved",
+        "rejected", "dry-run"); returns its id."""
         placements = [
             {
                 "model": pl.model,
@@ -555,7 +559,7 @@ class StateStore:
                     json.dumps(placements),
                     json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
                     json.dumps(list(plan.notes)),
-                    json.dumps(list(held_back)),
+                    json.dumps([h.to_json() for h in held_back]),
                     approval,
                 ),
             )

@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.metrics import DemandSample, MetricsSource
 from scheduler.actions import Action, Drain, Launch, Terminate
-from scheduler.domain import Node, NodeState, PlanStatus, Pool
+from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, PlanStatus, Pool
 from scheduler.forecast import QuantileForecast, demand_key
+from scheduler.guards import launch_limits
 
 if TYPE_CHECKING:
     from scheduler.reconciler import Reconciler, TickReport
@@ -38,18 +39,6 @@ SOLVER_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 TICK_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 _KIND = {Launch: "launch", Drain: "drain", Terminate: "terminate"}
-
-# Guard lines are free text (scheduler.guards); they map onto this fixed vocabulary so
-# the `guard` label stays bounded. Checked in order; "other" catches anything new.
-_GUARDS = (
-    ("over the budget", "budget"),
-    ("load signal", "load_signal"),
-    ("ready for less than", "min_node_age"),
-    ("scale-down limit", "scale_down_limit"),
-    ("make before break", "make_before_break"),
-    ("approved", "approval"),
-    ("paused", "paused"),
-)
 
 # States whose nodes cost money (everything live; a terminating node still bills).
 _BILLED = frozenset(
@@ -62,14 +51,6 @@ _BILLED = frozenset(
         NodeState.INTERRUPTED,
     }
 )
-
-
-def guard_of(line: str) -> str:
-    """The `guard` label value of one held-back line."""
-    for needle, name in _GUARDS:
-        if needle in line:
-            return name
-    return "other"
 
 
 def error_source(line: str) -> str:
@@ -209,8 +190,15 @@ class Telemetry:
         )
         self.guard_holds = Counter(
             "capsched_guard_holds",
-            "Held-back lines from the guards and the approval gate, by guard.",
+            "Held-back items from the guards, the limits and the approval gate, by guard.",
             ["guard"],
+            registry=r,
+        )
+        self.launches_held = Gauge(
+            "capsched_launches_held",
+            "1 while the latest tick's launches were held back (or its plan cut short) by"
+            " the limit: budget or quota.",
+            ["limit"],
             registry=r,
         )
 
@@ -268,6 +256,10 @@ class Telemetry:
                 self.actions.labels(kind, result)
         for outcome in ("ok", "skipped", "dry_run", "failed", "timeout"):
             self.ticks.labels(outcome)
+        for kind in HoldKind:
+            self.guard_holds.labels(kind.value)
+        for kind in LAUNCH_LIMITS:
+            self.launches_held.labels(kind.value).set(0)
         self.budget.set(math.nan)
         self.demand_complete.set(0)
 
@@ -363,8 +355,12 @@ class Telemetry:
         self.ticks.labels(outcome).inc()
         for line in report.errors:
             self.tick_errors.labels(error_source(line)).inc()
-        for line in report.held_back:
-            self.guard_holds.labels(guard_of(line)).inc()
+        for held in report.held_back:
+            self.guard_holds.labels(held.kind.value).inc()
+        if report.plan is not None:  # a skipped tick says nothing about the limits
+            limits = launch_limits(report.held_back)
+            for kind in LAUNCH_LIMITS:
+                self.launches_held.labels(kind.value).set(1 if kind in limits else 0)
         self._record_actions(report.actions, report.errors)
         self._record_nodes(nodes, usd_per_hour_by_pool)
         for node in preempted:

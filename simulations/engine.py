@@ -55,8 +55,18 @@ from adapters.sim import SimCloud, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, InstanceType, Market, Node, NodeState, Pool
+from scheduler.domain import (
+    LAUNCH_LIMITS,
+    CapacityProfile,
+    HoldKind,
+    InstanceType,
+    Market,
+    Node,
+    NodeState,
+    Pool,
+)
 from scheduler.factory import build_scheduler
+from scheduler.guards import launch_limits
 from scheduler.planner import resolve_location
 from scheduler.profiles import load_models
 from scheduler.store import StateStore
@@ -238,6 +248,31 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # what the run wants a reader to know
     early_s: float = 0.0  # "early" window after the trace start: boot time + one tick
     bound_usd: tuple[float, str] | None = None  # (lower bound on cost, "ip"/"lp") if it has one
+    # Times of the ticks (warm-up included) whose launches the budget or a quota held
+    # back, or whose plan it cut short, per limit (scheduler.guards.launch_limits).
+    launch_holds_s: dict[HoldKind, list[float]] = field(default_factory=dict)
+
+    def held_ticks(self, kind: HoldKind) -> int:
+        """Ticks on which `kind` (budget or quota) held launches back."""
+        return len(self.launch_holds_s.get(kind, ()))
+
+    def launch_hold_notes(self) -> list[str]:
+        """One line per limit that held launches back: on how many ticks, and when (in
+        minutes of the trace; the warm-up before it is negative)."""
+        t0 = float(self.times_s[0]) if len(self.times_s) else 0.0
+        out: list[str] = []
+        for kind in (HoldKind.BUDGET, HoldKind.QUOTA):
+            times = self.launch_holds_s.get(kind)
+            if not times:
+                continue
+            what = "the budget" if kind is HoldKind.BUDGET else "a quota"
+            first, last = (min(times) - t0) / 60.0, (max(times) - t0) / 60.0
+            out.append(
+                f"{self.policy}: {what} held launches back on {len(times)} of {self.ticks}"
+                f" ticks, minutes {first:.0f} to {last:.0f} of the trace"
+                + (" (negative: the warm-up)" if first < 0 else "")
+            )
+        return out
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
@@ -315,6 +350,9 @@ class RunResult:
                 else None
             ),
             "bound_kind": self.bound_usd[1] if self.bound_usd else None,
+            # Ticks on which the budget / a quota held launches back (never silent).
+            "budget_held_ticks": self.held_ticks(HoldKind.BUDGET),
+            "quota_held_ticks": self.held_ticks(HoldKind.QUOTA),
         }
 
 
@@ -459,6 +497,7 @@ async def replay(
     cost = {m.value: np.zeros(n) for m in Market}
     forecast = np.full(n, np.nan)
     solve_times: list[float] = []
+    launch_holds: dict[HoldKind, list[float]] = {k: [] for k in LAUNCH_LIMITS}
     ticks = 0
     tick_errors = 0
     draining: set[str] = set()
@@ -481,6 +520,8 @@ async def replay(
         tick_errors += len(report.errors)
         if report.plan is not None:
             solve_times.append(report.plan.solve_time_s)
+        for kind in launch_limits(report.held_back):
+            launch_holds[kind].append(at)
         if drainer.began:  # only a drain begun since can have made a node DRAINING
             draining = {x.node_id for x in store.live_nodes() if x.state is NodeState.DRAINING}
             drainer.began = {k: v for k, v in drainer.began.items() if k in draining}
@@ -584,6 +625,7 @@ async def replay(
         state_db=str(state_db),
         early_s=early_s,
         bound_usd=_bound_of(policy),
+        launch_holds_s={k: v for k, v in launch_holds.items() if v},
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",

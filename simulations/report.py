@@ -25,6 +25,8 @@ SUMMARY_KEYS = (
     "wall_s",
     "lower_bound_usd",
     "bound_kind",
+    "budget_held_ticks",
+    "quota_held_ticks",
 )
 STATIC_PEAK = "static-peak"
 

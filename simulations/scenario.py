@@ -16,7 +16,9 @@ A scenario overrides, on top of the config file:
   ``reveal_stockouts``, ``random_interruptions``, ``seed``;
 * ``[[spot_traces]]``: ``file`` (SkyPilot spot-traces JSON; relative to the scenario
   file, or ``$SPOT/...`` under the SkyPilot traces folder), ``pools`` (glob on pool
-  keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``.
+  keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``, ``loop``
+  (default true: a trace shorter than the replay starts over, and a note says so;
+  false: the pools keep the trace's last value after its end).
 
 Problems raise `ScenarioError` with one line per problem naming the file and key,
 as `scheduler.config` does.
@@ -43,6 +45,8 @@ SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
 # The shared data folder sits next to the repository in our checkouts.
 _SHARED_SPOT = Path(__file__).resolve().parents[2] / "shared/data/spot/skypilot_spot_traces"
 DEFAULT_SCENARIO_PATH = Path(__file__).parent / "data" / "default_scenario.toml"
+# The embedded default's world with the real SkyPilot spot traces (opt-in: not bundled).
+SKYPILOT_SCENARIO_PATH = Path(__file__).parent / "data" / "scenarios" / "skypilot-spot-traces.toml"
 
 
 def spot_traces_dir() -> Path | None:
@@ -98,6 +102,7 @@ class SpotTraceSection(_Section):
     pools: str = Field(min_length=1)  # glob on pool keys, e.g. "aws/us-east-1/*/spot"
     scale: float = Field(default=1.0, gt=0)  # multiplies the counts
     offset_s: float = Field(default=0.0, ge=0)  # trace time at replay start
+    loop: bool = True  # start over after the end; false: hold the last value
 
 
 class Scenario(_Section):
@@ -202,10 +207,37 @@ def resolve_trace_path(entry: str, scenario_path: Path) -> Path:
     return p if p.is_absolute() else scenario_path.parent / p
 
 
+def _span(seconds: float) -> str:
+    """A duration for people: minutes, hours or days."""
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def loop_note(index: int, entry: SpotTraceSection, trace: SpotTrace, replay_s: float) -> str | None:
+    """The note on a looping trace that the replay outlasts, or None when it does not."""
+    length_s = len(trace.counts) * trace.gap_s
+    if not entry.loop or entry.offset_s + replay_s <= length_s + 1e-9:
+        return None
+    return (
+        f"spot_traces[{index}] {entry.file} loops: {_span(length_s)} long"
+        + (f" from offset {_span(entry.offset_s)}" if entry.offset_s else "")
+        + f", the replay is {_span(replay_s)}, so it plays"
+        f" {(entry.offset_s + replay_s) / length_s:.1f} times"
+        " (loop = false holds its last value instead)"
+    )
+
+
 def load_spot_mapping(
-    scenario: Scenario, path: Path, offerings: tuple[Offering, ...]
+    scenario: Scenario,
+    path: Path,
+    offerings: tuple[Offering, ...],
+    replay_s: float = 0.0,
 ) -> tuple[dict[Pool, SpotTrace], list[str]]:
-    """Spot trace per pool, and notes on traces that could not be found (and were skipped)."""
+    """Spot trace per pool, and notes on traces that could not be found (and were
+    skipped) and on traces shorter than a replay of `replay_s` that loop."""
     out: dict[Pool, SpotTrace] = {}
     notes: list[str] = []
     problems: list[str] = []
@@ -218,10 +250,15 @@ def load_spot_mapping(
             notes.append(f"spot_traces[{i}] skipped: {exc}")
             continue
         try:
-            trace = load_spot_trace(file, scale=entry.scale, offset_s=entry.offset_s)
+            trace = load_spot_trace(
+                file, scale=entry.scale, offset_s=entry.offset_s, loop=entry.loop
+            )
         except SpotTraceError as exc:
             problems.append(f"{where}.file: {exc}")
             continue
+        note = loop_note(i, entry, trace, replay_s)
+        if note is not None:
+            notes.append(note)
         matched = [p for p in spot_pools if fnmatch.fnmatchcase(p.key, entry.pools)]
         if not matched:
             problems.append(f"{where}.pools: {entry.pools!r} matches no spot pool of the catalog")

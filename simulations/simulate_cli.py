@@ -8,7 +8,9 @@
                       [--ray-runtime-env JSON]
 
 Without `--trace` it replays the bundled Azure LLM trace slice under the embedded
-default scenario (real spot traces when the shared data folder is present). Writes
+default scenario (bundled synthetic spot capacity: the same numbers on every machine;
+the real SkyPilot traces are `--scenario simulations/data/scenarios/
+skypilot-spot-traces.toml`). Writes
 `DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
 unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
 solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs, notes, and per
@@ -186,8 +188,16 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     _write(out, results, spec, notes, world.info.seed)
     print(table(summaries(results)))
+    _print_launch_holds(results)
     print(f"wrote {out / 'summary.json'} and {out / 'report.png'}")
     return 0
+
+
+def _print_launch_holds(results: Sequence[RunResult]) -> None:
+    """Say where the budget or a quota held launches back: a binding limit is never silent."""
+    for r in results:
+        for line in r.launch_hold_notes():
+            print(f"held: {line}")
 
 
 def _progress(total: int, disabled: bool, unit: str = "step") -> Any:
@@ -385,6 +395,7 @@ def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
         doc["scenarios"][sname] = {"policies": summaries(ordered)}
         print(f"\nscenario {sname}")
         print(table(doc["scenarios"][sname]["policies"]))
+        _print_launch_holds(ordered)
     (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out / 'sweep.json'}")
     return 0

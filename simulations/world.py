@@ -71,7 +71,8 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         region=d.region,
         mapping=d.series,
     )
-    spot, notes = load_spot_mapping(scenario, scenario_path, cat.offerings)
+    replay_s = demand.n_steps * demand.step_s
+    spot, notes = load_spot_mapping(scenario, scenario_path, cat.offerings, replay_s)
     # The simulated cloud sells only what the config may use: every policy is bound by
     # the same config, and 2,500 offerings per tick cost the replay more than the solve.
     sold = tuple(o for o in cat.offerings if allowed(config, o, cat.instance_type(o.pool)))

@@ -11,8 +11,18 @@ from adapters.provider import InterruptionNotice
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.config import Config, load_config
 from scheduler.diff import propose
-from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
-from scheduler.guards import apply_guards
+from scheduler.domain import (
+    Cloud,
+    HoldKind,
+    Market,
+    Node,
+    NodeState,
+    Placement,
+    Plan,
+    PlanStatus,
+    Pool,
+)
+from scheduler.guards import Held, apply_guards
 from scheduler.observation import Observation
 
 A = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
@@ -44,7 +54,7 @@ def plan(*counts: tuple[Pool, int], usd: float = 1.0) -> Plan:
 
 def decide(
     o: Observation, p: Plan, cfg: Config | None = None
-) -> tuple[list[object], tuple[str, ...]]:
+) -> tuple[list[object], tuple[Held, ...]]:
     ids = (f"new{i}" for i in itertools.count())
     g = apply_guards(o, p, propose(o, p), cfg or config(), lambda m, pool: 1.0, lambda: next(ids))
     return list(g.actions), g.held_back
@@ -65,7 +75,8 @@ def test_no_scale_down_when_the_load_signal_is_missing() -> None:
     nodes = [node(i) for i in range(4)]
     actions, held = decide(obs(nodes, complete=False), plan((A, 1)))
     assert actions == []
-    assert held and "load signal missing" in held[0]
+    assert held and held[0].kind is HoldKind.LOAD_SIGNAL and held[0].nodes == 3
+    assert "load signal missing" in held[0].text
 
 
 def test_scale_up_still_happens_when_the_load_signal_is_missing() -> None:
@@ -77,14 +88,15 @@ def test_young_nodes_are_not_drained() -> None:
     nodes = [node(1, since=NOW - 60), node(2, since=NOW - 60)]
     actions, held = decide(obs(nodes), plan((A, 1)))
     assert actions == []
-    assert "ready for less than 900 s" in held[0]
+    assert held[0].kind is HoldKind.MIN_NODE_AGE and "ready for less than 900 s" in held[0].text
 
 
 def test_scale_down_is_limited_per_tick() -> None:
     nodes = [node(i) for i in range(8)]
     actions, held = decide(obs(nodes), plan((A, 1)), config(max_scale_down_fraction=0.25))
     assert kinds(actions) == ["Drain", "Drain"]  # 25 % of 8
-    assert "scale-down limit per tick reached" in held[0]
+    assert held[0].kind is HoldKind.SCALE_DOWN_LIMIT
+    assert "scale-down limit per tick reached" in held[0].text
 
 
 def test_make_before_break_waits_for_replacements() -> None:
@@ -92,7 +104,7 @@ def test_make_before_break_waits_for_replacements() -> None:
     nodes = [node(1), node(2)]
     actions, held = decide(obs(nodes), plan((B, 2)))
     assert kinds(actions) == ["Launch", "Launch"]
-    assert "make before break" in held[0]
+    assert held[0].kind is HoldKind.MAKE_BEFORE_BREAK and "make before break" in held[0].text
     booted = [*nodes, node(3, pool=B, since=NOW - 1000), node(4, pool=B, since=NOW - 1000)]
     actions, held = decide(obs(booted), plan((B, 2)), config(max_scale_down_fraction=0.5))
     assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n1", "n2"]
@@ -114,7 +126,8 @@ def test_interrupted_nodes_are_replaced_at_once() -> None:
 def test_launches_stop_when_the_plan_is_over_budget() -> None:
     actions, held = decide(obs([]), plan((A, 2), usd=1e6))
     assert actions == []
-    assert "over the budget" in held[0]
+    assert held[0].kind is HoldKind.BUDGET and held[0].nodes == 2
+    assert "over the budget" in held[0].text
 
 
 @pytest.mark.parametrize("count", [0, 1, 5])

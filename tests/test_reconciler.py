@@ -16,7 +16,7 @@ from adapters.sim import SimCloud, SpotTrace
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.domain import Market, NodeState
+from scheduler.domain import HoldKind, Market, NodeState
 from scheduler.factory import build_scheduler
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
@@ -249,7 +249,8 @@ async def test_manual_mode_waits_for_approval(tmp_path: Path) -> None:
     w = World(tmp_path)
     with_daemon(w, approval_mode="manual")
     report = await w.tick(0)
-    assert report.actions == () and "approved" in report.held_back[0]
+    assert report.actions == () and report.held_back[0].kind is HoldKind.APPROVAL
+    assert "approved" in report.held_back[0].text
     assert w.rec.pending is not None
     pending_id = w.rec.pending[0]
     assert w.store.plans(1)[0]["approval"] == "pending"

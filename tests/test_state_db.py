@@ -286,6 +286,7 @@ def write_config(tmp_path: Path, db: str | Path) -> Path:
     config_path = tmp_path / "capsched.toml"
     config_path.write_text(
         f'[scheduler]\nstate_db = "{db}"\n[daemon]\napi_port = 0\n'
+        f'token_file = "{tmp_path / "capsched.token"}"\n'
         f'[[models]]\nname = "{MODEL}"\nmin_replicas = 1\n[[models]]\nname = "llama-3.1-70b"\n'
         f'[[regions]]\nname = "{REGION}"\nlocation = "us-east-1"\n'
         '[clouds.aws]\nregions = ["us-east-1"]\n[clouds.gcp]\nenabled = false\n'

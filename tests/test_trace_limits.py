@@ -20,6 +20,7 @@ from scheduler.diff import propose
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     Cloud,
+    HoldKind,
     Market,
     Placement,
     Plan,
@@ -244,4 +245,6 @@ def test_a_plan_past_the_pool_limit_launches_at_most_the_limit(count: int) -> No
     guarded = apply_guards(obs, plan, proposal, CONFIG, lambda m, p: 1.0, lambda: next(ids))
     assert len(guarded.actions) == MAX_NODES_PER_POOL + 3
     (held,) = guarded.held_back
-    assert held.startswith(f"{count - MAX_NODES_PER_POOL} launches held: {model} in {A.key}")
+    assert held.kind is HoldKind.POOL_LIMIT
+    assert held.nodes == count - MAX_NODES_PER_POOL
+    assert held.text.startswith(f"{count - MAX_NODES_PER_POOL} launches held: {model} in {A.key}")

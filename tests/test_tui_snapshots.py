@@ -11,6 +11,7 @@ import pytest
 
 from scheduler.domain import (
     Cloud,
+    HoldKind,
     Market,
     Node,
     NodeState,
@@ -20,6 +21,7 @@ from scheduler.domain import (
     Pool,
     Unmet,
 )
+from scheduler.guards import Held
 from scheduler.store import StateStore
 
 T0 = 1_700_000_000.0  # fixed start of the fixture's history
@@ -61,7 +63,7 @@ def build_state_db(path: Path) -> Path:
         counts: dict[tuple[str, str], int],
         usd: float,
         approval: str,
-        held: tuple[str, ...] = (),
+        held: tuple[Held, ...] = (),
         unmet: float = 0.0,
     ) -> None:
         placements = tuple(Placement(m, POOLS[p], c) for (m, p), c in counts.items())
@@ -122,7 +124,7 @@ def build_state_db(path: Path) -> Path:
         {("llama-3.1-8b", "spot-e1"): 4, ("llama-3.1-70b", "big"): 1, ("llama-3.1-8b", "gcp-a"): 1},
         36.9,
         "pending",
-        held=("1 drains held: ready for less than 900 s",),
+        held=(Held(HoldKind.MIN_NODE_AGE, 1, "1 drains held: ready for less than 900 s"),),
         unmet=2.5,
     )
     store.close()

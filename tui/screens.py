@@ -27,6 +27,8 @@ from tui.views import (
     fmt_age,
     fmt_usd,
     group_fleet,
+    held_items,
+    launch_limits_of,
     matches,
     plan_diff,
     sort_groups,
@@ -83,6 +85,12 @@ class StatusBar(Static):
         if s.get("paused"):
             text.append(" │ ")
             text.append("PAUSED", "bold black on yellow")
+        limits = launch_limits_of(s.get("held_back") or [])
+        if limits:
+            text.append(" │ ")
+            text.append(
+                f"LAUNCHES HELD: {' + '.join(k.value for k in limits)}", "bold white on red"
+            )
         text.append(" │ ")
         if app.backend.read_only:
             text.append("● read-only", "bold cyan")
@@ -469,7 +477,10 @@ class PlanScreen(DataScreen):
         )
         why = Text()
         for title, items in (
-            ("held back by the guards", plan.get("held_back") or []),
+            (
+                "held back by the guards",
+                [text for _, text in held_items(plan.get("held_back") or [])],
+            ),
             ("solver notes", plan.get("notes") or []),
             (
                 "unmet demand",

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.text import Text
 
+from scheduler.domain import LAUNCH_LIMITS, HoldKind
 from tui.backend import DemandPoint
 
 # Columns a fleet group is keyed by, in display order.
@@ -50,6 +51,26 @@ def fmt_age(seconds: float | None) -> str:
 def fmt_usd(value: float | None) -> str:
     """Dollars with cents, or "-"."""
     return "-" if value is None or not math.isfinite(value) else f"${value:,.2f}"
+
+
+def held_items(held_back: Iterable[Any]) -> list[tuple[HoldKind | None, str]]:
+    """A plan's or status's `held_back` as (kind, text) pairs. Items are the API's
+    `{"kind", "nodes", "text"}` objects; a plain string (a database written before held
+    items had a kind) keeps its text with no kind."""
+    known = {k.value: k for k in HoldKind}
+    out: list[tuple[HoldKind | None, str]] = []
+    for item in held_back or ():
+        if isinstance(item, Mapping):
+            out.append((known.get(str(item.get("kind"))), str(item.get("text", ""))))
+        else:
+            out.append((None, str(item)))
+    return out
+
+
+def launch_limits_of(held_back: Iterable[Any]) -> list[HoldKind]:
+    """The limits (budget, quota) that held launches back, in HoldKind order."""
+    kinds = {k for k, _ in held_items(held_back) if k in LAUNCH_LIMITS}
+    return [k for k in HoldKind if k in kinds]
 
 
 def pool_key(row: Mapping[str, Any]) -> str:
