@@ -96,7 +96,8 @@ def assign_series(
                 "which is not a configured model/region"
             )
         out[index[key]] += row
-        notes.append(f"series {name} -> {key[0]}/{key[1]}")
+        if name != f"{key[0]}/{key[1]}":  # a series already named model/region is no news
+            notes.append(f"series {name} -> {key[0]}/{key[1]}")
     return keys, out, notes
 
 

@@ -12,11 +12,13 @@ TICK_LINE = "logger=scheduler.reconciler tick now_s="
 
 
 def start_daemon(
-    config: Path, cwd: Path, env: Mapping[str, str] | None = None
+    config: Path, cwd: Path, env: Mapping[str, str] | None = None, *, verbose: bool = False
 ) -> subprocess.Popen[str]:
-    """Start the daemon on `config`; its log lines come on `stderr`."""
+    """Start the daemon on `config`; its log lines (debug ones too when `verbose`) come on
+    `stderr`."""
+    flags = ["-v"] if verbose else []
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        [sys.executable, "-m", "scheduler.cli", *flags, "daemon", "--config", str(config)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
