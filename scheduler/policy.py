@@ -112,7 +112,7 @@ class CapschedPolicy:
         if self._last is not None and stand == {m.name for m in self.config.models}:
             last = self._last[0]
             targets = Counter({(pl.model, pl.pool): pl.count for pl in last.placements})
-            if all(targets[key] >= n for key, n in booting.items()):
+            if all(targets[key] >= count for key, count in booting.items()):
                 return last
         settled = stand | check
         # Settled models start from their last target (and any node booting beyond it),
@@ -125,9 +125,9 @@ class CapschedPolicy:
             for pl in self._last[0].placements:
                 if pl.model in settled:
                     fleet[pl.model, pl.pool] += pl.count
-        for (model, pool), n in booting.items():
+        for (model, pool), count in booting.items():
             if model in settled:
-                fleet[model, pool] = max(fleet[model, pool], n)
+                fleet[model, pool] = max(fleet[model, pool], count)
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
         # Committed for settled models too: a target that no longer serves a rise is
         # searched again from the target, and that search must not drop a booting node
