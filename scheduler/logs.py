@@ -131,17 +131,40 @@ def resolve_format(fmt: LogFormat, stream: TextIO) -> LogFormat:
     return "timed" if stream.isatty() else "plain"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of each record (as logging's own
+    last-resort handler does), so a test that swaps stderr never leaves it a closed one."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
+_installed: logging.Handler | None = None  # the handler the last setup_logging added
+
+
 def setup_logging(level: int, fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Send every log record at `level` and above to `stream` (stderr) in `fmt`."""
-    out = stream if stream is not None else sys.stderr
-    chosen = resolve_format(fmt, out)
-    handler = logging.StreamHandler(out)
+    """Send log records at `level` and above to `stream` (default: stderr) in `fmt`,
+    replacing what an earlier call installed (other handlers stay)."""
+    global _installed
+    chosen = resolve_format(fmt, stream if stream is not None else sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     formatter: logging.Formatter = (
         JsonFormatter() if chosen == "json" else KeyValueFormatter(timed=chosen == "timed")
     )
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    if _installed is not None:
+        root.removeHandler(_installed)
     root.addHandler(handler)
     root.setLevel(level)
+    _installed = handler

@@ -31,6 +31,7 @@ from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
 from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
+from scheduler.logs import set_virtual_clock
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore
@@ -241,6 +242,8 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
     except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
         print(f"error: {where}: sources: {exc}", file=sys.stderr)
         return 2
+    if config.sources.cloud == "sim" and config.sources.demand == "trace":
+        set_virtual_clock(edges.clock)  # log lines say where in the replayed trace they are
     try:
         token = load_or_create_token(config.daemon.token_file)
     except TokenFileError as exc:

@@ -57,6 +57,7 @@ from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, InstanceType, Market, Node, NodeState, Pool
 from scheduler.factory import build_scheduler
+from scheduler.logs import set_virtual_clock
 from scheduler.planner import resolve_location
 from scheduler.profiles import load_models
 from scheduler.store import StateStore
@@ -472,6 +473,7 @@ async def replay(
 
     async def tick(at: float) -> None:
         nonlocal ticks, tick_errors, draining, last_forecast
+        set_virtual_clock(lambda: at)  # log lines from here on carry the replay's time
         # One transaction per tick instead of one per write: nothing else uses the
         # database during a replay, and a tick that raised would end the replay anyway.
         with store.transaction():

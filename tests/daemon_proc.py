@@ -5,20 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TICK_LINE = "logger=scheduler.reconciler tick now_s="
 
 
 def start_daemon(
-    config: Path, cwd: Path, env: Mapping[str, str] | None = None, *, verbose: bool = False
+    config: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    verbose: bool = False,
+    args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """Start the daemon on `config`; its log lines (debug ones too when `verbose`) come on
-    `stderr`."""
+    """Start the daemon on `config` (plus `args`); its log lines (debug ones too when
+    `verbose`) come on `stderr`."""
     flags = ["-v"] if verbose else []
+    command = ["daemon", "--config", str(config), *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", *flags, "daemon", "--config", str(config)],
+        [sys.executable, "-m", "scheduler.cli", *flags, *command],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
