@@ -37,6 +37,7 @@ def embedded_default(tmp_path: Path) -> Config:
             ),
             # A work limit instead of the clock: the same replay on any machine.
             "solver": config.solver.model_copy(update={"node_limit": 2000}),
+            "sources": config.sources.model_copy(update={"sim_state": ""}),  # in memory
         }
     )
 
