@@ -12,6 +12,20 @@ from scheduler.domain import Pool
 
 
 @dataclass(frozen=True, slots=True)
+class Grounds:
+    """The numbers behind an action toward a plan, for its log line: the model's planned
+    demand against the capacity it has and the capacity the plan gives it, and the
+    action's pool now and in the plan. Taken when the action is decided."""
+
+    model: str  # the node's model
+    planned_rps: float  # the model's demand the plan provisions for (NaN: the policy does not say)
+    capacity_rps: float  # what the model's live nodes serve (requested, booting, ready)
+    planned_capacity_rps: float  # what the plan's nodes of the model serve
+    pool_nodes: int  # nodes of the model in the pool now
+    pool_planned: int  # nodes of the model the plan wants in the pool
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     """Start a node of `model` in `pool`."""
 
@@ -19,6 +33,7 @@ class Launch:
     model: str  # model it will serve
     pool: Pool  # where
     reason: str  # why, for logs and the journal
+    grounds: Grounds | None = None  # the plan's numbers behind it, when a plan asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +42,7 @@ class Drain:
 
     node_id: str  # node to drain
     reason: str
+    grounds: Grounds | None = None  # the plan's numbers behind it, when a plan asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +51,7 @@ class Terminate:
 
     node_id: str  # node to terminate
     reason: str
+    grounds: Grounds | None = None  # the plan's numbers behind it, when a plan asked
 
 
 Action = Launch | Drain | Terminate

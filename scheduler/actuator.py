@@ -24,10 +24,11 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from scheduler.actions import Action, Drain, Launch, Terminate
+from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.domain import Node, NodeState, Pool
 from scheduler.drain import Drainer
 from scheduler.lifecycle import TERMINAL
+from scheduler.logs import event
 from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,16 @@ class Actuator:
             cloud_instance_id=instance.cloud_instance_id,
         )
         self.store.journal_end(entry, "done", now_s, instance.cloud_instance_id)
-        log.info("launched node_id=%s model=%s pool=%s", node.node_id, node.model, node.pool.key)
+        event(
+            log,
+            logging.INFO,
+            "launched",
+            node_id=node.node_id,
+            model=node.model,
+            pool=node.pool.key,
+            reason=action.reason,
+            **_grounds(action.grounds),
+        )
 
     async def _drain(self, action: Drain, now_s: float) -> None:
         node = self.store.node(action.node_id)
@@ -138,6 +148,16 @@ class Actuator:
             raise KeyError(action.node_id)
         entry = self.store.journal_begin("drain", node.node_id, now_s, action.reason)
         self.store.transition(node.node_id, NodeState.DRAINING, now_s, action.reason)
+        event(
+            log,
+            logging.INFO,
+            "draining",
+            node_id=node.node_id,
+            model=node.model,
+            pool=node.pool.key,
+            reason=action.reason,
+            **_grounds(action.grounds),
+        )
         try:
             await self.drainer.begin(node)
         except Exception as exc:
@@ -163,3 +183,27 @@ class Actuator:
             return
         self.store.transition(node.node_id, NodeState.TERMINATING, now_s, action.reason)
         self.store.journal_end(entry, "done", now_s, "terminate requested")
+        event(
+            log,
+            logging.INFO,
+            "terminating",
+            node_id=node.node_id,
+            model=node.model,
+            pool=node.pool.key,
+            was=node.state.value,
+            reason=action.reason,
+            **_grounds(action.grounds),
+        )
+
+
+def _grounds(grounds: Grounds | None) -> dict[str, object]:
+    """The plan's numbers behind an action, as log fields (none without a plan)."""
+    if grounds is None:
+        return {}
+    return {
+        "planned_rps": grounds.planned_rps,
+        "capacity_rps": grounds.capacity_rps,
+        "planned_capacity_rps": grounds.planned_capacity_rps,
+        "pool_nodes": grounds.pool_nodes,
+        "pool_planned": grounds.pool_planned,
+    }

@@ -16,19 +16,18 @@ from pathlib import Path
 
 from scheduler.config import ConfigError, load_config
 from scheduler.domain import Demand
+from scheduler.logs import LOG_FORMATS, LogFormat, setup_logging
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
 
 log = logging.getLogger("capsched")
 
 
-def _setup_logging(verbose: bool, service: bool) -> None:
+def _setup_logging(verbose: bool, service: bool, log_format: LogFormat) -> None:
     # A service logs its decisions (journald keeps them); one-shot commands stay quiet.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else (logging.INFO if service else logging.WARNING),
-        format="level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if verbose else (logging.INFO if service else logging.WARNING)
+    setup_logging(level, log_format)
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -186,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _LAZY_COMMANDS.items():
         p = sub.add_parser(name, help=module[1])
         _attach(p, module[0])
+    for p in sub.choices.values():  # after the subcommand, where people type it
+        p.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            default="auto",
+            help="log lines: key=value with the time in front (timed), without it (plain,"
+            " for journald, which adds its own), or JSON; auto: timed on a terminal",
+        )
     return parser
 
 
@@ -216,8 +223,14 @@ def _attach(parser: argparse.ArgumentParser, module_name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `capsched` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, service=args.command == "daemon")
-    code: int = args.func(args)
+    _setup_logging(args.verbose, service=args.command == "daemon", log_format=args.log_format)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        # Ctrl-C ends a command at once, without a traceback. (The daemon stops cleanly
+        # with exit 0 on SIGINT once it runs; this covers the seconds before that.)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from scheduler.domain import MAX_NODES_PER_POOL, Node, NodeState, Plan, Pool
 from scheduler.observation import Observation
 
-# Surplus nodes are removed in this order: what serves nothing first.
-_REMOVAL_ORDER = {NodeState.REQUESTED: 0, NodeState.BOOTING: 1, NodeState.READY: 2}
+# Surplus nodes are removed in this order: ready ones first (the guards decide whether one
+# may go yet), nodes still booting last, the latest launch first. A booting node is kept
+# until it is ready (its boot is paid for and its capacity is minutes away); capsched's
+# plans keep every booting node, so only a plan that drops more nodes from a pool than
+# are ready there (a baseline's) cancels one.
+_REMOVAL_ORDER = {NodeState.READY: 0, NodeState.REQUESTED: 1, NodeState.BOOTING: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ def propose(obs: Observation, plan: Plan) -> Proposal:
                 over_limit.append((key[0], key[1], want - len(have) - room))
             launches.extend([key] * min(want - len(have), room))
         elif len(have) > want:
-            # Serving-nothing first; among ready nodes the oldest, which the age guard allows.
+            # Ready nodes first, the oldest (which the age guard allows); booting ones last.
             ordered = sorted(
                 have,
                 key=lambda n: (

@@ -213,6 +213,9 @@ class Plan:
     objective: float  # solver objective (cost + risk + churn + penalties), USD/hour
     gap: float  # relative optimality gap, 0 when proven optimal
     solve_time_s: float  # wall time spent in the solver
+    # The demand the plan provisions for (the policy's planned rates); empty when the
+    # policy does not say (a baseline).
+    demand: tuple[Demand, ...] = ()
     unmet: tuple[Unmet, ...] = ()  # demand left unserved
     notes: tuple[str, ...] = field(default=())  # why the plan looks the way it does
     kept_models: tuple[str, ...] = ()  # models kept as they ran, without a search

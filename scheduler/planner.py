@@ -380,6 +380,7 @@ def make_plan(
     """
     problem, cands = build_problem(config, catalog, profiles, demand, fleet, committed)
     keep = [i for i, name in enumerate(cands.models) if name in set(keep_models)]
+    log.debug("solve_started models=%d pools=%d", len(cands.models), len(problem.pools))
     solution = solve(
         problem,
         time_limit_s=config.solver.time_limit_s,

@@ -105,27 +105,39 @@ class CapschedPolicy:
         demand = self._held_up(obs.now_s, self.planned_demand(obs))
         offerings = obs.offerings or self.catalog.offerings
         stand, check = self._settled(demand, offerings)
+        # Launched and not serving yet: every plan keeps these, whichever way it is made.
+        booting: Counter[tuple[str, Pool]] = Counter(
+            (n.model, n.pool) for n in obs.serving() if n.state is not NodeState.READY
+        )
         if self._last is not None and stand == {m.name for m in self.config.models}:
-            return self._last[0]
+            last = self._last[0]
+            targets = Counter({(pl.model, pl.pool): pl.count for pl in last.placements})
+            if all(targets[key] >= count for key, count in booting.items()):
+                return last
         settled = stand | check
-        # Settled models start from their last target, the others from what serves now.
+        # Settled models start from their last target (and any node booting beyond it),
+        # the others from what serves now.
         fleet: Counter[tuple[str, Pool]] = Counter()
-        booting: Counter[tuple[str, Pool]] = Counter()
         for n in obs.serving():
             if n.model not in settled:
                 fleet[n.model, n.pool] += 1
-                if n.state is not NodeState.READY:
-                    booting[n.model, n.pool] += 1
         if self._last is not None:
             for pl in self._last[0].placements:
                 if pl.model in settled:
                     fleet[pl.model, pl.pool] += pl.count
+        for (model, pool), count in booting.items():
+            if model in settled:
+                fleet[model, pool] = max(fleet[model, pool], count)
         placements = [Placement(m, p, c) for (m, p), c in sorted(fleet.items())]
+        # Committed for settled models too: a target that no longer serves a rise is
+        # searched again from the target, and that search must not drop a booting node
+        # (it did: 8 of 53 launches of the embedded default were cancelled a tick later).
         committed = [Placement(m, p, c) for (m, p), c in sorted(booting.items())]
         catalog = dataclasses.replace(self.catalog, offerings=offerings)
         plan = make_plan(
             self.config, catalog, self.profiles, demand, placements, settled, committed
         )
+        plan = dataclasses.replace(plan, demand=tuple(demand))
         kept = set(plan.kept_models)
         solved_for = {
             (d.model, d.region): (

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 from adapters.metrics import DemandSample, MetricsSource
 from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
-from scheduler.actions import Action, Terminate
+from scheduler.actions import Action, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -23,6 +24,7 @@ from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Offerin
 from scheduler.drain import Drainer
 from scheduler.guards import Held, apply_guards
 from scheduler.lifecycle import IllegalTransition
+from scheduler.logs import event
 from scheduler.observation import Observation, Policy
 from scheduler.profiles import instance_rps
 from scheduler.store import StateStore
@@ -46,6 +48,18 @@ def _same_targets(a: Plan, b: Plan) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The fleet and the load a tick saw, against its plan: the numbers of its log line."""
+
+    nodes: int  # live nodes observed (requested to terminating: all billed)
+    usd_per_hour: float  # their price now
+    planned_nodes: int  # nodes the plan wants
+    planned_usd_per_hour: float  # the plan's price
+    demand_rps: float  # load observed now, summed over the series that reported
+    planned_rps: float  # load the plan provisions for (NaN when the policy does not say)
+
+
+@dataclass(frozen=True, slots=True)
 class TickReport:
     """What one tick saw, decided and did."""
 
@@ -55,6 +69,7 @@ class TickReport:
     held_back: tuple[Held, ...]  # what the guards and limits held back, and why
     errors: tuple[str, ...]  # failures, one line each (the tick still completed)
     demand_complete: bool  # whether the load signal was whole
+    fleet: FleetSummary | None = None  # fleet and load against the plan; None without a plan
 
 
 class Reconciler:
@@ -284,7 +299,62 @@ class Reconciler:
             self.capacity_of,
             self.store.next_node_id,
         )
-        return guarded.actions, guarded.held_back
+        return self._grounded(obs, target, guarded.actions), guarded.held_back
+
+    def _grounded(
+        self, obs: Observation, target: Plan, actions: tuple[Action, ...]
+    ) -> tuple[Action, ...]:
+        """`actions` carrying the plan's numbers behind each (for their log lines)."""
+        if not actions:
+            return actions
+        planned: dict[str, float] = {}
+        for d in target.demand:
+            planned[d.model] = planned.get(d.model, 0.0) + d.rps
+        planned_capacity: dict[str, float] = {}
+        pool_planned: dict[tuple[str, Pool], int] = {}
+        for pl in target.placements:
+            rps = pl.count * self.capacity_of(pl.model, pl.pool)
+            planned_capacity[pl.model] = planned_capacity.get(pl.model, 0.0) + rps
+            pool_planned[pl.model, pl.pool] = pl.count
+        capacity: dict[str, float] = {}
+        pool_nodes: dict[tuple[str, Pool], int] = {}
+        for n in obs.serving():
+            capacity[n.model] = capacity.get(n.model, 0.0) + self.capacity_of(n.model, n.pool)
+            pool_nodes[n.model, n.pool] = pool_nodes.get((n.model, n.pool), 0) + 1
+        nodes = {n.node_id: n for n in obs.nodes}
+        out: list[Action] = []
+        for action in actions:
+            if isinstance(action, Launch):
+                where: tuple[str, Pool] | None = (action.model, action.pool)
+            else:
+                node = nodes.get(action.node_id)
+                where = (node.model, node.pool) if node is not None else None
+            if where is None:
+                out.append(action)
+                continue
+            model = where[0]
+            grounds = Grounds(
+                model=model,
+                planned_rps=planned.get(model, math.nan) if target.demand else math.nan,
+                capacity_rps=capacity.get(model, 0.0),
+                planned_capacity_rps=planned_capacity.get(model, 0.0),
+                pool_nodes=pool_nodes.get(where, 0),
+                pool_planned=pool_planned.get(where, 0),
+            )
+            out.append(dataclasses.replace(action, grounds=grounds))
+        return tuple(out)
+
+    def _summary(self, obs: Observation, plan: Plan) -> FleetSummary:
+        """The tick line's numbers: the observed fleet and load against `plan`."""
+        prices = {o.pool: o.usd_per_hour for o in obs.offerings}
+        return FleetSummary(
+            nodes=len(obs.nodes),
+            usd_per_hour=sum(prices.get(n.pool, self._price(n.pool)) for n in obs.nodes),
+            planned_nodes=sum(pl.count for pl in plan.placements),
+            planned_usd_per_hour=plan.usd_per_hour,
+            demand_rps=sum(v for v in obs.demand.rps.values() if math.isfinite(v)),
+            planned_rps=sum(d.rps for d in plan.demand) if plan.demand else math.nan,
+        )
 
     def needs_approval(self, obs: Observation, plan: Plan) -> bool:
         """Whether the configured approval mode holds `plan` for a person to approve."""
@@ -424,20 +494,35 @@ class Reconciler:
 
         if approval != "pending" and (self.pending is None or self.pending[1] is not plan):
             self.store.record_plan(plan, now_s, self.policy.name, held, approval=approval)
-        log.info(
-            "tick now_s=%.0f policy=%s plan_status=%s usd_per_hour=%.2f actions=%d held=%d"
-            " errors=%d demand_complete=%s",
-            now_s,
-            self.policy.name,
-            plan.status,
-            plan.usd_per_hour,
-            len(todo),
-            len(held),
-            len(errors),
-            obs.demand_complete,
+        fleet = self._summary(obs, plan)
+        event(
+            log,
+            logging.INFO,
+            "tick",
+            now_s=round(now_s),
+            policy=self.policy.name,
+            plan_status=plan.status.value,
+            usd_per_hour=plan.usd_per_hour,
+            actions=len(todo),
+            held=len(held),
+            errors=len(errors),
+            demand_complete=obs.demand_complete,
+            nodes=fleet.nodes,
+            planned_nodes=fleet.planned_nodes,
+            fleet_usd_per_hour=fleet.usd_per_hour,
+            demand_rps=fleet.demand_rps,
+            planned_rps=fleet.planned_rps,
         )
         for h in held:
-            log.info(
-                "guard_held now_s=%.0f kind=%s nodes=%d reason=%r", now_s, h.kind, h.nodes, h.text
+            event(
+                log,
+                logging.INFO,
+                "guard_held",
+                now_s=round(now_s),
+                kind=h.kind.value,
+                nodes=h.nodes,
+                reason=h.text,
             )
-        return TickReport(now_s, plan, tuple(todo), tuple(held), tuple(errors), obs.demand_complete)
+        return TickReport(
+            now_s, plan, tuple(todo), tuple(held), tuple(errors), obs.demand_complete, fleet
+        )

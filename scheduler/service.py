@@ -35,6 +35,7 @@ from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
 from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
+from scheduler.logs import set_virtual_clock
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
 from scheduler.state_lock import StateLock, StateLockHeld
@@ -255,6 +256,14 @@ async def _close_edges(edges: Edges) -> None:
             await close()
 
 
+def _sim_state_hint(config: Config) -> str:
+    """For the simulated cloud: where its instances live, to start afresh by deleting it."""
+    sim_state = config.sources.sim_state if config.sources.cloud == "sim" else ""
+    if not sim_state:
+        return ""
+    return f" (the simulated cloud keeps them in {sim_state!r}: delete it too to start afresh)"
+
+
 async def run_daemon(config: Config, config_path: Path | None, *, adopt: bool = False) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (2 when the sources cannot be used,
     the state database is held by another daemon, damaged, or new next to a fleet it has
@@ -313,6 +322,8 @@ async def _run_locked(
     except (ValueError, OSError) as exc:  # TraceFormatError is a ValueError naming file and line
         print(f"error: {where}: sources: {exc}", file=sys.stderr)
         return 2
+    if config.sources.cloud == "sim" and config.sources.demand == "trace":
+        set_virtual_clock(edges.clock)  # log lines say where in the replayed trace they are
     try:
         token = load_or_create_token(config.daemon.token_file)
     except TokenFileError as exc:
@@ -354,7 +365,8 @@ async def _run_locked(
                 f"error: {where}: scheduler.state_db: {db!r} has no record of the"
                 f" {len(unseen)} running instance(s) tagged as ours ({shown}); if the"
                 f" database was lost, {restore_hint(db)}, or start with --adopt to take"
-                " them over",
+                " them over"
+                + _sim_state_hint(config),
                 file=sys.stderr,
             )
             store.close()

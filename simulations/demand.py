@@ -77,7 +77,8 @@ def assign_series(
     notes: list[str] = []
     for name, rate, row in zip(series.names, rates, rows, strict=True):
         out[row] += rate
-        notes.append(f"series {name} -> {keys[row][0]}/{keys[row][1]}")
+        if name != f"{keys[row][0]}/{keys[row][1]}":  # already named model/region: no news
+            notes.append(f"series {name} -> {keys[row][0]}/{keys[row][1]}")
     return keys, out, notes
 
 

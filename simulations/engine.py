@@ -67,6 +67,7 @@ from scheduler.domain import (
 )
 from scheduler.factory import build_scheduler
 from scheduler.guards import launch_limits
+from scheduler.logs import set_virtual_clock
 from scheduler.planner import resolve_location
 from scheduler.profiles import load_models
 from scheduler.store import StateStore
@@ -512,6 +513,7 @@ async def replay(
 
     async def tick(at: float) -> None:
         nonlocal ticks, tick_errors, draining, last_forecast
+        set_virtual_clock(lambda: at)  # log lines from here on carry the replay's time
         # One transaction per tick instead of one per write: nothing else uses the
         # database during a replay, and a tick that raised would end the replay anyway.
         with store.transaction():

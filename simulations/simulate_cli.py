@@ -134,6 +134,18 @@ def _with_reference(names: list[str]) -> list[str]:
     return [*names, STATIC_PEAK]
 
 
+def _out_problem(out: Path) -> str | None:
+    """Why `--out` cannot be (or become) the output folder, or None when it can."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            if path == out:
+                return f"--out {out}: exists and is not a folder"
+            return f"--out {out}: {path} is a file, not a folder"
+    return None
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -158,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         names = _with_reference(_policies(args.policy))
     except ValueError as exc:
         return _fail([str(exc)])
+    problem = _out_problem(args.out)
+    if problem is not None:
+        return _fail([problem])
     if args.sweep is not None:
         return _run_sweep(args, names)
     spec = WorldSpec(
@@ -173,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
     except BAD_INPUT as exc:
         return _fail(_bad_input(exc))
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # no permission, read-only file system
+        return _fail([f"--out {out}: cannot create the folder: {exc.strerror or exc}"])
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     results: list[RunResult] = []

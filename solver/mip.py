@@ -267,6 +267,11 @@ def _run(
             f"randomization/randomseedshift = {seed}\nlimits/gap = {gap_tolerance}"
             f"\nseparating/maxroundsroot = {ROOT_CUT_ROUNDS}\nseparating/maxrounds = 0"
             f"\nlimits/stallnodes = {stall_nodes if stall_nodes > 0 else -1}"
+            # SCIP would install its own SIGINT handler for the solve and put back the one
+            # it found after: two solves in threads (solver.workers) put back each other's,
+            # leaving SCIP's for good, and Ctrl-C then only printed "pressed CTRL-C" while
+            # the daemon ran on. The caller owns SIGINT (the daemon stops, commands exit 130).
+            "\nmisc/catchctrlc = FALSE"
         ),
     }[backend]
     if node_limit > 0 and backend == "scip":

@@ -12,11 +12,19 @@ TICK_LINE = "logger=scheduler.reconciler tick now_s="
 
 
 def start_daemon(
-    config: Path, cwd: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    config: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    verbose: bool = False,
+    args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """Start the daemon on `config` (with extra `args`); its log lines come on `stderr`."""
+    """Start the daemon on `config` (plus `args`); its log lines (debug ones too when
+    `verbose`) come on `stderr`."""
+    flags = ["-v"] if verbose else []
+    command = ["daemon", "--config", str(config), *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config), *args],
+        [sys.executable, "-m", "scheduler.cli", *flags, *command],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
