@@ -109,7 +109,10 @@ def test_demand_beyond_capacity_is_reported_unmet(
             "demand[0].rps",
         ),
         ('{"demand": [\n  {"model": "x",\n}', "line 3"),
-        ({"demand": [{"model": "llama-3.1-8b", "rps": 1}]}, "demand[0].region: Field required"),
+        (
+            {"demand": [{"model": "llama-3.1-8b", "rps": 1}]},
+            "demand[0].region: required key is missing",
+        ),
     ],
 )
 def test_bad_demand_names_the_entry(
