@@ -14,12 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from scheduler.config import ConfigError, load_config
-from scheduler.domain import Demand
+from scheduler.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from scheduler.logs import LOG_FORMATS, LogFormat, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
+# `capsched plan` without --demand: an example load for the embedded config's models
+# and regions, shipped in the package next to that config.
+DEFAULT_DEMAND_PATH = DEFAULT_CONFIG_PATH.with_name("default_demand.json")
 
 log = logging.getLogger("capsched")
 
@@ -58,7 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from scheduler.catalog import load_catalog
     from scheduler.config_check import check_config
     from scheduler.inputs import InputError, merge_demand, read_demand, read_fleet
-    from scheduler.plan_view import plan_json, plan_table
+    from scheduler.plan_view import demand_table, plan_json, plan_table
     from scheduler.planner import (
         PlanningError,
         check_demand,
@@ -77,11 +79,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if problems:
         return _fail([f"{args.config or 'default config'}: {p}" for p in problems])
     try:
-        entries = read_demand(args.demand) if args.demand else _default_demand()
+        entries = read_demand(args.demand or DEFAULT_DEMAND_PATH)
         fleet = read_fleet(args.fleet) if args.fleet else []
         # Names are checked as listed (errors say `demand[i]`), rates once summed per pair.
         check_demand(config, entries)
         merged = merge_demand(entries)
+        demand = merged.demand
         check_servable(merged.demand, servable_rps(config, catalog, profiles))
         plan = make_plan(config, catalog, profiles, merged.demand, fleet)
         note = merged.note(str(args.demand or "default demand"))
@@ -95,8 +98,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         return _fail([f"{source}: {exc}"])
     if args.json:
-        print(json.dumps(plan_json(plan), indent=2))
+        print(json.dumps(plan_json(plan, demand), indent=2))
     else:
+        source = str(args.demand) if args.demand else f"default: {DEFAULT_DEMAND_PATH}"
+        print(demand_table(plan, demand, source))
+        print()
         print(plan_table(plan, catalog))
     return 0
 
@@ -135,13 +141,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_demand() -> list[Demand]:
-    from scheduler.config import DEFAULT_CONFIG_PATH
-    from scheduler.inputs import read_demand
-
-    return read_demand(DEFAULT_CONFIG_PATH.with_name("default_demand.json"))
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -154,10 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_validate_config)
 
-    p = sub.add_parser("plan", help="solve the placement once and print the plan")
+    p = sub.add_parser(
+        "plan",
+        help="solve the placement once and print the plan",
+        description="Solve the placement once for a demand and a current fleet, and print "
+        "the demand it planned for, then the plan.",
+    )
     p.add_argument("--config", type=Path, help="config TOML (default: the embedded default)")
-    p.add_argument("--demand", type=Path, help='JSON {"demand": [{"model","region","rps"}]}')
-    p.add_argument("--fleet", type=Path, help='JSON {"nodes": [...]} of the current fleet')
+    p.add_argument(
+        "--demand",
+        type=Path,
+        help='JSON {"demand": [{"model","region","rps"}]} (default: the example demand '
+        "shipped with capsched for the embedded config's models and regions, "
+        f"{DEFAULT_DEMAND_PATH}; it is not read from a running daemon)",
+    )
+    p.add_argument(
+        "--fleet", type=Path, help='JSON {"nodes": [...]} of the current fleet (default: none)'
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_plan)
 

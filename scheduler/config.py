@@ -8,7 +8,6 @@ reload that fails keeps the old one.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from adapters.gcp_config import GcpConfig
 from adapters.http_drain_config import HttpDrainConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
+from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
 
@@ -211,30 +211,6 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, str) and not part.isprintable():
-            part = json.dumps(part)  # a key with a newline must not split the problem line
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _problems(exc: ValidationError, path: Path) -> list[str]:
-    errors = exc.errors()
-    # pydantic appends the failing union/enum member names to loc; keep the key path.
-    locs = [tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors]
-    problems = []
-    for err, loc in zip(errors, locs, strict=True):
-        # A list whose only item failed also reads as "too short": say it once.
-        if err["type"] == "too_short" and any(
-            len(o) > len(loc) and o[: len(loc)] == loc for o in locs
-        ):
-            continue
-        problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
-    return problems
-
-
 def _cross_checks(config: Config, path: Path) -> list[str]:
     """Rules across tables, which the daemon would otherwise hit only when it starts."""
     tick_s = config.scheduler.tick_interval_s
@@ -265,7 +241,7 @@ def parse_config(text: str, path: Path) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, _problems(exc, path)) from None
+        raise ConfigError(path, problem_lines(exc, path, Config, syntax="toml")) from None
     problems = _cross_checks(config, path)
     if problems:
         raise ConfigError(path, problems)

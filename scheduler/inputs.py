@@ -20,6 +20,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Demand, Market, Placement, Pool
+from scheduler.errors import problem_lines
 from scheduler.names import Name
 
 _T = TypeVar("_T", bound=BaseModel)
@@ -80,13 +81,6 @@ class FleetFile(_Entry):
     nodes: list[NodeEntry]
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _read(path: Path, schema: type[_T], key: str) -> _T:
     """`path` as `schema`, a JSON object whose list of entries is `key`."""
     try:
@@ -112,9 +106,7 @@ def _read(path: Path, schema: type[_T], key: str) -> _T:
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise InputError(
-            [f"{path}: {_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise InputError(problem_lines(exc, path, schema, syntax="json")) from None
 
 
 def read_demand(path: Path) -> list[Demand]:

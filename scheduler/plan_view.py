@@ -1,17 +1,29 @@
-"""How a plan is shown: JSON for programs, an aligned table for people."""
+"""How a plan is shown: JSON for programs, an aligned table for people. Both say what
+the plan was made for (the demand) next to what it is (nodes, cost, unmet demand)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from scheduler.catalog import Catalog
-from scheduler.domain import Plan
+from scheduler.domain import Demand, Plan
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def demand_totals(demand: Sequence[Demand]) -> list[Demand]:
+    """The demand the solver serves: one entry per (model, region), in the order first
+    given, repeated entries summed."""
+    totals: dict[tuple[str, str], float] = {}
+    for d in demand:
+        totals[d.model, d.region] = totals.get((d.model, d.region), 0.0) + d.rps
+    return [Demand(m, r, rps) for (m, r), rps in totals.items()]
+
+
+def plan_json(plan: Plan, demand: Sequence[Demand]) -> dict[str, Any]:
     """The plan as the JSON document `capsched plan --json` prints.
 
-    `nodes` uses the same keys as a fleet file, so a plan can be fed back as `--fleet`.
+    `demand` is what the plan was made for, with the keys of a demand file; `nodes` uses
+    the keys of a fleet file. So either can be fed back (`--demand`, `--fleet`).
     """
     return {
         "status": plan.status.value,
@@ -35,7 +47,32 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"model": u.model, "region": u.region, "rps": round(u.rps, 4)} for u in plan.unmet
         ],
         "notes": list(plan.notes),
+        "demand": [
+            {"model": d.model, "region": d.region, "rps": round(d.rps, 4)}
+            for d in demand_totals(demand)
+        ],
     }
+
+
+def demand_table(plan: Plan, demand: Sequence[Demand], source: str) -> str:
+    """What the plan was made for: requests/s per (model, region) from `source`, and how
+    much of each the plan leaves unserved."""
+    unmet: dict[tuple[str, str], float] = {}
+    for u in plan.unmet:
+        unmet[u.model, u.region] = unmet.get((u.model, u.region), 0.0) + u.rps
+    rows: list[tuple[str, ...]] = [("model", "region", "rps", "unmet rps")]
+    for d in demand_totals(demand):
+        left = unmet.get((d.model, d.region), 0.0)
+        rows.append((d.model, d.region, f"{d.rps:.2f}", f"{left:.2f}" if left > 0 else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:  # names left, numbers right
+        cells = zip(row, widths, strict=True)
+        lines.append(
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells))
+        )
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([f"planned for this demand ({source}):", *lines])
 
 
 def plan_table(plan: Plan, catalog: Catalog) -> str:

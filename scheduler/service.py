@@ -365,8 +365,7 @@ async def _run_locked(
                 f"error: {where}: scheduler.state_db: {db!r} has no record of the"
                 f" {len(unseen)} running instance(s) tagged as ours ({shown}); if the"
                 f" database was lost, {restore_hint(db)}, or start with --adopt to take"
-                " them over"
-                + _sim_state_hint(config),
+                " them over" + _sim_state_hint(config),
                 file=sys.stderr,
             )
             store.close()

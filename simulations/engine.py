@@ -141,11 +141,23 @@ class SimDrainer:
 
 def max_flow(demand: Sequence[float], capacity: Sequence[float], reach: np.ndarray) -> float:
     """Largest flow from sources (demand) to sinks (capacity) along `reach[s, k]` edges."""
-    total_d, total_c = float(sum(demand)), float(sum(capacity))
+    return float(source_flows(demand, capacity, reach).sum())
+
+
+def source_flows(
+    demand: Sequence[float], capacity: Sequence[float], reach: np.ndarray
+) -> np.ndarray:
+    """Per source, its part of a largest flow to sinks (capacity) along `reach[s, k]`.
+
+    The total is unique; the split is not when sources share sinks: with every sink in
+    reach of every source it is proportional to demand, otherwise the one Edmonds-Karp
+    finds."""
+    dem = np.asarray(demand, dtype=np.float64)
+    total_d, total_c = float(dem.sum()), float(sum(capacity))
     if total_d <= 0 or total_c <= 0:
-        return 0.0
+        return np.zeros(len(dem))
     if reach.all():
-        return min(total_d, total_c)
+        return dem * min(1.0, total_c / total_d)
     n_s, n_k = reach.shape
     # Nodes: 0 source, 1..n_s demand, n_s+1..n_s+n_k capacity, last sink.
     n = n_s + n_k + 2
@@ -158,7 +170,6 @@ def max_flow(demand: Sequence[float], capacity: Sequence[float], reach: np.ndarr
                 cap[1 + s, 1 + n_s + k] = math.inf
     for k in range(n_k):
         cap[1 + n_s + k, sink] = capacity[k]
-    flow = 0.0
     while True:  # Edmonds-Karp on a graph of a handful of nodes
         parent = [-1] * n
         parent[0] = 0
@@ -170,7 +181,8 @@ def max_flow(demand: Sequence[float], capacity: Sequence[float], reach: np.ndarr
                     parent[v] = u
                     queue.append(int(v))
         if parent[sink] < 0:
-            return flow
+            # What is left of each source edge is the demand that found no capacity.
+            return np.array([demand[s] - cap[0, 1 + s] for s in range(n_s)])
         push, v = math.inf, sink
         while v != 0:
             push = min(push, cap[parent[v], v])
@@ -180,7 +192,6 @@ def max_flow(demand: Sequence[float], capacity: Sequence[float], reach: np.ndarr
             cap[parent[v], v] -= push
             cap[v, parent[v]] += push
             v = parent[v]
-        flow += push
 
 
 def within_slo_share(
@@ -274,6 +285,16 @@ class RunResult:
                 + (" (negative: the warm-up)" if first < 0 else "")
             )
         return out
+
+    # The same per (model, source region) series, for the report's panels:
+    series: tuple[tuple[str, str], ...] = ()  # (model, region) row order of the arrays below
+    series_demand_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # asked for
+    # ready capacity of the model within the region's latency limit (shared between
+    # regions whose limits reach the same serving region)
+    series_capacity_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    series_served_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # routed
+    # rate the policy planned for (NaN where it does not say)
+    series_planned_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
@@ -497,12 +518,18 @@ async def replay(
     by_market = {m.value: np.zeros(n) for m in Market}
     cost = {m.value: np.zeros(n) for m in Market}
     forecast = np.full(n, np.nan)
+    n_series = len(info.keys)
+    s_demand = np.zeros((n_series, n))
+    s_capacity = np.zeros((n_series, n))
+    s_served = np.zeros((n_series, n))
+    s_planned = np.full((n_series, n), np.nan)
     solve_times: list[float] = []
     launch_holds: dict[HoldKind, list[float]] = {k: [] for k in LAUNCH_LIMITS}
     ticks = 0
     tick_errors = 0
     draining: set[str] = set()
     last_forecast = math.nan
+    last_planned = np.full(n_series, np.nan)
     cost_base: dict[Market, float] | None = None
     cached_key: tuple[int, frozenset[str]] | None = None
     cap_loc = np.zeros((n_m, len(acc.locations)))
@@ -512,7 +539,7 @@ async def replay(
     gpu_base = 0.0
 
     async def tick(at: float) -> None:
-        nonlocal ticks, tick_errors, draining, last_forecast
+        nonlocal ticks, tick_errors, draining, last_forecast, last_planned
         set_virtual_clock(lambda: at)  # log lines from here on carry the replay's time
         # One transaction per tick instead of one per write: nothing else uses the
         # database during a replay, and a tick that raised would end the replay anyway.
@@ -532,6 +559,7 @@ async def replay(
         planned = getattr(policy, "last_forecast", None)
         if isinstance(planned, dict) and planned:
             last_forecast = float(sum(planned.values()))
+            last_planned = np.array([planned.get(k, math.nan) for k in info.keys], dtype=float)
 
     t = t0
     next_tick = t0
@@ -572,11 +600,19 @@ async def replay(
             dem_reg = np.zeros((n_m, len(acc.regions)))
             for (m, r), v in zip(acc.key_rows, col, strict=True):
                 dem_reg[m, r] += 0.0 if math.isnan(v) else v
+            flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
             for m in range(n_m):
                 demand[m, step] = dem_reg[m].sum()
                 capacity[m, step] = cap_loc[m].sum()
-                served[m, step] = max_flow(dem_reg[m], cap_loc[m], acc.reach)
+                flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
+                served[m, step] = flows[m].sum()
                 svc_time[m, step] = lat_w[m] / capacity[m, step] if capacity[m, step] > 0 else 0
+            in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
+            for s, (m, r) in enumerate(acc.key_rows):
+                s_demand[s, step] = dem_reg[m, r]
+                s_capacity[s, step] = in_reach[m, r]
+                s_served[s, step] = flows[m, r]
+            s_planned[:, step] = last_planned
             forecast[step] = last_forecast
         # Move the cloud through the step; a notice triggers a tick at its own moment.
         step_end = min(t + step_s, end) if step >= 0 else min(t + step_s, info.start_s)
@@ -628,6 +664,11 @@ async def replay(
         early_s=early_s,
         bound_usd=_bound_of(policy),
         launch_holds_s={k: v for k, v in launch_holds.items() if v},
+        series=tuple(info.keys),
+        series_demand_rps=s_demand,
+        series_capacity_rps=s_capacity,
+        series_served_rps=s_served,
+        series_planned_rps=s_planned,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",

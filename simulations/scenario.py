@@ -40,6 +40,7 @@ from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
 from scheduler.catalog import Catalog
 from scheduler.config import BOM, Config, ConfigError
 from scheduler.domain import Market, Offering, Pool
+from scheduler.errors import problem_lines
 
 SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
 # The shared data folder sits next to the repository in our checkouts.
@@ -55,13 +56,6 @@ def spot_traces_dir() -> Path | None:
     if env:
         return Path(env)
     return _SHARED_SPOT if _SHARED_SPOT.is_dir() else None
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 class _Section(BaseModel):
@@ -130,11 +124,7 @@ def parse_scenario(text: str, path: Path) -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            problems.append(f"{path}: {_loc(loc)}: {err['msg']}")
-        raise ScenarioError(path, problems) from None
+        raise ScenarioError(path, problem_lines(exc, path, Scenario, syntax="toml")) from None
 
 
 def load_scenario(path: Path | str | None) -> tuple[Scenario, Path]:
@@ -166,10 +156,7 @@ def apply_config(config: Config, scenario: Scenario, path: Path) -> Config:
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            problems.append(f"{path}: config.{_loc(loc)}: {err['msg']}")
+        problems = problem_lines(exc, path, Config, syntax="toml", prefix=("config",))
         raise ScenarioError(path, problems) from None
 
 

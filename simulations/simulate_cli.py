@@ -54,6 +54,7 @@ from pydantic import ValidationError
 
 from adapters.sim import SpotTraceError
 from scheduler.config import ConfigError
+from scheduler.errors import problem_lines
 from simulations import ray_executor
 from simulations.engine import RunResult, run_policy
 from simulations.policies import policy_names
@@ -298,9 +299,8 @@ def load_sweep(path: Path) -> tuple[list[Scenario], list[str] | None]:
             problems.extend(exc.problems)
             continue
         except ValidationError as exc:
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                problems.append(f"{path}: scenarios[{i}].{loc}: {err['msg']}")
+            where = ("scenarios", i)
+            problems.extend(problem_lines(exc, path, Scenario, syntax="toml", prefix=where))
             continue
         scenarios.append(scenario)
     names = [s.name for s in scenarios]

@@ -33,11 +33,69 @@ def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     return doc
 
 
+DEFAULT_DEMAND = REPO / "scheduler" / "data" / "default_demand.json"
+
+
 def test_embedded_default_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_plan(capsys)
     assert code == 0
     assert "instance type" in out and "USD/h" in out
     assert "status optimal" in out or "status feasible" in out
+    # It says what it planned for: the default demand, where it comes from, row by row.
+    lines = out.splitlines()
+    assert lines[0] == f"planned for this demand (default: {DEFAULT_DEMAND}):"
+    assert lines[1].split() == ["model", "region", "rps", "unmet", "rps"]
+    rows = [ln.split() for ln in lines[3:7]]
+    assert rows == [
+        [e["model"], e["region"], f"{e['rps']:.2f}", "-"]
+        for e in json.loads(DEFAULT_DEMAND.read_text())["demand"]
+    ]
+
+
+def test_json_plan_carries_the_demand_it_planned_for(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = plan_json(capsys)
+    assert doc["demand"] == json.loads(DEFAULT_DEMAND.read_text())["demand"]
+
+
+def test_plan_help_says_where_the_default_demand_comes_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["plan", "--help"])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    expected = (
+        "(default: the example demand shipped with capsched for the embedded config's"
+        f" models and regions, {DEFAULT_DEMAND}; it is not read from a running daemon)"
+    )
+    assert expected in out
+
+
+def test_demand_table_names_the_file_sums_repeats_and_shows_unmet(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    entries = [
+        {"model": "llama-3.1-70b", "region": "us-east", "rps": 3000},
+        {"model": "llama-3.1-8b", "region": "eu-west", "rps": 2.25},
+        {"model": "llama-3.1-70b", "region": "us-east", "rps": 2000},
+    ]
+    demand = write_json(tmp_path, "d.json", {"demand": entries})
+    code, out, err = run_plan(capsys, "--config", str(CONFIG), "--demand", str(demand))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"planned for this demand ({demand}):"
+    (big,) = [ln.split() for ln in lines[3:5] if ln.startswith("llama-3.1-70b")]
+    assert big[:3] == ["llama-3.1-70b", "us-east", "5000.00"]
+    assert 0 < float(big[3]) <= 5000  # the budget leaves some of it unserved
+    assert lines[3:5][1].split() == ["llama-3.1-8b", "eu-west", "2.25", "-"]
+    doc = plan_json(capsys, "--config", str(CONFIG), "--demand", str(demand))
+    assert doc["demand"] == [
+        {"model": "llama-3.1-70b", "region": "us-east", "rps": 5000.0},
+        {"model": "llama-3.1-8b", "region": "eu-west", "rps": 2.25},
+    ]
+    # The solver reports unmet demand per entry given; the table sums them per series.
+    assert {(u["model"], u["region"]) for u in doc["unmet"]} == {("llama-3.1-70b", "us-east")}
+    assert f"{sum(u['rps'] for u in doc['unmet']):.2f}" == big[3]
 
 
 def test_json_plan_serves_the_demand_within_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,6 +112,16 @@ def test_json_plan_serves_the_demand_within_budget(capsys: pytest.CaptureFixture
     # spot capacity is never all in one failure domain with robustness 0.8
     markets = {n["market"] for n in doc["nodes"]}
     assert "on-demand" in markets  # min_on_demand_share > 0 in the example
+
+
+def test_json_demand_fed_back_gives_the_same_plan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    first = plan_json(capsys, "--config", str(CONFIG))
+    demand = write_json(tmp_path, "demand.json", {"demand": first["demand"]})
+    second = plan_json(capsys, "--config", str(CONFIG), "--demand", str(demand))
+    assert second["demand"] == first["demand"]
+    assert second["nodes"] == first["nodes"]
 
 
 def test_plan_fed_back_as_fleet_is_kept(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -109,7 +177,10 @@ def test_demand_beyond_capacity_is_reported_unmet(
             "demand[0].rps",
         ),
         ('{"demand": [\n  {"model": "x",\n}', "line 3"),
-        ({"demand": [{"model": "llama-3.1-8b", "rps": 1}]}, "demand[0].region: Field required"),
+        (
+            {"demand": [{"model": "llama-3.1-8b", "rps": 1}]},
+            "demand[0].region: required key is missing",
+        ),
     ],
 )
 def test_bad_demand_names_the_entry(

@@ -4,6 +4,10 @@ wall clock), plus unit tests of the pure view functions behind them."""
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +201,21 @@ def test_node_screen_snapshot(snap_compare: Any, state_db: Path) -> None:
     assert snap_compare(db_app(state_db), terminal_size=SIZE, run_before=open_node)
 
 
+def test_drain_dialog_snapshot(snap_compare: Any, state_db: Path) -> None:
+    """The drain confirmation shows its whole text at the snapshot size (it was cut off
+    after "...on-demand, ready. It")."""
+
+    async def ask_to_drain(pilot: Any) -> None:
+        await _settle(pilot)
+        pilot.app.open_node("cs-00000004")  # ready, on-demand: the longest pool name
+        await _settle(pilot)
+        # A database is read-only, so the `d` binding is off here; the dialog is the same.
+        pilot.app.screen.action_drain()
+        await _settle(pilot)
+
+    assert snap_compare(db_app(state_db), terminal_size=SIZE, run_before=ask_to_drain)
+
+
 # -- the pure views and the read-only backend -------------------------------------------------
 
 
@@ -335,3 +354,37 @@ async def test_database_backend_reads_and_never_writes(state_db: Path) -> None:
             await action
     await backend.close()
     assert state_db.read_bytes() == before
+
+
+# -- no terminal -------------------------------------------------------------------------------
+
+
+def _tui_without(state_db: Path, stdin: Any) -> subprocess.CompletedProcess[str]:
+    # The timeout only bounds a regression (the app used to spin until killed).
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "tui", "--db", str(state_db)],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_tui_without_a_terminal_exits_2_with_a_message(state_db: Path) -> None:
+    done = _tui_without(state_db, subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "capsched tui needs a terminal (stdin and stdout not a tty)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "\x1b[" not in done.stdout  # nothing was drawn
+
+
+def test_tui_with_a_terminal_only_on_stdin_exits_2(state_db: Path) -> None:
+    leader, follower = pty.openpty()
+    try:
+        done = _tui_without(state_db, follower)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.returncode == 2
+    assert "(stdout not a tty)" in done.stderr

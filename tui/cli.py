@@ -4,7 +4,10 @@ the `capsched` parser (every subcommand, the daemon's included) does not import 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+EXIT_NO_TERMINAL = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `capsched tui`."""
+    # Without a terminal on both ends Textual has no keys to read and nowhere to draw,
+    # and its input loop spins a core until killed: refuse at once instead.
+    ends = (("stdin", sys.stdin), ("stdout", sys.stdout))
+    not_tty = [name for name, f in ends if f is None or not f.isatty()]
+    if not_tty:
+        print(
+            f"error: capsched tui needs a terminal ({' and '.join(not_tty)} not a tty); "
+            "run it in an interactive terminal, or read the daemon with `curl` and the "
+            "control API (docs/api.md)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_TERMINAL
     from tui.app import run as run_app
 
     return run_app(args)

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
@@ -737,7 +737,9 @@ class ConfirmScreen(ModalScreen[bool]):
         self.detail = detail  # what it will do
 
     def compose(self) -> ComposeResult:
-        with Grid(id="confirm"):
+        # A vertical stack sizes each part to its content, so the detail wraps onto as
+        # many lines as it needs (an `auto` grid row gave it one line and cut it off).
+        with Vertical(id="confirm"):
             yield Label(self.question, id="question")
             yield Static(self.detail, id="confirm-detail")
             with Horizontal(id="confirm-buttons"):
