@@ -24,7 +24,9 @@ of exactly that window:
   base forecaster;
 - while fewer than ``1 / (1 - q)`` scores are known, ``Q`` is the largest score
   seen (an empirical quantile of a small sample never exceeds its maximum), and
-  before any, 0 (the plan is the base).
+  before any, 0 (the plan is the base);
+- as a last safety net a plan is at most the larger of the base and
+  ``BOUND_FACTOR`` × the largest rate seen lately (the forecasters' own bound).
 
 Nothing here reads the clock: steps are passed in. This is a separate capability
 for the planner to adopt; it is not wired into the planner.
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from scheduler.forecast.base import BOUND_FACTOR
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -76,8 +80,19 @@ class LeadPeakQuantile:
     and the base forecast of the window made at that step; it returns the plan.
     """
 
-    def __init__(self, q: float, window: LeadWindow, n_series: int, memory: int = 1440) -> None:
-        """Calibrate the `q` quantile over `window` for `n_series` series on `memory` scores."""
+    def __init__(
+        self,
+        q: float,
+        window: LeadWindow,
+        n_series: int,
+        memory: int = 1440,
+        bound_memory_steps: float = 7 * 1440,
+    ) -> None:
+        """Calibrate the `q` quantile over `window` for `n_series` series on `memory` scores.
+
+        `bound_memory_steps`: the recent maximum behind the safety bound forgets by a
+        factor e over this many steps (a week of minutes by default).
+        """
         if not 0.0 < q < 1.0:
             raise ValueError("q must be in (0, 1)")
         if memory < 2:
@@ -94,6 +109,8 @@ class LeadPeakQuantile:
         self.scores = np.full((n, memory), np.nan)  # realised scores (ring)
         self.n_scores = np.zeros(n, dtype=np.int64)  # realised scores so far
         self.level = np.full(n, q)  # adaptive quantile level of the scores
+        self.recent_max = np.zeros(n)  # forgetting maximum rate seen (safety bound)
+        self._max_keep = math.exp(-1.0 / bound_memory_steps)  # its decay per step
         self.mean_peak = np.zeros(n)  # EW mean realised peak (κ)
         self.mean_w = np.zeros(n)  # EW weight mass behind `mean_peak`
 
@@ -121,6 +138,8 @@ class LeadPeakQuantile:
                 self.base[:, s % self.base.shape[1]] = np.nan
         good = np.isfinite(yv) & (yv >= 0)
         yv = np.where(good, yv, np.nan)
+        self.recent_max *= self._max_keep ** (1 if self._t is None else t - self._t)
+        np.fmax(self.recent_max, yv, out=self.recent_max)
         self._close(t, yv)
         self._t = t
         return self._plan(t, np.where(np.isfinite(bv) & (bv > 0), bv, 0.0))
@@ -159,6 +178,7 @@ class LeadPeakQuantile:
         slot = t % self.base.shape[1]
         self.base[:, slot], self.kappa[:, slot], self.thr[:, slot] = base, kappa, thr
         plan = base + thr * (base + kappa)
+        plan = np.minimum(plan, np.maximum(base, BOUND_FACTOR * self.recent_max))
         return np.asarray(np.maximum(plan, 0.0), dtype=np.float64)
 
     def threshold(self) -> FloatArray:
