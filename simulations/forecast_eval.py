@@ -394,7 +394,8 @@ def summarize(ev: Evaluation, baseline: str = "seasonal_naive") -> dict[str, Any
             continue
         if base is not None and name != baseline:
             both = np.isfinite(s.mase) & np.isfinite(base.mase)
-            ratio = s.mase[both] / base.mase[both]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = s.mase[both] / base.mase[both]
             entry["mase_ratio_to_baseline"] = _ratio(_mean(s.mase[both]), _mean(base.mase[both]))
             entry["mase_ratio_median_series"] = float(np.median(ratio)) if ratio.size else math.nan
             entry["series_mase_15pct_better"] = int(np.sum(ratio <= 0.85))
