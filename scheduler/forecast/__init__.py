@@ -19,6 +19,7 @@ from scheduler.forecast.base import (
 )
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.forecast.holt_winters import HoltWinters
+from scheduler.forecast.lead_peak import LeadPeakQuantile, LeadWindow
 from scheduler.forecast.seasonal_naive import SeasonalNaive
 
 METHODS: dict[str, type[VectorForecaster]] = {
@@ -64,6 +65,8 @@ __all__ = [
     "ForecastSettings",
     "Forecaster",
     "HoltWinters",
+    "LeadPeakQuantile",
+    "LeadWindow",
     "QuantileForecast",
     "SeasonalNaive",
     "SeriesKey",

@@ -36,12 +36,17 @@ log = logging.getLogger(__name__)
 SeriesKey = str  # one demand series, by convention "model/region" (see `demand_key`)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-STATE_VERSION = 2
+STATE_VERSION = 3
 # Forecast rates below this are zero (about one request in 12 days): the numerical noise
 # of a model of a series with no load. The planner compares each planned rate with the one
 # its last search was for, relatively: noise of 1e-9 rps moving by half re-searched a model
 # with no traffic on every tick.
 MIN_RATE_RPS = 1e-6
+# Every forecast is at most BOUND_FACTOR × the largest rate seen lately (a maximum that
+# forgets by a factor e per BOUND_MEMORY_S): a last safety net behind models that are
+# bounded by construction, so that no input can make a plan ask for absurd capacity.
+BOUND_FACTOR = 4.0
+BOUND_MEMORY_S = 7 * 24 * 3600.0
 
 
 def demand_key(model: str, region: str) -> SeriesKey:
@@ -152,6 +157,8 @@ class VectorForecaster(ABC):
         self._arrays: dict[str, float] = {}  # registered per-series arrays and their fill value
         self.last_good = self._register_array("last_good", -1)  # last step with a good value
         self.n_good = self._register_array("n_good", 0)  # good observations seen
+        self.recent_max = self._register_array("recent_max", 0.0)  # forgetting max rate seen
+        self._max_keep = math.exp(-self.step_s / BOUND_MEMORY_S)  # its decay per step
         self.calibrator = ConformalCalibrator(
             self.quantiles, self.horizon_steps, self.config.calibration_memory, self._cap
         )
@@ -227,6 +234,10 @@ class VectorForecaster(ABC):
                 "forecast_negative_rate method=%s series=%d action=missing", self.method, n_negative
             )
         y[bad] = np.nan
+        decay = self._max_keep ** (1 if self._tick is None else t - self._tick)
+        rm = self.recent_max[: self.n]
+        rm *= decay
+        np.fmax(rm, np.where(bad, 0.0, y), out=rm)
         if self._tick is not None and t - self._tick > 1:
             gap = t - self._tick - 1
             log.info("forecast_gap method=%s steps=%d", self.method, gap)
@@ -287,6 +298,8 @@ class VectorForecaster(ABC):
         no_data = self.last_good[:n] < 0
         out[no_data] = 0.0  # nothing ever seen: no demand known (the planner keeps its floor)
         out = np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max)
+        bound = BOUND_FACTOR * self.recent_max[:n] * self._max_keep**lag
+        np.minimum(out, bound[:, None, None], out=out)
         out[out < MIN_RATE_RPS] = 0.0
         out.sort(axis=1)  # monotone in the quantile level
         return out

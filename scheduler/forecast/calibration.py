@@ -49,6 +49,11 @@ IntArray = npt.NDArray[np.int64]
 ETA_START = 0.5
 ETA_MIN = 0.05
 ETA_HALF_LIFE = 50.0  # errors after which the step size has roughly halved
+# A threshold stays within ±Q_MAX scale units. A series whose scale is ~0 (a long run of
+# exact forecasts) sees every error as a miss; unbounded, its threshold kept climbing and,
+# once the scale was normal again, the quantile sat hundreds of scales above the forecast.
+# A Laplace 0.999 quantile is 6.2 units.
+Q_MAX = 30.0
 
 
 def laplace_quantile(tau: float) -> float:
@@ -159,7 +164,7 @@ class ConformalCalibrator:
         ns = self.nscore[:n, gi]
         eta = np.maximum(ETA_MIN, ETA_START / (1.0 + ns / ETA_HALF_LIFE))
         step_q = eta[:, :, None] * (miss - (1.0 - self.taus))
-        self.q[:n, gi, :] = np.where(valid[:, :, None], q + step_q, q)
+        self.q[:n, gi, :] = np.where(valid[:, :, None], np.clip(q + step_q, -Q_MAX, Q_MAX), q)
         self.nscore[:n, gi] = ns + valid
         e = np.where(valid, err, 0.0)
         keep = 1.0 - self.rho

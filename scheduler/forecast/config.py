@@ -44,13 +44,19 @@ class ForecastConfig(BaseModel):
 MAX_PERIOD_MIN = 366 * 24 * 60
 
 
-def auto_knot_min(period_min: int) -> int:
-    """Knot width for a period: the divisor of the period nearest below period / 96."""
+def auto_knot_min(period_min: int, step_s: float = 60.0) -> int:
+    """Knot width for a period: the divisor of the period nearest below period / 96
+    that is a whole number of steps, else the smallest such divisor above it
+    (on a day: 10-minute knots for a 10-minute series, 60-minute for an hourly one)."""
     target = max(1, period_min // KNOTS_PER_PERIOD)
+
+    def fits(knot: int) -> bool:
+        return period_min % knot == 0 and (knot * 60) % step_s == 0
+
     for knot in range(target, 0, -1):
-        if period_min % knot == 0:
+        if fits(knot):
             return knot
-    return 1
+    return next((k for k in range(target + 1, period_min + 1) if fits(k)), period_min)
 
 
 class ForecastSettings(BaseModel):
@@ -90,7 +96,7 @@ class ForecastSettings(BaseModel):
             raise ValueError(f"seasonal periods must be within 1 to {MAX_PERIOD_MIN} min")
         knots = self.seasonal_knot_min
         if knots is None:
-            knots = tuple(auto_knot_min(p) for p in self.seasonal_periods_min)
+            knots = tuple(auto_knot_min(p, self.step_s) for p in self.seasonal_periods_min)
             object.__setattr__(self, "seasonal_knot_min", knots)
         if len(knots) != len(self.seasonal_periods_min):
             raise ValueError("seasonal_knot_min needs one entry per seasonal period")

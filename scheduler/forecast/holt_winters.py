@@ -27,6 +27,7 @@ come from the shared conformal calibrator; see docs/forecasting.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -46,9 +47,21 @@ RECENT_MEMORY_HORIZONS = 8.0  # memory of the recent one-step errors, in plannin
 WEIGHT_POWER = 2.0  # candidate weight ∝ 1 / error ** WEIGHT_POWER
 SEASON_MEMORY_PERIODS = 4.0  # a seasonal knot forgets over this many periods
 REF_MEMORY_PERIODS = 0.5  # reference level (for learning the profiles) memory, in shortest periods
-SCALE_FRACTION = 0.5  # c = this fraction of the series' mean rate over its first SCALE_WARMUP steps
-SCALE_WARMUP = 60  # good observations after which c is frozen
-SCALE_FLOOR = 1e-6  # smallest c, rps
+# c = SCALE_FRACTION × the series' mean rate over its warm-up, which lasts until
+# SCALE_WARMUP non-zero rates have been seen, and at least SCALE_POSITIVE_FRACTION × the
+# mean of those non-zero rates. A warm-up that ended after 60 observations, zeros or not,
+# left a series that starts with an hour of zeros at c = 1e-6: its 1-20 requests/minute
+# became jumps of 13 in log space, and the trend and seasonal terms fitted to those jumps
+# extrapolated to 2.7e301 rps. A small c relative to the mean keeps a sparse series'
+# forecast near its (zero) median, which is what its absolute error wants.
+SCALE_FRACTION = 0.5
+SCALE_POSITIVE_FRACTION = 0.02
+SCALE_WARMUP = 60  # non-zero observations after which c is frozen
+SCALE_FLOOR = 1e-6  # smallest c, rps (a series that has only ever been zero)
+# A trend candidate's whole future effect, trend·φ/(1-φ), is at most this much in log
+# space (a factor of 2): a trend is a slow drift, a sudden change is the level's job, and
+# an unbounded trend in log space is exponential growth in rps.
+TREND_MAX_EFFECT = math.log(2.0)
 
 
 class HoltWinters(VectorForecaster):
@@ -63,6 +76,7 @@ class HoltWinters(VectorForecaster):
         super().__init__(config, capacity=capacity)
         self.alphas = np.array(ALPHAS * 2)  # candidate level constants
         self.has_trend = np.repeat([0.0, 1.0], len(ALPHAS))  # 1 where the candidate has a trend
+        self.trend_max = TREND_MAX_EFFECT * (1.0 - TREND_PHI) / TREND_PHI  # |trend| per step
         k = self.alphas.size
         H = self.horizon_steps
         self.sel_h = np.unique(np.array([1, max(1, H // 2), H], dtype=np.int64))  # scored horizons
@@ -74,7 +88,9 @@ class HoltWinters(VectorForecaster):
         ref_steps = REF_MEMORY_PERIODS * min(self.periods) if self.periods else 60.0
         self.ref_alpha = 1.0 / max(1.0, ref_steps)
         self.c = self._register_array("c", 0.0)  # scale of the log transform, rps
-        self.c_sum = self._register_array("c_sum", 0.0)  # sum of early rates (for c)
+        self.c_sum = self._register_array("c_sum", 0.0)  # sum of warm-up rates (for c)
+        self.c_cnt = self._register_array("c_cnt", 0)  # warm-up rates seen (for c)
+        self.c_n = self._register_array("c_n", 0)  # warm-up non-zero rates seen (for c)
         self.level = self._register_array("level", np.nan, (k,))  # candidate levels
         self.trend = self._register_array("trend", 0.0, (k,))  # candidate trends per step
         self.ref = self._register_array("ref", np.nan)  # slow level the profiles are learnt against
@@ -100,12 +116,17 @@ class HoltWinters(VectorForecaster):
         if not self.log_transform:
             return y
         n = self.n
-        good = np.isfinite(y)
-        warming = good & (self.n_good[:n] < SCALE_WARMUP)
+        warming = np.isfinite(y) & (self.c_n[:n] < SCALE_WARMUP)
         if warming.any():
-            self.c_sum[:n][warming] += y[warming]
-            mean = self.c_sum[:n] / np.maximum(1, self.n_good[:n] + 1)
-            self.c[:n][warming] = np.maximum(SCALE_FRACTION * mean[warming], SCALE_FLOOR)
+            yw = y[warming]
+            self.c_sum[:n][warming] += yw
+            self.c_cnt[:n][warming] += 1
+            self.c_n[:n][warming] += yw > 0
+            total = self.c_sum[:n][warming]
+            mean = total / self.c_cnt[:n][warming]
+            mean_pos = total / np.maximum(1, self.c_n[:n][warming])
+            c = np.maximum(SCALE_FRACTION * mean, SCALE_POSITIVE_FRACTION * mean_pos)
+            self.c[:n][warming] = np.maximum(c, SCALE_FLOOR)
         c = np.where(self.c[:n] > 0, self.c[:n], SCALE_FLOOR)
         return np.log1p(y / c)
 
@@ -162,16 +183,23 @@ class HoltWinters(VectorForecaster):
             prev = lvl[g]
             pred = prev + self.has_trend * TREND_PHI * tr[g]
             new = pred + self.alphas * (xg - pred)
-            tr[g] = self.has_trend * (
-                TREND_PHI * tr[g] + TREND_BETA * ((new - prev) - TREND_PHI * tr[g])
-            )
+            tr[g] = self.has_trend * np.clip(
+                TREND_PHI * tr[g] + TREND_BETA * ((new - prev) - TREND_PHI * tr[g]),
+                -self.trend_max, self.trend_max,
+            )  # fmt: skip
             lvl[g] = new
-            # Profiles learn the residual against the slow reference level. Active
-            # profiles share it one after another (each passes on what it did not
-            # take); a profile not yet in use learns what is left after them
-            # without feeding back into the others or the level.
+            # A young knot (less weight seen than 1/γ) is the weighted running mean of the
+            # residuals seen near it (weights: the linear interpolation's), against the
+            # slow reference level and the other profiles in use: a convex combination of
+            # what was observed, so it stays within their range. A mature knot then moves
+            # by a small gradient step (γ·weight) on the interpolated profile's error,
+            # which fits the shape between knots without the mean's smoothing. (Knots that
+            # took a full gradient step when first seen at weight ~0 doubled from knot to
+            # knot: a profile learning a sparse series' first week reached 1e8 in log
+            # space, and the forecast 1e298 rps once it came into use.)
             ref = self.ref[:n]
-            r = (z - ref - season_now)[g]
+            rest = (z - ref)[g]  # residual before any profile
+            season_g = season_now[g]
             act = active[g]
             for i in range(len(self.periods)):
                 k0, k1, f = self._knot_pos(i, ts)
@@ -179,17 +207,15 @@ class HoltWinters(VectorForecaster):
                 cnt = getattr(self, f"count{i}")[:n]
                 a, b, fr = int(k0[0]), int(k1[0]), float(f[0])
                 own = (1.0 - fr) * s[g, a] + fr * s[g, b]
-                target = np.where(act[:, i], r, r - own)
-                taken = np.zeros_like(r)
+                target = rest - (season_g - act[:, i] * own)  # what is left for profile i
+                gamma = self.season_gamma[i]
                 for k, wgt in ((a, 1.0 - fr), (b, fr)):
                     if wgt <= 0.0:
                         continue
                     cnt[g, k] += wgt
-                    # Running mean while the knot is young, then exponential forgetting.
-                    rate = np.maximum(self.season_gamma[i] * wgt, wgt / cnt[g, k])
-                    s[g, k] += rate * target
-                    taken += wgt * rate
-                r = np.where(act[:, i], r * (1.0 - taken), r)
+                    young = cnt[g, k] * gamma < 1.0
+                    rate = np.where(young, wgt / cnt[g, k], gamma * wgt)
+                    s[g, k] += rate * (target - np.where(young, s[g, k], own))
             ref[g] += self.ref_alpha * (x[g] - ref[g])
         self._record_candidates(t, n)
 

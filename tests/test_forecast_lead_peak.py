@@ -1,0 +1,137 @@
+"""The lead-window peak quantile: coverage of realised peaks, size of the plan, bounds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.forecast import LeadPeakQuantile, LeadWindow
+from scheduler.forecast.base import BOUND_FACTOR
+
+
+def run(y: np.ndarray, base: np.ndarray, q: float, window: LeadWindow) -> np.ndarray:
+    """Plans (series × steps) from feeding `y` and `base` step by step."""
+    lp = LeadPeakQuantile(q, window, y.shape[0])
+    return np.stack([lp.step(t, y[:, t], base[:, t]) for t in range(y.shape[1])], axis=1)
+
+
+def realised(y: np.ndarray, window: LeadWindow) -> np.ndarray:
+    """True lead-window peak of every origin (NaN where the window runs past the end)."""
+    out = np.full(y.shape, np.nan)
+    for t in range(y.shape[1] - window.last_step):
+        out[:, t] = y[:, t + window.boot_steps + 1 : t + window.last_step + 1].max(axis=1)
+    return out
+
+
+def test_window_in_steps() -> None:
+    assert LeadWindow.of(600, 300, 60) == LeadWindow(10, 5)
+    assert LeadWindow.of(600, 300, 600) == LeadWindow(1, 1)  # a coarse series: one step
+    assert LeadWindow.of(600, 300, 3600) == LeadWindow(0, 1)
+    assert LeadWindow(10, 5).last_step == 15
+    with pytest.raises(ValueError):
+        LeadWindow.of(600, 0, 60)
+
+
+@pytest.mark.parametrize("base_factor", [0.0, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("q", [0.95])
+def test_coverage_of_realised_peaks_is_near_q_whatever_the_base(
+    q: float, base_factor: float
+) -> None:
+    # A base that is zero, too low, right or too high: the calibration covers the
+    # window's peak a share q of the time all the same.
+    rng = np.random.default_rng(11)
+    n, steps = 10, 3000
+    t = np.arange(steps)
+    level = 10.0 + 5.0 * np.sin(2 * np.pi * t / 1440)
+    y = level[None, :] * rng.exponential(1.0, (n, steps))
+    base = np.broadcast_to(base_factor * level, (n, steps))
+    window = LeadWindow(10, 5)
+    plans = run(y, base, q, window)
+    truth = realised(y, window)
+    ok = np.isfinite(truth)
+    ok[:, :500] = False  # calibration warm-up
+    coverage = float(np.mean(plans[ok] >= truth[ok]))
+    assert q - 0.02 <= coverage <= q + 0.02
+
+
+def test_plan_is_close_to_the_true_quantile_of_the_peak() -> None:
+    # iid exponential rates of mean 10 and a base of 10: the 0.95 quantile of the largest
+    # of 5 steps is -10·ln(1 - 0.95^(1/5)) = 45.8, well above the per-step 0.95 quantile
+    # (30.0) that a plan on per-step quantiles provisions for.
+    rng = np.random.default_rng(3)
+    steps = 6000
+    y = rng.exponential(10.0, (1, steps))
+    plans = run(y, np.full((1, steps), 10.0), 0.95, LeadWindow(10, 5))
+    truth = -10.0 * math.log(1.0 - 0.95 ** (1 / 5))
+    assert np.median(plans[0, 2000:]) == pytest.approx(truth, rel=0.1)
+
+
+def test_a_better_base_gives_a_smaller_plan_at_the_same_coverage() -> None:
+    rng = np.random.default_rng(5)
+    steps = 5000
+    level = 10.0 + 8.0 * np.sin(2 * np.pi * np.arange(steps) / 300)
+    y = (level * rng.exponential(1.0, steps))[None, :]
+    window = LeadWindow(10, 5)
+    truth = realised(y, window)[0]
+    ok = np.isfinite(truth) & (np.arange(steps) > 1000)
+    # The level the window will see (a perfect point forecast) vs a flat mean.
+    future = np.array([level[t + 11 : t + 16].max() if t + 16 <= steps else 10.0
+                       for t in range(steps)])  # fmt: skip
+    sharp = run(y, future[None, :], 0.95, window)[0]
+    flat = run(y, np.full((1, steps), 10.0), 0.95, window)[0]
+    for plan in (sharp, flat):
+        assert 0.93 <= np.mean(plan[ok] >= truth[ok]) <= 0.97
+    assert np.mean(sharp[ok] / truth[ok]) < 0.9 * np.mean(flat[ok] / truth[ok])
+
+
+def test_zero_series_plans_zero_and_gaps_are_skipped() -> None:
+    lp = LeadPeakQuantile(0.95, LeadWindow(2, 2), 2)
+    for t in range(50):
+        plan = lp.step(t, [0.0, 5.0], [0.0, 5.0])
+    assert plan[0] == 0.0 and plan[1] == pytest.approx(5.0)
+    plan = lp.step(80, [math.nan, 5.0], [0.0, 5.0])  # 29 steps with nothing observed
+    assert np.all(np.isfinite(plan))
+    with pytest.raises(ValueError):
+        lp.step(80, [0.0, 5.0], [0.0, 5.0])  # the same step again
+    with pytest.raises(ValueError):
+        lp.step(81, [0.0], [0.0])
+
+
+segment = st.tuples(
+    st.sampled_from(["zeros", "flat", "spike", "noise", "nan"]),
+    st.integers(min_value=1, max_value=80),
+    st.floats(min_value=1e-3, max_value=1e9),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(segments=st.lists(segment, min_size=1, max_size=8), base_scale=st.floats(0.0, 100.0))
+def test_plans_are_finite_and_bounded_for_any_input(
+    segments: list[tuple[str, int, float]], base_scale: float
+) -> None:
+    rng = np.random.default_rng(0)
+    parts = []
+    for kind, length, level in segments:
+        if kind == "zeros":
+            parts.append(np.zeros(length))
+        elif kind == "flat":
+            parts.append(np.full(length, level))
+        elif kind == "spike":
+            parts.append(np.concatenate([[level], np.zeros(length - 1)]))
+        elif kind == "noise":
+            parts.append(level * rng.exponential(1.0, length))
+        else:
+            parts.append(np.full(length, math.nan))
+    y = np.concatenate(parts)
+    lp = LeadPeakQuantile(0.95, LeadWindow(3, 2), 1)
+    seen = 0.0
+    for t, v in enumerate(y):
+        seen = max(seen, 0.0 if math.isnan(v) else v)
+        base = base_scale * seen
+        plan = lp.step(t, [v], [base])[0]
+        assert math.isfinite(plan) and plan >= 0.0
+        assert plan <= max(base, BOUND_FACTOR * seen) * (1 + 1e-9)
