@@ -32,6 +32,9 @@ from scheduler.profiles import instance_rps
 
 log = logging.getLogger(__name__)
 
+LOSS_MEMORY_S = 86400.0  # how long a pool's losses lengthen its return window
+RETURN_BACKOFF_MAX = 16.0  # the longest return window, in return_stabilization_s
+
 
 class CapschedPolicy:
     """Forecast plus solver; the policy the daemon runs and the simulator compares."""
@@ -60,6 +63,8 @@ class CapschedPolicy:
         self._last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None = None
         # Since when each pool has been available without a break (for the return window).
         self._available_since: dict[Pool, float] = {}
+        # When each pool became unavailable, over the last day (lengthens its return window).
+        self._losses: dict[Pool, deque[float]] = {}
         self._last_full_s: float | None = None  # time of the last search of every model
         self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
 
@@ -161,8 +166,23 @@ class CapschedPolicy:
         for pool in list(self._available_since):
             if pool not in available:
                 del self._available_since[pool]
+                self._losses.setdefault(pool, deque()).append(now_s)
+        for pool, losses in list(self._losses.items()):
+            while losses and losses[0] < now_s - LOSS_MEMORY_S:
+                losses.popleft()
+            if not losses:
+                del self._losses[pool]
         for pool in available:
             self._available_since.setdefault(pool, now_s)
+
+    def _return_window_s(self, pool: Pool) -> float:
+        """`planning.return_stabilization_s`, doubled for every further time the pool went
+        away within the last day (at most `RETURN_BACKOFF_MAX` times the base): a pool whose
+        launches keep failing (a stock-out hidden behind the pool's cooldown) is retried
+        ever more rarely instead of every cooldown + window."""
+        losses = len(self._losses.get(pool, ()))
+        factor = min(2.0**losses, RETURN_BACKOFF_MAX)
+        return self.config.planning.return_stabilization_s * factor
 
     def _node_rps(self, model: str, pool: Pool) -> float:
         """Planned rps of one node of `model` in `pool` (0 where it cannot serve)."""
@@ -208,7 +228,7 @@ class CapschedPolicy:
             o
             for o in offerings
             if o.available
-            and now_s - self._available_since.get(o.pool, now_s) >= planning.return_stabilization_s
+            and now_s - self._available_since.get(o.pool, now_s) >= self._return_window_s(o.pool)
             and (
                 (b := before.get(o.pool)) is None
                 or not b.available
