@@ -9,7 +9,8 @@ real SkyPilot spot traces from the shared data (simulations/data/scenarios/
 skypilot-spot-traces.toml: the embedded default's world otherwise), scaled so its
 peak needs about N GPUs for each N of `--fleet-gpus`. Printed per
 (trace, N): each policy's cost, `vs oracle` and `vs spothedge` (cost ratios), SLO
-attainment and unserved fraction. The oracle used is the one registered as `oracle`
+attainment, unserved fraction and launches per simulated day. The oracle used is the one
+registered as `oracle`
 (see simulations/baselines/oracle.py for whether it solves the integer program or its
 LP relaxation); its lower bound on any policy's cost is printed with its kind ("ip" or
 "lp") in the last column. The issue's targets: capsched <= 1.15 x oracle with SLO attainment
@@ -78,6 +79,12 @@ def cut(world: World, days: float) -> World:
     return replace(world, info=info)
 
 
+def days(run: RunResult) -> float:
+    """Simulated days of a replay (at least one step)."""
+    step_s = float(run.times_s[1] - run.times_s[0]) if len(run.times_s) > 1 else 60.0
+    return max(len(run.times_s) * step_s, step_s) / 86400
+
+
 def ratio(a: float, b: float | None) -> str:
     return f"{a / b:.3f}" if b else "-"
 
@@ -106,7 +113,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
         )
     header = (
         f"{'trace':<22}{'GPUs':>6}  {'policy':<26}{'cost USD':>12}{'vs oracle':>11}"
-        f"{'vs spothedge':>14}{'SLO att.':>10}{'unserved':>10}{'wall s':>8}"
+        f"{'vs spothedge':>14}{'SLO att.':>10}{'unserved':>10}{'launch/d':>10}{'wall s':>8}"
         + (f"{'SLO min':>9}" if len(seeds) > 1 else "")
         + "  bound USD"
     )
@@ -131,6 +138,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
                 slo = [x["slo_attainment"] for x in sums]
                 cost = mean_cost(runs, policy) or 0.0
                 unserved = sum(x["unserved_fraction"] for x in sums) / len(sums)
+                launches_per_day = sum(r.launches / days(r) for r in rs) / len(rs)
                 bound = (
                     f"  {sums[0]['lower_bound_usd']:.2f} ({sums[0]['bound_kind']})"
                     if sums[0]["lower_bound_usd"] is not None and len(seeds) == 1
@@ -139,7 +147,7 @@ def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
                 print(
                     f"{name:<22}{gpus:>6g}  {policy:<26}{cost:>12.2f}"
                     f"{ratio(cost, oracle):>11}{ratio(cost, hedge):>14}"
-                    f"{sum(slo) / len(slo):>10.4f}{unserved:>10.4f}"
+                    f"{sum(slo) / len(slo):>10.4f}{unserved:>10.4f}{launches_per_day:>10.1f}"
                     f"{sum(r.wall_s for r in rs) / len(rs):>8.1f}"
                     + (f"{min(slo):>9.4f}" if len(seeds) > 1 else "")
                     + bound,

@@ -27,9 +27,13 @@ from scheduler.domain import (
 )
 from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
 from scheduler.observation import Observation
-from scheduler.planner import make_plan
+from scheduler.planner import allowed, make_plan
+from scheduler.profiles import instance_rps
 
 log = logging.getLogger(__name__)
+
+LOSS_MEMORY_S = 86400.0  # how long a pool's losses lengthen its return window
+RETURN_BACKOFF_MAX = 16.0  # the longest return window, in return_stabilization_s
 
 
 class CapschedPolicy:
@@ -57,6 +61,12 @@ class CapschedPolicy:
         self._recent: deque[tuple[float, dict[tuple[str, str], float]]] = deque()
         # The last solve: its plan, the planned rps it was solved for, and the offerings.
         self._last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None = None
+        # Since when each pool has been available without a break (for the return window).
+        self._available_since: dict[Pool, float] = {}
+        # When each pool became unavailable, over the last day (lengthens its return window).
+        self._losses: dict[Pool, deque[float]] = {}
+        self._last_full_s: float | None = None  # time of the last search of every model
+        self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),
@@ -104,17 +114,29 @@ class CapschedPolicy:
         """
         demand = self._held_up(obs.now_s, self.planned_demand(obs))
         offerings = obs.offerings or self.catalog.offerings
+        self._track_availability(obs.now_s, offerings)
         stand, check = self._settled(demand, offerings)
         # Launched and not serving yet: every plan keeps these, whichever way it is made.
         booting: Counter[tuple[str, Pool]] = Counter(
             (n.model, n.pool) for n in obs.serving() if n.state is not NodeState.READY
         )
+        returned = self._returned(obs.now_s, offerings)
+        stand, check = stand - returned, check - returned
+        interval = self.config.planning.full_replan_interval_s
+        if (
+            interval > 0
+            and self._last_full_s is not None
+            and obs.now_s - self._last_full_s >= interval
+        ):
+            stand, check = set(), set()  # the periodic full search
         if self._last is not None and stand == {m.name for m in self.config.models}:
             last = self._last[0]
             targets = Counter({(pl.model, pl.pool): pl.count for pl in last.placements})
             if all(targets[key] >= count for key, count in booting.items()):
                 return last
         settled = stand | check
+        if not settled:
+            self._last_full_s = obs.now_s
         # Settled models start from their last target (and any node booting beyond it),
         # the others from what serves now.
         fleet: Counter[tuple[str, Pool]] = Counter()
@@ -149,6 +171,116 @@ class CapschedPolicy:
         }
         self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
+
+    def _track_availability(self, now_s: float, offerings: Sequence[Offering]) -> None:
+        """Start each pool's availability clock when it becomes available; stop it when not."""
+        available = {o.pool for o in offerings if o.available}
+        for pool in list(self._available_since):
+            if pool not in available:
+                del self._available_since[pool]
+                self._losses.setdefault(pool, deque()).append(now_s)
+        for pool, losses in list(self._losses.items()):
+            while losses and losses[0] < now_s - LOSS_MEMORY_S:
+                losses.popleft()
+            if not losses:
+                del self._losses[pool]
+        for pool in available:
+            self._available_since.setdefault(pool, now_s)
+
+    def _return_window_s(self, pool: Pool) -> float:
+        """`planning.return_stabilization_s`, doubled for every further time the pool went
+        away within the last day (at most `RETURN_BACKOFF_MAX` times the base): a pool whose
+        launches keep failing (a stock-out hidden behind the pool's cooldown) is retried
+        ever more rarely instead of every cooldown + window."""
+        losses = len(self._losses.get(pool, ()))
+        factor = min(2.0**losses, RETURN_BACKOFF_MAX)
+        return self.config.planning.return_stabilization_s * factor
+
+    def _node_rps(self, model: str, pool: Pool) -> float:
+        """Planned rps of one node of `model` in `pool` (0 where it cannot serve)."""
+        key = (model, pool)
+        if key not in self._rps_cache:
+            section = self.config.model(model)
+            try:
+                itype = self.catalog.instance_type(pool)
+            except KeyError:
+                self._rps_cache[key] = 0.0
+            else:
+                self._rps_cache[key] = self.config.planning.target_utilization * instance_rps(
+                    self.profiles, section.profile or section.name, itype, section.latency_slo_ms
+                )
+        return self._rps_cache[key]
+
+    def _returned(self, now_s: float, offerings: Sequence[Offering]) -> set[str]:
+        """Models to search again because a pool came back or got cheaper since their last
+        search, has stayed available for `planning.return_stabilization_s`, and would pay
+        for the move within `planning.return_payback_h`.
+
+        `_settled` leaves such a pool out on purpose: re-targeting a pool the moment it
+        reappears (or its cooldown ends) made a stocked-out pool flap in and out of every
+        plan. The stabilisation window is that missing hysteresis; without it, flat
+        demand never searched again and a fleet pushed onto on-demand by a spot outage
+        stayed there for good (issue 18). The estimate is per node moved: the saving is
+        the difference in price per planned rps between the dearest pool of the model's
+        target and the returned pool, times that node's rps; the churn is the new node's
+        boot time at its full price plus its expected interruptions over the payback
+        horizon, each costing a boot and `solver.interruption_cost_usd`. The search itself
+        then weighs the move with the solver's churn terms and may keep the fleet; the
+        pool is then part of the last search's offerings and does not trigger again
+        until it leaves and comes back (no flapping).
+        """
+        if self._last is None:
+            return set()
+        plan, _, before = self._last
+        planning = self.config.planning
+        boot_h = planning.default_boot_time_s / 3600.0
+        payback_h = planning.return_payback_h
+        now = {o.pool: o for o in offerings}
+        fresh = [
+            o
+            for o in offerings
+            if o.available
+            and now_s - self._available_since.get(o.pool, now_s) >= self._return_window_s(o.pool)
+            and (
+                (b := before.get(o.pool)) is None
+                or not b.available
+                or o.usd_per_hour < b.usd_per_hour * (1 - planning.replan_tolerance)
+            )
+        ]
+        if not fresh:
+            return set()
+        out: set[str] = set()
+        for model in {pl.model for pl in plan.placements}:
+            held = [
+                (now[pl.pool].usd_per_hour / rps, rps)
+                for pl in plan.placements
+                if pl.model == model
+                and pl.pool in now
+                and (rps := self._node_rps(model, pl.pool)) > 0
+            ]
+            if not held:
+                continue
+            dearest, rps_held = max(held)
+            for o in fresh:
+                rps = self._node_rps(model, o.pool)
+                if rps <= 0 or not allowed(self.config, o, self.catalog.instance_type(o.pool)):
+                    continue
+                saving_usd = (dearest - o.usd_per_hour / rps) * rps_held * payback_h
+                risk = o.interruptions_per_hour * payback_h
+                churn_usd = o.usd_per_hour * boot_h * (1 + risk) + (
+                    risk * self.config.solver.interruption_cost_usd
+                )
+                if saving_usd > churn_usd:
+                    out.add(model)
+                    log.info(
+                        "return_to_pool model=%s pool=%s saving_usd=%.2f churn_usd=%.2f",
+                        model,
+                        o.pool.key,
+                        saving_usd,
+                        churn_usd,
+                    )
+                    break
+        return out
 
     def _held_up(self, now_s: float, demand: list[Demand]) -> list[Demand]:
         """Each series at the peak of its planned rate over `planning.scale_down_delay_s`:

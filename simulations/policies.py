@@ -26,6 +26,7 @@ from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Offering, Pool
 from scheduler.observation import Policy
+from simulations.scenario import SpotHedgeSection
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +41,8 @@ class TraceInfo:
     spot_traces: Mapping[Pool, SpotTrace] = field(default_factory=dict)  # capacity per spot pool
     boot_time_s: float = 600.0  # launch-to-ready delay of every instance in the simulated cloud
     seed: int = 0  # seed of the run (random interruptions, tie breaks)
+    # The `spothedge` baseline's parameters (the scenario's `[spothedge]` table).
+    spothedge: SpotHedgeSection = field(default_factory=SpotHedgeSection)
 
     @property
     def n_steps(self) -> int:

@@ -10,7 +10,14 @@ A scenario overrides, on top of the config file:
   its peak needs about that many GPUs), and where unlabelled trace series go
   (``model``, ``region``, or ``[demand.series] name = "model/region"``);
 * ``[market]``: ``spot_price_multiplier`` and ``interruption_multiplier`` on every
-  spot offering of the catalog;
+  spot offering of the catalog; ``spot_price_vs_on_demand`` (every spot price becomes
+  that share of the on-demand price of the same pool), ``instance_types`` (the cloud
+  sells only these) and ``zones`` (``"cloud/region" = [zones]``: that region's pools are
+  sold per zone, each zone its own failure domain, e.g. for spot traces recorded per
+  AWS zone);
+* ``[spothedge]``: the `spothedge` baseline's parameters (``num_overprovision``,
+  ``base_ondemand_fallback_replicas``, ``dynamic_ondemand_fallback``), by default the
+  SpotHedge paper's configuration;
 * ``[cloud]``: the simulated cloud: ``boot_time_s`` (default: the config's
   ``planning.default_boot_time_s``), ``boot_time_by_type`` per instance type,
   ``reveal_stockouts``, ``random_interruptions``, ``seed``;
@@ -34,12 +41,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
 from scheduler.catalog import Catalog
 from scheduler.config import BOM, Config, ConfigError
-from scheduler.domain import Market, Offering, Pool
+from scheduler.domain import Cloud, Market, Offering, Pool
 from scheduler.errors import problem_lines
 
 SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
@@ -73,10 +80,37 @@ class DemandSection(_Section):
 
 
 class MarketSection(_Section):
-    """Changes to the catalog's spot offerings."""
+    """Changes to what the simulated cloud sells."""
 
     spot_price_multiplier: float = Field(default=1.0, gt=0)  # on every spot price
     interruption_multiplier: float = Field(default=1.0, ge=0)  # on every spot interruption rate
+    # Every spot price becomes this share of the same pool's on-demand price (before the
+    # multiplier); spot pools without an on-demand twin keep their price. None: unchanged.
+    spot_price_vs_on_demand: float | None = Field(default=None, gt=0, le=1)
+    instance_types: tuple[str, ...] = ()  # the cloud sells only these types; () = every type
+    # "cloud/region" -> zones: the region's pools (zone "") are sold once per zone.
+    zones: dict[str, tuple[str, ...]] = {}
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_keys(cls, zones: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, names in zones.items():
+            cloud, _, region = key.partition("/")
+            if cloud not in {c.value for c in Cloud} or not region or "/" in region:
+                raise ValueError(f'{key!r}: expected "cloud/region", e.g. "aws/us-west-2"')
+            if not names or any(not z for z in names) or len(set(names)) != len(names):
+                raise ValueError(f"{key!r}: expected a list of distinct zone names")
+        return zones
+
+
+class SpotHedgeSection(_Section):
+    """The `spothedge` baseline's parameters. The defaults are the SpotHedge paper's
+    configuration (EuroSys '25 microbenchmarks, the artifact's `eval/eval.py`): one
+    over-provisioned spot replica, no base on-demand replica, dynamic on-demand fallback."""
+
+    num_overprovision: int = Field(default=1, ge=0)  # spot replicas beyond the target
+    base_ondemand_fallback_replicas: int = Field(default=0, ge=0)  # always-on on-demand
+    dynamic_ondemand_fallback: bool = True  # on-demand stands in for spot not yet ready
 
 
 class CloudSimSection(_Section):
@@ -109,6 +143,7 @@ class Scenario(_Section):
     market: MarketSection = MarketSection()
     cloud: CloudSimSection = CloudSimSection()
     spot_traces: tuple[SpotTraceSection, ...] = ()
+    spothedge: SpotHedgeSection = SpotHedgeSection()
 
 
 class ScenarioError(ConfigError):
@@ -160,8 +195,40 @@ def apply_config(config: Config, scenario: Scenario, path: Path) -> Config:
         raise ScenarioError(path, problems) from None
 
 
+def _split_zones(
+    offerings: tuple[Offering, ...], zones: Mapping[str, tuple[str, ...]]
+) -> tuple[Offering, ...]:
+    """Regional pools named in `zones` sold once per zone (same price and rate)."""
+    out: list[Offering] = []
+    for o in offerings:
+        names = zones.get(f"{o.pool.cloud}/{o.pool.region}") if not o.pool.zone else None
+        if names is None:
+            out.append(o)
+            continue
+        out.extend(replace(o, pool=replace(o.pool, zone=z)) for z in names)
+    return tuple(out)
+
+
 def apply_market(offerings: tuple[Offering, ...], market: MarketSection) -> tuple[Offering, ...]:
-    """Offerings with the scenario's spot price and interruption multipliers."""
+    """Offerings as the scenario's market sells them: only its instance types, regions
+    split into zones, spot prices tied to on-demand, then the multipliers."""
+    if market.instance_types:
+        offerings = tuple(o for o in offerings if o.pool.instance_type in market.instance_types)
+    if market.zones:
+        offerings = _split_zones(offerings, market.zones)
+    if market.spot_price_vs_on_demand is not None:
+        share = market.spot_price_vs_on_demand
+        on_demand = {
+            replace(o.pool, market=Market.SPOT): o.usd_per_hour
+            for o in offerings
+            if o.pool.market is Market.ON_DEMAND
+        }
+        offerings = tuple(
+            replace(o, usd_per_hour=on_demand[o.pool] * share, price_is_estimate=False)
+            if o.pool in on_demand
+            else o
+            for o in offerings
+        )
     if market.spot_price_multiplier == 1.0 and market.interruption_multiplier == 1.0:
         return offerings
     return tuple(

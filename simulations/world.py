@@ -102,6 +102,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         spot_traces=spot,
         boot_time_s=boot if boot is not None else config.planning.default_boot_time_s,
         seed=seed,
+        spothedge=scenario.spothedge,
     )
     world = World(
         config=config,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,20 @@ import pytest
 
 from scheduler.catalog import load_catalog
 from scheduler.config import load_config
+from scheduler.domain import Market
 from scheduler.profiles import load_profiles
+from simulations.baselines import SpotHedge
 from simulations.demand import assign_series, gpus_per_rps, load_demand
-from simulations.scenario import ScenarioError, apply_config, load_spot_mapping, parse_scenario
+from simulations.policies import make_policy
+from simulations.scenario import (
+    ScenarioError,
+    apply_config,
+    load_spot_mapping,
+    parse_scenario,
+    scenario_catalog,
+)
 from simulations.traces import TraceFormatError, detect_format, read_minute_csv, read_requests
+from simulations.world import WorldSpec, build_world
 
 
 def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
@@ -127,3 +138,62 @@ def test_scenario_overrides_regions_and_maps_spot_traces(tmp_path: Path) -> None
     nomatch = parse_scenario('[[spot_traces]]\nfile = "t.json"\npools = "aws/mars-1/*"\n', path)
     with pytest.raises(ScenarioError, match=r"spot_traces\[0\]\.pools: .* matches no spot pool"):
         load_spot_mapping(nomatch, path, load_catalog().offerings)
+
+
+def test_scenario_market_sells_one_type_per_zone_at_a_share_of_on_demand(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    scenario = parse_scenario(
+        '[market]\ninstance_types = ["g6e.xlarge"]\nspot_price_vs_on_demand = 0.25\n'
+        'zones = { "aws/us-west-2" = ["us-west-2a", "us-west-2c"] }\n',
+        path,
+    )
+    offerings = scenario_catalog(load_catalog(), scenario).offerings
+    assert {o.pool.instance_type for o in offerings} == {"g6e.xlarge"}
+    west = [o for o in offerings if o.pool.region == "us-west-2"]
+    assert sorted({o.pool.failure_domain for o in west}) == ["aws:us-west-2a", "aws:us-west-2c"]
+    price = {o.pool: o.usd_per_hour for o in offerings}
+    for o in offerings:
+        if o.pool.market is Market.SPOT:
+            twin = replace(o.pool, market=Market.ON_DEMAND)
+            assert o.usd_per_hour == pytest.approx(0.25 * price[twin])
+    # The split zones take spot traces by their own keys.
+    trace = tmp_path / "t.json"
+    trace.write_text('{"metadata": {"gap_seconds": 60}, "data": [2, 0]}')
+    traced = parse_scenario(
+        '[market]\nzones = { "aws/us-west-2" = ["us-west-2a", "us-west-2c"] }\n'
+        '[[spot_traces]]\nfile = "t.json"\npools = "aws/us-west-2a/g6e.xlarge/spot"\n',
+        path,
+    )
+    spot, _ = load_spot_mapping(traced, path, scenario_catalog(load_catalog(), traced).offerings)
+    assert [p.zone for p in spot] == ["us-west-2a"]
+
+
+def test_scenario_market_zones_and_spothedge_keys_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(
+            '[market]\nzones = { "us-west-2" = ["a"] }\n'
+            "[spothedge]\nnum_overprovision = -1\nbase_on_demand = 1\n",
+            path,
+        )
+    text = "\n".join(info.value.problems)
+    assert f"{path}: market.zones:" in text and "cloud/region" in text
+    assert f"{path}: spothedge.num_overprovision:" in text
+    assert f"{path}: spothedge.base_on_demand:" in text
+
+
+def test_spothedge_takes_its_parameters_from_the_scenario(tmp_path: Path) -> None:
+    # The paper's configuration by default; a scenario's [spothedge] table changes it.
+    for text, expected in (("", (1, 0, True)), ("[spothedge]\nnum_overprovision = 2\n"
+                           "base_ondemand_fallback_replicas = 1\n"
+                           "dynamic_ondemand_fallback = false\n", (2, 1, False))):  # fmt: skip
+        scenario = parse_scenario(text, tmp_path / "s.toml")
+        world, _ = build_world(WorldSpec(None, None, scenario=scenario))
+        policy = make_policy("spothedge", world.config, world.catalog, world.profiles, world.info)
+        assert isinstance(policy, SpotHedge)
+        got = (
+            policy.num_overprovision,
+            policy.base_ondemand_fallback_replicas,
+            policy.dynamic_ondemand_fallback,
+        )
+        assert got == expected

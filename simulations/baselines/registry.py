@@ -66,8 +66,18 @@ def reactive(
 def spothedge(
     config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
 ) -> Policy:
-    """`spothedge` with SkyServe's defaults, its replica type sized on the trace's peak."""
-    return SpotHedge(config, catalog, profiles, foresight=foresight_of(info))
+    """`spothedge` with the scenario's parameters (by default the SpotHedge paper's: see
+    `simulations.scenario.SpotHedgeSection`), its replica type sized on the trace's peak."""
+    settings = info.spothedge
+    return SpotHedge(
+        config,
+        catalog,
+        profiles,
+        num_overprovision=settings.num_overprovision,
+        base_ondemand_fallback_replicas=settings.base_ondemand_fallback_replicas,
+        dynamic_ondemand_fallback=settings.dynamic_ondemand_fallback,
+        foresight=foresight_of(info),
+    )
 
 
 def oracle(
