@@ -100,7 +100,13 @@ class SpotTrace:
     def next_tick_after(self, t_s: float) -> float:
         """First tick boundary strictly after `t_s` (replay-relative)."""
         k = math.floor((t_s + self.offset_s) / self.gap_s) + 1
-        return k * self.gap_s - self.offset_s
+        nxt = k * self.gap_s - self.offset_s
+        # Rounding can land `nxt` on `t_s` itself (a caller looping "until the next
+        # boundary" then never moves): step on until it is strictly later.
+        while nxt <= t_s:
+            k += 1
+            nxt = k * self.gap_s - self.offset_s
+        return nxt
 
     def scaled(self, factor: float) -> SpotTrace:
         """The same trace with every count multiplied by `factor` (rounded)."""

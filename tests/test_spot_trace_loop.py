@@ -8,6 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,3 +105,28 @@ def test_simulate_prints_the_loop_note(tmp_path: Path, capsys: pytest.CaptureFix
         err = capsys.readouterr().err
         note = "note: spot_traces[0] t.json loops: 3 min long, the replay is 10 min"
         assert (note in err) is noted
+
+
+def test_next_tick_after_moves_on_where_rounding_landed_on_the_input() -> None:
+    # Before: (t + offset) / gap rounded just below a whole number, and the boundary
+    # "after" t was t itself; a replay stepping from boundary to boundary hung.
+    trace = SpotTrace("t", 0.3, np.array([1, 2]), offset_s=8783.34037897173)
+    t = 552860.4596210282
+    assert trace.next_tick_after(t) > t
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gap=st.floats(0.01, 7200.0),
+    offset=st.floats(-1e5, 1e5),
+    start=st.floats(0.0, 1e7),
+)
+def test_stepping_from_boundary_to_boundary_always_moves_forward(
+    gap: float, offset: float, start: float
+) -> None:
+    trace = SpotTrace("t", gap, np.array([1]), offset_s=offset)
+    t = start
+    for _ in range(20):
+        nxt = trace.next_tick_after(t)
+        assert t < nxt <= t + gap * (1 + 1e-9) + 1e-6
+        t = nxt
