@@ -294,6 +294,7 @@ async def run_daemon(config: Config, config_path: Path | None, *, adopt: bool = 
     try:
         return await _run_locked(config, config_path, catalog, profiles, adopt=adopt)
     finally:
+        set_virtual_clock(None)  # an embedding process's later log lines are not replayed
         if lock is not None:
             lock.release()
 

@@ -629,6 +629,7 @@ async def replay(
                 cost[mk.value][step] = usage.cost_by_market[mk] - base.get(mk, 0.0)
         if progress is not None and step >= 0:
             progress(1)
+    set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
     within = np.zeros_like(served)
     latency = np.full_like(served, np.nan)

@@ -226,3 +226,16 @@ async def test_tick_reports_and_actions_carry_typed_numbers(tmp_path: Path) -> N
     for a in launches:
         assert a.grounds is not None and a.grounds.model == a.model
         assert a.grounds.pool_planned == wanted[a.model, a.pool]
+
+
+def test_log_lines_after_a_replay_carry_no_simulated_time(tmp_path: Path) -> None:
+    # Before: the replay's clock stayed installed; every later line of the process
+    # (another test, a sweep's summary) was stamped with the replay's last time.
+    from simulations.engine import run_policy
+    from simulations.world import WorldSpec, build_world
+
+    world, _ = build_world(WorldSpec(None, None))
+    run_policy(world, "static-peak", tmp_path / "s.db")
+    rec = record()
+    rec.created = 0.25
+    assert "sim_time=" not in KeyValueFormatter(timed=True).format(rec)
