@@ -1,0 +1,170 @@
+"""Peers compared at equal SLO: each policy's cost at SLO attainment 0.995 on its own curve.
+
+Run:  .venv/bin/python benchmarks/bench_frontier.py [--fleet-gpus 20,200] [--traces all]
+                                                   [--max-days 1] [--target 0.995]
+                                                   [--plot frontier.png]
+
+Every shared request trace of `bench_simulate.py` (same worlds: embedded config without
+its budget, the SkyPilot spot-trace scenario, scaled to N GPUs at peak) is replayed with
+each policy at every value of its own knob:
+
+* capsched: `forecast.plan_quantile` (the forecast quantile it provisions for);
+* reactive: `planning.target_utilization` (how full it runs its nodes);
+* spothedge: `num_overprovision` (spot replicas beyond the target);
+* static-peak and the oracle have no knob: one run each.
+
+Per row it prints every run's cost and SLO attainment, then each policy's cost at the
+target SLO read off its efficient points (`simulations/frontier.py`: linear between the
+runs around the target, "-" when no run reached it) and its ratio to the cheapest peer at
+that SLO (the issue's target: capsched <= 0.8x). The plot has one panel per row with each
+policy's cost/SLO curve and the target as a vertical line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from bench_simulate import TRACES, cut, unbudgeted_config
+from tqdm import tqdm
+
+from simulations.engine import World, run_policy
+from simulations.frontier import SweepPoint, cost_at_slo, efficient
+from simulations.scenario import SKYPILOT_SCENARIO_PATH
+from simulations.world import WorldSpec, build_world
+
+Knob = Callable[[World, float], World]
+
+
+def plan_quantile(world: World, q: float) -> World:
+    forecast = world.config.forecast.model_copy(update={"plan_quantile": q})
+    return replace(world, config=world.config.model_copy(update={"forecast": forecast}))
+
+
+def target_utilization(world: World, u: float) -> World:
+    planning = world.config.planning.model_copy(update={"target_utilization": u})
+    return replace(world, config=world.config.model_copy(update={"planning": planning}))
+
+
+def overprovision(world: World, n: float) -> World:
+    hedge = world.info.spothedge.model_copy(update={"num_overprovision": int(n)})
+    return replace(world, info=replace(world.info, spothedge=hedge))
+
+
+# policy -> (knob name, setter, values); a policy without a knob runs once as configured.
+SWEEPS: dict[str, tuple[str, Knob, tuple[float, ...]]] = {
+    "capsched": ("plan_quantile", plan_quantile, (0.8, 0.9, 0.95, 0.98, 0.995)),
+    "reactive": ("target_utilization", target_utilization, (0.5, 0.6, 0.7, 0.85, 0.95)),
+    "spothedge": ("num_overprovision", overprovision, (0, 1, 2, 3)),
+    "static-peak": ("-", lambda w, _: w, (0,)),
+    "oracle": ("-", lambda w, _: w, (0,)),
+}
+PEERS = ("reactive", "spothedge", "static-peak")  # what capsched is compared with
+
+
+def sweep_row(world: World, db: Path, bar: tqdm) -> dict[str, list[SweepPoint]]:  # type: ignore[type-arg]
+    """Every policy at every value of its knob on one world."""
+    out: dict[str, list[SweepPoint]] = {}
+    for policy, (_, setter, values) in SWEEPS.items():
+        points = []
+        for v in values:
+            run = run_policy(setter(world, v), policy, db)
+            slo = float(run.summary(None)["slo_attainment"])
+            points.append(SweepPoint(f"{v:g}", run.cost_usd, slo))
+            bar.update(1)
+        out[policy] = points
+    return out
+
+
+def print_row(name: str, gpus: float, runs: dict[str, list[SweepPoint]], target: float) -> None:
+    print(f"\n### {name}, {gpus:g} GPUs\n")
+    print(f"{'policy':<12}{'knob':<26}{'cost USD':>10}{'SLO att.':>10}  efficient")
+    for policy, points in runs.items():
+        front = {id(p) for p in efficient(points)}
+        knob = SWEEPS[policy][0]
+        for p in points:
+            label = f"{knob}={p.knob}" if knob != "-" else "-"
+            mark = "*" if id(p) in front else ""
+            print(f"{policy:<12}{label:<26}{p.cost_usd:>10.2f}{p.slo:>10.4f}  {mark}")
+    at = {policy: cost_at_slo(points, target) for policy, points in runs.items()}
+    peers = [c for p, c in at.items() if p in PEERS and c is not None]
+    cheapest = min(peers) if peers else None
+    print(f"\ncost at SLO {target}: " + ", ".join(_cost(p, c) for p, c in at.items()))
+    mine = at["capsched"]
+    if mine is not None and cheapest is not None:
+        print(f"capsched / cheapest peer at SLO {target}: {mine / cheapest:.3f}")
+    else:
+        print(f"capsched / cheapest peer at SLO {target}: - (not reached by one side)")
+
+
+def _cost(policy: str, cost: float | None) -> str:
+    return f"{policy} {cost:.2f}" if cost is not None else f"{policy} -"
+
+
+def plot(
+    rows: list[tuple[str, float, dict[str, list[SweepPoint]]]], target: float, path: Path
+) -> None:
+    from matplotlib.figure import Figure
+
+    n = len(rows)
+    cols = min(2, n)
+    fig = Figure(figsize=(6 * cols, 3.6 * ((n + cols - 1) // cols)), layout="constrained")
+    axes = fig.subplots((n + cols - 1) // cols, cols, squeeze=False).ravel()
+    for ax, (name, gpus, runs) in zip(axes, rows, strict=False):
+        for i, (policy, points) in enumerate(runs.items()):
+            color = f"C{i}"
+            front = efficient(points)  # the curve a user can pick from; the rest as dots
+            ax.plot([p.slo for p in front], [p.cost_usd for p in front], "-o", color=color,
+                    label=policy)  # fmt: skip
+            ax.plot([p.slo for p in points], [p.cost_usd for p in points], "o", color=color,
+                    alpha=0.35)  # fmt: skip
+        ax.axvline(target, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"{name}, {gpus:g} GPUs")
+        ax.set_xlabel("SLO attainment")
+        ax.set_ylabel("cost USD")
+        ax.legend(fontsize="small")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--fleet-gpus", default="20,200", help="comma-separated GPU targets")
+    parser.add_argument("--traces", default="all", help=f"comma-separated of {', '.join(TRACES)}")
+    parser.add_argument("--max-days", type=float, default=1.0, help="cut longer traces")
+    parser.add_argument("--target", type=float, default=0.995, help="SLO attainment compared at")
+    parser.add_argument("--plot", type=Path, default=Path("frontier.png"), help="plot file")
+    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-frontier.db"))
+    parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
+    args = parser.parse_args()
+    config = args.config or unbudgeted_config(Path(tempfile.mkdtemp()))
+    logging.basicConfig(level=logging.ERROR)
+    gpus_list = [float(x) for x in args.fleet_gpus.split(",")]
+    traces = list(TRACES) if args.traces == "all" else args.traces.split(",")
+    runs_per_row = sum(len(v[2]) for v in SWEEPS.values())
+    rows: list[tuple[str, float, dict[str, list[SweepPoint]]]] = []
+    with tqdm(
+        total=len(traces) * len(gpus_list) * runs_per_row, unit="run", file=sys.stderr
+    ) as bar:
+        for name in traces:
+            path, fmt = TRACES[name]
+            for gpus in gpus_list:
+                spec = WorldSpec(config, path, fmt, SKYPILOT_SCENARIO_PATH, fleet_gpus=gpus)
+                world, _ = build_world(spec)
+                world = cut(world, args.max_days)
+                runs = sweep_row(world, args.db, bar)
+                rows.append((name, gpus, runs))
+                bar.clear()
+                print_row(name, gpus, runs, args.target)
+    plot(rows, args.target, args.plot)
+    print(f"\nwrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
