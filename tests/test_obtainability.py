@@ -6,27 +6,34 @@ robustness rule (item 4)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.provider import InsufficientCapacity
 from adapters.sim import SpotTrace
 from scheduler.catalog import load_catalog
+from scheduler.cli import main
+from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
-from scheduler.obtainability import RECOVERY_S, Obtainability, PoolEvent
+from scheduler.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence
 from scheduler.planner import make_plan
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore, read_obtainability
+from scheduler.telemetry import Telemetry
 from solver import Status, solve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reconciler import MODEL, REGION, World, make_config
 from test_solver import pool, problem
+from test_telemetry import value
 
 A = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.SPOT)
 B = Pool(Cloud.AWS, "us-east-2", "", "g6e.xlarge", Market.SPOT)
@@ -194,3 +201,30 @@ def test_small_fleet_rule_changes_nothing_for_large_fleets() -> None:
     q = dataclasses.replace(p, robustness_spare_nodes=1)
     assert q.robustness_share(0, 0.5) == 0.8
     assert q.robustness_share(0, 2.5) == 1.0 - 1.0 / 2.5
+
+
+def test_the_estimate_is_a_metric_and_a_plan_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    est = Obtainability()
+    est.record(A, PoolEvent.REFUSED, 0.0)
+    t = Telemetry()
+    t.record_obtainability(est, 0.0)
+    assert value(t, "capsched_pool_obtainability", pool=A.key) == math.exp(-1.0)
+    assert value(t, "capsched_pool_obtainability", pool=B.key) is None
+    t.record_obtainability(est, 86400.0)  # forgotten: the series goes away
+    assert value(t, "capsched_pool_obtainability", pool=A.key) is None
+
+    # `capsched plan` reads the daemon's state database named in the config.
+    db = tmp_path / "state.db"
+    store = StateStore(db)
+    now = time.time()
+    store.save_obtainability({A: PoolEvidence(2.0, 1.0, now)})
+    store.close()
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text.replace('state_db = "capsched.db"', f'state_db = "{db}"'))
+    assert main(["plan", "--config", str(cfg), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    [note] = [n for n in notes if n.startswith("obtainability")]
+    assert note.startswith(f"obtainability {A.key}: 0.05 (2.00 refusals, 1.00 interruptions")
