@@ -80,7 +80,7 @@ def greedy(problem: Problem) -> IntArray:
                     break
 
         # 3. spot-loss robustness, domain by domain
-        alpha = problem.robustness_fraction
+        alpha = problem.robustness_share(m, float(total_demand))
         for z in sorted({pools[p].failure_domain for p in reach if pools[p].spot}):
             outside = [p for p in reach if not (pools[p].spot and pools[p].failure_domain == z)]
             lost = _spot(problem) & (_domains(problem) == z)

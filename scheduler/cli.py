@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from scheduler.catalog import load_catalog
     from scheduler.config_check import check_config
     from scheduler.inputs import InputError, merge_demand, read_demand, read_fleet
+    from scheduler.obtainability import Obtainability
     from scheduler.plan_view import demand_table, plan_json, plan_table
     from scheduler.planner import (
         PlanningError,
@@ -69,6 +71,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         servable_rps,
     )
     from scheduler.profiles import load_profiles
+    from scheduler.store import read_obtainability
 
     try:
         config = load_config(args.config)
@@ -86,7 +89,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         merged = merge_demand(entries)
         demand = merged.demand
         check_servable(merged.demand, servable_rps(config, catalog, profiles))
+        # What the daemon learned about pools (scheduler/obtainability.py), if its state
+        # database is there: weighed as the daemon weighs it, and listed in the notes.
+        learned = Obtainability(read_obtainability(config.scheduler.state_db))
+        now_s = time.time()
+        catalog = dataclasses.replace(
+            catalog, offerings=tuple(learned.apply(catalog.offerings, now_s))
+        )
         plan = make_plan(config, catalog, profiles, merged.demand, fleet)
+        plan = dataclasses.replace(plan, notes=(*plan.notes, *learned.notes(now_s)))
         note = merged.note(str(args.demand or "default demand"))
         if note is not None:
             plan = dataclasses.replace(plan, notes=(*plan.notes, note))

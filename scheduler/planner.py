@@ -283,6 +283,7 @@ def build_problem(
         quotas=tuple(quotas),
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,
+        robustness_spare_nodes=config.planning.robustness_spare_nodes,
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
         committed=np.minimum(kept, current) if committed else None,
     )

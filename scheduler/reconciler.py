@@ -26,6 +26,7 @@ from scheduler.guards import Held, apply_guards
 from scheduler.lifecycle import IllegalTransition
 from scheduler.logs import event
 from scheduler.observation import Observation, Policy
+from scheduler.obtainability import Obtainability, PoolEvent
 from scheduler.profiles import instance_rps
 from scheduler.store import StateStore
 
@@ -100,6 +101,8 @@ class Reconciler:
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
         self.cooldown_until: dict[Pool, float] = {}  # pools refused recently, until when
         self._stockouts: dict[Pool, list[float]] = {}  # when each pool refused, last day
+        # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
+        self.obtainability = Obtainability(store.obtainability())
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
         self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
@@ -140,7 +143,7 @@ class Reconciler:
             demand=demand,
             demand_complete=demand.complete(expected),
             nodes=tuple(self.store.live_nodes()),
-            offerings=tuple(self._cooled(offerings, now_s)),
+            offerings=tuple(self.obtainability.apply(self._cooled(offerings, now_s), now_s)),
             notices=tuple(self.notices.values()),
         )
         return obs, errors
@@ -149,6 +152,7 @@ class Reconciler:
         """Keep a pool that refused a launch out of plans: `guards.pool_cooldown_s`, doubled
         for each earlier refusal within a day (up to 64x), so a pool that keeps running out
         is not planned into again every cooldown."""
+        self._learn(pool, PoolEvent.REFUSED, now_s)
         recent = [t for t in self._stockouts.get(pool, []) if t > now_s - 86400.0]
         recent.append(now_s)
         self._stockouts[pool] = recent
@@ -160,6 +164,11 @@ class Reconciler:
             self.cooldown_until[pool],
             len(recent),
         )
+
+    def _learn(self, pool: Pool, event: PoolEvent, now_s: float) -> None:
+        """Count `event` in the pool's obtainability estimate and persist the estimate."""
+        self.obtainability.record(pool, event, now_s)
+        self.store.save_obtainability(self.obtainability.current(now_s))
 
     def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
         cold = {pool for pool, until in self.cooldown_until.items() if until > now_s}
@@ -237,6 +246,7 @@ class Reconciler:
         if inst.state is InstanceState.PREEMPTED:
             if node.state is not NodeState.INTERRUPTED and node.state is not NodeState.TERMINATING:
                 t(node.node_id, NodeState.INTERRUPTED, now_s, "reclaimed by the cloud")
+                self._learn(node.pool, PoolEvent.PREEMPTED, now_s)
             t(node.node_id, NodeState.GONE, now_s, "reclaimed by the cloud")
             return
         if node.node_id in self.notices and node.state in (
@@ -251,6 +261,7 @@ class Reconciler:
                 now_s,
                 f"interruption notice, reclaimed at {deadline:.0f}",
             )
+            self._learn(node.pool, PoolEvent.PREEMPTED, now_s)
             return
         wanted = _FROM_CLOUD.get(inst.state)
         if wanted is NodeState.BOOTING and node.state is NodeState.REQUESTED:

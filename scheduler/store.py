@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from sqlite_utils.db import NotFoundError
 
 from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
 from scheduler.lifecycle import LIVE, check_transition
+from scheduler.obtainability import PoolEvidence
 
 if TYPE_CHECKING:
     from scheduler.guards import Held
@@ -188,12 +189,31 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     _seq_above(conn, [r[0] for r in conn.execute("select node_id from nodes")])
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    # What capsched learned about each pool's capacity (scheduler/obtainability.py): a
+    # restarted daemon keeps avoiding the zone that just stocked out.
+    db.table("pool_obtainability").create(
+        {
+            "cloud": str,
+            "region": str,
+            "zone": str,
+            "instance_type": str,
+            "market": str,
+            "refusals": float,
+            "preemptions": float,
+            "at_s": float,
+        },
+        pk=("cloud", "region", "zone", "instance_type", "market"),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -638,6 +658,32 @@ class StateStore:
         assert isinstance(generation, int)
         return generation
 
+    def save_obtainability(self, evidence: Mapping[Pool, PoolEvidence]) -> None:
+        """Replace the stored per-pool obtainability evidence with `evidence`."""
+        with self.transaction():
+            self._conn.execute("delete from pool_obtainability")
+            self._conn.executemany(
+                "insert into pool_obtainability (cloud, region, zone, instance_type, market,"
+                " refusals, preemptions, at_s) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        p.cloud.value,
+                        p.region,
+                        p.zone,
+                        p.instance_type,
+                        p.market.value,
+                        ev.refusals,
+                        ev.preemptions,
+                        ev.at_s,
+                    )
+                    for p, ev in sorted(evidence.items(), key=lambda kv: kv[0].key)
+                ],
+            )
+
+    def obtainability(self) -> dict[Pool, PoolEvidence]:
+        """The stored per-pool obtainability evidence (see `save_obtainability`)."""
+        return _obtainability_rows(self._conn)
+
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest plans, newest first."""
         return list(self.db.table("plans").rows_where(order_by="id desc", limit=limit))
@@ -648,6 +694,32 @@ class StateStore:
 
 class StateDamaged(Exception):
     """The state database fails SQLite's check or cannot be read; `str()` is one line."""
+
+
+def _obtainability_rows(conn: sqlite3.Connection) -> dict[Pool, PoolEvidence]:
+    rows = conn.execute(
+        "select cloud, region, zone, instance_type, market, refusals, preemptions, at_s"
+        " from pool_obtainability"
+    ).fetchall()
+    return {
+        Pool(Cloud(c), r, z or "", t, Market(m)): PoolEvidence(float(a), float(b), float(at))
+        for c, r, z, t, m, a, b, at in rows
+    }
+
+
+def read_obtainability(path: str | Path) -> dict[Pool, PoolEvidence]:
+    """The obtainability evidence of the state database at `path`, read only; empty when
+    the file does not exist or predates migration 6 (`capsched plan` shows it)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return _obtainability_rows(conn)
+    except sqlite3.OperationalError:
+        return {}  # no such table: an older database
+    finally:
+        conn.close()
 
 
 def _connect_existing(path: Path) -> sqlite3.Connection:

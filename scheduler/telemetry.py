@@ -30,6 +30,7 @@ from scheduler.actions import Action, Drain, Launch, Terminate
 from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, PlanStatus, Pool
 from scheduler.forecast import QuantileForecast, demand_key
 from scheduler.guards import launch_limits
+from scheduler.obtainability import Obtainability
 
 if TYPE_CHECKING:
     from scheduler.reconciler import Reconciler, TickReport
@@ -247,6 +248,13 @@ class Telemetry:
             "Config reloads refused (invalid new config; the old one keeps running).",
             registry=r,
         )
+        self.obtainability = Gauge(
+            "capsched_pool_obtainability",
+            "Learned obtainability of a pool in (0, 1]: exp(-refused launches and interruptions"
+            " there, decayed over an hour); pools with no recent event are not listed (1).",
+            ["pool"],
+            registry=r,
+        )
         # Pre-create the fixed label values so rate() and alerts see zeros, not absence.
         for status in PlanStatus:
             self.plan_status.labels(status.value).set(0)
@@ -331,6 +339,13 @@ class Telemetry:
             dry_run=reconciler.config.daemon.dry_run,
         )
         self.pending_approval.set(1 if reconciler.pending is not None else 0)
+        self.record_obtainability(reconciler.obtainability, report.now_s)
+
+    def record_obtainability(self, estimate: Obtainability, now_s: float) -> None:
+        """One `capsched_pool_obtainability` series per pool with recent events."""
+        self.obtainability.clear()
+        for pool in estimate.current(now_s):
+            self.obtainability.labels(pool.key).set(estimate.estimate(pool, now_s))
 
     def record_tick(
         self,

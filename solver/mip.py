@@ -193,8 +193,8 @@ def _build(
         for (_, p), x in mdl.x.items():
             row.SetCoefficient(x, pools[p].usd_per_hour)
 
-    alpha = problem.robustness_fraction
     for m, plist in cands.items():
+        alpha = problem.robustness_share(m, float(total_demand[m]))
         if problem.replicas_min(m) > 0:
             row = lp.Constraint(problem.replicas_min(m), inf)
             for p in plist:

@@ -75,6 +75,9 @@ class Problem:
     quotas: tuple[QuotaSpec, ...] = ()  # accelerator caps
     budget_usd_per_hour: float | None = None  # cap on the fleet's price
     robustness_fraction: float = 0.0  # served demand still covered after losing a domain's spot
+    # Small fleets (see `robustness_share`): losing a domain may cost this many nodes'
+    # capacity when that is more than (1 - robustness_fraction) of the load; 0 = off.
+    robustness_spare_nodes: int = 0
     unmet_penalty_usd_per_rps_hour: float = 1000.0  # cost of each unserved rps
     # Nodes per (model, pool) a plan must keep: launched and still booting. Cancelling
     # them for a marginally cheaper mix throws away their boot and delays capacity.
@@ -97,6 +100,36 @@ class Problem:
         for d in self.demands:
             if d.rps < 0 or not np.isfinite(d.rps):
                 raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")
+
+    def robustness_share(self, m: int, demand_rps: float) -> float:
+        """Share of model m's served load that must survive the loss of any one failure
+        domain's spot pools, for a total demand of `demand_rps`.
+
+        `robustness_fraction`, except for small fleets when `robustness_spare_nodes` is
+        set: with 3 replicas' load, 0.8 of it still needs all 3 replicas after losing a
+        domain, i.e. a spare in every domain or on-demand nodes. There the share is
+        `1 - spare_nodes x node / demand` (losing a domain costs at most that many nodes'
+        capacity, SpotHedge's one over-provisioned replica), but never below one node's
+        worth of the load (`node / demand`): spot still spreads over at least two
+        domains, so no single domain's loss leaves the model with nothing. `node` is the
+        capacity of one node of the model's cheapest spot pool per rps (at most the
+        demand). Large fleets are unchanged: the spare rule applies only while
+        (1 - fraction) x demand is less than the spare nodes' capacity (under 5 nodes'
+        load at 0.8 and one spare). See docs/solver.md ("Small fleets")."""
+        alpha = self.robustness_fraction
+        if alpha <= 0 or self.robustness_spare_nodes <= 0 or demand_rps <= 0:
+            return alpha
+        best: tuple[float, int] | None = None
+        for p, pool in enumerate(self.pools):
+            cap = float(self.capacity_rps[m, p])
+            if pool.spot and cap > 0 and pool.max_nodes > 0:
+                cand = (pool.usd_per_hour / min(cap, demand_rps), p)
+                best = cand if best is None or cand < best else best
+        if best is None:
+            return alpha  # no spot pool: no domain row uses the share
+        node = min(float(self.capacity_rps[m, best[1]]), demand_rps)
+        spare = 1.0 - self.robustness_spare_nodes * node / demand_rps
+        return max(min(alpha, spare), min(alpha, node / demand_rps))
 
     def replicas_min(self, m: int) -> int:
         """Minimum nodes of model m."""
