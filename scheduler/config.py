@@ -62,7 +62,7 @@ class PlanningSection(_Section):
     )  # demand covered after a domain loss
     # Small fleets: a domain's loss may cost this many nodes (when that is more than
     # 1 - robustness_fraction of the load); spot still spreads over >= 2 domains. 0 = off.
-    robustness_spare_nodes: int = Field(default=1, ge=0, le=1000)
+    robustness_spare_nodes: int = Field(default=0, ge=0, le=1000)
     target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
     budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
     default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
