@@ -27,7 +27,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.metrics import DemandSample, MetricsSource
 from scheduler.actions import Action, Drain, Launch, Terminate
-from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, PlanStatus, Pool
+from scheduler.domain import (
+    LAUNCH_LIMITS,
+    HoldKind,
+    Node,
+    NodeState,
+    PlanStatus,
+    Pool,
+    prices_of,
+)
 from scheduler.forecast import QuantileForecast, demand_key
 from scheduler.guards import launch_limits
 
@@ -326,7 +334,7 @@ class Telemetry:
             capacity_rps_by_model=capacity,
             duration_s=duration_s,
             forecast=forecast_of(reconciler, report.now_s),
-            usd_per_hour_by_pool=_prices(reconciler),
+            usd_per_hour_by_pool=prices_of(reconciler.catalog.offerings),
             preempted=self._new_preemptions(reconciler, report.now_s),
             dry_run=reconciler.config.daemon.dry_run,
         )
@@ -464,10 +472,6 @@ class Telemetry:
             by_model[model] += rps if good else math.nan
         for model, capacity in capacity_rps_by_model.items():
             self.headroom.labels(model).set(capacity - by_model.get(model, 0.0))
-
-
-def _prices(reconciler: Reconciler) -> dict[Pool, float]:
-    return {o.pool: o.usd_per_hour for o in reconciler.catalog.offerings}
 
 
 def forecast_of(reconciler: Reconciler, now_s: float) -> dict[tuple[str, str], QuantileForecast]:
