@@ -485,6 +485,44 @@ class StateStore:
             self.db.table("node_events").rows_where("node_id = ?", [node_id], order_by="id")
         )
 
+    def recent_events(
+        self, *, limit: int, node_id: str | None = None, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest `limit` transitions, oldest first: of one node, or after the event id
+        `after_id`, or of all nodes. Costs `limit` rows, not the history."""
+        where: list[str] = []
+        args: list[Any] = []
+        if node_id is not None:
+            where.append("node_id = ?")
+            args.append(node_id)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        return self._latest("node_events", " and ".join(where) or None, args, limit)[::-1]
+
+    def node_ids_entering(
+        self, state: NodeState, *, after_id: int | None = None, since_s: float = -math.inf
+    ) -> list[str]:
+        """Ids of the nodes that entered `state` after the event id `after_id` (when given)
+        and at or after `since_s`, one per such transition, in event order."""
+        where, args = "new = ? and at_s >= ?", [state.value, since_s]
+        if after_id is not None:
+            where, args = where + " and id > ?", [*args, after_id]
+        rows = self.db.table("node_events").rows_where(where, args, order_by="id")
+        return [r["node_id"] for r in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the latest transition (0 when there is none)."""
+        last = self._conn.execute("select max(id) from node_events").fetchone()[0]
+        return int(last) if last is not None else 0
+
+    def _latest(
+        self, table: str, where: str | None, args: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        # The newest `limit` rows by id, newest first: the daemon's readers page with a
+        # limit, so one that has run for months answers in constant time.
+        return list(self.db.table(table).rows_where(where, args, order_by="id desc", limit=limit))
+
     # -- journal ------------------------------------------------------------------------------
 
     def journal_begin(self, kind: str, node_id: str, at_s: float, detail: str) -> int:
@@ -517,6 +555,12 @@ class StateStore:
             JournalEntry(r["id"], r["at_s"], r["kind"], r["node_id"], r["status"], r["detail"])
             for r in rows
         ]
+
+    def recent_journal(self, *, limit: int, status: str | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` journal rows (only those with `status`, when given), oldest
+        first, as stored (id, at_s, kind, node_id, status, detail, updated_at_s)."""
+        where, args = ("status = ?", [status]) if status else (None, [])
+        return self._latest("journal", where, args, limit)[::-1]
 
     # -- plans --------------------------------------------------------------------------------
 
@@ -639,8 +683,13 @@ class StateStore:
         return generation
 
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest plans, newest first."""
-        return list(self.db.table("plans").rows_where(order_by="id desc", limit=limit))
+        """The latest plans, newest first, as stored (JSON columns as text)."""
+        return self._latest("plans", None, [], limit)
+
+    def plan_row(self, plan_id: int) -> dict[str, Any] | None:
+        """The stored plan `plan_id` (JSON columns as text), or None."""
+        rows = list(self.db.table("plans").rows_where("id = ?", [plan_id]))
+        return rows[0] if rows else None
 
 
 # -- integrity and backups ------------------------------------------------------------------

@@ -397,21 +397,17 @@ class Telemetry:
         """Nodes that entered INTERRUPTED since the last call, read from the transition
         history by id so each reclaim counts once. The first call after a start counts
         only this tick's events (stamped `now_s`), never the whole history again."""
-        db = reconciler.store.db
+        store = reconciler.store
         if self._preemption_cursor is None:
-            where, args = "new = ? and at_s >= ?", [NodeState.INTERRUPTED.value, now_s]
+            ids = store.node_ids_entering(NodeState.INTERRUPTED, since_s=now_s)
         else:
-            where, args = (
-                "new = ? and id > ?",
-                [NodeState.INTERRUPTED.value, self._preemption_cursor],
-            )
+            ids = store.node_ids_entering(NodeState.INTERRUPTED, after_id=self._preemption_cursor)
         out: list[Node] = []
-        for row in db.table("node_events").rows_where(where, args, order_by="id"):
-            node = reconciler.store.node(row["node_id"])
+        for node_id in ids:
+            node = store.node(node_id)
             if node is not None:
                 out.append(node)
-        last = db.execute("select max(id) from node_events").fetchone()[0]
-        self._preemption_cursor = int(last) if last is not None else 0
+        self._preemption_cursor = store.last_event_id()
         return out
 
     def _record_actions(self, actions: Sequence[Action], errors: Sequence[str]) -> None:

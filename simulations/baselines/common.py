@@ -209,9 +209,13 @@ def partition_services(
     return tuple(services)
 
 
-def removal_order(nodes: Iterable[Node]) -> list[Node]:
-    """Nodes in the order a scale-down takes them: earliest lifecycle stage first, then
-    the most recently launched (SkyServe sorts by status, then replica id descending)."""
+def skyserve_removal_order(nodes: Iterable[Node]) -> list[Node]:
+    """Nodes in the order a SkyServe-like scale-down takes them: earliest lifecycle stage
+    first, then the most recently launched (SkyServe sorts by status, then replica id
+    descending). This decides which pools a baseline shrinks; the node taken within a
+    pool is `scheduler.diff.removal_order`'s, as for every policy. The two differ on
+    purpose (this one cancels booting nodes first, as SkyServe does; capsched keeps
+    them), so the baselines stay faithful to the system they emulate."""
     return sorted(
         nodes,
         key=lambda n: (_STAGE.get(n.state, 3), -(n.launched_at_s or 0.0), n.node_id),
@@ -223,12 +227,12 @@ def resize(
     target: int,
     choose: Callable[[list[Pool]], Pool | None],
 ) -> tuple[Counter[Pool], int]:
-    """Per-pool counts that keep `target` of `nodes` (removing in `removal_order`) or add
+    """Per-pool counts that keep `target` of `nodes` (removing in `skyserve_removal_order`) or add
     nodes one at a time where `choose(current pools)` says. Returns the counts and how
     many nodes could not be placed (`choose` returned None)."""
     kept = list(nodes)
     if len(kept) > target:
-        drop = {n.node_id for n in removal_order(kept)[: len(kept) - target]}
+        drop = {n.node_id for n in skyserve_removal_order(kept)[: len(kept) - target]}
         kept = [n for n in kept if n.node_id not in drop]
     pools = [n.pool for n in kept]
     missing = 0
