@@ -290,6 +290,14 @@ class ApiBackend:
 # -- a state database, read-only -------------------------------------------------------------
 
 
+def load_prices() -> dict[str, float]:
+    """USD per hour per pool key from the bundled catalog (what the daemon prices with)."""
+    from scheduler.catalog import load_catalog
+    from scheduler.domain import prices_of
+
+    return {pool.key: usd for pool, usd in prices_of(load_catalog().offerings).items()}
+
+
 def _pool_key(row: dict[str, Any]) -> str:
     # Pool.key of scheduler.domain, rebuilt from the row (the API sends it as "pool").
     return f"{row['cloud']}/{row['zone'] or row['region']}/{row['instance_type']}/{row['market']}"
@@ -333,11 +341,9 @@ class DbBackend:
         return [self._node(r) for r in self._reader.live_node_rows()]
 
     def _status(self) -> dict[str, Any]:
-        from scheduler.catalog import load_catalog
-
         latest = self._reader.plans(1)
         pending = self._reader.pending_plan_ids()
-        prices = {o.pool.key: o.usd_per_hour for o in load_catalog().offerings}
+        prices = load_prices()
         usd = sum(prices.get(n["pool"], 0.0) for n in self._live())
         last = _plan_row(latest[0]) if latest else None
         return {
