@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scheduler.capacity import node_rps
 from scheduler.domain import Market
-from scheduler.profiles import instance_rps
 from simulations.engine import RunResult, World, run_policy
 from simulations.scenario import Scenario, load_scenario
 from simulations.world import WorldSpec, build_world
@@ -64,10 +64,8 @@ def replica_rps(world: World) -> tuple[float, float]:
     """(planned rps, profile rps) of one replica of the scenario's single type."""
     section = world.config.models[0]
     itype = world.catalog.instance_type(world.catalog.offerings[0].pool)
-    rps = instance_rps(
-        world.profiles, section.profile or section.name, itype, section.latency_slo_ms
-    )
-    return world.config.planning.target_utilization * rps, rps
+    rps = node_rps(world.config, world.profiles, section.name, itype, 1.0)
+    return node_rps(world.config, world.profiles, section.name, itype), rps
 
 
 def constant_trace(path: Path, requests_per_min: float) -> Path:

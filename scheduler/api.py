@@ -175,16 +175,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _rows(
-    store: StateStore, table: str, where: str | None, args: list[Any], limit: int, newest: bool
-) -> list[dict[str, Any]]:
-    # The store's own readers return whole tables; list endpoints page with a limit so a
-    # daemon that has run for months answers in constant time.
-    rows = store.db.table(table).rows_where(where, args, order_by="id desc", limit=limit)
-    out = list(rows)
-    return out if newest else out[::-1]
-
-
 def _integer(raw: str, lo: int, hi: int) -> int | None:
     """`raw` as an integer in lo..hi, or None (not an integer, or out of the range)."""
     if not _INTEGER.fullmatch(raw):
@@ -327,29 +317,27 @@ async def _node_events(request: web.Request) -> web.Response:
     store = request.app[_CONTROL].store
     if node_id is None or store.node(node_id) is None:
         return _unknown_node(request)
-    rows = _rows(store, "node_events", "node_id = ?", [node_id], _limit(request), newest=False)
+    rows = store.recent_events(limit=_limit(request), node_id=node_id)
     return _json(_finite({"node_id": node_id, "events": rows}))
 
 
 async def _events(request: web.Request) -> web.Response:
     after = _int_param(request, "after", lo=0)
-    where, args = ("id > ?", [after]) if after is not None else (None, [])
     store = request.app[_CONTROL].store
-    rows = _rows(store, "node_events", where, args, _limit(request), newest=False)
+    rows = store.recent_events(limit=_limit(request), after_id=after)
     return _json(_finite({"events": rows}))
 
 
 async def _journal(request: web.Request) -> web.Response:
     status = request.query.get("status")
-    where, args = ("status = ?", [status]) if status else (None, [])
     store = request.app[_CONTROL].store
-    rows = _rows(store, "journal", where, args, _limit(request), newest=False)
+    rows = store.recent_journal(limit=_limit(request), status=status)
     return _json(_finite({"journal": rows}))
 
 
 async def _plans(request: web.Request) -> web.Response:
     store = request.app[_CONTROL].store
-    rows = _rows(store, "plans", None, [], _limit(request), newest=True)
+    rows = store.plans(_limit(request))
     return _json(_finite({"plans": [plan_json(r) for r in rows]}))
 
 
@@ -365,14 +353,9 @@ async def _demand(request: web.Request) -> web.Response:
     return web.Response(text='{"demand": ' + rows + "}", content_type="application/json")
 
 
-def _plan_row(store: StateStore, plan_id: int) -> dict[str, Any] | None:
-    rows = list(store.db.table("plans").rows_where("id = ?", [plan_id]))
-    return rows[0] if rows else None
-
-
 async def _plan(request: web.Request) -> web.Response:
     plan_id = _plan_id(request)
-    row = _plan_row(request.app[_CONTROL].store, plan_id) if plan_id is not None else None
+    row = request.app[_CONTROL].store.plan_row(plan_id) if plan_id is not None else None
     if row is None:
         return _unknown_plan(request)
     return _json(_finite(plan_json(row)))
@@ -389,13 +372,13 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _decide_plan(request: web.Request, verb: str) -> web.Response:
     control = request.app[_CONTROL]
     plan_id = _plan_id(request)
-    row = _plan_row(control.store, plan_id) if plan_id is not None else None
+    row = control.store.plan_row(plan_id) if plan_id is not None else None
     if plan_id is None or row is None:
         return _unknown_plan(request)
     done = await (control.approve(plan_id) if verb == "approve" else control.reject(plan_id))
     if not done:
         # Stored but not the one waiting: approved, rejected, superseded or never held.
-        current = _plan_row(control.store, plan_id) or row
+        current = control.store.plan_row(plan_id) or row
         return _error(
             409,
             f"plan {plan_id} is not the pending plan",

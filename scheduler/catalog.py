@@ -166,9 +166,8 @@ def parse_catalog(doc: Mapping[str, Any], origin: str = "catalog") -> Catalog:
             where = f"{origin}: regions[{key!r}]"
             coords[_str(key, where)] = (_num(pos["lat"], where), _num(pos["lon"], where))
         for o in offerings:
-            key = f"{o.pool.cloud}:{o.pool.region}"
-            if key not in coords:
-                raise CatalogError(f"{origin}: no coordinates for region {key}")
+            if o.pool.location not in coords:
+                raise CatalogError(f"{origin}: no coordinates for region {o.pool.location}")
         sources = tuple(dict(s) for s in doc.get("sources", ()))
         model = doc.get("interruption_model")
     except (KeyError, TypeError, ValueError) as exc:

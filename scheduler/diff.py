@@ -5,6 +5,7 @@ nodes are surplus. Pure: the observation and the plan in, a proposal out.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scheduler.domain import MAX_NODES_PER_POOL, Node, NodeState, Plan, Pool
@@ -16,6 +17,25 @@ from scheduler.observation import Observation
 # plans keep every booting node, so only a plan that drops more nodes from a pool than
 # are ready there (a baseline's) cancels one.
 _REMOVAL_ORDER = {NodeState.READY: 0, NodeState.REQUESTED: 1, NodeState.BOOTING: 2}
+
+
+def removal_order(nodes: Iterable[Node]) -> list[Node]:
+    """Surplus nodes of one (model, pool) in the order a scale-down takes them: ready
+    ones first, the oldest (which the age guard allows), then requested and booting
+    ones, the latest launch first; ties by node id.
+
+    The baselines that emulate SkyServe order nodes their own way on purpose
+    (`simulations.baselines.common.skyserve_removal_order`): it picks which pools shrink;
+    this picks the node within a pool, for every policy."""
+    return sorted(
+        nodes,
+        key=lambda n: (
+            _REMOVAL_ORDER.get(n.state, 3),
+            -(n.state_since_s or 0.0) if n.state is not NodeState.READY else 0.0,
+            n.state_since_s or 0.0,
+            n.node_id,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +73,5 @@ def propose(obs: Observation, plan: Plan) -> Proposal:
                 over_limit.append((key[0], key[1], want - len(have) - room))
             launches.extend([key] * min(want - len(have), room))
         elif len(have) > want:
-            # Ready nodes first, the oldest (which the age guard allows); booting ones last.
-            ordered = sorted(
-                have,
-                key=lambda n: (
-                    _REMOVAL_ORDER.get(n.state, 3),
-                    -(n.state_since_s or 0.0) if n.state is not NodeState.READY else 0.0,
-                    n.state_since_s or 0.0,
-                    n.node_id,
-                ),
-            )
-            removals.extend(ordered[: len(have) - want])
+            removals.extend(removal_order(have)[: len(have) - want])
     return Proposal(tuple(launches), tuple(removals), tuple(over_limit))

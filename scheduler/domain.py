@@ -8,6 +8,7 @@ not see them (it has its own index-based `solver.Problem`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # The most nodes of one model a plan places in one pool: the planner's limit, the
@@ -84,6 +85,12 @@ class Pool:
         return (Pool, (self.cloud, self.region, self.zone, self.instance_type, self.market))
 
     @property
+    def location(self) -> str:
+        """The "cloud:region" key of the pool's region, as the catalog's coordinates and
+        latency table name it (`Catalog.region_coords`)."""
+        return f"{self.cloud}:{self.region}"
+
+    @property
     def failure_domain(self) -> str:
         """The unit that loses spot capacity together: the zone, else the whole region."""
         return f"{self.cloud}:{self.zone or self.region}"
@@ -103,6 +110,11 @@ class Offering:
     available: bool = True  # False after a stock-out or when the cloud does not sell it
     interruptions_per_hour: float = 0.0  # expected reclaims per instance-hour (0 for on-demand)
     price_is_estimate: bool = False  # True when derived (AWS spot = on-demand x (1 - savings))
+
+
+def prices_of(offerings: Iterable[Offering]) -> dict[Pool, float]:
+    """USD per hour of one instance, by pool (a later offering of a pool wins)."""
+    return {o.pool: o.usd_per_hour for o in offerings}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import CloudSection, Config
 from scheduler.domain import (
@@ -36,7 +37,6 @@ from scheduler.domain import (
     PlanStatus,
     Unmet,
 )
-from scheduler.profiles import instance_rps
 from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status, solve
 
 log = logging.getLogger(__name__)
@@ -104,16 +104,12 @@ def servable_rps(
     demand beyond them is a what-if whose answer is "unmet"; demand beyond this bound is
     a mistake in the input (a unit, a scale), and it would only cost memory and time."""
     out: dict[str, float] = {}
-    util = config.planning.target_utilization
     for section in config.models:
         total = 0.0
         for o in catalog.offerings:
             itype = catalog.instance_type(o.pool)
             if allowed(config, o, itype):
-                per_node = instance_rps(
-                    profiles, section.profile or section.name, itype, section.latency_slo_ms
-                )
-                total += MAX_NODES_PER_POOL * util * per_node
+                total += MAX_NODES_PER_POOL * node_rps(config, profiles, section.name, itype)
         out[section.name] = total
     return out
 
@@ -188,7 +184,7 @@ def build_problem(
         if ok or o.pool in fleet_pools:
             offerings.append(o)
             permitted.append(ok)
-    locations = tuple(sorted({f"{o.pool.cloud}:{o.pool.region}" for o in offerings}))
+    locations = tuple(sorted({o.pool.location for o in offerings}))
     loc_index = {loc: i for i, loc in enumerate(locations)}
     domains = tuple(sorted({o.pool.failure_domain for o in offerings}))
     dom_index = {d: i for i, d in enumerate(domains)}
@@ -200,11 +196,7 @@ def build_problem(
         key = (itype.gpu_kind, itype.gpu_count)
         if key not in column_cache:
             column_cache[key] = [
-                config.planning.target_utilization
-                * instance_rps(
-                    profiles, section.profile or section.name, itype, section.latency_slo_ms
-                )
-                for section in config.models
+                node_rps(config, profiles, section.name, itype) for section in config.models
             ]
         return column_cache[key]
 
@@ -221,7 +213,7 @@ def build_problem(
         pools.append(
             PoolSpec(
                 key=o.pool.key,
-                location=loc_index[f"{o.pool.cloud}:{o.pool.region}"],
+                location=loc_index[o.pool.location],
                 failure_domain=dom_index[o.pool.failure_domain],
                 spot=o.pool.market is Market.SPOT,
                 usd_per_hour=o.usd_per_hour,

@@ -14,6 +14,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Sequence
 
+from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
@@ -28,7 +29,6 @@ from scheduler.domain import (
 from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
 from scheduler.observation import Observation
 from scheduler.planner import allowed, make_plan
-from scheduler.profiles import instance_rps
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +220,12 @@ class CapschedPolicy:
         """Planned rps of one node of `model` in `pool` (0 where it cannot serve)."""
         key = (model, pool)
         if key not in self._rps_cache:
-            section = self.config.model(model)
             try:
                 itype = self.catalog.instance_type(pool)
             except KeyError:
                 self._rps_cache[key] = 0.0
             else:
-                self._rps_cache[key] = self.config.planning.target_utilization * instance_rps(
-                    self.profiles, section.profile or section.name, itype, section.latency_slo_ms
-                )
+                self._rps_cache[key] = node_rps(self.config, self.profiles, model, itype)
         return self._rps_cache[key]
 
     def _returned(self, now_s: float, offerings: Sequence[Offering]) -> set[str]:

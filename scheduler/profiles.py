@@ -139,6 +139,42 @@ def model_info(name: str, models: Sequence[ModelInfo] | None = None) -> ModelInf
     raise KeyError(f"no capacity profile model {name!r}")
 
 
+def best_profile(
+    profiles: Sequence[CapacityProfile],
+    model: str,
+    instance_type: InstanceType,
+    latency_slo_ms: float,
+    model_memory_gb: float | None = None,
+) -> tuple[CapacityProfile, int] | None:
+    """The profile one instance serves `model` at, and how many replicas it runs.
+
+    The instance runs `gpu_count // tp` independent replicas, where tp is a profile's
+    `gpu_count`. Over the profiles of this model and the instance's GPU kind whose tp
+    divides the instance's GPU count, whose latency is within `latency_slo_ms` and (when
+    `model_memory_gb` is given) whose GPU group holds the model, the first with the best
+    `replicas x rps`; None when none qualifies."""
+    best: tuple[CapacityProfile, int] | None = None
+    best_rps = 0.0
+    for p in profiles:
+        if (
+            p.model != model
+            or p.gpu_kind != instance_type.gpu_kind
+            or instance_type.gpu_count % p.gpu_count != 0
+            or p.latency_ms > latency_slo_ms
+        ):
+            continue
+        if (
+            model_memory_gb is not None
+            and p.gpu_count * instance_type.gpu_memory_gb < model_memory_gb
+        ):
+            continue
+        replicas = instance_type.gpu_count // p.gpu_count
+        rps = replicas * p.rps
+        if best is None or rps > best_rps:
+            best, best_rps = (p, replicas), rps
+    return best
+
+
 def instance_rps(
     profiles: Sequence[CapacityProfile],
     model: str,
@@ -146,12 +182,9 @@ def instance_rps(
     latency_slo_ms: float | None = None,
     models: Sequence[ModelInfo] | None = None,
 ) -> float:
-    """Sustainable requests/s of one instance serving `model` within the latency SLO.
-
-    The instance runs `gpu_count // tp` independent replicas, where tp is a profile's
-    `gpu_count`. Over the profiles of this model and the instance's GPU kind whose tp
-    divides the instance's GPU count and whose latency is within the SLO, take the best
-    `replicas x rps`; 0.0 when none qualifies (the model does not fit or is too slow).
+    """Sustainable requests/s of one instance serving `model` within the latency SLO:
+    `replicas x rps` of its `best_profile`; 0.0 when none qualifies (the model does not
+    fit or is too slow).
 
     `latency_slo_ms=None` uses the model's default SLO from `models` (default: the
     bundled models). When the model is known there, GPU groups with less memory than it
@@ -163,16 +196,10 @@ def instance_rps(
         if info is None:
             raise KeyError(f"no default latency SLO for model {model!r}; pass latency_slo_ms")
         latency_slo_ms = info.latency_slo_ms
-    best = 0.0
-    for p in profiles:
-        if (
-            p.model != model
-            or p.gpu_kind != instance_type.gpu_kind
-            or instance_type.gpu_count % p.gpu_count != 0
-            or p.latency_ms > latency_slo_ms
-        ):
-            continue
-        if info is not None and p.gpu_count * instance_type.gpu_memory_gb < info.gpu_memory_gb:
-            continue
-        best = max(best, (instance_type.gpu_count // p.gpu_count) * p.rps)
-    return best
+    best = best_profile(
+        profiles, model, instance_type, latency_slo_ms, info.gpu_memory_gb if info else None
+    )
+    if best is None:
+        return 0.0
+    profile, replicas = best
+    return replicas * profile.rps

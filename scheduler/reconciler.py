@@ -17,17 +17,26 @@ from adapters.metrics import DemandSample, MetricsSource
 from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
 from scheduler.actions import Action, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
+from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.diff import propose
-from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Offering, Plan, Pool
+from scheduler.domain import (
+    CapacityProfile,
+    HoldKind,
+    Node,
+    NodeState,
+    Offering,
+    Plan,
+    Pool,
+    prices_of,
+)
 from scheduler.drain import Drainer
 from scheduler.guards import Held, apply_guards
 from scheduler.lifecycle import IllegalTransition
 from scheduler.logs import event
 from scheduler.observation import Observation, Policy
 from scheduler.obtainability import Obtainability, PoolEvent
-from scheduler.profiles import instance_rps
 from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -287,11 +296,8 @@ class Reconciler:
         """Sustainable rps of one node of `model` in `pool` at the model's SLO."""
         key = (model, pool)
         if key not in self._rps:
-            section = self.config.model(model)
-            itype = self.catalog.instance_types[(pool.cloud, pool.instance_type)]
-            self._rps[key] = self.config.planning.target_utilization * instance_rps(
-                self.profiles, section.profile or section.name, itype, section.latency_slo_ms
-            )
+            itype = self.catalog.instance_type(pool)
+            self._rps[key] = node_rps(self.config, self.profiles, model, itype)
         return self._rps[key]
 
     def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[Held, ...]]:
@@ -357,7 +363,7 @@ class Reconciler:
 
     def _summary(self, obs: Observation, plan: Plan) -> FleetSummary:
         """The tick line's numbers: the observed fleet and load against `plan`."""
-        prices = {o.pool: o.usd_per_hour for o in obs.offerings}
+        prices = prices_of(obs.offerings)
         return FleetSummary(
             nodes=len(obs.nodes),
             usd_per_hour=sum(prices.get(n.pool, self._price(n.pool)) for n in obs.nodes),
@@ -383,7 +389,7 @@ class Reconciler:
 
     def _price(self, pool: Pool) -> float:
         if not self._prices:
-            self._prices = {o.pool: o.usd_per_hour for o in self.catalog.offerings}
+            self._prices = prices_of(self.catalog.offerings)
         return self._prices.get(pool, 0.0)
 
     def approve(self, plan_id: int) -> bool:

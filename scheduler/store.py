@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -243,6 +244,43 @@ _SELECT_DEMAND_RECENT_JSON = (
     " 'forecast', json(coalesce(forecast, '{{}}')))"
     " from demand where at_s > ? order by at_s desc, rowid desc limit ?"
 ).format(**{c: _FINITE.format(c) for c in ("at_s", "rps", "peak_rps", "planned_rps")})
+
+
+def _dicts(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    # Rows as {column: value}, on any connection (no row factory needed).
+    cur = conn.execute(sql, tuple(args))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur]
+
+
+def _latest(
+    conn: sqlite3.Connection, table: str, where: str | None, args: Sequence[Any], limit: int
+) -> list[dict[str, Any]]:
+    # The newest `limit` rows of `table` by id, newest first: readers page with a limit,
+    # so a daemon that has run for months answers in constant time.
+    cond = f" where {where}" if where else ""
+    return _dicts(conn, f"select * from {table}{cond} order by id desc limit ?", [*args, limit])
+
+
+def _recent_events(
+    conn: sqlite3.Connection, limit: int, node_id: str | None, after_id: int | None
+) -> list[dict[str, Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if node_id is not None:
+        where.append("node_id = ?")
+        args.append(node_id)
+    if after_id is not None:
+        where.append("id > ?")
+        args.append(after_id)
+    return _latest(conn, "node_events", " and ".join(where) or None, args, limit)[::-1]
+
+
+def _recent_journal(
+    conn: sqlite3.Connection, limit: int, status: str | None
+) -> list[dict[str, Any]]:
+    where, args = ("status = ?", [status]) if status else (None, [])
+    return _latest(conn, "journal", where, args, limit)[::-1]
 
 
 def _finite_or_none(v: object) -> float | None:
@@ -505,6 +543,29 @@ class StateStore:
             self.db.table("node_events").rows_where("node_id = ?", [node_id], order_by="id")
         )
 
+    def recent_events(
+        self, *, limit: int, node_id: str | None = None, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest `limit` transitions, oldest first: of one node, or after the event id
+        `after_id`, or of all nodes. Costs `limit` rows, not the history."""
+        return _recent_events(self._conn, limit, node_id, after_id)
+
+    def node_ids_entering(
+        self, state: NodeState, *, after_id: int | None = None, since_s: float = -math.inf
+    ) -> list[str]:
+        """Ids of the nodes that entered `state` after the event id `after_id` (when given)
+        and at or after `since_s`, one per such transition, in event order."""
+        where, args = "new = ? and at_s >= ?", [state.value, since_s]
+        if after_id is not None:
+            where, args = where + " and id > ?", [*args, after_id]
+        rows = self.db.table("node_events").rows_where(where, args, order_by="id")
+        return [r["node_id"] for r in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the latest transition (0 when there is none)."""
+        last = self._conn.execute("select max(id) from node_events").fetchone()[0]
+        return int(last) if last is not None else 0
+
     # -- journal ------------------------------------------------------------------------------
 
     def journal_begin(self, kind: str, node_id: str, at_s: float, detail: str) -> int:
@@ -537,6 +598,11 @@ class StateStore:
             JournalEntry(r["id"], r["at_s"], r["kind"], r["node_id"], r["status"], r["detail"])
             for r in rows
         ]
+
+    def recent_journal(self, *, limit: int, status: str | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` journal rows (only those with `status`, when given), oldest
+        first, as stored (id, at_s, kind, node_id, status, detail, updated_at_s)."""
+        return _recent_journal(self._conn, limit, status)
 
     # -- plans --------------------------------------------------------------------------------
 
@@ -685,8 +751,94 @@ class StateStore:
         return _obtainability_rows(self._conn)
 
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest plans, newest first."""
-        return list(self.db.table("plans").rows_where(order_by="id desc", limit=limit))
+        """The latest plans, newest first, as stored (JSON columns as text)."""
+        return _latest(self._conn, "plans", None, [], limit)
+
+    def plan_row(self, plan_id: int) -> dict[str, Any] | None:
+        """The stored plan `plan_id` (JSON columns as text), or None."""
+        rows = list(self.db.table("plans").rows_where("id = ?", [plan_id]))
+        return rows[0] if rows else None
+
+
+class StateReader:
+    """A state database opened read-only (SQLite `mode=ro`): a finished simulation or a
+    stopped daemon, browsed without any chance of changing it. Rows come as the store
+    holds them (JSON columns as text). Safe to call from worker threads: one query at a
+    time on its one connection."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open the database at `path`; FileNotFoundError when there is none."""
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"state database {self.path}: no such file")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._lock = threading.Lock()  # one query at a time on the one connection
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return _dicts(self._conn, sql, args)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def latest_s(self) -> float:
+        """The latest recorded time: a transition, a journal update or a plan (0.0 when
+        the database holds none)."""
+        row = self._rows(
+            "select max(t) as t from ("
+            " select max(at_s) as t from node_events"
+            " union all select max(updated_at_s) from journal"
+            " union all select max(at_s) from plans)"
+        )
+        return float(row[0]["t"] or 0.0)
+
+    def live_node_rows(self) -> list[dict[str, Any]]:
+        """Rows of the nodes not gone or failed, in id order."""
+        marks = ",".join("?" for _ in _LIVE_STATES)
+        return self._rows(
+            f"select * from nodes where state in ({marks}) order by node_id", _LIVE_STATES
+        )
+
+    def node_row(self, node_id: str) -> dict[str, Any] | None:
+        """The row of node `node_id`, live or not, or None."""
+        rows = self._rows("select * from nodes where node_id = ?", (node_id,))
+        return rows[0] if rows else None
+
+    def node_models(self) -> dict[str, str]:
+        """The model of every node ever recorded, by node id."""
+        return {r["node_id"]: r["model"] for r in self._rows("select node_id, model from nodes")}
+
+    def events(self, node_id: str | None = None) -> list[dict[str, Any]]:
+        """Transitions, of one node (by id) or of all (by time, then id)."""
+        if node_id is not None:
+            return self._rows("select * from node_events where node_id = ? order by id", (node_id,))
+        return self._rows("select * from node_events order by at_s, id")
+
+    def recent_events(self, *, limit: int, after_id: int | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` transitions after the event id `after_id`, oldest first."""
+        with self._lock:
+            return _recent_events(self._conn, limit, None, after_id)
+
+    def recent_journal(self, *, limit: int) -> list[dict[str, Any]]:
+        """The latest `limit` journal rows, oldest first."""
+        with self._lock:
+            return _recent_journal(self._conn, limit, None)
+
+    def plans(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` plans, newest first; without `limit`, every plan in the order
+        they were made (time, then id)."""
+        if limit is None:
+            return self._rows("select * from plans order by at_s, id")
+        with self._lock:
+            return _latest(self._conn, "plans", None, [], limit)
+
+    def pending_plan_ids(self) -> list[int]:
+        """Ids of the plans waiting for approval, newest first."""
+        rows = self._rows("select id from plans where approval = 'pending' order by id desc")
+        return [int(r["id"]) for r in rows]
 
 
 # -- integrity and backups ------------------------------------------------------------------

@@ -27,7 +27,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.metrics import DemandSample, MetricsSource
 from scheduler.actions import Action, Drain, Launch, Terminate
-from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, PlanStatus, Pool
+from scheduler.domain import (
+    LAUNCH_LIMITS,
+    HoldKind,
+    Node,
+    NodeState,
+    PlanStatus,
+    Pool,
+    prices_of,
+)
 from scheduler.forecast import QuantileForecast, demand_key
 from scheduler.guards import launch_limits
 from scheduler.obtainability import Obtainability
@@ -334,7 +342,7 @@ class Telemetry:
             capacity_rps_by_model=capacity,
             duration_s=duration_s,
             forecast=forecast_of(reconciler, report.now_s),
-            usd_per_hour_by_pool=_prices(reconciler),
+            usd_per_hour_by_pool=prices_of(reconciler.catalog.offerings),
             preempted=self._new_preemptions(reconciler, report.now_s),
             dry_run=reconciler.config.daemon.dry_run,
         )
@@ -404,21 +412,17 @@ class Telemetry:
         """Nodes that entered INTERRUPTED since the last call, read from the transition
         history by id so each reclaim counts once. The first call after a start counts
         only this tick's events (stamped `now_s`), never the whole history again."""
-        db = reconciler.store.db
+        store = reconciler.store
         if self._preemption_cursor is None:
-            where, args = "new = ? and at_s >= ?", [NodeState.INTERRUPTED.value, now_s]
+            ids = store.node_ids_entering(NodeState.INTERRUPTED, since_s=now_s)
         else:
-            where, args = (
-                "new = ? and id > ?",
-                [NodeState.INTERRUPTED.value, self._preemption_cursor],
-            )
+            ids = store.node_ids_entering(NodeState.INTERRUPTED, after_id=self._preemption_cursor)
         out: list[Node] = []
-        for row in db.table("node_events").rows_where(where, args, order_by="id"):
-            node = reconciler.store.node(row["node_id"])
+        for node_id in ids:
+            node = store.node(node_id)
             if node is not None:
                 out.append(node)
-        last = db.execute("select max(id) from node_events").fetchone()[0]
-        self._preemption_cursor = int(last) if last is not None else 0
+        self._preemption_cursor = store.last_event_id()
         return out
 
     def _record_actions(self, actions: Sequence[Action], errors: Sequence[str]) -> None:
@@ -479,10 +483,6 @@ class Telemetry:
             by_model[model] += rps if good else math.nan
         for model, capacity in capacity_rps_by_model.items():
             self.headroom.labels(model).set(capacity - by_model.get(model, 0.0))
-
-
-def _prices(reconciler: Reconciler) -> dict[Pool, float]:
-    return {o.pool: o.usd_per_hour for o in reconciler.catalog.offerings}
 
 
 def forecast_of(reconciler: Reconciler, now_s: float) -> dict[tuple[str, str], QuantileForecast]:

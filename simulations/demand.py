@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import MAX_NODES_PER_POOL, CapacityProfile, Market
 from scheduler.planner import allowed, servable_rps
-from scheduler.profiles import instance_rps
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,6 @@ def gpus_per_rps(
     this needs about the chosen number of GPUs at its peak.
     """
     out: dict[str, float] = {}
-    util = config.planning.target_utilization
     for section in config.models:
         best: tuple[float, float] | None = None  # (usd per rps, gpus per rps)
         for o in catalog.offerings:
@@ -140,9 +139,7 @@ def gpus_per_rps(
             itype = catalog.instance_type(o.pool)
             if not allowed(config, o, itype):
                 continue
-            rps = util * instance_rps(
-                profiles, section.profile or section.name, itype, section.latency_slo_ms
-            )
+            rps = node_rps(config, profiles, section.name, itype)
             if rps <= 0:
                 continue
             cand = (o.usd_per_hour / rps, itype.gpu_count / rps)

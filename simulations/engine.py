@@ -69,7 +69,7 @@ from scheduler.factory import build_scheduler
 from scheduler.guards import launch_limits
 from scheduler.logs import set_virtual_clock
 from scheduler.planner import resolve_location
-from scheduler.profiles import load_models
+from scheduler.profiles import best_profile, load_models
 from scheduler.store import StateStore
 from simulations.policies import TraceInfo, make_policy
 
@@ -98,24 +98,14 @@ def node_service(
     latency_slo_ms: float,
     model_memory_gb: float | None,
 ) -> NodeService:
-    """The best profile of `model` on `itype` within the SLO, as `instance_rps` picks it."""
-    best: NodeService | None = None
-    for p in profiles:
-        if (
-            p.model != model
-            or p.gpu_kind != itype.gpu_kind
-            or itype.gpu_count % p.gpu_count != 0
-            or p.latency_ms > latency_slo_ms
-        ):
-            continue
-        if model_memory_gb is not None and p.gpu_count * itype.gpu_memory_gb < model_memory_gb:
-            continue
-        replicas = itype.gpu_count // p.gpu_count
-        rps = replicas * p.rps
-        if best is None or rps > best.rps:
-            latency_s = p.latency_ms / 1000.0
-            best = NodeService(rps, latency_s, max(1, round(rps * latency_s)))
-    return best or NodeService(0.0, 0.0, 0)
+    """How a node of `model` on `itype` serves at its `best_profile` within the SLO."""
+    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb)
+    if best is None:
+        return NodeService(0.0, 0.0, 0)
+    profile, replicas = best
+    rps = replicas * profile.rps
+    latency_s = profile.latency_ms / 1000.0
+    return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
 
 
 class SimDrainer:
@@ -413,7 +403,7 @@ class _Accounting:
         # Routing: which serving locations each source region may use.
         regions = [r.name for r in cfg.regions]
         self.regions = regions
-        locs = sorted({f"{o.pool.cloud}:{o.pool.region}" for o in catalog.offerings})
+        locs = sorted({o.pool.location for o in catalog.offerings})
         self.locations = locs
         self.loc_index = {loc: i for i, loc in enumerate(locs)}
         reach = np.zeros((len(regions), len(locs)), dtype=bool)
@@ -589,7 +579,7 @@ async def replay(
                         continue
                     svc = acc.service(inst.model, inst.pool)
                     m = acc.model_index[inst.model]
-                    cap_loc[m, acc.loc_index[f"{inst.pool.cloud}:{inst.pool.region}"]] += svc.rps
+                    cap_loc[m, acc.loc_index[inst.pool.location]] += svc.rps
                     n_slots[m] += svc.slots
                     lat_w[m] += svc.rps * svc.latency_s
                     mk_rps[inst.pool.market.value] += svc.rps

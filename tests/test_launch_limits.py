@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
+import builders
 import numpy as np
 import pytest
 from fakes import Clock, no_sleep
@@ -47,17 +47,16 @@ def config(
     db: Path | None = None,
 ) -> Config:
     """One model from one region, AWS us-east-1 only, no on-demand share or robustness."""
-    raw: dict[str, Any] = {
-        "scheduler": {"tick_interval_s": 300, **({"state_db": str(db)} if db else {})},
-        "daemon": {"api_port": 0},
-        "models": [{"name": MODEL, "min_on_demand_share": 0.0}],
-        "regions": [{"name": REGION, "location": location, "max_latency_ms": 10}],
-        "clouds": {"aws": {"regions": ["us-east-1"]}, "gcp": {"enabled": False}},
-        "planning": {"robustness_fraction": 0.0, "budget_usd_per_hour": budget},
-        "guards": {"min_node_age_s": 0},
-        "quotas": [] if quota_gpus is None else [{"cloud": "aws", "max_gpus": quota_gpus}],
-    }
-    return Config.model_validate(raw)
+    return builders.config(
+        scheduler={"tick_interval_s": 300, **({"state_db": str(db)} if db else {})},
+        daemon={"api_port": 0},
+        models=[{"name": MODEL, "min_on_demand_share": 0.0}],
+        regions=[{"name": REGION, "location": location, "max_latency_ms": 10}],
+        clouds={"aws": {"regions": ["us-east-1"]}, "gcp": {"enabled": False}},
+        planning={"robustness_fraction": 0.0, "budget_usd_per_hour": budget},
+        guards={"min_node_age_s": 0},
+        quotas=[] if quota_gpus is None else [{"cloud": "aws", "max_gpus": quota_gpus}],
+    )
 
 
 def plan_for(cfg: Config, rps: float) -> Plan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import builders
 import numpy as np
 import pytest
 from fakes import no_sleep
@@ -21,22 +22,19 @@ from scheduler.factory import build_scheduler
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
 
-MODEL, REGION = "llama-3.1-8b", "us-east"
+MODEL, REGION = builders.MODEL, builders.REGION
 
 
 def make_config(**planning: object) -> Config:
-    return Config.model_validate(
-        {
-            "models": [{"name": MODEL, "min_replicas": 1}],
-            "regions": [{"name": REGION, "location": "us-east-1", "max_latency_ms": 40}],
-            "clouds": {
-                "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
-                "gcp": {"enabled": False},
-            },
-            "planning": {"robustness_fraction": 0.5, "budget_usd_per_hour": None, **planning},
-            "solver": {"time_limit_s": 2.0},
-            "guards": {"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
-        }
+    return builders.config(
+        models=[{"name": MODEL, "min_replicas": 1}],
+        clouds={
+            "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
+            "gcp": {"enabled": False},
+        },
+        planning={"robustness_fraction": 0.5, "budget_usd_per_hour": None, **planning},
+        solver={"time_limit_s": 2.0},
+        guards={"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
     )
 
 

@@ -24,7 +24,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from scheduler.api_client import ApiClient, ApiClientError, ApiError, ApiUnavailable, Unauthorized
-from tui.backend import ApiBackend, Backend, DbBackend, DemandView, ReadOnly
+from tui.backend import ApiBackend, Backend, DbBackend, DemandView, ReadOnly, load_prices
 from tui.screens import (
     DataScreen,
     DemandScreen,
@@ -59,13 +59,6 @@ class AppData:
     def last_event_id(self) -> int | None:
         """Id of the newest transition held, to ask only for newer ones."""
         return int(self.events[-1]["id"]) if self.events else None
-
-
-def load_prices() -> dict[str, float]:
-    """USD per hour per pool key from the bundled catalog (what the daemon prices with)."""
-    from scheduler.catalog import load_catalog
-
-    return {o.pool.key: o.usd_per_hour for o in load_catalog().offerings}
 
 
 class CapschedApp(App[None]):

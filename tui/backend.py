@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
-import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,9 +23,7 @@ from typing import Any, Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.api_client import ApiClient, ApiError, ApiUnavailable
-
-# Node states that still hold an instance (scheduler.lifecycle.LIVE, as strings).
-LIVE_STATES = ("requested", "booting", "ready", "draining", "terminating", "interrupted")
+from scheduler.store import StateReader
 
 
 class ReadOnly(Exception):
@@ -294,6 +290,14 @@ class ApiBackend:
 # -- a state database, read-only -------------------------------------------------------------
 
 
+def load_prices() -> dict[str, float]:
+    """USD per hour per pool key from the bundled catalog (what the daemon prices with)."""
+    from scheduler.catalog import load_catalog
+    from scheduler.domain import prices_of
+
+    return {pool.key: usd for pool, usd in prices_of(load_catalog().offerings).items()}
+
+
 def _pool_key(row: dict[str, Any]) -> str:
     # Pool.key of scheduler.domain, rebuilt from the row (the API sends it as "pool").
     return f"{row['cloud']}/{row['zone'] or row['region']}/{row['instance_type']}/{row['market']}"
@@ -322,56 +326,31 @@ class DbBackend:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.label = f"db:{self.path.name} (read-only)"
-        if not self.path.is_file():
-            raise FileNotFoundError(f"state database {self.path}: no such file")
-        uri = self.path.resolve().as_uri() + "?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        # Queries run in a worker thread; one at a time on the one connection.
-        self._lock = threading.Lock()
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._conn.execute(sql, args).fetchall()]
-
-    async def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        # Off the event loop: a large database must not freeze the screen.
-        return await asyncio.to_thread(self._query, sql, args)
+        # Reads run in worker threads (a large database must not freeze the screen).
+        self._reader = StateReader(self.path)
 
     def latest_s(self) -> float:
         """The database's latest recorded time (its "now")."""
-        row = self._query(
-            "select max(t) as t from ("
-            " select max(at_s) as t from node_events"
-            " union all select max(updated_at_s) from journal"
-            " union all select max(at_s) from plans)"
-        )
-        return float(row[0]["t"] or 0.0)
+        return self._reader.latest_s()
 
     @staticmethod
     def _node(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "zone": row["zone"] or "", "pool": _pool_key(row)}
 
     def _live(self) -> list[dict[str, Any]]:
-        marks = ",".join("?" for _ in LIVE_STATES)
-        rows = self._query(
-            f"select * from nodes where state in ({marks}) order by node_id", LIVE_STATES
-        )
-        return [self._node(r) for r in rows]
+        return [self._node(r) for r in self._reader.live_node_rows()]
 
     def _status(self) -> dict[str, Any]:
-        from scheduler.catalog import load_catalog
-
-        latest = self._query("select * from plans order by id desc limit 1")
-        pending = self._query("select id from plans where approval = 'pending' order by id desc")
-        prices = {o.pool.key: o.usd_per_hour for o in load_catalog().offerings}
+        latest = self._reader.plans(1)
+        pending = self._reader.pending_plan_ids()
+        prices = load_prices()
         usd = sum(prices.get(n["pool"], 0.0) for n in self._live())
         last = _plan_row(latest[0]) if latest else None
         return {
             "approval_mode": "read-only",
             "paused": False,
             "now_s": self.latest_s(),
-            "pending_plan_id": pending[0]["id"] if pending else None,
+            "pending_plan_id": pending[0] if pending else None,
             "pending_count": len(pending),
             "last_plan_status": last["status"] if last else None,
             "last_plan_usd_per_hour": last["usd_per_hour"] if last else None,
@@ -387,39 +366,33 @@ class DbBackend:
         return await asyncio.to_thread(self._live)
 
     async def node(self, node_id: str) -> dict[str, Any]:
-        rows = await self._run("select * from nodes where node_id = ?", (node_id,))
-        if not rows:
+        row = await asyncio.to_thread(self._reader.node_row, node_id)
+        if row is None:
             raise ApiError(404, f"unknown node {node_id}")
-        return self._node(rows[0])
+        return self._node(row)
 
     async def node_events(self, node_id: str) -> list[dict[str, Any]]:
-        return await self._run(
-            "select * from node_events where node_id = ? order by id", (node_id,)
-        )
+        return await asyncio.to_thread(self._reader.events, node_id)
 
     async def events(self, *, after: int | None, limit: int) -> list[dict[str, Any]]:
-        rows = await self._run(
-            "select * from node_events where id > ? order by id desc limit ?",
-            (after or 0, limit),
+        return await asyncio.to_thread(
+            lambda: self._reader.recent_events(limit=limit, after_id=after or 0)
         )
-        return rows[::-1]
 
     async def journal(self, *, limit: int) -> list[dict[str, Any]]:
-        rows = await self._run("select * from journal order by id desc limit ?", (limit,))
-        return rows[::-1]
+        return await asyncio.to_thread(lambda: self._reader.recent_journal(limit=limit))
 
     async def plans(self, *, limit: int) -> list[dict[str, Any]]:
-        rows = await self._run("select * from plans order by id desc limit ?", (limit,))
+        rows = await asyncio.to_thread(self._reader.plans, limit)
         return [_plan_row(r) for r in rows]
 
     def _demand(self) -> DemandView:
         # The database keeps no demand samples; what it does keep is each plan's target
         # and every node transition, so "planned nodes vs ready nodes" is rebuilt exactly,
         # one point at every plan and every transition.
-        nodes = self._query("select node_id, model from nodes")
-        model_of = {r["node_id"]: r["model"] for r in nodes}
-        events = self._query("select node_id, at_s, new from node_events order by at_s, id")
-        plans = [_plan_row(r) for r in self._query("select * from plans order by at_s, id")]
+        model_of = self._reader.node_models()
+        events = self._reader.events()
+        plans = [_plan_row(r) for r in self._reader.plans()]
         models = sorted(
             set(model_of.values()) | {p["model"] for q in plans for p in q["placements"]}
         )
@@ -470,8 +443,7 @@ class DbBackend:
         raise ReadOnly("a state database is read-only: drain on a running daemon")
 
     async def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._reader.close()
 
 
 __all__ = [

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from adapters.sim import SpotTrace
+from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
-    CapacityProfile,
-    InstanceType,
     Market,
     Node,
     NodeState,
@@ -39,10 +38,10 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    prices_of,
 )
 from scheduler.observation import Observation
 from scheduler.planner import allowed, resolve_location
-from scheduler.profiles import instance_rps
 
 # Removal order of surplus nodes, as SkyServe's `_select_nonterminal_replicas_to_scale_down`
 # (sky/serve/autoscalers.py) orders replica statuses: the earliest stage goes first
@@ -121,55 +120,11 @@ def ceil_div(rps: float, per_node_rps: float) -> int:
     return math.ceil(rps / per_node_rps - 1e-9)
 
 
-class Capacity:
-    """Sustainable rps of one node of a model in a pool, at the SLO and the config's
-    target utilisation: the same number `scheduler.planner.build_problem` uses.
-    `utilization` replaces the config's (1.0: the profile's full rate, which is what the
-    replay engine counts as capacity)."""
-
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        profiles: Sequence[CapacityProfile],
-        utilization: float | None = None,
-    ):
-        self._config = config
-        self._catalog = catalog
-        self._profiles = profiles
-        self._utilization = (
-            config.planning.target_utilization if utilization is None else utilization
-        )
-        # (model, GPU kind, GPU count) -> rps; many pools share an instance shape.
-        self._cache: dict[tuple[str, str, int], float] = {}
-
-    def itype(self, pool: Pool) -> InstanceType:
-        """The instance type a pool sells."""
-        return self._catalog.instance_type(pool)
-
-    def rps(self, model: str, pool: Pool) -> float:
-        """Requests/s one node of `model` in `pool` is planned to carry (0: cannot serve)."""
-        itype = self.itype(pool)
-        key = (model, itype.gpu_kind, itype.gpu_count)
-        if key not in self._cache:
-            section = self._config.model(model)
-            raw = instance_rps(
-                self._profiles, section.profile or section.name, itype, section.latency_slo_ms
-            )
-            self._cache[key] = self._utilization * raw
-        return self._cache[key]
-
-
 def permitted(config: Config, catalog: Catalog, offering: Offering) -> bool:
     """Whether config lets this pool be used at all (clouds, regions, markets, GPU kinds),
     whatever its availability right now."""
     itype = catalog.instance_type(offering.pool)
     return allowed(config, replace(offering, available=True), itype)
-
-
-def location_key(pool: Pool) -> str:
-    """The "cloud:region" key of a pool, as the catalog's coordinates use."""
-    return f"{pool.cloud}:{pool.region}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +163,7 @@ class Service:
 def partition_services(
     config: Config,
     catalog: Catalog,
-    capacity: Capacity,
+    capacity: NodeCapacity,
     offerings: Iterable[Offering],
 ) -> tuple[Service, ...]:
     """Split every model's traffic and pools into services (see the module docstring)."""
@@ -222,14 +177,14 @@ def partition_services(
         offers = [o for o in usable if capacity.rps(model, o.pool) > 0]
 
         def near(region: str, pool: Pool) -> bool:
-            return catalog.rtt_ms(origins[region], location_key(pool)) <= limits[region]
+            return catalog.rtt_ms(origins[region], pool.location) <= limits[region]
 
         def unit_price(o: Offering, model: str = model) -> tuple[float, str]:
             return (o.usd_per_hour / capacity.rps(model, o.pool), o.pool.key)
 
         owner: dict[Pool, str] = {}
         for o in offers:
-            loc = location_key(o.pool)
+            loc = o.pool.location
             eligible = [(catalog.rtt_ms(origins[r], loc), r) for r in names if near(r, o.pool)]
             if eligible:
                 owner[o.pool] = min(eligible)[1]
@@ -254,9 +209,13 @@ def partition_services(
     return tuple(services)
 
 
-def removal_order(nodes: Iterable[Node]) -> list[Node]:
-    """Nodes in the order a scale-down takes them: earliest lifecycle stage first, then
-    the most recently launched (SkyServe sorts by status, then replica id descending)."""
+def skyserve_removal_order(nodes: Iterable[Node]) -> list[Node]:
+    """Nodes in the order a SkyServe-like scale-down takes them: earliest lifecycle stage
+    first, then the most recently launched (SkyServe sorts by status, then replica id
+    descending). This decides which pools a baseline shrinks; the node taken within a
+    pool is `scheduler.diff.removal_order`'s, as for every policy. The two differ on
+    purpose (this one cancels booting nodes first, as SkyServe does; capsched keeps
+    them), so the baselines stay faithful to the system they emulate."""
     return sorted(
         nodes,
         key=lambda n: (_STAGE.get(n.state, 3), -(n.launched_at_s or 0.0), n.node_id),
@@ -268,12 +227,12 @@ def resize(
     target: int,
     choose: Callable[[list[Pool]], Pool | None],
 ) -> tuple[Counter[Pool], int]:
-    """Per-pool counts that keep `target` of `nodes` (removing in `removal_order`) or add
+    """Per-pool counts that keep `target` of `nodes` (removing in `skyserve_removal_order`) or add
     nodes one at a time where `choose(current pools)` says. Returns the counts and how
     many nodes could not be placed (`choose` returned None)."""
     kept = list(nodes)
     if len(kept) > target:
-        drop = {n.node_id for n in removal_order(kept)[: len(kept) - target]}
+        drop = {n.node_id for n in skyserve_removal_order(kept)[: len(kept) - target]}
         kept = [n for n in kept if n.node_id not in drop]
     pools = [n.pool for n in kept]
     missing = 0
@@ -382,11 +341,6 @@ class Hysteresis:
         return self.target
 
 
-def prices_of(offerings: Iterable[Offering]) -> dict[Pool, float]:
-    """Price per pool."""
-    return {o.pool: o.usd_per_hour for o in offerings}
-
-
 class OfferingIndex:
     """An observation's offerings by pool, their prices and the unavailable pools,
     rebuilt only when the observation holds other offering objects than the last one.
@@ -467,7 +421,7 @@ class Fleet:
 def fleet_for_load(
     service: Service,
     offers: Mapping[Pool, Offering],
-    capacity: Capacity,
+    capacity: NodeCapacity,
     load_rps: float,
     market: Market,
     *,

@@ -90,18 +90,16 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.linear_solver import pywraplp
 
+from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool
+from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool, prices_of
 from scheduler.observation import Observation
 from scheduler.planner import resolve_location
 from simulations.baselines.common import (
-    Capacity,
     Foresight,
     OfferingIndex,
-    location_key,
     permitted,
-    prices_of,
     to_plan,
 )
 
@@ -166,8 +164,8 @@ class Oracle:
     ) -> None:
         self._config = config
         self._catalog = catalog
-        self._capacity = Capacity(config, catalog, profiles)  # planned rps (the schedule)
-        self._full = Capacity(config, catalog, profiles, utilization=1.0)  # engine rps (bound)
+        self._capacity = NodeCapacity(config, catalog, profiles)  # planned rps (the schedule)
+        self._full = NodeCapacity(config, catalog, profiles, utilization=1.0)  # engine rps (bound)
         self._foresight = foresight
         self.boot_time_s = (
             config.planning.default_boot_time_s if boot_time_s is None else boot_time_s
@@ -290,11 +288,11 @@ class Oracle:
             free: dict[str, list[Offering]] = defaultdict(list)  # by location
             for o in offers:
                 if limits.get(o.pool) is None:
-                    free[location_key(o.pool)].append(o)
+                    free[o.pool.location].append(o)
 
             def dominated(o: Offering, m: str = m, free: dict[str, list[Offering]] = free) -> bool:
                 cap = self._capacity.rps(m, o.pool)
-                for q in free.get(location_key(o.pool), ()):
+                for q in free.get(o.pool.location, ()):
                     if q is o:
                         continue
                     if rules and q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
@@ -488,7 +486,7 @@ class Oracle:
         for m, offers in candidates.items():
             at_loc[m] = defaultdict(list)
             for o in offers:
-                at_loc[m][location_key(o.pool)].append((o.pool, capacity.rps(m, o.pool)))
+                at_loc[m][o.pool.location].append((o.pool, capacity.rps(m, o.pool)))
         for (m, region), series in sorted(grid.demand.items()):
             if m not in candidates or region not in origins:
                 continue
@@ -500,7 +498,7 @@ class Oracle:
             # Whole nodes: a step with load d needs at least ceil(d / the largest node
             # within reach) of them there (a cut every integer point meets; per block, the
             # mean of the steps' counts). It closes most of the LP's gap on small loads.
-            reach = [o for o in candidates[m] if location_key(o.pool) in locs]
+            reach = [o for o in candidates[m] if o.pool.location in locs]
             top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
             fine = self._foresight.demand_rps.get((m, region), ())
             if top > 0 and len(fine) == sum(grid.lengths):
@@ -613,7 +611,7 @@ class Oracle:
                     room[pool][t] -= v
         groups: dict[tuple[str, str], list[tuple[str, Pool]]] = defaultdict(list)
         for key in r.x:
-            groups[key[0], location_key(key[1])].append(key)
+            groups[key[0], key[1].location].append(key)
         for (m, _), keys in groups.items():
             for t in range(n_blocks):
                 short = sum((r.x[k][t] - counts[k][t]) * self._capacity.rps(m, k[1]) for k in keys)

@@ -51,12 +51,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
 from scheduler.observation import Observation
 from simulations.baselines.common import (
-    Capacity,
     Foresight,
     Hysteresis,
     OfferingIndex,
@@ -108,7 +108,7 @@ class Reactive:
     ) -> None:
         self._config = config
         self._catalog = catalog
-        self._capacity = Capacity(config, catalog, profiles)
+        self._capacity = NodeCapacity(config, catalog, profiles)
         self.upscale_delay_s = upscale_delay_s
         self.downscale_delay_s = downscale_delay_s
         self.look_back_period_s = look_back_period_s

@@ -76,12 +76,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan, Pool
 from scheduler.observation import Observation
 from simulations.baselines.common import (
-    Capacity,
     Foresight,
     Hysteresis,
     OfferingIndex,
@@ -187,7 +187,7 @@ class SpotHedge:
     ) -> None:
         self._config = config
         self._catalog = catalog
-        self._capacity = Capacity(config, catalog, profiles)
+        self._capacity = NodeCapacity(config, catalog, profiles)
         self.num_overprovision = num_overprovision
         self.base_ondemand_fallback_replicas = base_ondemand_fallback_replicas
         self.dynamic_ondemand_fallback = dynamic_ondemand_fallback

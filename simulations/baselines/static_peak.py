@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
 from scheduler.observation import Observation
 from simulations.baselines.common import (
-    Capacity,
     Foresight,
     OfferingIndex,
     Service,
@@ -53,7 +53,7 @@ class StaticPeak:
     ) -> None:
         self._config = config
         self._catalog = catalog
-        self._capacity = Capacity(config, catalog, profiles)
+        self._capacity = NodeCapacity(config, catalog, profiles)
         self._foresight = foresight
         self.fleet: Counter[tuple[str, Pool]] | None = None  # fixed at the first tick
         self.notes: tuple[str, ...] = ()  # why the fleet looks the way it does
