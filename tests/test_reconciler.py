@@ -134,20 +134,23 @@ async def test_capacity_error_falls_back_to_another_pool_in_the_same_tick(tmp_pa
     report = await w.tick(0)
     failed = [n for n in w.store.db.table("nodes").rows if n["state"] == "failed"]
     assert len(failed) == 1
-    assert any("InsufficientCapacity" in e for e in report.errors)
+    assert any("InsufficientCapacity" in e.text for e in report.errors)
     # the failed pool is cooled down and the fleet still got its capacity this tick
-    assert w.rec.cooldown_until
+    assert w.rec.cooldown.until
     assert len(w.store.live_nodes()) >= 1
     # A pool that keeps running out is kept out longer each time (within a day).
-    [pool] = w.rec.cooldown_until
+    [pool] = w.rec.cooldown.until
     base = w.config.guards.pool_cooldown_s
-    assert w.rec.cooldown_until[pool] == w.now + base
-    w.rec._cool(pool, w.now + base)
-    assert w.rec.cooldown_until[pool] == w.now + base + 2 * base
-    w.rec._cool(pool, w.now + 3 * base)
-    assert w.rec.cooldown_until[pool] == w.now + 3 * base + 4 * base
-    w.rec._cool(pool, w.now + 2 * 86400.0)  # a day later the count starts over
-    assert w.rec.cooldown_until[pool] == w.now + 2 * 86400.0 + base
+    assert w.rec.cooldown.until[pool] == w.now + base
+    w.rec.cooldown.refused(pool, base_s=base, now_s=w.now + base)
+    assert w.rec.cooldown.until[pool] == w.now + base + 2 * base
+    w.rec.cooldown.refused(pool, base_s=base, now_s=w.now + 3 * base)
+    assert w.rec.cooldown.until[pool] == w.now + 3 * base + 4 * base
+    # A day later the count starts over.
+    w.rec.cooldown.refused(
+        pool, base_s=base, now_s=w.now + 2 * 86400.0
+    )  # a day later the count starts over
+    assert w.rec.cooldown.until[pool] == w.now + 2 * 86400.0 + base
 
 
 async def test_interruption_notice_launches_a_replacement_at_once(tmp_path: Path) -> None:
@@ -251,8 +254,8 @@ async def test_manual_mode_waits_for_approval(tmp_path: Path) -> None:
     report = await w.tick(0)
     assert report.actions == () and report.held_back[0].kind is HoldKind.APPROVAL
     assert "approved" in report.held_back[0].text
-    assert w.rec.pending is not None
-    pending_id = w.rec.pending[0]
+    assert w.rec.approval.pending is not None
+    pending_id = w.rec.approval.pending[0]
     assert w.store.plans(1)[0]["approval"] == "pending"
     report = await w.tick(300)  # still waiting: same plan, not stored twice
     assert report.actions == ()
@@ -267,8 +270,8 @@ async def test_rejected_plan_never_acts(tmp_path: Path) -> None:
     w = World(tmp_path)
     with_daemon(w, approval_mode="manual")
     await w.tick(0)
-    assert w.rec.pending is not None
-    assert w.rec.reject(w.rec.pending[0])
+    assert w.rec.approval.pending is not None
+    assert w.rec.reject(w.rec.approval.pending[0])
     assert not w.rec.approve(12345)
     w.metrics.rps = 20.0
     report = await w.tick(300)
@@ -284,7 +287,7 @@ async def test_threshold_mode_lets_small_changes_through(tmp_path: Path) -> None
     w.metrics.rps = 80.0
     report = await w.tick(300)
     assert not any(isinstance(a, Launch) for a in report.actions)
-    assert w.rec.pending is not None
+    assert w.rec.approval.pending is not None
 
 
 async def test_dry_run_plans_but_never_acts(tmp_path: Path) -> None:

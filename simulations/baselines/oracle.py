@@ -93,7 +93,7 @@ from ortools.linear_solver import pywraplp
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool
-from scheduler.observation import Observation
+from scheduler.observation import PolicyBase, Observation
 from scheduler.planner import resolve_location
 from simulations.baselines.common import (
     Capacity,
@@ -143,7 +143,7 @@ class _Result:
     x: dict[tuple[str, Pool], list[float]]  # nodes per (model, pool) per block
 
 
-class Oracle:
+class Oracle(PolicyBase):
     """Offline optimum over the whole horizon (see the module docstring)."""
 
     name = "oracle"
@@ -667,6 +667,10 @@ class Oracle:
         if fs.steps == 0:
             return {}
         return self._targets.at(fs.step_at(now_s))
+
+    def lower_bound(self) -> tuple[float, str] | None:
+        """The lower bound on any policy's cost over the replay, and its kind."""
+        return float(self.lower_bound_cost_usd), self.bound_kind
 
     def decide(self, obs: Observation) -> Plan:
         """The precomputed target for this moment."""

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import PolicyBase, Observation
 from simulations.baselines.common import (
     Capacity,
     Foresight,
@@ -89,7 +89,7 @@ class _ServiceState:
     hysteresis: Hysteresis  # the target with its up/down delays
 
 
-class Reactive:
+class Reactive(PolicyBase):
     """Ray Serve's autoscaling policy on observed load, on-demand only."""
 
     name = "reactive"

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import PolicyBase, Observation
 from simulations.baselines.common import (
     Capacity,
     Foresight,
@@ -165,7 +165,7 @@ class _ServiceState:
     unavailable: set[Pool] = field(default_factory=set)  # pools unavailable at the last tick
 
 
-class SpotHedge:
+class SpotHedge(PolicyBase):
     """SkyServe's SpotHedge policy (see the module docstring)."""
 
     name = "spothedge"

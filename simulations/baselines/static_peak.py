@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import PolicyBase, Observation
 from simulations.baselines.common import (
     Capacity,
     Foresight,
@@ -39,7 +39,7 @@ from simulations.baselines.common import (
 )
 
 
-class StaticPeak:
+class StaticPeak(PolicyBase):
     """On-demand only, sized once for the trace's peak (see the module docstring)."""
 
     name = "static-peak"
