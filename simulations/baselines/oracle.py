@@ -93,7 +93,7 @@ from ortools.linear_solver import pywraplp
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool
-from scheduler.observation import PolicyBase, Observation
+from scheduler.observation import Observation, PolicyBase
 from scheduler.planner import resolve_location
 from simulations.baselines.common import (
     Capacity,

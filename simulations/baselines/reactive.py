@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import PolicyBase, Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Capacity,
     Foresight,

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan, Pool
-from scheduler.observation import PolicyBase, Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Capacity,
     Foresight,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import PolicyBase, Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Capacity,
     Foresight,
