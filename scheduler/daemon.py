@@ -353,6 +353,7 @@ class Daemon:
             "last_plan_status": report.plan.status.value if report and report.plan else None,
             "last_plan_usd_per_hour": report.plan.usd_per_hour if report and report.plan else None,
             "held_back": [h.to_json() for h in report.held_back] if report else [],
+            "errors": [e.to_json() for e in report.errors] if report else [],
             "uptime_s": time.time() - self.stats.started_wall_s,
         }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler.actions import Action
 from scheduler.domain import Plan, Pool
@@ -42,6 +43,11 @@ class TickError:
 
     def __str__(self) -> str:
         return self.text
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's shape: {"kind", "node_id", "pool", "text"} ("pool" is `Pool.key`)."""
+        pool = self.pool.key if self.pool is not None else None
+        return {"kind": self.kind.value, "node_id": self.node_id, "pool": pool, "text": self.text}
 
 
 @dataclass(frozen=True, slots=True)

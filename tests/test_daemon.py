@@ -386,3 +386,17 @@ async def test_reload_rebuilds_the_forecaster_only_when_the_forecast_changed(
     report = await daemon.tick_once()
     assert report is not None and report.decision is not None
     assert report.decision.planned_rps  # the new forecaster plans from the next tick on
+
+
+async def test_status_lists_the_last_ticks_errors_as_typed_items(tmp_path: Path) -> None:
+    daemon, _, _, _ = make(tmp_path)
+
+    async def broken(now_s: float) -> DemandSample:
+        raise TimeoutError("scrape took too long")
+
+    daemon.reconciler.metrics.demand = broken  # type: ignore[method-assign]
+    report = await daemon.tick_once()
+    assert report is not None
+    [error] = daemon.status()["errors"]
+    assert error["kind"] == "metrics" and error["node_id"] == "" and error["pool"] is None
+    assert "scrape took too long" in error["text"]
