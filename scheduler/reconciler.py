@@ -276,7 +276,8 @@ class Reconciler:
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
         """The one decision step: the policy's plan, approval's verdict on it and the
         guarded actions toward the plan the fleet follows. Changes no reconciler state
-        (`tick` applies the verdict); the policy's state changes once per tick, as
+        (`tick` applies the verdict; the one write is the store's node-id sequence, which
+        gives each launch its id); the policy's state changes once per tick, as
         `revise` (a newer observation of the same tick, after a pool refused a launch)
         replaces the tick's first decision. A revised plan acts at once: it replaces a
         plan that needed no approval."""
