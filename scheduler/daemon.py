@@ -26,6 +26,8 @@ from typing import Any
 
 from scheduler.actions import Drain
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from scheduler.config_check import check_config
+from scheduler.decision import Approval, Decision
 from scheduler.domain import HoldKind, NodeState
 from scheduler.guards import Held, LaunchLimitWatch
 from scheduler.reconciler import Reconciler, TickReport
@@ -65,6 +67,7 @@ class DaemonStats:
     config_generation: int = 1  # bumped on every successful reload
     last_tick_s: float | None = None  # time (daemon clock) of the last completed tick
     last_report: TickReport | None = None  # what the last tick did
+    last_decision: Decision | None = None  # the last tick's decision (a skipped tick has none)
     last_error: str = ""  # the last tick failure, one line
     state_db_problem: str = ""  # what the last SIGHUP check found wrong with the state db
     started_wall_s: float = field(default_factory=time.time)  # for uptime
@@ -245,6 +248,8 @@ class Daemon:
             self.stats.ticks += 1
             self.stats.last_tick_s = now
             self.stats.last_report = report
+            if report.decision is not None:
+                self.stats.last_decision = report.decision
             self._limits.update(report.held_back, now)
             if self.on_tick is not None:
                 self.on_tick(report, duration)
@@ -255,8 +260,12 @@ class Daemon:
         obs, errors = await self.reconciler.observe(now)
         plan = self.reconciler.policy.decide(obs)
         held = (Held(HoldKind.PAUSED, 0, "paused: not acting"),)
-        self.store.record_plan(plan, now, self.reconciler.policy.name, held, approval="paused")
-        return TickReport(now, plan, (), held, tuple(errors), obs.demand_complete)
+        decision = self.reconciler.planned_only(plan, Approval.PAUSED, held)
+        name = self.reconciler.policy.name
+        self.store.record_plan(plan, now, name, held, approval=decision.approval)
+        return TickReport(
+            now, plan, (), held, tuple(errors), obs.demand_complete, decision=decision
+        )
 
     def _record_config(self) -> None:
         """Keep the config text the daemon runs with, one generation per start or reload."""
@@ -273,7 +282,7 @@ class Daemon:
 
     def _record_control(self) -> None:
         if self.telemetry is not None:
-            pending = self.reconciler.pending is not None
+            pending = self.reconciler.approval.pending is not None
             self.telemetry.record_control(paused=self.paused, pending_approval=pending)
 
     def _tick_failed(self, message: str, outcome: str, duration_s: float) -> None:
@@ -327,7 +336,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """What the daemon is doing, for the API and the TUI."""
         report = self.stats.last_report
-        pending = self.reconciler.pending
+        pending = self.reconciler.approval.pending
         return {
             "approval_mode": self.config.daemon.approval_mode,
             "dry_run": self.config.daemon.dry_run,
@@ -344,12 +353,14 @@ class Daemon:
             "last_plan_status": report.plan.status.value if report and report.plan else None,
             "last_plan_usd_per_hour": report.plan.usd_per_hour if report and report.plan else None,
             "held_back": [h.to_json() for h in report.held_back] if report else [],
+            "errors": [e.to_json() for e in report.errors] if report else [],
             "uptime_s": time.time() - self.stats.started_wall_s,
         }
 
     def forecast(self) -> dict[str, Any]:
         """Planned demand per series from the capsched policy, when it is the policy."""
-        planned = getattr(self.reconciler.policy, "last_forecast", {})
+        decision = self.stats.last_decision
+        planned = decision.planned_rps if decision is not None else {}
         return {
             "series": [
                 {"model": m, "region": r, "planned_rps": v} for (m, r), v in sorted(planned.items())
@@ -395,6 +406,16 @@ class Daemon:
         self._wake.set()
         log.info("daemon_resumed")
 
+    def _reload_refused(self, problems: list[str]) -> list[str]:
+        """Count and log a refused reload; the running config stays."""
+        self.stats.reload_failures += 1
+        if self.telemetry is not None:
+            self.telemetry.record_reload(ok=False)
+        for line in problems:
+            log.error("config_reload_refused problem=%r", line)
+        sd_notify("READY=1\nSTATUS=config reload refused; running the previous config")
+        return problems
+
     async def hangup(self) -> None:
         """SIGHUP: check the state database, then reload the config.
 
@@ -427,13 +448,11 @@ class Daemon:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            self.stats.reload_failures += 1
-            if self.telemetry is not None:
-                self.telemetry.record_reload(ok=False)
-            for line in exc.problems:
-                log.error("config_reload_refused problem=%r", line)
-            sd_notify("READY=1\nSTATUS=config reload refused; running the previous config")
-            return exc.problems
+            return self._reload_refused(exc.problems)
+        # What start refuses, a reload refuses (names the catalog or profiles do not know).
+        problems = check_config(new, self.reconciler.catalog, self.reconciler.profiles)
+        if problems:
+            return self._reload_refused([f"{self.config_path}: {p}" for p in problems])
         self.config = new
         self.reconciler.reconfigure(new)
         self._record_config()

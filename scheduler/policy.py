@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
@@ -31,6 +32,21 @@ from scheduler.observation import Observation
 from scheduler.planner import allowed, make_plan
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    """The state one `decide` changes besides the forecaster, as it was before it
+    (`revise` puts it back, so a tick changes it once)."""
+
+    planned: dict[tuple[str, str], float]  # last_forecast
+    quantiles: dict[tuple[str, str], dict[float, float]]  # last_quantiles
+    recent: deque[tuple[float, dict[tuple[str, str], float]]]  # _recent
+    last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None  # _last
+    available_since: dict[Pool, float]  # _available_since
+    losses: dict[Pool, deque[float]]  # _losses
+    last_full_s: float | None  # _last_full_s
+
 
 LOSS_MEMORY_S = 86400.0  # how long a pool's losses lengthen its return window
 RETURN_BACKOFF_MAX = 16.0  # the longest return window, in return_stabilization_s
@@ -67,6 +83,59 @@ class CapschedPolicy:
         self._losses: dict[Pool, deque[float]] = {}
         self._last_full_s: float | None = None  # time of the last search of every model
         self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
+        self._before: _Memory | None = None  # the state before this tick's first decide
+
+    def _memory(self) -> _Memory:
+        return _Memory(
+            dict(self.last_forecast),
+            dict(self.last_quantiles),
+            deque(self._recent),
+            self._last,
+            dict(self._available_since),
+            {pool: deque(times) for pool, times in self._losses.items()},
+            self._last_full_s,
+        )
+
+    def revise(self, obs: Observation) -> Plan:
+        """`decide` again on a newer observation of the same tick (a pool refused a
+        launch), from the state before this tick's `decide`: the tick changes the
+        policy's state once. The forecaster took this step's rates already and is
+        not fed again."""
+        if self._before is not None:
+            m = self._before
+            self.last_forecast, self.last_quantiles = dict(m.planned), dict(m.quantiles)
+            self._recent, self._last = deque(m.recent), m.last
+            self._available_since = dict(m.available_since)
+            self._losses = {pool: deque(times) for pool, times in m.losses.items()}
+            self._last_full_s = m.last_full_s
+        return self.decide(obs)
+
+    def planned_rps(self) -> Mapping[tuple[str, str], float]:
+        """Rates the last decision provisions for, per (model, region)."""
+        return self.last_forecast
+
+    def forecast_quantiles(self) -> Mapping[tuple[str, str], Mapping[float, float]]:
+        """Forecast peak per quantile and (model, region), as the last decision saw it."""
+        return self.last_quantiles
+
+    def reconfigure(self, config: Config) -> None:
+        """Decide with `config` from the next tick on. A changed `[forecast]` table (or
+        tick interval, the forecaster's step) starts a new forecaster: the learnt state
+        of the old one does not fit the new settings."""
+        old = ForecastSettings.of(
+            self.config.forecast, step_s=self.config.scheduler.tick_interval_s
+        )
+        new = ForecastSettings.of(config.forecast, step_s=config.scheduler.tick_interval_s)
+        if new != old:
+            self.forecaster = build_forecaster(new)
+            self._last_step = None
+            log.info("forecaster_rebuilt method=%s step_s=%g", new.method, new.step_s)
+        self.config = config
+        self._rps_cache.clear()
+
+    def lower_bound(self) -> tuple[float, str] | None:
+        """capsched knows no bound on its own cost."""
+        return None
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),
@@ -112,6 +181,7 @@ class CapschedPolicy:
         cancelling them for a marginally cheaper mix throws their boot away and delays
         the capacity.
         """
+        self._before = self._memory()
         demand = self._held_up(obs.now_s, self.planned_demand(obs))
         offerings = obs.offerings or self.catalog.offerings
         self._track_availability(obs.now_s, offerings)

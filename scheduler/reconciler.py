@@ -3,7 +3,10 @@
 `Reconciler.tick(now_s)` is the whole loop body, shared by the daemon (wall-clock
 `now_s`, every `tick_interval_s` and at once on an interruption notice) and the
 simulator (virtual `now_s`). Every outside fact enters through `observe`; `decide`
-is pure given the policy's own state; `act` goes through the journaled actuator.
+returns a typed `Decision` (scheduler.decision) and changes no state but the
+policy's own, once per tick; `act` goes through the journaled actuator and returns
+one `ActionOutcome` per action. Approval and pool cooldown are explicit state
+objects (scheduler.approval, scheduler.cooldown) that only `tick` updates.
 """
 
 from __future__ import annotations
@@ -11,26 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.metrics import DemandSample, MetricsSource
 from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
 from scheduler.actions import Action, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
+from scheduler.approval import ApprovalState, Verdict, needs_approval
 from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.cooldown import PoolCooldown
+from scheduler.decision import ActionOutcome, Approval, Decision, ErrorKind, TickError
 from scheduler.diff import propose
-from scheduler.domain import (
-    CapacityProfile,
-    HoldKind,
-    Node,
-    NodeState,
-    Offering,
-    Plan,
-    Pool,
-    prices_of,
-)
+from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
 from scheduler.drain import Drainer
 from scheduler.guards import Held, apply_guards
 from scheduler.lifecycle import IllegalTransition
@@ -49,12 +47,6 @@ _FROM_CLOUD = {
     InstanceState.PENDING: NodeState.BOOTING,
     InstanceState.RUNNING: NodeState.READY,
 }
-
-
-def _same_targets(a: Plan, b: Plan) -> bool:
-    return {(p.model, p.pool, p.count) for p in a.placements} == {
-        (p.model, p.pool, p.count) for p in b.placements
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +69,11 @@ class TickReport:
     plan: Plan | None  # the policy's target fleet; None when observing failed
     actions: tuple[Action, ...]  # actions attempted
     held_back: tuple[Held, ...]  # what the guards and limits held back, and why
-    errors: tuple[str, ...]  # failures, one line each (the tick still completed)
+    errors: tuple[TickError, ...]  # failures (the tick still completed, or was skipped)
     demand_complete: bool  # whether the load signal was whole
     fleet: FleetSummary | None = None  # fleet and load against the plan; None without a plan
+    outcomes: tuple[ActionOutcome, ...] = ()  # what became of each of `actions`, in order
+    decision: Decision | None = None  # the tick's (last) decision; None when observing failed
 
 
 class Reconciler:
@@ -108,28 +102,26 @@ class Reconciler:
         self.drainer = drainer
         self.actuator = actuator
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
-        self.cooldown_until: dict[Pool, float] = {}  # pools refused recently, until when
-        self._stockouts: dict[Pool, list[float]] = {}  # when each pool refused, last day
+        self.cooldown = PoolCooldown()  # pools refused recently stay out of plans
+        self.approval = ApprovalState()  # the plan the fleet follows, and one waiting
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
         self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
-        self.approved: Plan | None = None  # the plan the fleet follows (approval modes)
-        self.pending: tuple[int, Plan] | None = None  # a stored plan waiting for approval
 
     def reconfigure(self, config: Config) -> None:
-        """Switch to a new (validated) config from the next tick on."""
+        """Switch to a new config (already checked, see `check_config`) from the next tick
+        on, for the policy too."""
         self.config = config
         self._rps.clear()
-        if hasattr(self.policy, "config"):  # policies that read the config (capsched's)
-            setattr(self.policy, "config", config)  # noqa: B010 - Policy does not declare it
+        self.policy.reconfigure(config)
 
     # -- observe ----------------------------------------------------------------------------
 
-    async def observe(self, now_s: float) -> tuple[Observation, list[str]]:
+    async def observe(self, now_s: float) -> tuple[Observation, list[TickError]]:
         """Read the cloud and the load, and bring the store's nodes in line with the cloud."""
-        errors: list[str] = []
+        errors: list[TickError] = []
         instances = await self.provider.list_instances()
         for notice in await self.provider.interruption_notices():
             self.notices[notice.node_id] = notice
@@ -141,7 +133,7 @@ class Reconciler:
                 raise TypeError(f"returned {type(sample).__name__}, not a DemandSample")
             demand = sample.cleaned()  # garbage readings become missing, never zero
         except Exception as exc:  # a broken load signal must not stop reconciliation
-            errors.append(f"metrics: {type(exc).__name__}: {exc}")
+            errors.append(TickError(ErrorKind.METRICS, f"metrics: {type(exc).__name__}: {exc}"))
             demand = DemandSample(now_s)
         errors.extend(self._merge(instances, now_s))
         expected = {(m.name, r.name) for m in self.config.models for r in self.config.regions}
@@ -152,48 +144,29 @@ class Reconciler:
             demand=demand,
             demand_complete=demand.complete(expected),
             nodes=tuple(self.store.live_nodes()),
-            offerings=tuple(self.obtainability.apply(self._cooled(offerings, now_s), now_s)),
+            offerings=tuple(self.obtainability.apply(self.cooldown.apply(offerings, now_s), now_s)),
             notices=tuple(self.notices.values()),
         )
         return obs, errors
-
-    def _cool(self, pool: Pool, now_s: float) -> None:
-        """Keep a pool that refused a launch out of plans: `guards.pool_cooldown_s`, doubled
-        for each earlier refusal within a day (up to 64x), so a pool that keeps running out
-        is not planned into again every cooldown."""
-        self._learn(pool, PoolEvent.REFUSED, now_s)
-        recent = [t for t in self._stockouts.get(pool, []) if t > now_s - 86400.0]
-        recent.append(now_s)
-        self._stockouts[pool] = recent
-        backoff = 2 ** min(len(recent) - 1, 6)
-        self.cooldown_until[pool] = now_s + self.config.guards.pool_cooldown_s * backoff
-        log.info(
-            "pool_cooldown pool=%s until_s=%.0f refusals_24h=%d",
-            pool.key,
-            self.cooldown_until[pool],
-            len(recent),
-        )
 
     def _learn(self, pool: Pool, event: PoolEvent, now_s: float) -> None:
         """Count `event` in the pool's obtainability estimate and persist the estimate."""
         self.obtainability.record(pool, event, now_s)
         self.store.save_obtainability(self.obtainability.current(now_s))
 
-    def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
-        cold = {pool for pool, until in self.cooldown_until.items() if until > now_s}
-        if not cold:
-            return offerings
-        return [dataclasses.replace(o, available=False) if o.pool in cold else o for o in offerings]
-
-    def _merge(self, instances: list[Instance], now_s: float) -> list[str]:
+    def _merge(self, instances: list[Instance], now_s: float) -> list[TickError]:
         """Apply what the cloud says to each node alone; a bad node never blocks the rest."""
-        errors: list[str] = []
+        errors: list[TickError] = []
         listed = {i.node_id: i for i in instances}
         for node in self.store.live_nodes():
             try:
                 self._merge_node(node, listed.get(node.node_id), now_s)
             except (IllegalTransition, KeyError) as exc:
-                errors.append(f"node {node.node_id}: {exc}")
+                errors.append(
+                    TickError(
+                        ErrorKind.NODE, f"node {node.node_id}: {exc}", node.node_id, node.pool
+                    )
+                )
                 log.warning("node_merge_failed node_id=%s error=%s", node.node_id, exc)
         known = {n.node_id for n in self.store.live_nodes()}
         ended = [
@@ -231,7 +204,14 @@ class Reconciler:
                 )
             else:
                 # We gave up on it (failed/gone) but it exists: terminate, never leak.
-                errors.append(f"node {node_id}: listed but {existing.state}; terminating")
+                errors.append(
+                    TickError(
+                        ErrorKind.NODE,
+                        f"node {node_id}: listed but {existing.state}; terminating",
+                        node_id,
+                        existing.pool,
+                    )
+                )
                 self._orphans.append(node_id)
         return errors
 
@@ -300,11 +280,51 @@ class Reconciler:
             self._rps[key] = node_rps(self.config, self.profiles, model, itype)
         return self._rps[key]
 
-    def decide(self, obs: Observation) -> tuple[Plan, tuple[Action, ...], tuple[Held, ...]]:
-        """The plan and the guarded actions toward it (ignores approval; see `tick`)."""
-        plan = self.policy.decide(obs)
-        actions, held = self.toward(obs, plan)
-        return plan, actions, held
+    def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
+        """The one decision step: the policy's plan, approval's verdict on it and the
+        guarded actions toward the plan the fleet follows. Changes no reconciler state
+        (`tick` applies the verdict; the one write is the store's node-id sequence, which
+        gives each launch its id); the policy's state changes once per tick, as
+        `revise` (a newer observation of the same tick, after a pool refused a launch)
+        replaces the tick's first decision. A revised plan acts at once: it replaces a
+        plan that needed no approval."""
+        plan = self.policy.revise(obs) if revise else self.policy.decide(obs)
+        if self.config.daemon.dry_run and not revise:
+            return self.planned_only(plan, Approval.DRY_RUN, ())
+        if revise:
+            verdict = Verdict(Approval.AUTO, plan, ask=False)
+        else:
+            needed = needs_approval(obs, plan, self.config.daemon, self._price)
+            verdict = self.approval.verdict(plan, needed)
+        if verdict.target is None:
+            actions: tuple[Action, ...] = ()
+            held: tuple[Held, ...] = (
+                Held(HoldKind.APPROVAL, 0, "waiting for a plan to be approved"),
+            )
+        else:
+            actions, held = self.toward(obs, verdict.target)
+        return Decision(
+            plan=plan,
+            planned_rps=dict(self.policy.planned_rps()),
+            quantiles={k: dict(v) for k, v in self.policy.forecast_quantiles().items()},
+            actions=actions,
+            held_back=held,
+            approval=verdict.approval,
+            target=verdict.target,
+            ask_approval=verdict.ask,
+        )
+
+    def planned_only(self, plan: Plan, approval: Approval, held: tuple[Held, ...]) -> Decision:
+        """A decision that plans and does not act (dry run, paused daemon)."""
+        return Decision(
+            plan=plan,
+            planned_rps=dict(self.policy.planned_rps()),
+            quantiles={k: dict(v) for k, v in self.policy.forecast_quantiles().items()},
+            actions=(),
+            held_back=held,
+            approval=approval,
+            target=None,
+        )
 
     def toward(self, obs: Observation, target: Plan) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
         """Guarded actions that move the observed fleet toward `target`."""
@@ -373,20 +393,6 @@ class Reconciler:
             planned_rps=sum(d.rps for d in plan.demand) if plan.demand else math.nan,
         )
 
-    def needs_approval(self, obs: Observation, plan: Plan) -> bool:
-        """Whether the configured approval mode holds `plan` for a person to approve."""
-        d = self.config.daemon
-        if d.approval_mode == "auto":
-            return False
-        if d.approval_mode == "manual":
-            return True
-        price_now = sum(self._price(n.pool) for n in obs.serving())
-        drains = sum(1 for n in propose(obs, plan).removals if n.state is NodeState.READY)
-        return (
-            abs(plan.usd_per_hour - price_now) > d.approval_cost_delta_usd_per_hour
-            or drains > d.approval_max_drains
-        )
-
     def _price(self, pool: Pool) -> float:
         if not self._prices:
             self._prices = prices_of(self.catalog.offerings)
@@ -394,29 +400,21 @@ class Reconciler:
 
     def approve(self, plan_id: int) -> bool:
         """Let the pending plan `plan_id` act (from the next tick on)."""
-        if self.pending is None or self.pending[0] != plan_id:
+        if not self.approval.approve(plan_id):
             return False
-        self.approved = self.pending[1]
-        self.pending = None
-        self.store.set_plan_approval(plan_id, "approved")
-        log.info("plan_approved plan_id=%d", plan_id)
+        self.store.set_plan_approval(plan_id, Approval.APPROVED)
         return True
 
     def reject(self, plan_id: int) -> bool:
         """Drop the pending plan `plan_id`; the fleet keeps following the approved one."""
-        if self.pending is None or self.pending[0] != plan_id:
+        if not self.approval.reject(plan_id):
             return False
-        self.pending = None
         self.store.set_plan_approval(plan_id, "rejected")
-        log.info("plan_rejected plan_id=%d", plan_id)
         return True
 
-    def _record_demand(self, obs: Observation) -> None:
+    def _record_demand(self, obs: Observation, decision: Decision) -> None:
         """Keep what the tick saw and planned per series (the TUI and reports read it)."""
-        planned: dict[tuple[str, str], float] = getattr(self.policy, "last_forecast", {})
-        quantiles: dict[tuple[str, str], dict[float, float]] = getattr(
-            self.policy, "last_quantiles", {}
-        )
+        planned, quantiles = decision.planned_rps, decision.quantiles
         nan = float("nan")
         rows = [
             (
@@ -425,7 +423,7 @@ class Reconciler:
                 obs.demand.rps.get((m.name, r.name), nan),
                 obs.demand.peak_rps.get((m.name, r.name), nan),
                 planned.get((m.name, r.name), nan),
-                quantiles.get((m.name, r.name), {}),
+                dict(quantiles.get((m.name, r.name), {})),
             )
             for m in self.config.models
             for r in self.config.regions
@@ -448,6 +446,29 @@ class Reconciler:
                     actions.append(Terminate(node.node_id, reason=why))
         return actions
 
+    async def _act(
+        self, actions: Sequence[Action], now_s: float, obs: Observation
+    ) -> tuple[list[ActionOutcome], list[Pool]]:
+        """Carry out `actions`; cool the pools that refused. Returns one outcome per
+        action, in order, and the pools that refused."""
+        result = await self.actuator.execute(actions, now_s)
+        for refused in result.exhausted_pools:
+            self.cooldown.refused(refused, now_s, self.config.guards.pool_cooldown_s)
+            self._learn(refused, PoolEvent.REFUSED, now_s)
+        pools = {n.node_id: n.pool for n in obs.nodes}
+        failed = {id(a): msg for a, msg in result.failed}
+        outcomes: list[ActionOutcome] = []
+        for a in actions:
+            msg = failed.get(id(a))
+            if msg is None:
+                outcomes.append(ActionOutcome(a, ok=True))
+                continue
+            pool = a.pool if isinstance(a, Launch) else pools.get(a.node_id)
+            text = f"{type(a).__name__} {a.node_id}: {msg}"
+            error = TickError(ErrorKind.ACTION, text, a.node_id, pool)
+            outcomes.append(ActionOutcome(a, ok=False, error=error))
+        return outcomes, result.exhausted_pools
+
     async def tick(self, now_s: float) -> TickReport:
         """Observe, decide, act once. Never raises for one node's or one action's failure."""
         self._orphans = []
@@ -456,61 +477,48 @@ class Reconciler:
         except ProviderError as exc:
             # Without the cloud's listing, acting could double-launch or misread the fleet.
             log.warning("tick_skipped now_s=%.0f reason=listing_failed error=%s", now_s, exc)
-            return TickReport(
-                now_s, None, (), (), (f"provider: {type(exc).__name__}: {exc}",), False
-            )
+            skipped = TickError(ErrorKind.PROVIDER, f"provider: {type(exc).__name__}: {exc}")
+            return TickReport(now_s, None, (), (), (skipped,), False)
 
-        plan = self.policy.decide(obs)
-        self._record_demand(obs)
-        if self.config.daemon.dry_run:
-            self.store.record_plan(plan, now_s, self.policy.name, (), approval="dry-run")
+        decision = self.decide(obs)
+        plan = decision.plan
+        self._record_demand(obs, decision)
+        if decision.approval is Approval.DRY_RUN:
+            self.store.record_plan(plan, now_s, self.policy.name, (), approval=decision.approval)
             log.info("tick now_s=%.0f dry_run=true usd_per_hour=%.2f", now_s, plan.usd_per_hour)
-            return TickReport(now_s, plan, (), (), tuple(errors), obs.demand_complete)
-        approval = "auto"
-        target: Plan | None = plan
-        if self.needs_approval(obs, plan):
-            if self.approved is not None and _same_targets(plan, self.approved):
-                target = self.approved
-                approval = "approved"
-            else:
-                if self.pending is None or not _same_targets(self.pending[1], plan):
-                    plan_id = self.store.record_plan(
-                        plan, now_s, self.policy.name, (), approval="pending"
-                    )
-                    self.pending = (plan_id, plan)
-                    log.info(
-                        "plan_pending plan_id=%d usd_per_hour=%.2f", plan_id, plan.usd_per_hour
-                    )
-                target = self.approved
-        else:
-            self.approved = plan
-        actions, held = self.toward(obs, target) if target is not None else ((), ())
-        if target is None:
-            held = (Held(HoldKind.APPROVAL, 0, "waiting for a plan to be approved"),)
+            return TickReport(
+                now_s, plan, (), (), tuple(errors), obs.demand_complete, decision=decision
+            )
+        if decision.approval is Approval.AUTO:
+            self.approval.follow(plan)
+        elif decision.ask_approval:
+            plan_id = self.store.record_plan(
+                plan, now_s, self.policy.name, (), approval=Approval.PENDING
+            )
+            self.approval.ask(plan_id, plan)
         orphans = tuple(Terminate(n, reason="listed after we gave up on it") for n in self._orphans)
-        todo = (*orphans, *actions, *(await self._finish_drains(now_s)))
-        result = await self.actuator.execute(todo, now_s)
-        for pool in result.exhausted_pools:
-            self._cool(pool, now_s)
-        errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result.failed)
-        if result.exhausted_pools and target is plan:
+        todo = (*orphans, *decision.actions, *(await self._finish_drains(now_s)))
+        outcomes, exhausted = await self._act(todo, now_s, obs)
+        held = decision.held_back
+        final = decision
+        if exhausted and decision.approval is Approval.AUTO:
             # Fall back to another pool now rather than a whole tick later.
             try:
                 obs2, _ = await self.observe(now_s)
             except ProviderError as exc:
                 # The pools are cooled down already: the next tick falls back instead.
-                errors.append(f"provider: {type(exc).__name__}: {exc} (fallback deferred)")
+                text = f"provider: {type(exc).__name__}: {exc} (fallback deferred)"
+                errors.append(TickError(ErrorKind.PROVIDER, text))
             else:
-                plan, retry, more_held = self.decide(obs2)
-                self.approved = plan
-                result2 = await self.actuator.execute(retry, now_s)
-                for pool in result2.exhausted_pools:
-                    self._cool(pool, now_s)
-                errors.extend(f"{type(a).__name__} {a.node_id}: {msg}" for a, msg in result2.failed)
-                todo, held = (*todo, *retry), (*held, *more_held)
-
-        if approval != "pending" and (self.pending is None or self.pending[1] is not plan):
-            self.store.record_plan(plan, now_s, self.policy.name, held, approval=approval)
+                final = self.decide(obs2, revise=True)
+                self.approval.follow(final.plan)
+                more, _ = await self._act(final.actions, now_s, obs2)
+                outcomes.extend(more)
+                todo, held = (*todo, *final.actions), (*held, *final.held_back)
+        errors.extend(o.error for o in outcomes if o.error is not None)
+        plan = final.plan
+        if decision.approval is not Approval.PENDING:
+            self.store.record_plan(plan, now_s, self.policy.name, held, approval=decision.approval)
         fleet = self._summary(obs, plan)
         event(
             log,
@@ -541,5 +549,13 @@ class Reconciler:
                 reason=h.text,
             )
         return TickReport(
-            now_s, plan, tuple(todo), tuple(held), tuple(errors), obs.demand_complete, fleet
+            now_s,
+            plan,
+            tuple(todo),
+            tuple(held),
+            tuple(errors),
+            obs.demand_complete,
+            fleet,
+            outcomes=tuple(outcomes),
+            decision=final,
         )

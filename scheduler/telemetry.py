@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.metrics import DemandSample, MetricsSource
-from scheduler.actions import Action, Drain, Launch, Terminate
+from scheduler.actions import Drain, Launch, Terminate
 from scheduler.domain import (
     LAUNCH_LIMITS,
     HoldKind,
@@ -36,11 +36,11 @@ from scheduler.domain import (
     Pool,
     prices_of,
 )
-from scheduler.forecast import QuantileForecast, demand_key
 from scheduler.guards import launch_limits
 from scheduler.obtainability import Obtainability
 
 if TYPE_CHECKING:
+    from scheduler.decision import Decision
     from scheduler.reconciler import Reconciler, TickReport
 
 # Solver and tick durations: the solver's budget is seconds, a tick's up to the timeout.
@@ -60,16 +60,6 @@ _BILLED = frozenset(
         NodeState.INTERRUPTED,
     }
 )
-
-
-def error_source(line: str) -> str:
-    """The `source` label value of one tick error line (formats from scheduler.reconciler)."""
-    head = line.split(":", 1)[0].split(" ", 1)[0]
-    if head in ("metrics", "provider", "node"):
-        return head
-    if head in ("Launch", "Drain", "Terminate"):
-        return "action"
-    return "other"
 
 
 class _DemandTap:
@@ -95,6 +85,7 @@ class Telemetry:
         # can build several without "Duplicated timeseries" errors.
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.last_demand: DemandSample | None = None  # filled by `tap` when used
+        self.last_decision: Decision | None = None  # the last tick's that decided
         self._preemption_cursor: int | None = None  # last node_events id counted
         r = self.registry
 
@@ -328,8 +319,10 @@ class Telemetry:
         for node in nodes:
             if node.state is NodeState.READY:
                 capacity[node.model] += reconciler.capacity_of(node.model, node.pool)
-        policy = reconciler.policy
-        planned: Mapping[tuple[str, str], float] = getattr(policy, "last_forecast", {})
+        if report.decision is not None:  # a skipped tick keeps the last decision's numbers
+            self.last_decision = report.decision
+        decision = self.last_decision
+        planned = decision.planned_rps if decision is not None else {}
         self.configure(
             tick_interval_s=reconciler.config.scheduler.tick_interval_s,
             budget_usd_per_hour=reconciler.config.planning.budget_usd_per_hour,
@@ -341,12 +334,12 @@ class Telemetry:
             planned=planned,
             capacity_rps_by_model=capacity,
             duration_s=duration_s,
-            forecast=forecast_of(reconciler, report.now_s),
+            forecast=decision.quantiles if decision is not None else None,
             usd_per_hour_by_pool=prices_of(reconciler.catalog.offerings),
             preempted=self._new_preemptions(reconciler, report.now_s),
             dry_run=reconciler.config.daemon.dry_run,
         )
-        self.pending_approval.set(1 if reconciler.pending is not None else 0)
+        self.pending_approval.set(1 if reconciler.approval.pending is not None else 0)
         self.record_obtainability(reconciler.obtainability, report.now_s)
 
     def record_obtainability(self, estimate: Obtainability, now_s: float) -> None:
@@ -364,27 +357,29 @@ class Telemetry:
         planned: Mapping[tuple[str, str], float],
         capacity_rps_by_model: Mapping[str, float],
         duration_s: float,
-        forecast: Mapping[tuple[str, str], QuantileForecast] | None = None,
+        forecast: Mapping[tuple[str, str], Mapping[float, float]] | None = None,
         usd_per_hour_by_pool: Mapping[Pool, float] | None = None,
         preempted: Iterable[Node] = (),
         dry_run: bool = False,
     ) -> None:
         """Everything about one completed tick, every input given. `nodes` are the live
         nodes after the tick; `preempted` the nodes reclaimed since the last call;
-        `planned` and `forecast` are keyed by (model, region)."""
+        `planned` and `forecast` (peak rps per quantile) are keyed by (model, region)."""
         self.tick_duration.observe(duration_s)
         plan = report.plan
         outcome = "skipped" if plan is None else "dry_run" if dry_run else "ok"
         self.ticks.labels(outcome).inc()
-        for line in report.errors:
-            self.tick_errors.labels(error_source(line)).inc()
+        for error in report.errors:
+            self.tick_errors.labels(error.kind.value).inc()
         for held in report.held_back:
             self.guard_holds.labels(held.kind.value).inc()
         if report.plan is not None:  # a skipped tick says nothing about the limits
             limits = launch_limits(report.held_back)
             for kind in LAUNCH_LIMITS:
                 self.launches_held.labels(kind.value).set(1 if kind in limits else 0)
-        self._record_actions(report.actions, report.errors)
+        for done in report.outcomes:
+            result = "ok" if done.ok else "failed"
+            self.actions.labels(_KIND[type(done.action)], result).inc()
         self._record_nodes(nodes, usd_per_hour_by_pool)
         for node in preempted:
             self.preemptions.labels(node.model, node.pool.key, node.pool.market.value).inc()
@@ -425,17 +420,6 @@ class Telemetry:
         self._preemption_cursor = store.last_event_id()
         return out
 
-    def _record_actions(self, actions: Sequence[Action], errors: Sequence[str]) -> None:
-        # The reconciler reports a failed action as "<Kind> <node_id>: <error>"; match on
-        # that prefix (TickReport carries no per-action result).
-        failed = TallyCounter(line.split(":", 1)[0] for line in errors)
-        for action in actions:
-            key = f"{type(action).__name__} {action.node_id}"
-            ok = failed[key] == 0
-            if not ok:
-                failed[key] -= 1
-            self.actions.labels(_KIND[type(action)], "ok" if ok else "failed").inc()
-
     def _record_nodes(
         self, nodes: Sequence[Node], usd_per_hour_by_pool: Mapping[Pool, float] | None
     ) -> None:
@@ -456,15 +440,15 @@ class Telemetry:
         self,
         demand: DemandSample | None,
         planned: Mapping[tuple[str, str], float],
-        forecast: Mapping[tuple[str, str], QuantileForecast] | None,
+        forecast: Mapping[tuple[str, str], Mapping[float, float]] | None,
         capacity_rps_by_model: Mapping[str, float],
     ) -> None:
         for (model, region), rps in planned.items():
             self.planned_demand.labels(model, region).set(rps)
         if forecast:
-            for (model, region), f in forecast.items():
-                for q in f.quantiles:
-                    self.forecast_peak.labels(model, region, f"{q:g}").set(f.peak_rps(q))
+            for (model, region), peaks in forecast.items():
+                for q, rps in peaks.items():
+                    self.forecast_peak.labels(model, region, f"{q:g}").set(rps)
         for model, rps in capacity_rps_by_model.items():
             self.capacity.labels(model).set(rps)
         if demand is None:
@@ -483,18 +467,3 @@ class Telemetry:
             by_model[model] += rps if good else math.nan
         for model, capacity in capacity_rps_by_model.items():
             self.headroom.labels(model).set(capacity - by_model.get(model, 0.0))
-
-
-def forecast_of(reconciler: Reconciler, now_s: float) -> dict[tuple[str, str], QuantileForecast]:
-    """The policy's forecast per (model, region), if the policy has a forecaster."""
-    forecaster = getattr(reconciler.policy, "forecaster", None)
-    if forecaster is None:
-        return {}
-    raw = forecaster.predict(now_s)
-    out: dict[tuple[str, str], QuantileForecast] = {}
-    for m in reconciler.config.models:
-        for r in reconciler.config.regions:
-            f = raw.get(demand_key(m.name, r.name))
-            if f is not None:
-                out[m.name, r.name] = f
-    return out

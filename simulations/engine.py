@@ -546,8 +546,8 @@ async def replay(
             drainer.began = {k: v for k, v in drainer.began.items() if k in draining}
         else:
             draining = set()
-        planned = getattr(policy, "last_forecast", None)
-        if isinstance(planned, dict) and planned:
+        planned = report.decision.planned_rps if report.decision is not None else {}
+        if planned:
             last_forecast = float(sum(planned.values()))
             last_planned = np.array([planned.get(k, math.nan) for k in info.keys], dtype=float)
 
@@ -653,7 +653,7 @@ async def replay(
         wall_s=time.perf_counter() - started,
         state_db=str(state_db),
         early_s=early_s,
-        bound_usd=_bound_of(policy),
+        bound_usd=policy.lower_bound(),
         launch_holds_s={k: v for k, v in launch_holds.items() if v},
         series=tuple(info.keys),
         series_demand_rps=s_demand,
@@ -708,15 +708,6 @@ def _held_before_start(trace: SpotTrace, hold_s: float) -> SpotTrace:
     return _HeldSpotTrace(
         trace.source, trace.gap_s, trace.counts, trace.offset_s, trace.loop, hold_s=hold_s
     )
-
-
-def _bound_of(policy: object) -> tuple[float, str] | None:
-    """The lower bound on cost a policy reports about itself (the oracle), if any."""
-    usd = getattr(policy, "lower_bound_cost_usd", None)
-    kind = getattr(policy, "bound_kind", None)
-    if isinstance(usd, int | float) and isinstance(kind, str):
-        return float(usd), kind
-    return None
 
 
 def run_policy(

@@ -11,7 +11,7 @@ from adapters.sim import SpotTrace
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Placement, Plan, PlanStatus, Pool
-from scheduler.observation import Observation, Policy
+from scheduler.observation import Observation, Policy, PolicyBase
 from scheduler.profiles import load_profiles
 from simulations import policies
 from simulations.engine import World
@@ -35,7 +35,7 @@ def small_config(**scheduler: object) -> Config:
     )
 
 
-class Fixed:
+class Fixed(PolicyBase):
     """A policy that always wants the same fleet."""
 
     name = "fixed"

@@ -26,7 +26,7 @@ from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import NodeState, Plan
 from scheduler.factory import build_scheduler
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from scheduler.policy import CapschedPolicy
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore
@@ -117,7 +117,7 @@ class Metrics:
         return DemandSample(now_s, {(MODEL, REGION): self.rps})
 
 
-class Hold:
+class Hold(PolicyBase):
     """The real policy, then (frozen) its last plan: convergence needs one target."""
 
     name = "capsched"
@@ -128,6 +128,9 @@ class Hold:
 
     def decide(self, obs: Observation) -> Plan:
         return self.frozen if self.frozen is not None else self.policy.decide(obs)
+
+    def revise(self, obs: Observation) -> Plan:
+        return self.frozen if self.frozen is not None else self.policy.revise(obs)
 
 
 @pytest.mark.parametrize("which", ["aws-moto", "gcp-fake"])

@@ -20,6 +20,7 @@ from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.domain import NodeState
 from scheduler.factory import build_scheduler
+from scheduler.policy import CapschedPolicy
 from scheduler.store import StateStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,3 +351,52 @@ async def test_notices_between_ticks_wake_the_loop_and_replace_at_once(tmp_path:
     assert report is not None
     assert daemon.store.node(spot[0].node_id).state is NodeState.INTERRUPTED  # type: ignore[union-attr]
     assert any(type(a).__name__ == "Launch" for a in report.actions)
+
+
+async def test_reload_refuses_what_start_refuses(tmp_path: Path) -> None:
+    # Start runs check_config (names the catalog must know); a reload skipped it, so a
+    # region the catalog does not know was taken and every later tick failed on it.
+    daemon, _, path, _ = make(tmp_path)
+    before = daemon.config
+    path.write_text(path.read_text().replace('location = "us-east-1"', 'location = "mars-1"'))
+    problems = await daemon.reload()
+    assert problems == [f"{path}: regions[0].location: 'mars-1' is not a catalog region"]
+    assert daemon.config is before and daemon.reconciler.config is before
+    assert daemon.stats.reload_failures == 1 and daemon.stats.config_generation == 1
+    report = await daemon.tick_once()
+    assert report is not None and report.plan is not None  # still planning on the old config
+
+
+async def test_reload_rebuilds_the_forecaster_only_when_the_forecast_changed(
+    tmp_path: Path,
+) -> None:
+    daemon, _, path, _ = make(tmp_path)
+    policy = daemon.reconciler.policy
+    assert isinstance(policy, CapschedPolicy)
+    await daemon.tick_once()
+    learnt = policy.forecaster
+    path.write_text(path.read_text().replace("min_node_age_s = 0", "min_node_age_s = 60"))
+    assert await daemon.reload() == []
+    assert policy.forecaster is learnt  # an unrelated change keeps what it learnt
+    assert policy.config.guards.min_node_age_s == 60
+    path.write_text(path.read_text() + "\n[forecast]\nhorizon_min = 60\n")
+    assert await daemon.reload() == []
+    assert policy.forecaster is not learnt
+    assert policy.forecaster.config.horizon_min == 60  # was: the old 30-minute forecaster
+    report = await daemon.tick_once()
+    assert report is not None and report.decision is not None
+    assert report.decision.planned_rps  # the new forecaster plans from the next tick on
+
+
+async def test_status_lists_the_last_ticks_errors_as_typed_items(tmp_path: Path) -> None:
+    daemon, _, _, _ = make(tmp_path)
+
+    async def broken(now_s: float) -> DemandSample:
+        raise TimeoutError("scrape took too long")
+
+    daemon.reconciler.metrics.demand = broken  # type: ignore[method-assign]
+    report = await daemon.tick_once()
+    assert report is not None
+    [error] = daemon.status()["errors"]
+    assert error["kind"] == "metrics" and error["node_id"] == "" and error["pool"] is None
+    assert "scrape took too long" in error["text"]

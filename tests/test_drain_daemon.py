@@ -25,9 +25,10 @@ from adapters.sim import SimCloud
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
+from scheduler.decision import ErrorKind
 from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
 from scheduler.factory import build_scheduler
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from scheduler.reconciler import Reconciler
 from scheduler.service import (
     ConfiguredDrainer,
@@ -72,7 +73,7 @@ enabled = false
 """
 
 
-class Wants:
+class Wants(PolicyBase):
     """A policy that wants `count` nodes in one pool; the test changes `count`."""
 
     name = "wants"
@@ -306,8 +307,9 @@ async def test_a_router_that_refuses_the_hook_still_lets_the_node_drain(
     [node_id] = [n.node_id for n in h.store.live_nodes() if n.state is NodeState.DRAINING]
     assert len(fleet.hooks) == 1  # hook_retries = 0
     [error] = errors
-    assert error.startswith(f"Drain {node_id}: DrainHookError") and "HTTP 503" in error
-    assert SECRET not in error
+    assert error.kind is ErrorKind.ACTION and error.node_id == node_id
+    assert error.text.startswith(f"Drain {node_id}: DrainHookError") and "HTTP 503" in error.text
+    assert SECRET not in error.text
     # The drain's journal entry is closed as failed, not left pending until a restart.
     assert h.store.journal("pending") == []
     [failed] = [e for e in h.store.journal("failed") if e.kind == "drain"]

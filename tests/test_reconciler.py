@@ -17,8 +17,10 @@ from adapters.sim import SimCloud, SpotTrace
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
+from scheduler.decision import Approval, ErrorKind
 from scheduler.domain import HoldKind, Market, NodeState
 from scheduler.factory import build_scheduler
+from scheduler.policy import CapschedPolicy
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
 
@@ -132,20 +134,23 @@ async def test_capacity_error_falls_back_to_another_pool_in_the_same_tick(tmp_pa
     report = await w.tick(0)
     failed = [n for n in w.store.db.table("nodes").rows if n["state"] == "failed"]
     assert len(failed) == 1
-    assert any("InsufficientCapacity" in e for e in report.errors)
+    assert any("InsufficientCapacity" in e.text for e in report.errors)
     # the failed pool is cooled down and the fleet still got its capacity this tick
-    assert w.rec.cooldown_until
+    assert w.rec.cooldown.until
     assert len(w.store.live_nodes()) >= 1
     # A pool that keeps running out is kept out longer each time (within a day).
-    [pool] = w.rec.cooldown_until
+    [pool] = w.rec.cooldown.until
     base = w.config.guards.pool_cooldown_s
-    assert w.rec.cooldown_until[pool] == w.now + base
-    w.rec._cool(pool, w.now + base)
-    assert w.rec.cooldown_until[pool] == w.now + base + 2 * base
-    w.rec._cool(pool, w.now + 3 * base)
-    assert w.rec.cooldown_until[pool] == w.now + 3 * base + 4 * base
-    w.rec._cool(pool, w.now + 2 * 86400.0)  # a day later the count starts over
-    assert w.rec.cooldown_until[pool] == w.now + 2 * 86400.0 + base
+    assert w.rec.cooldown.until[pool] == w.now + base
+    w.rec.cooldown.refused(pool, base_s=base, now_s=w.now + base)
+    assert w.rec.cooldown.until[pool] == w.now + base + 2 * base
+    w.rec.cooldown.refused(pool, base_s=base, now_s=w.now + 3 * base)
+    assert w.rec.cooldown.until[pool] == w.now + 3 * base + 4 * base
+    # A day later the count starts over.
+    w.rec.cooldown.refused(
+        pool, base_s=base, now_s=w.now + 2 * 86400.0
+    )  # a day later the count starts over
+    assert w.rec.cooldown.until[pool] == w.now + 2 * 86400.0 + base
 
 
 async def test_interruption_notice_launches_a_replacement_at_once(tmp_path: Path) -> None:
@@ -249,8 +254,8 @@ async def test_manual_mode_waits_for_approval(tmp_path: Path) -> None:
     report = await w.tick(0)
     assert report.actions == () and report.held_back[0].kind is HoldKind.APPROVAL
     assert "approved" in report.held_back[0].text
-    assert w.rec.pending is not None
-    pending_id = w.rec.pending[0]
+    assert w.rec.approval.pending is not None
+    pending_id = w.rec.approval.pending[0]
     assert w.store.plans(1)[0]["approval"] == "pending"
     report = await w.tick(300)  # still waiting: same plan, not stored twice
     assert report.actions == ()
@@ -265,8 +270,8 @@ async def test_rejected_plan_never_acts(tmp_path: Path) -> None:
     w = World(tmp_path)
     with_daemon(w, approval_mode="manual")
     await w.tick(0)
-    assert w.rec.pending is not None
-    assert w.rec.reject(w.rec.pending[0])
+    assert w.rec.approval.pending is not None
+    assert w.rec.reject(w.rec.approval.pending[0])
     assert not w.rec.approve(12345)
     w.metrics.rps = 20.0
     report = await w.tick(300)
@@ -282,7 +287,7 @@ async def test_threshold_mode_lets_small_changes_through(tmp_path: Path) -> None
     w.metrics.rps = 80.0
     report = await w.tick(300)
     assert not any(isinstance(a, Launch) for a in report.actions)
-    assert w.rec.pending is not None
+    assert w.rec.approval.pending is not None
 
 
 async def test_dry_run_plans_but_never_acts(tmp_path: Path) -> None:
@@ -407,3 +412,45 @@ async def test_a_fall_in_load_scales_down_only_once_it_has_lasted_the_delay(
         sizes.append(sum(pl.count for pl in report.plan.placements))
     assert sizes[:3] == [before] * 3  # 900 s of the old peak still in the window
     assert sizes[-1] < before
+
+
+async def test_a_stock_out_fallback_changes_the_policy_state_once(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    policy = w.rec.policy
+    assert isinstance(policy, CapschedPolicy)
+    w.cloud.inject_error("launch", InsufficientCapacity("stock-out"))
+    report = await w.tick(0)
+    [failed] = [o for o in report.outcomes if not o.ok]
+    assert isinstance(failed.action, Launch) and failed.error is not None
+    assert failed.error.kind is ErrorKind.ACTION and failed.error.pool == failed.action.pool
+    # The fallback launched elsewhere in the same tick, and the report's decision is it.
+    assert any(o.ok and isinstance(o.action, Launch) for o in report.outcomes)
+    assert report.decision is not None and report.plan is report.decision.plan
+    # One tick, one entry in the policy's scale-down window: the fallback decided a second
+    # time on top of the first and added another.
+    assert [t for t, _ in policy._recent] == [w.now]
+
+
+async def test_decide_changes_no_reconciler_state(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    with_daemon(w, approval_mode="manual")
+    obs, _ = await w.rec.observe(300.0)
+    decision = w.rec.decide(obs)
+    assert decision.approval is Approval.PENDING and decision.ask_approval
+    assert decision.held_back[0].kind is HoldKind.APPROVAL and decision.actions == ()
+    assert w.rec.approval.pending is None and w.store.plans() == []  # tick applies it
+
+
+async def test_a_plan_waiting_for_approval_is_not_stored_as_auto(tmp_path: Path) -> None:
+    # While a plan waits, each tick stored the same targets again marked "auto": the
+    # API and the TUI showed a plan that was not acting as the one in force.
+    w = World(tmp_path)
+    with_daemon(w, approval_mode="manual")
+    first = await w.tick(0)
+    w.metrics.rps *= 1.1  # checked again: the same targets still serve it
+    again = await w.tick(300)
+    assert again.plan is not first.plan and again.plan is not None and first.plan is not None
+    assert {p.pool: p.count for p in again.plan.placements} == {
+        p.pool: p.count for p in first.plan.placements
+    }
+    assert [p["approval"] for p in w.store.plans()] == ["pending"]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from adapters.sim import SpotTrace
 from scheduler.catalog import load_catalog
 from scheduler.domain import Market, Placement, Plan, PlanStatus
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.registry import foresight_of
@@ -30,7 +30,7 @@ from sim_helpers import MODEL, OD_POOL, registered, small_config, world
 BASELINES = ("static-peak", "reactive", "spothedge", "oracle")
 
 
-class Observing:
+class Observing(PolicyBase):
     """Holds enough on-demand nodes for the load it observes now, nothing more."""
 
     name = "observing"

@@ -23,6 +23,7 @@ from scheduler.catalog import load_catalog
 from scheduler.cli import main as cli_main
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
+from scheduler.decision import TickError
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
 from scheduler.factory import build_scheduler
 from scheduler.state_lock import StateLock, StateLockHeld, lock_path_for
@@ -216,7 +217,7 @@ async def test_an_emptied_database_next_to_a_live_fleet_adopts_and_keeps_launchi
         sleep=no_sleep,
     )  # fmt: skip
     metrics.rps = 60.0  # more demand: the fleet has to grow
-    errors: list[str] = []
+    errors: list[TickError] = []
     launched: list[str] = []
     for now in (600.0, 900.0, 1200.0):
         cloud.advance_to(now)

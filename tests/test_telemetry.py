@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from fakes import no_sleep
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from adapters.metrics import DemandSample
@@ -16,6 +18,7 @@ from adapters.sim import SimCloud
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
+from scheduler.decision import ActionOutcome, ErrorKind, TickError
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -32,7 +35,7 @@ from scheduler.factory import build_scheduler
 from scheduler.guards import Held
 from scheduler.reconciler import TickReport
 from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry, error_source
+from scheduler.telemetry import Telemetry
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
 SPOT = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
@@ -65,6 +68,8 @@ def report(**kw: object) -> TickReport:
         "demand_complete": True,
     }
     base.update(kw)
+    if "outcomes" not in kw:  # every action succeeded unless the test says otherwise
+        base["outcomes"] = tuple(ActionOutcome(a, ok=True) for a in base["actions"])  # type: ignore[attr-defined]
     return TickReport(**base)  # type: ignore[arg-type]
 
 
@@ -131,8 +136,13 @@ def test_actions_by_kind_and_result() -> None:
         Drain("cs-3", "less"),
         Terminate("cs-4", "drained"),
     )
-    errors = ("Launch cs-2: InsufficientCapacity: none left", "metrics: TimeoutError: slow")
-    record(t, report(actions=actions, errors=errors))
+    failed = TickError(ErrorKind.ACTION, "Launch cs-2: InsufficientCapacity: none left", "cs-2")
+    errors = (failed, TickError(ErrorKind.METRICS, "metrics: TimeoutError: slow"))
+    outcomes = tuple(
+        ActionOutcome(a, ok=False, error=failed) if a.node_id == "cs-2" else ActionOutcome(a, True)
+        for a in actions
+    )
+    record(t, report(actions=actions, errors=errors, outcomes=outcomes))
     assert value(t, "capsched_actions_total", kind="launch", result="ok") == 1
     assert value(t, "capsched_actions_total", kind="launch", result="failed") == 1
     assert value(t, "capsched_actions_total", kind="drain", result="ok") == 1
@@ -167,18 +177,28 @@ def test_launches_held_gauge_follows_the_latest_tick() -> None:
     assert value(t, "capsched_launches_held", limit="quota") == 1
 
 
-@pytest.mark.parametrize(
-    ("line", "source"),
-    [
-        ("metrics: ValueError: nan", "metrics"),
-        ("provider: Transient: throttled", "provider"),
-        ("node cs-00000001: illegal transition", "node"),
-        ("Terminate cs-00000001: NotFound: gone", "action"),
-        ("weird", "other"),
-    ],
-)
-def test_error_sources(line: str, source: str) -> None:
-    assert error_source(line) == source
+@given(kind=st.sampled_from(list(ErrorKind)), text=st.text(max_size=60))
+def test_error_source_label_is_the_typed_kind_whatever_the_text(kind: ErrorKind, text: str) -> None:
+    # Rewording a message (or one that reads like another kind) never moves the label:
+    # before, the label was parsed from the text's first word, and "weird" became "other".
+    t = Telemetry()
+    record(t, report(errors=(TickError(kind, text, "cs-00000001"),)))
+    assert value(t, "capsched_tick_errors_total", source=kind.value) == 1
+    others = [k for k in ErrorKind if k is not kind]
+    assert all(value(t, "capsched_tick_errors_total", source=k.value) in (None, 0) for k in others)
+
+
+@given(text=st.text(max_size=60))
+def test_a_failed_action_counts_as_failed_whatever_its_message(text: str) -> None:
+    # Before, a failed action was matched to its error by a "<Kind> <node_id>:" prefix of
+    # the error line: any other wording counted the failure as a success.
+    t = Telemetry()
+    launch = Launch("cs-00000007", MODEL, SPOT, "more")
+    error = TickError(ErrorKind.ACTION, text, launch.node_id, SPOT)
+    outcome = ActionOutcome(launch, ok=False, error=error)
+    record(t, report(actions=(launch,), errors=(error,), outcomes=(outcome,)))
+    assert value(t, "capsched_actions_total", kind="launch", result="failed") == 1
+    assert value(t, "capsched_actions_total", kind="launch", result="ok") == 0
 
 
 def test_missing_demand_is_nan_never_zero() -> None:
@@ -198,7 +218,14 @@ def test_missing_demand_is_nan_never_zero() -> None:
 def test_skipped_tick_keeps_the_last_success_time() -> None:
     t = Telemetry()
     record(t, report(now_s=100.0))
-    record(t, report(now_s=400.0, plan=None, errors=("provider: Transient: down",)))
+    record(
+        t,
+        report(
+            now_s=400.0,
+            plan=None,
+            errors=(TickError(ErrorKind.PROVIDER, "provider: Transient: down"),),
+        ),
+    )
     assert value(t, "capsched_last_successful_tick_timestamp_seconds") == 100.0
     assert value(t, "capsched_ticks_total", outcome="skipped") == 1
     assert value(t, "capsched_tick_errors_total", source="provider") == 1

@@ -94,7 +94,7 @@ from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool, prices_of
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from scheduler.planner import resolve_location
 from simulations.baselines.common import (
     Foresight,
@@ -141,7 +141,7 @@ class _Result:
     x: dict[tuple[str, Pool], list[float]]  # nodes per (model, pool) per block
 
 
-class Oracle:
+class Oracle(PolicyBase):
     """Offline optimum over the whole horizon (see the module docstring)."""
 
     name = "oracle"
@@ -665,6 +665,10 @@ class Oracle:
         if fs.steps == 0:
             return {}
         return self._targets.at(fs.step_at(now_s))
+
+    def lower_bound(self) -> tuple[float, str] | None:
+        """The lower bound on any policy's cost over the replay, and its kind."""
+        return float(self.lower_bound_cost_usd), self.bound_kind
 
     def decide(self, obs: Observation) -> Plan:
         """The precomputed target for this moment."""

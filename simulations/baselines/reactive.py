@@ -55,7 +55,7 @@ from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Foresight,
     Hysteresis,
@@ -89,7 +89,7 @@ class _ServiceState:
     hysteresis: Hysteresis  # the target with its up/down delays
 
 
-class Reactive:
+class Reactive(PolicyBase):
     """Ray Serve's autoscaling policy on observed load, on-demand only."""
 
     name = "reactive"

@@ -80,7 +80,7 @@ from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Foresight,
     Hysteresis,
@@ -165,7 +165,7 @@ class _ServiceState:
     unavailable: set[Pool] = field(default_factory=set)  # pools unavailable at the last tick
 
 
-class SpotHedge:
+class SpotHedge(PolicyBase):
     """SkyServe's SpotHedge policy (see the module docstring)."""
 
     name = "spothedge"

@@ -27,7 +27,7 @@ from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import Observation
+from scheduler.observation import Observation, PolicyBase
 from simulations.baselines.common import (
     Foresight,
     OfferingIndex,
@@ -39,7 +39,7 @@ from simulations.baselines.common import (
 )
 
 
-class StaticPeak:
+class StaticPeak(PolicyBase):
     """On-demand only, sized once for the trace's peak (see the module docstring)."""
 
     name = "static-peak"
