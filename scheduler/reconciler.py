@@ -161,6 +161,11 @@ class Reconciler:
             len(recent),
         )
 
+    def cool(self, pool: Pool, now_s: float) -> None:
+        """Keep `pool` out of plans after it refused a launch made outside a tick (the
+        fast loop, scheduler.fast_loop): the same cooldown a tick's refusal gets."""
+        self._cool(pool, now_s)
+
     def _cooled(self, offerings: list[Offering], now_s: float) -> list[Offering]:
         cold = {pool for pool, until in self.cooldown_until.items() if until > now_s}
         if not cold:
