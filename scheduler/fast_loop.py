@@ -4,12 +4,14 @@ A plan tick looks every `scheduler.tick_interval_s` (300 s) and a node takes a b
 time (600 s) to serve, so a burst that starts just after a tick waits up to 15
 minutes for capacity. Every `scheduler.fast_interval_s` (30 s; 0 turns it off) the
 fast check compares, per model, the observed short-window rate of each source region
-(the larger of the source's rate and its short-window peak; missing or non-finite
-readings are skipped, never read as zero) with the capacity of the model's
-requested, booting and ready nodes within that region's latency reach, at the
-planning utilisation. Regions share the capacity they both reach, so the check is
-per set of regions: a set's demand must fit in what its regions reach together
-(Hall's condition; exact for the few source regions a config has, see `_worst`).
+(the larger of the source's rate and its short-window peak, and, where the source
+reports the model servers' queue, the rate plus that backlog cleared within one fast
+interval; missing or non-finite readings are skipped, never read as zero) with the
+capacity of the model's requested, booting and ready nodes within that region's
+latency reach, at the planning utilisation. Regions share the capacity they both
+reach, so the check is per set of regions: a set's demand must fit in what its
+regions reach together (Hall's condition; exact for the few source regions a config
+has, see `_worst`).
 
 When a set is short it launches, one node at a time, into the cheapest pool (USD per
 planned rps) of the current plan for that model within reach and available, else the
@@ -90,17 +92,19 @@ class FastReport:
     failed: tuple[tuple[Launch, str], ...]  # launches refused, with the error
 
 
-def observed_rates(sample: DemandSample) -> dict[tuple[str, str], float]:
+def observed_rates(sample: DemandSample, drain_s: float) -> dict[tuple[str, str], float]:
     """Per (model, region), the larger of the rate and the short-window peak, where at
-    least one is a finite number >= 0. Missing or garbage readings are left out."""
+    least one is a finite number >= 0; where the source reports the servers' queue, at
+    least the rate plus that backlog cleared within `drain_s`. Missing or garbage
+    readings are left out (a queue alone, without a rate, is no reading)."""
     clean = sample.cleaned()
     out: dict[tuple[str, str], float] = {}
     for key in set(clean.rps) | set(clean.peak_rps):
-        good = [
-            v
-            for v in (clean.rps.get(key, math.nan), clean.peak_rps.get(key, math.nan))
-            if math.isfinite(v) and v >= 0
-        ]
+        rate = clean.rps.get(key, math.nan)
+        good = [v for v in (rate, clean.peak_rps.get(key, math.nan)) if math.isfinite(v) and v >= 0]
+        queued = clean.waiting.get(key, math.nan)
+        if good and math.isfinite(rate) and rate >= 0 and math.isfinite(queued) and queued > 0:
+            good.append(rate + queued / max(drain_s, 1.0))
         if good:
             out[key] = max(good)
     return out
@@ -419,7 +423,7 @@ class FastLoop:
             return empty
         if not isinstance(sample, DemandSample):
             return empty
-        rates = observed_rates(sample)
+        rates = observed_rates(sample, rec.config.scheduler.fast_interval_s)
         noticed = set(rec.notices)
         known = tuple(
             n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed

@@ -158,13 +158,18 @@ def test_missing_or_garbage_readings_are_never_load() -> None:
         (MODEL, "d"): None,
     }
     sample = DemandSample(0.0, garbage, {(MODEL, "a"): math.nan})  # type: ignore[arg-type]
-    assert observed_rates(sample) == {}
+    assert observed_rates(sample, 30.0) == {}
     # The larger of the rate and the short-window peak.
     both = DemandSample(0.0, {(MODEL, REGION): 2.0}, {(MODEL, REGION): 9.0})
-    assert observed_rates(both) == {(MODEL, REGION): 9.0}
+    assert observed_rates(both, 30.0) == {(MODEL, REGION): 9.0}
+    # A standing queue is load: 2 rps arriving and 300 waiting, cleared within 30 s.
+    queued = DemandSample(0.0, {(MODEL, REGION): 2.0}, {}, {(MODEL, REGION): 300.0})
+    assert observed_rates(queued, 30.0) == {(MODEL, REGION): 12.0}
+    nan_rate = DemandSample(0.0, {(MODEL, REGION): math.nan}, {}, {(MODEL, REGION): 300.0})
+    assert observed_rates(nan_rate, 30.0) == {}
     config = small_config()
     reach = region_reach(config, CATALOG)
-    nothing = FastInputs(1000.0, observed_rates(sample), (), (), CATALOG.offerings, None)
+    nothing = FastInputs(1000.0, observed_rates(sample, 30.0), (), (), CATALOG.offerings, None)
     out = decide_fast(nothing, config, CATALOG, capacity, reach, ids())
     assert out.shortfalls == () and out.launches == () and out.held == ()
 
