@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from adapters.metrics import DemandSample
+from adapters.provider import ProviderError
 from scheduler.actions import Launch
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -431,7 +432,11 @@ class FastLoop:
         if not shortfalls(rates, known, rec.capacity_of, self.reach()):
             return empty
         # Short on what the store knows: look at the cloud before acting on it.
-        obs, _ = await rec.observe(now_s)
+        try:
+            obs, _ = await rec.observe(now_s)
+        except ProviderError as exc:  # without the listing, a launch could double one
+            log.warning("fast_check_skipped now_s=%.0f reason=listing_failed error=%s", now_s, exc)
+            return empty
         decision = decide_fast(
             FastInputs(
                 now_s=now_s,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sim_helpers import MODEL, OD_POOL, SPOT_POOL, small_config, world
 
 from adapters.metrics import DemandSample
+from adapters.provider import Transient
 from adapters.sim import SimCloud
 from scheduler.actions import Launch, Terminate
 from scheduler.catalog import load_catalog
@@ -312,3 +313,15 @@ async def test_a_paused_daemon_makes_no_fast_launch(tmp_path: Path) -> None:
     assert store.live_nodes() == []
     store.close()
     await asyncio.sleep(0)
+
+
+async def test_a_failed_cloud_listing_launches_nothing(tmp_path: Path) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    rec = build_scheduler(config, provider=cloud, metrics=Load(40.0), store=store, sleep=no_sleep)
+    cloud.inject_error("list_instances", Transient("listing timed out"))
+    report = await FastLoop(rec).check(0.0)  # short, but the cloud cannot be listed
+    assert report.launched == () and store.live_nodes() == []
+    assert [c for c, _ in cloud.calls if c == "launch"] == []
+    store.close()
