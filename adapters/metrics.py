@@ -22,6 +22,9 @@ class DemandSample:
     # Highest short-window rate (e.g. per minute) since the previous sample, where the source
     # knows it: capacity must cover the peaks inside a tick, not the average over it.
     peak_rps: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Requests waiting in the model servers' queues (e.g. vLLM's num_requests_waiting), where
+    # the source knows it: a standing queue is load the rate alone does not show.
+    waiting: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
         """Whether every expected series has a finite, non-negative rate (and peak, where
@@ -36,7 +39,9 @@ class DemandSample:
     def cleaned(self) -> DemandSample:
         """The same sample with every reading a float: anything that is not a real number
         (None, text, a list) reads as missing (NaN), never as zero."""
-        return DemandSample(self.at_s, _rates(self.rps), _rates(self.peak_rps))
+        return DemandSample(
+            self.at_s, _rates(self.rps), _rates(self.peak_rps), _rates(self.waiting)
+        )
 
 
 def _rate(value: object) -> float:

@@ -5,6 +5,9 @@ HTTP API (`/api/v1/query`):
 
 * `query` (e.g. `sum by (model, region) (rate(vllm:request_success_total[5m]))`)
   gives the rate. Several result series with the same (model, region) are summed.
+* `queue_query` (default `sum by (model, region) (vllm:num_requests_waiting)`, optional)
+  gives the requests queued at the model servers, which the fast loop between ticks
+  reads as load the rate does not show (scheduler.fast_loop).
 * `freshness_query` (e.g. `max by (model, region) (timestamp(vllm:request_success_total))`)
   gives the time of the newest raw sample behind each (model, region). An instant
   query stamps every result with the evaluation time, so the rate alone cannot say
@@ -137,6 +140,16 @@ class PrometheusSource(AsyncResource):
                 log.warning("prometheus_peak_failed now_s=%.0f reason=%s", now_s, exc)
                 peaks = {}
             peak = {k: v for k, (_, v) in peaks.items() if k in out and k not in stale}
+        waiting: dict[Key, float] = {}
+        if cfg.queue_query:
+            # Requests queued at the model servers (the fast loop reads a standing queue as
+            # load); a failure here only loses the queue.
+            try:
+                queued = await self.query(cfg.queue_query, now_s)
+            except PrometheusQueryError as exc:
+                log.warning("prometheus_queue_failed now_s=%.0f reason=%s", now_s, exc)
+                queued = {}
+            waiting = {k: v for k, (_, v) in queued.items() if k in out and k not in stale}
         if stale:
             log.warning(
                 "prometheus_stale_series now_s=%.0f max_staleness_s=%g count=%d series=%s",
@@ -145,7 +158,7 @@ class PrometheusSource(AsyncResource):
                 len(stale),
                 ",".join(f"{m}/{r}" for m, r in sorted(stale)),
             )
-        return DemandSample(now_s, out, peak)
+        return DemandSample(now_s, out, peak, waiting)
 
     async def query(self, promql: str, now_s: float) -> dict[Key, tuple[float, float]]:
         """Run one instant query at `now_s`: (model, region) -> (sample time, value).

@@ -16,6 +16,7 @@ DEFAULT_PEAK_QUERY = (
     "max by (model, region) (max_over_time(sum by (model, region)"
     " (rate(vllm:request_success_total[1m]))[5m:1m]))"
 )
+DEFAULT_QUEUE_QUERY = "sum by (model, region) (vllm:num_requests_waiting)"
 DEFAULT_FRESHNESS_QUERY = "max by (model, region) (timestamp(vllm:request_success_total))"
 
 
@@ -28,6 +29,7 @@ class PrometheusConfig(BaseModel):
     query: str = Field(default=DEFAULT_QUERY, min_length=1)  # PromQL: rps per (model, region)
     freshness_query: str = DEFAULT_FRESHNESS_QUERY  # PromQL: newest sample time; "" to skip
     peak_query: str = DEFAULT_PEAK_QUERY  # PromQL: highest 1-min rate in the tick; "" to skip
+    queue_query: str = DEFAULT_QUEUE_QUERY  # PromQL: requests queued at the servers; "" to skip
     model_label: str = Field(default="model", min_length=1)  # label holding the model name
     region_label: str = Field(default="region", min_length=1)  # label holding the source region
     max_staleness_s: float = Field(default=120.0, gt=0)  # older samples read as missing (NaN)

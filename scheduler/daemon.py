@@ -29,6 +29,7 @@ from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_conf
 from scheduler.config_check import check_config
 from scheduler.decision import Approval, Decision
 from scheduler.domain import HoldKind, NodeState
+from scheduler.fast_loop import FastLoop, FastReport
 from scheduler.guards import Held, LaunchLimitWatch
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateDamaged, StateStore, check_integrity
@@ -63,6 +64,7 @@ class DaemonStats:
 
     ticks: int = 0  # ticks completed
     tick_errors: int = 0  # ticks that raised or timed out
+    fast_errors: int = 0  # fast checks that raised or timed out
     reload_failures: int = 0  # SIGHUP/API reloads refused because the new config was bad
     config_generation: int = 1  # bumped on every successful reload
     last_tick_s: float | None = None  # time (daemon clock) of the last completed tick
@@ -109,6 +111,7 @@ class Daemon:
         self._notices: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
         self._limits = LaunchLimitWatch()  # logs when the budget/a quota starts holding launches
+        self.fast = FastLoop(reconciler)  # the check between ticks (scheduler.fast_loop)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -163,14 +166,19 @@ class Daemon:
 
     async def _run(self) -> None:
         interval_s = self.config.scheduler.tick_interval_s
-        next_tick = self.clock()
+        next_tick = next_fast = self.clock()
         while not self._stopping.is_set():
             now = self.clock()
+            fast_s = self.config.scheduler.fast_interval_s
             if now >= next_tick or self._wake.is_set():
                 self._wake.clear()
                 await self.tick_once()
                 next_tick = self.clock() + interval_s
-            await self._sleep_until(next_tick)
+                next_fast = self.clock() + fast_s
+            elif fast_s > 0 and now >= next_fast:
+                await self.fast_once()
+                next_fast = self.clock() + fast_s
+            await self._sleep_until(min(next_tick, next_fast) if fast_s > 0 else next_tick)
 
     async def _poll_notices(self) -> None:
         """Between ticks, fetch interruption notices (AWS gives two minutes, GCP thirty
@@ -254,6 +262,28 @@ class Daemon:
             if self.on_tick is not None:
                 self.on_tick(report, duration)
             self._record_control()
+            return report
+
+    async def fast_once(self) -> FastReport | None:
+        """One fast check between ticks (scheduler.fast_loop), under the tick lock and
+        the tick timeout; none while paused. Failures are logged and counted like a
+        tick's, and never stop the loop."""
+        async with self._tick_lock:
+            if self.paused:
+                return None
+            now = self.clock()
+            try:
+                if self.advance is not None:
+                    await self.advance(now)
+                report = await asyncio.wait_for(
+                    self.fast.check(now), self.config.daemon.tick_timeout_s
+                )
+            except Exception as exc:  # the check's boundary: log, count, keep running
+                log.warning("fast_check_failed now_s=%.0f error=%s", now, exc)
+                self.stats.fast_errors += 1
+                return None
+            if self.telemetry is not None:
+                self.telemetry.record_fast(report)
             return report
 
     async def _observe_only(self, now: float) -> TickReport:

@@ -154,6 +154,12 @@ class Reconciler:
         self.obtainability.record(pool, event, now_s)
         self.store.save_obtainability(self.obtainability.current(now_s))
 
+    def cool(self, pool: Pool, now_s: float) -> None:
+        """Keep `pool` out of plans after it refused a launch made outside a tick (the
+        fast loop, scheduler.fast_loop): the same cooldown a tick's refusal gets."""
+        self.cooldown.refused(pool, now_s, self.config.guards.pool_cooldown_s)
+        self._learn(pool, PoolEvent.REFUSED, now_s)
+
     def _merge(self, instances: list[Instance], now_s: float) -> list[TickError]:
         """Apply what the cloud says to each node alone; a bad node never blocks the rest."""
         errors: list[TickError] = []

@@ -41,6 +41,7 @@ from scheduler.obtainability import Obtainability
 
 if TYPE_CHECKING:
     from scheduler.decision import Decision
+    from scheduler.fast_loop import FastReport
     from scheduler.reconciler import Reconciler, TickReport
 
 # Solver and tick durations: the solver's budget is seconds, a tick's up to the timeout.
@@ -194,6 +195,12 @@ class Telemetry:
             ["guard"],
             registry=r,
         )
+        self.fast_launches = Counter(
+            "capsched_fast_launches",
+            "Nodes launched by the fast loop between ticks (scheduler.fast_loop), by model.",
+            ["model"],
+            registry=r,
+        )
         self.launches_held = Gauge(
             "capsched_launches_held",
             "1 while the latest tick's launches were held back (or its plan cut short) by"
@@ -287,6 +294,17 @@ class Telemetry:
         self.ticks.labels("timeout" if outcome == "timeout" else "failed").inc()
         self.tick_errors.labels("exception" if outcome != "timeout" else "timeout").inc()
         self.tick_duration.observe(duration_s)
+
+    def record_fast(self, report: FastReport) -> None:
+        """One fast check: its accepted launches by model, its launch actions by result,
+        and what the limits held back."""
+        for launch in report.launched:
+            self.fast_launches.labels(launch.model).inc()
+            self.actions.labels("launch", "ok").inc()
+        for _ in report.failed:
+            self.actions.labels("launch", "failed").inc()
+        for held in report.decision.held:
+            self.guard_holds.labels(held.kind.value).inc()
 
     def record_reload(self, ok: bool) -> None:
         """One config reload attempt and whether the new config was taken."""

@@ -66,9 +66,11 @@ from scheduler.domain import (
     Pool,
 )
 from scheduler.factory import build_scheduler
+from scheduler.fast_loop import FastLoop
 from scheduler.guards import launch_limits
 from scheduler.logs import set_virtual_clock
 from scheduler.planner import resolve_location
+from scheduler.policy import CapschedPolicy
 from scheduler.profiles import best_profile, load_models
 from scheduler.store import StateStore
 from simulations.policies import TraceInfo, make_policy
@@ -248,6 +250,7 @@ class RunResult:
     wall_s: float  # wall time of the replay
     state_db: str  # the run's state database
     notes: list[str] = field(default_factory=list)  # what the run wants a reader to know
+    fast_launches: int = 0  # nodes the fast loop launched between ticks (warm-up included)
     early_s: float = 0.0  # "early" window after the trace start: boot time + one tick
     bound_usd: tuple[float, str] | None = None  # (lower bound on cost, "ip"/"lp") if it has one
     # Times of the ticks (warm-up included) whose launches the budget or a quota held
@@ -346,6 +349,7 @@ class RunResult:
             "availability": round(float(covered.mean()), 6) if covered.size else 1.0,
             "preemptions": self.preemptions,
             "launches": self.launches,
+            "fast_launches": self.fast_launches,
             "terminations": self.terminations,
             "gpu_hours": round(self.gpu_hours, 3),
             "solve_time_p95_s": (
@@ -551,8 +555,23 @@ async def replay(
             last_forecast = float(sum(planned.values()))
             last_planned = np.array([planned.get(k, math.nan) for k in info.keys], dtype=float)
 
+    # The fast loop between ticks (scheduler.fast_loop), for capsched's own policies: a
+    # baseline's plan would cancel its launches as nodes it does not want.
+    fast_s = cfg.scheduler.fast_interval_s
+    fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
+    fast_launches = 0
+
+    async def fast_check(at: float) -> None:
+        nonlocal fast_launches
+        assert fast is not None
+        set_virtual_clock(lambda: at)
+        with store.transaction():
+            report = await fast.check(at)
+        fast_launches += len(report.launched)
+
     t = t0
     next_tick = t0
+    next_fast = math.inf
     step = -1  # accounted step index; negative during warm-up
     end = info.end_s
     while t < end - 1e-9:
@@ -560,6 +579,10 @@ async def replay(
             while next_tick <= t + 1e-9:
                 next_tick += interval
             await tick(t)
+            next_fast = t + fast_s if fast is not None else math.inf
+        elif t >= next_fast - 1e-9:
+            await fast_check(t)
+            next_fast = t + fast_s
         step = math.floor((t - info.start_s) / step_s + 1e-9)
         if step >= 0:
             if cost_base is None:
@@ -607,10 +630,16 @@ async def replay(
         # Move the cloud through the step; a notice triggers a tick at its own moment.
         step_end = min(t + step_s, end) if step >= 0 else min(t + step_s, info.start_s)
         while True:
-            reached = cloud.advance_until_notice(step_end)
-            if reached >= step_end - 1e-9:
+            stop = min(step_end, next_fast)
+            reached = cloud.advance_until_notice(stop)
+            if reached < stop - 1e-9:
+                await tick(reached)
+                next_fast = reached + fast_s if fast is not None else math.inf
+            elif reached >= step_end - 1e-9:
                 break
-            await tick(reached)
+            else:  # a fast check inside the step
+                await fast_check(reached)
+                next_fast = reached + fast_s
         t = step_end
         if step >= 0:
             usage = cloud.usage()
@@ -649,6 +678,7 @@ async def replay(
         failed_launches=cloud.counters.failed_launches,
         solve_times_s=solve_times,
         ticks=ticks,
+        fast_launches=fast_launches,
         tick_errors=tick_errors,
         wall_s=time.perf_counter() - started,
         state_db=str(state_db),

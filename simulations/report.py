@@ -27,6 +27,7 @@ SUMMARY_KEYS = (
     "availability",
     "preemptions",
     "launches",
+    "fast_launches",
     "terminations",
     "gpu_hours",
     "solve_time_p95_s",

@@ -361,3 +361,24 @@ async def test_a_failing_peak_query_keeps_the_rates(fake: tuple[FakePrometheus, 
         sample = await source.demand(NOW_S)
     assert sample.rps == {("llama", "eu"): 4.5, ("llama", "us"): 2.0}
     assert dict(sample.peak_rps) == {}
+
+
+async def test_the_servers_queue_comes_with_the_rates(fake: tuple[FakePrometheus, str]) -> None:
+    from adapters.prometheus_config import DEFAULT_QUEUE_QUERY
+
+    prom, url = fake
+    prom.on(RATE_Q, json_reply(RATES))
+    prom.on(FRESH_Q, json_reply(FRESH))
+    queue = vector(
+        ({"model": "llama", "region": "eu"}, NOW_S, 40.0),
+        ({"model": "other", "region": "eu"}, NOW_S, 9.0),  # no rate: not a reading
+    )
+    prom.on(DEFAULT_QUEUE_QUERY, json_reply(queue))
+    async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+        sample = await source.demand(NOW_S)
+    assert dict(sample.waiting) == {("llama", "eu"): 40.0}
+    prom.on(DEFAULT_QUEUE_QUERY, text_reply("down", status=400))
+    async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+        sample = await source.demand(NOW_S)
+    assert sample.rps == {("llama", "eu"): 4.5, ("llama", "us"): 2.0}  # only the queue is lost
+    assert dict(sample.waiting) == {}

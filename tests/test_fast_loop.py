@@ -1,0 +1,327 @@
+"""The fast loop (scheduler.fast_loop): between plan ticks, load beyond ready + booting
+capacity launches nodes at once into the plan's cheapest pools, within the budget and
+quotas, never removing any; the same code in the daemon and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from fakes import Clock, no_sleep
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sim_helpers import MODEL, OD_POOL, SPOT_POOL, small_config, world
+
+from adapters.metrics import DemandSample
+from adapters.provider import Transient
+from adapters.sim import SimCloud
+from scheduler.actions import Launch, Terminate
+from scheduler.catalog import load_catalog
+from scheduler.config import Config
+from scheduler.daemon import Daemon
+from scheduler.domain import HoldKind, Node, NodeState, Placement, Plan, PlanStatus, Pool
+from scheduler.factory import build_scheduler
+from scheduler.fast_loop import (
+    FastDecision,
+    FastInputs,
+    FastLoop,
+    decide_fast,
+    observed_rates,
+    region_reach,
+    shortfalls,
+)
+from scheduler.store import StateStore
+from scheduler.telemetry import Telemetry
+from simulations.engine import max_flow, replay
+
+CATALOG = load_catalog()
+NODE_RPS = 5.0  # every node serves this much at the target utilisation, in the unit tests
+REGION = "us-east"
+
+
+def capacity(model: str, pool: Pool) -> float:
+    return NODE_RPS
+
+
+def ids() -> Callable[[], str]:
+    n = iter(range(1, 10_000))
+    return lambda: f"n-{next(n)}"
+
+
+def price(pool: Pool) -> float:
+    return next(o.usd_per_hour for o in CATALOG.offerings if o.pool == pool)
+
+
+def inputs(
+    rps: float,
+    nodes: tuple[Node, ...],
+    plan_pools: tuple[Pool, ...] = (OD_POOL, SPOT_POOL),
+) -> FastInputs:
+    plan = Plan(
+        PlanStatus.OPTIMAL,
+        tuple(Placement(MODEL, p, 1) for p in plan_pools),
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
+    return FastInputs(
+        now_s=1000.0,
+        rates={(MODEL, REGION): rps},
+        nodes=nodes,
+        billed=nodes,
+        offerings=CATALOG.offerings,
+        plan=plan,
+    )
+
+
+def ready(node_id: str, pool: Pool = OD_POOL) -> Node:
+    return Node(node_id, MODEL, pool, NodeState.READY, "i-1", 0.0, 0.0)
+
+
+def decide(config: Config, rps: float, nodes: tuple[Node, ...] = (ready("a"),)) -> FastDecision:
+    return decide_fast(
+        inputs(rps, nodes), config, CATALOG, capacity, region_reach(config, CATALOG), ids()
+    )
+
+
+def test_short_launches_into_the_cheapest_pool_of_the_plan() -> None:
+    config = small_config()
+    out = decide(config, rps=12.0)  # one node serves 5: two more for 12
+    cheapest = min((OD_POOL, SPOT_POOL), key=price)
+    assert [type(a) for a in out.launches] == [Launch, Launch]  # never a drain
+    assert {a.pool for a in out.launches} == {cheapest}
+    assert out.held == ()
+    [sf] = out.shortfalls
+    assert (sf.model, sf.regions, sf.demand_rps, sf.capacity_rps) == (MODEL, (REGION,), 12.0, 5.0)
+
+
+def test_booting_nodes_count_as_capacity() -> None:
+    booting = Node("b", MODEL, SPOT_POOL, NodeState.BOOTING, None, 990.0, 990.0)
+    out = decide(small_config(), rps=9.0, nodes=(ready("a"), booting))
+    assert out.shortfalls == () and out.launches == ()
+
+
+def test_not_short_launches_nothing() -> None:
+    out = decide(small_config(), rps=5.0)
+    assert out.shortfalls == () and out.launches == () and out.held == ()
+
+
+def test_budget_holds_the_launch_with_a_typed_record() -> None:
+    config = small_config()
+    budget = price(OD_POOL) + 0.01  # the running node, and not one more of any pool
+    config = config.model_copy(
+        update={"planning": config.planning.model_copy(update={"budget_usd_per_hour": budget})}
+    )
+    out = decide(config, rps=7.0)
+    assert out.launches == ()
+    assert [h.kind for h in out.held] == [HoldKind.BUDGET] and out.held[0].nodes == 1
+
+
+def test_quota_holds_the_launch_with_a_typed_record() -> None:
+    config = Config.model_validate(
+        {**small_config().model_dump(), "quotas": [{"cloud": "aws", "max_gpus": 1}]}
+    )
+    out = decide(config, rps=7.0)  # the one node has the quota's one GPU
+    assert out.launches == ()
+    assert HoldKind.QUOTA in {h.kind for h in out.held}
+
+
+def test_a_quota_on_the_cheapest_pool_moves_the_launch_to_the_next() -> None:
+    cheapest, dearer = sorted((OD_POOL, SPOT_POOL), key=price)
+    config = Config.model_validate(
+        {
+            **small_config().model_dump(),
+            "quotas": [{"cloud": "aws", "market": cheapest.market.value, "max_gpus": 0}],
+        }
+    )
+    out = decide(config, rps=7.0)
+    assert [a.pool for a in out.launches] == [dearer] and out.held == ()
+
+
+def test_manual_approval_holds_fast_launches() -> None:
+    config = small_config()
+    config = config.model_copy(
+        update={"daemon": config.daemon.model_copy(update={"approval_mode": "manual"})}
+    )
+    out = decide(config, rps=12.0)
+    assert out.launches == () and [h.kind for h in out.held] == [HoldKind.APPROVAL]
+
+
+def test_missing_or_garbage_readings_are_never_load() -> None:
+    garbage = {
+        (MODEL, "a"): math.nan,
+        (MODEL, "b"): -3.0,
+        (MODEL, "c"): math.inf,
+        (MODEL, "d"): None,
+    }
+    sample = DemandSample(0.0, garbage, {(MODEL, "a"): math.nan})  # type: ignore[arg-type]
+    assert observed_rates(sample, 30.0) == {}
+    # The larger of the rate and the short-window peak.
+    both = DemandSample(0.0, {(MODEL, REGION): 2.0}, {(MODEL, REGION): 9.0})
+    assert observed_rates(both, 30.0) == {(MODEL, REGION): 9.0}
+    # A standing queue is load: 2 rps arriving and 300 waiting, cleared within 30 s.
+    queued = DemandSample(0.0, {(MODEL, REGION): 2.0}, {}, {(MODEL, REGION): 300.0})
+    assert observed_rates(queued, 30.0) == {(MODEL, REGION): 12.0}
+    nan_rate = DemandSample(0.0, {(MODEL, REGION): math.nan}, {}, {(MODEL, REGION): 300.0})
+    assert observed_rates(nan_rate, 30.0) == {}
+    config = small_config()
+    reach = region_reach(config, CATALOG)
+    nothing = FastInputs(1000.0, observed_rates(sample, 30.0), (), (), CATALOG.offerings, None)
+    out = decide_fast(nothing, config, CATALOG, capacity, reach, ids())
+    assert out.shortfalls == () and out.launches == () and out.held == ()
+
+
+async def test_a_nan_load_signal_launches_nothing(tmp_path: Path) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    load = Load(math.nan)
+    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
+    report = await FastLoop(rec).check(0.0)
+    assert report.decision.launches == () and store.live_nodes() == []
+    assert [c for c, _ in cloud.calls] == []  # nothing short: no cloud call
+    store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    demand=st.lists(st.floats(0, 20), min_size=3, max_size=3),
+    cap=st.lists(st.floats(0, 20), min_size=3, max_size=3),
+    reach=st.lists(st.booleans(), min_size=9, max_size=9),
+)
+def test_short_exactly_when_the_load_cannot_be_routed_within_reach(
+    demand: list[float], cap: list[float], reach: list[bool]
+) -> None:
+    regions = ["r0", "r1", "r2"]
+    locs = ["aws:l0", "aws:l1", "aws:l2"]
+    matrix = np.array(reach, dtype=bool).reshape(3, 3)
+    near = {r: frozenset(locs[k] for k in range(3) if matrix[i, k]) for i, r in enumerate(regions)}
+    nodes = []
+    caps: dict[Pool, float] = {}
+    for k, c in enumerate(cap):
+        pool = Pool(OD_POOL.cloud, f"l{k}", "", "x", OD_POOL.market)
+        caps[pool] = c
+        nodes.append(Node(f"n{k}", MODEL, pool, NodeState.READY))
+    found = shortfalls(
+        {(MODEL, r): d for r, d in zip(regions, demand, strict=True)},
+        tuple(nodes),
+        lambda m, p: caps[p],
+        near,
+    )
+    routed = max_flow(demand, cap, matrix)
+    if found:
+        assert found[0].short_rps > 0
+        assert routed < sum(demand) - found[0].short_rps + 1e-6
+    else:
+        assert routed >= sum(demand) - 1e-6
+
+
+async def test_a_burst_shorter_than_a_tick_is_served_sooner_with_the_fast_loop(
+    tmp_path: Path,
+) -> None:
+    # 2 rps, then 20 rps for minutes 6-9 (ticks at minutes 0, 5 and 10), then 2 again.
+    demand = [2.0] * 6 + [20.0] * 4 + [2.0] * 10
+    results = {}
+    for fast_s in (30.0, 0.0):
+        w = world(small_config(fast_interval_s=fast_s), demand, boot_time_s=60.0)
+        results[fast_s] = await replay(w, "capsched", tmp_path / f"fast-{fast_s}.db")
+    on, off = results[30.0], results[0.0]
+    assert on.fast_launches > 0 and off.fast_launches == 0
+    slo_on = on.summary(None)["slo_attainment"]
+    slo_off = off.summary(None)["slo_attainment"]
+    assert slo_on > slo_off + 0.05
+    # Minutes 8 and 9 of the burst are served once the fast launches are up.
+    m = on.models.index(MODEL)
+    assert on.served_rps[m, 8] > off.served_rps[m, 8]
+
+
+class Load:
+    def __init__(self, rps: float) -> None:
+        self.rps = rps
+
+    async def demand(self, now_s: float) -> DemandSample:
+        return DemandSample(now_s, {(MODEL, REGION): self.rps})
+
+
+async def test_the_daemon_launches_between_ticks_and_the_next_tick_keeps_the_nodes(
+    tmp_path: Path,
+) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    load = Load(2.0)
+    telemetry = Telemetry()
+    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
+    clock = Clock()
+
+    async def advance(now_s: float) -> None:
+        cloud.advance_to(now_s)
+
+    daemon = Daemon(
+        config=config,
+        config_path=None,
+        reconciler=rec,
+        store=store,
+        clock=clock,
+        advance=advance,
+        telemetry=telemetry,
+    )
+    assert await daemon.tick_once() is not None
+    before = {n.node_id for n in store.live_nodes()}
+    clock.now = 30.0
+    quiet = await daemon.fast_once()
+    assert quiet is not None and quiet.launched == ()
+
+    load.rps = 40.0
+    clock.now = 60.0
+    report = await daemon.fast_once()
+    assert report is not None and report.launched
+    fast_ids = {a.node_id for a in report.launched}
+    live = {n.node_id: n for n in store.live_nodes()}
+    assert fast_ids <= set(live) and before <= set(live)  # nothing removed
+    assert all(live[i].state in (NodeState.REQUESTED, NodeState.BOOTING) for i in fast_ids)
+    # Journaled like any launch: begun and closed.
+    assert all(e.node_id not in fast_ids for e in store.journal("pending"))
+    counted = telemetry.registry.get_sample_value("capsched_fast_launches_total", {"model": MODEL})
+    assert counted == len(fast_ids)
+
+    clock.now = 300.0
+    tick = await daemon.tick_once()
+    assert tick is not None and tick.plan is not None
+    cancelled = {a.node_id for a in tick.actions if isinstance(a, Terminate)}
+    assert not cancelled & fast_ids
+    planned = {(p.model, p.pool): p.count for p in tick.plan.placements}
+    for pool in {live[i].pool for i in fast_ids}:
+        boot = [n for n in store.live_nodes() if n.pool == pool and n.state is not NodeState.READY]
+        assert planned.get((MODEL, pool), 0) >= len(boot)
+    store.close()
+
+
+async def test_a_paused_daemon_makes_no_fast_launch(tmp_path: Path) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    load = Load(40.0)
+    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
+    daemon = Daemon(config=config, config_path=None, reconciler=rec, store=store, clock=Clock())
+    await daemon.pause()
+    assert await daemon.fast_once() is None
+    assert store.live_nodes() == []
+    store.close()
+    await asyncio.sleep(0)
+
+
+async def test_a_failed_cloud_listing_launches_nothing(tmp_path: Path) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    rec = build_scheduler(config, provider=cloud, metrics=Load(40.0), store=store, sleep=no_sleep)
+    cloud.inject_error("list_instances", Transient("listing timed out"))
+    report = await FastLoop(rec).check(0.0)  # short, but the cloud cannot be listed
+    assert report.launched == () and store.live_nodes() == []
+    assert [c for c, _ in cloud.calls if c == "launch"] == []
+    store.close()
