@@ -39,7 +39,7 @@ class SchedulerSection(_Section):
     tick_interval_s: float = Field(default=300.0, gt=0)  # time between ticks
     # Between ticks, check load against capacity this often and launch at once when
     # short (scheduler.fast_loop); 0 turns the fast loop off.
-    fast_interval_s: float = Field(default=30.0, ge=0)
+    fast_interval_s: float = Field(default=0.0, ge=0)
     state_db: str = "capsched.db"  # SQLite state store path
 
 
