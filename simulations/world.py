@@ -40,6 +40,15 @@ class WorldSpec:
     seed: int | None = None  # overrides the scenario's and config's seed
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """One replay of a sweep, as sent to an executor."""
+
+    scenario: str  # sweep scenario name
+    policy: str  # policy name
+    state_db: Path  # where the run's state database ends up, on this machine
+
+
 def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World, list[str]]:
     """The world of `spec`, and notes on what was assumed (missing spot traces, scaling).
 
