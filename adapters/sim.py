@@ -288,6 +288,10 @@ class SimCloud:
             trace = self._traces.get(pool) if live else None
             if trace is not None:
                 rel = trace.next_tick_after(self._now_s - self._start_s)
+                # At a fractional start (a warm-up of a fractional boot time) the sum can
+                # round back onto now itself, and the loop would never move: step on.
+                while self._start_s + rel <= self._now_s:
+                    rel = trace.next_tick_after(rel)
                 best = min(best, self._start_s + rel)
         return best if best <= limit_s else None
 

@@ -3,6 +3,7 @@ the latency model, and the CLI's outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from adapters.sim import SpotTrace
+from scheduler.boot import node_boot_s
 from scheduler.catalog import load_catalog
 from scheduler.cli import main
 from scheduler.domain import Placement
@@ -54,6 +56,20 @@ async def test_boot_delay_leaves_demand_unserved_until_ready(tmp_path: Path) -> 
     s = r.summary(None)
     assert s["unserved_fraction"] == pytest.approx(5 / 20)
     assert s["availability"] == pytest.approx(15 / 20)
+
+
+async def test_nodes_boot_for_their_model_and_instance_type(tmp_path: Path) -> None:
+    # The simulated cloud boots each node for `node_boot_s` (8B on g6e.xlarge: about 6.5
+    # minutes), not the flat scenario boot time it was given.
+    config = small_config()
+    catalog = load_catalog()
+    boot_s = node_boot_s(config, MODEL, catalog.instance_type(OD_POOL))
+    assert 300.0 < boot_s < 600.0
+    w = dataclasses.replace(world(config, [1.0] * 20, boot_time_s=600.0), boot_per_node=True)
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        r = await replay(w, "fixed", tmp_path / "s.db")
+    ready = math.ceil(boot_s / 60.0)  # the first whole minute the node serves
+    assert (r.capacity_rps[0][:ready] == 0).all() and (r.capacity_rps[0][ready:] > 0).all()
 
 
 async def test_per_model_splits_unserved_before_and_after_boot_plus_tick(tmp_path: Path) -> None:
