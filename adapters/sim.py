@@ -289,9 +289,10 @@ class SimCloud:
             if trace is not None:
                 rel = trace.next_tick_after(self._now_s - self._start_s)
                 # At a fractional start (a warm-up of a fractional boot time) the sum can
-                # round back onto now itself, and the loop would never move: step on.
+                # round back onto now itself, and the loop would never move: look past it
+                # (by a microsecond, far below any trace's tick and above the rounding).
                 while self._start_s + rel <= self._now_s:
-                    rel = trace.next_tick_after(rel)
+                    rel = trace.next_tick_after(rel + 1e-6)
                 best = min(best, self._start_s + rel)
         return best if best <= limit_s else None
 

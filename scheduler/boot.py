@@ -122,7 +122,7 @@ def node_boot_s(
 ) -> float:
     """Seconds from launch to serving for a node of the configured `model` on `itype`:
     instance start + image pull + weights (params x bytes per param) / load rate +
-    engine start. `planning.default_boot_time_s` where the data lacks the model's size
+    engine start, rounded to whole seconds. `planning.default_boot_time_s` where the data lacks the model's size
     (`models`: default the bundled profiles' models), the type's network or its
     cloud's instance start. KeyError for a model the config does not have."""
     section = config.model(model)
@@ -134,4 +134,5 @@ def node_boot_s(
     if params_b is None or start is None or rate is None:
         return config.planning.default_boot_time_s
     weights_gb = params_b * fig.bytes_per_param
-    return start + fig.image_pull_s + weights_gb / rate + fig.engine_start_s
+    # Whole seconds: the figures are estimates, and replay times stay on whole seconds.
+    return float(round(start + fig.image_pull_s + weights_gb / rate + fig.engine_start_s))

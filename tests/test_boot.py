@@ -34,7 +34,7 @@ def test_boot_is_start_plus_pull_plus_weights_over_load_rate_plus_engine() -> No
         + params_b * fig.bytes_per_param / rate
         + fig.engine_start_s
     )
-    assert node_boot_s(cfg, "llama-3.1-70b", p4d) == pytest.approx(expected)
+    assert node_boot_s(cfg, "llama-3.1-70b", p4d) == pytest.approx(expected, abs=0.5)
 
 
 def test_a_bigger_model_and_a_slower_network_boot_longer() -> None:

@@ -18,6 +18,7 @@ from adapters.provider import (
 from adapters.sim import SimCloud, SpotTrace, SpotTraceError, fake_address, load_spot_trace
 from adapters.sim_persist import PersistentSimCloud
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from simulations.engine import _held_before_start
 
 ITYPE = InstanceType(Cloud.AWS, "g6.xlarge", "L4", 1, 24.0, 4, 16.0)
 GTYPE = InstanceType(Cloud.GCP, "g2-standard-4", "L4", 1, 24.0, 4, 16.0)
@@ -238,4 +239,17 @@ async def test_a_fractional_start_does_not_stall_at_a_trace_boundary() -> None:
     await c.launch(LaunchRequest("n1", "m", SPOT))
     c.advance_to(1700158620.0)  # start + 840.6, computed as 840.5999999 relative
     c.advance_to(1700158620.0 + 600.0)
+    assert [i.node_id for i in c.running()] == ["n1"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_held_trace_boundary_just_after_now_does_not_stall() -> None:
+    # The replay's held spot traces add the warm-up back onto a relative boundary; at a
+    # large fractional start that sum could land on "now" however often it was stepped.
+    start = 1700157779.4
+    held = _held_before_start(SpotTrace("t", 300.0, np.full(100, 5, dtype=np.int64)), 840.6)
+    c = cloud({SPOT: held}, start_s=start)
+    await c.launch(LaunchRequest("n1", "m", SPOT))
+    for k in range(1, 400):
+        c.advance_to(start + k * 37.3)
     assert [i.node_id for i in c.running()] == ["n1"]
