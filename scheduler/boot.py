@@ -122,9 +122,9 @@ def node_boot_s(
 ) -> float:
     """Seconds from launch to serving for a node of the configured `model` on `itype`:
     instance start + image pull + weights (params x bytes per param) / load rate +
-    engine start, rounded to whole seconds. `planning.default_boot_time_s` where the data lacks the model's size
-    (`models`: default the bundled profiles' models), the type's network or its
-    cloud's instance start. KeyError for a model the config does not have."""
+    engine start, rounded to whole seconds. `planning.default_boot_time_s` where the
+    data lacks the model's size (`models`: default the bundled profiles' models), the
+    type's network or its cloud's instance start. KeyError for a model the config does not have."""
     section = config.model(model)
     fig = figures if figures is not None else load_boot()
     sizes = {m.name: m.params_b for m in (models if models is not None else load_models())}

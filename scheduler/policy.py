@@ -2,11 +2,12 @@
 
 Each tick the forecaster takes the observed rates (missing ones as NaN, which hold
 the level rather than read as zero) and predicts quantiles over the horizon. The
-planned rate of a series is, by default (`[forecast] plan_for = "lead_window_peak"`),
-the calibrated `plan_quantile` of its peak over the lead window (now + boot, now +
-boot + tick] (`LeadPeakQuantile`, docs/forecasting.md), else the highest per-step
-quantile over the horizon; the planner provisions for the larger of that and the rate
-seen now, so a forecast never plans below what is already arriving.
+planned rate of a series is, by default (`[forecast] plan_for = "horizon_peak"`), the
+highest per-step `plan_quantile` over the horizon, or with `"lead_window_peak"` the
+calibrated `plan_quantile` of its peak over the lead window (now + boot, now + boot +
+tick] (`LeadPeakQuantile`, docs/forecasting.md); the planner provisions for the
+larger of that and the rate seen now, so a forecast never plans below what is already
+arriving.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ is a method's MASE over the lowest anchor MASE of the file.
 The scheduler's own quantity is scored too (`score_lead_peak`): the planned
 ``plan_quantile`` of the lead-window peak, the highest rate over
 (now + boot, now + boot + tick], from `LeadPeakQuantile.plan` on the default
-method's paths exactly as `CapschedPolicy` plans it, next to a calibrated trivial anchor (c × the mean of the last 10
+method's paths exactly as `CapschedPolicy` plans it (`plan_for =
+"lead_window_peak"`), next to a calibrated trivial anchor (c × the mean of the last 10
 minutes, c the trailing empirical quantile of realised peak / mean): coverage
 (planned ≥ true peak) and mean over-provision (planned / true peak, over
 windows whose true peak is above zero).

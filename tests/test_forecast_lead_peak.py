@@ -196,7 +196,7 @@ def test_horizon_peak_keeps_the_per_step_quantile_peak() -> None:
 def test_a_second_decision_in_one_tick_does_not_feed_the_calibration_again() -> None:
     # An interruption notice or a refused launch decides again inside a tick: the planned
     # rates stay those of the tick (a second feed of one step raised ValueError).
-    cfg = builders.config()
+    cfg = builders.config(forecast={"plan_for": "lead_window_peak"})
     policy = CapschedPolicy(cfg, load_catalog(), load_profiles())
     key = (builders.MODEL, builders.REGION)
     for t in range(30):

@@ -31,7 +31,7 @@ class ForecastConfig(BaseModel):
     horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # lead time to plan for, minutes
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # daily and weekly seasonality, minutes
-    plan_for: PlanFor = "lead_window_peak"  # planned rate: see PlanFor and docs/forecasting.md
+    plan_for: PlanFor = "horizon_peak"  # planned rate: see PlanFor and docs/forecasting.md
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:

@@ -30,7 +30,9 @@ of exactly that window:
 
 Nothing here reads the clock: steps are passed in. `CapschedPolicy` plans each
 series' rate with `LeadPeakQuantile.plan` when ``[forecast] plan_for =
-"lead_window_peak"`` (the default); `forecast-eval` scores the same call.
+"lead_window_peak"`` (opt-in: on the shared replays it reached SLO attainment
+0.995 where the horizon peak did not, but cost more at equal SLO elsewhere; see
+docs/forecasting.md); `forecast-eval` scores the same call.
 """
 
 from __future__ import annotations
