@@ -3,8 +3,9 @@
 
 Pure: no I/O, no clock. The cost terms it adds on top of list prices:
 
-* boot hours of a pool: the longest `scheduler.boot.node_boot_s` of a configured model its
-  instance type serves (the solver's churn terms are per pool, not per model);
+* boot hours of a pool: `planning.default_boot_time_s`, or with
+  `planning.churn_from_node_boot` the longest `scheduler.boot.node_boot_s` of a configured
+  model its instance type serves (the solver's churn terms are per pool, not per model);
 * risk of a spot node = interruptions/hour x (price x boot hours + `interruption_cost_usd`):
   each reclaim wastes a replacement's boot time plus whatever the operator says a
   reclaim costs beyond that.
@@ -206,7 +207,10 @@ def build_problem(
     boot_cache: dict[tuple[str, str], float] = {}
 
     def boot_h_of(itype: InstanceType) -> float:
-        # The longest boot of a configured model the type serves (any model if none does).
+        # The longest boot of a configured model the type serves (any model if none does);
+        # the configured boot unless `churn_from_node_boot` (docs/solver.md "Boot time").
+        if not config.planning.churn_from_node_boot:
+            return config.planning.default_boot_time_s / 3600.0
         key = (str(itype.cloud), itype.name)
         if key not in boot_cache:
             rps = rps_column(itype)

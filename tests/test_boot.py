@@ -79,10 +79,11 @@ def test_a_malformed_boot_file_names_the_key(tmp_path: Path) -> None:
         load_boot(path)
 
 
-def test_the_planners_launch_cost_uses_the_pools_boot_time() -> None:
-    # g6.xlarge holds 8B only: its launch cost is 8B's boot there (under 7 minutes) at its
-    # price, amortised, not the flat 600 s it was before.
-    cfg = builders.config()
+@pytest.mark.parametrize("per_node", [False, True])
+def test_the_planners_launch_cost_uses_the_pools_boot_time(per_node: bool) -> None:
+    # With churn_from_node_boot, g6.xlarge (8B only) costs 8B's boot there (under 7
+    # minutes) at its price, amortised; by default the configured boot time.
+    cfg = builders.config(planning={"churn_from_node_boot": per_node})
     profiles = load_profiles()
     problem, cands = build_problem(
         cfg, CATALOG, profiles, [Demand(builders.MODEL, builders.REGION, 10.0)], []
@@ -94,6 +95,8 @@ def test_the_planners_launch_cost_uses_the_pools_boot_time() -> None:
             continue
         boot_h = node_boot_s(cfg, builders.MODEL, itype("aws", "g6.xlarge")) / 3600.0
         assert boot_h < 600.0 / 3600.0
+        if not per_node:
+            boot_h = cfg.planning.default_boot_time_s / 3600.0
         assert spec.launch_usd_per_hour == pytest.approx(o.usd_per_hour * boot_h / amort_h)
         checked += 1
     assert checked > 0
