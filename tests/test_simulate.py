@@ -15,11 +15,13 @@ import pytest
 
 from adapters.sim import SpotTrace
 from scheduler.boot import node_boot_s
+from scheduler.capacity import node_rps
 from scheduler.catalog import load_catalog
 from scheduler.cli import main
 from scheduler.domain import Placement
 from simulations.engine import max_flow, replay, within_slo_share
 from simulations.report import SUMMARY_KEYS
+from simulations.world import WorldSpec, build_world
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sim_helpers import (
@@ -250,3 +252,21 @@ def test_sweep_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture
     sweep.write_text('[[scenarios]]\nname = "a"\nmarket = { spot_price_multiplier = 0 }\n')
     assert main(["simulate", "--sweep", str(sweep), "--out", str(tmp_path)]) == 2
     assert f"{sweep}: scenarios[0].market.spot_price_multiplier:" in capsys.readouterr().err
+
+
+def test_the_warm_up_keeps_ticks_on_the_trace_steps() -> None:
+    # Nodes boot per model and type (8B: 388-478 s); the replay's one boot time (warm-up,
+    # oracle) is the longest of them rounded up to whole steps. Unrounded (541 s), every
+    # tick fell 59 s after a step ended and the embedded default's SLO fell to 0.931.
+    w, _ = build_world(WorldSpec(None, None))
+    info = w.info
+    assert w.boot_per_node
+    assert info.boot_time_s % info.step_s == 0
+    itypes = {w.catalog.instance_type(o.pool) for o in w.catalog.offerings}
+    boots = [
+        node_boot_s(w.config, m.name, it)
+        for it in itypes
+        for m in w.config.models
+        if node_rps(w.config, w.profiles, m.name, it) > 0
+    ]
+    assert max(boots) <= info.boot_time_s < max(boots) + info.step_s
