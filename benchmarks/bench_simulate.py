@@ -39,7 +39,7 @@ from pathlib import Path
 
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import RunResult, World, run_policy
-from simulations.policies import policy_names
+from simulations.roster import policy_names
 from simulations.scenario import SKYPILOT_SCENARIO_PATH
 from simulations.world import WorldSpec, build_world
 

@@ -40,6 +40,9 @@ class SchedulerSection(_Section):
     # Between ticks, check load against capacity this often and launch at once when
     # short (scheduler.fast_loop); 0 turns the fast loop off.
     fast_interval_s: float = Field(default=0.0, ge=0)
+    # The fast loop acts on load that every check over this window saw (its lowest
+    # reading): a spike shorter than this launches nothing.
+    fast_sustain_s: float = Field(default=60.0, ge=0, le=3600)
     state_db: str = "capsched.db"  # SQLite state store path
 
 

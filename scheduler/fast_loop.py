@@ -3,19 +3,28 @@
 A plan tick looks every `scheduler.tick_interval_s` (300 s) and a node takes a boot
 time (600 s) to serve, so a burst that starts just after a tick waits up to 15
 minutes for capacity. Every `scheduler.fast_interval_s` (30 s; 0 turns it off) the
-fast check compares, per model, the observed short-window rate of each source region
-(the larger of the source's rate and its short-window peak, and, where the source
-reports the model servers' queue, the rate plus that backlog cleared within one fast
-interval; missing or non-finite readings are skipped, never read as zero) with the
-capacity of the model's requested, booting and ready nodes within that region's
-latency reach, at the planning utilisation. Regions share the capacity they both
+fast check compares, per model, the sustained rate of each source region with the
+capacity of the model's requested, booting and ready nodes within that region's latency
+reach, at the planning utilisation. The reading is the source's current rate (and,
+where the source reports the model servers' queue, that rate plus the backlog cleared
+within one fast interval; missing or non-finite readings are skipped, never read as
+zero); it is sustained when every check over the last `scheduler.fast_sustain_s` (60 s)
+read it, and the lowest of those readings is what counts. A node launched now serves
+only after its boot time, so a spike that is over by the time a launch could help must
+not launch anything: the tick-window peak (which the plan tick provisions for) is not
+read here, and one reading alone never launches. Regions share the capacity they both
 reach, so the check is per set of regions: a set's demand must fit in what its
 regions reach together (Hall's condition; exact for the few source regions a config
 has, see `_worst`).
 
-When a set is short it launches, one node at a time, into the cheapest pool (USD per
-planned rps) of the current plan for that model within reach and available, else the
-cheapest pool the config allows there: no search. Each node must keep the fleet
+When a set is short it launches, one node at a time, into the pool that closes the
+shortfall at the lowest price per hour (nodes needed × USD/h, among the pools the config
+allows within reach and available; on a tie a pool of the current plan, then the lower
+USD per planned rps): no search. The plan's own pools are not preferred beyond a tie:
+at low load the plan keeps its minimum replica on the cheapest node, which can serve a
+burst at thirty times the price per request of another type (on the embedded default a
+70B burst once launched 40 8xL4 nodes that way, 337 USD/h, against 2 nodes of a type
+that serves it). Each node must keep the fleet
 within the budget, every [[quotas]] cap and the most nodes a pool holds; what cannot
 be launched is a typed `Held`. It never drains or terminates (scale-down stays with
 the plan tick, so the two never flap), and it acts only in `daemon.approval_mode =
@@ -94,21 +103,52 @@ class FastReport:
 
 
 def observed_rates(sample: DemandSample, drain_s: float) -> dict[tuple[str, str], float]:
-    """Per (model, region), the larger of the rate and the short-window peak, where at
-    least one is a finite number >= 0; where the source reports the servers' queue, at
-    least the rate plus that backlog cleared within `drain_s`. Missing or garbage
-    readings are left out (a queue alone, without a rate, is no reading)."""
+    """Per (model, region), the current rate where it is a finite number >= 0; where the
+    source also reports the servers' queue, the rate plus that backlog cleared within
+    `drain_s`. Missing or garbage readings are left out (a queue alone, without a rate,
+    is no reading). The tick-window peak is not read: it still holds a spike that ended
+    minutes ago, and the plan tick already provisions for it."""
     clean = sample.cleaned()
     out: dict[tuple[str, str], float] = {}
-    for key in set(clean.rps) | set(clean.peak_rps):
-        rate = clean.rps.get(key, math.nan)
-        good = [v for v in (rate, clean.peak_rps.get(key, math.nan)) if math.isfinite(v) and v >= 0]
+    for key, rate in clean.rps.items():
+        if not (math.isfinite(rate) and rate >= 0):
+            continue
         queued = clean.waiting.get(key, math.nan)
-        if good and math.isfinite(rate) and rate >= 0 and math.isfinite(queued) and queued > 0:
-            good.append(rate + queued / max(drain_s, 1.0))
-        if good:
-            out[key] = max(good)
+        if math.isfinite(queued) and queued > 0:
+            rate += queued / max(drain_s, 1.0)
+        out[key] = rate
     return out
+
+
+class SustainedRates:
+    """The load that has lasted: per series, the lowest reading over the last
+    `window_s`, once the checks cover that window without a gap.
+
+    `update(now_s, rates)` takes one check's readings and returns the sustained rate
+    of every series whose readings span the window (the reading in force at the window's
+    start included); a series missing from a check starts over, and so does every series
+    when time runs backwards. With `window_s = 0` a reading counts at once."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s  # how long load must last before it counts
+        self._seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
+
+    def update(
+        self, now_s: float, rates: Mapping[tuple[str, str], float]
+    ) -> dict[tuple[str, str], float]:
+        """Record one check's readings; the sustained rate per covered series."""
+        for key in [k for k, h in self._seen.items() if k not in rates or h[-1][0] > now_s]:
+            del self._seen[key]
+        cut = now_s - self.window_s
+        out: dict[tuple[str, str], float] = {}
+        for key, rps in rates.items():
+            seen = self._seen.setdefault(key, [])
+            seen.append((now_s, rps))
+            while len(seen) >= 2 and seen[1][0] <= cut + _EPS:
+                del seen[0]  # the newest reading at or before the cut stays
+            if seen[0][0] <= cut + _EPS:
+                out[key] = min(v for _, v in seen)
+        return out
 
 
 def region_reach(config: Config, catalog: Catalog) -> dict[str, frozenset[str]]:
@@ -240,15 +280,19 @@ def decide_fast(
             sf, near = worst
             blocked: set[HoldKind] = set()
             choice: Pool | None = None
-            for pool, _rps in pools:
+            best: tuple[float, bool, int] | None = None
+            for rank, (pool, rps, in_plan) in enumerate(pools):
                 if _location(pool) not in near:
                     continue
                 broken = limits.breaks(pool)
                 if broken:
                     blocked |= broken
                     continue
-                choice = pool
-                break
+                # What closing the whole shortfall in this pool costs per hour.
+                usd = math.ceil(sf.short_rps / rps - _EPS) * offer[pool].usd_per_hour
+                key = (usd, not in_plan, rank)
+                if best is None or key < best:
+                    best, choice = key, pool
             if choice is None:
                 per_node = max(_best_rps(model, inputs, capacity_of), _EPS)
                 nodes = max(1, math.ceil(sf.short_rps / per_node))
@@ -305,20 +349,22 @@ def _candidates(
     catalog: Catalog,
     offer: Mapping[Pool, Offering],
     capacity_of: CapacityOf,
-) -> list[tuple[Pool, float]]:
-    """Pools to launch `model` into, cheapest per planned rps first: the plan's own
-    available pools for the model, then every other pool the config allows."""
+) -> list[tuple[Pool, float, bool]]:
+    """Pools to launch `model` into, with the planned rps of one node there and whether
+    the plan uses the pool for the model: the plan's own available pools and every other
+    pool the config allows, cheapest per planned rps first (the plan's pools first on a
+    tie)."""
 
-    def ranked(pools: set[Pool]) -> list[tuple[Pool, float]]:
-        scored: list[tuple[float, Pool, float]] = []
+    def ranked(pools: set[Pool], preferred: set[Pool]) -> list[tuple[Pool, float, bool]]:
+        scored: list[tuple[float, bool, Pool, float]] = []
         for pool in pools:
             try:
                 rps = capacity_of(model, pool)
             except KeyError:  # a pool of an instance type the catalog does not know
                 continue
             if rps > 0:
-                scored.append((offer[pool].usd_per_hour / rps, pool, rps))
-        return [(pool, rps) for _, pool, rps in sorted(scored)]
+                scored.append((offer[pool].usd_per_hour / rps, pool not in preferred, pool, rps))
+        return [(pool, rps, not other) for _, other, pool, rps in sorted(scored)]
 
     planned = {
         pl.pool
@@ -332,7 +378,7 @@ def _candidates(
         and (pool.cloud, pool.instance_type) in catalog.instance_types
         and allowed(config, o, catalog.instance_type(pool))
     }
-    return ranked(planned) + ranked(rest)
+    return ranked(planned | rest, planned)
 
 
 class _Limits:
@@ -403,6 +449,7 @@ class FastLoop:
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
         self._reach: tuple[Config, dict[str, frozenset[str]]] | None = None  # per config
+        self.sustained = SustainedRates(reconciler.config.scheduler.fast_sustain_s)
         self.launches_by_model: Counter[str] = Counter()  # fast launches accepted, by model
 
     def reach(self) -> dict[str, frozenset[str]]:
@@ -421,10 +468,15 @@ class FastLoop:
             sample: object = await rec.metrics.demand(now_s)
         except Exception as exc:  # a broken load signal: no information, no action
             log.warning("fast_check_no_load now_s=%.0f error=%s", now_s, exc)
+            self.sustained.update(now_s, {})  # a check without readings breaks every run
             return empty
         if not isinstance(sample, DemandSample):
+            self.sustained.update(now_s, {})
             return empty
-        rates = observed_rates(sample, rec.config.scheduler.fast_interval_s)
+        self.sustained.window_s = rec.config.scheduler.fast_sustain_s  # a reload may change it
+        rates = self.sustained.update(
+            now_s, observed_rates(sample, rec.config.scheduler.fast_interval_s)
+        )
         noticed = set(rec.notices)
         known = tuple(
             n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed

@@ -74,7 +74,8 @@ from scheduler.planner import resolve_location
 from scheduler.policy import CapschedPolicy
 from scheduler.profiles import best_profile, load_models
 from scheduler.store import StateStore
-from simulations.policies import TraceInfo, make_policy
+from simulations.policies import TraceInfo
+from simulations.roster import make_policy
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,12 @@
-"""Policies the simulator can replay, by name.
+"""What a replayed policy may know of its run, and the shape of a policy factory.
 
-`POLICIES` maps a name (as given to ``capsched simulate --policy``) to a factory
-``(config, catalog, profiles, trace_info) -> Policy``. Every policy runs through the
-same `Reconciler`; only `decide` differs. Baselines register themselves here from
-`simulations/baselines/` (they add their own entries); capsched's own policy is
-registered below.
-
-`TraceInfo` is what the run knows beyond one tick's observation: the whole demand
-trace and the spot availability traces. Only the `oracle` baseline (perfect
-foresight), `static-peak` (sized for the trace's peak) and the diagnostic
-`capsched-perfect-forecast` (capsched fed the true future demand instead of its
-forecast) may read ahead in it; every other policy must decide from `Observation` alone.
+`PolicyFactory` is ``(config, catalog, profiles, trace_info) -> Policy``; the registry
+of factories by name is `simulations.roster`. `TraceInfo` is what the run knows beyond
+one tick's observation: the whole demand trace and the spot availability traces. Only
+the `oracle` baseline (perfect foresight), `static-peak` (sized for the trace's peak)
+and the diagnostic `capsched-perfect-forecast` (capsched fed the true future demand
+instead of its forecast) may read ahead in it; every other policy must decide from
+`Observation` alone.
 """
 
 from __future__ import annotations
@@ -90,65 +86,3 @@ class TraceInfo:
 
 
 PolicyFactory = Callable[[Config, Catalog, Sequence[CapacityProfile], TraceInfo], Policy]
-
-
-def _capsched(
-    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
-) -> Policy:
-    # Imported here so the registry loads before (and without) the policy's dependencies.
-    from scheduler.policy import CapschedPolicy
-
-    policy: Policy = CapschedPolicy(config, catalog, tuple(profiles))
-    return policy
-
-
-def _capsched_perfect_forecast(
-    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
-) -> Policy:
-    from simulations.perfect_forecast import perfect_forecast
-
-    return perfect_forecast(config, catalog, profiles, info)
-
-
-POLICIES: dict[str, PolicyFactory] = {
-    "capsched": _capsched,
-    "capsched-perfect-forecast": _capsched_perfect_forecast,
-}
-
-
-def _load_baselines() -> None:
-    """Let `simulations.baselines` add its entries, when that package exists."""
-    try:
-        import simulations.baselines  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("simulations.baselines",):
-            raise
-
-
-def policy_names() -> list[str]:
-    """Every registered policy name, baselines included."""
-    _load_baselines()
-    return sorted(POLICIES)
-
-
-def make_policy(
-    name: str,
-    config: Config,
-    catalog: Catalog,
-    profiles: Sequence[CapacityProfile],
-    info: TraceInfo,
-) -> Policy:
-    """A fresh policy called `name` (KeyError naming the known ones if there is none)."""
-    _load_baselines()
-    try:
-        factory = POLICIES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown policy {name!r}; expected one of {', '.join(sorted(POLICIES))}"
-        ) from None
-    return factory(config, catalog, profiles, info)
-
-
-def registered(names: Mapping[str, PolicyFactory]) -> None:
-    """Add several factories at once (for `simulations.baselines`)."""
-    POLICIES.update(names)

@@ -30,13 +30,11 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from simulations.engine import RunResult, World, run_policy
-
-if TYPE_CHECKING:
-    from simulations.simulate_cli import SweepTask
+from simulations.world import SweepTask
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,11 @@ from scheduler.config import ConfigError
 from scheduler.errors import problem_lines
 from simulations import ray_executor
 from simulations.engine import RunResult, run_policy
-from simulations.policies import policy_names
 from simulations.report import STATIC_PEAK, plot, summaries, table, write_summary
+from simulations.roster import policy_names
 from simulations.scenario import Scenario, ScenarioError, load_scenario
 from simulations.traces import FORMATS, TraceFormatError
-from simulations.world import WorldSpec, build_world
+from simulations.world import SweepTask, WorldSpec, build_world
 
 log = logging.getLogger(__name__)
 
@@ -309,15 +309,6 @@ def load_sweep(path: Path) -> tuple[list[Scenario], list[str] | None]:
     if problems:
         raise ScenarioError(path, problems)
     return scenarios, policies
-
-
-@dataclass(frozen=True)
-class SweepTask:
-    """One replay of a sweep, as sent to an executor."""
-
-    scenario: str  # sweep scenario name
-    policy: str  # policy name
-    state_db: Path  # where the run's state database ends up, on this machine
 
 
 def _sweep_task(spec: WorldSpec, policy: str, db: Path) -> RunResult:

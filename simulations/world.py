@@ -67,6 +67,15 @@ def longest_boot_s(
     return math.ceil(longest / step_s - 1e-9) * step_s
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """One replay of a sweep, as sent to an executor."""
+
+    scenario: str  # sweep scenario name
+    policy: str  # policy name
+    state_db: Path  # where the run's state database ends up, on this machine
+
+
 def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World, list[str]]:
     """The world of `spec`, and notes on what was assumed (missing spot traces, scaling).
 

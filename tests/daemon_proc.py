@@ -24,7 +24,7 @@ def start_daemon(
     flags = ["-v"] if verbose else []
     command = ["daemon", "--config", str(config), *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", *flags, *command],
+        [sys.executable, "-m", "capsched.cli", *flags, *command],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

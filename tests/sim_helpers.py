@@ -13,7 +13,7 @@ from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Placement, Plan, PlanStatus, Pool
 from scheduler.observation import Observation, Policy, PolicyBase
 from scheduler.profiles import load_profiles
-from simulations import policies
+from simulations import roster
 from simulations.engine import World
 from simulations.policies import TraceInfo
 
@@ -50,11 +50,11 @@ class Fixed(PolicyBase):
 @contextmanager
 def registered(name: str, policy: Policy) -> Iterator[None]:
     """Register `policy` under `name` for the duration of a test."""
-    policies.POLICIES[name] = lambda *_: policy
+    roster.POLICIES[name] = lambda *_: policy
     try:
         yield
     finally:
-        del policies.POLICIES[name]
+        del roster.POLICIES[name]
 
 
 def world(

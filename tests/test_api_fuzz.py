@@ -69,7 +69,7 @@ class RunningDaemon:
         config = workdir / "capsched.toml"
         config.write_text(CONFIG_TEXT.format(db=workdir / "state.db"))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "-v", "daemon", "--config", str(config)],
+            [sys.executable, "-m", "capsched.cli", "-v", "daemon", "--config", str(config)],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -9,11 +9,11 @@ from pathlib import Path
 from fakes import no_sleep
 from test_aws_support import MotoAccount, aws_env  # noqa: F401 - the fixture
 
+from capsched.service import build_edges
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.factory import build_scheduler
 from scheduler.profiles import load_profiles
-from scheduler.service import build_edges
 from scheduler.store import StateStore
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"

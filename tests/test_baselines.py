@@ -426,7 +426,8 @@ def test_spothedge_only_places_spot_in_pools_of_its_replica_type() -> None:
 def test_baselines_are_in_the_simulator_registry() -> None:
     import numpy as np
 
-    from simulations.policies import TraceInfo, make_policy, policy_names
+    from simulations.policies import TraceInfo
+    from simulations.roster import make_policy, policy_names
 
     assert {"static-peak", "reactive", "spothedge", "oracle"} <= set(policy_names())
     info = TraceInfo(

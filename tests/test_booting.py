@@ -15,13 +15,13 @@ from pathlib import Path
 
 from fakes import no_sleep
 
+from capsched.service import build_edges
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
 from scheduler.domain import NodeState
 from scheduler.factory import build_scheduler
 from scheduler.profiles import load_profiles
-from scheduler.service import build_edges
 from scheduler.store import StateStore
 
 TICK_S = 300.0

@@ -186,7 +186,7 @@ def test_a_second_daemon_on_the_same_database_exits_2_naming_the_first(
     with start_daemon(first_config, tmp_path) as first:
         wait_for_ticks(first, 1)
         second = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(second_config)],
+            [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(second_config)],
             capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
         )  # fmt: skip
         assert second.returncode == 2, second.stderr
@@ -225,7 +225,7 @@ def test_an_emptied_database_next_to_a_live_cloud_starts_only_with_adopt(
     (tmp_path / "state.db").write_bytes(b"")  # lost: emptied in place
 
     refused = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(config)],
         capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
@@ -255,7 +255,7 @@ def test_restored_backup_after_kill_9_neither_duplicates_nor_leaks(tmp_path: Pat
     with start_daemon(config, tmp_path) as proc:
         wait_for_ticks(proc, 4)
         done = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "backup", "--config", str(config),
+            [sys.executable, "-m", "capsched.cli", "backup", "--config", str(config),
              "--to", str(backup)],
             capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
         )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from scheduler.cli import main
+from capsched.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_validate_config_accepts_the_example(capsys: pytest.CaptureFixture[str])
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "[[models]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "validate-config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "validate-config", str(path)],
         capture_output=True,
         text=True,
         check=False,

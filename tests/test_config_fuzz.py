@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
+from capsched.cli import main as cli_main
 from scheduler.actions import Drain, Terminate
 from scheduler.catalog import load_catalog
-from scheduler.cli import main as cli_main
 from scheduler.config import Config, ConfigError, load_config
 from scheduler.factory import build_scheduler
 from scheduler.store import StateStore
@@ -277,7 +277,7 @@ def test_daemon_with_a_bad_config_exits_2_in_a_subprocess(tmp_path: Path) -> Non
         EXAMPLE.read_bytes().replace(b"tick_interval_s = 300", b"tick_interval_s = -1")
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

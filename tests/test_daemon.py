@@ -170,7 +170,7 @@ def test_sigterm_stops_the_daemon_cleanly(tmp_path: Path) -> None:
     path.write_text(CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(path)],
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
@@ -195,7 +195,7 @@ def test_daemon_with_a_trace_that_does_not_fit_exits_2(tmp_path: Path) -> None:
     text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
     path.write_text(text.replace('[[models]]\nname = "llama-3.1-70b"\n', ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -210,7 +210,7 @@ def test_daemon_with_a_broken_config_exits_2(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     proc = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -248,8 +248,8 @@ async def test_unreachable_prometheus_never_scales_down(tmp_path: Path) -> None:
     import socket
 
     from adapters.prometheus import PrometheusSource
+    from capsched.service import build_edges
     from scheduler.profiles import load_profiles
-    from scheduler.service import build_edges
 
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -285,7 +285,7 @@ async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Pat
     text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
     path.write_text(text.replace("[daemon]", '[daemon]\napproval_mode = "manual"'))
     with subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(path)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(path)],
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,

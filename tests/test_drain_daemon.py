@@ -1,5 +1,5 @@
 """Draining over HTTP through the daemon's own wiring: `[drain] kind = "http"` builds the
-HTTP drainer in the composition root (`scheduler.service.build_drainer`), nodes resolve
+HTTP drainer in the composition root (`capsched.service.build_drainer`), nodes resolve
 to the address the simulated cloud lists (a local server here), and the daemon ticks on
 a clock the test moves.
 
@@ -22,6 +22,13 @@ from fakes import Clock, no_sleep
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
+from capsched.service import (
+    ConfiguredDrainer,
+    _no_userinfo,
+    build_drainer,
+    stored_address,
+    url_host,
+)
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
@@ -30,13 +37,6 @@ from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, Pl
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation, PolicyBase
 from scheduler.reconciler import Reconciler
-from scheduler.service import (
-    ConfiguredDrainer,
-    _no_userinfo,
-    build_drainer,
-    stored_address,
-    url_host,
-)
 from scheduler.store import StateStore
 
 MODEL, REGION = "llama-3.1-8b", "us-east"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from scheduler.cli import main
+from capsched.cli import main
 from scheduler.config import Config, ConfigError, parse_config
 from scheduler.errors import did_you_mean
 from scheduler.inputs import InputError, read_demand, read_fleet

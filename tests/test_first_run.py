@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scheduler.cli import main
+from capsched.cli import main
 from scheduler.config import load_config
 from simulations.demand import assign_series
 from simulations.traces import TraceSeries

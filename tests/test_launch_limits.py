@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
+from capsched.cli import main
 from scheduler.catalog import load_catalog
-from scheduler.cli import main
 from scheduler.config import Config
 from scheduler.daemon import Daemon
 from scheduler.diff import propose

@@ -20,6 +20,7 @@ from daemon_proc import start_daemon
 from hypothesis import given
 from hypothesis import strategies as st
 
+from capsched.service import build_edges
 from scheduler.actions import Launch
 from scheduler.catalog import load_catalog
 from scheduler.logs import (
@@ -32,7 +33,6 @@ from scheduler.logs import (
     set_virtual_clock,
 )
 from scheduler.profiles import load_profiles
-from scheduler.service import build_edges
 from scheduler.store import StateStore
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -127,7 +127,7 @@ def test_iso_utc_is_zulu_to_the_millisecond() -> None:
 def test_a_terminal_gets_the_time_in_front(tmp_path: Path) -> None:
     # `capsched plan -v` logs its solve; on a terminal (a pseudo-terminal here) every
     # line starts with the time, through a pipe (journald, a file) none does.
-    command = [sys.executable, "-m", "scheduler.cli", "-v", "plan"]
+    command = [sys.executable, "-m", "capsched.cli", "-v", "plan"]
     main, replica = os.openpty()
     try:
         done = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cli import main
+from capsched.cli import main
 from scheduler.config import ConfigError, load_config
 from scheduler.names import name_problem
 

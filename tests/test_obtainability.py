@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from adapters.provider import InsufficientCapacity
 from adapters.sim import SpotTrace
+from capsched.cli import main
 from scheduler.catalog import load_catalog
-from scheduler.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
 from scheduler.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence

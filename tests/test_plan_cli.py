@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli import main
+from capsched.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.example.toml"

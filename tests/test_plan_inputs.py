@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cli import main
+from capsched.cli import main
 from scheduler.domain import Demand
 from scheduler.inputs import MAX_ENTRIES, MAX_FILE_BYTES, merge_demand
 

@@ -112,7 +112,7 @@ def test_ctrl_c_during_a_solve_stops_the_daemon_every_time(tmp_path: Path) -> No
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "-v", *args],
+        [sys.executable, "-m", "capsched.cli", "-v", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,7 +14,7 @@ from scheduler.domain import Market
 from scheduler.profiles import load_profiles
 from simulations.baselines import SpotHedge
 from simulations.demand import assign_series, gpus_per_rps, load_demand
-from simulations.policies import make_policy
+from simulations.roster import make_policy
 from simulations.scenario import (
     ScenarioError,
     apply_config,

@@ -22,7 +22,7 @@ from simulations.baselines.common import running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.registry import foresight_of
 from simulations.engine import RunResult, World, replay, warmup_load
-from simulations.policies import make_policy
+from simulations.roster import make_policy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sim_helpers import MODEL, OD_POOL, registered, small_config, world

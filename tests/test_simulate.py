@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from adapters.sim import SpotTrace
+from capsched.cli import main
 from scheduler.boot import node_boot_s
 from scheduler.capacity import node_rps
 from scheduler.catalog import load_catalog
-from scheduler.cli import main
 from scheduler.domain import Placement
 from simulations.engine import max_flow, replay, within_slo_share
 from simulations.report import SUMMARY_KEYS

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.sim import SpotTrace
+from capsched.cli import main
 from scheduler.catalog import load_catalog
-from scheduler.cli import main
 from simulations.scenario import ScenarioError, load_spot_mapping, parse_scenario
 
 POOLS = "aws/us-east-1/g6e.*/spot"

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
+from capsched.cli import main as cli_main
 from scheduler.actions import Launch
 from scheduler.catalog import load_catalog
-from scheduler.cli import main as cli_main
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
 from scheduler.decision import TickError
@@ -437,7 +437,7 @@ def test_daemon_refuses_a_damaged_database_with_a_restore_line(tmp_path: Path) -
     corrupt_table(db, "nodes")
     config = write_config(tmp_path, db)
     proc = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+        [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(config)],
         capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -451,12 +451,12 @@ async def test_daemon_start_on_damage_only_recovery_meets_exits_2_in_one_line(
 ) -> None:
     """Issue 15: over some pages `recover()` crashed with a traceback (rc 1). Damage the
     start's quick_check does not see (it is bypassed here) must still end in one line."""
-    from scheduler.service import run_daemon
+    from capsched.service import run_daemon
 
     db = tmp_path / "state.db"
     seeded_store(db).close()
     corrupt_table(db, "journal")
-    monkeypatch.setattr("scheduler.service.check_integrity", lambda path: [])
+    monkeypatch.setattr("capsched.service.check_integrity", lambda path: [])
     config = write_config(tmp_path, db)
     code = await run_daemon(load_config(config), config)
     err = capsys.readouterr().err

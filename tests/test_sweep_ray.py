@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli import main
+from capsched.cli import main
 from simulations import ray_executor
 from simulations.scenario import Scenario
 from simulations.world import WorldSpec, build_world
@@ -117,7 +117,7 @@ def test_missing_ray_names_the_extra_to_install(tmp_path: Path) -> None:
     trace, sweep = _sweep(tmp_path)
     out = tmp_path / "out"
     # `import ray` fails in the child as it does where the extra is not installed.
-    child = "import sys; sys.modules['ray'] = None\nfrom scheduler.cli import main\n"
+    child = "import sys; sys.modules['ray'] = None\nfrom capsched.cli import main\n"
     child += "sys.exit(main(sys.argv[1:]))"
     args = ["simulate", "--sweep", str(sweep), "--trace", str(trace), "--out", str(out)]
     proc = subprocess.run(

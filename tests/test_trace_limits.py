@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
+from capsched.cli import main
 from scheduler.catalog import load_catalog
-from scheduler.cli import main
 from scheduler.config import load_config
 from scheduler.diff import propose
 from scheduler.domain import (

@@ -60,7 +60,7 @@ class Daemon:
         config = workdir / "capsched.toml"
         config.write_text(CONFIG_TEXT.format(db=workdir / "state.db", port=port, approval=approval))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "daemon", "--config", str(config)],
+            [sys.executable, "-m", "capsched.cli", "daemon", "--config", str(config)],
             stderr=subprocess.PIPE,
             text=True,
             cwd=workdir,

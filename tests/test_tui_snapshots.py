@@ -362,7 +362,7 @@ async def test_database_backend_reads_and_never_writes(state_db: Path) -> None:
 def _tui_without(state_db: Path, stdin: Any) -> subprocess.CompletedProcess[str]:
     # The timeout only bounds a regression (the app used to spin until killed).
     return subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "tui", "--db", str(state_db)],
+        [sys.executable, "-m", "capsched.cli", "tui", "--db", str(state_db)],
         stdin=stdin,
         capture_output=True,
         text=True,

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +22,8 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from scheduler.api_client import ApiClient, ApiClientError, ApiError, ApiUnavailable, Unauthorized
-from tui.backend import ApiBackend, Backend, DbBackend, DemandView, ReadOnly, load_prices
+from tui.backend import ApiBackend, Backend, DbBackend, ReadOnly, load_prices
+from tui.host import AppData
 from tui.screens import (
     DataScreen,
     DemandScreen,
@@ -37,28 +36,6 @@ from tui.screens import (
 
 # Modes in key order: number key -> mode name.
 SCREENS: tuple[str, ...] = ("fleet", "demand", "plan", "events")
-EVENTS_KEPT = 5000  # transitions kept in memory for the Events screen
-
-
-@dataclass
-class AppData:
-    """The latest answers from the backend."""
-
-    status: dict[str, Any] = field(default_factory=dict)  # Backend.status()
-    nodes: list[dict[str, Any]] = field(default_factory=list)  # live nodes
-    plans: list[dict[str, Any]] = field(default_factory=list)  # latest plans, newest first
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
-    journal: list[dict[str, Any]] = field(default_factory=list)  # latest actions
-    demand: DemandView | None = None  # demand picture per model
-    connected: bool = False  # the last fetch succeeded
-    ever_connected: bool = False  # some fetch succeeded (else: still waiting to attach)
-    error: str = ""  # why the last fetch failed, "" when it did not
-    fetches: int = 0  # completed fetches, successful or not
-
-    @property
-    def last_event_id(self) -> int | None:
-        """Id of the newest transition held, to ask only for newer ones."""
-        return int(self.events[-1]["id"]) if self.events else None
 
 
 class CapschedApp(App[None]):

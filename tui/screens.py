@@ -8,7 +8,7 @@ every network call lives in the app's workers (docs: STYLE.md point 12).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from tui.host import Host
 from tui.views import (
     FLEET_SORTS,
     STATES,
@@ -33,10 +34,6 @@ from tui.views import (
     plan_diff,
     sort_groups,
 )
-
-if TYPE_CHECKING:
-    from tui.app import CapschedApp
-
 
 # Short state names for the fleet's "other states" column.
 SHORT = {
@@ -61,7 +58,7 @@ class StatusBar(Static):
 
     plain = ""  # the last text drawn, without styles (what tests and logs read)
 
-    def render_status(self, app: CapschedApp) -> None:
+    def render_status(self, app: Host) -> None:
         """Redraw from the app's latest fetch."""
         d = app.data
         s = d.status
@@ -114,9 +111,9 @@ class DataScreen(Screen[None]):
     TITLE_TEXT: ClassVar[str] = ""
 
     @property
-    def capsched(self) -> CapschedApp:
+    def capsched(self) -> Host:
         """The app, typed."""
-        return cast("CapschedApp", self.app)
+        return cast(Host, self.app)
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the status bar and the footer."""

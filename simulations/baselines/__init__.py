@@ -16,9 +16,3 @@ from simulations.baselines.spothedge import SpotHedge
 from simulations.baselines.static_peak import StaticPeak
 
 __all__ = ["Foresight", "Oracle", "Reactive", "SpotHedge", "StaticPeak"]
-
-# The simulator's registry loads this package to collect the baselines (see
-# `simulations.policies._load_baselines`); importing it registers them.
-from simulations.baselines.registry import register
-
-register()

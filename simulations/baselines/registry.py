@@ -1,4 +1,4 @@
-"""The baselines' entries in the simulator's policy registry (`simulations.policies`).
+"""The baselines' entries in the simulator's policy registry (`simulations.roster`).
 
 Each factory has the registry's signature `(config, catalog, profiles, trace_info)`.
 `static-peak` and `oracle` read ahead in the trace to decide; `reactive` and
@@ -22,7 +22,7 @@ from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive
 from simulations.baselines.spothedge import SpotHedge
 from simulations.baselines.static_peak import StaticPeak
-from simulations.policies import PolicyFactory, TraceInfo, registered
+from simulations.policies import PolicyFactory, TraceInfo
 
 
 def foresight_of(info: TraceInfo) -> Foresight:
@@ -100,8 +100,3 @@ BASELINES: dict[str, PolicyFactory] = {
     "spothedge": spothedge,
     "oracle": oracle,
 }
-
-
-def register() -> None:
-    """Add the baselines to the simulator's registry."""
-    registered(BASELINES)

@@ -120,7 +120,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM."""
-    from scheduler.service import main as run
+    from capsched.service import main as run
 
     try:
         config = load_config(args.config)
