@@ -3,15 +3,19 @@ planner's churn cost that uses it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import builders
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.boot import DEFAULT_BOOT_PATH, BootDataError, load_boot, node_boot_s
 from scheduler.catalog import load_catalog
-from scheduler.domain import Cloud, Demand, InstanceType
+from scheduler.domain import Cloud, Demand, InstanceType, Model
 from scheduler.planner import build_problem
 from scheduler.profiles import load_models, load_profiles
 
@@ -100,3 +104,26 @@ def test_the_planners_launch_cost_uses_the_pools_boot_time(per_node: bool) -> No
         assert spec.launch_usd_per_hour == pytest.approx(o.usd_per_hour * boot_h / amort_h)
         checked += 1
     assert checked > 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    small_b=st.floats(0.1, 500.0),
+    extra_b=st.floats(0.0, 500.0),
+    gbps=st.floats(0.5, 4000.0),
+)
+def test_boot_grows_with_model_size_and_never_beats_the_fixed_parts(
+    small_b: float, extra_b: float, gbps: float
+) -> None:
+    cfg = builders.config(models=[{"name": "a"}, {"name": "b"}])
+    base = load_boot()
+    fig = dataclasses.replace(base, network_gbps={"aws:x.large": gbps})
+    it = InstanceType(Cloud.AWS, "x.large", "L4", 1, 24.0, 4, 16.0)
+    models = [
+        Model("a", small_b, 1.0, 1000.0),
+        Model("b", small_b + extra_b, 1.0, 1000.0),
+    ]
+    a = node_boot_s(cfg, "a", it, fig, models)
+    b = node_boot_s(cfg, "b", it, fig, models)
+    fixed = base.instance_start_s["aws"][""] + base.image_pull_s + base.engine_start_s
+    assert fixed <= a <= b and math.isfinite(b)

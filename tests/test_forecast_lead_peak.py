@@ -227,3 +227,26 @@ def test_the_lead_window_follows_the_boot_time_of_the_types_the_model_may_use() 
         if it.gpu_kind == "L4" and node_rps(l4.config, profiles, builders.MODEL, it) > 0
     ]
     assert l4.lead_boot_s(builders.MODEL) == max(l4_boots)
+
+
+rate = st.one_of(st.floats(0.0, 1e9), st.just(math.nan), st.just(-1.0), st.just(math.inf))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ys=st.lists(st.tuples(rate, rate, rate), min_size=1, max_size=40),
+    fallback=st.tuples(rate, rate, rate),
+)
+def test_plan_is_finite_and_never_below_the_fallback_before_calibration(
+    ys: list[tuple[float, float, float]], fallback: tuple[float, float, float]
+) -> None:
+    # What the policy calls: whatever the rates (NaN, negative, infinite, up to 1e9), a
+    # plan is finite and >= 0, and a series not yet calibrated keeps at least its floor.
+    lp = LeadPeakQuantile(0.95, LeadWindow(2, 1), 3)
+    fb = np.array(fallback)
+    for t, y in enumerate(ys):
+        median = np.tile(np.nan_to_num(np.array(y), posinf=0.0, neginf=0.0)[:, None], (1, 6))
+        plan = lp.plan(t, y, median, fb)
+        assert np.isfinite(plan).all() and (plan >= 0).all()
+        floor = np.where(np.isfinite(fb) & (fb > 0), fb, 0.0)
+        assert (plan[~lp.calibrated] >= floor[~lp.calibrated]).all()
