@@ -10,8 +10,10 @@ What it models:
 * **Offerings** from the catalog (the scenario may pass multiplied prices and
   interruption rates); a pool not offered, or offered as unavailable, refuses
   launches with `InsufficientCapacity`.
-* **Boot-to-ready**: a launched instance is `PENDING` for the boot time of its
-  instance type (default for all types: `boot_time_s`), then `RUNNING`.
+* **Boot-to-ready**: a launched instance is `PENDING` for its boot time, then
+  `RUNNING`: `boot_time_by_type` where it names the instance type, else `boot_time(model,
+  instance type)` when given (the simulator and the embedded daemon pass
+  `scheduler.boot.node_boot_s`), else `boot_time_s` for every type.
 * **Per-second billing by market** from the launch until termination or reclaim,
   with the one-minute minimum both AWS and GCP apply to a stopped instance.
 * **Spot capacity from traces** (SkyPilot spot-traces format, see `SpotTrace`): the
@@ -42,7 +44,7 @@ import logging
 import math
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -207,6 +209,7 @@ class SimCloud:
         start_s: float = 0.0,
         boot_time_s: float = 600.0,
         boot_time_by_type: Mapping[str, float] | None = None,
+        boot_time: Callable[[str, InstanceType], float] | None = None,
         spot_traces: Mapping[Pool, SpotTrace] | None = None,
         seed: int = 0,
         notice_s: Mapping[Cloud, float] = NOTICE_S,
@@ -221,6 +224,7 @@ class SimCloud:
         self._now_s = start_s
         self._boot_s = boot_time_s
         self._boot_by_type = dict(boot_time_by_type or {})
+        self._boot_of = boot_time  # per (model, instance type), below the per-type overrides
         self._traces = dict(spot_traces or {})
         self._seed = seed
         self._notice_s = notice_s
@@ -284,6 +288,11 @@ class SimCloud:
             trace = self._traces.get(pool) if live else None
             if trace is not None:
                 rel = trace.next_tick_after(self._now_s - self._start_s)
+                # At a fractional start (a warm-up of a fractional boot time) the sum can
+                # round back onto now itself, and the loop would never move: look past it
+                # (by a microsecond, far below any trace's tick and above the rounding).
+                while self._start_s + rel <= self._now_s:
+                    rel = trace.next_tick_after(rel + 1e-6)
                 best = min(best, self._start_s + rel)
         return best if best <= limit_s else None
 
@@ -377,9 +386,13 @@ class SimCloud:
         holding = sum(1 for n in live if self._instances[n].deadline_s is None)
         return trace.capacity_at(self._now_s - self._start_s) - holding
 
-    def boot_time_s(self, instance_type: str) -> float:
-        """Launch-to-ready delay of `instance_type`."""
-        return self._boot_by_type.get(instance_type, self._boot_s)
+    def boot_time_s(self, model: str, itype: InstanceType) -> float:
+        """Launch-to-ready delay of a node of `model` on `itype` (see the module doc)."""
+        if itype.name in self._boot_by_type:
+            return self._boot_by_type[itype.name]
+        if self._boot_of is not None:
+            return self._boot_of(model, itype)
+        return self._boot_s
 
     async def launch(self, request: LaunchRequest) -> Instance:
         """Start one instance; a second launch with the same node id returns the first."""
@@ -409,7 +422,7 @@ class SimCloud:
             log.info("sim_launch_failed node_id=%s pool=%s reason=%r", request.node_id, key, reason)
             raise InsufficientCapacity(f"{pool.key}: {reason}", pool=pool)
         itype = self._types[(pool.cloud, pool.instance_type)]
-        boot = self.boot_time_s(pool.instance_type)
+        boot = self.boot_time_s(request.model, itype)
         inst = _Instance(
             node_id=request.node_id,
             cloud_instance_id=f"sim-{len(self._instances) + 1:07d}",

@@ -28,6 +28,7 @@ from adapters.metrics import MetricsSource
 from adapters.provider import InstanceState, Provider, ProviderError
 from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
+from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config, DrainSection
 from scheduler.config_check import check_config
@@ -91,18 +92,17 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
             step_s=demand.step_s,
             peak_window_s=config.scheduler.tick_interval_s,
         )
-    boot_s = (
-        src.sim_boot_time_s
-        if src.sim_boot_time_s is not None
-        else config.planning.default_boot_time_s
-    )
+    # `sim_boot_time_s` sets every node's boot; otherwise each boots for `node_boot_s`.
+    boot_s = src.sim_boot_time_s
+    per_node = None if boot_s is not None else (lambda m, it: node_boot_s(config, m, it))
 
     def fresh() -> SimCloud:
         return SimCloud(
             catalog.offerings,
             catalog.instance_types,
             start_s=start_s,
-            boot_time_s=boot_s,
+            boot_time_s=boot_s if boot_s is not None else config.planning.default_boot_time_s,
+            boot_time=per_node,
             seed=config.solver.seed,
         )
 

@@ -71,7 +71,10 @@ class PlanningSection(_Section):
     robustness_spare_nodes: int = Field(default=0, ge=0, le=1000)
     target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
     budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
-    default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, for churn cost
+    default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, where unknown
+    # Size the solver's churn and spot-risk terms with each pool's `node_boot_s` (True) or
+    # with `default_boot_time_s` (False: measured better, docs/solver.md "Boot time").
+    churn_from_node_boot: bool = False
     replan_tolerance: float = Field(default=0.05, ge=0, le=1)  # rise that re-checks the target
     replan_fall_tolerance: float = Field(default=0.1, ge=0, le=1)  # fall that re-solves
     scale_down_delay_s: float = Field(default=0.0, ge=0)  # plan for the peak of this window

@@ -3,6 +3,9 @@
 
 Pure: no I/O, no clock. The cost terms it adds on top of list prices:
 
+* boot hours of a pool: `planning.default_boot_time_s`, or with
+  `planning.churn_from_node_boot` the longest `scheduler.boot.node_boot_s` of a configured
+  model its instance type serves (the solver's churn terms are per pool, not per model);
 * risk of a spot node = interruptions/hour x (price x boot hours + `interruption_cost_usd`):
   each reclaim wastes a replacement's boot time plus whatever the operator says a
   reclaim costs beyond that.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.boot import node_boot_s
 from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import CloudSection, Config
@@ -200,12 +204,27 @@ def build_problem(
             ]
         return column_cache[key]
 
-    boot_h = config.planning.default_boot_time_s / 3600.0
+    boot_cache: dict[tuple[str, str], float] = {}
+
+    def boot_h_of(itype: InstanceType) -> float:
+        # The longest boot of a configured model the type serves (any model if none does);
+        # the configured boot unless `churn_from_node_boot` (docs/solver.md "Boot time").
+        if not config.planning.churn_from_node_boot:
+            return config.planning.default_boot_time_s / 3600.0
+        key = (str(itype.cloud), itype.name)
+        if key not in boot_cache:
+            rps = rps_column(itype)
+            served = [m.name for m, r in zip(config.models, rps, strict=True) if r > 0]
+            names = served or [m.name for m in config.models]
+            boot_cache[key] = max(node_boot_s(config, n, itype) for n in names) / 3600.0
+        return boot_cache[key]
+
     amort_h = config.solver.churn_amortization_h
     pools: list[PoolSpec] = []
     capacity = np.zeros((len(models), len(offerings)), dtype=np.float64)
     for p, o in enumerate(offerings):
         itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+        boot_h = boot_h_of(itype)
         churn = o.usd_per_hour * boot_h / amort_h
         risk = o.interruptions_per_hour * (
             o.usd_per_hour * boot_h + config.solver.interruption_cost_usd

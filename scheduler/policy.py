@@ -1,9 +1,13 @@
 """capsched's own policy: forecast the load over the lead time, then solve the placement.
 
 Each tick the forecaster takes the observed rates (missing ones as NaN, which hold
-the level rather than read as zero) and predicts the planned quantile over the
-horizon; the planner provisions for the larger of that forecast peak and the rate
-seen now, so a forecast never plans below what is already arriving.
+the level rather than read as zero) and predicts quantiles over the horizon. The
+planned rate of a series is, by default (`[forecast] plan_for = "horizon_peak"`), the
+highest per-step `plan_quantile` over the horizon, or with `"lead_window_peak"` the
+calibrated `plan_quantile` of its peak over the lead window (now + boot, now + boot +
+tick] (`LeadPeakQuantile`, docs/forecasting.md); the planner provisions for the
+larger of that and the rate seen now, so a forecast never plans below what is already
+arriving.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from scheduler.boot import node_boot_s
 from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -27,7 +34,15 @@ from scheduler.domain import (
     Plan,
     Pool,
 )
-from scheduler.forecast import ForecastSettings, VectorForecaster, build_forecaster, demand_key
+from scheduler.forecast import (
+    ForecastSettings,
+    LeadPeakQuantile,
+    LeadWindow,
+    QuantileForecast,
+    VectorForecaster,
+    build_forecaster,
+    demand_key,
+)
 from scheduler.observation import Observation
 from scheduler.planner import allowed, make_plan
 
@@ -83,7 +98,14 @@ class CapschedPolicy:
         self._losses: dict[Pool, deque[float]] = {}
         self._last_full_s: float | None = None  # time of the last search of every model
         self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
+        self._boot_cache: dict[str, float] = {}  # lead boot time per model (`lead_boot_s`)
         self._before: _Memory | None = None  # the state before this tick's first decide
+        # Lead-window peak calibrators, one per distinct window, with their series, and
+        # the settings they were built for (rebuilt when those change).
+        self._lead: list[tuple[list[tuple[str, str]], LeadPeakQuantile]] = []
+        self._lead_for: tuple[object, ...] | None = None
+        self._lead_plan: dict[tuple[str, str], float] = {}  # last step's lead-peak plans
+        self._lead_step: int | None = None  # forecaster step the calibrators last took
 
     def _memory(self) -> _Memory:
         return _Memory(
@@ -132,6 +154,7 @@ class CapschedPolicy:
             log.info("forecaster_rebuilt method=%s step_s=%g", new.method, new.step_s)
         self.config = config
         self._rps_cache.clear()
+        self._boot_cache.clear()
 
     def lower_bound(self) -> tuple[float, str] | None:
         """capsched knows no bound on its own cost."""
@@ -145,17 +168,24 @@ class CapschedPolicy:
         rates = {**obs.demand.rps, **obs.demand.peak_rps}
         observed = {demand_key(m, r): rates.get((m, r), math.nan) for m, r in series}
         step = self.forecaster.tick_of(obs.now_s)
-        if self._last_step is None or step > self._last_step:
+        new_step = self._last_step is None or step > self._last_step
+        if new_step:
             # Extra ticks inside one step (on an interruption notice) reuse the forecast.
             self.forecaster.update(obs.now_s, observed)
             self._last_step = step
         forecast = self.forecaster.predict(obs.now_s)
         q = self.config.forecast.plan_quantile
+        lead = self.config.forecast.plan_for == "lead_window_peak"
+        if lead and (self._lead_step is None or step > self._lead_step):
+            self._lead_plan = self._plan_lead_peaks(step, series, observed, forecast)
+            self._lead_step = step
         out: list[Demand] = []
         for m, r in series:
             now = observed[demand_key(m, r)]
             f = forecast.get(demand_key(m, r))
             peak = f.peak_rps(q) if f is not None else math.nan
+            if lead and f is not None:
+                peak = self._lead_plan.get((m, r), peak)
             if f is not None:
                 self.last_quantiles[m, r] = {qq: f.peak_rps(qq) for qq in f.quantiles}
             candidates = [v for v in (now, peak) if math.isfinite(v) and v >= 0]
@@ -165,6 +195,62 @@ class CapschedPolicy:
             rps = max(candidates)
             self.last_forecast[m, r] = rps
             out.append(Demand(m, r, rps))
+        return out
+
+    def lead_boot_s(self, model: str) -> float:
+        """The boot time a plan for `model` must look past: the longest `node_boot_s` over
+        the instance types the config allows for it that can serve it (a plan must cover
+        its window whichever pool the search picks); the configured fallback if none."""
+        if model not in self._boot_cache:
+            boots = [
+                node_boot_s(self.config, model, itype)
+                for o in self.catalog.offerings
+                if self._node_rps(model, o.pool) > 0
+                and allowed(self.config, o, itype := self.catalog.instance_type(o.pool))
+            ]
+            self._boot_cache[model] = max(boots, default=self.config.planning.default_boot_time_s)
+        return self._boot_cache[model]
+
+    def lead_window(self, model: str) -> LeadWindow:
+        """The lead window of `model`'s plans in forecaster steps (one tick each): from its
+        boot time (`lead_boot_s`) to one tick after it."""
+        tick_s = self.config.scheduler.tick_interval_s
+        return LeadWindow.of(self.lead_boot_s(model), tick_s, tick_s)
+
+    def _plan_lead_peaks(
+        self,
+        step: int,
+        series: Sequence[tuple[str, str]],
+        observed: Mapping[str, float],
+        forecast: Mapping[str, QuantileForecast],
+    ) -> dict[tuple[str, str], float]:
+        """One step of every series' lead-window peak calibrator: the planned rate per
+        series (series without a forecast are left out). The calibrators are rebuilt, and
+        start learning again, when the series, the quantile or a window changes."""
+        q = self.config.forecast.plan_quantile
+        windows = {m: self.lead_window(m) for m, _ in series}
+        key = (tuple(series), q, tuple(sorted(windows.items())))
+        if key != self._lead_for:
+            groups: dict[LeadWindow, list[tuple[str, str]]] = {}
+            for m, r in series:
+                groups.setdefault(windows[m], []).append((m, r))
+            self._lead = [(ss, LeadPeakQuantile(q, w, len(ss))) for w, ss in groups.items()]
+            self._lead_for = key
+        out: dict[tuple[str, str], float] = {}
+        for ss, lp in self._lead:
+            fcs = [forecast.get(demand_key(m, r)) for m, r in ss]
+            width = max((f.horizon_steps for f in fcs if f is not None), default=1)
+            median = np.zeros((len(ss), width))
+            fallback = np.zeros(len(ss))
+            for i, f in enumerate(fcs):
+                if f is not None:
+                    median[i, : f.horizon_steps] = f.path(0.5)
+                    fallback[i] = f.peak_rps(q)
+            y = [observed[demand_key(m, r)] for m, r in ss]
+            planned = lp.plan(step, y, median, fallback)
+            for i, (m, r) in enumerate(ss):
+                if fcs[i] is not None:
+                    out[m, r] = float(planned[i])
         return out
 
     def decide(self, obs: Observation) -> Plan:
@@ -320,7 +406,6 @@ class CapschedPolicy:
             return set()
         plan, _, before = self._last
         planning = self.config.planning
-        boot_h = planning.default_boot_time_s / 3600.0
         payback_h = planning.return_payback_h
         now = {o.pool: o for o in offerings}
         fresh = [
@@ -350,8 +435,10 @@ class CapschedPolicy:
             dearest, rps_held = max(held)
             for o in fresh:
                 rps = self._node_rps(model, o.pool)
-                if rps <= 0 or not allowed(self.config, o, self.catalog.instance_type(o.pool)):
+                itype = self.catalog.instance_type(o.pool)
+                if rps <= 0 or not allowed(self.config, o, itype):
                     continue
+                boot_h = node_boot_s(self.config, model, itype) / 3600.0
                 saving_usd = (dearest - o.usd_per_hour / rps) * rps_held * payback_h
                 risk = o.interruptions_per_hour * payback_h
                 churn_usd = o.usd_per_hour * boot_h * (1 + risk) + (

@@ -53,6 +53,7 @@ import numpy as np
 
 from adapters.sim import SimCloud, SpotTrace
 from adapters.trace_metrics import TraceMetrics
+from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
@@ -382,6 +383,9 @@ class World:
     profiles: tuple[CapacityProfile, ...]  # capacity profiles
     info: TraceInfo  # demand and spot traces
     boot_time_by_type: dict[str, float] = field(default_factory=dict)  # per-type boot times
+    # Boot each node for `scheduler.boot.node_boot_s` of its model and instance type (below
+    # `boot_time_by_type`); False: every node takes `info.boot_time_s`.
+    boot_per_node: bool = False
     reveal_stockouts: bool = False  # offerings show stocked-out spot pools
     random_interruptions: bool = True  # spot pools without a trace are interrupted at random
     warmup_s: float | None = None  # default: boot time + one tick
@@ -464,6 +468,7 @@ async def replay(
         start_s=t0,
         boot_time_s=boot_s,
         boot_time_by_type=world.boot_time_by_type,
+        boot_time=(lambda m, it: node_boot_s(cfg, m, it)) if world.boot_per_node else None,
         spot_traces={
             # Spot traces are relative to the trace start; the warm-up runs before it.
             p: _held_before_start(t, warmup)

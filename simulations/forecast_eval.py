@@ -22,8 +22,9 @@ is a method's MASE over the lowest anchor MASE of the file.
 
 The scheduler's own quantity is scored too (`score_lead_peak`): the planned
 ``plan_quantile`` of the lead-window peak, the highest rate over
-(now + boot, now + boot + tick], from `LeadPeakQuantile` on the default method's
-median path, next to a calibrated trivial anchor (c × the mean of the last 10
+(now + boot, now + boot + tick], from `LeadPeakQuantile.plan` on the default
+method's paths exactly as `CapschedPolicy` plans it (`plan_for =
+"lead_window_peak"`), next to a calibrated trivial anchor (c × the mean of the last 10
 minutes, c the trailing empirical quantile of realised peak / mean): coverage
 (planned ≥ true peak) and mean over-provision (planned / true peak, over
 windows whose true peak is above zero).
@@ -245,8 +246,15 @@ def evaluate(
                 paths = f.predict_array(now, H_pred)
             elapsed += time.perf_counter() - t0
             if lead is not None:
-                med_w = paths[:, taus.index(0.5), window.boot_steps : window.last_step]
-                planned = lead.step(t, y[:, t], med_w.max(axis=1))
+                # What the planner plans (CapschedPolicy): the calibrated peak on the
+                # window's median, at least the horizon's per-step quantile peak until
+                # the series is calibrated.
+                planned = lead.plan(
+                    t,
+                    y[:, t],
+                    paths[:, taus.index(0.5), :],
+                    paths[:, taus.index(q_plan), :].max(axis=1),
+                )
                 if score:
                     pk.add(planned, _peak_truth(y, t, window))
             if not score:

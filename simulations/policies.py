@@ -35,7 +35,9 @@ class TraceInfo:
     demand_rps: np.ndarray  # shape (len(keys), n_steps): requests/s per step, after scaling
     offerings: tuple[Offering, ...]  # what the simulated cloud sells (scenario multipliers applied)
     spot_traces: Mapping[Pool, SpotTrace] = field(default_factory=dict)  # capacity per spot pool
-    boot_time_s: float = 600.0  # launch-to-ready delay of every instance in the simulated cloud
+    # Launch-to-ready delay of every instance in the simulated cloud; where nodes boot per
+    # model and type (`World.boot_per_node`), the longest of those (warm-up, oracle).
+    boot_time_s: float = 600.0
     seed: int = 0  # seed of the run (random interruptions, tie breaks)
     # The `spothedge` baseline's parameters (the scenario's `[spothedge]` table).
     spothedge: SpotHedgeSection = field(default_factory=SpotHedgeSection)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from scheduler.boot import node_boot_s
+from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config, load_config
+from scheduler.domain import CapacityProfile
 from scheduler.planner import allowed
 from scheduler.profiles import load_profiles
 from simulations.demand import load_demand
@@ -38,6 +42,29 @@ class WorldSpec:
     scenario: Scenario | None = None  # an inline scenario (sweeps); wins over scenario_path
     fleet_gpus: float | None = None  # scale the trace so its peak needs about this many GPUs
     seed: int | None = None  # overrides the scenario's and config's seed
+
+
+def longest_boot_s(
+    config: Config,
+    catalog: Catalog,
+    profiles: tuple[CapacityProfile, ...],
+    step_s: float,
+) -> float:
+    """The longest `node_boot_s` of a configured model on an instance type the catalog
+    offers that serves it, rounded up to whole trace steps of `step_s`: the one boot time
+    of the warm-up and of the oracle's schedule when nodes boot per model and type (the
+    configured fallback when nothing serves). Whole steps keep the ticks on the trace's
+    step grid: a warm-up of 541 + 300 s put every tick 59 s after a step ended, a minute
+    late on every reading, and the embedded default's SLO attainment fell from 0.998 to
+    0.931."""
+    boots = {
+        node_boot_s(config, m.name, itype)
+        for itype in {catalog.instance_type(o.pool) for o in catalog.offerings}
+        for m in config.models
+        if node_rps(config, profiles, m.name, itype) > 0
+    }
+    longest = max(boots, default=config.planning.default_boot_time_s)
+    return math.ceil(longest / step_s - 1e-9) * step_s
 
 
 @dataclass(frozen=True)
@@ -109,7 +136,9 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         demand_rps=demand.rps,
         offerings=cat.offerings,
         spot_traces=spot,
-        boot_time_s=boot if boot is not None else config.planning.default_boot_time_s,
+        boot_time_s=boot
+        if boot is not None
+        else longest_boot_s(config, cat, profiles, demand.step_s),
         seed=seed,
         spothedge=scenario.spothedge,
     )
@@ -119,6 +148,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         profiles=profiles,
         info=info,
         boot_time_by_type=dict(scenario.cloud.boot_time_by_type),
+        boot_per_node=boot is None,
         reveal_stockouts=scenario.cloud.reveal_stockouts,
         random_interruptions=scenario.cloud.random_interruptions,
     )

@@ -18,6 +18,7 @@ from adapters.provider import (
 from adapters.sim import SimCloud, SpotTrace, SpotTraceError, fake_address, load_spot_trace
 from adapters.sim_persist import PersistentSimCloud
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from simulations.engine import _held_before_start
 
 ITYPE = InstanceType(Cloud.AWS, "g6.xlarge", "L4", 1, 24.0, 4, 16.0)
 GTYPE = InstanceType(Cloud.GCP, "g2-standard-4", "L4", 1, 24.0, 4, 16.0)
@@ -225,3 +226,30 @@ async def test_a_state_saved_before_addresses_existed_still_loads(tmp_path: Path
     loaded = PersistentSimCloud(saved.path)
     [inst] = await loaded.list_instances()
     assert inst.address == "10.0.0.1"
+
+
+@pytest.mark.timeout(60)
+async def test_a_fractional_start_does_not_stall_at_a_trace_boundary() -> None:
+    # A warm-up of boot time + tick with a fractional boot (540.6 s) started the replay at
+    # a fractional virtual time; start + the next boundary then rounded back onto "now",
+    # and advance_to looped at that instant for ever (every one-day replay hung).
+    start = 1700157779.4
+    held = SpotTrace("test", 300.0, np.full(100, 5, dtype=np.int64), offset_s=59.4)
+    c = cloud({SPOT: held}, start_s=start)  # a boundary at start + 840.6
+    await c.launch(LaunchRequest("n1", "m", SPOT))
+    c.advance_to(1700158620.0)  # start + 840.6, computed as 840.5999999 relative
+    c.advance_to(1700158620.0 + 600.0)
+    assert [i.node_id for i in c.running()] == ["n1"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_held_trace_boundary_just_after_now_does_not_stall() -> None:
+    # The replay's held spot traces add the warm-up back onto a relative boundary; at a
+    # large fractional start that sum could land on "now" however often it was stepped.
+    start = 1700157779.4
+    held = _held_before_start(SpotTrace("t", 300.0, np.full(100, 5, dtype=np.int64)), 840.6)
+    c = cloud({SPOT: held}, start_s=start)
+    await c.launch(LaunchRequest("n1", "m", SPOT))
+    for k in range(1, 400):
+        c.advance_to(start + k * 37.3)
+    assert [i.node_id for i in c.running()] == ["n1"]

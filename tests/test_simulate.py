@@ -3,6 +3,7 @@ the latency model, and the CLI's outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -14,10 +15,13 @@ import pytest
 
 from adapters.sim import SpotTrace
 from capsched.cli import main
+from scheduler.boot import node_boot_s
+from scheduler.capacity import node_rps
 from scheduler.catalog import load_catalog
 from scheduler.domain import Placement
 from simulations.engine import max_flow, replay, within_slo_share
 from simulations.report import SUMMARY_KEYS
+from simulations.world import WorldSpec, build_world
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sim_helpers import (
@@ -54,6 +58,20 @@ async def test_boot_delay_leaves_demand_unserved_until_ready(tmp_path: Path) -> 
     s = r.summary(None)
     assert s["unserved_fraction"] == pytest.approx(5 / 20)
     assert s["availability"] == pytest.approx(15 / 20)
+
+
+async def test_nodes_boot_for_their_model_and_instance_type(tmp_path: Path) -> None:
+    # The simulated cloud boots each node for `node_boot_s` (8B on g6e.xlarge: about 6.5
+    # minutes), not the flat scenario boot time it was given.
+    config = small_config()
+    catalog = load_catalog()
+    boot_s = node_boot_s(config, MODEL, catalog.instance_type(OD_POOL))
+    assert 300.0 < boot_s < 600.0
+    w = dataclasses.replace(world(config, [1.0] * 20, boot_time_s=600.0), boot_per_node=True)
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        r = await replay(w, "fixed", tmp_path / "s.db")
+    ready = math.ceil(boot_s / 60.0)  # the first whole minute the node serves
+    assert (r.capacity_rps[0][:ready] == 0).all() and (r.capacity_rps[0][ready:] > 0).all()
 
 
 async def test_per_model_splits_unserved_before_and_after_boot_plus_tick(tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MethodName = Literal["seasonal_naive", "holt_winters"]
+# What the planned rate of a series is: the calibrated quantile of the peak over the lead
+# window (now + boot, now + boot + tick], or the highest per-step quantile over the horizon.
+PlanFor = Literal["lead_window_peak", "horizon_peak"]
 DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 KNOTS_PER_PERIOD = 96  # a day in quarter-hours; a week in 105-minute knots
 
@@ -28,6 +31,7 @@ class ForecastConfig(BaseModel):
     horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # lead time to plan for, minutes
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # daily and weekly seasonality, minutes
+    plan_for: PlanFor = "horizon_peak"  # planned rate: see PlanFor and docs/forecasting.md
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:
@@ -77,8 +81,9 @@ class ForecastSettings(BaseModel):
 
     @classmethod
     def of(cls, config: ForecastConfig, **overrides: object) -> ForecastSettings:
-        """Settings for a `[forecast]` table, with `overrides` of the tuning defaults."""
-        return cls.model_validate({**config.model_dump(), **overrides})
+        """Settings for a `[forecast]` table, with `overrides` of the tuning defaults.
+        `plan_for` is the planner's choice, not the forecaster's: it is left out."""
+        return cls.model_validate({**config.model_dump(exclude={"plan_for"}), **overrides})
 
     @model_validator(mode="after")
     def _check(self) -> ForecastSettings:

@@ -28,8 +28,11 @@ of exactly that window:
 - as a last safety net a plan is at most the larger of the base and
   ``BOUND_FACTOR`` × the largest rate seen lately (the forecasters' own bound).
 
-Nothing here reads the clock: steps are passed in. This is a separate capability
-for the planner to adopt; it is not wired into the planner.
+Nothing here reads the clock: steps are passed in. `CapschedPolicy` plans each
+series' rate with `LeadPeakQuantile.plan` when ``[forecast] plan_for =
+"lead_window_peak"`` (opt-in: on the shared replays it reached SLO attainment
+0.995 where the horizon peak did not, but cost more at equal SLO elsewhere; see
+docs/forecasting.md); `forecast-eval` scores the same call.
 """
 
 from __future__ import annotations
@@ -71,6 +74,20 @@ class LeadWindow:
     def last_step(self) -> int:
         """Steps from a plan to the last step of its window."""
         return self.boot_steps + self.tick_steps
+
+
+def window_base(median: npt.ArrayLike, window: LeadWindow) -> FloatArray:
+    """The base forecast of the lead window: the highest median over its steps.
+
+    `median` holds per-step medians on its last axis (index 0 = one step ahead). A
+    horizon shorter than the window is read up to its end (at least its last step);
+    NaN is read as 0.
+    """
+    m = np.asarray(median, dtype=np.float64)
+    h = m.shape[-1]
+    lo = min(window.boot_steps, h - 1)
+    hi = max(lo + 1, min(window.last_step, h))
+    return np.asarray(np.max(np.nan_to_num(m[..., lo:hi], nan=0.0), axis=-1), dtype=np.float64)
 
 
 class LeadPeakQuantile:
@@ -143,6 +160,25 @@ class LeadPeakQuantile:
         self._close(t, yv)
         self._t = t
         return self._plan(t, np.where(np.isfinite(bv) & (bv > 0), bv, 0.0))
+
+    @property
+    def calibrated(self) -> npt.NDArray[np.bool_]:
+        """Per series: at least ``1 / (1 - q)`` realised windows scored (out of the
+        small-sample regime, where the threshold is the largest score seen)."""
+        return np.asarray(self.n_scores >= math.ceil(1.0 / (1.0 - self.q) - 1e-9))
+
+    def plan(
+        self, t: int, y: npt.ArrayLike, median: npt.ArrayLike, fallback: npt.ArrayLike
+    ) -> FloatArray:
+        """The planned rate per series at step `t`: `step` on the window's base
+        (`window_base` of the per-step `median` paths, series × steps), and while a series
+        is not `calibrated` at least its `fallback` (the per-step quantile peak the
+        planner used before: a handful of realised windows is too few to lower it on).
+        NaN or negative fallbacks are ignored."""
+        planned = self.step(t, y, window_base(median, self.window))
+        fb = np.asarray(fallback, dtype=np.float64).reshape(-1)
+        fb = np.where(np.isfinite(fb) & (fb > 0), fb, 0.0)
+        return np.asarray(np.where(self.calibrated, planned, np.maximum(planned, fb)))
 
     def _close(self, t: int, yv: FloatArray) -> None:
         """Record `yv` at step `t` and score the window that ends at `t`."""
