@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adapters.sim import SpotTrace
+from adapters.spot_prices import SpotPriceSeries
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Offering, Pool
@@ -39,6 +40,8 @@ class TraceInfo:
     demand_rps: np.ndarray  # shape (len(keys), n_steps): requests/s per step, after scaling
     offerings: tuple[Offering, ...]  # what the simulated cloud sells (scenario multipliers applied)
     spot_traces: Mapping[Pool, SpotTrace] = field(default_factory=dict)  # capacity per spot pool
+    # Spot price over time per pool (times from start_s); other pools keep their offering's.
+    spot_prices: Mapping[Pool, SpotPriceSeries] = field(default_factory=dict)
     boot_time_s: float = 600.0  # launch-to-ready delay of every instance in the simulated cloud
     seed: int = 0  # seed of the run (random interruptions, tie breaks)
     # The `spothedge` baseline's parameters (the scenario's `[spothedge]` table).
