@@ -14,6 +14,7 @@ availability zone ID (``use1-az2``), instance type, product description
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -66,6 +67,16 @@ class SpotPriceSeries:
         return replace(self, usd_per_hour=self.usd_per_hour * factor)
 
 
+def mean_series(parts: list[SpotPriceSeries], source: str) -> SpotPriceSeries:
+    """The mean of several series at every moment (a step function again): how a pool
+    with no zone is priced from its zones, as `adapters.aws` prices one from live prices."""
+    if len(parts) == 1:
+        return replace(parts[0], source=source)
+    times = np.unique(np.concatenate([s.times_s for s in parts]))
+    prices = np.mean([[s.price_at(float(t)) for t in times] for s in parts], axis=0)
+    return SpotPriceSeries(source, times, prices)
+
+
 @dataclass(frozen=True)
 class PriceHistory:
     """Every series of one price history file, on the file's own clock."""
@@ -74,6 +85,10 @@ class PriceHistory:
     start_epoch_s: float  # the earliest record of the file (its time 0)
     # (zone ID, instance type, product) -> (epoch seconds, USD per hour), by time
     series: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
+
+    def zone_ids(self, pattern: str) -> list[str]:
+        """Zone IDs of the file matching the glob `pattern`, sorted."""
+        return sorted({z for z, _, _ in self.series if fnmatch.fnmatchcase(z, pattern)})
 
     def series_for(
         self, zone_id: str, instance_type: str, product: str, offset_s: float

@@ -29,7 +29,9 @@ A scenario overrides, on top of the config file:
 * ``[[spot_prices]]``: spot prices that move (issue 18, item 3): ``file`` (a
   ``describe-spot-price-history`` TSV as archived by ericpauley/aws-spot-price-history;
   relative to the scenario file, or ``$PRICES/...`` under the shared price folder),
-  ``zone_id`` (the AWS zone ID whose series drive the pools, e.g. ``use1-az1``),
+  ``zone_id`` (the AWS zone ID whose series drive the pools, e.g. ``use1-az1``; a glob
+  such as ``use1-*`` prices each pool at the mean over the matching zones that have a
+  series for it, as the AWS adapter prices a pool without a zone from live prices),
   ``pools`` (glob on spot pool keys; each matched pool follows the series of its own
   instance type, or of ``instance_type`` when given), ``product`` (default
   ``Linux/UNIX``), ``mode`` (``absolute``: the recorded USD/hour; ``relative``: the
@@ -60,6 +62,7 @@ from adapters.spot_prices import (
     SpotPriceError,
     SpotPriceSeries,
     load_price_history,
+    mean_series,
 )
 from scheduler.catalog import Catalog
 from scheduler.config import BOM, Config, ConfigError
@@ -164,7 +167,7 @@ class SpotPriceSection(_Section):
     """One price history file and the spot pools whose prices it drives."""
 
     file: str = Field(min_length=1)  # TSV; relative to the scenario, or "$PRICES/..."
-    zone_id: str = Field(min_length=1)  # AWS zone ID of the series, e.g. "use1-az1"
+    zone_id: str = Field(min_length=1)  # AWS zone ID of the series ("use1-az1"), or a glob
     pools: str = Field(min_length=1)  # glob on spot pool keys, e.g. "aws/us-east-1/*/spot"
     instance_type: str | None = None  # series of this type for every pool; None: the pool's
     product: str = PRODUCT_LINUX  # product description of the series
@@ -401,12 +404,18 @@ def load_price_mapping(
         if not matched:
             problems.append(f"{where}.pools: {entry.pools!r} matches no spot pool of the catalog")
         missing: list[str] = []
+        zones = history.zone_ids(entry.zone_id)
         for pool in matched:
             itype = entry.instance_type or pool.instance_type
-            series = history.series_for(entry.zone_id, itype, entry.product, entry.offset_s)
-            if series is None:
+            parts = [
+                s
+                for z in zones
+                if (s := history.series_for(z, itype, entry.product, entry.offset_s)) is not None
+            ]
+            if not parts:
                 missing.append(itype)
                 continue
+            series = mean_series(parts, f"{file} {entry.zone_id}/{itype}/{entry.product}")
             if pool in out:
                 problems.append(f"{where}.pools: pool {pool.key} already has a price series")
                 break

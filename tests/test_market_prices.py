@@ -308,3 +308,19 @@ def test_shared_aws_history_maps_onto_catalog_pools() -> None:
     prices, _ = load_price_mapping(parse_scenario(text, path), path, offerings)
     assert prices, "no catalog pool of us-east-1 found a series"
     assert all(p.region == "us-east-1" and p.market is Market.SPOT for p in prices)
+
+
+def test_a_zone_glob_prices_a_pool_at_the_mean_of_its_zones() -> None:
+    # As the AWS adapter prices a pool without a zone: the mean over the zones' prices.
+    cat = zoned_catalog()
+    text = f"""
+[[spot_prices]]
+file = "{HISTORY}"
+zone_id = "use1-az[12]"
+pools = "aws/us-east-1a/*/spot"
+"""
+    path = Path("mean.toml")
+    prices, _ = load_price_mapping(parse_scenario(text, path), path, cat.offerings)
+    assert set(prices) == {POOL_A}
+    assert prices[POOL_A].price_at(0.0) == pytest.approx((0.80 + 1.10) / 2)
+    assert prices[POOL_A].price_at(DROP_S) == pytest.approx((0.80 + 0.55) / 2)
