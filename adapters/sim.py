@@ -292,7 +292,10 @@ class SimCloud:
             trace = self._traces.get(pool) if live else None
             if trace is not None:
                 rel = trace.next_tick_after(self._now_s - self._start_s)
-                best = min(best, self._start_s + rel)
+                # Strictly later in trace time can round back to now once the start is
+                # added (a fractional offset): time would stop and the replay hang.
+                at = max(self._start_s + rel, math.nextafter(self._now_s, math.inf))
+                best = min(best, at)
         return best if best <= limit_s else None
 
     def _apply_events(self, at: float) -> int:

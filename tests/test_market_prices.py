@@ -324,3 +324,26 @@ pools = "aws/us-east-1a/*/spot"
     assert set(prices) == {POOL_A}
     assert prices[POOL_A].price_at(0.0) == pytest.approx((0.80 + 1.10) / 2)
     assert prices[POOL_A].price_at(DROP_S) == pytest.approx((0.80 + 0.55) / 2)
+
+
+@pytest.mark.timeout(60)
+async def test_a_fractional_trace_offset_does_not_stop_virtual_time() -> None:
+    # Found replaying the 16-node microbenchmark from day 0.9486111: the next trace tick,
+    # strictly later in trace time, rounded back to "now" once the cloud's start was
+    # added, and the replay never left that instant.
+    from adapters.sim import SpotTrace
+
+    cat = zoned_catalog()
+    offset = 438600 + 0.9486111 * 86400
+    trace = SpotTrace("full", 300.0, np.array([3] * 1000), offset, True)
+    start = 604620.0
+    cloud = SimCloud(
+        cat.offerings, cat.instance_types, start_s=start, boot_time_s=0.0,
+        spot_traces={POOL_A: trace},
+    )  # fmt: skip
+    await cloud.launch(LaunchRequest("n1", MODEL, POOL_A))
+    # Past the instant it stopped at (trace time 444120.00096); each trace tick of a pool
+    # with a live node is an event the cloud steps through.
+    end = start + 444300.0
+    assert cloud.advance_until_notice(end) == end
+    assert [i.node_id for i in cloud.running()] == ["n1"]
