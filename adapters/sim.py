@@ -16,6 +16,9 @@ What it models:
   `scheduler.boot.node_boot_s`), else `boot_time_s` for every type.
 * **Per-second billing by market** from the launch until termination or reclaim,
   with the one-minute minimum both AWS and GCP apply to a stopped instance.
+* **Moving spot prices** (`spot_prices`, see `adapters.spot_prices`): a pool with a
+  price series is listed at the price in force and billed at the price of every
+  second, as AWS bills spot; other pools keep the offering's price, locked at launch.
 * **Spot capacity from traces** (SkyPilot spot-traces format, see `SpotTrace`): the
   count at a tick is how many spot instances the pool can hold; when it falls below
   the live instances there, the excess gets an interruption notice and is reclaimed
@@ -47,6 +50,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -58,6 +62,7 @@ from adapters.provider import (
     LaunchRequest,
     ProviderError,
 )
+from adapters.spot_prices import SpotPriceSeries
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
 
 log = logging.getLogger(__name__)
@@ -200,6 +205,7 @@ class SimCloud:
 
     # Class default: a state pickled before addresses existed (PersistentSimCloud) loads too.
     _node_address: str | None = None
+    _prices: Mapping[Pool, SpotPriceSeries] = MappingProxyType({})
 
     def __init__(
         self,
@@ -217,6 +223,7 @@ class SimCloud:
         reveal_stockouts: bool = False,
         listing_retention_s: float = LISTING_RETENTION_S,
         node_address: str | None = None,
+        spot_prices: Mapping[Pool, SpotPriceSeries] | None = None,
     ) -> None:
         self._offerings = {o.pool: o for o in offerings}
         self._types = instance_types
@@ -232,6 +239,7 @@ class SimCloud:
         self._reveal = reveal_stockouts
         self._retention_s = listing_retention_s
         self._node_address = node_address  # every instance's address; None: a fake per instance
+        self._prices = dict(spot_prices or {})  # price over time per pool (times from start_s)
         self._instances: dict[str, _Instance] = {}
         self._by_pool: dict[Pool, set[str]] = defaultdict(set)  # live node ids per pool
         self._events: list[tuple[float, int, str, str]] = []  # (time, seq, kind, node_id)
@@ -352,10 +360,19 @@ class SimCloud:
         inst.ended_at_s = at
         self._by_pool[inst.pool].discard(inst.node_id)
         billed = max(MIN_BILLED_S, math.ceil(at - inst.launched_at_s - 1e-9))
-        self._closed_cost[inst.pool.market] += inst.usd_per_hour * billed / 3600.0
+        self._closed_cost[inst.pool.market] += self._billed_usd(inst, billed)
         self._closed_gpu_s += inst.gpus * billed
         if state is InstanceState.PREEMPTED:
             self._gone.append((at + self._retention_s, inst.node_id))
+
+    def _billed_usd(self, inst: _Instance, seconds: float) -> float:
+        """What `seconds` of `inst` from its launch cost: at its pool's price series where
+        there is one, else at the price locked in at launch."""
+        series = self._prices.get(inst.pool)
+        if series is None:
+            return inst.usd_per_hour * seconds / 3600.0
+        start = inst.launched_at_s - self._start_s
+        return series.cost_usd(start, start + seconds)
 
     def _expire_listing(self) -> None:
         while self._gone and self._gone[0][0] <= self._now_s:
@@ -476,9 +493,15 @@ class SimCloud:
         ]
 
     async def offerings(self) -> list[Offering]:
-        """Every pool this cloud sells, at the scenario's prices."""
+        """Every pool this cloud sells, at the scenario's prices (in force now)."""
         self._call("offerings")
         out = list(self._offerings.values())
+        if self._prices:
+            rel = self._now_s - self._start_s
+            for i, o in enumerate(out):
+                series = self._prices.get(o.pool)
+                if series is not None:
+                    out[i] = replace(o, usd_per_hour=series.price_at(rel), price_is_estimate=False)
         if self._reveal:
             for i, o in enumerate(out):
                 left = self._capacity_left(o.pool)
@@ -521,7 +544,7 @@ class SimCloud:
             for node_id in ids:
                 inst = self._instances[node_id]
                 up_s = self._now_s - inst.launched_at_s
-                cost[inst.pool.market] += inst.usd_per_hour * up_s / 3600.0
+                cost[inst.pool.market] += self._billed_usd(inst, up_s)
                 gpu_s += inst.gpus * up_s
         return Usage(cost, gpu_s / 3600.0)
 

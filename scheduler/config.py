@@ -79,7 +79,8 @@ class PlanningSection(_Section):
     replan_fall_tolerance: float = Field(default=0.1, ge=0, le=1)  # fall that re-solves
     scale_down_delay_s: float = Field(default=0.0, ge=0)  # plan for the peak of this window
     # A pool that came back (or got cheaper) re-searches its models once it has stayed
-    # available this long, if the saving pays for the move within `return_payback_h`.
+    # available this long, if the saving pays for the move within `return_payback_h`; a
+    # new spot price counts for planning once it has held this long (a blip moves nothing).
     return_stabilization_s: float = Field(default=900.0, ge=0)
     return_payback_h: float = Field(default=6.0, gt=0, le=168)  # hours a move must pay back in
     full_replan_interval_s: float = Field(default=14400.0, ge=0)  # search all models; 0 = never

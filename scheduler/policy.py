@@ -61,8 +61,20 @@ class _Memory:
     available_since: dict[Pool, float]  # _available_since
     losses: dict[Pool, deque[float]]  # _losses
     last_full_s: float | None  # _last_full_s
+    prices: dict[Pool, _PriceClock]  # _prices
 
 
+@dataclass(frozen=True, slots=True)
+class _PriceClock:
+    """A pool's price as the planner uses it: a new price counts once it has held for
+    `planning.return_stabilization_s` (see `CapschedPolicy._steady_prices`)."""
+
+    settled_usd_per_hour: float  # the price plans are made with
+    seen_usd_per_hour: float  # the price listed now
+    seen_since_s: float  # since when the listed price has been `seen_usd_per_hour`
+
+
+PRICE_EPSILON = 1e-9  # relative change below which a listed price has not moved
 LOSS_MEMORY_S = 86400.0  # how long a pool's losses lengthen its return window
 RETURN_BACKOFF_MAX = 16.0  # the longest return window, in return_stabilization_s
 
@@ -97,6 +109,7 @@ class CapschedPolicy:
         # When each pool became unavailable, over the last day (lengthens its return window).
         self._losses: dict[Pool, deque[float]] = {}
         self._last_full_s: float | None = None  # time of the last search of every model
+        self._prices: dict[Pool, _PriceClock] = {}  # per pool: the price plans are made with
         self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
         self._boot_cache: dict[str, float] = {}  # lead boot time per model (`lead_boot_s`)
         self._before: _Memory | None = None  # the state before this tick's first decide
@@ -116,6 +129,7 @@ class CapschedPolicy:
             dict(self._available_since),
             {pool: deque(times) for pool, times in self._losses.items()},
             self._last_full_s,
+            dict(self._prices),
         )
 
     def revise(self, obs: Observation) -> Plan:
@@ -130,6 +144,7 @@ class CapschedPolicy:
             self._available_since = dict(m.available_since)
             self._losses = {pool: deque(times) for pool, times in m.losses.items()}
             self._last_full_s = m.last_full_s
+            self._prices = dict(m.prices)
         return self.decide(obs)
 
     def planned_rps(self) -> Mapping[tuple[str, str], float]:
@@ -269,7 +284,7 @@ class CapschedPolicy:
         """
         self._before = self._memory()
         demand = self._held_up(obs.now_s, self.planned_demand(obs))
-        offerings = obs.offerings or self.catalog.offerings
+        offerings = self._steady_prices(obs.now_s, obs.offerings or self.catalog.offerings)
         self._track_availability(obs.now_s, offerings)
         stand, check = self._settled(demand, offerings)
         stand, check = stand - (lost := self._unreachable(obs, offerings)), check - lost
@@ -328,6 +343,41 @@ class CapschedPolicy:
         }
         self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
+
+    def _steady_prices(self, now_s: float, offerings: Sequence[Offering]) -> tuple[Offering, ...]:
+        """`offerings` at the prices plans are made with: a pool's new price counts once
+        it has been listed for `planning.return_stabilization_s` without a change, so a
+        price that moves for less than that window moves no plan (issue 18, item 3: a
+        short drop would have searched, moved nodes to the pool, and moved them back when
+        the price came back). A lasting drop then reaches `_returned` (a pool got cheaper)
+        and a lasting rise `_settled` (a pool of the target got dearer) one window after it
+        began. The first price seen counts at once. Spot prices change a few times a day on
+        AWS, so the window delays a real move by minutes in hours."""
+        window = self.config.planning.return_stabilization_s
+        out: list[Offering] = []
+        for o in offerings:
+            price = o.usd_per_hour
+            clock = self._prices.get(o.pool)
+            if clock is None:
+                clock = _PriceClock(price, price, now_s)
+            elif abs(price - clock.seen_usd_per_hour) > PRICE_EPSILON * max(price, 1.0):
+                clock = _PriceClock(clock.settled_usd_per_hour, price, now_s)
+            if (
+                clock.settled_usd_per_hour != clock.seen_usd_per_hour
+                and now_s - clock.seen_since_s >= window
+            ):
+                log.info(
+                    "price_settled pool=%s usd_per_hour=%.4f was=%.4f",
+                    o.pool.key,
+                    clock.seen_usd_per_hour,
+                    clock.settled_usd_per_hour,
+                )
+                clock = _PriceClock(clock.seen_usd_per_hour, price, clock.seen_since_s)
+            self._prices[o.pool] = clock
+            if clock.settled_usd_per_hour != price:
+                o = dataclasses.replace(o, usd_per_hour=clock.settled_usd_per_hour)
+            out.append(o)
+        return tuple(out)
 
     def _unreachable(self, obs: Observation, offerings: Sequence[Offering]) -> set[str]:
         """Models whose last target counts more nodes in an unavailable pool than serve

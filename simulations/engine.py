@@ -477,6 +477,8 @@ async def replay(
         seed=info.seed,
         random_interruptions=world.random_interruptions,
         reveal_stockouts=world.reveal_stockouts,
+        # Prices too are relative to the trace start; the warm-up holds the first price.
+        spot_prices={p: s.shifted(warmup) for p, s in info.spot_prices.items()},
     )
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0

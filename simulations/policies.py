@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adapters.sim import SpotTrace
+from adapters.spot_prices import SpotPriceSeries
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Offering, Pool
@@ -35,6 +36,8 @@ class TraceInfo:
     demand_rps: np.ndarray  # shape (len(keys), n_steps): requests/s per step, after scaling
     offerings: tuple[Offering, ...]  # what the simulated cloud sells (scenario multipliers applied)
     spot_traces: Mapping[Pool, SpotTrace] = field(default_factory=dict)  # capacity per spot pool
+    # Spot price over time per pool (times from start_s); other pools keep their offering's.
+    spot_prices: Mapping[Pool, SpotPriceSeries] = field(default_factory=dict)
     # Launch-to-ready delay of every instance in the simulated cloud; where nodes boot per
     # model and type (`World.boot_per_node`), the longest of those (warm-up, oracle).
     boot_time_s: float = 600.0

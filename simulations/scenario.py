@@ -25,7 +25,19 @@ A scenario overrides, on top of the config file:
   file, or ``$SPOT/...`` under the SkyPilot traces folder), ``pools`` (glob on pool
   keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``, ``loop``
   (default true: a trace shorter than the replay starts over, and a note says so;
-  false: the pools keep the trace's last value after its end).
+  false: the pools keep the trace's last value after its end);
+* ``[[spot_prices]]``: spot prices that move (issue 18, item 3): ``file`` (a
+  ``describe-spot-price-history`` TSV as archived by ericpauley/aws-spot-price-history;
+  relative to the scenario file, or ``$PRICES/...`` under the shared price folder),
+  ``zone_id`` (the AWS zone ID whose series drive the pools, e.g. ``use1-az1``; a glob
+  such as ``use1-*`` prices each pool at the mean over the matching zones that have a
+  series for it, as the AWS adapter prices a pool without a zone from live prices),
+  ``pools`` (glob on spot pool keys; each matched pool follows the series of its own
+  instance type, or of ``instance_type`` when given), ``product`` (default
+  ``Linux/UNIX``), ``mode`` (``absolute``: the recorded USD/hour; ``relative``: the
+  pool's catalog price times the series' price over its price at replay start) and
+  ``offset_s`` (time into the file, from its earliest record, at replay start). Before
+  a series' first record its first price holds, after its last record its last.
 
 Problems raise `ScenarioError` with one line per problem naming the file and key,
 as `scheduler.config` does.
@@ -39,19 +51,29 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
+from adapters.spot_prices import (
+    PRODUCT_LINUX,
+    PriceHistory,
+    SpotPriceError,
+    SpotPriceSeries,
+    load_price_history,
+    mean_series,
+)
 from scheduler.catalog import Catalog
 from scheduler.config import BOM, Config, ConfigError
 from scheduler.domain import Cloud, Market, Offering, Pool
 from scheduler.errors import problem_lines
 
 SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
+SPOT_PRICES_ENV = "CAPSCHED_SPOT_PRICES"
 # The shared data folder sits next to the repository in our checkouts.
 _SHARED_SPOT = Path(__file__).resolve().parents[2] / "shared/data/spot/skypilot_spot_traces"
+_SHARED_PRICES = Path(__file__).resolve().parents[2] / "shared/data/prices"
 DEFAULT_SCENARIO_PATH = Path(__file__).parent / "data" / "default_scenario.toml"
 # The embedded default's world with the real SkyPilot spot traces (opt-in: not bundled).
 SKYPILOT_SCENARIO_PATH = Path(__file__).parent / "data" / "scenarios" / "skypilot-spot-traces.toml"
@@ -63,6 +85,14 @@ def spot_traces_dir() -> Path | None:
     if env:
         return Path(env)
     return _SHARED_SPOT if _SHARED_SPOT.is_dir() else None
+
+
+def spot_prices_dir() -> Path | None:
+    """Folder of the shared spot price histories, when this machine has it."""
+    env = os.environ.get(SPOT_PRICES_ENV)
+    if env:
+        return Path(env)
+    return _SHARED_PRICES if _SHARED_PRICES.is_dir() else None
 
 
 class _Section(BaseModel):
@@ -133,6 +163,18 @@ class SpotTraceSection(_Section):
     loop: bool = True  # start over after the end; false: hold the last value
 
 
+class SpotPriceSection(_Section):
+    """One price history file and the spot pools whose prices it drives."""
+
+    file: str = Field(min_length=1)  # TSV; relative to the scenario, or "$PRICES/..."
+    zone_id: str = Field(min_length=1)  # AWS zone ID of the series ("use1-az1"), or a glob
+    pools: str = Field(min_length=1)  # glob on spot pool keys, e.g. "aws/us-east-1/*/spot"
+    instance_type: str | None = None  # series of this type for every pool; None: the pool's
+    product: str = PRODUCT_LINUX  # product description of the series
+    mode: Literal["absolute", "relative"] = "absolute"  # recorded USD/h, or ratio x catalog
+    offset_s: float = Field(default=0.0, ge=0)  # file time (from its first record) at start
+
+
 class Scenario(_Section):
     """The whole scenario file."""
 
@@ -143,6 +185,7 @@ class Scenario(_Section):
     market: MarketSection = MarketSection()
     cloud: CloudSimSection = CloudSimSection()
     spot_traces: tuple[SpotTraceSection, ...] = ()
+    spot_prices: tuple[SpotPriceSection, ...] = ()
     spothedge: SpotHedgeSection = SpotHedgeSection()
 
 
@@ -249,7 +292,14 @@ def scenario_catalog(catalog: Catalog, scenario: Scenario) -> Catalog:
 
 
 def resolve_trace_path(entry: str, scenario_path: Path) -> Path:
-    """Where a `spot_traces.file` points."""
+    """Where a `spot_traces.file` or `spot_prices.file` points."""
+    if entry.startswith("$PRICES/"):
+        prices = spot_prices_dir()
+        if prices is None:
+            raise FileNotFoundError(
+                f"{entry}: spot price histories not found; set {SPOT_PRICES_ENV}"
+            )
+        return prices / entry.removeprefix("$PRICES/")
     if entry.startswith("$SPOT/"):
         root = spot_traces_dir()
         if root is None:
@@ -321,6 +371,67 @@ def load_spot_mapping(
                 problems.append(f"{where}.pools: pool {pool.key} already has a trace")
                 break
             out[pool] = trace
+    if problems:
+        raise ScenarioError(path, problems)
+    return out, notes
+
+
+def load_price_mapping(
+    scenario: Scenario, path: Path, offerings: tuple[Offering, ...]
+) -> tuple[dict[Pool, SpotPriceSeries], list[str]]:
+    """Spot price series per pool, and notes on files that could not be found (skipped:
+    their pools keep the catalog's price) and on pools without a series in their file."""
+    out: dict[Pool, SpotPriceSeries] = {}
+    notes: list[str] = []
+    problems: list[str] = []
+    price_of = {o.pool: o.usd_per_hour for o in offerings if o.pool.market is Market.SPOT}
+    files: dict[Path, PriceHistory] = {}  # one file often serves several entries
+    for i, entry in enumerate(scenario.spot_prices):
+        where = f"{path}: spot_prices[{i}]"
+        try:
+            file = resolve_trace_path(entry.file, path)
+        except FileNotFoundError as exc:
+            notes.append(f"spot_prices[{i}] skipped: {exc}")
+            continue
+        if file not in files:
+            try:
+                files[file] = load_price_history(file)
+            except SpotPriceError as exc:
+                problems.append(f"{where}.file: {exc}")
+                continue
+        history = files[file]
+        matched = [p for p in price_of if fnmatch.fnmatchcase(p.key, entry.pools)]
+        if not matched:
+            problems.append(f"{where}.pools: {entry.pools!r} matches no spot pool of the catalog")
+        missing: list[str] = []
+        zones = history.zone_ids(entry.zone_id)
+        for pool in matched:
+            itype = entry.instance_type or pool.instance_type
+            parts = [
+                s
+                for z in zones
+                if (s := history.series_for(z, itype, entry.product, entry.offset_s)) is not None
+            ]
+            if not parts:
+                missing.append(itype)
+                continue
+            series = mean_series(parts, f"{file} {entry.zone_id}/{itype}/{entry.product}")
+            if pool in out:
+                problems.append(f"{where}.pools: pool {pool.key} already has a price series")
+                break
+            if entry.mode == "relative":
+                series = series.scaled(price_of[pool] / series.price_at(0.0))
+            out[pool] = series
+        if matched and len(missing) == len(matched):
+            problems.append(
+                f"{where}: {file} has no {entry.product!r} series in zone {entry.zone_id!r}"
+                f" for {', '.join(sorted(set(missing)))}"
+            )
+        elif missing:
+            notes.append(
+                f"spot_prices[{i}]: no series in zone {entry.zone_id} for"
+                f" {', '.join(sorted(set(missing)))}: those pools keep the catalog's price"
+            )
     if problems:
         raise ScenarioError(path, problems)
     return out, notes

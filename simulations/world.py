@@ -20,6 +20,7 @@ from simulations.policies import TraceInfo
 from simulations.scenario import (
     Scenario,
     apply_config,
+    load_price_mapping,
     load_scenario,
     load_spot_mapping,
     scenario_catalog,
@@ -109,11 +110,14 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
     )
     replay_s = demand.n_steps * demand.step_s
     spot, notes = load_spot_mapping(scenario, scenario_path, cat.offerings, replay_s)
+    prices, price_notes = load_price_mapping(scenario, scenario_path, cat.offerings)
+    notes.extend(price_notes)
     # The simulated cloud sells only what the config may use: every policy is bound by
     # the same config, and 2,500 offerings per tick cost the replay more than the solve.
     sold = tuple(o for o in cat.offerings if allowed(config, o, cat.instance_type(o.pool)))
     cat = replace(cat, offerings=sold)
     spot = {p: t for p, t in spot.items() if p in {o.pool for o in sold}}
+    prices = {p: s for p, s in prices.items() if p in {o.pool for o in sold}}
     if scenario.spot_traces and not spot:
         notes.append(
             "no spot trace found: spot pools are interrupted at random at the catalog's rates"
@@ -136,6 +140,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         demand_rps=demand.rps,
         offerings=cat.offerings,
         spot_traces=spot,
+        spot_prices=prices,
         boot_time_s=boot
         if boot is not None
         else longest_boot_s(config, cat, profiles, demand.step_s),

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from adapters.sim import SpotTrace
+from adapters.spot_prices import SpotPriceSeries
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Placement, Plan, PlanStatus, Pool
@@ -66,6 +67,7 @@ def world(
     warmup_s: float = 0.0,
     seed: int = 0,
     catalog: Catalog | None = None,
+    prices: dict[Pool, SpotPriceSeries] | None = None,
 ) -> World:
     """A world replaying `demand_rps` (one value per minute) for the config's first pair."""
     cat = catalog or load_catalog()
@@ -79,6 +81,7 @@ def world(
         demand_rps=rps,
         offerings=cat.offerings,
         spot_traces=spot or {},
+        spot_prices=prices or {},
         boot_time_s=boot_time_s,
         seed=seed,
     )
