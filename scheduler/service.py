@@ -29,7 +29,7 @@ from adapters.provider import InstanceState, Provider, ProviderError
 from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.catalog import Catalog, load_catalog
-from scheduler.config import Config, DrainSection
+from scheduler.config import Config, DrainSection, HealthSection
 from scheduler.config_check import check_config
 from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
@@ -219,6 +219,47 @@ class ConfiguredDrainer(AsyncResource):
         self._built_for = None
 
 
+class ConfiguredHealthProbe(AsyncResource):
+    """The `scheduler.health.HealthProbe` the `[health]` section asks for, rebuilt when a
+    reload changed the section (the reconciler checks nothing while there is none)."""
+
+    def __init__(
+        self,
+        settings: Callable[[], HealthSection | None],
+        resolve: Callable[[Node], str | None],
+    ) -> None:
+        self._settings = settings  # the running config's [health] (follows reloads)
+        self._resolve = resolve  # node -> address, for {host}
+        self._built_for: HealthSection | None = None  # settings behind `_probe`
+        self._probe: AsyncResource | None = None  # an HttpHealthProbe, once needed
+
+    async def check(self, node: Node) -> bool | None:
+        """Check `node` with the current settings; None without a `[health]` section."""
+        from adapters.http_health import HttpHealthProbe
+
+        settings = self._settings()
+        if settings is None:
+            return None
+        if settings != self._built_for or not isinstance(self._probe, HttpHealthProbe):
+            await self.close()
+            self._probe = HttpHealthProbe(settings, self._resolve)
+            self._built_for = settings
+            log.info(
+                "health_configured url=%s expected_status=%d interval_s=%g",
+                _no_userinfo(settings.url),
+                settings.expected_status,
+                settings.interval_s,
+            )
+        return await self._probe.check(node)
+
+    async def close(self) -> None:
+        """Close the HTTP probe's session, if one was built."""
+        if self._probe is not None:
+            await self._probe.close()
+        self._probe = None
+        self._built_for = None
+
+
 def build_drainer(config: Callable[[], Config], store: StateStore) -> ConfiguredDrainer:
     """The daemon's drainer: `[drain]` of the running config (`config()` follows reloads),
     nodes resolved to the address the store keeps for them."""
@@ -381,6 +422,7 @@ async def _run_locked(
     )
     # Follows the reconciler's config, which a SIGHUP reload replaces.
     drainer = build_drainer(lambda: reconciler.config, store)
+    health = ConfiguredHealthProbe(lambda: reconciler.config.health_checks, stored_address(store))
     reconciler: Reconciler = build_scheduler(
         config,
         provider=edges.provider,
@@ -389,6 +431,7 @@ async def _run_locked(
         drainer=drainer,
         catalog=catalog,
         profiles=profiles,
+        health_probe=health,
     )
     await drainer.current()  # says at start which drainer runs
     daemon = Daemon(
@@ -412,6 +455,7 @@ async def _run_locked(
         print(f"error: {where}: {key}: cannot listen: {exc}", file=sys.stderr)
         store.close()
         await drainer.close()
+        await health.close()
         await _close_edges(edges)
         return 2
     code = 0
@@ -425,6 +469,7 @@ async def _run_locked(
     finally:
         await runner.cleanup()
         await drainer.close()
+        await health.close()
         await _close_edges(edges)
     return code
 
