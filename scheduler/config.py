@@ -123,8 +123,10 @@ class HealthSection(HttpHealthConfig):
     # replaced (a broken endpoint or network, not sick nodes: Karpenter's node repair
     # toleration); they stay in service and the daemon alerts.
     max_unhealthy_fraction: float = Field(default=0.2, gt=0, le=1)
-    # A pool whose nodes fail to boot or turn sick this many times within the window is
-    # quarantined: kept out of plans for guards.pool_cooldown_s, doubled per repeat.
+    # A pool with this many strikes within the window (a node that never became healthy,
+    # or turned sick within the window of becoming ready), and no boot there passing its
+    # check in between, is quarantined: no new nodes there for guards.pool_cooldown_s,
+    # doubled per repeat (scheduler.cooldown).
     quarantine_strikes: int = Field(default=2, ge=1, le=100)
     quarantine_window_s: float = Field(default=3600.0, gt=0)
 

@@ -4,10 +4,13 @@ A pool that refused is cooled for `guards.pool_cooldown_s`, doubled for each ear
 refusal within a day (up to 64x), so a pool that keeps running out is not planned into
 again every cooldown. Cooled pools are shown to the policy as unavailable offerings.
 
-Health strikes (scheduler.health: a node that never became healthy, or a ready node that
-turned sick) count toward a quarantine: `quarantine_strikes` of them within the window
-cool the pool the same way, with the same backoff, and the pool is named in the plan's
-notes while it lasts.
+Health strikes (scheduler.health: a node that never became healthy, or one that turned
+sick within the quarantine window of becoming ready) count toward a quarantine:
+`quarantine_strikes` of them within the window, with no boot in the pool passing its
+health check in between, cool the pool the same way, with the same backoff, and the pool
+is named in the plan's notes while it lasts. A boot that passes clears the strikes: a
+large pool losing a node now and then to random faults keeps serving, while a pool that
+fails every boot is quarantined.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class PoolCooldown:
         self.quarantined[pool] = len(strikes)
         log.warning("pool_quarantined pool=%s strikes=%d", pool.key, len(strikes))
         return self.refused(pool, now_s, base_s)
+
+    def cleared(self, pool: Pool) -> None:
+        """A node of `pool` booted and passed its health check: its strikes are forgiven."""
+        self._strikes.pop(pool, None)
 
     def quarantined_pools(self, now_s: float) -> list[Pool]:
         """Pools quarantined for health strikes and still cooling at `now_s`."""

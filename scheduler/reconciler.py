@@ -252,7 +252,9 @@ class Reconciler:
                     )
                 )
                 continue
-            if new is NodeState.FAILED:
+            if new is NodeState.READY and node.state is NodeState.BOOTING:
+                self.cooldown.cleared(node.pool)
+            elif new is NodeState.FAILED:
                 self.health.boot_failures[node.pool] += 1
                 self._boot_failed[node.node_id] = cause
                 self._orphans.setdefault(node.node_id, cause)
@@ -260,7 +262,11 @@ class Reconciler:
             elif new is NodeState.UNHEALTHY:
                 self.health.replacements[node.pool] += 1
                 self.health.replaced_at_s.append(now_s)
-                self._strike(node.pool, now_s)
+                ready_for_s = now_s - (node.state_since_s or now_s)
+                if ready_for_s < settings.quarantine_window_s:
+                    # Sick soon after it came up: the pool (its image, its hosts) is
+                    # suspect. A node that served for long and then fell ill is bad luck.
+                    self._strike(node.pool, now_s)
             event(
                 log,
                 logging.WARNING if new in (NodeState.FAILED, NodeState.UNHEALTHY) else logging.INFO,

@@ -19,6 +19,7 @@ from simulations.scenario import (
     load_scenario,
     load_spot_mapping,
     scenario_catalog,
+    sim_faults,
 )
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         boot_time_by_type=dict(scenario.cloud.boot_time_by_type),
         reveal_stockouts=scenario.cloud.reveal_stockouts,
         random_interruptions=scenario.cloud.random_interruptions,
+        faults=sim_faults(scenario, scenario_path, cat.offerings, start_s),
     )
     for note in notes:
         log.info("world_note scenario=%s note=%r", scenario.name, note)
