@@ -35,6 +35,7 @@ from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
 from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
+from scheduler.health import HealthProbe
 from scheduler.logs import set_virtual_clock
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
@@ -54,6 +55,9 @@ class Edges:
     clock: Clock  # daemon time
     advance: Callable[[float], Awaitable[None]] | None  # moves a simulated cloud in time
     pending_notices: Callable[[], int] | None  # cheap check for interruption notices
+    # The simulated cloud answers health checks itself (its nodes serve nothing over
+    # HTTP); None: real clouds, checked over HTTP by the `[health]` section.
+    health_probe: HealthProbe | None = None
 
 
 def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = time.time) -> Clock:
@@ -67,7 +71,7 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
     from adapters.aws import AwsProvider
     from adapters.gcp import GcpProvider
     from adapters.prometheus import PrometheusSource
-    from adapters.sim import SimCloud
+    from adapters.sim import SimCloud, SimHealthProbe
     from adapters.sim_persist import PersistentSimCloud
     from adapters.trace_metrics import TraceMetrics
     from simulations.demand import load_demand
@@ -128,7 +132,8 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         if now_s > cloud.now_s:
             cloud.advance_to(now_s)
 
-    return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices)
+    sim = cloud.cloud if isinstance(cloud, PersistentSimCloud) else cloud
+    return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices, SimHealthProbe(sim))
 
 
 def url_host(address: str) -> str:
@@ -423,6 +428,7 @@ async def _run_locked(
     # Follows the reconciler's config, which a SIGHUP reload replaces.
     drainer = build_drainer(lambda: reconciler.config, store)
     health = ConfiguredHealthProbe(lambda: reconciler.config.health_checks, stored_address(store))
+    probe: HealthProbe = edges.health_probe or health
     reconciler: Reconciler = build_scheduler(
         config,
         provider=edges.provider,
@@ -431,7 +437,7 @@ async def _run_locked(
         drainer=drainer,
         catalog=catalog,
         profiles=profiles,
-        health_probe=health,
+        health_probe=probe,
     )
     await drainer.current()  # says at start which drainer runs
     daemon = Daemon(
