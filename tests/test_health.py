@@ -159,3 +159,20 @@ def test_bad_health_keys_are_named(tmp_path: Path, line: str, expected: str) -> 
         load_config(path)
     assert len(err.value.problems) == 1
     assert expected in err.value.problems[0]
+
+
+def test_the_tui_fleet_shows_every_live_state_unhealthy_included() -> None:
+    from scheduler.lifecycle import LIVE
+    from tui.screens import SHORT
+    from tui.views import STATES, group_fleet
+
+    assert {s.value for s in LIVE} == set(STATES) == set(SHORT)
+    nodes = [
+        {"node_id": "a", "model": "m", "cloud": "aws", "region": "us-east-1", "zone": "",
+         "instance_type": "g6e.xlarge", "market": "on-demand", "state": state,
+         "launched_at_s": 0.0, "pool": POOL.key}
+        for state in ("ready", "unhealthy", "booting")
+    ]  # fmt: skip
+    [group] = group_fleet(nodes, {POOL.key: 1.0}, now_s=60.0)
+    assert (group.counts["ready"], group.counts["unhealthy"], group.total) == (1, 1, 3)
+    assert SHORT["unhealthy"] == "sick"
