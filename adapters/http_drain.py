@@ -90,7 +90,7 @@ class HttpDrainer(AsyncResource):
         host = await self._address(node) if "{host}" in cfg.hook_url else ""
         if host is None:
             raise DrainHookError(f"no address known for node {node.node_id}")
-        raw = _render(cfg.hook_url, node, host)
+        raw = render(cfg.hook_url, node, host)
         try:
             url, auth_headers = split_credentials(raw)
             resp = await fetch(
@@ -135,7 +135,7 @@ class HttpDrainer(AsyncResource):
         host = await self._address(node) if "{host}" in cfg.metrics_url else ""
         if host is None:
             return None, "no address"
-        raw = _render(cfg.metrics_url, node, host)
+        raw = render(cfg.metrics_url, node, host)
         try:
             url, auth_headers = split_credentials(raw)
             # One attempt: the reconciler asks again on its next tick.
@@ -202,7 +202,8 @@ def count_in_flight(body: bytes, metrics: tuple[str, ...]) -> tuple[int | None, 
     return round(total), ""
 
 
-def _render(template: str, node: Node, host: str) -> str:
+def render(template: str, node: Node, host: str) -> str:
+    """`template` with the node's fields filled in (all but `{host}` percent-encoded)."""
     return template.format_map(
         {
             "node_id": quote(node.node_id, safe=""),

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 TEMPLATE_FIELDS = frozenset({"node_id", "host", "model", "cloud_instance_id"})
 
 
-def _check_template(v: str) -> str:
+def check_template(v: str) -> str:
+    """`v` if it is empty or an http(s) URL template using only `TEMPLATE_FIELDS`."""
     if not v:
         return v
     try:
@@ -50,4 +51,4 @@ class HttpDrainConfig(BaseModel):
     @classmethod
     def _templates(cls, v: str) -> str:
         # Checked at load so a typo in a placeholder fails the config, not a drain.
-        return _check_template(v)
+        return check_template(v)

@@ -30,6 +30,13 @@ What it models:
   exactly whatever the step size.
 * **Test hooks**: every call is recorded in `calls`; `inject_error(method, error)`
   makes the next call of that method raise `error` once.
+* **Model-server faults** (`SimFaults`, the scenario's `[faults]`): a share of the
+  instances whose model server never becomes healthy, a rate at which serving ones turn
+  sick, and pools whose every boot fails during a window. Each instance's fate is drawn
+  from (seed, its launch number), so the k-th launch of every policy meets the same
+  fault. `serving()` lists what really serves (the replay engine's capacity) and
+  `SimHealthProbe` answers health checks from it. Without faults every running
+  instance serves.
 * **Addresses**: every instance reports `node_address` when one is given (tests point
   the HTTP drainer at a local server that way), else a fake private IP derived from
   its instance number (`sim-0000258` is 10.0.1.2): deterministic, and serving nothing.
@@ -63,7 +70,7 @@ from adapters.provider import (
     ProviderError,
 )
 from adapters.spot_prices import SpotPriceSeries
-from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from scheduler.domain import Cloud, InstanceType, Market, Node, Offering, Pool
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +165,22 @@ def fake_address(cloud_instance_id: str) -> str:
     return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
+@dataclass(frozen=True, slots=True)
+class SimFaults:
+    """Model-server faults the simulated cloud injects (issue 21)."""
+
+    never_healthy_share: float = 0.0  # share of launches whose server never serves
+    sick_per_node_day: float = 0.0  # rate at which a serving instance turns sick, per day
+    bad_pools: frozenset[Pool] = frozenset()  # pools whose every boot fails...
+    bad_from_s: float = -math.inf  # ...from this virtual time...
+    bad_until_s: float = math.inf  # ...until this one
+
+    @property
+    def any(self) -> bool:
+        """Whether any fault is injected."""
+        return bool(self.never_healthy_share > 0 or self.sick_per_node_day > 0 or self.bad_pools)
+
+
 @dataclass(slots=True)
 class _Instance:
     """The simulated cloud's record of one instance (mutable, private)."""
@@ -173,6 +196,12 @@ class _Instance:
     gpus: int  # accelerators, for GPU-hours
     ended_at_s: float | None = None  # billing stopped (terminated or reclaimed)
     deadline_s: float | None = None  # reclaim time once a notice was sent
+    healthy: bool = True  # False: its model server never serves (an injected fault)
+    sick_at_s: float = math.inf  # its model server stops serving at this time (a fault)
+
+    def serves(self, now_s: float) -> bool:
+        """Whether its model server answers and serves at `now_s`."""
+        return self.state is InstanceState.RUNNING and self.healthy and now_s < self.sick_at_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +227,7 @@ class SimCounters:
     notices: int = 0  # interruption notices sent
     preemptions: int = 0  # instances reclaimed at the end of their notice
     by_pool_failures: dict[str, int] = field(default_factory=dict)  # refused launches per pool
+    faulty_boots: int = 0  # instances whose model server never serves (injected)
 
 
 class SimCloud:
@@ -206,6 +236,7 @@ class SimCloud:
     # Class default: a state pickled before addresses existed (PersistentSimCloud) loads too.
     _node_address: str | None = None
     _prices: Mapping[Pool, SpotPriceSeries] = MappingProxyType({})
+    _faults: SimFaults = SimFaults()
 
     def __init__(
         self,
@@ -224,7 +255,9 @@ class SimCloud:
         listing_retention_s: float = LISTING_RETENTION_S,
         node_address: str | None = None,
         spot_prices: Mapping[Pool, SpotPriceSeries] | None = None,
+        faults: SimFaults | None = None,
     ) -> None:
+        self._faults = faults or SimFaults()  # injected model-server faults
         self._offerings = {o.pool: o for o in offerings}
         self._types = instance_types
         self._start_s = start_s
@@ -315,6 +348,8 @@ class SimCloud:
             if kind == "ready" and inst.state is InstanceState.PENDING:
                 inst.state = InstanceState.RUNNING
                 self.version += 1
+            elif kind == "sick":
+                self.version += 1  # it stops serving: the replay's capacity changes
             elif kind == "notice" and inst.deadline_s is None:
                 self._notify(inst, at)
                 sent += 1
@@ -454,6 +489,7 @@ class SimCloud:
         self._instances[inst.node_id] = inst
         self._by_pool[pool].add(inst.node_id)
         self.counters.launches += 1
+        self._inject(inst)
         self.version += 1
         if boot > 0:
             self._push(inst.ready_at_s, "ready", inst.node_id)
@@ -468,6 +504,26 @@ class SimCloud:
             "sim_launch node_id=%s pool=%s ready_at_s=%.0f", inst.node_id, pool.key, inst.ready_at_s
         )
         return self._snapshot(inst)
+
+    def _inject(self, inst: _Instance) -> None:
+        """Draw the new instance's model-server fate from (seed, its launch number)."""
+        f = self._faults
+        if not f.any:
+            return
+        rng = np.random.default_rng([self._seed, 0x4EA17, self.counters.launches])
+        never, delay = float(rng.random()), float(rng.exponential(1.0))
+        bad = inst.pool in f.bad_pools and f.bad_from_s <= self._now_s < f.bad_until_s
+        if bad or never < f.never_healthy_share:
+            inst.healthy = False
+            self.counters.faulty_boots += 1
+        elif f.sick_per_node_day > 0:
+            inst.sick_at_s = inst.ready_at_s + delay * 86400.0 / f.sick_per_node_day
+            self._push(inst.sick_at_s, "sick", inst.node_id)
+
+    def serves(self, node_id: str) -> bool:
+        """Whether `node_id`'s model server serves now (running and not faulty)."""
+        inst = self._instances.get(node_id)
+        return inst is not None and inst.serves(self._now_s)
 
     async def terminate(self, node_id: str) -> None:
         """Terminate `node_id`; already gone (or never known) is not an error."""
@@ -532,6 +588,14 @@ class SimCloud:
                 if inst.state is InstanceState.RUNNING:
                     yield self._snapshot(inst)
 
+    def serving(self) -> Iterator[Instance]:
+        """Instances whose model server serves now: `running()` less the injected faults."""
+        for pool_ids in self._by_pool.values():
+            for node_id in pool_ids:
+                inst = self._instances[node_id]
+                if inst.serves(self._now_s):
+                    yield self._snapshot(inst)
+
     def live_by_pool(self) -> dict[Pool, int]:
         """Live (pending or running) instances per pool."""
         return {p: len(ids) for p, ids in self._by_pool.items() if ids}
@@ -552,3 +616,15 @@ class SimCloud:
         """Spot instances `pool` can hold now; None when no trace limits it."""
         trace = self._traces.get(pool)
         return None if trace is None else trace.capacity_at(self._now_s - self._start_s)
+
+
+class SimHealthProbe:
+    """A `scheduler.health.HealthProbe` answered by the simulated cloud: a node passes
+    when its instance runs and its model server serves (see `SimFaults`)."""
+
+    def __init__(self, cloud: SimCloud) -> None:
+        self.cloud = cloud  # the simulated cloud the nodes run in
+
+    async def check(self, node: Node) -> bool | None:
+        """Whether the node's simulated model server answers."""
+        return self.cloud.serves(node.node_id)

@@ -30,12 +30,13 @@ from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog, load_catalog
-from scheduler.config import Config, DrainSection
+from scheduler.config import Config, DrainSection, HealthSection
 from scheduler.config_check import check_config
 from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
 from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
+from scheduler.health import HealthProbe
 from scheduler.logs import set_virtual_clock
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
@@ -55,6 +56,9 @@ class Edges:
     clock: Clock  # daemon time
     advance: Callable[[float], Awaitable[None]] | None  # moves a simulated cloud in time
     pending_notices: Callable[[], int] | None  # cheap check for interruption notices
+    # The simulated cloud answers health checks itself (its nodes serve nothing over
+    # HTTP); None: real clouds, checked over HTTP by the `[health]` section.
+    health_probe: HealthProbe | None = None
 
 
 def virtual_clock(start_s: float, speedup: float, wall: Callable[[], float] = time.time) -> Clock:
@@ -68,7 +72,7 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
     from adapters.aws import AwsProvider
     from adapters.gcp import GcpProvider
     from adapters.prometheus import PrometheusSource
-    from adapters.sim import SimCloud
+    from adapters.sim import SimCloud, SimHealthProbe
     from adapters.sim_persist import PersistentSimCloud
     from adapters.trace_metrics import TraceMetrics
     from simulations.demand import load_demand
@@ -128,7 +132,8 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         if now_s > cloud.now_s:
             cloud.advance_to(now_s)
 
-    return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices)
+    sim = cloud.cloud if isinstance(cloud, PersistentSimCloud) else cloud
+    return Edges(cloud, metrics, clock, advance, lambda: cloud.unread_notices, SimHealthProbe(sim))
 
 
 def url_host(address: str) -> str:
@@ -216,6 +221,47 @@ class ConfiguredDrainer(AsyncResource):
         if isinstance(self._drainer, AsyncResource):
             await self._drainer.close()
         self._drainer = NoTrafficLayer()
+        self._built_for = None
+
+
+class ConfiguredHealthProbe(AsyncResource):
+    """The `scheduler.health.HealthProbe` the `[health]` section asks for, rebuilt when a
+    reload changed the section (the reconciler checks nothing while there is none)."""
+
+    def __init__(
+        self,
+        settings: Callable[[], HealthSection | None],
+        resolve: Callable[[Node], str | None],
+    ) -> None:
+        self._settings = settings  # the running config's [health] (follows reloads)
+        self._resolve = resolve  # node -> address, for {host}
+        self._built_for: HealthSection | None = None  # settings behind `_probe`
+        self._probe: AsyncResource | None = None  # an HttpHealthProbe, once needed
+
+    async def check(self, node: Node) -> bool | None:
+        """Check `node` with the current settings; None without a `[health]` section."""
+        from adapters.http_health import HttpHealthProbe
+
+        settings = self._settings()
+        if settings is None:
+            return None
+        if settings != self._built_for or not isinstance(self._probe, HttpHealthProbe):
+            await self.close()
+            self._probe = HttpHealthProbe(settings, self._resolve)
+            self._built_for = settings
+            log.info(
+                "health_configured url=%s expected_status=%d interval_s=%g",
+                _no_userinfo(settings.url),
+                settings.expected_status,
+                settings.interval_s,
+            )
+        return await self._probe.check(node)
+
+    async def close(self) -> None:
+        """Close the HTTP probe's session, if one was built."""
+        if self._probe is not None:
+            await self._probe.close()
+        self._probe = None
         self._built_for = None
 
 
@@ -381,6 +427,8 @@ async def _run_locked(
     )
     # Follows the reconciler's config, which a SIGHUP reload replaces.
     drainer = build_drainer(lambda: reconciler.config, store)
+    health = ConfiguredHealthProbe(lambda: reconciler.config.health_checks, stored_address(store))
+    probe: HealthProbe = edges.health_probe or health
     reconciler: Reconciler = build_scheduler(
         config,
         provider=edges.provider,
@@ -389,6 +437,7 @@ async def _run_locked(
         drainer=drainer,
         catalog=catalog,
         profiles=profiles,
+        health_probe=probe,
     )
     await drainer.current()  # says at start which drainer runs
     daemon = Daemon(
@@ -412,6 +461,7 @@ async def _run_locked(
         print(f"error: {where}: {key}: cannot listen: {exc}", file=sys.stderr)
         store.close()
         await drainer.close()
+        await health.close()
         await _close_edges(edges)
         return 2
     code = 0
@@ -425,6 +475,7 @@ async def _run_locked(
     finally:
         await runner.cleanup()
         await drainer.close()
+        await health.close()
         await _close_edges(edges)
     return code
 

@@ -66,6 +66,9 @@ class Actuator:
         self.backoff_s = backoff_s  # first retry delay; doubles each time, with jitter
         self.sleep = sleep  # injected so simulations never wait for real
         self._rng = random.Random(seed)  # jitter, seeded for repeatable replays
+        # A launch the cloud reports running at once is ready (no `[health]`), or booting
+        # until its health check passes (set by the reconciler from its config).
+        self.ready_when_running = True
 
     async def execute(self, actions: Sequence[Action], now_s: float) -> ActResult:
         """Carry out `actions` one by one; never raises for a single action's failure."""
@@ -122,7 +125,8 @@ class Actuator:
             log.warning("launch_uncertain node_id=%s error=%s", node.node_id, exc)
             raise
         assert isinstance(instance, Instance)
-        state = NodeState.READY if instance.state is InstanceState.RUNNING else NodeState.BOOTING
+        running = instance.state is InstanceState.RUNNING
+        state = NodeState.READY if running and self.ready_when_running else NodeState.BOOTING
         self.store.transition(
             node.node_id,
             state,
@@ -130,6 +134,10 @@ class Actuator:
             "launch accepted",
             cloud_instance_id=instance.cloud_instance_id,
         )
+        if instance.address:
+            # Known at once on some clouds: health checks reach the node before the next
+            # listing does.
+            self.store.set_address(node.node_id, instance.address)
         self.store.journal_end(entry, "done", now_s, instance.cloud_instance_id)
         event(
             log,

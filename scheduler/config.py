@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from adapters.aws_config import AwsConfig
 from adapters.gcp_config import GcpConfig
 from adapters.http_drain_config import HttpDrainConfig
+from adapters.http_health_config import HttpHealthConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.errors import problem_lines
@@ -104,6 +105,39 @@ class DrainSection(HttpDrainConfig):
     kind: Literal["none", "http"] = "none"  # "none": terminate at once; "http": hook + metrics
 
 
+class HealthSection(HttpHealthConfig):
+    """Node health (docs/health.md): a node is ready when its health endpoint answers,
+    fails when it has not by its boot deadline, and is replaced when a ready node fails
+    its checks `failure_threshold` times in a row. Off (no section, or `enabled = false`):
+    a node is ready as soon as its cloud reports it running, and never replaced for
+    being sick."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    enabled: bool = False  # check node health at all
+
+    interval_s: float = Field(default=15.0, gt=0, le=3600)  # time between checks of a node
+    success_threshold: int = Field(default=1, ge=1, le=100)  # passes in a row to be ready
+    failure_threshold: int = Field(default=3, ge=1, le=100)  # fails in a row to be unhealthy
+    # A node not ready by its boot time (planning.default_boot_time_s) plus this margin,
+    # counted from when it started booting, is failed, terminated and replaced.
+    boot_margin_s: float = Field(default=600.0, ge=0)
+    # At most this many ready nodes are declared unhealthy (and replaced) per window;
+    # beyond it they stay in service and the daemon alerts (hold `repair_limit`).
+    max_replacements: int = Field(default=3, ge=0, le=10_000)
+    replacement_window_s: float = Field(default=3600.0, gt=0)
+    # When more than this share of the ready nodes fail their checks at once, none is
+    # replaced (a broken endpoint or network, not sick nodes: Karpenter's node repair
+    # toleration); they stay in service and the daemon alerts.
+    max_unhealthy_fraction: float = Field(default=0.2, gt=0, le=1)
+    # A pool with this many strikes within the window (a node that never became healthy,
+    # or turned sick within the window of becoming ready), and no boot there passing its
+    # check in between, is quarantined: no new nodes there for guards.pool_cooldown_s,
+    # doubled per repeat (scheduler.cooldown).
+    quarantine_strikes: int = Field(default=2, ge=1, le=100)
+    quarantine_window_s: float = Field(default=3600.0, gt=0)
+
+
 class DaemonSection(_Section):
     """The long-running service: approval, dry run, tick timeout, control API."""
 
@@ -182,6 +216,7 @@ class Config(_Section):
     daemon: DaemonSection = DaemonSection()
     sources: SourcesSection = SourcesSection()
     drain: DrainSection = DrainSection()
+    health: HealthSection = HealthSection()  # node health checks (off by default)
     prometheus: PrometheusConfig = PrometheusConfig()
     aws: AwsConfig | None = None
     gcp: GcpConfig | None = None
@@ -211,6 +246,11 @@ class Config(_Section):
                     raise ValueError(f"{what}: duplicate name {name!r}")
                 seen.add(name)
         return self
+
+    @property
+    def health_checks(self) -> HealthSection | None:
+        """The `[health]` settings when health checks are on, else None."""
+        return self.health if self.health.enabled else None
 
     def model(self, name: str) -> ModelSection:
         """The model section called `name` (KeyError if none)."""

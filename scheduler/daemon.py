@@ -31,6 +31,7 @@ from scheduler.decision import Approval, Decision
 from scheduler.domain import HoldKind, NodeState
 from scheduler.fast_loop import FastLoop, FastReport
 from scheduler.guards import Held, LaunchLimitWatch
+from scheduler.health import HealthVerdict
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateDamaged, StateStore, check_integrity
 from scheduler.telemetry import Telemetry
@@ -166,19 +167,30 @@ class Daemon:
 
     async def _run(self) -> None:
         interval_s = self.config.scheduler.tick_interval_s
-        next_tick = next_fast = self.clock()
+        next_tick = next_fast = next_health = self.clock()
         while not self._stopping.is_set():
             now = self.clock()
             fast_s = self.config.scheduler.fast_interval_s
+            health = self.config.health_checks
+            health_s = health.interval_s if health is not None else 0.0
             if now >= next_tick or self._wake.is_set():
                 self._wake.clear()
                 await self.tick_once()
                 next_tick = self.clock() + interval_s
                 next_fast = self.clock() + fast_s
+                next_health = self.clock() + health_s
             elif fast_s > 0 and now >= next_fast:
                 await self.fast_once()
                 next_fast = self.clock() + fast_s
-            await self._sleep_until(min(next_tick, next_fast) if fast_s > 0 else next_tick)
+            elif health_s > 0 and now >= next_health:
+                await self.health_once()
+                next_health = self.clock() + health_s
+            wake_at = next_tick
+            if fast_s > 0:
+                wake_at = min(wake_at, next_fast)
+            if health_s > 0:
+                wake_at = min(wake_at, next_health)
+            await self._sleep_until(wake_at)
 
     async def _poll_notices(self) -> None:
         """Between ticks, fetch interruption notices (AWS gives two minutes, GCP thirty
@@ -285,6 +297,32 @@ class Daemon:
             if self.telemetry is not None:
                 self.telemetry.record_fast(report)
             return report
+
+    async def health_once(self) -> HealthVerdict | None:
+        """One health check between ticks (scheduler.health), under the tick lock and the
+        tick timeout; a node that failed to boot or turned sick wakes the loop, so its
+        replacement is launched now rather than at the next tick."""
+        async with self._tick_lock:
+            now = self.clock()
+            try:
+                if self.advance is not None:
+                    await self.advance(now)
+                verdict = await asyncio.wait_for(
+                    self.reconciler.check_health(now), self.config.daemon.tick_timeout_s
+                )
+            except Exception as exc:  # the check's boundary: log, keep running
+                log.warning("health_check_failed now_s=%.0f error=%s", now, exc)
+                return None
+            if self.telemetry is not None:
+                self.telemetry.record_health(self.reconciler, now)
+            if verdict.wakes:
+                log.info(
+                    "wake reason=node_health boot_failed=%d unhealthy=%d",
+                    len(verdict.boot_failed),
+                    len(verdict.unhealthy),
+                )
+                self._wake.set()
+            return verdict
 
     async def _observe_only(self, now: float) -> TickReport:
         obs, errors = await self.reconciler.observe(now)

@@ -141,6 +141,7 @@ class NodeState(enum.StrEnum):
     GONE = "gone"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    UNHEALTHY = "unhealthy"  # ready, then failed its health checks: replaced, then drained
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,9 @@ class HoldKind(enum.StrEnum):
     MAKE_BEFORE_BREAK = "make_before_break"  # drain held: replacements not ready yet
     APPROVAL = "approval"  # nothing acts until a person approves a plan
     PAUSED = "paused"  # the daemon is paused: it plans but does not act
+    # Sick nodes kept in service: more failed their health checks than `[health]` lets
+    # be replaced per window (a broken health endpoint must not replace the fleet)
+    REPAIR_LIMIT = "repair_limit"
 
 
 # Holds that keep capacity the demand asks for from being launched (the ones a user must

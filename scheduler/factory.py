@@ -12,6 +12,7 @@ from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile
 from scheduler.drain import Drainer, NoTrafficLayer
+from scheduler.health import HealthProbe
 from scheduler.observation import Policy
 from scheduler.policy import CapschedPolicy
 from scheduler.profiles import load_profiles
@@ -30,8 +31,10 @@ def build_scheduler(
     catalog: Catalog | None = None,
     profiles: tuple[CapacityProfile, ...] | None = None,
     sleep: Sleep = asyncio.sleep,
+    health_probe: HealthProbe | None = None,
 ) -> Reconciler:
-    """A reconciler wired to these edges; the policy defaults to capsched's own."""
+    """A reconciler wired to these edges; the policy defaults to capsched's own.
+    `health_probe` checks nodes when the config has a `[health]` section."""
     catalog = catalog or load_catalog()
     profiles = profiles if profiles is not None else load_profiles()
     drainer = drainer or NoTrafficLayer()
@@ -45,4 +48,5 @@ def build_scheduler(
         store=store,
         drainer=drainer,
         actuator=Actuator(store, provider, drainer, sleep=sleep, seed=config.solver.seed),
+        health_probe=health_probe,
     )

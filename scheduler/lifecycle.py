@@ -3,6 +3,11 @@
     requested -> booting -> ready -> draining -> terminating -> gone
                     \\          \\         \\
                      failed     interrupted (the cloud reclaimed a spot node)
+    ready -> unhealthy -> draining (once its replacement serves: make before break)
+                  \\-> ready (passed its health checks again)
+
+With a `[health]` section a node leaves booting only when its health endpoint answers,
+and fails when it has not by its boot deadline (docs/health.md).
 
 "Observed gone" (the cloud no longer lists the node) is allowed from every live state:
 clouds lose instances for reasons we never hear about, and refusing that fact would
@@ -45,6 +50,16 @@ TRANSITIONS: dict[S, frozenset[S]] = {
             S.DRAINING,  # taken out of rotation, in-flight requests finishing
             S.INTERRUPTED,  # the cloud announced or performed a reclaim
             S.TERMINATING,  # terminated without drain (e.g. it already stopped serving)
+            S.UNHEALTHY,  # failed its health check too many times in a row
+            S.GONE,  # observed gone
+        }
+    ),
+    S.UNHEALTHY: frozenset(
+        {
+            S.READY,  # passed its health checks again before it was let go (flapping)
+            S.DRAINING,  # its replacement serves (make before break): let it go
+            S.INTERRUPTED,  # the cloud announced or performed a reclaim
+            S.TERMINATING,  # terminated without drain
             S.GONE,  # observed gone
         }
     ),

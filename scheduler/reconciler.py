@@ -6,11 +6,13 @@ simulator (virtual `now_s`). Every outside fact enters through `observe`; `decid
 returns a typed `Decision` (scheduler.decision) and changes no state but the
 policy's own, once per tick; `act` goes through the journaled actuator and returns
 one `ActionOutcome` per action. Approval and pool cooldown are explicit state
-objects (scheduler.approval, scheduler.cooldown) that only `tick` updates.
+objects (scheduler.approval, scheduler.cooldown) that only `tick` updates; node health
+(scheduler.health) is checked in `observe` and, between ticks, by `check_health`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from adapters.metrics import DemandSample, MetricsSource
 from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
-from scheduler.actions import Action, Grounds, Launch, Terminate
+from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
 from scheduler.approval import ApprovalState, Verdict, needs_approval
 from scheduler.capacity import node_rps
@@ -31,6 +33,14 @@ from scheduler.diff import propose
 from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
 from scheduler.drain import Drainer
 from scheduler.guards import Held, apply_guards
+from scheduler.health import (
+    CHECKED,
+    HealthMonitor,
+    HealthProbe,
+    HealthVerdict,
+    judge,
+    unhealthy_drains,
+)
 from scheduler.lifecycle import IllegalTransition
 from scheduler.logs import event
 from scheduler.observation import Observation, Policy
@@ -91,6 +101,7 @@ class Reconciler:
         store: StateStore,
         drainer: Drainer,
         actuator: Actuator,
+        health_probe: HealthProbe | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -107,7 +118,16 @@ class Reconciler:
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
-        self._orphans: list[str] = []  # listed nodes we had given up on, to terminate this tick
+        # Listed nodes we had given up on (or failed for never becoming healthy), to
+        # terminate this tick, with why.
+        self._orphans: dict[str, str] = {}
+        self.health_probe = health_probe  # asks nodes whether they serve ([health])
+        self.health = HealthMonitor()  # streaks, replacement window, counts per pool
+        self._verdict = HealthVerdict()  # the last health pass's verdict
+        # Nodes failed for never becoming healthy, until the cloud no longer lists them:
+        # terminated as orphans, which is expected and not a tick error.
+        self._boot_failed: dict[str, str] = {}
+        self.actuator.ready_when_running = config.health_checks is None
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
 
     def reconfigure(self, config: Config) -> None:
@@ -116,6 +136,7 @@ class Reconciler:
         self.config = config
         self._rps.clear()
         self.policy.reconfigure(config)
+        self.actuator.ready_when_running = config.health_checks is None
 
     # -- observe ----------------------------------------------------------------------------
 
@@ -136,6 +157,7 @@ class Reconciler:
             errors.append(TickError(ErrorKind.METRICS, f"metrics: {type(exc).__name__}: {exc}"))
             demand = DemandSample(now_s)
         errors.extend(self._merge(instances, now_s))
+        errors.extend(await self._check_health(now_s))
         expected = {(m.name, r.name) for m in self.config.models for r in self.config.regions}
         live = {n.node_id for n in self.store.live_nodes()}
         self.notices = {k: v for k, v in self.notices.items() if k in live}
@@ -160,6 +182,115 @@ class Reconciler:
         self.cooldown.refused(pool, now_s, self.config.guards.pool_cooldown_s)
         self._learn(pool, PoolEvent.REFUSED, now_s)
 
+    async def check_health(self, now_s: float) -> HealthVerdict:
+        """Between ticks (the daemon and the replay engine, every `[health].interval_s`):
+        check the nodes that are due and apply the verdict. Returns it (its `wakes` says
+        a tick should replace lost capacity now); an empty verdict without `[health]`."""
+        await self._check_health(now_s)
+        return self._verdict
+
+    async def _check_health(self, now_s: float) -> list[TickError]:
+        """Probe the checked nodes that are due, then apply `health.judge`'s verdict to
+        each node alone (a bad node never blocks the rest)."""
+        self._verdict = HealthVerdict()
+        settings = self.config.health_checks
+        if settings is None or self.health_probe is None:
+            self.health.held_now = ()
+            return []
+        errors: list[TickError] = []
+        nodes = [n for n in self.store.live_nodes() if n.state in CHECKED]
+        self.health.forget_except(n.node_id for n in nodes)
+        due = [n for n in nodes if self.health.due(n.node_id, now_s, settings.interval_s)]
+        probe = self.health_probe
+        answers = await asyncio.gather(*(probe.check(n) for n in due), return_exceptions=True)
+        for node, answer in zip(due, answers, strict=True):
+            if isinstance(answer, BaseException):
+                # A probe that raised (not a failed check: that is False) says nothing.
+                log.warning("health_check_error node_id=%s error=%r", node.node_id, answer)
+                continue
+            if answer is not None:
+                self.health.record(node.node_id, answer, now_s)
+        boot_s = self.config.planning.default_boot_time_s
+        verdict = judge(
+            nodes,
+            self.health.streaks,
+            settings,
+            now_s,
+            boot_s=lambda _n: boot_s,
+            recent_replacements=self.health.recent_replacements(
+                now_s, settings.replacement_window_s
+            ),
+        )
+        self._verdict = verdict
+        if verdict.held != self.health.held_now:  # said once per change, not every check
+            for held in verdict.held:
+                event(log, logging.WARNING, "health_repairs_held", nodes=held.nodes,
+                      reason=held.text)  # fmt: skip
+        self.health.held_now = verdict.held
+        t = self.store.transition
+        moves: list[tuple[Node, NodeState, str]] = [
+            *((n, NodeState.READY, "health check passed: serving") for n in verdict.ready),
+            *(
+                (n, NodeState.FAILED, f"not healthy {boot_s + settings.boot_margin_s:.0f} s"
+                 " after it started booting")
+                for n in verdict.boot_failed
+            ),
+            *(
+                (n, NodeState.UNHEALTHY, f"failed {settings.failure_threshold} health checks"
+                 " in a row: replacing it")
+                for n in verdict.unhealthy
+            ),
+            *((n, NodeState.READY, "health checks pass again") for n in verdict.recovered),
+        ]  # fmt: skip
+        for node, new, cause in moves:
+            try:
+                t(node.node_id, new, now_s, cause)
+            except (IllegalTransition, KeyError) as exc:
+                errors.append(
+                    TickError(
+                        ErrorKind.NODE, f"node {node.node_id}: {exc}", node.node_id, node.pool
+                    )
+                )
+                continue
+            if new is NodeState.READY and node.state is NodeState.BOOTING:
+                self.cooldown.cleared(node.pool)
+            elif new is NodeState.FAILED:
+                self.health.boot_failures[node.pool] += 1
+                self._boot_failed[node.node_id] = cause
+                self._orphans.setdefault(node.node_id, cause)
+                self._strike(node.pool, now_s)
+            elif new is NodeState.UNHEALTHY:
+                self.health.replacements[node.pool] += 1
+                self.health.replaced_at_s.append(now_s)
+                ready_for_s = now_s - (node.state_since_s or now_s)
+                if ready_for_s < settings.quarantine_window_s:
+                    # Sick soon after it came up: the pool (its image, its hosts) is
+                    # suspect. A node that served for long and then fell ill is bad luck.
+                    self._strike(node.pool, now_s)
+            event(
+                log,
+                logging.WARNING if new in (NodeState.FAILED, NodeState.UNHEALTHY) else logging.INFO,
+                "node_health",
+                node_id=node.node_id,
+                model=node.model,
+                pool=node.pool.key,
+                state=new.value,
+                reason=cause,
+            )
+        return errors
+
+    def _strike(self, pool: Pool, now_s: float) -> None:
+        """A node of `pool` failed to boot or turned sick: count it toward a quarantine."""
+        settings = self.config.health_checks
+        assert settings is not None
+        self.cooldown.strike(
+            pool,
+            now_s,
+            needed=settings.quarantine_strikes,
+            window_s=settings.quarantine_window_s,
+            base_s=self.config.guards.pool_cooldown_s,
+        )
+
     def _merge(self, instances: list[Instance], now_s: float) -> list[TickError]:
         """Apply what the cloud says to each node alone; a bad node never blocks the rest."""
         errors: list[TickError] = []
@@ -175,6 +306,12 @@ class Reconciler:
                 )
                 log.warning("node_merge_failed node_id=%s error=%s", node.node_id, exc)
         known = {n.node_id for n in self.store.live_nodes()}
+        self._boot_failed = {
+            k: v
+            for k, v in self._boot_failed.items()
+            if k in listed and listed[k].state not in (InstanceState.TERMINATED,
+                                                       InstanceState.PREEMPTED)
+        }  # fmt: skip
         ended = [
             node_id
             for node_id, inst in listed.items()
@@ -192,10 +329,14 @@ class Reconciler:
             ):
                 continue
             existing = self.store.node(node_id)
-            if existing is None:
+            if node_id in self._boot_failed:
+                self._orphans.setdefault(node_id, self._boot_failed[node_id])
+            elif existing is None:
                 # Tagged as ours but unknown (e.g. launched before a crash wiped nothing but
                 # the journal's end): adopt it, the plan decides whether it stays.
                 state = _FROM_CLOUD.get(inst.state, NodeState.BOOTING)
+                if self.config.health_checks is not None:
+                    state = NodeState.BOOTING  # ready once its health check passes
                 adopted = Node(
                     node_id,
                     inst.model,
@@ -218,7 +359,7 @@ class Reconciler:
                         existing.pool,
                     )
                 )
-                self._orphans.append(node_id)
+                self._orphans.setdefault(node_id, "listed after we gave up on it")
         return errors
 
     def _merge_node(self, node: Node, inst: Instance | None, now_s: float) -> None:
@@ -247,6 +388,7 @@ class Reconciler:
         if node.node_id in self.notices and node.state in (
             NodeState.BOOTING,
             NodeState.READY,
+            NodeState.UNHEALTHY,
             NodeState.DRAINING,
         ):
             deadline = self.notices[node.node_id].deadline_s
@@ -259,6 +401,8 @@ class Reconciler:
             self._learn(node.pool, PoolEvent.PREEMPTED, now_s)
             return
         wanted = _FROM_CLOUD.get(inst.state)
+        if wanted is NodeState.READY and self.config.health_checks is not None:
+            wanted = NodeState.BOOTING  # running is not serving: the health check decides
         if wanted is NodeState.BOOTING and node.state is NodeState.REQUESTED:
             t(
                 node.node_id,
@@ -295,6 +439,9 @@ class Reconciler:
         replaces the tick's first decision. A revised plan acts at once: it replaces a
         plan that needed no approval."""
         plan = self.policy.revise(obs) if revise else self.policy.decide(obs)
+        quarantined = self.cooldown.quarantine_notes(obs.now_s)
+        if quarantined:
+            plan = dataclasses.replace(plan, notes=(*plan.notes, *quarantined))
         if self.config.daemon.dry_run and not revise:
             return self.planned_only(plan, Approval.DRY_RUN, ())
         if revise:
@@ -342,7 +489,33 @@ class Reconciler:
             self.capacity_of,
             self.store.next_node_id,
         )
-        return self._grounded(obs, target, guarded.actions), guarded.held_back
+        actions = (*guarded.actions, *self._unhealthy_drains(obs, target))
+        return self._grounded(obs, target, actions), guarded.held_back
+
+    def _unhealthy_drains(self, obs: Observation, target: Plan) -> tuple[Action, ...]:
+        """Drains of the unhealthy nodes whose replacements serve (make before break), or
+        that waited a whole boot deadline for them."""
+        settings = self.config.health_checks
+        if settings is None:
+            return ()
+        wanted: dict[str, float] = {}
+        for pl in target.placements:
+            wanted[pl.model] = wanted.get(pl.model, 0.0) + pl.count * self.capacity_of(
+                pl.model, pl.pool
+            )
+        give_up_s = self.config.planning.default_boot_time_s + settings.boot_margin_s
+        out: list[Action] = []
+        for node in unhealthy_drains(
+            obs.nodes, obs.serving(), wanted, self.capacity_of, obs.now_s, give_up_s
+        ):
+            waited = obs.now_s - (node.state_since_s or obs.now_s)
+            why = (
+                f"unhealthy for {waited:.0f} s, no replacement serving"
+                if waited >= give_up_s
+                else "unhealthy, and its replacement serves"
+            )
+            out.append(Drain(node.node_id, reason=why))
+        return tuple(out)
 
     def _grounded(
         self, obs: Observation, target: Plan, actions: tuple[Action, ...]
@@ -477,7 +650,7 @@ class Reconciler:
 
     async def tick(self, now_s: float) -> TickReport:
         """Observe, decide, act once. Never raises for one node's or one action's failure."""
-        self._orphans = []
+        self._orphans = {}
         try:
             obs, errors = await self.observe(now_s)
         except ProviderError as exc:
@@ -502,10 +675,10 @@ class Reconciler:
                 plan, now_s, self.policy.name, (), approval=Approval.PENDING
             )
             self.approval.ask(plan_id, plan)
-        orphans = tuple(Terminate(n, reason="listed after we gave up on it") for n in self._orphans)
+        orphans = tuple(Terminate(n, reason=why) for n, why in self._orphans.items())
         todo = (*orphans, *decision.actions, *(await self._finish_drains(now_s)))
         outcomes, exhausted = await self._act(todo, now_s, obs)
-        held = decision.held_back
+        held = (*self.health.held_now, *decision.held_back)
         final = decision
         if exhausted and decision.approval is Approval.AUTO:
             # Fall back to another pool now rather than a whole tick later.

@@ -59,6 +59,7 @@ _BILLED = frozenset(
         NodeState.DRAINING,
         NodeState.TERMINATING,
         NodeState.INTERRUPTED,
+        NodeState.UNHEALTHY,
     }
 )
 
@@ -88,6 +89,8 @@ class Telemetry:
         self.last_demand: DemandSample | None = None  # filled by `tap` when used
         self.last_decision: Decision | None = None  # the last tick's that decided
         self._preemption_cursor: int | None = None  # last node_events id counted
+        # Health counts per pool already exported (the reconciler's are since its start).
+        self._health_seen: dict[tuple[str, Pool], int] = {}
         r = self.registry
 
         # -- fleet --------------------------------------------------------------------------
@@ -261,6 +264,29 @@ class Telemetry:
             ["pool"],
             registry=r,
         )
+        self.boot_failures = Counter(
+            "capsched_boot_failures",
+            "Nodes failed for not becoming healthy by their boot deadline ([health]).",
+            ["pool"],
+            registry=r,
+        )
+        self.health_replacements = Counter(
+            "capsched_health_replacements",
+            "Ready nodes declared unhealthy and replaced ([health]).",
+            ["pool"],
+            registry=r,
+        )
+        self.repairs_held = Gauge(
+            "capsched_health_repairs_held",
+            "Sick nodes kept in service by the replacement limit at the last health check.",
+            registry=r,
+        )
+        self.quarantined = Gauge(
+            "capsched_pool_quarantined",
+            "1 while a pool is kept out of plans for repeated boot failures or sick nodes.",
+            ["pool"],
+            registry=r,
+        )
         # Pre-create the fixed label values so rate() and alerts see zeros, not absence.
         for status in PlanStatus:
             self.plan_status.labels(status.value).set(0)
@@ -359,6 +385,26 @@ class Telemetry:
         )
         self.pending_approval.set(1 if reconciler.approval.pending is not None else 0)
         self.record_obtainability(reconciler.obtainability, report.now_s)
+        self.record_health(reconciler, report.now_s)
+
+    def record_health(self, reconciler: Reconciler, now_s: float) -> None:
+        """Health counts per pool, sick nodes held by the replacement limit, quarantined
+        pools and the nodes per state (after a tick or a health check between ticks)."""
+        health = reconciler.health
+        for kind, counts, metric in (
+            ("boot", health.boot_failures, self.boot_failures),
+            ("sick", health.replacements, self.health_replacements),
+        ):
+            for pool, n in counts.items():
+                seen = self._health_seen.get((kind, pool), 0)
+                if n > seen:
+                    metric.labels(pool.key).inc(n - seen)
+                self._health_seen[kind, pool] = n
+        self.repairs_held.set(sum(h.nodes for h in health.held_now))
+        self.quarantined.clear()
+        for pool in reconciler.cooldown.quarantined_pools(now_s):
+            self.quarantined.labels(pool.key).set(1)
+        self._record_nodes(reconciler.store.live_nodes(), None)
 
     def record_obtainability(self, estimate: Obtainability, now_s: float) -> None:
         """One `capsched_pool_obtainability` series per pool with recent events."""

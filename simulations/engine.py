@@ -6,7 +6,8 @@ simulated cloud forward, calls the same `Reconciler.tick` the daemon calls (ever
 notice), and accounts the step:
 
 * demand: the trace's requests/s for the minute;
-* ready capacity: RUNNING instances that are not draining, each at its profile's
+* ready capacity: RUNNING instances that are not draining and whose model server
+  serves (the scenario's `[faults]` make some never serve or turn sick), each at its profile's
   requests/s at the model's SLO (`scheduler.profiles.instance_rps`), in the state at
   the start of the step;
 * served / unserved: demand routed to capacity within each source region's latency
@@ -51,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.sim import SimCloud, SpotTrace
+from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog
@@ -389,6 +390,7 @@ class World:
     reveal_stockouts: bool = False  # offerings show stocked-out spot pools
     random_interruptions: bool = True  # spot pools without a trace are interrupted at random
     warmup_s: float | None = None  # default: boot time + one tick
+    faults: SimFaults | None = None  # model-server faults injected (the scenario's [faults])
 
 
 class _Accounting:
@@ -479,6 +481,7 @@ async def replay(
         reveal_stockouts=world.reveal_stockouts,
         # Prices too are relative to the trace start; the warm-up holds the first price.
         spot_prices={p: s.shifted(warmup) for p, s in info.spot_prices.items()},
+        faults=world.faults,
     )
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
@@ -509,6 +512,7 @@ async def replay(
         catalog=world.catalog,
         profiles=world.profiles,
         sleep=_no_sleep,
+        health_probe=SimHealthProbe(cloud),
     )
     n = info.n_steps
     n_m = len(models)
@@ -568,6 +572,17 @@ async def replay(
     fast_s = cfg.scheduler.fast_interval_s
     fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
     fast_launches = 0
+    # Health checks between ticks ([health], scheduler.health): a node that failed to boot
+    # or turned sick wakes a tick at once, as in the daemon.
+    health = cfg.health_checks
+    health_s = health.interval_s if health is not None else 0.0
+
+    async def health_check(at: float) -> None:
+        set_virtual_clock(lambda: at)
+        with store.transaction():
+            verdict = await reconciler.check_health(at)
+        if verdict.wakes:
+            await tick(at)
 
     async def fast_check(at: float) -> None:
         nonlocal fast_launches
@@ -580,6 +595,7 @@ async def replay(
     t = t0
     next_tick = t0
     next_fast = math.inf
+    next_health = t0 + health_s if health_s > 0 else math.inf
     step = -1  # accounted step index; negative during warm-up
     end = info.end_s
     while t < end - 1e-9:
@@ -605,7 +621,7 @@ async def replay(
                 lat_w = np.zeros(n_m)
                 n_slots = np.zeros(n_m, dtype=np.int64)
                 mk_rps = {m.value: 0.0 for m in Market}
-                for inst in cloud.running():
+                for inst in cloud.serving():
                     if inst.node_id in draining or inst.model not in acc.model_index:
                         continue
                     svc = acc.service(inst.model, inst.pool)
@@ -638,13 +654,18 @@ async def replay(
         # Move the cloud through the step; a notice triggers a tick at its own moment.
         step_end = min(t + step_s, end) if step >= 0 else min(t + step_s, info.start_s)
         while True:
-            stop = min(step_end, next_fast)
+            stop = min(step_end, next_fast, next_health)
             reached = cloud.advance_until_notice(stop)
             if reached < stop - 1e-9:
                 await tick(reached)
                 next_fast = reached + fast_s if fast is not None else math.inf
-            elif reached >= step_end - 1e-9:
+            elif reached >= step_end - 1e-9 and next_health > reached + 1e-9:
                 break
+            elif next_health <= reached + 1e-9:  # a health check inside the step
+                await health_check(reached)
+                next_health = reached + health_s
+                if reached >= step_end - 1e-9:
+                    break
             else:  # a fast check inside the step
                 await fast_check(reached)
                 next_fast = reached + fast_s

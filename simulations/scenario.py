@@ -21,6 +21,12 @@ A scenario overrides, on top of the config file:
 * ``[cloud]``: the simulated cloud: ``boot_time_s`` (default: the config's
   ``planning.default_boot_time_s``), ``boot_time_by_type`` per instance type,
   ``reveal_stockouts``, ``random_interruptions``, ``seed``;
+* ``[faults]``: model-server faults the simulated cloud injects (`adapters.sim.SimFaults`,
+  the same for every policy: each launch's fate is drawn from the seed and its launch
+  number): ``never_healthy_share`` of launches never serve, serving nodes turn sick at
+  ``sick_per_node_day``, and every boot in the pools matching ``bad_pools`` (a glob on
+  pool keys) fails from ``bad_from_min`` to ``bad_until_min`` minutes of the trace. Turn
+  on ``[config.health] enabled = true`` to let the reconciler see them;
 * ``[[spot_traces]]``: ``file`` (SkyPilot spot-traces JSON; relative to the scenario
   file, or ``$SPOT/...`` under the SkyPilot traces folder), ``pools`` (glob on pool
   keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``, ``loop``
@@ -46,6 +52,7 @@ as `scheduler.config` does.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -55,7 +62,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.sim import SpotTrace, SpotTraceError, load_spot_trace
+from adapters.sim import SimFaults, SpotTrace, SpotTraceError, load_spot_trace
 from adapters.spot_prices import (
     PRODUCT_LINUX,
     PriceHistory,
@@ -153,6 +160,16 @@ class CloudSimSection(_Section):
     seed: int | None = Field(default=None, ge=0)  # default: the config's solver seed
 
 
+class FaultsSection(_Section):
+    """Model-server faults injected by the simulated cloud (docs/health.md)."""
+
+    never_healthy_share: float = Field(default=0.0, ge=0, le=1)  # of launches, never serve
+    sick_per_node_day: float = Field(default=0.0, ge=0, le=1000)  # serving nodes turning sick
+    bad_pools: str = ""  # glob on pool keys whose every boot fails in the window; "" = none
+    bad_from_min: float = Field(default=0.0)  # window start, minutes from the trace start
+    bad_until_min: float = Field(default=math.inf)  # window end, minutes from the trace start
+
+
 class SpotTraceSection(_Section):
     """One spot trace and the pools it drives."""
 
@@ -187,6 +204,7 @@ class Scenario(_Section):
     spot_traces: tuple[SpotTraceSection, ...] = ()
     spot_prices: tuple[SpotPriceSection, ...] = ()
     spothedge: SpotHedgeSection = SpotHedgeSection()
+    faults: FaultsSection = FaultsSection()
 
 
 class ScenarioError(ConfigError):
@@ -435,3 +453,26 @@ def load_price_mapping(
     if problems:
         raise ScenarioError(path, problems)
     return out, notes
+
+
+def sim_faults(
+    scenario: Scenario, path: Path, offerings: tuple[Offering, ...], start_s: float
+) -> SimFaults | None:
+    """The scenario's `[faults]` for a replay whose trace starts at `start_s`; None when
+    it injects none. A `bad_pools` glob matching no pool is an error naming the key."""
+    f = scenario.faults
+    bad: frozenset[Pool] = frozenset()
+    if f.bad_pools:
+        bad = frozenset(o.pool for o in offerings if fnmatch.fnmatchcase(o.pool.key, f.bad_pools))
+        if not bad:
+            raise ScenarioError(
+                path, [f"{path}: faults.bad_pools: {f.bad_pools!r} matches no pool sold"]
+            )
+    faults = SimFaults(
+        never_healthy_share=f.never_healthy_share,
+        sick_per_node_day=f.sick_per_node_day,
+        bad_pools=bad,
+        bad_from_s=start_s + f.bad_from_min * 60.0,
+        bad_until_s=start_s + f.bad_until_min * 60.0,
+    )
+    return faults if faults.any else None

@@ -24,6 +24,7 @@ from simulations.scenario import (
     load_scenario,
     load_spot_mapping,
     scenario_catalog,
+    sim_faults,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         boot_per_node=boot is None,
         reveal_stockouts=scenario.cloud.reveal_stockouts,
         random_interruptions=scenario.cloud.random_interruptions,
+        faults=sim_faults(scenario, scenario_path, cat.offerings, start_s),
     )
     for note in notes:
         log.info("world_note scenario=%s note=%r", scenario.name, note)

@@ -40,6 +40,7 @@ SHORT = {
     "requested": "req",
     "booting": "boot",
     "ready": "ready",
+    "unhealthy": "sick",  # failed its health checks: being replaced (docs/health.md)
     "draining": "drain",
     "terminating": "term",
     "interrupted": "intr",

@@ -26,6 +26,7 @@ STATES: tuple[str, ...] = (
     "requested",
     "booting",
     "ready",
+    "unhealthy",
     "draining",
     "terminating",
     "interrupted",

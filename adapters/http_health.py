@@ -1,0 +1,102 @@
+"""Health checks over HTTP: a node serves when its health endpoint answers as expected.
+
+`HttpHealthProbe.check(node)` GETs the `[health].url` template filled in for the node
+(e.g. `http://{host}:8000/health`, vLLM's endpoint) once, without retries (the
+reconciler checks again every `interval_s` and acts only on a streak): the expected
+status is a pass; another status, a connection error or a timeout is a fail; a node
+with no address known yet cannot be checked (None). It never raises for one node.
+
+Templates take the drainer's placeholders (`adapters.http_drain.render`), and the
+address behind `{host}` comes from the same resolver the drainer uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+import aiohttp
+
+from adapters._http import FetchError, fetch, safe_url, split_credentials
+from adapters.http_drain import Resolver, render
+from adapters.http_health_config import HttpHealthConfig
+from adapters.resource import AsyncResource
+from scheduler.domain import Node
+
+log = logging.getLogger(__name__)
+
+
+class HttpHealthProbe(AsyncResource):
+    """A `scheduler.health.HealthProbe` for model servers with a health endpoint.
+
+    Close with `close()` or `async with`; a session passed in is the caller's to close.
+    """
+
+    def __init__(
+        self,
+        config: HttpHealthConfig,
+        resolve: Resolver,
+        *,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = config
+        self._resolve = resolve  # node -> address for {host}
+        self._session = session  # created on first use when not given
+        self._owns_session = session is None  # close only what we opened
+
+    async def close(self) -> None:
+        """Close the HTTP session if this probe opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self, node: Node) -> bool | None:
+        """True when the endpoint answered the expected status, False when it did not
+        answer or answered another, None when the node has no address yet."""
+        cfg = self.config
+        host = await self._address(node) if "{host}" in cfg.url else ""
+        if host is None:
+            return None
+        raw = render(cfg.url, node, host)
+        try:
+            url, auth_headers = split_credentials(raw)
+            resp = await fetch(
+                self._get_session(),
+                "GET",
+                url,
+                headers=auth_headers,
+                timeout_s=cfg.timeout_s,
+                retries=0,
+                backoff_s=0.0,
+                sleep=asyncio.sleep,
+                what="health_check",
+            )
+        except FetchError as exc:
+            log.info("health_check_failed node_id=%s url=%s reason=%s", node.node_id,
+                     safe_url(raw), exc)  # fmt: skip
+            return False
+        if resp.status != cfg.expected_status:
+            log.info(
+                "health_check_failed node_id=%s url=%s reason=HTTP_%d",
+                node.node_id,
+                url,
+                resp.status,
+            )
+            return False
+        return True
+
+    async def _address(self, node: Node) -> str | None:
+        try:
+            got = self._resolve(node)
+            if inspect.isawaitable(got):
+                got = await got
+        except Exception as exc:  # a resolver bug reads as "address unknown"
+            log.warning("health_resolve_failed node_id=%s error=%s", node.node_id, exc)
+            return None
+        return got or None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
