@@ -341,6 +341,7 @@ class Reconciler:
             self.config,
             self.capacity_of,
             self.store.next_node_id,
+            self._price,
         )
         return self._grounded(obs, target, guarded.actions), guarded.held_back
 
