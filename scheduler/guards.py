@@ -9,12 +9,13 @@ goes to the log, the tick report and the stored plan:
 * make before break: a model's ready capacity never drops below what the plan wants
   ready, so a move waits until the replacements serve;
 * at most `max_scale_down_fraction` of a model's nodes go per tick;
-* a plan priced above the budget (a baseline's, which knows no budget) launches only
-  what fits: the fleet it keeps plus the launches let through stay within the budget,
+* launches stop where the fleet would bill more than the budget: every live node (a
+  draining one bills until it is gone) plus the launches let through stay within it,
   higher `[[models]] priority` first, then the model furthest from its planned capacity,
-  cheapest per rps first (`within_budget`). A plan within the budget launches in full:
-  while it moves nodes, old and new both bill for a boot time (make before break), which
-  measured better than holding the new ones until the old are gone (docs/solver.md).
+  cheapest per rps first (`within_budget`). A plan over the budget (a baseline's, which
+  knows no budget) launches what fits, never nothing; a move under a binding budget
+  drains first and launches when the old nodes are gone (make before break would bill
+  both: measured 72% over the budget, docs/solver.md).
 
 A held-back item is a typed `Held` record (its `HoldKind`, how many nodes, and a line
 for people); telemetry, the daemon, the simulator and the TUI read the kind, never the
@@ -84,8 +85,8 @@ def apply_guards(
     price_of: PriceOf | None = None,
 ) -> Guarded:
     """The actions of `proposal` that every guard allows. `price_of` gives the USD/h of a
-    node in a pool (default: the observation's offerings; a pool they do not price never
-    fits a binding budget)."""
+    node in a pool the observation's offerings do not price (default: the plan's mean
+    price per node)."""
     g = config.guards
     held: list[Held] = [_limited(plan, kind, config) for kind in plan.limited_by]
     actions: list[Action] = []
@@ -175,32 +176,37 @@ def within_budget(
 ) -> tuple[tuple[tuple[str, Pool], ...], tuple[tuple[str, Pool], ...]]:
     """The launches of `proposal` that fit `planning.budget_usd_per_hour`, and those held.
 
-    A plan within the budget (capsched's: the budget is a constraint of its solve) has
-    every launch fit. Above it, the fleet the plan keeps (serving nodes it does not
-    remove) is priced, and launches are let through one at a time while that price plus
-    theirs stays within the budget: the model of highest priority first, within a
-    priority the one whose kept and admitted capacity is the smallest share of what the
-    plan wants for it (so no model is starved), and within a model the launch cheapest
-    per planned rps (then the pool key). A launch that does not fit is held and the
-    next one is tried: a cheaper node may still fit. Deterministic; both tuples keep the
-    proposal's order."""
+    The fleet that bills is priced (every live node but those not serving yet that the
+    plan drops: they are cancelled this tick), and launches are let through one at a
+    time while that price plus theirs stays within the budget: the model of highest
+    priority first, within a priority the one whose kept and admitted capacity is the
+    smallest share of what the plan wants for it (so no model is starved), and within a
+    model the launch cheapest per planned rps (then the pool key). A launch that does
+    not fit is held and the next one is tried: a cheaper node may still fit.
+    Deterministic; both tuples keep the proposal's order."""
     launches = proposal.launches
     budget = config.planning.budget_usd_per_hour
-    if budget is None or not launches or plan.usd_per_hour <= budget + _USD_TOL:
+    if budget is None or not launches:
         return launches, ()
     prices = prices_of(obs.offerings)
+
+    planned = sum(pl.count for pl in plan.placements)
+    mean = plan.usd_per_hour / planned if planned else 0.0
 
     def price(pool: Pool) -> float:
         if pool in prices:
             return prices[pool]
-        return price_of(pool) if price_of is not None else math.inf
+        return price_of(pool) if price_of is not None else mean
 
     removed = {n.node_id for n in proposal.removals}
-    spend = 0.0
+    # Every live node bills until it is gone, draining ones too; only a node not serving
+    # yet that the plan drops is cancelled this tick.
+    spend = sum(
+        price(n.pool) for n in obs.nodes if n.node_id not in removed or n.state is NodeState.READY
+    )
     have: defaultdict[str, float] = defaultdict(float)  # capacity kept and admitted
     for node in obs.serving():
         if node.node_id not in removed:
-            spend += price(node.pool)
             have[node.model] += capacity_of(node.model, node.pool)
     want = defaultdict(float, have)
     queue: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
