@@ -248,6 +248,12 @@ def _build(
     return mdl
 
 
+def _clean(unmet_rps: float) -> float:
+    """An unmet load read back: 0 within the feasibility tolerance (a priority stage's cap
+    lets a sliver through)."""
+    return unmet_rps if unmet_rps > _TOL else 0.0
+
+
 @dataclass(frozen=True)
 class _Run:
     status: Status  # INFEASIBLE also when no solution was found in time
@@ -314,7 +320,7 @@ def _run(
     nodes = np.zeros_like(problem.current)
     for (m, p), x in mdl.x.items():
         nodes[m, p] = round(x.solution_value())
-    unmet = {k: max(0.0, u.solution_value()) for k, u in mdl.u.items()}
+    unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
     status = Status.OPTIMAL if code == pywraplp.Solver.OPTIMAL else Status.FEASIBLE
     return _Run(status, nodes, unmet, lp.Objective().BestBound())
 
@@ -328,7 +334,7 @@ def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _R
     nodes = np.zeros_like(problem.current)
     for (m, p), x in mdl.x.items():
         nodes[m, p] = round(x.solution_value())
-    unmet = {k: max(0.0, u.solution_value()) for k, u in mdl.u.items()}
+    unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
     return _Run(Status.OPTIMAL, nodes, unmet, mdl.lp.Objective().Value())
 
 

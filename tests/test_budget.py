@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,7 @@ from scheduler.domain import (
 )
 from scheduler.guards import Held, apply_guards, within_budget
 from scheduler.observation import Observation
+from solver import DemandSpec, PoolSpec, Problem, solve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from builders import config, offering
@@ -244,3 +246,75 @@ def test_every_policy_launches_what_fits_at_half_the_cost_of_full_service(
         assert s["launches"] > 0, policy
         assert s["slo_attainment"] > 0.5, policy  # measured 0.61 (capsched) to 1.0
         assert s["cost_usd"] <= budget + 1e-6, policy
+
+
+# -- priorities (issue 22, part 2) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"high"', 'expected a whole number, got the string "high"'),
+        ("true", "expected a whole number, got true"),
+        ("2.5", "expected a whole number, got the number 2.5"),
+        ("5000", "Input should be less than or equal to 1000"),
+    ],
+)
+def test_validate_config_checks_priority(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(DEFAULT_CONFIG_PATH.read_text().replace("priority = 0", f"priority = {value}"))
+    assert main(["validate-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: models[0].priority: {message}" in err and "Traceback" not in err
+
+
+def _priority_problem(high: int, budget: float = 10.0, current: int = 0) -> Problem:
+    # m0: 10 USD/h per rps, 1 rps asked; m1: 1 USD/h per rps, 10 rps asked. 10 USD/h
+    # serves either all of m0 or all of m1.
+    pools = (PoolSpec("a", 0, 0, False, 10.0), PoolSpec("b", 0, 0, False, 1.0))
+    return Problem(
+        models=("m0", "m1"),
+        pools=pools,
+        capacity_rps=np.array([[1.0, 0.0], [0.0, 1.0]]),
+        demands=(DemandSpec(0, "r", 1.0, (0,)), DemandSpec(1, "r", 10.0, (0,))),
+        current=np.array([[0, 0], [0, current]], dtype=np.int64),
+        budget_usd_per_hour=budget,
+        priorities=(1, 0) if high == 0 else (0, 1),
+    )
+
+
+def test_the_budget_goes_to_the_higher_priority_first() -> None:
+    # One penalty per rps would serve m1's 10 rps; m0 first serves m0's 1 rps, and m1
+    # gets what is left.
+    s = solve(_priority_problem(high=0), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0], [0, 0]] and s.unmet_rps == (0.0, 10.0)
+    s = solve(_priority_problem(high=1), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 0], [0, 10]] and s.unmet_rps == (1.0, 0.0)
+
+
+def test_lower_priority_nodes_make_way_for_a_higher_one() -> None:
+    # The budget is spent on 10 nodes of m1; m0 (higher) asks for 1 rps: m1 gives way.
+    s = solve(_priority_problem(high=0, current=10), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0], [0, 0]] and not s.kept_current
+
+
+def test_plan_lists_unmet_demand_with_priority_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = DEFAULT_CONFIG_PATH.read_text().replace(
+        "budget_usd_per_hour = 400.0", "budget_usd_per_hour = 30.0"
+    )
+    i = text.index('name = "llama-3.1-70b"')
+    text = text[:i] + "priority = 10\n" + text[i:]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["plan", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["usd_per_hour"] <= 30.0 and doc["unmet"]
+    assert {u["model"] for u in doc["unmet"]} == {"llama-3.1-8b"}  # the lower priority
+    assert all(u["priority"] == 0 and u["reasons"] == ["budget"] for u in doc["unmet"])
+    assert main(["plan", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "unmet: llama-3.1-8b from eu-west:" in out and "(priority 0; budget)" in out
