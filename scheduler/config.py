@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from adapters.aws_config import AwsConfig
 from adapters.gcp_config import GcpConfig
@@ -172,6 +172,9 @@ class ModelSection(_Section):
     latency_slo_ms: float | None = Field(default=None, gt=0)  # override the profile's SLO
     min_replicas: int = Field(default=1, ge=0)  # never fewer nodes than this
     min_on_demand_share: float = Field(default=0.0, ge=0, le=1)  # of capacity, on-demand
+    # Higher is served first when the budget or a quota leaves capacity short
+    # (docs/solver.md, "Budgets and priorities").
+    priority: StrictInt = Field(default=0, ge=-1000, le=1000)  # true or "3" is a mistake
 
 
 class RegionSection(_Section):

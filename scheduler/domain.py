@@ -11,6 +11,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from solver.problem import Relaxation
+
 # The most nodes of one model a plan places in one pool: the planner's limit, the
 # largest count a fleet file may give a pool, and the most launches one tick proposes
 # for a pool (a plan from elsewhere asking for more is cut to it, see `diff.propose`).
@@ -176,13 +178,30 @@ class Placement:
     count: int  # how many nodes
 
 
+class UnmetReason(enum.StrEnum):
+    """Why a plan leaves demand unmet (planner.unmet_reasons): what one more node in any
+    pool that could serve it would run into. The values are the `reasons` of
+    `capsched plan --json`, so they never change once published."""
+
+    BUDGET = "budget"  # it would break planning.budget_usd_per_hour
+    QUOTA = "quota"  # it would break a [[quotas]] cap
+    # No pool may take it: none allowed within the latency limit, stocked out or full.
+    CAPACITY = "capacity"
+    # A pool could take one more node within every limit, and the plan does not: the node
+    # costs more than the penalty of the load it would serve (solver.unmet_penalty_usd_per
+    # _rps_hour, e.g. a whole node for a sliver of load), or the search was cut short.
+    COST = "cost"
+
+
 @dataclass(frozen=True, slots=True)
 class Unmet:
     """Demand the plan cannot serve."""
 
-    model: str
-    region: str
-    rps: float
+    model: str  # model asked for
+    region: str  # source region of the load
+    rps: float  # load left unserved
+    priority: int = 0  # the model's [[models]] priority
+    reasons: tuple[UnmetReason, ...] = ()  # why (empty: not analysed, e.g. a baseline's plan)
 
 
 class HoldKind(enum.StrEnum):
@@ -238,3 +257,6 @@ class Plan:
     # Hard limits (budget, quota) that kept the plan from serving all its planned demand:
     # every pool that could serve the unmet part would break one of them (planner).
     limited_by: tuple[HoldKind, ...] = ()
+    # Hard constraints the solve dropped because the budget or quotas could not pay for
+    # them, in the order dropped (empty: every one holds).
+    relaxed: tuple[Relaxation, ...] = ()

@@ -9,7 +9,13 @@ goes to the log, the tick report and the stored plan:
 * make before break: a model's ready capacity never drops below what the plan wants
   ready, so a move waits until the replacements serve;
 * at most `max_scale_down_fraction` of a model's nodes go per tick;
-* launches stop when the plan's price is above the budget.
+* launches stop where the fleet would bill more than the budget: every live node (a
+  draining one bills until it is gone) plus the launches let through stay within it,
+  higher `[[models]] priority` first, then the model furthest from its planned capacity,
+  cheapest per rps first (`within_budget`). A plan over the budget (a baseline's, which
+  knows no budget) launches what fits, never nothing; a move under a binding budget
+  drains first and launches when the old nodes are gone (make before break would bill
+  both: measured 72% over the budget, docs/solver.md).
 
 A held-back item is a typed `Held` record (its `HoldKind`, how many nodes, and a line
 for people); telemetry, the daemon, the simulator and the TUI read the kind, never the
@@ -29,12 +35,15 @@ from typing import Any
 from scheduler.actions import Action, Drain, Launch, Terminate
 from scheduler.config import Config
 from scheduler.diff import Proposal
-from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, Plan, Pool
+from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, Plan, Pool, prices_of
 from scheduler.observation import Observation
 
 log = logging.getLogger(__name__)
 
+# Prices are sums of a few dozen floats: a plan at the budget is within it.
+_USD_TOL = 1e-6
 CapacityOf = Callable[[str, Pool], float]  # rps one node of a model serves in a pool
+PriceOf = Callable[[Pool], float]  # USD per hour of one node in a pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,28 +82,29 @@ def apply_guards(
     config: Config,
     capacity_of: CapacityOf,
     new_node_id: Callable[[], str],
+    price_of: PriceOf | None = None,
 ) -> Guarded:
-    """The actions of `proposal` that every guard allows."""
+    """The actions of `proposal` that every guard allows. `price_of` gives the USD/h of a
+    node in a pool the observation's offerings do not price (default: the plan's mean
+    price per node)."""
     g = config.guards
     held: list[Held] = [_limited(plan, kind, config) for kind in plan.limited_by]
     actions: list[Action] = []
 
-    budget = config.planning.budget_usd_per_hour
-    if proposal.launches and budget is not None and plan.usd_per_hour > budget + 1e-9:
-        n = len(proposal.launches)
+    admitted, budget_held = within_budget(obs, plan, proposal, config, capacity_of, price_of)
+    for model, pool in admitted:
+        actions.append(Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}"))
+    if budget_held:
+        n, budget = len(budget_held), config.planning.budget_usd_per_hour or 0.0
         held.append(
             Held(
                 HoldKind.BUDGET,
                 n,
-                f"launches held: plan costs {plan.usd_per_hour:.2f} USD/h over the budget"
-                f" {budget:.2f} USD/h ({n} nodes)",
+                f"{n} of {len(proposal.launches)} launches held: the plan costs"
+                f" {plan.usd_per_hour:.2f} USD/h, over the budget {budget:.2f} USD/h; the"
+                f" {len(admitted)} that fit go, higher priority and cheaper per rps first",
             )
         )
-    else:
-        for model, pool in proposal.launches:
-            actions.append(
-                Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}")
-            )
     # Launches `diff.propose` left out: the plan wants more than a pool may hold.
     held.extend(
         Held(
@@ -117,9 +127,13 @@ def apply_guards(
         return Guarded(tuple(actions), tuple(held))
 
     # Ready capacity the plan wants per model (make before break), and what is ready now.
+    # Launches the budget holds will not come: waiting for them would keep the nodes the
+    # plan gives up (over the budget) forever.
     wanted: defaultdict[str, float] = defaultdict(float)
     for pl in plan.placements:
         wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
+    for model, pool in budget_held:
+        wanted[model] -= capacity_of(model, pool)
     ready: defaultdict[str, float] = defaultdict(float)
     count: Counter[str] = Counter()
     for node in obs.serving():
@@ -150,6 +164,90 @@ def apply_guards(
         for (kind, reason), n in sorted(by_reason.items())
     )
     return Guarded(tuple(actions), tuple(held))
+
+
+def within_budget(
+    obs: Observation,
+    plan: Plan,
+    proposal: Proposal,
+    config: Config,
+    capacity_of: CapacityOf,
+    price_of: PriceOf | None = None,
+) -> tuple[tuple[tuple[str, Pool], ...], tuple[tuple[str, Pool], ...]]:
+    """The launches of `proposal` that fit `planning.budget_usd_per_hour`, and those held.
+
+    The fleet that bills is priced (every live node but those not serving yet that the
+    plan drops: they are cancelled this tick), and launches are let through one at a
+    time while that price plus theirs stays within the budget: the model of highest
+    priority first, within a priority the one whose kept and admitted capacity is the
+    smallest share of what the plan wants for it (so no model is starved), and within a
+    model the launch cheapest per planned rps (then the pool key). A launch that does
+    not fit is held and the next one is tried: a cheaper node may still fit.
+    Deterministic; both tuples keep the proposal's order."""
+    launches = proposal.launches
+    budget = config.planning.budget_usd_per_hour
+    if budget is None or not launches:
+        return launches, ()
+    prices = prices_of(obs.offerings)
+
+    planned = sum(pl.count for pl in plan.placements)
+    mean = plan.usd_per_hour / planned if planned else 0.0
+
+    def price(pool: Pool) -> float:
+        if pool in prices:
+            return prices[pool]
+        return price_of(pool) if price_of is not None else mean
+
+    removed = {n.node_id for n in proposal.removals}
+    # Every live node bills until it is gone, draining ones too; only a node not serving
+    # yet that the plan drops is cancelled this tick.
+    spend = sum(
+        price(n.pool) for n in obs.nodes if n.node_id not in removed or n.state is NodeState.READY
+    )
+    have: defaultdict[str, float] = defaultdict(float)  # capacity kept and admitted
+    for node in obs.serving():
+        if node.node_id not in removed:
+            have[node.model] += capacity_of(node.model, node.pool)
+    want = defaultdict(float, have)
+    queue: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
+    for i, (model, pool) in enumerate(launches):
+        rps = capacity_of(model, pool)
+        want[model] += rps
+        queue[model].append((price(pool) / rps if rps > 0 else math.inf, pool.key, i))
+    for q in queue.values():
+        q.sort(reverse=True)  # cheapest per rps last: popped first
+
+    def rank(model: str) -> tuple[int, float, str]:
+        share = have[model] / want[model] if want[model] > 0 else 1.0
+        return (-_priority(config, model), share, model)
+
+    admitted: set[int] = set()
+    while queue:
+        model = min(queue, key=rank)
+        q = queue[model]
+        while q:
+            i = q.pop()[2]
+            pool = launches[i][1]
+            if spend + price(pool) <= budget + _USD_TOL:
+                spend += price(pool)
+                have[model] += capacity_of(model, pool)
+                admitted.add(i)
+                break
+            # Spend only grows: a launch that does not fit now never will this tick.
+        if not q:
+            del queue[model]
+    return (
+        tuple(lc for i, lc in enumerate(launches) if i in admitted),
+        tuple(lc for i, lc in enumerate(launches) if i not in admitted),
+    )
+
+
+def _priority(config: Config, model: str) -> int:
+    """The model's `[[models]] priority` (0 for a model the config does not name)."""
+    try:
+        return config.model(model).priority
+    except KeyError:
+        return 0
 
 
 def _limited(plan: Plan, kind: HoldKind, config: Config) -> Held:

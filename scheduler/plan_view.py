@@ -44,8 +44,16 @@ def plan_json(plan: Plan, demand: Sequence[Demand]) -> dict[str, Any]:
             for pl in plan.placements
         ],
         "unmet": [
-            {"model": u.model, "region": u.region, "rps": round(u.rps, 4)} for u in plan.unmet
+            {
+                "model": u.model,
+                "region": u.region,
+                "rps": round(u.rps, 4),
+                "priority": u.priority,
+                "reasons": [r.value for r in u.reasons],
+            }
+            for u in plan.unmet
         ],
+        "relaxed": [r.value for r in plan.relaxed],
         "notes": list(plan.notes),
         "demand": [
             {"model": d.model, "region": d.region, "rps": round(d.rps, 4)}
@@ -106,8 +114,11 @@ def plan_table(plan: Plan, catalog: Catalog) -> str:
         f"status {plan.status.value}  cost {plan.usd_per_hour:.2f} USD/h  "
         f"gap {plan.gap:.2%}  solved in {plan.solve_time_s:.2f} s"
     )
-    for u in plan.unmet:
-        lines.append(f"unmet: {u.model} from {u.region}: {u.rps:.2f} rps")
+    for u in sorted(plan.unmet, key=lambda u: (-u.priority, u.model, u.region)):
+        why = ", ".join(r.value for r in u.reasons) or "not analysed"
+        lines.append(
+            f"unmet: {u.model} from {u.region}: {u.rps:.2f} rps (priority {u.priority}; {why})"
+        )
     for note in plan.notes:
         lines.append(f"note: {note}")
     if estimated:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +40,18 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Unmet,
+    UnmetReason,
 )
-from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status, solve
+from solver import (
+    DemandSpec,
+    PoolSpec,
+    Problem,
+    QuotaSpec,
+    Relaxation,
+    Solution,
+    Status,
+    solve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +301,7 @@ def build_problem(
         current=current,
         min_replicas=tuple(m.min_replicas for m in config.models),
         min_on_demand_share=tuple(m.min_on_demand_share for m in config.models),
+        priorities=tuple(m.priority for m in config.models),
         quotas=tuple(quotas),
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,
@@ -307,10 +318,17 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         Placement(cands.models[m], cands.offerings[p].pool, int(solution.nodes[m, p]))
         for m, p in zip(*np.nonzero(solution.nodes), strict=True)
     )
+    reasons = unmet_reasons(problem, solution)
     unmet = tuple(
-        Unmet(cands.models[d.model], d.region, rps)
-        for d, rps in zip(problem.demands, solution.unmet_rps, strict=True)
-        if rps > 1e-6  # solver tolerance, not load
+        Unmet(
+            cands.models[d.model],
+            d.region,
+            rps,
+            priority=problem.priority(d.model),
+            reasons=reasons[k],
+        )
+        for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True))
+        if k in reasons
     )
     notes: list[str] = []
     if solution.kept_current:
@@ -320,6 +338,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         notes.append(f"not searched, the last target still serves: {', '.join(kept)}")
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
+    notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed)
     return Plan(
         status=PlanStatus(solution.status.value),
         placements=tuple(sorted(placements, key=lambda pl: (pl.model, pl.pool))),
@@ -330,8 +349,27 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         unmet=unmet,
         notes=tuple(notes),
         kept_models=kept,
-        limited_by=binding_limits(problem, solution),
+        limited_by=_limits_of(reasons.values()),
+        relaxed=solution.relaxed,
     )
+
+
+_RELAXED_NOTES = {
+    Relaxation.MIN_REPLICAS: (
+        "the budget or quotas cannot pay for every model's min_replicas: dropped, the plan"
+        " serves what it can within them"
+    ),
+    Relaxation.COMMITTED: (
+        "the budget or quotas cannot pay for the nodes still booting: the plan may cancel some"
+    ),
+}
+
+_LIMIT_OF = {UnmetReason.BUDGET: HoldKind.BUDGET, UnmetReason.QUOTA: HoldKind.QUOTA}
+
+
+def _limits_of(reasons: Iterable[tuple[UnmetReason, ...]]) -> tuple[HoldKind, ...]:
+    found = {_LIMIT_OF[r] for rs in reasons for r in rs if r in _LIMIT_OF}
+    return tuple(k for k in HoldKind if k in found)
 
 
 def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]:
@@ -339,11 +377,26 @@ def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]
     could serve it (capacity, in reach, room left) would break the budget or a quota
     with one more node. Unmet demand that no pool could serve at all (nothing in reach,
     every pool stocked out) is no limit's doing and reports none."""
+    return _limits_of(unmet_reasons(problem, solution).values())
+
+
+def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[UnmetReason, ...]]:
+    """Why each demand the solution leaves unmet is unmet, by demand index (only those
+    with unmet load). One more node in any pool that could serve it (capacity > 0, in
+    reach, room left; on-demand only for a model with a minimum on-demand share or
+    spot-loss robustness, where a spot node alone serves nothing more): when each such
+    pool would break the budget or a quota, those limits (BUDGET, QUOTA); when there is
+    no such pool, CAPACITY; when one would break nothing, COST (not worth a node at the
+    unmet penalty, or the search stopped)."""
     tol = 1e-6
-    unmet = [d for d, rps in zip(problem.demands, solution.unmet_rps, strict=True) if rps > tol]
+    unmet = [
+        (k, d)
+        for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True))
+        if rps > tol
+    ]
+    if not unmet:
+        return {}
     budget = problem.budget_usd_per_hour
-    if not unmet or (budget is None and not problem.quotas):
-        return ()
     nodes = solution.nodes
     per_pool = nodes.sum(axis=0)
     gpus_used = [
@@ -351,28 +404,38 @@ def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]
     ]
     members = [frozenset(q.pools) for q in problem.quotas]
     price = sum(pool.usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
-    found: set[HoldKind] = set()
-    for d in unmet:
-        blocked: set[HoldKind] = set()
+    out: dict[int, tuple[UnmetReason, ...]] = {}
+    total: dict[int, float] = {}
+    for d in problem.demands:
+        total[d.model] = total.get(d.model, 0.0) + d.rps
+    for k, d in unmet:
+        blocked: set[UnmetReason] = set()
+        room = False
+        on_demand_only = (
+            problem.on_demand_share_min(d.model) > 0
+            or problem.robustness_share(d.model, total[d.model]) > 0
+        )
         for i, pool in enumerate(problem.pools):
             if (
-                problem.capacity_rps[d.model, i] <= 0
+                (pool.spot and on_demand_only)
+                or problem.capacity_rps[d.model, i] <= 0
                 or pool.location not in d.locations
                 or nodes[d.model, i] >= pool.max_nodes
             ):
                 continue
-            why: set[HoldKind] = set()
+            room = True
+            why: set[UnmetReason] = set()
             if budget is not None and price + pool.usd_per_hour > budget + tol:
-                why.add(HoldKind.BUDGET)
+                why.add(UnmetReason.BUDGET)
             for q, inside, used in zip(problem.quotas, members, gpus_used, strict=True):
                 if i in inside and used + pool.gpus > q.max_gpus:
-                    why.add(HoldKind.QUOTA)
+                    why.add(UnmetReason.QUOTA)
             if not why:
-                break  # one more node here breaks no limit: the limits did not cut this demand
+                blocked = {UnmetReason.COST}  # one more node here breaks no limit
+                break
             blocked |= why
-        else:
-            found |= blocked
-    return tuple(k for k in HoldKind if k in found)
+        out[k] = tuple(r for r in UnmetReason if r in blocked) if room else (UnmetReason.CAPACITY,)
+    return out
 
 
 def make_plan(

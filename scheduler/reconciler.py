@@ -488,6 +488,7 @@ class Reconciler:
             self.config,
             self.capacity_of,
             self.store.next_node_id,
+            self._price,
         )
         actions = (*guarded.actions, *self._unhealthy_drains(obs, target))
         return self._grounded(obs, target, actions), guarded.held_back

@@ -4,7 +4,15 @@ No I/O, no clock reads that affect the answer, no cloud knowledge.
 """
 
 from solver.mip import Backend, fleet_cost, fleet_price, solve
-from solver.problem import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status
+from solver.problem import (
+    DemandSpec,
+    PoolSpec,
+    Problem,
+    QuotaSpec,
+    Relaxation,
+    Solution,
+    Status,
+)
 
 __all__ = [
     "Backend",
@@ -12,6 +20,7 @@ __all__ = [
     "PoolSpec",
     "Problem",
     "QuotaSpec",
+    "Relaxation",
     "Solution",
     "Status",
     "fleet_cost",

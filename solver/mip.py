@@ -20,11 +20,12 @@ was the first backend and is not offered: docs/solver.md says why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,7 +33,7 @@ from typing import Literal
 import numpy as np
 from ortools.linear_solver import pywraplp
 
-from solver.problem import IntArray, Problem, Solution, Status
+from solver.problem import IntArray, Problem, Relaxation, Solution, Status
 from solver.reduce import candidate_pools
 
 Backend = Literal["highs", "scip"]
@@ -40,6 +41,9 @@ _BACKENDS: dict[str, str] = {"highs": "HIGHS", "scip": "SCIP"}
 _RELAXATION = "GLOP"  # the LP solver for relaxations: it reads integer variables as continuous
 # Feasibility tolerance used when reading values back and checking the current fleet.
 _TOL = 1e-6
+# What a priority stage's cap on unmet load allows above the least found: below what a
+# plan reports as unmet (more than _TOL), so the next stage cannot leave a sliver unmet.
+_CAP_SLACK = 1e-7
 # SCIP's cutting-plane rounds at the root, and none below it. The measured trade-off
 # (benchmarks/bench_solver.py, docs/solver.md): with SCIP's default separation a
 # 400-pool model spends its whole 0.2 s share at the root and ends 16 % above the best
@@ -102,8 +106,14 @@ def _build(
     backend: str,
     *,
     coupling: bool,
+    penalised: Collection[int] | None = None,
+    unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
 ) -> _Model:
-    """The model over the models in `cands`; quotas and budget only with `coupling`."""
+    """The model over the models in `cands`; quotas and budget only with `coupling`.
+
+    `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
+    is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
+    at most rps. Both serve the priority stages of `_by_priority`."""
     lp = _new_solver(backend)
     mdl = _Model(lp)
     inf = lp.infinity()
@@ -172,7 +182,8 @@ def _build(
         u = lp.NumVar(0, d.rps, f"u_{k}")
         mdl.u[k] = u
         unmet_by_model[d.model].append(u)
-        objective.SetCoefficient(u, problem.unmet_penalty_usd_per_rps_hour)
+        if penalised is None or k in penalised:
+            objective.SetCoefficient(u, problem.unmet_penalty_usd_per_rps_hour)
         served = lp.Constraint(d.rps, inf)  # u is pushed down by its penalty
         served.SetCoefficient(u, 1)
         for loc in sorted(set(d.locations)):
@@ -180,6 +191,12 @@ def _build(
                 y = lp.NumVar(0, d.rps, f"y_{k}_{loc}")
                 served.SetCoefficient(y, 1)
                 capacity_rows[d.model, loc].SetCoefficient(y, 1)
+
+    for ks, cap_rps in unmet_caps:
+        row = lp.Constraint(-inf, cap_rps)
+        for k in ks:
+            if k in mdl.u:
+                row.SetCoefficient(mdl.u[k], 1)
 
     for q in problem.quotas if coupling else ():
         row = lp.Constraint(-inf, q.max_gpus)
@@ -229,6 +246,12 @@ def _build(
                 for p in by_domain[z]:
                     row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
     return mdl
+
+
+def _clean(unmet_rps: float) -> float:
+    """An unmet load read back: 0 within the feasibility tolerance (a priority stage's cap
+    lets a sliver through)."""
+    return unmet_rps if unmet_rps > _TOL else 0.0
 
 
 @dataclass(frozen=True)
@@ -297,7 +320,7 @@ def _run(
     nodes = np.zeros_like(problem.current)
     for (m, p), x in mdl.x.items():
         nodes[m, p] = round(x.solution_value())
-    unmet = {k: max(0.0, u.solution_value()) for k, u in mdl.u.items()}
+    unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
     status = Status.OPTIMAL if code == pywraplp.Solver.OPTIMAL else Status.FEASIBLE
     return _Run(status, nodes, unmet, lp.Objective().BestBound())
 
@@ -311,7 +334,7 @@ def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _R
     nodes = np.zeros_like(problem.current)
     for (m, p), x in mdl.x.items():
         nodes[m, p] = round(x.solution_value())
-    unmet = {k: max(0.0, u.solution_value()) for k, u in mdl.u.items()}
+    unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
     return _Run(Status.OPTIMAL, nodes, unmet, mdl.lp.Objective().Value())
 
 
@@ -395,6 +418,108 @@ def _merge(problem: Problem, runs: list[_Run]) -> _Run:
     return _Run(Status.OPTIMAL if optimal else Status.FEASIBLE, nodes, unmet, bound)
 
 
+def _classes(problem: Problem) -> list[tuple[int, tuple[int, ...]]]:
+    """(priority, its demand indices) per priority that has demand, highest first."""
+    by: dict[int, list[int]] = defaultdict(list)
+    for k, d in enumerate(problem.demands):
+        by[problem.priority(d.model)].append(k)
+    return [(prio, tuple(by[prio])) for prio in sorted(by, reverse=True)]
+
+
+def _rank(problem: Problem, unmet: Sequence[float], cost: float) -> tuple[float, ...]:
+    """What a fleet is compared on: the unmet load of each priority above the lowest,
+    highest first (strictly: to 1e-6 rps), then the objective (its penalty prices the
+    lowest priority's unmet load). With one priority, the objective alone."""
+    head = [round(sum(unmet[k] for k in ks), 6) for _, ks in _classes(problem)[:-1]]
+    return (*head, cost)
+
+
+_Runner = Callable[..., _Run]
+
+
+def _by_priority(
+    problem: Problem,
+    best: _Run,
+    unmet: Sequence[float],
+    run: _Runner,
+    cands: dict[int, list[int]],
+    deadline: float,
+    time_limit_s: float,
+    node_limit: int,
+) -> _Run:
+    """The joint plan when the budget or a quota leaves load unmet, in stages: for each
+    priority from the highest, the least unmet load it can have given the priorities
+    above (a search where lower priorities' unmet load costs nothing, so their nodes
+    free the budget and quotas; with one priority, the usual objective), kept as a cap
+    in every later search; then the cheapest fleet (price, risk, churn) within all caps.
+
+    The last stage is what keeps plans from churning under a binding budget: there the
+    unmet penalty dominates the objective, and the gap tolerance (relative to the
+    objective) exceeds the cost of moving a node, so any of many fleets serving the
+    same load would do, and successive ticks picked different ones (measured:
+    docs/solver.md, "Budgets and priorities"). `best` (the joint plan of the usual
+    objective) is returned as it is when it leaves no load unmet, or when a search finds
+    nothing. Only the budget and quotas couple models, so only the joint search needs
+    this."""
+    classes = _classes(problem)
+    if sum(unmet) <= _TOL:
+        return best
+    caps: list[tuple[tuple[int, ...], float]] = []
+    found = best
+    stages = len(classes) + 1
+    for i, (_, ks) in enumerate(classes):
+        if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
+            caps.append((ks, _CAP_SLACK))  # already all served: nothing to search for
+            continue
+        if len(classes) > 1:
+            penalised = {k for _, kk in classes[: i + 1] for k in kk}
+            found = run(
+                cands,
+                None,
+                _stage_limit(deadline, time_limit_s, node_limit, stages - i),
+                hint=found.nodes,
+                coupling=True,
+                penalised=penalised,
+                unmet_caps=caps,
+            )
+            if found.status is Status.INFEASIBLE:
+                return best
+        least = sum(found.unmet_rps.get(k, 0.0) for k in ks)
+        caps.append((ks, least + _CAP_SLACK))
+    cheapest = run(
+        cands,
+        None,
+        _stage_limit(deadline, time_limit_s, node_limit, 1),
+        hint=found.nodes,
+        coupling=True,
+        penalised=(),
+        unmet_caps=caps,
+    )
+    if cheapest.status is Status.INFEASIBLE:
+        cheapest = found
+    # The stages' bounds are of other objectives: the first search's bounds the plan's.
+    return dataclasses.replace(cheapest, bound=best.bound)
+
+
+def _stage_limit(deadline: float, time_limit_s: float, node_limit: int, stages: int) -> float:
+    """Time for one of `stages` searches left: a share of the time left, or under a node
+    limit the whole limit (the clock is then only a safety net, as for every search)."""
+    if node_limit > 0:
+        return time_limit_s
+    return max(0.05, (deadline - time.perf_counter()) / stages)
+
+
+def _relax(problem: Problem) -> tuple[Problem, Relaxation] | None:
+    """The problem without the next hard constraint a budget or quota may be unable to
+    pay for (minimum replicas, then nodes still booting), and which; None when none is
+    left to drop."""
+    if any(problem.replicas_min(m) > 0 for m in range(len(problem.models))):
+        return dataclasses.replace(problem, min_replicas=()), Relaxation.MIN_REPLICAS
+    if problem.committed is not None and problem.committed.any():
+        return dataclasses.replace(problem, committed=None), Relaxation.COMMITTED
+    return None
+
+
 def solve(
     problem: Problem,
     *,
@@ -429,11 +554,19 @@ def solve(
     when the union breaks a quota or the budget, the joint model is solved with
     the remaining time, starting from that union where the backend takes hints.
 
+    When the union leaves load unmet under the budget or quotas, the joint plan is found
+    in stages (`_by_priority`): each priority's unmet load minimised in turn, highest
+    first, then the cheapest fleet serving that much. When no fleet keeps the minimum
+    replicas (then the nodes still booting) within the budget and quotas, those are
+    dropped and the best fleet without them is returned, naming them in
+    `Solution.relaxed`, instead of no plan.
+
     The current fleet is evaluated too (only routing free); the result is never
-    worse than keeping it when it is feasible. When no feasible plan exists (or
-    none is found in time) `nodes` is the current fleet, so acting on the result
-    changes nothing, and the status is INFEASIBLE unless keeping the current fleet
-    is itself feasible.
+    worse than keeping it when it is feasible (compared on the unmet load of each
+    priority above the lowest, highest first, then on the objective). When no feasible
+    plan exists (or none is found in time) `nodes` is the current fleet, so acting on
+    the result changes nothing, and the status is INFEASIBLE unless keeping the current
+    fleet is itself feasible.
     """
     started = time.perf_counter()
     deadline = started + time_limit_s
@@ -445,8 +578,18 @@ def solve(
         limit_s: float,
         hint: IntArray | None = None,
         coupling: bool = False,
+        penalised: Collection[int] | None = None,
+        unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
     ) -> _Run:
-        mdl = _build(problem, subset, fixed, backend, coupling=coupling)
+        mdl = _build(
+            problem,
+            subset,
+            fixed,
+            backend,
+            coupling=coupling,
+            penalised=penalised,
+            unmet_caps=unmet_caps,
+        )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes
         if small and stall_nodes > 0:
@@ -528,6 +671,30 @@ def solve(
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
+        if best.status is not Status.INFEASIBLE:
+            best = _by_priority(
+                problem, best, unmet_of(best), run, cands, deadline, time_limit_s, node_limit
+            )
+        elif (relaxed := _relax(problem)) is not None:
+            # No plan keeps every hard constraint within the budget and quotas: the best
+            # fleet without the one that cannot be paid for, rather than none at all.
+            sub, dropped = relaxed
+            left = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
+            found = solve(
+                sub,
+                time_limit_s=left,
+                seed=seed,
+                workers=workers,
+                backend=backend,
+                gap_tolerance=gap_tolerance,
+                node_limit=node_limit,
+                stall_nodes=stall_nodes,
+            )
+            return dataclasses.replace(
+                found,
+                solve_time_s=time.perf_counter() - started,
+                relaxed=(dropped, *found.relaxed),
+            )
     elapsed = time.perf_counter() - started
 
     if best.status is Status.INFEASIBLE:
@@ -552,7 +719,8 @@ def solve(
     kept = False
     if keep_ok:
         keep_cost = fleet_cost(problem, problem.current, unmet_of(keep))
-        if keep_cost <= cost + _TOL:
+        keep_rank = _rank(problem, unmet_of(keep), keep_cost)
+        if keep_rank <= _rank(problem, unmet, cost + _TOL):
             nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
     bound = min(best.bound, cost)
     gap = (cost - bound) / max(abs(cost), 1e-9) if cost > 0 else 0.0

@@ -26,6 +26,14 @@ class Status(enum.StrEnum):
     INFEASIBLE = "infeasible"  # hard constraints conflict (or no plan found in time)
 
 
+class Relaxation(enum.StrEnum):
+    """A hard constraint a solve dropped because the budget or a quota could not pay for it
+    (the alternative was no plan at all, and no node launched)."""
+
+    MIN_REPLICAS = "min_replicas"  # every model's minimum replicas: dropped, demand decides
+    COMMITTED = "committed"  # nodes still booting, kept by every plan: may be cancelled
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSpec:
     """One place nodes can come from."""
@@ -82,6 +90,9 @@ class Problem:
     # Nodes per (model, pool) a plan must keep: launched and still booting. Cancelling
     # them for a marginally cheaper mix throws away their boot and delays capacity.
     committed: IntArray | None = None
+    # Per model; empty means all 0. When the budget or a quota leaves demand unmet, a
+    # higher priority's unmet demand is minimised first, strictly (docs/solver.md).
+    priorities: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.pools))
@@ -95,6 +106,8 @@ class Problem:
             raise ValueError("min_replicas needs one entry per model")
         if self.min_on_demand_share and len(self.min_on_demand_share) != len(self.models):
             raise ValueError("min_on_demand_share needs one entry per model")
+        if self.priorities and len(self.priorities) != len(self.models):
+            raise ValueError("priorities needs one entry per model")
         if not 0.0 <= self.robustness_fraction <= 1.0:
             raise ValueError("robustness_fraction must be within [0, 1]")
         for d in self.demands:
@@ -131,6 +144,10 @@ class Problem:
         spare = 1.0 - self.robustness_spare_nodes * node / demand_rps
         return max(min(alpha, spare), min(alpha, node / demand_rps))
 
+    def priority(self, m: int) -> int:
+        """Priority of model m (higher is served first when capacity is short)."""
+        return self.priorities[m] if self.priorities else 0
+
     def replicas_min(self, m: int) -> int:
         """Minimum nodes of model m."""
         return self.min_replicas[m] if self.min_replicas else 0
@@ -154,3 +171,6 @@ class Solution:
     usd_per_hour: float  # price of `nodes`
     kept_current: bool  # True when the current fleet was returned (no better plan found)
     kept_models: tuple[int, ...] = ()  # models kept as they run without a search (keep_models)
+    # Constraints dropped because the budget or quotas could not pay for them, in the
+    # order they were dropped (empty: every constraint holds).
+    relaxed: tuple[Relaxation, ...] = ()

@@ -15,7 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status, fleet_cost, solve
+from solver import (
+    DemandSpec,
+    PoolSpec,
+    Problem,
+    QuotaSpec,
+    Relaxation,
+    Solution,
+    Status,
+    fleet_cost,
+    solve,
+)
 
 
 def pool(
@@ -149,19 +159,38 @@ def test_quota_pushes_load_to_the_next_pool() -> None:
     assert s.nodes.tolist() == [[3, 2]]
 
 
-def test_infeasible_keeps_the_current_fleet() -> None:
+def test_a_budget_below_the_minimum_replicas_drops_them_not_the_plan() -> None:
+    # Issue 22: 3 replicas cost 6 > 4. This kept the 5 nodes running (10 USD/h, over the
+    # budget), or launched nothing from an empty fleet, as "infeasible".
+    for current in ([[5]], None):
+        p = problem(
+            [pool("a", usd=2.0)],
+            [[1.0]],
+            [(0, 1.0, (0,))],
+            current=current,
+            min_replicas=(3,),
+            budget_usd_per_hour=4.0,
+        )
+        s = solve(p, time_limit_s=1)
+        assert s.status is Status.OPTIMAL and not s.kept_current
+        assert s.relaxed == (Relaxation.MIN_REPLICAS,)
+        assert s.nodes.tolist() == [[1]] and s.unmet_rps == (0.0,)
+
+
+def test_booting_nodes_over_a_lowered_budget_may_be_cancelled() -> None:
+    # 4 nodes still booting (a plan keeps them) and the budget lowered to 5 USD/h.
     p = problem(
         [pool("a", usd=2.0)],
         [[1.0]],
-        [(0, 1.0, (0,))],
-        current=[[5]],
-        min_replicas=(3,),
-        budget_usd_per_hour=4.0,  # 3 replicas cost 6 > 4: no plan can hold
+        [(0, 4.0, (0,))],
+        current=[[4]],
+        min_replicas=(1,),
+        budget_usd_per_hour=5.0,
+        committed=np.array([[4]], dtype=np.int64),
     )
     s = solve(p, time_limit_s=1)
-    assert s.status is Status.INFEASIBLE
-    assert s.kept_current
-    assert s.nodes.tolist() == [[5]]
+    assert s.relaxed == (Relaxation.MIN_REPLICAS, Relaxation.COMMITTED)
+    assert s.nodes.tolist() == [[2]] and s.usd_per_hour <= 5.0
 
 
 def test_churn_cost_keeps_a_fleet_that_is_almost_as_cheap() -> None:
@@ -242,7 +271,9 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 def test_every_plan_respects_the_hard_constraints(p: Problem) -> None:
     s = solve(p, time_limit_s=2)
     if s.status is not Status.INFEASIBLE:
-        assert_valid(p, s)
+        # Minimum replicas the budget or quota cannot pay for are dropped (issue 22).
+        relaxed = dataclasses.replace(p, min_replicas=()) if s.relaxed else p
+        assert_valid(relaxed, s)
     else:
         assert (s.nodes == p.current).all()
 
@@ -358,8 +389,11 @@ def test_cost_equals_brute_force_optimum(data: st.DataObject) -> None:
     expected = brute_force(p, limit)
     s = solve(p, time_limit_s=5)
     if math.isinf(expected):
-        assert s.status is Status.INFEASIBLE
-        return
+        # No fleet keeps the minimum replicas within the budget: the solve drops them
+        # and returns the best fleet without (issue 22), not the current fleet.
+        assert s.relaxed == (Relaxation.MIN_REPLICAS,)
+        p = dataclasses.replace(p, min_replicas=())
+        expected = brute_force(p, limit)
     assert s.status is Status.OPTIMAL
     if int(s.nodes.max()) <= limit:
         assert s.objective == pytest.approx(expected, rel=1e-4, abs=1e-4)
