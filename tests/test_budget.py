@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
+from capsched.cli import main
 from scheduler.actions import Drain, Launch
-from scheduler.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
 from scheduler.diff import propose
 from scheduler.domain import (

@@ -1,6 +1,6 @@
 """Node health through a real `Daemon` wired as `run_daemon` wires it: the `[health]`
 section builds the HTTP health probe in the composition root
-(`scheduler.service.ConfiguredHealthProbe`), every simulated node is listed at
+(`capsched.service.ConfiguredHealthProbe`), every simulated node is listed at
 127.0.0.1, where a local aiohttp server stands in for its model server, one behaviour
 per node: healthy, slow to load, never healthy, turning unhealthy, flapping.
 
@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
-from scheduler.service import ConfiguredHealthProbe, build_drainer, stored_address
 
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
+from capsched.service import ConfiguredHealthProbe, build_drainer, stored_address
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
