@@ -12,6 +12,7 @@ a new database has never seen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -98,7 +99,8 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
         )
     # `sim_boot_time_s` sets every node's boot; otherwise each boots for `node_boot_s`.
     boot_s = src.sim_boot_time_s
-    per_node = None if boot_s is not None else (lambda m, it: node_boot_s(config, m, it))
+    # A partial, not a lambda: the simulated cloud is pickled into `sources.sim_state`.
+    per_node = None if boot_s is not None else functools.partial(node_boot_s, config)
 
     def fresh() -> SimCloud:
         return SimCloud(
