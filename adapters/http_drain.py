@@ -52,11 +52,54 @@ class DrainHookError(Exception):
     """The deregistration hook failed; the message holds no credentials."""
 
 
-class HttpDrainer(AsyncResource):
+class NodeEndpoints(AsyncResource):
+    """What the drainer and the health probe share: an HTTP session (opened on first
+    use and closed by `close()` unless the caller passed its own) and the resolver that
+    gives a node's address for `{host}`. `event` prefixes the log line of a resolver
+    failure (`<event>_resolve_failed`)."""
+
+    event = "endpoint"
+
+    def __init__(self, resolve: Resolver, *, session: aiohttp.ClientSession | None = None) -> None:
+        self._resolve = resolve  # node -> address for {host}
+        self._session = session  # created on first use when not given
+        self._owns_session = session is None  # close only what we opened
+
+    async def close(self) -> None:
+        """Close the HTTP session if this object opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _address(self, node: Node) -> str | None:
+        try:
+            got = self._resolve(node)
+            if inspect.isawaitable(got):
+                got = await got
+        except Exception as exc:  # a resolver bug reads as "address unknown"
+            log.warning(
+                "%s_resolve_failed node_id=%s error=%s:%s",
+                self.event,
+                node.node_id,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        return got or None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+
+class HttpDrainer(NodeEndpoints):
     """A `scheduler.drain.Drainer` for routers with an admin hook and vLLM-style nodes.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
     """
+
+    event = "drain"  # log lines: drain_resolve_failed
 
     def __init__(
         self,
@@ -66,17 +109,9 @@ class HttpDrainer(AsyncResource):
         session: aiohttp.ClientSession | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        super().__init__(resolve, session=session)
         self.config = config
-        self._resolve = resolve  # node -> address for {host}
-        self._session = session  # created on first use when not given
-        self._owns_session = session is None  # close only what we opened
         self._sleep = sleep  # backoff between hook retries; injected so tests never wait
-
-    async def close(self) -> None:
-        """Close the HTTP session if this drainer opened it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def begin(self, node: Node) -> None:
         """Call the deregistration hook once for `node` (no-op without a hook).
@@ -155,26 +190,6 @@ class HttpDrainer(AsyncResource):
         if resp.status != 200:
             return None, f"{url}: HTTP {resp.status}"
         return count_in_flight(resp.body, cfg.in_flight_metrics)
-
-    async def _address(self, node: Node) -> str | None:
-        try:
-            got = self._resolve(node)
-            if inspect.isawaitable(got):
-                got = await got
-        except Exception as exc:  # a resolver bug reads as "address unknown"
-            log.warning(
-                "drain_resolve_failed node_id=%s error=%s:%s",
-                node.node_id,
-                type(exc).__name__,
-                exc,
-            )
-            return None
-        return got or None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
 
 
 def count_in_flight(body: bytes, metrics: tuple[str, ...]) -> tuple[int | None, str]:

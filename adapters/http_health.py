@@ -13,25 +13,25 @@ address behind `{host}` comes from the same resolver the drainer uses.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 
 import aiohttp
 
 from adapters._http import FetchError, fetch, safe_url, split_credentials
-from adapters.http_drain import Resolver, render
+from adapters.http_drain import NodeEndpoints, Resolver, render
 from adapters.http_health_config import HttpHealthConfig
-from adapters.resource import AsyncResource
 from scheduler.domain import Node
 
 log = logging.getLogger(__name__)
 
 
-class HttpHealthProbe(AsyncResource):
+class HttpHealthProbe(NodeEndpoints):
     """A `scheduler.health.HealthProbe` for model servers with a health endpoint.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
     """
+
+    event = "health"  # log lines: health_resolve_failed
 
     def __init__(
         self,
@@ -40,16 +40,8 @@ class HttpHealthProbe(AsyncResource):
         *,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        super().__init__(resolve, session=session)
         self.config = config
-        self._resolve = resolve  # node -> address for {host}
-        self._session = session  # created on first use when not given
-        self._owns_session = session is None  # close only what we opened
-
-    async def close(self) -> None:
-        """Close the HTTP session if this probe opened it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def check(self, node: Node) -> bool | None:
         """True when the endpoint answered the expected status, False when it did not
@@ -85,18 +77,3 @@ class HttpHealthProbe(AsyncResource):
             )
             return False
         return True
-
-    async def _address(self, node: Node) -> str | None:
-        try:
-            got = self._resolve(node)
-            if inspect.isawaitable(got):
-                got = await got
-        except Exception as exc:  # a resolver bug reads as "address unknown"
-            log.warning("health_resolve_failed node_id=%s error=%s", node.node_id, exc)
-            return None
-        return got or None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
