@@ -19,8 +19,8 @@ import aiohttp
 
 from adapters._http import FetchError, fetch, safe_url, split_credentials
 from adapters.http_drain import NodeEndpoints, Resolver, render
-from adapters.http_health_config import HttpHealthConfig
 from scheduler.domain import Node
+from scheduler.sections.health import HttpHealthConfig
 
 log = logging.getLogger(__name__)
 

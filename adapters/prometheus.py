@@ -34,9 +34,9 @@ import aiohttp
 from yarl import URL
 
 from adapters._http import FetchError, Sleep, fetch, split_credentials
-from adapters.metrics import DemandSample
-from adapters.prometheus_config import PrometheusConfig
 from adapters.resource import AsyncResource
+from scheduler.ports.metrics import DemandSample
+from scheduler.sections.prometheus import PrometheusConfig
 
 log = logging.getLogger(__name__)
 

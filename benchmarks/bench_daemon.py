@@ -35,8 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.metrics import DemandSample
-from adapters.provider import LaunchRequest, Provider
 from adapters.sim import SimCloud
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
@@ -45,6 +43,8 @@ from scheduler.factory import build_scheduler
 from scheduler.observation import Observation
 from scheduler.planner import make_plan
 from scheduler.policy import CapschedPolicy
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import LaunchRequest, Provider
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore
 

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.metrics import MetricsSource
-from adapters.provider import InstanceState, Provider, ProviderError
 from adapters.resource import AsyncResource
 from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.boot import node_boot_s
@@ -35,10 +33,12 @@ from scheduler.config import Config, DrainSection, HealthSection
 from scheduler.config_check import check_config
 from scheduler.daemon import Clock, Daemon
 from scheduler.domain import CapacityProfile, Node
-from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.factory import build_scheduler
 from scheduler.health import HealthProbe
 from scheduler.logs import set_virtual_clock
+from scheduler.ports.drain import Drainer, NoTrafficLayer
+from scheduler.ports.metrics import MetricsSource
+from scheduler.ports.provider import InstanceState, Provider, ProviderError
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
 from scheduler.state_lock import StateLock, StateLockHeld
@@ -169,7 +169,7 @@ def _no_userinfo(template: str) -> str:
 
 
 class ConfiguredDrainer(AsyncResource):
-    """The `scheduler.drain.Drainer` the `[drain]` section asks for.
+    """The `scheduler.ports.drain.Drainer` the `[drain]` section asks for.
 
     It reads the section through `settings` on every call and rebuilds the concrete
     drainer when a reload changed it, so a SIGHUP takes effect from the next drain or

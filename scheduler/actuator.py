@@ -14,7 +14,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from adapters.provider import (
+from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
+from scheduler.domain import Node, NodeState, Pool
+from scheduler.lifecycle import TERMINAL
+from scheduler.logs import event
+from scheduler.ports.drain import Drainer
+from scheduler.ports.provider import (
     Instance,
     InstanceState,
     InsufficientCapacity,
@@ -24,11 +29,6 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
-from scheduler.domain import Node, NodeState, Pool
-from scheduler.drain import Drainer
-from scheduler.lifecycle import TERMINAL
-from scheduler.logs import event
 from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)

@@ -14,15 +14,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from adapters.aws_config import AwsConfig
-from adapters.gcp_config import GcpConfig
-from adapters.http_drain_config import HttpDrainConfig
-from adapters.http_health_config import HttpHealthConfig
-from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
+from scheduler.sections.aws import AwsConfig
+from scheduler.sections.drain import HttpDrainConfig
+from scheduler.sections.gcp import GcpConfig
+from scheduler.sections.health import HttpHealthConfig
+from scheduler.sections.prometheus import PrometheusConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.toml"
 # The UTF-8 byte-order mark, as decoded: some editors start every file with it.

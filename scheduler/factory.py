@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.metrics import MetricsSource
-from adapters.provider import Provider
 from scheduler.actuator import Actuator, Sleep
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile
-from scheduler.drain import Drainer, NoTrafficLayer
 from scheduler.health import HealthProbe
 from scheduler.observation import Policy
 from scheduler.policy import CapschedPolicy
+from scheduler.ports.drain import Drainer, NoTrafficLayer
+from scheduler.ports.metrics import MetricsSource
+from scheduler.ports.provider import Provider
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore

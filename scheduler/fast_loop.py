@@ -48,8 +48,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from adapters.metrics import DemandSample
-from adapters.provider import ProviderError
 from scheduler.actions import Launch
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -57,6 +55,8 @@ from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offe
 from scheduler.guards import CapacityOf, Held
 from scheduler.logs import event
 from scheduler.planner import allowed, resolve_location
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import ProviderError
 from scheduler.reconciler import Reconciler
 
 log = logging.getLogger(__name__)

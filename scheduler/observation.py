@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from adapters.metrics import DemandSample
-from adapters.provider import InterruptionNotice
 from scheduler.domain import Node, NodeState, Offering, Plan
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InterruptionNotice
 
 if TYPE_CHECKING:
     from scheduler.config import Config

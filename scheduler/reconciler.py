@@ -19,8 +19,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.metrics import DemandSample, MetricsSource
-from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
 from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
 from scheduler.approval import ApprovalState, Verdict, needs_approval
@@ -31,7 +29,6 @@ from scheduler.cooldown import PoolCooldown
 from scheduler.decision import ActionOutcome, Approval, Decision, ErrorKind, TickError
 from scheduler.diff import propose
 from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
-from scheduler.drain import Drainer
 from scheduler.guards import Held, apply_guards
 from scheduler.health import (
     CHECKED,
@@ -45,6 +42,15 @@ from scheduler.lifecycle import IllegalTransition
 from scheduler.logs import event
 from scheduler.observation import Observation, Policy
 from scheduler.obtainability import Obtainability, PoolEvent
+from scheduler.ports.drain import Drainer
+from scheduler.ports.metrics import DemandSample, MetricsSource
+from scheduler.ports.provider import (
+    Instance,
+    InstanceState,
+    InterruptionNotice,
+    Provider,
+    ProviderError,
+)
 from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from adapters.metrics import DemandSample, MetricsSource
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.domain import (
     LAUNCH_LIMITS,
@@ -38,6 +37,7 @@ from scheduler.domain import (
 )
 from scheduler.guards import launch_limits
 from scheduler.obtainability import Obtainability
+from scheduler.ports.metrics import DemandSample, MetricsSource
 
 if TYPE_CHECKING:
     from scheduler.decision import Decision

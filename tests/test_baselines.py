@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
 
-from adapters.metrics import DemandSample
-from adapters.provider import InterruptionNotice
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InterruptionNotice
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from capsched.cli import main
 from scheduler.actions import Drain, Launch
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
@@ -33,6 +32,7 @@ from scheduler.domain import (
 )
 from scheduler.guards import Held, apply_guards, within_budget
 from scheduler.observation import Observation
+from scheduler.ports.metrics import DemandSample
 from solver import DemandSpec, PoolSpec, Problem, solve
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from daemon_proc import start_daemon, wait_for_ticks
 
-from adapters.provider import InstanceState
 from adapters.sim import SimCloud
 from scheduler.domain import NodeState
+from scheduler.ports.provider import InstanceState
 from scheduler.store import StateStore, parse_node_id
 from tui.backend import DbBackend
 

@@ -19,13 +19,13 @@ from fakes import no_sleep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main as cli_main
 from scheduler.actions import Drain, Terminate
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, ConfigError, load_config
 from scheduler.factory import build_scheduler
+from scheduler.ports.metrics import DemandSample
 from scheduler.store import StateStore
 
 REPO = Path(__file__).resolve().parents[1]

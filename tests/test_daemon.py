@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from scheduler.catalog import load_catalog
 from scheduler.config import load_config
@@ -21,6 +20,7 @@ from scheduler.daemon import Daemon
 from scheduler.domain import NodeState
 from scheduler.factory import build_scheduler
 from scheduler.policy import CapschedPolicy
+from scheduler.ports.metrics import DemandSample
 from scheduler.store import StateStore
 
 REPO = Path(__file__).resolve().parents[1]

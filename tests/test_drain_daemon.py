@@ -20,7 +20,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.service import (
     ConfiguredDrainer,
@@ -36,6 +35,7 @@ from scheduler.decision import ErrorKind
 from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation, PolicyBase
+from scheduler.ports.metrics import DemandSample
 from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore
 

@@ -16,8 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import MODEL, OD_POOL, SPOT_POOL, small_config, world
 
-from adapters.metrics import DemandSample
-from adapters.provider import Transient
 from adapters.sim import SimCloud
 from scheduler.actions import Launch, Terminate
 from scheduler.catalog import load_catalog
@@ -46,6 +44,8 @@ from scheduler.fast_loop import (
     shortfalls,
 )
 from scheduler.planner import allowed
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import Transient
 from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry

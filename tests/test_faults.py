@@ -10,14 +10,6 @@ from pathlib import Path
 import pytest
 
 from adapters.faults import Fault, FaultyProvider
-from adapters.metrics import DemandSample
-from adapters.provider import (
-    InstanceState,
-    InsufficientCapacity,
-    LaunchRequest,
-    QuotaExceeded,
-    Transient,
-)
 from adapters.sim import SimCloud
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
@@ -27,6 +19,14 @@ from scheduler.domain import Node, NodeState, Plan
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation, Policy, PolicyBase
 from scheduler.policy import CapschedPolicy
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import (
+    InstanceState,
+    InsufficientCapacity,
+    LaunchRequest,
+    QuotaExceeded,
+    Transient,
+)
 from scheduler.profiles import load_profiles
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore

@@ -6,8 +6,6 @@ import itertools
 
 import pytest
 
-from adapters.metrics import DemandSample
-from adapters.provider import InterruptionNotice
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.config import Config, load_config
 from scheduler.diff import propose
@@ -24,6 +22,8 @@ from scheduler.domain import (
 )
 from scheduler.guards import Held, apply_guards
 from scheduler.observation import Observation
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InterruptionNotice
 
 A = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 B = Pool(Cloud.GCP, "us-east4", "us-east4-a", "g2-standard-4", Market.SPOT)

@@ -23,13 +23,13 @@ from test_gcp_support import FakeCompute, credentials
 from adapters.aws import AwsProvider
 from adapters.gcp import GcpProvider
 from adapters.http_health import HttpHealthProbe
-from adapters.metrics import DemandSample
-from adapters.provider import Provider
 from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import Cloud, Market, NodeState, Placement, Plan, PlanStatus, Pool
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation, PolicyBase
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import Provider
 from scheduler.reconciler import Reconciler
 from scheduler.store import StateStore
 

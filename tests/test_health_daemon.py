@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.service import ConfiguredHealthProbe, build_drainer, stored_address
 from scheduler.catalog import load_catalog
@@ -37,6 +36,7 @@ from scheduler.domain import (
 )
 from scheduler.factory import build_scheduler
 from scheduler.observation import Observation, PolicyBase
+from scheduler.ports.metrics import DemandSample
 from scheduler.reconciler import Reconciler, TickReport
 from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry

@@ -16,7 +16,6 @@ from fakes import Clock, no_sleep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main
 from scheduler.catalog import load_catalog
@@ -28,6 +27,7 @@ from scheduler.factory import build_scheduler
 from scheduler.guards import Held, LaunchLimitWatch, apply_guards
 from scheduler.observation import Observation
 from scheduler.planner import binding_limits, make_plan
+from scheduler.ports.metrics import DemandSample
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry

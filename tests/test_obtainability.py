@@ -17,7 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.provider import InsufficientCapacity
 from adapters.sim import SpotTrace
 from capsched.cli import main
 from scheduler.catalog import load_catalog
@@ -25,6 +24,7 @@ from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
 from scheduler.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence
 from scheduler.planner import make_plan
+from scheduler.ports.provider import InsufficientCapacity
 from scheduler.profiles import load_profiles
 from scheduler.store import StateStore, read_obtainability
 from scheduler.telemetry import Telemetry

@@ -16,7 +16,6 @@ from fakes import Clock, no_sleep
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main as cli_main
 from scheduler.actions import Launch
@@ -26,6 +25,7 @@ from scheduler.daemon import Daemon
 from scheduler.decision import TickError
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
 from scheduler.factory import build_scheduler
+from scheduler.ports.metrics import DemandSample
 from scheduler.state_lock import StateLock, StateLockHeld, lock_path_for
 from scheduler.store import (
     MIGRATIONS,

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from scheduler.actions import Drain, Launch, Terminate
 from scheduler.catalog import load_catalog
@@ -33,6 +32,7 @@ from scheduler.domain import (
 )
 from scheduler.factory import build_scheduler
 from scheduler.guards import Held
+from scheduler.ports.metrics import DemandSample
 from scheduler.reconciler import TickReport
 from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from capsched.cli import main
 from scheduler.catalog import load_catalog
 from scheduler.config import load_config
@@ -30,6 +29,7 @@ from scheduler.domain import (
 from scheduler.guards import apply_guards
 from scheduler.observation import Observation
 from scheduler.planner import servable_rps
+from scheduler.ports.metrics import DemandSample
 from scheduler.profiles import load_profiles
 from simulations.demand import DemandTrace, load_demand
 from simulations.traces import TraceFormatError, read_minute_csv, read_requests

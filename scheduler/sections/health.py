@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.http_drain_config import check_template
+from scheduler.sections.drain import check_template
 
 
 class HttpHealthConfig(BaseModel):
