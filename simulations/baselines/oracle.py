@@ -38,8 +38,7 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
    and the block means of x never start more nodes than x does, so it is still a lower
    bound. A report quotes the bound with its kind. `max_lp_steps` (240) keeps a 7-day
    per-minute trace to blocks of about 44 steps, and its LP to a few seconds; blocks
-   weaken the bound (on the BurstGPT week, 895 USD with 240 blocks, 939 with 600), never
-   invalidate it.
+   weaken the bound, never invalidate it (docs/baselines.md).
 
    With `config_bound=True` the same program is also solved under the config's rules at
    the planning utilisation (`config_bound_cost_usd`, `config_bound_kind`): what a
@@ -50,14 +49,10 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
    follows the config like capsched does: `cap` at `planning.target_utilization` (the
    headroom the engine's latency model needs to meet the SLO), min_replicas,
    min_on_demand_share and quotas every step, and only pools sold as available. The
-   rounded relaxation (below) does not keep min_on_demand_share: it covers the
-   relaxation's fractional on-demand nodes with the cheapest whole nodes, mostly spot,
-   so on the shared traces the replayed schedule runs almost no on-demand node.
-   Measured and not kept: rounding on-demand fractions to on-demand nodes (and topping
-   up a share diluted by rounded-up spot) made the embedded one-hour slice's schedule
-   cost 64-94 USD, above static-peak's 53, as whole on-demand nodes per location and
-   block filled the replay's look-ahead windows; dropping the share from the relaxation
-   too gave 17.40 USD but left a preemption's load unserved (SLO attainment 0.983). A spot
+   rounded relaxation (below) covers the relaxation's fractions with the cheapest whole
+   nodes, mostly spot, then restores min_on_demand_share with whole on-demand nodes in
+   one pool per model and removes the spot nodes they made surplus (`_keep_share`;
+   docs/baselines.md has the measurements behind this choice). A spot
    node counted at t must have been launched up to a boot time plus a tick earlier and
    kept since, so its spot limit at t is the fewest instances the pool holds over that
    whole span. It pays what the engine accounts: price per step, and the boot time
@@ -271,17 +266,31 @@ class Oracle(PolicyBase):
         since it has none (ties go to the lower pool); under the config's `rules`, spot
         never dominates on-demand, which `min_on_demand_share` counts. Traced spot pools
         dominate nothing, as models share their capacity. Spot pools that hold nothing
-        over the whole trace are dropped, and for the schedule, pools not sold as
-        available.
+        over the whole trace are dropped, pools beyond every source region's latency
+        limit too, and for the schedule, pools not sold as available.
         """
         out: dict[str, list[Offering]] = {}
         limits = {p: self._spot_limit(p, bound=bound) for p in self._foresight.spot_capacity}
+        origins = [
+            (resolve_location(self._catalog, r.location), r.max_latency_ms)
+            for r in self._config.regions
+        ]
+        locations = {o.pool.location for o in self._offerings}
+        # Only pools some source region may use, as capsched's solver reduces to them: a
+        # node beyond every latency limit serves nothing, and must not count for the
+        # on-demand share either.
+        reachable = {
+            loc
+            for loc in locations
+            if any(self._catalog.rtt_ms(origin, loc) <= limit for origin, limit in origins)
+        }
         for section in self._config.models:
             m = section.name
             offers = [
                 o
                 for o in self._offerings
                 if self._capacity.rps(m, o.pool) > 0
+                and o.pool.location in reachable
                 and (bound or o.available)
                 and max(limits.get(o.pool) or [1.0], default=0) > 0
             ]
@@ -635,7 +644,98 @@ class Oracle(PolicyBase):
                     short -= n * self._capacity.rps(m, k[1])
                     if k[1] in room:
                         room[k[1]][t] -= n
+        self._keep_share(r, counts, room, n_blocks)
         return {k: np.repeat(vs, block)[:steps].tolist() for k, vs in counts.items()}
+
+    def _keep_share(
+        self,
+        r: _Result,
+        counts: dict[tuple[str, Pool], list[int]],
+        room: dict[Pool, list[float]],
+        n_blocks: int,
+    ) -> None:
+        """Restore each model's `min_on_demand_share` that rounding diluted, in place.
+
+        Rounding covers the relaxation's fractions with the cheapest whole nodes, mostly
+        spot, so the on-demand share of capacity the relaxation kept can fall below the
+        config's minimum, a rule capsched obeys at every plan. Per model, whole on-demand
+        nodes are added one at a time in every block where the share fails, to one
+        on-demand pool (the same in every block, so no node flips between pools block to
+        block), each followed by the removal of the spot nodes it made surplus in that
+        pool's location (which keeps at least the relaxation's capacity there), dearest
+        per rps first. The pool is the one for which the model's schedule then costs
+        least (docs/baselines.md)."""
+        for section in self._config.models:
+            m, share = section.name, section.min_on_demand_share
+            keys = [k for k in r.x if k[0] == m and self._capacity.rps(m, k[1]) > 0]
+            od_keys = [k for k in keys if k[1].market is Market.ON_DEMAND]
+            if share <= 0 or not od_keys:
+                continue
+            rps = np.array([self._capacity.rps(m, k[1]) for k in keys])
+            now = np.array([counts[k] for k in keys], dtype=np.int64)  # keys x blocks
+            od_row = np.array([k[1].market is Market.ON_DEMAND for k in keys])
+            od = (now[od_row] * rps[od_row, None]).sum(axis=0)
+            total = (now * rps[:, None]).sum(axis=0)
+            if (od >= np.minimum(share * total, total) - _EPS).all():
+                continue  # rounding kept it
+            lp = np.array([r.x[k] for k in keys])
+            price = np.array([self._prices.get(k[1], 0.0) for k in keys])
+            best: tuple[float, float, str, np.ndarray] | None = None
+            for i, k in enumerate(keys):
+                if not od_row[i]:
+                    continue
+                trial = self._share_kept(keys, i, now, od, total, lp, rps, price, share)
+                cand = (float((trial * price[:, None]).sum()), -float(lp[i].sum()), str(k[1]))
+                if best is None or cand < best[:3]:
+                    best = (*cand, trial)
+            assert best is not None
+            for j, k in enumerate(keys):
+                if k[1] in room:
+                    for t in range(n_blocks):
+                        room[k[1]][t] += int(now[j, t] - best[3][j, t])
+                counts[k] = [int(v) for v in best[3][j]]
+
+    @staticmethod
+    def _share_kept(
+        keys: list[tuple[str, Pool]],
+        target: int,
+        now: np.ndarray,
+        od: np.ndarray,
+        total: np.ndarray,
+        lp: np.ndarray,
+        rps: np.ndarray,
+        price: np.ndarray,
+        share: float,
+    ) -> np.ndarray:
+        """One model's node counts (keys x blocks; `now` is not changed) with the share
+        kept by whole nodes of `keys[target]`'s on-demand pool (see `_keep_share`). `od`
+        and `total` are the on-demand and total capacity per block of `now`, `lp` the
+        relaxation's nodes, `rps` and `price` per key."""
+        out = now.copy()
+        loc = keys[target][1].location
+        here = [j for j, k in enumerate(keys) if k[1].location == loc]
+        spot_here = sorted(
+            (j for j in here if keys[j][1].market is Market.SPOT),
+            key=lambda j: (-price[j] / rps[j], str(keys[j][1])),
+        )
+        per = float(rps[target])
+        for t in range(out.shape[1]):
+            o, tot = float(od[t]), float(total[t])
+            need = float((lp[here, t] * rps[here]).sum())
+            have = float((out[here, t] * rps[here]).sum())
+            # One node at a time, each followed by the spot it makes surplus: the share is
+            # read on the fleet that remains, not on the one before the removals.
+            while o < min(share * tot, tot) - _EPS:
+                out[target, t] += 1
+                o, tot, have = o + per, tot + per, have + per
+                for j in spot_here:
+                    while out[j, t] > 0 and have - rps[j] >= need - _EPS:
+                        out[j, t] -= 1
+                        have -= rps[j]
+                        tot -= rps[j]
+                if share >= 1.0 and not any(out[j, t] for j in spot_here):
+                    break  # all on demand: spot elsewhere cannot be replaced from here
+        return out
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Cost of a schedule as the replay accounts it: price per step, and the boot
