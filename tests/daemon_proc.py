@@ -7,8 +7,26 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 
 TICK_LINE = "logger=scheduler.reconciler tick now_s="
+
+
+class DaemonProcess(subprocess.Popen[str]):
+    """A daemon subprocess whose `with` block never outlives a failing test: when the
+    block ends with an exception (a failed assertion, the test's timeout) and the daemon
+    still runs, it is killed before `Popen`'s exit waits for it, which would otherwise
+    wait forever for a daemon nobody stops."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and self.poll() is None:
+            self.kill()
+        super().__exit__(exc_type, exc, tb)
 
 
 def start_daemon(
@@ -18,12 +36,12 @@ def start_daemon(
     *,
     verbose: bool = False,
     args: Sequence[str] = (),
-) -> subprocess.Popen[str]:
+) -> DaemonProcess:
     """Start the daemon on `config` (plus `args`); its log lines (debug ones too when
     `verbose`) come on `stderr`."""
     flags = ["-v"] if verbose else []
     command = ["daemon", "--config", str(config), *args]
-    return subprocess.Popen(
+    return DaemonProcess(
         [sys.executable, "-m", "capsched.cli", *flags, *command],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
