@@ -61,6 +61,10 @@ sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
    capacity and rounded up (rounding down where a spot pool would overflow); blocks of
    ceil(steps / `max_lp_steps`) steps (42 on the week).
 
+The programs are built and solved in `simulations.baselines.oracle_program`, a relaxed
+schedule is rounded to whole nodes in `simulations.baselines.oracle_rounding`; this module
+chooses the programs, their grids and pools, and replays the result.
+
 As a Policy it replays the schedule: at time now it targets, per pool, the most the
 schedule needs until nodes launched at the next tick could be ready (boot time plus
 tick interval), so nodes are ready when needed. A spot pool's target never exceeds
@@ -83,7 +87,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from ortools.linear_solver import pywraplp
 
 from scheduler.capacity import NodeCapacity
 from scheduler.catalog import Catalog
@@ -97,43 +100,8 @@ from simulations.baselines.common import (
     permitted,
     to_plan,
 )
-
-_EPS = 1e-6
-
-
-def _split(steps: int, block: int) -> list[int]:
-    """Lengths of consecutive blocks of `block` steps covering `steps` (the last shorter)."""
-    return [block] * (steps // block) + ([steps % block] if steps % block else [])
-
-
-@dataclass(frozen=True, slots=True)
-class _Grid:
-    """The time grid one solve runs on: consecutive blocks of foresight steps."""
-
-    demand: dict[tuple[str, str], list[float]]  # (model, region) -> rps per block
-    spot: dict[Pool, list[float]]  # spot pool -> instance limit per block
-    lengths: tuple[int, ...]  # foresight steps per block
-    step_h: float  # length of one foresight step in hours
-
-    @property
-    def firsts(self) -> list[int]:
-        """Index of the first foresight step of every block."""
-        out, at = [], 0
-        for n in self.lengths:
-            out.append(at)
-            at += n
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    """One solve's outcome."""
-
-    optimal: bool  # proven optimal
-    objective: float  # USD over the horizon, penalty included
-    penalty_usd: float  # part of the objective from unserved load
-    unserved_rps_h: float  # unserved load, rps x hours
-    x: dict[tuple[str, Pool], list[float]]  # nodes per (model, pool) per block
+from simulations.baselines.oracle_program import Grid, Programs, split_blocks
+from simulations.baselines.oracle_rounding import Rounding
 
 
 class Oracle(PolicyBase):
@@ -182,6 +150,17 @@ class Oracle(PolicyBase):
         self._prices = prices_of(offerings)
         self._index = OfferingIndex()  # the latest observation's prices by pool
 
+        self._programs = Programs(
+            config,
+            catalog,
+            self._capacity,
+            self._full,
+            foresight,
+            self.boot_time_s,
+            seed,
+            time_limit_s,
+            lp_time_limit_s,
+        )
         started = time.perf_counter()
         # Steps from a launch decision to a ready node: boot time plus one tick.
         self._lead_steps = max(
@@ -317,7 +296,7 @@ class Oracle(PolicyBase):
             out[m] = [o for o in offers if not dominated(o)]
         return out
 
-    def _grid(self, lengths: Sequence[int], *, bound: bool, aggregate: str) -> _Grid:
+    def _grid(self, lengths: Sequence[int], *, bound: bool, aggregate: str) -> Grid:
         """Demand and spot limits on blocks of `lengths` steps; `aggregate` is "mean"
         (a relaxation) or "peak" (max demand, min spot limit: for the schedule)."""
         fs = self._foresight
@@ -343,7 +322,7 @@ class Oracle(PolicyBase):
             limit = self._spot_limit(pool, bound=bound)
             assert limit is not None
             spot[pool] = blocks([float(c) for c in limit], "mean" if aggregate == "mean" else "min")
-        return _Grid(demand, spot, tuple(lengths), fs.step_s / 3600.0)
+        return Grid(demand, spot, tuple(lengths), fs.step_s / 3600.0)
 
     def _int_vars(self, candidates: dict[str, list[Offering]]) -> int:
         return self._foresight.steps * sum(len(v) for v in candidates.values())
@@ -357,7 +336,7 @@ class Oracle(PolicyBase):
         cands = self._pools(bound=True, rules=rules)
         if self._int_vars(cands) <= self.ip_max_int_vars:
             grid = self._grid([1] * steps, bound=True, aggregate="mean")
-            ip = self._run(grid, cands, bound=True, rules=rules, integer=True)
+            ip = self._programs.solve(grid, cands, bound=True, rules=rules, integer=True)
             if ip is not None and ip.optimal:
                 return "ip", ip.objective - ip.penalty_usd, ip.unserved_rps_h
         if steps <= self.max_lp_steps:
@@ -367,9 +346,9 @@ class Oracle(PolicyBase):
             # blocks (see the module docstring).
             fine = min(steps, math.ceil(self.boot_time_s / self._foresight.step_s) + 1)
             block = max(1, math.ceil((steps - fine) / max(1, self.max_lp_steps - fine)))
-            lengths = [1] * fine + _split(steps - fine, block)
+            lengths = [1] * fine + split_blocks(steps - fine, block)
         grid = self._grid(lengths, bound=True, aggregate="mean")
-        lp = self._run(grid, cands, bound=True, rules=rules, integer=False)
+        lp = self._programs.solve(grid, cands, bound=True, rules=rules, integer=False)
         if lp is None:
             raise RuntimeError("oracle: the LP relaxation found no solution")
         if not lp.optimal:
@@ -384,7 +363,7 @@ class Oracle(PolicyBase):
             return
         if self._int_vars(self._candidates) <= self.ip_max_int_vars:
             grid = self._grid([1] * steps, bound=False, aggregate="peak")
-            ip = self._run(
+            ip = self._programs.solve(
                 grid, self._candidates, bound=False, rules=True, integer=True, built=built
             )
             if ip is not None and ip.x:
@@ -392,350 +371,21 @@ class Oracle(PolicyBase):
                 self.schedule = {k: [round(v) for v in vs] for k, vs in ip.x.items()}
                 return
         block = max(1, math.ceil(steps / self.max_lp_steps))
-        lengths = _split(steps, block)
+        lengths = split_blocks(steps, block)
         grid = self._grid(lengths, bound=False, aggregate="peak")
-        play = self._run(
+        play = self._programs.solve(
             grid, self._candidates, bound=False, rules=True, integer=False, built=built
         )
         if play is None:
             raise RuntimeError("oracle: the schedule LP found no solution")
-        self.schedule = self._round(play, block)
-
-    def _run(
-        self,
-        grid: _Grid,
-        candidates: dict[str, list[Offering]],
-        *,
-        bound: bool,
-        rules: bool,
-        integer: bool,
-        built: threading.Event | None = None,
-    ) -> _Result | None:
-        """Build and solve a program on `grid`: the bound's billing and spot limits
-        (`bound`) or the schedule's; with the config's rules at the planning utilisation
-        (`rules`) or with neither. `built` is set when the program is built."""
-        lp = pywraplp.Solver.CreateSolver("SCIP" if integer else "GLOP")
-        if lp is None:  # pragma: no cover - both ship in the ortools wheel
-            raise RuntimeError("OR-Tools backend not available")
-        if integer:
-            lp.SetSolverSpecificParametersAsString(f"randomization/randomseedshift = {self.seed}")
-        elif bound:
-            # Only the bound's value is read, and every optimal vertex has it: the dual simplex
-            # reaches one sooner. Not for the schedule, which is rounded from its vertex (on
-            # the embedded slice the dual's vertex rounded to a schedule 18% dearer).
-            lp.SetSolverSpecificParametersAsString("use_dual_simplex: true")
-        limit_s = self.time_limit_s if integer else self.lp_time_limit_s
-        lp.SetTimeLimit(max(10, int(limit_s * 1000)))
-        inf = lp.infinity()
-        T = len(grid.lengths)
-        firsts = grid.firsts
-        h = grid.step_h
-        boot_h = self.boot_time_s / 3600.0
-        capacity = self._capacity if rules else self._full
-        penalty = self._config.solver.unmet_penalty_usd_per_rps_hour
-        obj = lp.Objective()
-        obj.SetMinimization()
-
-        def step_cost(b: int) -> float:
-            """USD per hour of price for one node through block b."""
-            if not bound:
-                return h * grid.lengths[b]
-            # Step 0 is paid by the warm-up; a node may leave just after its last count.
-            return 0.0 if firsts[b] == 0 else min(h, boot_h) * grid.lengths[b]
-
-        def start_cost(b: int) -> float:
-            """USD per hour of price for one run starting at block b."""
-            if firsts[b] == 0:
-                return 0.0  # launched during the warm-up
-            accounted = min(boot_h, firsts[b] * h)  # boot time after the trace start
-            return max(0.0, accounted - h) if bound else accounted
-
-        x: dict[tuple[str, Pool], list[pywraplp.Variable]] = {}
-        for m, offers in candidates.items():
-            for o in offers:
-                ub = inf
-                xs = []
-                for t in range(T):
-                    if o.pool in grid.spot:
-                        ub = grid.spot[o.pool][t]
-                        ub = math.floor(ub + _EPS) if integer else ub
-                    var = lp.IntVar(0, ub, "") if integer else lp.NumVar(0, ub, "")
-                    obj.SetCoefficient(var, o.usd_per_hour * step_cost(t))
-                    xs.append(var)
-                    c = start_cost(t)
-                    if t > 0 and c > 0:
-                        start = lp.NumVar(0, inf, "")
-                        obj.SetCoefficient(start, o.usd_per_hour * c)
-                        row = lp.Constraint(0, inf)  # start - x[t] + x[t-1] >= 0
-                        row.SetCoefficient(start, 1)
-                        row.SetCoefficient(var, -1)
-                        row.SetCoefficient(xs[t - 1], 1)
-                x[m, o.pool] = xs
-
-        # Spot capacity is shared by the models placed in a pool.
-        by_pool: dict[Pool, list[list[pywraplp.Variable]]] = defaultdict(list)
-        for (_, pool), xs in x.items():
-            if pool in grid.spot:
-                by_pool[pool].append(xs)
-        for pool, groups in by_pool.items():
-            if len(groups) > 1:
-                for t in range(T):
-                    row = lp.Constraint(-inf, grid.spot[pool][t])
-                    for xs in groups:
-                        row.SetCoefficient(xs[t], 1)
-
-        origins = {
-            r.name: resolve_location(self._catalog, r.location) for r in self._config.regions
-        }
-        limits = {r.name: r.max_latency_ms for r in self._config.regions}
-        cap_rows: dict[tuple[str, str, int], pywraplp.Constraint] = {}
-        u_vars: list[tuple[pywraplp.Variable, float]] = []
-        # Per model and location, its candidate pools (in candidate order) and their rps.
-        at_loc: dict[str, dict[str, list[tuple[Pool, float]]]] = {}
-        for m, offers in candidates.items():
-            at_loc[m] = defaultdict(list)
-            for o in offers:
-                at_loc[m][o.pool.location].append((o.pool, capacity.rps(m, o.pool)))
-        for (m, region), series in sorted(grid.demand.items()):
-            if m not in candidates or region not in origins:
-                continue
-            locs = sorted(
-                loc
-                for loc in at_loc[m]
-                if self._catalog.rtt_ms(origins[region], loc) <= limits[region]
-            )
-            # Whole nodes: a step with load d needs at least ceil(d / the largest node
-            # within reach) of them there (a cut every integer point meets; per block, the
-            # mean of the steps' counts). It closes most of the LP's gap on small loads.
-            reach = [o for o in candidates[m] if o.pool.location in locs]
-            top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
-            fine = self._foresight.demand_rps.get((m, region), ())
-            if top > 0 and len(fine) == sum(grid.lengths):
-                for t in range(T):
-                    chunk = fine[firsts[t] : firsts[t] + grid.lengths[t]]
-                    need = sum(math.ceil(v / top - 1e-9) for v in chunk if v > 0) / len(chunk)
-                    if need > 0:
-                        row = lp.Constraint(need, inf)
-                        for o in reach:
-                            row.SetCoefficient(x[m, o.pool][t], 1)
-            for t in range(T):
-                d = series[t]
-                if d <= 0:
-                    continue
-                served = lp.Constraint(d, d)
-                u = lp.NumVar(0, d, "")
-                block_h = h * grid.lengths[t]
-                u_vars.append((u, block_h))
-                obj.SetCoefficient(u, penalty * block_h)
-                served.SetCoefficient(u, 1)
-                for loc in locs:
-                    y = lp.NumVar(0, d, "")
-                    served.SetCoefficient(y, 1)
-                    key = (m, loc, t)
-                    if key not in cap_rows:
-                        row = lp.Constraint(-inf, 0)
-                        for pool, rps in at_loc[m][loc]:
-                            row.SetCoefficient(x[m, pool][t], -rps)
-                        cap_rows[key] = row
-                    cap_rows[key].SetCoefficient(y, 1)
-
-        if rules:
-            self._config_rules(lp, x, candidates, T)
-
-        if built is not None:
-            built.set()
-        code = lp.Solve()
-        if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-            return None
-        unserved_rps_h = sum(u.solution_value() * bh for u, bh in u_vars)
-        return _Result(
-            optimal=code == pywraplp.Solver.OPTIMAL,
-            objective=lp.Objective().Value(),
-            penalty_usd=penalty * unserved_rps_h,
-            unserved_rps_h=unserved_rps_h,
-            x={k: [v.solution_value() for v in xs] for k, xs in x.items()},
-        )
-
-    def _config_rules(
-        self,
-        lp: pywraplp.Solver,
-        x: dict[tuple[str, Pool], list[pywraplp.Variable]],
-        candidates: dict[str, list[Offering]],
-        T: int,
-    ) -> None:
-        """min_replicas, min_on_demand_share and quotas at every block (the schedule's)."""
-        inf = lp.infinity()
-        for section in self._config.models:
-            m = section.name
-            offers = candidates.get(m, [])
-            for t in range(T):
-                if section.min_replicas > 0 and offers:
-                    row = lp.Constraint(section.min_replicas, inf)
-                    for o in offers:
-                        row.SetCoefficient(x[m, o.pool][t], 1)
-                share = section.min_on_demand_share
-                if share > 0 and offers:
-                    row = lp.Constraint(0, inf)
-                    for o in offers:
-                        od = 1.0 if o.pool.market is Market.ON_DEMAND else 0.0
-                        row.SetCoefficient(
-                            x[m, o.pool][t], (od - share) * self._capacity.rps(m, o.pool)
-                        )
-        for q in self._config.quotas:
-            members = [
-                (key, xs)
-                for key, xs in x.items()
-                if key[1].cloud is q.cloud
-                and (q.region is None or key[1].region == q.region)
-                and (q.market is None or key[1].market is q.market)
-                and (q.gpu_kind is None or self._capacity.itype(key[1]).gpu_kind == q.gpu_kind)
-            ]
-            if members:
-                for t in range(T):
-                    row = lp.Constraint(-inf, q.max_gpus)
-                    for (_, pool), xs in members:
-                        row.SetCoefficient(xs[t], self._capacity.itype(pool).gpu_count)
-
-    def _round(self, r: _Result, block: int) -> dict[tuple[str, Pool], list[int]]:
-        """An integer schedule from a relaxed one, per model, location and block: every
-        pool keeps the whole nodes it had, then the capacity the fractions carried is
-        made up with whole nodes, at each step the pool that covers the rest (or as much
-        as its room allows) for the least per covered rps.
-        Blocks are then spread back over the foresight's steps."""
-        steps = self._foresight.steps
-        n_blocks = len(next(iter(r.x.values()), []))
-        counts: dict[tuple[str, Pool], list[int]] = {
-            k: [math.floor(v + _EPS) for v in vs] for k, vs in r.x.items()
-        }
-        room: dict[Pool, list[float]] = {}
-        for pool in self._foresight.spot_capacity:
-            cap = self._spot_limit(pool, bound=False)
-            assert cap is not None
-            room[pool] = [
-                float(min(cap[t * block : (t + 1) * block], default=0)) for t in range(n_blocks)
-            ]
-        for (_, pool), vs in counts.items():
-            if pool in room:
-                for t, v in enumerate(vs):
-                    room[pool][t] -= v
-        groups: dict[tuple[str, str], list[tuple[str, Pool]]] = defaultdict(list)
-        for key in r.x:
-            groups[key[0], key[1].location].append(key)
-        for (m, _), keys in groups.items():
-            for t in range(n_blocks):
-                short = sum((r.x[k][t] - counts[k][t]) * self._capacity.rps(m, k[1]) for k in keys)
-                while short > _EPS:
-                    # The cheapest way to cover what is left: whole nodes of one pool.
-                    best: tuple[float, tuple[str, Pool], int] | None = None
-                    for k in keys:
-                        per = self._capacity.rps(m, k[1])
-                        n = math.ceil(short / per - _EPS)
-                        if k[1] in room:
-                            n = min(n, math.floor(room[k[1]][t] + _EPS))
-                        if n <= 0:
-                            continue
-                        cand = (self._prices.get(k[1], 0.0) * n / min(1.0, n * per / short), k, n)
-                        if best is None or cand[:2] < best[:2]:
-                            best = cand
-                    if best is None:
-                        break  # nowhere left with room: the LP's fractions cannot be covered
-                    _, k, n = best
-                    counts[k][t] += n
-                    short -= n * self._capacity.rps(m, k[1])
-                    if k[1] in room:
-                        room[k[1]][t] -= n
-        self._keep_share(r, counts, room, n_blocks)
-        return {k: np.repeat(vs, block)[:steps].tolist() for k, vs in counts.items()}
-
-    def _keep_share(
-        self,
-        r: _Result,
-        counts: dict[tuple[str, Pool], list[int]],
-        room: dict[Pool, list[float]],
-        n_blocks: int,
-    ) -> None:
-        """Restore each model's `min_on_demand_share` that rounding diluted, in place.
-
-        Rounding covers the relaxation's fractions with the cheapest whole nodes, mostly
-        spot, so the on-demand share of capacity the relaxation kept can fall below the
-        config's minimum, a rule capsched obeys at every plan. Per model, whole on-demand
-        nodes are added one at a time in every block where the share fails, to one
-        on-demand pool (the same in every block, so no node flips between pools block to
-        block), each followed by the removal of the spot nodes it made surplus in that
-        pool's location (which keeps at least the relaxation's capacity there), dearest
-        per rps first. The pool is the one for which the model's schedule then costs
-        least (docs/baselines.md)."""
-        for section in self._config.models:
-            m, share = section.name, section.min_on_demand_share
-            keys = [k for k in r.x if k[0] == m and self._capacity.rps(m, k[1]) > 0]
-            od_keys = [k for k in keys if k[1].market is Market.ON_DEMAND]
-            if share <= 0 or not od_keys:
-                continue
-            rps = np.array([self._capacity.rps(m, k[1]) for k in keys])
-            now = np.array([counts[k] for k in keys], dtype=np.int64)  # keys x blocks
-            od_row = np.array([k[1].market is Market.ON_DEMAND for k in keys])
-            od = (now[od_row] * rps[od_row, None]).sum(axis=0)
-            total = (now * rps[:, None]).sum(axis=0)
-            if (od >= np.minimum(share * total, total) - _EPS).all():
-                continue  # rounding kept it
-            lp = np.array([r.x[k] for k in keys])
-            price = np.array([self._prices.get(k[1], 0.0) for k in keys])
-            best: tuple[float, float, str, np.ndarray] | None = None
-            for i, k in enumerate(keys):
-                if not od_row[i]:
-                    continue
-                trial = self._share_kept(keys, i, now, od, total, lp, rps, price, share)
-                cand = (float((trial * price[:, None]).sum()), -float(lp[i].sum()), str(k[1]))
-                if best is None or cand < best[:3]:
-                    best = (*cand, trial)
-            assert best is not None
-            for j, k in enumerate(keys):
-                if k[1] in room:
-                    for t in range(n_blocks):
-                        room[k[1]][t] += int(now[j, t] - best[3][j, t])
-                counts[k] = [int(v) for v in best[3][j]]
-
-    @staticmethod
-    def _share_kept(
-        keys: list[tuple[str, Pool]],
-        target: int,
-        now: np.ndarray,
-        od: np.ndarray,
-        total: np.ndarray,
-        lp: np.ndarray,
-        rps: np.ndarray,
-        price: np.ndarray,
-        share: float,
-    ) -> np.ndarray:
-        """One model's node counts (keys x blocks; `now` is not changed) with the share
-        kept by whole nodes of `keys[target]`'s on-demand pool (see `_keep_share`). `od`
-        and `total` are the on-demand and total capacity per block of `now`, `lp` the
-        relaxation's nodes, `rps` and `price` per key."""
-        out = now.copy()
-        loc = keys[target][1].location
-        here = [j for j, k in enumerate(keys) if k[1].location == loc]
-        spot_here = sorted(
-            (j for j in here if keys[j][1].market is Market.SPOT),
-            key=lambda j: (-price[j] / rps[j], str(keys[j][1])),
-        )
-        per = float(rps[target])
-        for t in range(out.shape[1]):
-            o, tot = float(od[t]), float(total[t])
-            need = float((lp[here, t] * rps[here]).sum())
-            have = float((out[here, t] * rps[here]).sum())
-            # One node at a time, each followed by the spot it makes surplus: the share is
-            # read on the fleet that remains, not on the one before the removals.
-            while o < min(share * tot, tot) - _EPS:
-                out[target, t] += 1
-                o, tot, have = o + per, tot + per, have + per
-                for j in spot_here:
-                    while out[j, t] > 0 and have - rps[j] >= need - _EPS:
-                        out[j, t] -= 1
-                        have -= rps[j]
-                        tot -= rps[j]
-                if share >= 1.0 and not any(out[j, t] for j in spot_here):
-                    break  # all on demand: spot elsewhere cannot be replaced from here
-        return out
+        self.schedule = Rounding(
+            self._config,
+            self._capacity,
+            self._prices,
+            lambda pool: self._spot_limit(pool, bound=False),
+            tuple(self._foresight.spot_capacity),
+            steps,
+        ).round(play, block)
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Cost of a schedule as the replay accounts it: price per step, and the boot
