@@ -299,9 +299,8 @@ async def unseen_instances(provider: Provider, store: StateStore) -> list[str]:
 
 async def _close_edges(edges: Edges) -> None:
     for edge in (edges.provider, edges.metrics):
-        close = getattr(edge, "close", None)  # HTTP sessions of real clouds and Prometheus
-        if close is not None:
-            await close()
+        if isinstance(edge, AsyncResource):  # HTTP sessions of real clouds and Prometheus
+            await edge.close()
 
 
 def _sim_state_hint(config: Config) -> str:
