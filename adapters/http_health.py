@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class HttpHealthProbe(NodeEndpoints):
-    """A `scheduler.health.HealthProbe` for model servers with a health endpoint.
+    """A `scheduler.decide.health.HealthProbe` for model servers with a health endpoint.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
     """

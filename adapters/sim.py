@@ -13,7 +13,7 @@ What it models:
 * **Boot-to-ready**: a launched instance is `PENDING` for its boot time, then
   `RUNNING`: `boot_time_by_type` where it names the instance type, else `boot_time(model,
   instance type)` when given (the simulator and the embedded daemon pass
-  `scheduler.boot.node_boot_s`), else `boot_time_s` for every type.
+  `scheduler.fleet.boot.node_boot_s`), else `boot_time_s` for every type.
 * **Per-second billing by market** from the launch until termination or reclaim,
   with the one-minute minimum both AWS and GCP apply to a stopped instance.
 * **Moving spot prices** (`spot_prices`, see `adapters.spot_prices`): a pool with a
@@ -619,7 +619,7 @@ class SimCloud:
 
 
 class SimHealthProbe:
-    """A `scheduler.health.HealthProbe` answered by the simulated cloud: a node passes
+    """A `scheduler.decide.health.HealthProbe` answered by the simulated cloud: a node passes
     when its instance runs and its model server serves (see `SimFaults`)."""
 
     def __init__(self, cloud: SimCloud) -> None:

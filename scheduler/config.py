@@ -39,7 +39,7 @@ class SchedulerSection(_Section):
 
     tick_interval_s: float = Field(default=300.0, gt=0)  # time between ticks
     # Between ticks, check load against capacity this often and launch at once when
-    # short (scheduler.fast_loop); 0 turns the fast loop off.
+    # short (scheduler.loop.fast_loop); 0 turns the fast loop off.
     fast_interval_s: float = Field(default=0.0, ge=0)
     # The fast loop acts on load that every check over this window saw (its lowest
     # reading): a spike shorter than this launches nothing.
@@ -133,7 +133,7 @@ class HealthSection(HttpHealthConfig):
     # A pool with this many strikes within the window (a node that never became healthy,
     # or turned sick within the window of becoming ready), and no boot there passing its
     # check in between, is quarantined: no new nodes there for guards.pool_cooldown_s,
-    # doubled per repeat (scheduler.cooldown).
+    # doubled per repeat (scheduler.decide.cooldown).
     quarantine_strikes: int = Field(default=2, ge=1, le=100)
     quarantine_window_s: float = Field(default=3600.0, gt=0)
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-TICK_LINE = "logger=scheduler.reconciler tick now_s="
+TICK_LINE = "logger=scheduler.loop.reconciler tick now_s="
 
 
 class DaemonProcess(subprocess.Popen[str]):

@@ -33,8 +33,8 @@ from adapters.aws import (
     parse_event,
     zone_order,
 )
-from scheduler.catalog import load_catalog
 from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.fleet.catalog import load_catalog
 from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     CapacityProfile,
     Cloud,
@@ -29,7 +29,7 @@ from scheduler.domain import (
     Plan,
     Pool,
 )
-from scheduler.observation import Observation
+from scheduler.fleet.catalog import Catalog
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 from simulations.baselines import Foresight, Oracle, Reactive, SpotHedge, StaticPeak

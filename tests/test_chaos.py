@@ -25,8 +25,8 @@ from daemon_proc import start_daemon, wait_for_ticks
 
 from adapters.sim import SimCloud
 from scheduler.domain import NodeState
+from scheduler.loop.store import StateStore, parse_node_id
 from scheduler.ports.provider import InstanceState
-from scheduler.store import StateStore, parse_node_id
 from tui.backend import DbBackend
 
 KILLS = 50

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from adapters.sim import SimCloud
 from capsched.cli import main as cli_main
-from scheduler.actions import Drain, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, ConfigError, load_config
-from scheduler.factory import build_scheduler
+from scheduler.domain.actions import Drain, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
 from scheduler.ports.metrics import DemandSample
-from scheduler.store import StateStore
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config.example.toml"

@@ -28,8 +28,8 @@ from adapters.gcp import (
     request_id,
     zone_order,
 )
-from scheduler.catalog import load_catalog
 from scheduler.domain import Cloud, Market, Pool
+from scheduler.fleet.catalog import load_catalog
 from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,

@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
-from scheduler.actions import Drain, Launch, Terminate
 from scheduler.config import Config, load_config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, apply_guards
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -20,8 +21,7 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import Held, apply_guards
-from scheduler.observation import Observation
+from scheduler.domain.actions import Drain, Launch, Terminate
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 

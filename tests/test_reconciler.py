@@ -12,17 +12,17 @@ import pytest
 from fakes import no_sleep
 
 from adapters.sim import SimCloud, SpotTrace
-from scheduler.actions import Drain, Launch, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.decision import Approval, ErrorKind
+from scheduler.decide.decision import Approval, ErrorKind
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import HoldKind, Market, NodeState
-from scheduler.factory import build_scheduler
-from scheduler.policy import CapschedPolicy
+from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler, TickReport
+from scheduler.loop.store import StateStore
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InsufficientCapacity
-from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateStore
 
 MODEL, REGION = builders.MODEL, builders.REGION
 

@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.config import load_config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import apply_guards
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import servable_rps
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     Cloud,
@@ -26,11 +28,9 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import apply_guards
-from scheduler.observation import Observation
-from scheduler.planner import servable_rps
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from scheduler.ports.metrics import DemandSample
-from scheduler.profiles import load_profiles
 from simulations.demand import DemandTrace, load_demand
 from simulations.traces import TraceFormatError, read_minute_csv, read_requests
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
 
-from scheduler.capacity import NodeCapacity
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.planner import resolve_location
 from scheduler.domain import Market, Offering, Pool
-from scheduler.planner import resolve_location
+from scheduler.fleet.capacity import NodeCapacity
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import Foresight
 
 EPS = 1e-6  # counts within this of an integer are that integer

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.capacity import NodeCapacity
 from scheduler.config import Config
 from scheduler.domain import Market, Pool
+from scheduler.fleet.capacity import NodeCapacity
 from simulations.baselines.oracle_program import EPS, ProgramResult
 
 

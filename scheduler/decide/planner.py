@@ -4,7 +4,7 @@
 Pure: no I/O, no clock. The cost terms it adds on top of list prices:
 
 * boot hours of a pool: `planning.default_boot_time_s`, or with
-  `planning.churn_from_node_boot` the longest `scheduler.boot.node_boot_s` of a configured
+  `planning.churn_from_node_boot` the longest `scheduler.fleet.boot.node_boot_s` of a configured
   model its instance type serves (the solver's churn terms are per pool, not per model);
 * risk of a spot node = interruptions/hour x (price x boot hours + `interruption_cost_usd`):
   each reclaim wastes a replacement's boot time plus whatever the operator says a
@@ -24,9 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.boot import node_boot_s
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog
 from scheduler.config import CloudSection, Config
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
@@ -42,6 +39,9 @@ from scheduler.domain import (
     Unmet,
     UnmetReason,
 )
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
 from solver import (
     DemandSpec,
     PoolSpec,

@@ -20,7 +20,7 @@ At most `max_replacements` nodes turn unhealthy per `replacement_window_s`, and 
 while more than `max_unhealthy_fraction` of the ready nodes fail at once (a broken
 endpoint, not sick nodes): the rest stay in service, held as `HoldKind.REPAIR_LIMIT`.
 A pool with `quarantine_strikes` strikes within `quarantine_window_s` is quarantined
-through the reconciler's pool cooldown (scheduler.cooldown).
+through the reconciler's pool cooldown (scheduler.decide.cooldown).
 
 `judge` is pure: the nodes, the streaks and the settings in, a `HealthVerdict` out.
 """
@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from scheduler.decide.guards import Held
 from scheduler.domain import HoldKind, Node, NodeState, Pool
-from scheduler.guards import Held
 
 if TYPE_CHECKING:
     from scheduler.config import HealthSection

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 
 class Control(Protocol):

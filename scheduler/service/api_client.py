@@ -1,4 +1,4 @@
-"""A small async client of the control API (scheduler.api), for the TUI and scripts.
+"""A small async client of the control API (scheduler.service.api), for the TUI and scripts.
 
 One method per endpoint; every failure is one of three types, so a caller has one
 reaction each: `ApiUnavailable` (daemon not running or not answering: show "offline",

@@ -133,7 +133,7 @@ class CapacityProfile:
 
 
 class NodeState(enum.StrEnum):
-    """Lifecycle of a node (transitions live in scheduler.lifecycle)."""
+    """Lifecycle of a node (transitions live in scheduler.domain.lifecycle)."""
 
     REQUESTED = "requested"
     BOOTING = "booting"
@@ -205,7 +205,7 @@ class Unmet:
 
 
 class HoldKind(enum.StrEnum):
-    """Why a tick held something back: the guard or limit that did (scheduler.guards).
+    """Why a tick held something back: the guard or limit that did (scheduler.decide.guards).
 
     The values are the `guard` label of `capsched_guard_holds_total` and the `kind` of a
     held-back item in the API, so they never change once published.

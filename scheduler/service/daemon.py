@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.actions import Drain
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from scheduler.config_check import check_config
-from scheduler.decision import Approval, Decision
+from scheduler.decide.config_check import check_config
+from scheduler.decide.decision import Approval, Decision
+from scheduler.decide.guards import Held, LaunchLimitWatch
+from scheduler.decide.health import HealthVerdict
 from scheduler.domain import HoldKind, NodeState
-from scheduler.fast_loop import FastLoop, FastReport
-from scheduler.guards import Held, LaunchLimitWatch
-from scheduler.health import HealthVerdict
-from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateDamaged, StateStore, check_integrity
-from scheduler.telemetry import Telemetry
+from scheduler.domain.actions import Drain
+from scheduler.loop.fast_loop import FastLoop, FastReport
+from scheduler.loop.reconciler import Reconciler, TickReport
+from scheduler.loop.store import StateDamaged, StateStore, check_integrity
+from scheduler.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Daemon:
         self._notices: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
         self._limits = LaunchLimitWatch()  # logs when the budget/a quota starts holding launches
-        self.fast = FastLoop(reconciler)  # the check between ticks (scheduler.fast_loop)
+        self.fast = FastLoop(reconciler)  # the check between ticks (scheduler.loop.fast_loop)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class Daemon:
             return report
 
     async def fast_once(self) -> FastReport | None:
-        """One fast check between ticks (scheduler.fast_loop), under the tick lock and
+        """One fast check between ticks (scheduler.loop.fast_loop), under the tick lock and
         the tick timeout; none while paused. Failures are logged and counted like a
         tick's, and never stop the loop."""
         async with self._tick_lock:
@@ -299,7 +299,7 @@ class Daemon:
             return report
 
     async def health_once(self) -> HealthVerdict | None:
-        """One health check between ticks (scheduler.health), under the tick lock and the
+        """One health check between ticks (scheduler.decide.health), under the tick lock and the
         tick timeout; a node that failed to boot or turned sick wakes the loop, so its
         replacement is launched now rather than at the next tick."""
         async with self._tick_lock:

@@ -24,9 +24,9 @@ from typing import Any
 
 from scheduler.config import Config
 from scheduler.domain import InstanceType, Model
-from scheduler.profiles import load_models
+from scheduler.fleet.profiles import load_models
 
-DEFAULT_BOOT_PATH = Path(__file__).parent / "data" / "boot.json"
+DEFAULT_BOOT_PATH = Path(__file__).parents[1] / "data" / "boot.json"
 
 
 class BootDataError(ValueError):

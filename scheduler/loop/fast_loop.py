@@ -35,7 +35,7 @@ crash between journal and cloud call is recovered the same way. The next plan ti
 sees them as booting nodes, which `CapschedPolicy` keeps in every plan.
 
 `decide_fast` is pure (typed inputs, a `FastDecision` out); `FastLoop.check(now_s)` is
-the one call the daemon (scheduler.daemon) and the simulator (simulations.engine)
+the one call the daemon (scheduler.service.daemon) and the simulator (simulations.engine)
 make between ticks.
 """
 
@@ -48,16 +48,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.actions import Launch
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.guards import CapacityOf, Held
+from scheduler.decide.planner import allowed, resolve_location
 from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offering, Plan, Pool
-from scheduler.guards import CapacityOf, Held
-from scheduler.logs import event
-from scheduler.planner import allowed, resolve_location
+from scheduler.domain.actions import Launch
+from scheduler.fleet.catalog import Catalog
+from scheduler.loop.logs import event
+from scheduler.loop.reconciler import Reconciler
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import ProviderError
-from scheduler.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 from scheduler.domain import CapacityProfile, InstanceType, Model
 
-DEFAULT_PROFILES_PATH = Path(__file__).parent / "data" / "profiles.json"
+DEFAULT_PROFILES_PATH = Path(__file__).parents[1] / "data" / "profiles.json"
 
 # The models the bundled profiles cover: name, parameters (billions), GPU memory one
 # replica needs (bf16 weights + ~20% KV cache) and the default end-to-end latency SLO

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.config import DaemonSection
-from scheduler.decision import Approval
-from scheduler.diff import propose
+from scheduler.decide.decision import Approval
+from scheduler.decide.diff import propose
+from scheduler.decide.observation import Observation
 from scheduler.domain import NodeState, Plan, Pool
-from scheduler.observation import Observation
 
 log = logging.getLogger(__name__)
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
-from scheduler.actuator import Actuator, Sleep
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
+from scheduler.decide.health import HealthProbe
+from scheduler.decide.observation import Policy
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import CapacityProfile
-from scheduler.health import HealthProbe
-from scheduler.observation import Policy
-from scheduler.policy import CapschedPolicy
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.actuator import Actuator, Sleep
+from scheduler.loop.reconciler import Reconciler
+from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer, NoTrafficLayer
 from scheduler.ports.metrics import MetricsSource
 from scheduler.ports.provider import Provider
-from scheduler.profiles import load_profiles
-from scheduler.reconciler import Reconciler
-from scheduler.store import StateStore
 
 
 def build_scheduler(

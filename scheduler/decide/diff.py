@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from scheduler.decide.observation import Observation
 from scheduler.domain import MAX_NODES_PER_POOL, Node, NodeState, Plan, Pool
-from scheduler.observation import Observation
 
 # Surplus nodes are removed in this order: ready ones first (the guards decide whether one
 # may go yet), nodes still booting last, the latest launch first. A booting node is kept

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.actions import Action
+from scheduler.decide.guards import Held
 from scheduler.domain import Plan, Pool
-from scheduler.guards import Held
+from scheduler.domain.actions import Action
 
 Series = tuple[str, str]  # (model, region)
 

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
+from scheduler.decide.obtainability import PoolEvidence
 from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
-from scheduler.lifecycle import LIVE, check_transition
-from scheduler.obtainability import PoolEvidence
+from scheduler.domain.lifecycle import LIVE, check_transition
 
 if TYPE_CHECKING:
-    from scheduler.guards import Held
+    from scheduler.decide.guards import Held
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _migration_5(db: sqlite_utils.Database) -> None:
 
 
 def _migration_6(db: sqlite_utils.Database) -> None:
-    # What capsched learned about each pool's capacity (scheduler/obtainability.py): a
+    # What capsched learned about each pool's capacity (scheduler/decide/obtainability.py): a
     # restarted daemon keeps avoiding the zone that just stocked out.
     db.table("pool_obtainability").create(
         {

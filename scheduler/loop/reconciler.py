@@ -3,11 +3,11 @@
 `Reconciler.tick(now_s)` is the whole loop body, shared by the daemon (wall-clock
 `now_s`, every `tick_interval_s` and at once on an interruption notice) and the
 simulator (virtual `now_s`). Every outside fact enters through `observe`; `decide`
-returns a typed `Decision` (scheduler.decision) and changes no state but the
+returns a typed `Decision` (scheduler.decide.decision) and changes no state but the
 policy's own, once per tick; `act` goes through the journaled actuator and returns
 one `ActionOutcome` per action. Approval and pool cooldown are explicit state
-objects (scheduler.approval, scheduler.cooldown) that only `tick` updates; node health
-(scheduler.health) is checked in `observe` and, between ticks, by `check_health`.
+objects (scheduler.decide.approval, scheduler.decide.cooldown) that only `tick` updates; node health
+(scheduler.decide.health) is checked in `observe` and, between ticks, by `check_health`.
 """
 
 from __future__ import annotations
@@ -19,18 +19,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
-from scheduler.actuator import Actuator
-from scheduler.approval import ApprovalState, Verdict, needs_approval
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog
 from scheduler.config import Config
-from scheduler.cooldown import PoolCooldown
-from scheduler.decision import ActionOutcome, Approval, Decision, ErrorKind, TickError
-from scheduler.diff import propose
-from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
-from scheduler.guards import Held, apply_guards
-from scheduler.health import (
+from scheduler.decide.approval import ApprovalState, Verdict, needs_approval
+from scheduler.decide.cooldown import PoolCooldown
+from scheduler.decide.decision import ActionOutcome, Approval, Decision, ErrorKind, TickError
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, apply_guards
+from scheduler.decide.health import (
     CHECKED,
     HealthMonitor,
     HealthProbe,
@@ -38,10 +33,16 @@ from scheduler.health import (
     judge,
     unhealthy_drains,
 )
-from scheduler.lifecycle import IllegalTransition
-from scheduler.logs import event
-from scheduler.observation import Observation, Policy
-from scheduler.obtainability import Obtainability, PoolEvent
+from scheduler.decide.observation import Observation, Policy
+from scheduler.decide.obtainability import Obtainability, PoolEvent
+from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
+from scheduler.domain.actions import Action, Drain, Grounds, Launch, Terminate
+from scheduler.domain.lifecycle import IllegalTransition
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
+from scheduler.loop.actuator import Actuator
+from scheduler.loop.logs import event
+from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer
 from scheduler.ports.metrics import DemandSample, MetricsSource
 from scheduler.ports.provider import (
@@ -51,7 +52,6 @@ from scheduler.ports.provider import (
     Provider,
     ProviderError,
 )
-from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Reconciler:
 
     def cool(self, pool: Pool, now_s: float) -> None:
         """Keep `pool` out of plans after it refused a launch made outside a tick (the
-        fast loop, scheduler.fast_loop): the same cooldown a tick's refusal gets."""
+        fast loop, scheduler.loop.fast_loop): the same cooldown a tick's refusal gets."""
         self.cooldown.refused(pool, now_s, self.config.guards.pool_cooldown_s)
         self._learn(pool, PoolEvent.REFUSED, now_s)
 

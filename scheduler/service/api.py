@@ -39,9 +39,9 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from scheduler.control import Control
 from scheduler.domain import Node
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
+from scheduler.service.control import Control
 
 log = logging.getLogger(__name__)
 

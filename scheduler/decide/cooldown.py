@@ -4,7 +4,7 @@ A pool that refused is cooled for `guards.pool_cooldown_s`, doubled for each ear
 refusal within a day (up to 64x), so a pool that keeps running out is not planned into
 again every cooldown. Cooled pools are shown to the policy as unavailable offerings.
 
-Health strikes (scheduler.health: a node that never became healthy, or one that turned
+Health strikes (scheduler.decide.health: a node that never became healthy, or one that turned
 sick within the quarantine window of becoming ready) count toward a quarantine:
 `quarantine_strikes` of them within the window, with no boot in the pool passing its
 health check in between, cool the pool the same way, with the same backoff, and the pool

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.planner import PlanningError, resolve_location
 from scheduler.domain import CapacityProfile, Cloud
-from scheduler.planner import PlanningError, resolve_location
+from scheduler.fleet.catalog import Catalog
 
 
 def _known(values: set[str]) -> str:

@@ -14,10 +14,11 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.domain import Node, NodeState, Pool
-from scheduler.lifecycle import TERMINAL
-from scheduler.logs import event
+from scheduler.domain.actions import Action, Drain, Grounds, Launch, Terminate
+from scheduler.domain.lifecycle import TERMINAL
+from scheduler.loop.logs import event
+from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer
 from scheduler.ports.provider import (
     Instance,
@@ -29,7 +30,6 @@ from scheduler.ports.provider import (
     QuotaExceeded,
     Transient,
 )
-from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
 

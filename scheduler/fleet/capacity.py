@@ -2,7 +2,7 @@
 configured model in a pool is counted on for.
 
 A node carries its best capacity profile's rate at the model's SLO
-(`scheduler.profiles.instance_rps`) times `planning.target_utilization`. The planner,
+(`scheduler.fleet.profiles.instance_rps`) times `planning.target_utilization`. The planner,
 the reconciler, the policy, the baselines and the simulator's trace scaling all count
 with this number; the replay engine counts the profile's full rate (utilisation 1.0).
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, InstanceType, Pool
-from scheduler.profiles import instance_rps
+from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.profiles import instance_rps
 
 
 def node_rps(

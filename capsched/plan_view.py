@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from scheduler.catalog import Catalog
 from scheduler.domain import Demand, Plan
+from scheduler.fleet.catalog import Catalog
 
 
 def demand_totals(demand: Sequence[Demand]) -> list[Demand]:

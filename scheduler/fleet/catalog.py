@@ -18,7 +18,7 @@ from typing import Any
 
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
 
-DEFAULT_CATALOG_PATH = Path(__file__).parent / "data" / "catalog.json"
+DEFAULT_CATALOG_PATH = Path(__file__).parents[1] / "data" / "catalog.json"
 
 # Round-trip time model (see rtt_ms): light in fiber covers ~200 km per ms; real routes
 # are longer than the great circle (route inflation, typically 1.3-2x between cloud

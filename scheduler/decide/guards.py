@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.actions import Action, Drain, Launch, Terminate
 from scheduler.config import Config
-from scheduler.diff import Proposal
+from scheduler.decide.diff import Proposal
+from scheduler.decide.observation import Observation
 from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, Plan, Pool, prices_of
-from scheduler.observation import Observation
+from scheduler.domain.actions import Action, Drain, Launch, Terminate
 
 log = logging.getLogger(__name__)
 

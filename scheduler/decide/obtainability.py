@@ -13,7 +13,7 @@ It is used in two ways, both through the offerings the policy sees (`apply`):
 
 * as a risk cost: the decayed count per hour is added to the offering's
   `interruptions_per_hour`, which the planner prices as expected interruptions
-  (`scheduler.planner.build_problem`), so of two equal pools the one that keeps its
+  (`scheduler.decide.planner.build_problem`), so of two equal pools the one that keeps its
   nodes is preferred, and the return trigger weighs the same churn;
 * as the obtainability `exp(-count)` in (0, 1], exported as the Prometheus gauge
   `capsched_pool_obtainability{pool}` and listed in the plan's notes.

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.boot import node_boot_s
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import allowed, make_plan
 from scheduler.domain import (
     CapacityProfile,
     Demand,
@@ -34,6 +33,9 @@ from scheduler.domain import (
     Plan,
     Pool,
 )
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
 from scheduler.forecast import (
     ForecastSettings,
     LeadPeakQuantile,
@@ -43,8 +45,6 @@ from scheduler.forecast import (
     build_forecaster,
     demand_key,
 )
-from scheduler.observation import Observation
-from scheduler.planner import allowed, make_plan
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The daemon calls one method after each tick, `Telemetry.record_reconciler_tick(r
 report, duration_s=...)` (or passes `telemetry.tick_hook(reconciler)` as its `on_tick`),
 which gathers what it needs from the reconciler and its store; the lower-level
 `record_tick(report, nodes=..., ...)` takes every input as an argument (tests, simulator).
-Exposed by the control API at `/metrics` (scheduler.api); alert rules and the Grafana
+Exposed by the control API at `/metrics` (scheduler.service.api); alert rules and the Grafana
 dashboard in deploy/ use exactly these names. Label sets are listed in docs/api.md.
 
 Cardinality: labels are models, regions, pools (bounded by the catalog), node states,
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from scheduler.actions import Drain, Launch, Terminate
+from scheduler.decide.guards import launch_limits
+from scheduler.decide.obtainability import Obtainability
 from scheduler.domain import (
     LAUNCH_LIMITS,
     HoldKind,
@@ -35,14 +36,13 @@ from scheduler.domain import (
     Pool,
     prices_of,
 )
-from scheduler.guards import launch_limits
-from scheduler.obtainability import Obtainability
+from scheduler.domain.actions import Drain, Launch, Terminate
 from scheduler.ports.metrics import DemandSample, MetricsSource
 
 if TYPE_CHECKING:
-    from scheduler.decision import Decision
-    from scheduler.fast_loop import FastReport
-    from scheduler.reconciler import Reconciler, TickReport
+    from scheduler.decide.decision import Decision
+    from scheduler.loop.fast_loop import FastReport
+    from scheduler.loop.reconciler import Reconciler, TickReport
 
 # Solver and tick durations: the solver's budget is seconds, a tick's up to the timeout.
 SOLVER_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -200,7 +200,7 @@ class Telemetry:
         )
         self.fast_launches = Counter(
             "capsched_fast_launches",
-            "Nodes launched by the fast loop between ticks (scheduler.fast_loop), by model.",
+            "Nodes launched by the fast loop between ticks (scheduler.loop.fast_loop), by model.",
             ["model"],
             registry=r,
         )
