@@ -41,6 +41,25 @@ def config(**over: Any) -> Config:
     return Config.model_validate(_merge(_MINIMAL, over))
 
 
+def fleet_config(**over: Any) -> Config:
+    """`config()` for the small fleet the reconciler, state and fault tests run: `MODEL`
+    with at least one replica, on AWS us-east-1 and us-east-2 (L4 and L40S), GCP off;
+    robustness 0.5 (two failure domains), no budget, 2 s solves, and guards that let the
+    fleet follow the plan at once (no minimum node age, any scale-down). `over` is merged
+    in by section, as in `config()`."""
+    base = {
+        "models": [{"name": MODEL, "min_replicas": 1}],
+        "clouds": {
+            "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
+            "gcp": {"enabled": False},
+        },
+        "planning": {"robustness_fraction": 0.5, "budget_usd_per_hour": None},
+        "solver": {"time_limit_s": 2.0},
+        "guards": {"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
+    }
+    return config(**_merge(base, over))
+
+
 def node(
     node_id: str = "n1",
     *,

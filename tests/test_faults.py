@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import builders
 import pytest
 
 from adapters.faults import Fault, FaultyProvider
@@ -31,7 +32,7 @@ from scheduler.ports.provider import (
     Transient,
 )
 
-SMALL, BIG, REGION = "llama-3.1-8b", "llama-3.1-70b", "us-east"
+SMALL, BIG, REGION = builders.MODEL, "llama-3.1-70b", builders.REGION
 TICK_S = 300.0
 # Load per tick (rps of the small model; the big one gets a tenth): up, down, up, steady.
 SCRIPT = [20.0] * 6 + [60.0] * 8 + [8.0] * 14 + [40.0] * 8
@@ -50,18 +51,10 @@ FAULTS = {
 
 
 def make_config() -> Config:
-    return Config.model_validate(
-        {
-            "models": [{"name": SMALL}, {"name": BIG}],
-            "regions": [{"name": REGION, "location": "us-east-1", "max_latency_ms": 40}],
-            "clouds": {
-                "aws": {"regions": ["us-east-1", "us-east-2"]},
-                "gcp": {"enabled": False},
-            },
-            "planning": {"robustness_fraction": 0.5, "budget_usd_per_hour": None},
-            "solver": {"time_limit_s": 2.0},
-            "guards": {"min_node_age_s": 0, "max_scale_down_fraction": 0.5},
-        }
+    return builders.fleet_config(
+        models=[{"name": SMALL}, {"name": BIG}],
+        clouds={"aws": {"gpu_kinds": []}},  # every GPU: the 70B model needs large ones
+        guards={"max_scale_down_fraction": 0.5},
     )
 
 

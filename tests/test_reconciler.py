@@ -28,16 +28,7 @@ MODEL, REGION = builders.MODEL, builders.REGION
 
 
 def make_config(**planning: object) -> Config:
-    return builders.config(
-        models=[{"name": MODEL, "min_replicas": 1}],
-        clouds={
-            "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
-            "gcp": {"enabled": False},
-        },
-        planning={"robustness_fraction": 0.5, "budget_usd_per_hour": None, **planning},
-        solver={"time_limit_s": 2.0},
-        guards={"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
-    )
+    return builders.fleet_config(planning=planning)
 
 
 class Metrics:

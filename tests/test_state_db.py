@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import builders
 import pytest
 from fakes import Clock, no_sleep
 from hypothesis import given
@@ -35,25 +36,12 @@ from scheduler.loop.store import (
 from scheduler.ports.metrics import DemandSample
 from scheduler.service.daemon import Daemon
 
-MODEL, REGION = "llama-3.1-8b", "us-east"
+MODEL, REGION = builders.MODEL, builders.REGION
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 
 
 def make_config(db: Path) -> Config:
-    return Config.model_validate(
-        {
-            "scheduler": {"state_db": str(db)},
-            "models": [{"name": MODEL, "min_replicas": 1}],
-            "regions": [{"name": REGION, "location": "us-east-1", "max_latency_ms": 40}],
-            "clouds": {
-                "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
-                "gcp": {"enabled": False},
-            },
-            "planning": {"robustness_fraction": 0.5, "budget_usd_per_hour": None},
-            "solver": {"time_limit_s": 2.0},
-            "guards": {"min_node_age_s": 0, "max_scale_down_fraction": 1.0},
-        }
-    )
+    return builders.fleet_config(scheduler={"state_db": str(db)})
 
 
 class Metrics:
