@@ -22,9 +22,8 @@ shortfall at the lowest price per hour (nodes needed × USD/h, among the pools t
 allows within reach and available; on a tie a pool of the current plan, then the lower
 USD per planned rps): no search. The plan's own pools are not preferred beyond a tie:
 at low load the plan keeps its minimum replica on the cheapest node, which can serve a
-burst at thirty times the price per request of another type (on the embedded default a
-70B burst once launched 40 8xL4 nodes that way, 337 USD/h, where one node of a type
-built for it serves it). Each node must keep the fleet
+burst at thirty times the price per request of another type (docs/forecasting.md, "Fast
+loop between plan ticks", has the case that showed it). Each node must keep the fleet
 within the budget, every [[quotas]] cap and the most nodes a pool holds; what cannot
 be launched is a typed `Held`. It never drains or terminates (scale-down stays with
 the plan tick, so the two never flap), and it acts only in `daemon.approval_mode =
