@@ -47,9 +47,7 @@ def test_the_reference_request_keeps_todays_rates(size: RequestSize | None) -> N
             )
 
 
-@given(
-    cell=st.sampled_from(CELLS), inp=tokens, out=tokens, more=st.floats(1.0, 20.0)
-)
+@given(cell=st.sampled_from(CELLS), inp=tokens, out=tokens, more=st.floats(1.0, 20.0))
 def test_longer_requests_never_raise_the_rate(
     cell: tuple[str, str, int], inp: float, out: float, more: float
 ) -> None:

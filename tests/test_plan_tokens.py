@@ -1,0 +1,106 @@
+"""`capsched plan` with request sizes: demand entries with `input_tokens` and
+`output_tokens` change the capacity planned, and the JSON gives each placement's cost
+per million tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capsched.cli import main
+from scheduler.capacity import demand_size
+from scheduler.catalog import load_catalog
+from scheduler.domain import Cloud, Demand, RequestSize
+from scheduler.inputs import merge_demand
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config.example.toml"
+
+
+def plan(capsys: pytest.CaptureFixture[str], tmp_path: Path, *entries: dict[str, Any]) -> Any:
+    path = tmp_path / "demand.json"
+    path.write_text(json.dumps({"demand": list(entries)}))
+    code = main(["plan", "--json", "--config", str(CONFIG), "--demand", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def gpus(doc: Any, model: str) -> int:
+    types = load_catalog().instance_types
+    return sum(
+        n["count"] * types[(Cloud(n["cloud"]), n["instance_type"])].gpu_count
+        for n in doc["nodes"]
+        if n["model"] == model
+    )
+
+
+def entry(rps: float, **tokens: float) -> dict[str, Any]:
+    return {"model": "llama-3.1-8b", "region": "us-east", "rps": rps, **tokens}
+
+
+def test_long_prompts_plan_more_gpus_than_short_ones_at_the_same_rate(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    short = plan(capsys, tmp_path, entry(20, input_tokens=500, output_tokens=232))
+    long = plan(capsys, tmp_path, entry(20, input_tokens=10_000, output_tokens=232))
+    assert not short["unmet"] and not long["unmet"]
+    assert gpus(long, "llama-3.1-8b") > 3 * gpus(short, "llama-3.1-8b")
+    assert long["usd_per_hour"] > 2 * short["usd_per_hour"]
+    assert long["demand"] == [entry(20.0, input_tokens=10_000.0, output_tokens=232.0)]
+
+
+def test_the_reference_size_plans_as_no_size(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plain = plan(capsys, tmp_path, entry(20))
+    sized = plan(capsys, tmp_path, entry(20, input_tokens=763, output_tokens=232))
+    assert sized["nodes"] == plain["nodes"]
+    assert sized["usd_per_hour"] == plain["usd_per_hour"]
+
+
+def test_each_placement_has_its_cost_per_million_tokens(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = plan(capsys, tmp_path, entry(20, input_tokens=2_000, output_tokens=100))
+    assert len(doc["token_costs"]) == len(doc["nodes"])
+    for cost, node in zip(doc["token_costs"], doc["nodes"], strict=True):
+        assert cost["model"] == node["model"] and cost["count"] == node["count"]
+        tokens = 2_100 if node["model"] == "llama-3.1-8b" else 763 + 232
+        per_h = cost["rps_each"] * 3600 * tokens / 1e6
+        assert cost["usd_per_million_tokens"] == pytest.approx(
+            cost["usd_per_hour_each"] / per_h, rel=1e-3
+        )
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ({"input_tokens": 0}, "demand[0].input_tokens"),
+        ({"output_tokens": -5}, "demand[0].output_tokens"),
+        ({"input_tokens": "many"}, "demand[0].input_tokens"),
+    ],
+)
+def test_a_bad_token_count_names_the_entry(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tokens: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "demand.json"
+    path.write_text(json.dumps({"demand": [entry(1, **tokens)]}))
+    code = main(["plan", "--json", "--config", str(CONFIG), "--demand", str(path)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_merged_entries_carry_the_rate_weighted_mean_size() -> None:
+    merged = merge_demand(
+        [
+            Demand("m", "r", 3.0, RequestSize(1_000, 100)),
+            Demand("m", "r", 1.0, None),  # the reference request, 763 / 232
+        ]
+    ).demand
+    assert len(merged) == 1 and merged[0].rps == 4.0
+    assert merged[0].size == RequestSize((3_000 + 763) / 4, (300 + 232) / 4)
+    assert demand_size([Demand("m", "r", 2.0)], "m") is None
