@@ -30,6 +30,15 @@ from scheduler.domain import (
 from scheduler.profiles import instance_rps
 
 
+def token_load(demand: Demand) -> float:
+    """`demand`'s rate in reference requests' worth of tokens: rps x tokens per request /
+    the reference request's tokens; exactly `rps` without a size. For comparing loads of
+    different sizes (is it a rise?), not for capacity, which `node_rps` computes."""
+    if demand.size is None:
+        return demand.rps
+    return demand.rps * demand.size.tokens / REFERENCE_SIZE.tokens
+
+
 def demand_size(demand: Iterable[Demand], model: str) -> RequestSize | None:
     """The mean request size of `model`'s demand: prompt and output tokens averaged
     over its entries weighted by rate (an entry without a size counts as the reference

@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import numpy as np
+from numpy.typing import NDArray
+
 from scheduler.domain import (
     REFERENCE_SIZE,
     CapacityProfile,
@@ -237,6 +240,16 @@ def size_factor(
         _warn_no_token_cost(model, gpu_kind)
         return 1.0
     return cost.seconds(REFERENCE_SIZE) / cost.seconds(size)
+
+
+def size_factors(cost: TokenCost, input_tokens: NDArray[Any], output_tokens: NDArray[Any]) -> Any:
+    """`size_factor` of one token cost model for arrays of sizes (NaN: the reference
+    request, factor 1)."""
+    ref = cost.seconds(REFERENCE_SIZE)
+    i = np.where(np.isfinite(input_tokens), input_tokens, REFERENCE_SIZE.input_tokens)
+    o = np.where(np.isfinite(output_tokens), output_tokens, REFERENCE_SIZE.output_tokens)
+    t = cost.prefill * i + cost.decode * o + cost.context * i * o + cost.growth * o * o
+    return ref / t
 
 
 @functools.cache

@@ -8,7 +8,9 @@ notice), and accounts the step:
 * demand: the trace's requests/s for the minute;
 * ready capacity: RUNNING instances that are not draining and whose model server
   serves (the scenario's `[faults]` make some never serve or turn sick), each at its profile's
-  requests/s at the model's SLO (`scheduler.profiles.instance_rps`), in the state at
+  requests/s at the model's SLO (`scheduler.profiles.instance_rps`) for the minute's mean
+  request size where the trace has sizes (`TraceInfo.size_at`, `size_factor`; the same
+  rule for every policy and the oracle), in the state at
   the start of the step;
 * served / unserved: demand routed to capacity within each source region's latency
   limit (a small max-flow per model), the rest unserved;
@@ -66,6 +68,7 @@ from scheduler.domain import (
     Node,
     NodeState,
     Pool,
+    RequestSize,
 )
 from scheduler.factory import build_scheduler
 from scheduler.fast_loop import FastLoop
@@ -73,7 +76,7 @@ from scheduler.guards import launch_limits
 from scheduler.logs import set_virtual_clock
 from scheduler.planner import resolve_location
 from scheduler.policy import CapschedPolicy
-from scheduler.profiles import best_profile, load_models
+from scheduler.profiles import best_profile, load_models, size_factor
 from scheduler.store import StateStore
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
@@ -102,13 +105,16 @@ def node_service(
     itype: InstanceType,
     latency_slo_ms: float,
     model_memory_gb: float | None,
+    size: RequestSize | None = None,
 ) -> NodeService:
-    """How a node of `model` on `itype` serves at its `best_profile` within the SLO."""
-    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb)
+    """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
+    requests of `size` (None: the reference request): the profile's rate times
+    `size_factor`, at the profile's latency (docs/profiles.md "Request size")."""
+    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size)
     if best is None:
         return NodeService(0.0, 0.0, 0)
     profile, replicas = best
-    rps = replicas * profile.rps
+    rps = replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)
     latency_s = profile.latency_ms / 1000.0
     return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
 
@@ -401,7 +407,7 @@ class _Accounting:
         self.models = models
         self.model_index = {m: i for i, m in enumerate(models)}
         known = {m.name: m for m in load_models()}
-        self._services: dict[tuple[str, str, str], NodeService] = {}
+        self._services: dict[tuple[str, str, str, RequestSize | None], NodeService] = {}
         self._catalog = catalog
         self._profiles = world.profiles
         self._cfg = cfg
@@ -426,11 +432,14 @@ class _Accounting:
         # Demand rows are every configured (model, region) pair (simulations.demand).
         self.key_rows = [(self.model_index[m], regions.index(r)) for m, r in world.info.keys]
 
-    def service(self, model: str, pool: Pool) -> NodeService:
-        """Capacity and service time of one node of `model` in `pool` (cached)."""
-        key = (model, pool.cloud.value, pool.instance_type)
+    def service(self, model: str, pool: Pool, size: RequestSize | None = None) -> NodeService:
+        """Capacity and service time of one node of `model` in `pool` for requests of
+        `size` (None: the reference request; cached)."""
+        key = (model, pool.cloud.value, pool.instance_type, size)
         svc = self._services.get(key)
         if svc is None:
+            if len(self._services) > 100_000:  # per-minute sizes of a long replay
+                self._services.clear()
             section = self._cfg.model(model)
             profile = section.profile or section.name
             info = self._known.get(profile)
@@ -441,6 +450,7 @@ class _Accounting:
                 itype,
                 self.slo_s[model] * 1000.0,
                 info.gpu_memory_gb if info else None,
+                size,
             )
             self._services[key] = svc
         return svc
@@ -486,12 +496,19 @@ async def replay(
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
     warm_col = warmup_load(info.demand_rps, math.ceil(early_s / step_s - 1e-9))
+    # The warm-up's requests have the sizes of the trace's first minute.
+    warm_tokens = (
+        None
+        if info.tokens is None
+        else np.concatenate([np.repeat(info.tokens[:, :, :1], n_warm, axis=2), info.tokens], axis=2)
+    )
     metrics = TraceMetrics(
         info.keys,
         np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
         start_s=info.start_s - n_warm * step_s,
         step_s=step_s,
         peak_window_s=interval,
+        tokens=warm_tokens,
     )
     Path(state_db).unlink(missing_ok=True)
     # Node ids from the seed, not at random: a replay's database repeats exactly.
@@ -537,7 +554,7 @@ async def replay(
     last_forecast = math.nan
     last_planned = np.full(n_series, np.nan)
     cost_base: dict[Market, float] | None = None
-    cached_key: tuple[int, frozenset[str]] | None = None
+    cached_key: tuple[int, frozenset[str], tuple[RequestSize | None, ...]] | None = None
     cap_loc = np.zeros((n_m, len(acc.locations)))
     lat_w = np.zeros(n_m)
     n_slots = np.zeros(n_m, dtype=np.int64)
@@ -612,9 +629,11 @@ async def replay(
             if cost_base is None:
                 usage = cloud.usage()
                 cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
-            # Ready capacity at the start of the step, per model and serving location;
-            # recomputed only when the running set or the draining set changed.
-            key = (cloud.version, frozenset(draining))
+            # Ready capacity at the start of the step, per model and serving location, for
+            # the step's request sizes (all None without sizes: the reference request);
+            # recomputed only when the running set, the draining set or the sizes changed.
+            sizes = tuple(info.size_at(name, step) for name in models)
+            key = (cloud.version, frozenset(draining), sizes)
             if key != cached_key:
                 cached_key = key
                 cap_loc = np.zeros((n_m, len(acc.locations)))
@@ -624,8 +643,8 @@ async def replay(
                 for inst in cloud.serving():
                     if inst.node_id in draining or inst.model not in acc.model_index:
                         continue
-                    svc = acc.service(inst.model, inst.pool)
                     m = acc.model_index[inst.model]
+                    svc = acc.service(inst.model, inst.pool, sizes[m])
                     cap_loc[m, acc.loc_index[inst.pool.location]] += svc.rps
                     n_slots[m] += svc.slots
                     lat_w[m] += svc.rps * svc.latency_s

@@ -327,7 +327,7 @@ class Oracle(PolicyBase):
 
         demand = {
             k: blocks(list(v), "mean" if aggregate == "mean" else "max")
-            for k, v in fs.demand_rps.items()
+            for k, v in fs.demand_for(bound=bound).items()
         }
         spot: dict[Pool, list[float]] = {}
         for pool in fs.spot_capacity:
@@ -500,7 +500,7 @@ class Oracle(PolicyBase):
             # mean of the steps' counts). It closes most of the LP's gap on small loads.
             reach = [o for o in candidates[m] if o.pool.location in locs]
             top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
-            fine = self._foresight.demand_rps.get((m, region), ())
+            fine = self._foresight.demand_for(bound=bound).get((m, region), ())
             if top > 0 and len(fine) == sum(grid.lengths):
                 for t in range(T):
                     chunk = fine[firsts[t] : firsts[t] + grid.lengths[t]]

@@ -1,0 +1,57 @@
+"""The recent request-size mix per series: what the planner counts a forecast rate's
+requests as.
+
+The forecaster forecasts request rates; sizes are not forecast but carried: per (model,
+region) an exponentially weighted mean of the mean prompt and output tokens per request
+the load signal reports (`DemandSample.input_tokens` / `output_tokens`), with a
+half-life in time (not ticks), so a burst of long prompts raises the size within minutes
+and a single odd minute moves it only a little. A series the source gives no size for
+has none, which planning takes as the reference request (docs/forecasting.md "Request
+sizes").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from adapters.metrics import DemandSample
+from scheduler.domain import RequestSize
+
+# Half-life of the size mean. Ten minutes: about one boot time, the lead a plan has on
+# the load it must serve; shorter follows every minute's noise into a replan.
+SIZE_HALF_LIFE_S = 600.0
+
+
+@dataclass
+class SizeMix:
+    """Exponentially weighted mean request size per (model, region)."""
+
+    half_life_s: float = SIZE_HALF_LIFE_S  # time for an old reading's weight to halve
+    # (model, region) -> (time of the last reading, mean input tokens, mean output tokens)
+    means: dict[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+
+    def update(self, sample: DemandSample) -> None:
+        """Take the sizes of `sample` (at `sample.at_s`); series without both a finite
+        positive input and output size keep their mean."""
+        for key, inp in sample.input_tokens.items():
+            out = sample.output_tokens.get(key, math.nan)
+            if not (math.isfinite(inp) and math.isfinite(out) and inp > 0 and out > 0):
+                continue
+            last = self.means.get(key)
+            if last is None:
+                self.means[key] = (sample.at_s, inp, out)
+                continue
+            at, m_in, m_out = last
+            dt = max(0.0, sample.at_s - at)
+            w = 1.0 - 0.5 ** (dt / self.half_life_s) if self.half_life_s > 0 else 1.0
+            self.means[key] = (
+                max(at, sample.at_s),
+                m_in + w * (inp - m_in),
+                m_out + w * (out - m_out),
+            )
+
+    def size(self, key: tuple[str, str]) -> RequestSize | None:
+        """The mean size of a series; None before any reading (the reference request)."""
+        got = self.means.get(key)
+        return None if got is None else RequestSize(got[1], got[2])
