@@ -496,12 +496,13 @@ async def replay(
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
     warm_col = warmup_load(info.demand_rps, math.ceil(early_s / step_s - 1e-9))
-    # The warm-up's requests have the sizes of the trace's first minute.
-    warm_tokens = (
-        None
-        if info.tokens is None
-        else np.concatenate([np.repeat(info.tokens[:, :, :1], n_warm, axis=2), info.tokens], axis=2)
-    )
+    # The warm-up's requests have the heaviest sizes of the same first steps.
+    warm_tokens = None
+    if info.tokens is not None:
+        warm = warmup_sizes(info.tokens, math.ceil(early_s / step_s - 1e-9))
+        warm_tokens = np.concatenate(
+            [np.repeat(warm[:, :, None], n_warm, axis=2), info.tokens], axis=2
+        )
     metrics = TraceMetrics(
         info.keys,
         np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
@@ -744,6 +745,21 @@ async def replay(
         policy_name, n, ticks, result.cost_usd, result.wall_s,
     )  # fmt: skip
     return result
+
+
+def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
+    """Per series, the request size the warm-up replays (shape (2, series)): the size of
+    the step with the most tokens per request over the first `window_steps` steps (as
+    `warmup_load` takes the highest rate: the warm-up must not understate the load);
+    NaN for a series without a size there."""
+    window = np.asarray(tokens, dtype=np.float64)[:, :, : max(1, window_steps)]
+    total = window.sum(axis=0)
+    out = np.full(window.shape[:2], np.nan)
+    for k in range(window.shape[1]):
+        finite = np.isfinite(total[k])
+        if finite.any():
+            out[:, k] = window[:, k, int(np.argmax(np.where(finite, total[k], -np.inf)))]
+    return out
 
 
 def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:
