@@ -4,6 +4,7 @@ capacity follows them, and every policy plans with them."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +16,18 @@ from capsched.cli import main
 from scheduler.domain import REFERENCE_SIZE, Placement, RequestSize
 from scheduler.forecast.sizes import SizeMix
 from scheduler.profiles import size_factor
-from simulations.engine import replay
+from simulations.engine import World, replay
 from simulations.traces import read_series
 from tests.sim_helpers import MODEL, OD_POOL, Fixed, registered, small_config, world
 
 
-def sized_world(tokens: tuple[float, float] | None, minutes: int = 10):  # type: ignore[no-untyped-def]
+def sized_world(tokens: tuple[float, float] | None, minutes: int = 10) -> World:
     w = world(small_config(), [1.0] * minutes)
     if tokens is None:
         return w
     t = np.full((2, 1, minutes), np.nan)
     t[0], t[1] = tokens
-    return type(w)(
-        w.config, w.catalog, w.profiles, type(w.info)(**{**w.info.__dict__, "tokens": t})
-    )
+    return replace(w, info=replace(w.info, tokens=t))
 
 
 async def test_node_capacity_follows_the_minute_size(tmp_path: Path) -> None:
