@@ -61,6 +61,7 @@ from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
     LAUNCH_LIMITS,
+    REFERENCE_SIZE,
     CapacityProfile,
     HoldKind,
     InstanceType,
@@ -297,6 +298,18 @@ class RunResult:
     series_served_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # routed
     # rate the policy planned for (NaN where it does not say)
     series_planned_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    # (models, steps) mean prompt + output tokens per request of the step's demand (the
+    # reference request's where the trace has no sizes); for the cost per million tokens.
+    tokens_per_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def served_tokens(self) -> float:
+        """Prompt plus output tokens of the requests served over the trace."""
+        n = self.times_s.size
+        step_s = float(self.times_s[1] - self.times_s[0]) if n > 1 else 60.0
+        if self.tokens_per_request.shape != self.served_rps.shape:
+            return float(self.served_rps.sum()) * step_s * REFERENCE_SIZE.tokens
+        return float((self.served_rps * self.tokens_per_request).sum()) * step_s
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
@@ -361,6 +374,10 @@ class RunResult:
             "fast_launches": self.fast_launches,
             "terminations": self.terminations,
             "gpu_hours": round(self.gpu_hours, 3),
+            # Cost per million prompt + output tokens served (None: nothing served).
+            "usd_per_million_tokens": (
+                round(cost / self.served_tokens * 1e6, 4) if self.served_tokens > 0 else None
+            ),
             "solve_time_p95_s": (
                 round(float(np.percentile(self.solve_times_s, 95)), 4)
                 if self.solve_times_s
@@ -538,6 +555,7 @@ async def replay(
     capacity = np.zeros((n_m, n))
     served = np.zeros((n_m, n))
     slots = np.zeros((n_m, n), dtype=np.int64)
+    tok = np.zeros((n_m, n))  # tokens per request per model and step
     svc_time = np.zeros((n_m, n))
     by_market = {m.value: np.zeros(n) for m in Market}
     cost = {m.value: np.zeros(n) for m in Market}
@@ -651,6 +669,8 @@ async def replay(
                     lat_w[m] += svc.rps * svc.latency_s
                     mk_rps[inst.pool.market.value] += svc.rps
             slots[:, step] = n_slots
+            for m, size in enumerate(sizes):
+                tok[m, step] = (size or REFERENCE_SIZE).tokens
             for mv, v in mk_rps.items():
                 by_market[mv][step] = v
             col = info.demand_rps[:, step]
@@ -739,6 +759,7 @@ async def replay(
         series_capacity_rps=s_capacity,
         series_served_rps=s_served,
         series_planned_rps=s_planned,
+        tokens_per_request=tok,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",

@@ -138,3 +138,22 @@ def test_every_baseline_plans_more_for_longer_requests(tmp_path: Path, policy: s
         return float(entry["cost_usd"])
 
     assert cost("long", 10_000) > 2 * cost("short", 500)
+
+
+async def test_cost_per_million_tokens_counts_the_served_sizes(tmp_path: Path) -> None:
+    minutes = 60
+    w = world(small_config(), [0.1] * minutes)
+    t = np.full((2, 1, minutes), np.nan)
+    t[0], t[1] = 10_000.0, 232.0
+    sized = replace(w, info=replace(w.info, tokens=t))
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        plain = (await replay(w, "fixed", tmp_path / "a.db")).summary(None)
+        long = (await replay(sized, "fixed", tmp_path / "b.db")).summary(None)
+    assert plain["unserved_fraction"] == 0.0 and long["unserved_fraction"] == 0.0
+    served = 0.1 * minutes * 60
+    assert plain["usd_per_million_tokens"] == pytest.approx(
+        plain["cost_usd"] / (served * 995) * 1e6, rel=1e-3
+    )
+    assert long["usd_per_million_tokens"] == pytest.approx(
+        long["cost_usd"] / (served * 10_232) * 1e6, rel=1e-3
+    )
