@@ -378,6 +378,12 @@ def read_minute_csv(
     return _make(p, "minute-csv", names, float(lo), values, "requests/min", line_of)
 
 
+# Token count columns of a per-request trace, first match wins: ours, BurstGPT's raw
+# release (`Request tokens`, `Response tokens`) and the OpenAI usage names.
+INPUT_TOKEN_COLUMNS = ("input_tokens", "request tokens", "prompt_tokens")
+OUTPUT_TOKEN_COLUMNS = ("output_tokens", "response tokens", "completion_tokens")
+
+
 def read_requests(
     path: Path | str,
     *,
@@ -391,7 +397,8 @@ def read_requests(
     has it, else the first); timestamps are seconds ("s"), ISO-8601 ("iso"), or
     detected ("auto"). Rows need not be sorted. Optional ``model`` and ``region``
     columns give one series per (model, region), named ``model/region``; optional
-    ``input_tokens`` and ``output_tokens`` columns must hold counts ≥ 0, and their
+    ``input_tokens`` and ``output_tokens`` columns (or BurstGPT's ``Request tokens`` and
+    ``Response tokens``, `INPUT_TOKEN_COLUMNS`) must hold counts ≥ 0, and their
     means are kept in `TraceSeries.mean_tokens` and per minute in `TraceSeries.tokens`
     (when both columns are there).
     """
@@ -404,7 +411,10 @@ def read_requests(
     t_col = _column(p, header_line, header, time_column, 0)
     model_col, region_col = _group_columns(header)
     grouped = model_col is not None or region_col is not None
-    token_cols = [lower.index(c) if c in lower else None for c in ("input_tokens", "output_tokens")]
+    token_cols = [
+        next((lower.index(c) for c in names if c in lower), None)
+        for names in (INPUT_TOKEN_COLUMNS, OUTPUT_TOKEN_COLUMNS)
+    ]
     need = max([t_col, model_col or 0, region_col or 0, *(c or 0 for c in token_cols)])
     unit: TimeUnit = "s" if time_unit in ("auto", "s") else time_unit
     times: list[float] = []

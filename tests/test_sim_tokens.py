@@ -157,3 +157,14 @@ async def test_cost_per_million_tokens_counts_the_served_sizes(tmp_path: Path) -
     assert long["usd_per_million_tokens"] == pytest.approx(
         long["cost_usd"] / (served * 10_232) * 1e6, rel=1e-3
     )
+
+
+def test_burstgpt_raw_token_columns_are_read_as_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "burst.csv"
+    path.write_text(
+        "Timestamp,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,472,18,490,Conversation log\n20,1000,200,1200,Conversation log\n"
+    )
+    s = read_series(path, "auto")
+    assert s.format == "requests" and s.tokens is not None
+    assert s.tokens[:, 0, 0].tolist() == [736.0, 109.0]
