@@ -130,14 +130,27 @@ def plan_json(
 
 def demand_table(plan: Plan, demand: Sequence[Demand], source: str) -> str:
     """What the plan was made for: requests/s per (model, region) from `source`, and how
-    much of each the plan leaves unserved."""
+    much of each the plan leaves unserved; with mean tokens per request when any entry
+    gives a size."""
     unmet: dict[tuple[str, str], float] = {}
     for u in plan.unmet:
         unmet[u.model, u.region] = unmet.get((u.model, u.region), 0.0) + u.rps
-    rows: list[tuple[str, ...]] = [("model", "region", "rps", "unmet rps")]
-    for d in demand_totals(demand):
+    totals = demand_totals(demand)
+    sized = any(d.size is not None for d in totals)  # token columns only when given
+    head: tuple[str, ...] = ("model", "region", "rps", "unmet rps")
+    rows: list[tuple[str, ...]] = [(*head, "in tok", "out tok") if sized else head]
+    for d in totals:
         left = unmet.get((d.model, d.region), 0.0)
-        rows.append((d.model, d.region, f"{d.rps:.2f}", f"{left:.2f}" if left > 0 else "-"))
+        row: tuple[str, ...] = (
+            d.model,
+            d.region,
+            f"{d.rps:.2f}",
+            f"{left:.2f}" if left > 0 else "-",
+        )
+        if sized:
+            size = d.size or REFERENCE_SIZE
+            row = (*row, f"{size.input_tokens:.0f}", f"{size.output_tokens:.0f}")
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:  # names left, numbers right

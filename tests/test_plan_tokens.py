@@ -38,8 +38,8 @@ def gpus(doc: Any, model: str) -> int:
     )
 
 
-def entry(rps: float, **tokens: float) -> dict[str, Any]:
-    return {"model": "llama-3.1-8b", "region": "us-east", "rps": rps, **tokens}
+def entry(rps: float, region: str = "us-east", **tokens: float) -> dict[str, Any]:
+    return {"model": "llama-3.1-8b", "region": region, "rps": rps, **tokens}
 
 
 def test_long_prompts_plan_more_gpus_than_short_ones_at_the_same_rate(
@@ -104,3 +104,16 @@ def test_merged_entries_carry_the_rate_weighted_mean_size() -> None:
     assert len(merged) == 1 and merged[0].rps == 4.0
     assert merged[0].size == RequestSize((3_000 + 763) / 4, (300 + 232) / 4)
     assert demand_size([Demand("m", "r", 2.0)], "m") is None
+
+
+def test_the_table_shows_the_sizes_planned_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "demand.json"
+    doc = {"demand": [entry(20, input_tokens=10_000), entry(5, region="eu-west")]}
+    path.write_text(json.dumps(doc))
+    assert main(["plan", "--config", str(CONFIG), "--demand", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["model", "region", "rps", "unmet", "rps", "in", "tok", "out", "tok"]
+    assert lines[3].split()[-2:] == ["10000", "232"]  # absent output: the reference's
+    assert lines[4].split()[-2:] == ["763", "232"]  # no size: the reference request
