@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from capsched.cli import main
 from scheduler.capacity import demand_size
 from scheduler.catalog import load_catalog
-from scheduler.domain import Cloud, Demand, RequestSize
+from scheduler.domain import REFERENCE_SIZE, Cloud, Demand, RequestSize
 from scheduler.inputs import merge_demand
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,3 +119,28 @@ def test_the_table_shows_the_sizes_planned_for(
     assert lines[1].split() == ["model", "region", "rps", "unmet", "rps", "in", "tok", "out", "tok"]
     assert lines[3].split()[-2:] == ["10000", "232"]  # absent output: the reference's
     assert lines[4].split()[-2:] == ["763", "232"]  # no size: the reference request
+
+
+sizes = st.one_of(
+    st.none(),
+    st.builds(
+        RequestSize,
+        st.floats(1.0, 1e6, allow_nan=False),
+        st.floats(1.0, 1e5, allow_nan=False),
+    ),
+)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 1e6, allow_nan=False), sizes), min_size=1, max_size=8))
+def test_the_mean_size_lies_within_the_entries_sizes(
+    entries: list[tuple[float, RequestSize | None]],
+) -> None:
+    demand = [Demand("m", "r", rps, size) for rps, size in entries]
+    got = demand_size(demand, "m")
+    loaded = [(s or REFERENCE_SIZE) for rps, s in entries if rps > 0]
+    if got is None:
+        assert not loaded or all(s is None for rps, s in entries if rps > 0)
+        return
+    for field in ("input_tokens", "output_tokens"):
+        values = [getattr(s, field) for s in loaded]
+        assert min(values) * (1 - 1e-9) <= getattr(got, field) <= max(values) * (1 + 1e-9)
