@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from solver.problem import Relaxation
 
@@ -150,7 +151,12 @@ class TokenCost:
 
     def seconds(self, size: RequestSize) -> float:
         """Relative GPU time of one request of `size`."""
-        i, o = size.input_tokens, size.output_tokens
+        return float(self.seconds_of(size.input_tokens, size.output_tokens))
+
+    def seconds_of(self, input_tokens: Any, output_tokens: Any) -> Any:
+        """Relative GPU time of requests of `input_tokens` and `output_tokens` (numbers,
+        or numpy arrays of them)."""
+        i, o = input_tokens, output_tokens
         return self.prefill * i + self.decode * o + self.context * i * o + self.growth * o * o
 
 

@@ -248,8 +248,7 @@ def size_factors(cost: TokenCost, input_tokens: NDArray[Any], output_tokens: NDA
     ref = cost.seconds(REFERENCE_SIZE)
     i = np.where(np.isfinite(input_tokens), input_tokens, REFERENCE_SIZE.input_tokens)
     o = np.where(np.isfinite(output_tokens), output_tokens, REFERENCE_SIZE.output_tokens)
-    t = cost.prefill * i + cost.decode * o + cost.context * i * o + cost.growth * o * o
-    return ref / t
+    return ref / cost.seconds_of(i, o)
 
 
 @functools.cache
