@@ -15,8 +15,10 @@ one rule for the size of a model's mixed demand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
+from adapters.metrics import DemandSample
 from scheduler.catalog import Catalog
 from scheduler.config import Config
 from scheduler.domain import (
@@ -28,6 +30,21 @@ from scheduler.domain import (
     RequestSize,
 )
 from scheduler.profiles import instance_rps
+
+
+def sample_sizes(sample: DemandSample) -> dict[str, RequestSize | None]:
+    """Per model in `sample`, the mean size of its observed load (`demand_size` over its
+    regions' rates and sizes; a region without a size counts as the reference request).
+    Readings that are not finite positive numbers are no size."""
+    demand: list[Demand] = []
+    for (model, region), rps in sample.rps.items():
+        if not (isinstance(rps, float | int) and math.isfinite(rps) and rps > 0):
+            continue
+        inp = sample.input_tokens.get((model, region), math.nan)
+        out = sample.output_tokens.get((model, region), math.nan)
+        ok = all(isinstance(v, float | int) and math.isfinite(v) and v > 0 for v in (inp, out))
+        demand.append(Demand(model, region, float(rps), RequestSize(inp, out) if ok else None))
+    return {model: demand_size(demand, model) for model in {d.model for d in demand}}
 
 
 def token_load(demand: Demand) -> float:
