@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.metrics import DemandSample
 from adapters.trace_metrics import TraceMetrics
 from capsched.cli import main
-from scheduler.domain import REFERENCE_SIZE, Placement, RequestSize
+from scheduler.catalog import load_catalog
+from scheduler.domain import REFERENCE_SIZE, Cloud, Placement, RequestSize
 from scheduler.forecast.sizes import SizeMix
-from scheduler.profiles import size_factor
-from simulations.engine import World, replay
+from scheduler.profiles import instance_rps, load_profiles, model_info, size_factor
+from simulations.engine import World, node_service, replay
 from simulations.traces import read_series
 from tests.sim_helpers import MODEL, OD_POOL, Fixed, registered, small_config, world
 
@@ -168,3 +171,21 @@ def test_burstgpt_raw_token_columns_are_read_as_sizes(tmp_path: Path) -> None:
     s = read_series(path, "auto")
     assert s.format == "requests" and s.tokens is not None
     assert s.tokens[:, 0, 0].tolist() == [736.0, 109.0]
+
+
+@given(
+    inp=st.floats(1.0, 50_000.0, allow_nan=False),
+    out=st.floats(1.0, 5_000.0, allow_nan=False),
+    name=st.sampled_from(["g6e.xlarge", "g6.xlarge", "p5.48xlarge", "p4d.24xlarge"]),
+    model=st.sampled_from(["llama-3.2-3b", "llama-3.1-8b", "llama-3.1-70b"]),
+)
+@settings(max_examples=50, deadline=None)
+def test_the_replay_serves_at_the_sized_rate_the_planner_counts(
+    inp: float, out: float, name: str, model: str
+) -> None:
+    itype = load_catalog().instance_types[(Cloud.AWS, name)]
+    info = model_info(model)
+    size = RequestSize(inp, out)
+    profiles = load_profiles()
+    svc = node_service(profiles, model, itype, info.latency_slo_ms, info.gpu_memory_gb, size)
+    assert svc.rps == pytest.approx(instance_rps(profiles, model, itype, size=size), rel=1e-12)
