@@ -179,14 +179,15 @@ class PrometheusSource(AsyncResource):
             self.query(cfg.output_tokens_query, now_s),
             return_exceptions=True,
         )
+        answers: list[dict[Key, tuple[float, float]]] = []
         for answer in got:
             if isinstance(answer, PrometheusQueryError):
                 log.warning("prometheus_tokens_failed now_s=%.0f reason=%s", now_s, answer)
                 return {}, {}
             if isinstance(answer, BaseException):
-                raise answer
-        prompt, output = got
-        assert not isinstance(prompt, BaseException) and not isinstance(output, BaseException)
+                raise answer  # a bug or a cancellation: `demand` handles it at its boundary
+            answers.append(answer)
+        prompt, output = answers
         inp: dict[Key, float] = {}
         out: dict[Key, float] = {}
         for key, rps in rates.items():
