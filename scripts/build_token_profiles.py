@@ -52,8 +52,9 @@ TRT_MODEL = {
     "llama-3.1-70b": "LLaMA v3.1 70B",
 }
 # capsched GPU kind -> TRT-LLM GPU whose size behaviour it takes. The table has no L4,
-# A10G or A100 40GB: L4 and A10G take L40S (the other inference card; compute to memory
-# bandwidth is 0.40 TFLOP/GB/s for L4 and 0.42 for L40S at bf16), A100 40GB the SXM4 80GB.
+# A10G or A100 40GB: L4 and A10G take L40S (the other inference cards; compute to memory
+# bandwidth is 0.40 TFLOP/GB/s for L4 and 0.42 for L40S at bf16, but 0.21 for A10G, whose
+# long-prompt factors are therefore optimistic), A100 40GB the SXM4 80GB.
 TRT_GPU = {
     "H200": "H200-141GB",
     "H100": "H100-80GB-SXM",
