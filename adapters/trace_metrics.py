@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapters.metrics import DemandSample
+from scheduler.ports.metrics import DemandSample
 
 
 class TraceMetrics:

@@ -17,7 +17,7 @@ decoded), which also shrink the batch that fits in memory. Coefficients are >= 0
 (terms whose least-squares coefficient comes out negative are dropped and the fit
 redone) and fitted on relative error. Throughput at size (i, o) relative to the
 reference is t(763, 232) / t(i, o): that factor scales the bundled rps table, so the
-reference request keeps exactly today's figures (scheduler/profiles.py).
+reference request keeps exactly today's figures (scheduler/fleet/profiles.py).
 
 Every held-out point (leave one out within its group) is printed with its error; the
 summary goes into docs/profiles.md ("Request size"). Output is byte-stable.
@@ -119,7 +119,7 @@ def fit(points: list[Point]) -> tuple[float, ...]:
 
 
 def seconds(coef: tuple[float, ...], isl: float, osl: float) -> float:
-    """t(isl, osl) of a fitted group (same formula as scheduler.profiles)."""
+    """t(isl, osl) of a fitted group (same formula as scheduler.fleet.profiles)."""
     prefill, decode, context, growth = coef
     return prefill * isl + decode * osl + context * isl * osl + growth * osl * osl
 

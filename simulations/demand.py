@@ -6,7 +6,7 @@ optionally scales it so that its peak needs about `fleet_gpus` GPUs. Where the t
 gives request sizes (`TraceSeries.tokens`), each pair keeps its per-minute mean prompt
 and output tokens (`DemandTrace.tokens`, rate-weighted over the series summed into it);
 the simulator's node capacity counts with them (docs/profiles.md "Request size"). It refuses a
-rate no plan could serve (`scheduler.planner.servable_rps`), naming the file line
+rate no plan could serve (`scheduler.decide.planner.servable_rps`), naming the file line
 that holds it where one line does: such a rate is a unit or scale mistake, and
 replaying it would only ask the simulated cloud for millions of nodes.
 """
@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.planner import allowed, servable_rps
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     REFERENCE_SIZE,
@@ -30,7 +29,8 @@ from scheduler.domain import (
     Market,
     RequestSize,
 )
-from scheduler.planner import allowed, servable_rps
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ import numpy as np
 
 from adapters.sim import SpotTrace
 from adapters.spot_prices import SpotPriceSeries
-from scheduler.capacity import demand_size
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Demand, Offering, Pool, RequestSize
-from scheduler.observation import Policy
+from scheduler.fleet.capacity import demand_size
+from scheduler.fleet.catalog import Catalog
 from simulations.scenario import SpotHedgeSection
 
 

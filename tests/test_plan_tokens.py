@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsched.cli import main
-from scheduler.capacity import demand_size
-from scheduler.catalog import load_catalog
+from capsched.inputs import merge_demand
 from scheduler.domain import REFERENCE_SIZE, Cloud, Demand, RequestSize
-from scheduler.inputs import merge_demand
+from scheduler.fleet.capacity import demand_size
+from scheduler.fleet.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.example.toml"

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.trace_metrics import TraceMetrics
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.domain import REFERENCE_SIZE, Cloud, Placement, RequestSize
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import instance_rps, load_profiles, model_info, size_factor
 from scheduler.forecast.sizes import SizeMix
-from scheduler.profiles import instance_rps, load_profiles, model_info, size_factor
+from scheduler.ports.metrics import DemandSample
 from simulations.engine import World, node_service, replay
 from simulations.traces import read_series
 from tests.sim_helpers import MODEL, OD_POOL, Fixed, registered, small_config, world

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.catalog import load_catalog
 from scheduler.domain import REFERENCE_SIZE, Cloud, RequestSize
-from scheduler.profiles import (
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import (
     instance_rps,
     load_profiles,
     load_token_costs,

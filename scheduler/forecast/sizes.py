@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from adapters.metrics import DemandSample
 from scheduler.domain import RequestSize
+from scheduler.ports.metrics import DemandSample
 
 # Half-life of the size mean. Ten minutes: about one boot time, the lead a plan has on
 # the load it must serve; shorter follows every minute's noise into a replan.

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from adapters.sim import NOTICE_S
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Pool
-from scheduler.observation import Policy
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import Foresight, SizeFactors, running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive
