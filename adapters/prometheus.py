@@ -8,6 +8,11 @@ HTTP API (`/api/v1/query`):
 * `queue_query` (default `sum by (model, region) (vllm:num_requests_waiting)`, optional)
   gives the requests queued at the model servers, which the fast loop between ticks
   reads as load the rate does not show (scheduler.loop.fast_loop).
+* `prompt_tokens_query` and `output_tokens_query` (defaults: the rates of
+  `vllm:prompt_tokens_total` and `vllm:generation_tokens_total` over the same 5 minutes)
+  give token rates; divided by the request rate they are the mean prompt and output
+  tokens per request (`DemandSample.input_tokens` / `output_tokens`), where the rate is
+  positive and fresh. Optional: without them, or on their failure, sizes are unknown.
 * `freshness_query` (e.g. `max by (model, region) (timestamp(vllm:request_success_total))`)
   gives the time of the newest raw sample behind each (model, region). An instant
   query stamps every result with the evaluation time, so the rate alone cannot say
@@ -150,6 +155,7 @@ class PrometheusSource(AsyncResource):
                 log.warning("prometheus_queue_failed now_s=%.0f reason=%s", now_s, exc)
                 queued = {}
             waiting = {k: v for k, (_, v) in queued.items() if k in out and k not in stale}
+        sizes = await self._sizes(now_s, out, stale)
         if stale:
             log.warning(
                 "prometheus_stale_series now_s=%.0f max_staleness_s=%g count=%d series=%s",
@@ -158,7 +164,42 @@ class PrometheusSource(AsyncResource):
                 len(stale),
                 ",".join(f"{m}/{r}" for m, r in sorted(stale)),
             )
-        return DemandSample(now_s, out, peak, waiting)
+        return DemandSample(now_s, out, peak, waiting, *sizes)
+
+    async def _sizes(
+        self, now_s: float, rates: Mapping[Key, float], stale: set[Key]
+    ) -> tuple[dict[Key, float], dict[Key, float]]:
+        """Mean prompt and output tokens per request per fresh series with a positive
+        rate: token rate / request rate. A failure of either query only loses sizes."""
+        cfg = self.config
+        if not (cfg.prompt_tokens_query and cfg.output_tokens_query):
+            return {}, {}
+        got = await asyncio.gather(
+            self.query(cfg.prompt_tokens_query, now_s),
+            self.query(cfg.output_tokens_query, now_s),
+            return_exceptions=True,
+        )
+        answers: list[dict[Key, tuple[float, float]]] = []
+        for answer in got:
+            if isinstance(answer, PrometheusQueryError):
+                log.warning("prometheus_tokens_failed now_s=%.0f reason=%s", now_s, answer)
+                return {}, {}
+            if isinstance(answer, BaseException):
+                raise answer  # a bug or a cancellation: `demand` handles it at its boundary
+            answers.append(answer)
+        prompt, output = answers
+        inp: dict[Key, float] = {}
+        out: dict[Key, float] = {}
+        for key, rps in rates.items():
+            if key in stale or not (math.isfinite(rps) and rps > 0):
+                continue
+            p, o = prompt.get(key), output.get(key)
+            if p is None or o is None:
+                continue
+            i_tok, o_tok = p[1] / rps, o[1] / rps
+            if math.isfinite(i_tok) and math.isfinite(o_tok) and i_tok > 0 and o_tok > 0:
+                inp[key], out[key] = i_tok, o_tok
+        return inp, out
 
     async def query(self, promql: str, now_s: float) -> dict[Key, tuple[float, float]]:
         """Run one instant query at `now_s`: (model, region) -> (sample time, value).

@@ -6,7 +6,8 @@ column per step (a minute). `demand(now_s)` answers what a Prometheus
 the first step has completed it answers the first step's rate (as if the minute
 before the trace looked like its first minute), so a replay can size its first
 fleet. A NaN in the trace (a minute the trace does not cover) is passed on as a
-missing reading, never as zero.
+missing reading, never as zero. With `tokens` (mean input/output tokens per request per
+row and step), the sample carries the last complete step's sizes too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TraceMetrics:
         start_s: float,
         step_s: float = 60.0,
         peak_window_s: float = 0.0,
+        tokens: np.ndarray | None = None,
     ) -> None:
         values = np.asarray(rps, dtype=np.float64)
         if values.ndim != 2 or values.shape[0] != len(keys):
@@ -41,6 +43,10 @@ class TraceMetrics:
         self.start_s = start_s  # time of the first step
         self.step_s = step_s  # step length, seconds
         self.peak_window_s = peak_window_s  # report the highest step rate over this window
+        # Mean (input, output) tokens per request, shape (2, rows, steps); NaN: unknown.
+        self.tokens = None if tokens is None else np.asarray(tokens, dtype=np.float64)
+        if self.tokens is not None and self.tokens.shape != (2, *values.shape):
+            raise ValueError(f"tokens must have shape (2, *rps.shape): {self.tokens.shape}")
         self.calls = 0  # number of demand() calls, for tests and counters
 
     def step_at(self, now_s: float) -> int:
@@ -65,8 +71,16 @@ class TraceMetrics:
                     np.nanmax(np.where(np.isnan(window), -np.inf, window), axis=1),
                 )
             peak = {k: float(v) for k, v in zip(self.keys, top, strict=True)}
+        sizes: list[dict[tuple[str, str], float]] = [{}, {}]
+        if self.tokens is not None:
+            for j in range(2):
+                for k, v in zip(self.keys, self.tokens[j, :, last], strict=True):
+                    if math.isfinite(v):
+                        sizes[j][k] = float(v)
         return DemandSample(
             at_s=now_s,
             rps={k: float(v) for k, v in zip(self.keys, column, strict=True)},
             peak_rps=peak,
+            input_tokens=sizes[0],
+            output_tokens=sizes[1],
         )

@@ -59,7 +59,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Solve once and print the plan."""
     from capsched.inputs import InputError, merge_demand, read_demand, read_fleet
-    from capsched.plan_view import demand_table, plan_json, plan_table
+    from capsched.plan_view import demand_table, placement_costs, plan_json, plan_table
     from scheduler.decide.config_check import check_config
     from scheduler.decide.obtainability import Obtainability
     from scheduler.decide.planner import (
@@ -109,7 +109,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         return _fail([f"{source}: {exc}"])
     if args.json:
-        print(json.dumps(plan_json(plan, demand), indent=2))
+        costs = placement_costs(config, catalog, profiles, plan, demand)
+        print(json.dumps(plan_json(plan, demand, costs), indent=2))
     else:
         source = str(args.demand) if args.demand else f"default: {DEFAULT_DEMAND_PATH}"
         print(demand_table(plan, demand, source))
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demand",
         type=Path,
-        help='JSON {"demand": [{"model","region","rps"}]} (default: the example demand '
+        help='JSON {"demand": [{"model","region","rps"[,"input_tokens","output_tokens"]}]} '
+        "(mean tokens per request; absent: the reference 763/232) (default: the example demand "
         "shipped with capsched for the embedded config's models and regions, "
         f"{DEFAULT_DEMAND_PATH}; it is not read from a running daemon)",
     )

@@ -19,14 +19,27 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Demand, Market, Placement, Pool
+from scheduler.domain import (
+    MAX_NODES_PER_POOL,
+    REFERENCE_SIZE,
+    Cloud,
+    Demand,
+    Market,
+    Placement,
+    Pool,
+    RequestSize,
+)
 from scheduler.errors import problem_lines
+from scheduler.fleet.capacity import demand_size
 from scheduler.names import Name
 
 _T = TypeVar("_T", bound=BaseModel)
 
 MAX_FILE_BYTES = 16 * 2**20  # a demand or fleet file larger than this is refused
 MAX_ENTRIES = 200_000  # entries of its one list; more is refused
+# Mean tokens per request a demand entry may give: the longest context windows served
+# today are ~1-2 M tokens; more is a unit mistake.
+MAX_TOKENS = 10_000_000
 
 
 class InputError(ValueError):
@@ -47,13 +60,25 @@ class DemandEntry(_Entry):
     model: Name = Field(min_length=1)  # model name from the config
     region: Name = Field(min_length=1)  # source region name from the config
     rps: float = Field(ge=0)  # requests per second
+    # Mean tokens per request; absent: the reference request's (763 prompt / 232 output).
+    input_tokens: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
+    output_tokens: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
 
-    @field_validator("rps")
+    @field_validator("rps", "input_tokens", "output_tokens")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    def size(self) -> RequestSize | None:
+        """The entry's mean request size; None when it gives neither token count."""
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return RequestSize(
+            self.input_tokens or REFERENCE_SIZE.input_tokens,
+            self.output_tokens or REFERENCE_SIZE.output_tokens,
+        )
 
 
 class DemandFile(_Entry):
@@ -111,7 +136,9 @@ def _read(path: Path, schema: type[_T], key: str) -> _T:
 
 def read_demand(path: Path) -> list[Demand]:
     """Demand entries of a `{"demand": [...]}` file, as listed (see `merge_demand`)."""
-    return [Demand(e.model, e.region, e.rps) for e in _read(path, DemandFile, "demand").demand]
+    return [
+        Demand(e.model, e.region, e.rps, e.size()) for e in _read(path, DemandFile, "demand").demand
+    ]
 
 
 def read_fleet(path: Path) -> list[Placement]:
@@ -137,12 +164,22 @@ class MergedDemand:
 
 
 def merge_demand(demand: Sequence[Demand]) -> MergedDemand:
-    """One `Demand` per (model, region) holding the sum of its entries' rates."""
-    rates: dict[tuple[str, str], list[float]] = {}
+    """One `Demand` per (model, region) holding the sum of its entries' rates and their
+    rate-weighted mean size (`scheduler.fleet.capacity.demand_size`; no size when no entry
+    gives one)."""
+    groups: dict[tuple[str, str], list[Demand]] = {}
     for d in demand:
-        rates.setdefault((d.model, d.region), []).append(d.rps)
-    merged = tuple(Demand(m, r, _sum(v)) for (m, r), v in rates.items())
+        groups.setdefault((d.model, d.region), []).append(d)
+    merged = tuple(
+        Demand(m, r, _sum([d.rps for d in ds]), _mean_size(ds)) for (m, r), ds in groups.items()
+    )
     return MergedDemand(merged, len(demand) - len(merged))
+
+
+def _mean_size(demand: Sequence[Demand]) -> RequestSize | None:
+    if len(demand) == 1:
+        return demand[0].size
+    return demand_size(demand, demand[0].model)
 
 
 def _sum(rates: list[float]) -> float:

@@ -4,26 +4,81 @@ the plan was made for (the demand) next to what it is (nodes, cost, unmet demand
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from scheduler.domain import Demand, Plan
+from scheduler.config import Config
+from scheduler.domain import REFERENCE_SIZE, CapacityProfile, Demand, Placement, Plan
+from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 
 
 def demand_totals(demand: Sequence[Demand]) -> list[Demand]:
     """The demand the solver serves: one entry per (model, region), in the order first
-    given, repeated entries summed."""
-    totals: dict[tuple[str, str], float] = {}
+    given, repeated entries summed (sizes: their rate-weighted mean, `demand_size`)."""
+    groups: dict[tuple[str, str], list[Demand]] = {}
     for d in demand:
-        totals[d.model, d.region] = totals.get((d.model, d.region), 0.0) + d.rps
-    return [Demand(m, r, rps) for (m, r), rps in totals.items()]
+        groups.setdefault((d.model, d.region), []).append(d)
+    return [
+        Demand(m, r, sum(d.rps for d in ds), ds[0].size if len(ds) == 1 else demand_size(ds, m))
+        for (m, r), ds in groups.items()
+    ]
 
 
-def plan_json(plan: Plan, demand: Sequence[Demand]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class PlacementCost:
+    """What one placement's tokens cost when its nodes carry the load the plan counts
+    them on for (target utilisation) at the model's mean request size."""
+
+    placement: Placement  # the nodes
+    usd_per_hour: float  # price of one node (catalog)
+    rps: float  # requests/s one node is planned to carry at that size
+    usd_per_million_tokens: float  # price / (rps x tokens per request), per 1e6 tokens
+
+
+def placement_costs(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    plan: Plan,
+    demand: Sequence[Demand],
+) -> tuple[PlacementCost, ...]:
+    """Cost per million (prompt + output) tokens of each placement of `plan` made for
+    `demand`; a placement whose node carries nothing or whose pool the catalog does not
+    price is left out."""
+    prices = {o.pool: o.usd_per_hour for o in catalog.offerings}
+    out: list[PlacementCost] = []
+    for pl in plan.placements:
+        price = prices.get(pl.pool)
+        if price is None:
+            continue
+        size = demand_size(demand, pl.model)
+        rps = node_rps(config, profiles, pl.model, catalog.instance_type(pl.pool), size=size)
+        if rps <= 0:
+            continue
+        tokens_per_h = rps * 3600.0 * (size or REFERENCE_SIZE).tokens
+        out.append(PlacementCost(pl, price, rps, price / tokens_per_h * 1e6))
+    return tuple(out)
+
+
+def _size_keys(d: Demand) -> dict[str, float]:
+    if d.size is None:
+        return {}
+    return {
+        "input_tokens": round(d.size.input_tokens, 2),
+        "output_tokens": round(d.size.output_tokens, 2),
+    }
+
+
+def plan_json(
+    plan: Plan, demand: Sequence[Demand], costs: Sequence[PlacementCost] = ()
+) -> dict[str, Any]:
     """The plan as the JSON document `capsched plan --json` prints.
 
     `demand` is what the plan was made for, with the keys of a demand file; `nodes` uses
     the keys of a fleet file. So either can be fed back (`--demand`, `--fleet`).
+    `token_costs` lists `costs` (see `placement_costs`), one per placement, in the order
+    of `nodes`.
     """
     return {
         "status": plan.status.value,
@@ -56,22 +111,46 @@ def plan_json(plan: Plan, demand: Sequence[Demand]) -> dict[str, Any]:
         "relaxed": [r.value for r in plan.relaxed],
         "notes": list(plan.notes),
         "demand": [
-            {"model": d.model, "region": d.region, "rps": round(d.rps, 4)}
+            {"model": d.model, "region": d.region, "rps": round(d.rps, 4), **_size_keys(d)}
             for d in demand_totals(demand)
+        ],
+        "token_costs": [
+            {
+                "model": c.placement.model,
+                "pool": c.placement.pool.key,
+                "count": c.placement.count,
+                "usd_per_hour_each": round(c.usd_per_hour, 4),
+                "rps_each": round(c.rps, 4),
+                "usd_per_million_tokens": round(c.usd_per_million_tokens, 4),
+            }
+            for c in costs
         ],
     }
 
 
 def demand_table(plan: Plan, demand: Sequence[Demand], source: str) -> str:
     """What the plan was made for: requests/s per (model, region) from `source`, and how
-    much of each the plan leaves unserved."""
+    much of each the plan leaves unserved; with mean tokens per request when any entry
+    gives a size."""
     unmet: dict[tuple[str, str], float] = {}
     for u in plan.unmet:
         unmet[u.model, u.region] = unmet.get((u.model, u.region), 0.0) + u.rps
-    rows: list[tuple[str, ...]] = [("model", "region", "rps", "unmet rps")]
-    for d in demand_totals(demand):
+    totals = demand_totals(demand)
+    sized = any(d.size is not None for d in totals)  # token columns only when given
+    head: tuple[str, ...] = ("model", "region", "rps", "unmet rps")
+    rows: list[tuple[str, ...]] = [(*head, "in tok", "out tok") if sized else head]
+    for d in totals:
         left = unmet.get((d.model, d.region), 0.0)
-        rows.append((d.model, d.region, f"{d.rps:.2f}", f"{left:.2f}" if left > 0 else "-"))
+        row: tuple[str, ...] = (
+            d.model,
+            d.region,
+            f"{d.rps:.2f}",
+            f"{left:.2f}" if left > 0 else "-",
+        )
+        if sized:
+            size = d.size or REFERENCE_SIZE
+            row = (*row, f"{size.input_tokens:.0f}", f"{size.output_tokens:.0f}")
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:  # names left, numbers right

@@ -96,6 +96,8 @@ def build_edges(config: Config, catalog: Catalog, profiles: tuple[CapacityProfil
             start_s=demand.start_s,
             step_s=demand.step_s,
             peak_window_s=config.scheduler.tick_interval_s,
+            # A trace with token counts gives the daemon its request sizes, as in replays.
+            tokens=None if demand.tokens is None else np.tile(demand.tokens, (1, 1, week)),
         )
     # `sim_boot_time_s` sets every node's boot; otherwise each boots for `node_boot_s`.
     boot_s = src.sim_boot_time_s

@@ -2,7 +2,10 @@
 
 `load_demand` reads a trace (any format of `simulations.traces`), converts it to
 requests per second, assigns its series to the config's (model, region) pairs, and
-optionally scales it so that its peak needs about `fleet_gpus` GPUs. It refuses a
+optionally scales it so that its peak needs about `fleet_gpus` GPUs. Where the trace
+gives request sizes (`TraceSeries.tokens`), each pair keeps its per-minute mean prompt
+and output tokens (`DemandTrace.tokens`, rate-weighted over the series summed into it);
+the simulator's node capacity counts with them (docs/profiles.md "Request size"). It refuses a
 rate no plan could serve (`scheduler.decide.planner.servable_rps`), naming the file line
 that holds it where one line does: such a rate is a unit or scale mistake, and
 replaying it would only ask the simulated cloud for millions of nodes.
@@ -19,7 +22,13 @@ import numpy as np
 
 from scheduler.config import Config
 from scheduler.decide.planner import allowed, servable_rps
-from scheduler.domain import MAX_NODES_PER_POOL, CapacityProfile, Market
+from scheduler.domain import (
+    MAX_NODES_PER_POOL,
+    REFERENCE_SIZE,
+    CapacityProfile,
+    Market,
+    RequestSize,
+)
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
 from simulations.traces import TraceFormatError, TraceSeries, read_series
@@ -28,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Token rates (BurstGPT) become requests with the capacity profiles' reference mix:
 # 763 input + 232 output tokens per request (docs/profiles.md).
-REFERENCE_TOKENS_PER_REQUEST = 763 + 232
+REFERENCE_TOKENS_PER_REQUEST = REFERENCE_SIZE.tokens
 STEP_S = 60.0
 
 
@@ -44,6 +53,9 @@ class DemandTrace:
     rps: np.ndarray  # shape (len(keys), n_steps); NaN where the trace has no value
     scale: float  # factor applied to the trace's own rates
     notes: tuple[str, ...] = ()  # how the trace was mapped and scaled
+    # Mean (input, output) tokens per request, shape (2, len(keys), n_steps); NaN where
+    # unknown (the reference request). None: the trace gives no sizes.
+    tokens: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -80,6 +92,49 @@ def assign_series(
         if name != f"{keys[row][0]}/{keys[row][1]}":  # already named model/region: no news
             notes.append(f"series {name} -> {keys[row][0]}/{keys[row][1]}")
     return keys, out, notes
+
+
+def assign_tokens(
+    series: TraceSeries, n_keys: int, rows: Sequence[int], rates: np.ndarray
+) -> np.ndarray | None:
+    """Mean (input, output) tokens per request of each pair and step, shape (2, n_keys,
+    n_steps): the series' sizes weighted by their rates (`rates`, one row per series,
+    `rows` its pair). NaN where no series with a size has load. None without sizes."""
+    if series.tokens is None:
+        return None
+    weight = np.zeros((n_keys, series.n_steps))
+    sums = np.zeros((2, n_keys, series.n_steps))
+    for s, row in enumerate(rows):
+        known = np.isfinite(series.tokens[:, s]).all(axis=0) & np.isfinite(rates[s])
+        w = np.where(known, rates[s], 0.0)
+        weight[row] += w
+        for k in range(2):
+            sums[k, row] += w * np.where(known, series.tokens[k, s], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(weight > 0, sums / weight, np.nan)
+    # Three significant digits: within 0.5 % of the mean, and the capacity caches of the
+    # replay see repeated sizes instead of a new float every minute.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        digits = 2 - np.floor(np.log10(np.abs(means)))
+        scale = 10.0 ** np.nan_to_num(digits)
+    return np.where(np.isfinite(means), np.round(means * scale) / scale, np.nan)
+
+
+def mean_size(tokens: np.ndarray | None, rps: np.ndarray, row: int) -> RequestSize | None:
+    """The rate-weighted mean size of pair `row` over the whole trace (None: no sizes,
+    the reference request); steps without a size count as the reference request."""
+    if tokens is None:
+        return None
+    rate = np.nan_to_num(rps[row])
+    total = float(rate.sum())
+    if total <= 0:
+        return None
+    ref = (REFERENCE_SIZE.input_tokens, REFERENCE_SIZE.output_tokens)
+    inp, out = (
+        float((rate * np.where(np.isfinite(tokens[k, row]), tokens[k, row], ref[k])).sum())
+        for k in range(2)
+    )
+    return RequestSize(inp / total, out / total)
 
 
 def _routes(
@@ -122,12 +177,16 @@ def _routes(
 
 
 def gpus_per_rps(
-    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    sizes: Mapping[str, RequestSize | None] | None = None,
 ) -> dict[str, float]:
     """GPUs one request/s of each model needs on its cheapest allowed on-demand type.
 
     The instance type with the lowest on-demand USD per planned rps (profile capacity
-    x target utilisation) is the one a static fleet would buy, so a trace scaled with
+    x target utilisation, for requests of the model's size in `sizes`; absent: the
+    reference request) is the one a static fleet would buy, so a trace scaled with
     this needs about the chosen number of GPUs at its peak.
     """
     out: dict[str, float] = {}
@@ -139,7 +198,8 @@ def gpus_per_rps(
             itype = catalog.instance_type(o.pool)
             if not allowed(config, o, itype):
                 continue
-            rps = node_rps(config, profiles, section.name, itype)
+            size = (sizes or {}).get(section.name)
+            rps = node_rps(config, profiles, section.name, itype, size=size)
             if rps <= 0:
                 continue
             cand = (o.usd_per_hour / rps, itype.gpu_count / rps)
@@ -217,20 +277,50 @@ def load_demand(
     if series.step_s != STEP_S:
         raise TraceFormatError(path, None, f"expected one-minute steps, got {series.step_s} s")
     keys, rps, notes = assign_series(series, config, model=model, region=region, mapping=mapping)
+    rows = _routes(series, config, model=model, region=region, mapping=mapping)[1]
+    tokens = assign_tokens(series, len(keys), rows, _rates(series))
     factor = scale
     if fleet_gpus is not None:
-        factor *= fleet_scale(keys, rps, fleet_gpus, gpus_per_rps(config, catalog, profiles))
+        # Sized by each model's mean request size over the trace (the reference without).
+        by_model: dict[str, list[int]] = {}
+        for k, (m, _) in enumerate(keys):
+            by_model.setdefault(m, []).append(k)
+        sizes = {
+            m: None if tokens is None else _pooled_size(tokens[:, ks], rps[ks])
+            for m, ks in by_model.items()
+        }
+        factor *= fleet_scale(keys, rps, fleet_gpus, gpus_per_rps(config, catalog, profiles, sizes))
         notes.append(f"scaled x{factor:.4g} so the peak needs about {fleet_gpus:g} GPUs")
     elif scale != 1.0:
         notes.append(f"scaled x{scale:g}")
     with np.errstate(over="ignore"):  # an overflow is inf, which the check refuses
         scaled = rps * factor
-    rows = _routes(series, config, model=model, region=region, mapping=mapping)[1]
     _check_servable(series, keys, scaled, rows, factor, servable_rps(config, catalog, profiles))
     log.info(
         "demand_loaded path=%s format=%s steps=%d factor=%.4g", path, series.format,
         series.n_steps, factor,
     )  # fmt: skip
+    if tokens is not None:
+        notes.append("request sizes per minute from the trace's token counts")
     return DemandTrace(
-        str(path), series.format, series.start_s, STEP_S, keys, scaled, factor, tuple(notes)
-    )
+        str(path), series.format, series.start_s, STEP_S, keys, scaled, factor, tuple(notes),
+        tokens,
+    )  # fmt: skip
+
+
+def _pooled_size(tokens: np.ndarray, rps: np.ndarray) -> RequestSize | None:
+    """The rate-weighted mean size over several pairs' rows (`mean_size` of their sum)."""
+    rate = np.nan_to_num(rps)
+    total = rate.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.stack(
+            [
+                np.where(
+                    total > 0,
+                    (rate * np.where(np.isfinite(tokens[k]), tokens[k], ref)).sum(axis=0) / total,
+                    np.nan,
+                )
+                for k, ref in enumerate((REFERENCE_SIZE.input_tokens, REFERENCE_SIZE.output_tokens))
+            ]
+        )
+    return mean_size(pooled[:, None, :], total[None, :], 0)

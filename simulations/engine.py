@@ -8,7 +8,9 @@ notice), and accounts the step:
 * demand: the trace's requests/s for the minute;
 * ready capacity: RUNNING instances that are not draining and whose model server
   serves (the scenario's `[faults]` make some never serve or turn sick), each at its profile's
-  requests/s at the model's SLO (`scheduler.fleet.profiles.instance_rps`), in the state at
+  requests/s at the model's SLO (`scheduler.fleet.profiles.instance_rps`) for the minute's mean
+  request size where the trace has sizes (`TraceInfo.size_at`, `size_factor`; the same
+  rule for every policy and the oracle), in the state at
   the start of the step;
 * served / unserved: demand routed to capacity within each source region's latency
   limit (a small max-flow per model), the rest unserved;
@@ -60,6 +62,7 @@ from scheduler.decide.planner import resolve_location
 from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import (
     LAUNCH_LIMITS,
+    REFERENCE_SIZE,
     CapacityProfile,
     HoldKind,
     InstanceType,
@@ -67,10 +70,11 @@ from scheduler.domain import (
     Node,
     NodeState,
     Pool,
+    RequestSize,
 )
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.catalog import Catalog
-from scheduler.fleet.profiles import best_profile, load_models
+from scheduler.fleet.profiles import best_profile, load_models, size_factor
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
@@ -102,13 +106,16 @@ def node_service(
     itype: InstanceType,
     latency_slo_ms: float,
     model_memory_gb: float | None,
+    size: RequestSize | None = None,
 ) -> NodeService:
-    """How a node of `model` on `itype` serves at its `best_profile` within the SLO."""
-    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb)
+    """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
+    requests of `size` (None: the reference request): the profile's rate times
+    `size_factor`, at the profile's latency (docs/profiles.md "Request size")."""
+    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size)
     if best is None:
         return NodeService(0.0, 0.0, 0)
     profile, replicas = best
-    rps = replicas * profile.rps
+    rps = replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)
     latency_s = profile.latency_ms / 1000.0
     return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
 
@@ -291,6 +298,18 @@ class RunResult:
     series_served_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # routed
     # rate the policy planned for (NaN where it does not say)
     series_planned_rps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    # (models, steps) mean prompt + output tokens per request of the step's demand (the
+    # reference request's where the trace has no sizes); for the cost per million tokens.
+    tokens_per_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def served_tokens(self) -> float:
+        """Prompt plus output tokens of the requests served over the trace."""
+        n = self.times_s.size
+        step_s = float(self.times_s[1] - self.times_s[0]) if n > 1 else 60.0
+        if self.tokens_per_request.shape != self.served_rps.shape:
+            return float(self.served_rps.sum()) * step_s * REFERENCE_SIZE.tokens
+        return float((self.served_rps * self.tokens_per_request).sum()) * step_s
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
@@ -355,6 +374,10 @@ class RunResult:
             "fast_launches": self.fast_launches,
             "terminations": self.terminations,
             "gpu_hours": round(self.gpu_hours, 3),
+            # Cost per million prompt + output tokens served (None: nothing served).
+            "usd_per_million_tokens": (
+                round(cost / self.served_tokens * 1e6, 4) if self.served_tokens > 0 else None
+            ),
             "solve_time_p95_s": (
                 round(float(np.percentile(self.solve_times_s, 95)), 4)
                 if self.solve_times_s
@@ -401,7 +424,7 @@ class _Accounting:
         self.models = models
         self.model_index = {m: i for i, m in enumerate(models)}
         known = {m.name: m for m in load_models()}
-        self._services: dict[tuple[str, str, str], NodeService] = {}
+        self._services: dict[tuple[str, str, str, RequestSize | None], NodeService] = {}
         self._catalog = catalog
         self._profiles = world.profiles
         self._cfg = cfg
@@ -426,11 +449,14 @@ class _Accounting:
         # Demand rows are every configured (model, region) pair (simulations.demand).
         self.key_rows = [(self.model_index[m], regions.index(r)) for m, r in world.info.keys]
 
-    def service(self, model: str, pool: Pool) -> NodeService:
-        """Capacity and service time of one node of `model` in `pool` (cached)."""
-        key = (model, pool.cloud.value, pool.instance_type)
+    def service(self, model: str, pool: Pool, size: RequestSize | None = None) -> NodeService:
+        """Capacity and service time of one node of `model` in `pool` for requests of
+        `size` (None: the reference request; cached)."""
+        key = (model, pool.cloud.value, pool.instance_type, size)
         svc = self._services.get(key)
         if svc is None:
+            if len(self._services) > 100_000:  # per-minute sizes of a long replay
+                self._services.clear()
             section = self._cfg.model(model)
             profile = section.profile or section.name
             info = self._known.get(profile)
@@ -441,6 +467,7 @@ class _Accounting:
                 itype,
                 self.slo_s[model] * 1000.0,
                 info.gpu_memory_gb if info else None,
+                size,
             )
             self._services[key] = svc
         return svc
@@ -486,12 +513,20 @@ async def replay(
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
     warm_col = warmup_load(info.demand_rps, math.ceil(early_s / step_s - 1e-9))
+    # The warm-up's requests have the heaviest sizes of the same first steps.
+    warm_tokens = None
+    if info.tokens is not None:
+        warm = warmup_sizes(info.tokens, math.ceil(early_s / step_s - 1e-9))
+        warm_tokens = np.concatenate(
+            [np.repeat(warm[:, :, None], n_warm, axis=2), info.tokens], axis=2
+        )
     metrics = TraceMetrics(
         info.keys,
         np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
         start_s=info.start_s - n_warm * step_s,
         step_s=step_s,
         peak_window_s=interval,
+        tokens=warm_tokens,
     )
     Path(state_db).unlink(missing_ok=True)
     # Node ids from the seed, not at random: a replay's database repeats exactly.
@@ -520,6 +555,7 @@ async def replay(
     capacity = np.zeros((n_m, n))
     served = np.zeros((n_m, n))
     slots = np.zeros((n_m, n), dtype=np.int64)
+    tok = np.zeros((n_m, n))  # tokens per request per model and step
     svc_time = np.zeros((n_m, n))
     by_market = {m.value: np.zeros(n) for m in Market}
     cost = {m.value: np.zeros(n) for m in Market}
@@ -537,7 +573,7 @@ async def replay(
     last_forecast = math.nan
     last_planned = np.full(n_series, np.nan)
     cost_base: dict[Market, float] | None = None
-    cached_key: tuple[int, frozenset[str]] | None = None
+    cached_key: tuple[int, frozenset[str], tuple[RequestSize | None, ...]] | None = None
     cap_loc = np.zeros((n_m, len(acc.locations)))
     lat_w = np.zeros(n_m)
     n_slots = np.zeros(n_m, dtype=np.int64)
@@ -612,9 +648,11 @@ async def replay(
             if cost_base is None:
                 usage = cloud.usage()
                 cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
-            # Ready capacity at the start of the step, per model and serving location;
-            # recomputed only when the running set or the draining set changed.
-            key = (cloud.version, frozenset(draining))
+            # Ready capacity at the start of the step, per model and serving location, for
+            # the step's request sizes (all None without sizes: the reference request);
+            # recomputed only when the running set, the draining set or the sizes changed.
+            sizes = tuple(info.size_at(name, step) for name in models)
+            key = (cloud.version, frozenset(draining), sizes)
             if key != cached_key:
                 cached_key = key
                 cap_loc = np.zeros((n_m, len(acc.locations)))
@@ -624,13 +662,15 @@ async def replay(
                 for inst in cloud.serving():
                     if inst.node_id in draining or inst.model not in acc.model_index:
                         continue
-                    svc = acc.service(inst.model, inst.pool)
                     m = acc.model_index[inst.model]
+                    svc = acc.service(inst.model, inst.pool, sizes[m])
                     cap_loc[m, acc.loc_index[inst.pool.location]] += svc.rps
                     n_slots[m] += svc.slots
                     lat_w[m] += svc.rps * svc.latency_s
                     mk_rps[inst.pool.market.value] += svc.rps
             slots[:, step] = n_slots
+            for m, size in enumerate(sizes):
+                tok[m, step] = (size or REFERENCE_SIZE).tokens
             for mv, v in mk_rps.items():
                 by_market[mv][step] = v
             col = info.demand_rps[:, step]
@@ -719,12 +759,28 @@ async def replay(
         series_capacity_rps=s_capacity,
         series_served_rps=s_served,
         series_planned_rps=s_planned,
+        tokens_per_request=tok,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",
         policy_name, n, ticks, result.cost_usd, result.wall_s,
     )  # fmt: skip
     return result
+
+
+def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
+    """Per series, the request size the warm-up replays (shape (2, series)): the size of
+    the step with the most tokens per request over the first `window_steps` steps (as
+    `warmup_load` takes the highest rate: the warm-up must not understate the load);
+    NaN for a series without a size there."""
+    window = np.asarray(tokens, dtype=np.float64)[:, :, : max(1, window_steps)]
+    total = window.sum(axis=0)
+    out = np.full(window.shape[:2], np.nan)
+    for k in range(window.shape[1]):
+        finite = np.isfinite(total[k])
+        if finite.any():
+            out[:, k] = window[:, k, int(np.argmax(np.where(finite, total[k], -np.inf)))]
+    return out
 
 
 def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from scheduler.config import Config
 from scheduler.decide.observation import Observation
 from scheduler.decide.policy import CapschedPolicy
-from scheduler.domain import CapacityProfile, Demand
+from scheduler.domain import CapacityProfile, Demand, RequestSize
 from scheduler.fleet.catalog import Catalog
 from simulations.policies import TraceInfo
 
@@ -56,8 +56,15 @@ class PerfectForecastPolicy(CapschedPolicy):
                 series = self._series.get((m.name, r.name), np.zeros(0))
                 rps = float(np.nanmax(series[first : max(end, first + 1)], initial=0.0))
                 self.last_forecast[m.name, r.name] = rps
-                out.append(Demand(m.name, r.name, rps))
+                out.append(Demand(m.name, r.name, rps, self._size(m.name, r.name, first)))
         return out
+
+    def _size(self, model: str, region: str, step: int) -> RequestSize | None:
+        # The true size of the step now (sizes are carried, not forecast, as capsched does).
+        for d in self._info.demand_at(step):
+            if (d.model, d.region) == (model, region):
+                return d.size
+        return None
 
 
 def perfect_forecast(

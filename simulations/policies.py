@@ -21,7 +21,8 @@ from adapters.sim import SpotTrace
 from adapters.spot_prices import SpotPriceSeries
 from scheduler.config import Config
 from scheduler.decide.observation import Policy
-from scheduler.domain import CapacityProfile, Offering, Pool
+from scheduler.domain import CapacityProfile, Demand, Offering, Pool, RequestSize
+from scheduler.fleet.capacity import demand_size
 from scheduler.fleet.catalog import Catalog
 from simulations.scenario import SpotHedgeSection
 
@@ -44,6 +45,29 @@ class TraceInfo:
     seed: int = 0  # seed of the run (random interruptions, tie breaks)
     # The `spothedge` baseline's parameters (the scenario's `[spothedge]` table).
     spothedge: SpotHedgeSection = field(default_factory=SpotHedgeSection)
+    # Mean (input, output) tokens per request per key and step, shape (2, len(keys),
+    # n_steps), NaN: the reference request; None: the trace gives no sizes
+    # (simulations.demand.DemandTrace.tokens).
+    tokens: np.ndarray | None = None
+
+    def demand_at(self, step: int) -> list[Demand]:
+        """Every series' rate and mean request size at `step` (clamped to the trace)."""
+        t = min(max(step, 0), self.n_steps - 1)
+        out = []
+        for k, (m, r) in enumerate(self.keys):
+            rps = float(self.demand_rps[k, t])
+            size = None
+            if self.tokens is not None and np.isfinite(self.tokens[:, k, t]).all():
+                size = RequestSize(float(self.tokens[0, k, t]), float(self.tokens[1, k, t]))
+            out.append(Demand(m, r, 0.0 if math.isnan(rps) else rps, size))
+        return out
+
+    def size_at(self, model: str, step: int) -> RequestSize | None:
+        """The mean request size of `model`'s demand at `step` (`demand_size` over its
+        series); None without sizes (the reference request)."""
+        if self.tokens is None:
+            return None
+        return demand_size(self.demand_at(step), model)
 
     @property
     def n_steps(self) -> int:

@@ -76,6 +76,9 @@ class TraceSeries:
     # File line of each value, shape of `values`; 0 where no one line holds it (a gap, or
     # a count of many request rows). None: no value comes from one line.
     lines: np.ndarray | None = None
+    # Mean (input, output) tokens per request of each step: shape (2, n_series, n_steps),
+    # NaN where the step had no request. None: the trace gives no per-request sizes.
+    tokens: np.ndarray | None = None
 
     @property
     def n_series(self) -> int:
@@ -117,6 +120,7 @@ class TraceSeries:
             self.source, self.format, tuple(names), self.start_s, self.step_s,
             self.values[rows].copy(), self.unit, self.mean_tokens,
             None if self.lines is None else self.lines[rows].copy(),
+            None if self.tokens is None else self.tokens[:, rows].copy(),
         )  # fmt: skip
 
 
@@ -224,6 +228,21 @@ def _bin_minutes(
         )
     sums = np.bincount(index - lo, weights=weights, minlength=hi - lo + 1).astype(np.float64)
     return float(lo), sums
+
+
+def _step_means(
+    row_series: np.ndarray, index: np.ndarray, sizes: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Mean (input, output) tokens per request per (series, step) of request rows:
+    `row_series` and `index` (step) per row, `sizes` shape (rows, 2); NaN where a step
+    has no request."""
+    counts = np.zeros(shape)
+    np.add.at(counts, (row_series, index), 1.0)
+    out = np.zeros((2, *shape))
+    for k in range(2):
+        np.add.at(out[k], (row_series, index), sizes[:, k])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, out / counts, np.nan)
 
 
 def _make(
@@ -359,6 +378,12 @@ def read_minute_csv(
     return _make(p, "minute-csv", names, float(lo), values, "requests/min", line_of)
 
 
+# Token count columns of a per-request trace, first match wins: ours, BurstGPT's raw
+# release (`Request tokens`, `Response tokens`) and the OpenAI usage names.
+INPUT_TOKEN_COLUMNS = ("input_tokens", "request tokens", "prompt_tokens")
+OUTPUT_TOKEN_COLUMNS = ("output_tokens", "response tokens", "completion_tokens")
+
+
 def read_requests(
     path: Path | str,
     *,
@@ -372,8 +397,10 @@ def read_requests(
     has it, else the first); timestamps are seconds ("s"), ISO-8601 ("iso"), or
     detected ("auto"). Rows need not be sorted. Optional ``model`` and ``region``
     columns give one series per (model, region), named ``model/region``; optional
-    ``input_tokens`` and ``output_tokens`` columns must hold counts ≥ 0, and their
-    means are kept in `TraceSeries.mean_tokens`.
+    ``input_tokens`` and ``output_tokens`` columns (or BurstGPT's ``Request tokens`` and
+    ``Response tokens``, `INPUT_TOKEN_COLUMNS`) must hold counts ≥ 0, and their
+    means are kept in `TraceSeries.mean_tokens` and per minute in `TraceSeries.tokens`
+    (when both columns are there).
     """
     p = Path(path)
     rows = _rows(p)
@@ -384,12 +411,17 @@ def read_requests(
     t_col = _column(p, header_line, header, time_column, 0)
     model_col, region_col = _group_columns(header)
     grouped = model_col is not None or region_col is not None
-    token_cols = [lower.index(c) if c in lower else None for c in ("input_tokens", "output_tokens")]
+    token_cols = [
+        next((lower.index(c) for c in names if c in lower), None)
+        for names in (INPUT_TOKEN_COLUMNS, OUTPUT_TOKEN_COLUMNS)
+    ]
     need = max([t_col, model_col or 0, region_col or 0, *(c or 0 for c in token_cols)])
     unit: TimeUnit = "s" if time_unit in ("auto", "s") else time_unit
     times: list[float] = []
     groups: list[str] = []
     tokens = [0.0, 0.0]
+    sizes: list[tuple[float, float]] = []  # per row, when both token columns are there
+    both = all(c is not None for c in token_cols)
     first_line = header_line + 1
     for line, fields in rows:
         if len(fields) <= need:
@@ -404,6 +436,10 @@ def read_requests(
                 if n < 0:
                     raise TraceFormatError(p, line, f"{header[col]} {n:g} is negative")
                 tokens[k] += n
+        if both:
+            sizes.append(
+                (float(fields[token_cols[0]]), float(fields[token_cols[1]]))  # type: ignore[index]
+            )
         if grouped:
             groups.append(_group_name(p, line, fields, model_col, region_col))
     minutes = np.asarray(times, dtype=np.float64)
@@ -417,15 +453,19 @@ def read_requests(
     if not grouped:
         start, counts = _bin_minutes(p, minutes, None, first_line)
         series = _make(p, "requests", [name or p.stem], start, counts, "requests/min")
-        return replace(series, mean_tokens=mean_tokens)
-    names = sorted(set(groups))
-    start, _ = _bin_minutes(p, minutes, None, first_line)
-    index = np.floor(minutes).astype(np.int64) - int(start)
-    row_group = np.array([names.index(g) for g in groups], dtype=np.int64)
-    values = np.zeros((len(names), int(index.max()) + 1))
-    np.add.at(values, (row_group, index), 1.0)
-    series = _make(p, "requests", names, start, values, "requests/min")
-    return replace(series, mean_tokens=mean_tokens)
+        row_group = np.zeros(len(times), dtype=np.int64)
+    else:
+        names = sorted(set(groups))
+        start, _ = _bin_minutes(p, minutes, None, first_line)
+        row_group = np.array([names.index(g) for g in groups], dtype=np.int64)
+        values = np.zeros((len(names), int(np.floor(minutes).max() - start) + 1))
+        np.add.at(values, (row_group, np.floor(minutes).astype(np.int64) - int(start)), 1.0)
+        series = _make(p, "requests", names, start, values, "requests/min")
+    per_step = None
+    if both:
+        index = np.floor(minutes).astype(np.int64) - int(start)
+        per_step = _step_means(row_group, index, np.asarray(sizes), series.values.shape)
+    return replace(series, mean_tokens=mean_tokens, tokens=per_step)
 
 
 def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s") -> TraceSeries:
@@ -529,13 +569,17 @@ def read_azure_llm(path: Path | str) -> TraceSeries:
     """Read an Azure LLM inference trace (``TIMESTAMP,ContextTokens,GeneratedTokens``).
 
     Requests are counted per minute of their arrival timestamp (naive, read as UTC).
+    With ``ContextTokens`` and ``GeneratedTokens`` columns (the published traces have
+    both), each minute's mean sizes go into `TraceSeries.tokens`.
     """
     p = Path(path)
     rows = _rows(p)
     header_line, header = _header(p, rows)
     if not header or header[0] != "TIMESTAMP":
         raise TraceFormatError(p, header_line, "expected a TIMESTAMP column first")
+    cols = [header.index(c) if c in header else None for c in ("ContextTokens", "GeneratedTokens")]
     times: list[float] = []
+    sizes: list[tuple[float, float]] = []
     first_line = header_line + 1
     for line, fields in rows:
         if len(fields) != len(header):
@@ -543,8 +587,22 @@ def read_azure_llm(path: Path | str) -> TraceSeries:
         if not times:
             first_line = line
         times.append(_parse_time(p, line, fields[0], "iso"))
-    start, counts = _bin_minutes(p, np.asarray(times) / MINUTE_S, None, first_line)
-    return _make(p, "azure-llm", [p.stem], start, counts, "requests/min")
+        if cols[0] is not None and cols[1] is not None:
+            i, o = (_float(p, line, fields[c], header[c]) for c in (cols[0], cols[1]))
+            if i < 0 or o < 0:
+                raise TraceFormatError(p, line, "token counts must be >= 0")
+            sizes.append((i, o))
+    minutes = np.asarray(times) / MINUTE_S
+    start, counts = _bin_minutes(p, minutes, None, first_line)
+    series = _make(p, "azure-llm", [p.stem], start, counts, "requests/min")
+    if not sizes:
+        return series
+    index = np.floor(minutes).astype(np.int64) - int(start)
+    per_step = _step_means(
+        np.zeros(len(times), dtype=np.int64), index, np.asarray(sizes), series.values.shape
+    )
+    mean = np.asarray(sizes).mean(axis=0)
+    return replace(series, mean_tokens=(float(mean[0]), float(mean[1])), tokens=per_step)
 
 
 def detect_format(path: Path | str) -> str:

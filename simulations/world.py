@@ -147,6 +147,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         else longest_boot_s(config, cat, profiles, demand.step_s),
         seed=seed,
         spothedge=scenario.spothedge,
+        tokens=demand.tokens,
     )
     world = World(
         config=config,

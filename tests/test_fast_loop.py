@@ -536,3 +536,51 @@ def _serves(rec: Reconciler, model: str, pool: Pool) -> bool:
         return rec.capacity_of(model, pool) > 0
     except KeyError:
         return False
+
+
+class SizedLoad:
+    """A load signal with request sizes (mean tokens per request)."""
+
+    def __init__(self, rps: float, input_tokens: float | None = None) -> None:
+        self.rps = rps
+        self.input_tokens = input_tokens
+
+    async def demand(self, now_s: float) -> DemandSample:
+        if self.input_tokens is None:
+            return DemandSample(now_s, {KEY: self.rps})
+        return DemandSample(
+            now_s,
+            {KEY: self.rps},
+            input_tokens={KEY: self.input_tokens},
+            output_tokens={KEY: 232.0},
+        )
+
+
+async def test_long_prompts_at_the_same_rate_launch_between_ticks(tmp_path: Path) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+    store = StateStore(config.scheduler.state_db)
+    load = SizedLoad(2.0)
+    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
+    clock = Clock()
+
+    async def advance(now_s: float) -> None:
+        cloud.advance_to(now_s)
+
+    daemon = Daemon(
+        config=config, config_path=None, reconciler=rec, store=store, clock=clock, advance=advance
+    )
+    assert await daemon.tick_once() is not None
+    for t in (30.0, 60.0, 90.0):  # the same rate of reference requests: nothing short
+        clock.now = t
+        quiet = await daemon.fast_once()
+        assert quiet is not None and quiet.launched == ()
+    load.input_tokens = 10_000.0  # the same rate of 10,000-token prompts
+    for t in (120.0, 150.0):
+        clock.now = t
+        early = await daemon.fast_once()
+        assert early is not None and early.launched == ()  # one reading alone never counts
+    clock.now = 180.0
+    report = await daemon.fast_once()
+    assert report is not None and report.launched
+    store.close()

@@ -382,3 +382,35 @@ async def test_the_servers_queue_comes_with_the_rates(fake: tuple[FakePrometheus
         sample = await source.demand(NOW_S)
     assert sample.rps == {("llama", "eu"): 4.5, ("llama", "us"): 2.0}  # only the queue is lost
     assert dict(sample.waiting) == {}
+
+
+async def test_token_rates_give_sizes_and_their_failure_keeps_the_rates(
+    fake: tuple[FakePrometheus, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from scheduler.sections.prometheus import (
+        DEFAULT_OUTPUT_TOKENS_QUERY,
+        DEFAULT_PROMPT_TOKENS_QUERY,
+    )
+
+    prom, url = fake
+    prom.on(RATE_Q, json_reply(RATES))
+    prom.on(FRESH_Q, json_reply(FRESH))
+    prom.on(
+        DEFAULT_PROMPT_TOKENS_QUERY,
+        json_reply(vector(({"model": "llama", "region": "eu"}, NOW_S, 4.5 * 1200))),
+    )
+    prom.on(
+        DEFAULT_OUTPUT_TOKENS_QUERY,
+        json_reply(vector(({"model": "llama", "region": "eu"}, NOW_S, 4.5 * 150))),
+    )
+    async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+        sample = await source.demand(NOW_S)
+    assert dict(sample.input_tokens) == {("llama", "eu"): pytest.approx(1200.0)}
+    assert dict(sample.output_tokens) == {("llama", "eu"): pytest.approx(150.0)}
+    prom.on(DEFAULT_OUTPUT_TOKENS_QUERY, text_reply("down", status=400))
+    with caplog.at_level(logging.WARNING):
+        async with PrometheusSource(config(url), sleep=Sleeps()) as source:
+            sample = await source.demand(NOW_S)
+    assert sample.rps == {("llama", "eu"): 4.5, ("llama", "us"): 2.0}  # only sizes are lost
+    assert dict(sample.input_tokens) == {} and dict(sample.output_tokens) == {}
+    assert "prometheus_tokens_failed" in caplog.text

@@ -42,6 +42,10 @@ METRIC = "capsched_test_requests"  # exposed as capsched_test_requests_total
 RATE_WINDOW_S = 10  # rate() divides by the whole window: exact once it holds samples
 RATE_QUERY = f"sum by (model, region) (rate({METRIC}_total[{RATE_WINDOW_S}s]))"
 FRESHNESS_QUERY = f"max by (model, region) (timestamp({METRIC}_total))"
+PROMPT_METRIC = "capsched_test_prompt_tokens"  # like vllm:prompt_tokens_total
+OUTPUT_METRIC = "capsched_test_generation_tokens"  # like vllm:generation_tokens_total
+PROMPT_QUERY = f"sum by (model, region) (rate({PROMPT_METRIC}_total[{RATE_WINDOW_S}s]))"
+OUTPUT_QUERY = f"sum by (model, region) (rate({OUTPUT_METRIC}_total[{RATE_WINDOW_S}s]))"
 READY_DEADLINE_S = 60.0  # Prometheus start-up, generous for slow CI machines
 SERIES_DEADLINE_S = 40.0  # a full rate window of scrapes, or a staleness marker
 
@@ -51,6 +55,9 @@ class LinearCounters:
     """A collector whose counters grow at a fixed rate per (model, region)."""
 
     rps: dict[tuple[str, str], float] = field(default_factory=dict)  # series exported now
+    # Mean (prompt, output) tokens per request of a series: its token counters grow at
+    # rps x tokens. Series without an entry export no token counters.
+    tokens: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     t0_s: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)  # scrapes run in a thread
 
@@ -63,11 +70,20 @@ class LinearCounters:
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(METRIC, "Test requests.", labels=["model", "region"])
+        labels = ["model", "region"]
+        prompt = CounterMetricFamily(PROMPT_METRIC, "Test prompt tokens.", labels=labels)
+        output = CounterMetricFamily(OUTPUT_METRIC, "Test generated tokens.", labels=labels)
         elapsed_s = time.time() - self.t0_s
         with self.lock:
             for (model, region), rps in self.rps.items():
                 family.add_metric([model, region], 1000.0 + rps * elapsed_s)
+                if (model, region) in self.tokens:
+                    inp, out = self.tokens[model, region]
+                    prompt.add_metric([model, region], 5000.0 + rps * inp * elapsed_s)
+                    output.add_metric([model, region], 700.0 + rps * out * elapsed_s)
         yield family
+        yield prompt
+        yield output
 
 
 def free_port() -> int:
@@ -257,3 +273,33 @@ async def test_prometheus_down(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert not sample.complete({("llama", "eu")})
     assert "prometheus_demand_failed" in caplog.text
     assert "ClientConnectorError" in caplog.text
+
+
+async def test_mean_tokens_per_request_from_the_token_counters(
+    live: tuple[LinearCounters, Prometheus],
+) -> None:
+    counters, srv = live
+    sized, plain = ("llama", "sa"), ("llama", "af")
+    counters.set(*sized, 2.0)
+    counters.set(*plain, 1.0)
+    with counters.lock:
+        counters.tokens[sized] = (1200.0, 150.0)
+
+    def converged(sample: DemandSample) -> bool:
+        return sample.input_tokens.get(sized, math.nan) == pytest.approx(
+            1200.0, rel=0.1
+        ) and sample.output_tokens.get(sized, math.nan) == pytest.approx(150.0, rel=0.1)
+
+    config = source_config(
+        srv.url, prompt_tokens_query=PROMPT_QUERY, output_tokens_query=OUTPUT_QUERY
+    )
+    async with PrometheusSource(config) as source:
+        sample, seen = await poll(source, converged)
+    # A series without token counters has no size (the reference request), never 0.
+    assert plain not in sample.input_tokens and plain not in sample.output_tokens
+    assert all(v > 0 for s in seen for v in (*s.input_tokens.values(), *s.output_tokens.values()))
+    # Without the token queries the sample has no sizes at all.
+    off = source_config(srv.url, prompt_tokens_query="", output_tokens_query="")
+    async with PrometheusSource(off) as source:
+        bare = await source.demand(time.time())
+    assert bare.input_tokens == {} and bare.output_tokens == {}

@@ -136,7 +136,7 @@ def test_oracle_bound_is_below_every_policy_at_full_service(
     assert full >= 1
     # The bound relaxes the config's rules and utilisation, never the other way round.
     ruled = Oracle(
-        w.config, w.catalog, w.profiles, foresight_of(w.info),
+        w.config, w.catalog, w.profiles, foresight_of(w.info, w.config, w.catalog, w.profiles),
         boot_time_s=w.info.boot_time_s, seed=w.info.seed, config_bound=True,
     )  # fmt: skip
     assert ruled.lower_bound_cost_usd == bound

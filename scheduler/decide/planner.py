@@ -40,7 +40,7 @@ from scheduler.domain import (
     UnmetReason,
 )
 from scheduler.fleet.boot import node_boot_s
-from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 from solver import (
     DemandSpec,
@@ -204,13 +204,17 @@ def build_problem(
     dom_index = {d: i for i, d in enumerate(domains)}
 
     column_cache: dict[tuple[str, int], list[float]] = {}
+    # A node's capacity counts with the mean request size of its model's demand
+    # (None: the reference request, today's rates).
+    sizes = [demand_size(demand, section.name) for section in config.models]
 
     def rps_column(itype: InstanceType) -> list[float]:
         # Many pools share a GPU shape: compute each shape's rps for every model once.
         key = (itype.gpu_kind, itype.gpu_count)
         if key not in column_cache:
             column_cache[key] = [
-                node_rps(config, profiles, section.name, itype) for section in config.models
+                node_rps(config, profiles, section.name, itype, size=size)
+                for section, size in zip(config.models, sizes, strict=True)
             ]
         return column_cache[key]
 

@@ -34,7 +34,7 @@ from scheduler.domain import (
     Pool,
 )
 from scheduler.fleet.boot import node_boot_s
-from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.capacity import node_rps, token_load
 from scheduler.fleet.catalog import Catalog
 from scheduler.forecast import (
     ForecastSettings,
@@ -45,6 +45,7 @@ from scheduler.forecast import (
     build_forecaster,
     demand_key,
 )
+from scheduler.forecast.sizes import SizeMix
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class CapschedPolicy:
         self._lead_for: tuple[object, ...] | None = None
         self._lead_plan: dict[tuple[str, str], float] = {}  # last step's lead-peak plans
         self._lead_step: int | None = None  # forecaster step the calibrators last took
+        self.sizes = SizeMix()  # recent mean request size per series (scheduler/forecast/sizes.py)
 
     def _memory(self) -> _Memory:
         return _Memory(
@@ -187,6 +189,7 @@ class CapschedPolicy:
         if new_step:
             # Extra ticks inside one step (on an interruption notice) reuse the forecast.
             self.forecaster.update(obs.now_s, observed)
+            self.sizes.update(obs.demand)
             self._last_step = step
         forecast = self.forecaster.predict(obs.now_s)
         q = self.config.forecast.plan_quantile
@@ -209,7 +212,7 @@ class CapschedPolicy:
                 candidates = [self.last_forecast.get((m, r), 0.0)]
             rps = max(candidates)
             self.last_forecast[m, r] = rps
-            out.append(Demand(m, r, rps))
+            out.append(Demand(m, r, rps, self.sizes.size((m, r))))
         return out
 
     def lead_boot_s(self, model: str) -> float:
@@ -335,9 +338,9 @@ class CapschedPolicy:
         kept = set(plan.kept_models)
         solved_for = {
             (d.model, d.region): (
-                self._last[1].get((d.model, d.region), d.rps)
+                self._last[1].get((d.model, d.region), token_load(d))
                 if self._last is not None and d.model in kept
-                else d.rps
+                else token_load(d)
             )
             for d in demand
         }
@@ -518,6 +521,7 @@ class CapschedPolicy:
                 d.model,
                 d.region,
                 max(rates.get((d.model, d.region), 0.0) for _, rates in self._recent),
+                d.size,
             )
             for d in demand
         ]
@@ -559,10 +563,11 @@ class CapschedPolicy:
         searched: set[str] = set()
         rose: set[str] = set()
         for d in demand:
-            old = solved_for.get((d.model, d.region))
-            if old is None or d.rps < old * (1 - fall_tol) - 1e-9:
+            # Compared as token load: a change of size moves the need as a change of rate.
+            old, load = solved_for.get((d.model, d.region)), token_load(d)
+            if old is None or load < old * (1 - fall_tol) - 1e-9:
                 searched.add(d.model)
-            elif d.rps > old * (1 + rise_tol) + 1e-9:
+            elif load > old * (1 + rise_tol) + 1e-9:
                 rose.add(d.model)
         now = {o.pool: o for o in offerings}
         for pl in plan.placements:

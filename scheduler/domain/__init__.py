@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from solver.problem import Relaxation
 
@@ -132,6 +133,33 @@ class CapacityProfile:
     source: str  # data set and derivation, for provenance
 
 
+@dataclass(frozen=True, slots=True)
+class TokenCost:
+    """How the GPU time of one request grows with its size, for one model replica on
+    `gpu_count` GPUs of one kind (docs/profiles.md "Request size"):
+    t(i, o) = prefill x i + decode x o + context x i x o + growth x o^2, in units of
+    the reference request's time (only ratios are used)."""
+
+    model: str  # model name (as in the capacity profiles)
+    gpu_kind: str  # accelerator kind
+    gpu_count: int  # GPUs of one replica (tensor parallel degree)
+    prefill: float  # per prompt token
+    decode: float  # per output token (weight reads at a full batch)
+    context: float  # per prompt token x output token (KV reads of the prompt)
+    growth: float  # per output token squared (KV reads of the tokens decoded so far)
+    source: str  # the measurement group it was fitted to
+
+    def seconds(self, size: RequestSize) -> float:
+        """Relative GPU time of one request of `size`."""
+        return float(self.seconds_of(size.input_tokens, size.output_tokens))
+
+    def seconds_of(self, input_tokens: Any, output_tokens: Any) -> Any:
+        """Relative GPU time of requests of `input_tokens` and `output_tokens` (numbers,
+        or numpy arrays of them)."""
+        i, o = input_tokens, output_tokens
+        return self.prefill * i + self.decode * o + self.context * i * o + self.growth * o * o
+
+
 class NodeState(enum.StrEnum):
     """Lifecycle of a node (transitions live in scheduler.domain.lifecycle)."""
 
@@ -161,12 +189,31 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSize:
+    """Mean tokens per request of some traffic (docs/profiles.md "Request size")."""
+
+    input_tokens: float  # mean prompt tokens per request (> 0)
+    output_tokens: float  # mean generated tokens per request (> 0)
+
+    @property
+    def tokens(self) -> float:
+        """Prompt plus output tokens per request."""
+        return self.input_tokens + self.output_tokens
+
+
+# The request every capacity profile is measured for (scheduler/data/profiles.json
+# `reference_mix`): ShuntServe's fixed lengths. Demand without a size is this size.
+REFERENCE_SIZE = RequestSize(763.0, 232.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Demand:
     """Request rate of a model from one source region."""
 
     model: str  # model requested
     region: str  # source region of the traffic (a configured name)
     rps: float  # requests per second
+    size: RequestSize | None = None  # mean request size; None: the reference request
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,43 @@
 measurements (see docs/profiles.md for the method, the reference token mix of 763
 input / 232 output tokens, and the weaknesses of the data). Each row is one model on
 a group of `gpu_count` GPUs of one kind (a tensor-parallel replica) at one batch size.
+
+Other request sizes: `scheduler/data/token_profiles.json` (built by
+`scripts/build_token_profiles.py`) holds per (model, GPU kind, GPU count) a token cost
+model fitted to TensorRT-LLM's input/output-length grid; `size_factor` is the
+throughput at a size relative to the reference request, and `instance_rps(...,
+size=...)` scales the profile rates by it (exactly 1 at the reference size).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from scheduler.domain import CapacityProfile, InstanceType, Model
+import numpy as np
+from numpy.typing import NDArray
+
+from scheduler.domain import (
+    REFERENCE_SIZE,
+    CapacityProfile,
+    InstanceType,
+    Model,
+    RequestSize,
+    TokenCost,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROFILES_PATH = Path(__file__).parents[1] / "data" / "profiles.json"
+DEFAULT_TOKEN_PROFILES_PATH = Path(__file__).parents[1] / "data" / "token_profiles.json"
+_TOKEN_COLUMNS = (
+    "model", "gpu_kind", "gpu_count", "prefill", "decode", "context", "growth", "source",
+)  # fmt: skip
 
 # The models the bundled profiles cover: name, parameters (billions), GPU memory one
 # replica needs (bf16 weights + ~20% KV cache) and the default end-to-end latency SLO
@@ -131,6 +154,111 @@ def load_models(path: Path | None = None) -> tuple[ModelInfo, ...]:
     return parse_models(_read(path), str(path))
 
 
+def parse_token_costs(
+    doc: Mapping[str, Any], origin: str = "token profiles"
+) -> tuple[TokenCost, ...]:
+    """The token cost rows of a decoded token profiles document; `origin` names it in
+    errors. Its reference mix must be `REFERENCE_SIZE` (the rps table's)."""
+    try:
+        ref = doc["reference_mix"]
+        if (ref["input_tokens"], ref["output_tokens"]) != (
+            REFERENCE_SIZE.input_tokens,
+            REFERENCE_SIZE.output_tokens,
+        ):
+            raise ProfileError(f"{origin}: reference_mix {ref} is not the profiles' reference")
+        if tuple(doc["columns"]) != _TOKEN_COLUMNS:
+            raise ProfileError(f"{origin}: unexpected columns {doc['columns']}")
+        rows: list[TokenCost] = []
+        for i, row in enumerate(doc["rows"]):
+            where = f"{origin}: rows[{i}]"
+            model, kind, gpus, prefill, decode, context, growth, source = row
+            cost = TokenCost(
+                model=_text(model, where),
+                gpu_kind=_text(kind, where),
+                gpu_count=_positive_int(gpus, where),
+                prefill=_finite(prefill, where),
+                decode=_finite(decode, where),
+                context=_finite(context, where),
+                growth=_finite(growth, where),
+                source=_text(source, where),
+            )
+            if min(cost.prefill, cost.decode, cost.context, cost.growth) < 0:
+                raise ProfileError(f"{where}: coefficients must be >= 0")
+            if cost.seconds(REFERENCE_SIZE) <= 0:
+                raise ProfileError(f"{where}: the reference request costs nothing")
+            rows.append(cost)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ProfileError):
+            raise
+        raise ProfileError(f"{origin}: malformed token profiles: {exc!r}") from exc
+    return tuple(rows)
+
+
+@functools.cache
+def _default_token_costs() -> tuple[TokenCost, ...]:
+    return parse_token_costs(_read(DEFAULT_TOKEN_PROFILES_PATH), str(DEFAULT_TOKEN_PROFILES_PATH))
+
+
+def load_token_costs(path: Path | None = None) -> tuple[TokenCost, ...]:
+    """All token cost rows of a token profiles file (bundled one by default, cached)."""
+    if path is None:
+        return _default_token_costs()
+    return parse_token_costs(_read(path), str(path))
+
+
+def token_cost(
+    model: str, gpu_kind: str, gpu_count: int, costs: Sequence[TokenCost] | None = None
+) -> TokenCost | None:
+    """The token cost model of (model, GPU kind, GPU count): that row, else the row of the
+    same model and GPU kind with the nearest GPU count; None when the model has no row
+    on that GPU kind."""
+    same = [
+        c
+        for c in (costs if costs is not None else load_token_costs())
+        if c.model == model and c.gpu_kind == gpu_kind
+    ]
+    if not same:
+        return None
+    return min(same, key=lambda c: (abs(math.log2(c.gpu_count / gpu_count)), c.gpu_count))
+
+
+def size_factor(
+    model: str,
+    gpu_kind: str,
+    gpu_count: int,
+    size: RequestSize | None,
+    costs: Sequence[TokenCost] | None = None,
+) -> float:
+    """Throughput at `size` relative to the reference request for a replica of `model`
+    on `gpu_count` GPUs of `gpu_kind`: t(reference) / t(size) of its token cost model.
+    1.0 for `size` None or the reference size, and where no token cost model covers
+    the replica (then the size is not taken into account; logged once)."""
+    if size is None or size == REFERENCE_SIZE:
+        return 1.0
+    cost = token_cost(model, gpu_kind, gpu_count, costs)
+    if cost is None:
+        _warn_no_token_cost(model, gpu_kind)
+        return 1.0
+    return cost.seconds(REFERENCE_SIZE) / cost.seconds(size)
+
+
+def size_factors(cost: TokenCost, input_tokens: NDArray[Any], output_tokens: NDArray[Any]) -> Any:
+    """`size_factor` of one token cost model for arrays of sizes (NaN: the reference
+    request, factor 1)."""
+    ref = cost.seconds(REFERENCE_SIZE)
+    i = np.where(np.isfinite(input_tokens), input_tokens, REFERENCE_SIZE.input_tokens)
+    o = np.where(np.isfinite(output_tokens), output_tokens, REFERENCE_SIZE.output_tokens)
+    return ref / cost.seconds_of(i, o)
+
+
+@functools.cache
+def _warn_no_token_cost(model: str, gpu_kind: str) -> None:
+    log.warning(
+        "token_profile_missing model=%s gpu_kind=%s reason=no token cost model, request "
+        "size ignored (reference-size capacity)", model, gpu_kind,
+    )  # fmt: skip
+
+
 def model_info(name: str, models: Sequence[ModelInfo] | None = None) -> ModelInfo:
     """The model called `name` among `models` (default: the bundled ones); KeyError if none."""
     for m in models if models is not None else load_models():
@@ -145,6 +273,7 @@ def best_profile(
     instance_type: InstanceType,
     latency_slo_ms: float,
     model_memory_gb: float | None = None,
+    size: RequestSize | None = None,
 ) -> tuple[CapacityProfile, int] | None:
     """The profile one instance serves `model` at, and how many replicas it runs.
 
@@ -152,7 +281,7 @@ def best_profile(
     `gpu_count`. Over the profiles of this model and the instance's GPU kind whose tp
     divides the instance's GPU count, whose latency is within `latency_slo_ms` and (when
     `model_memory_gb` is given) whose GPU group holds the model, the first with the best
-    `replicas x rps`; None when none qualifies."""
+    `replicas x rps x size_factor(size)`; None when none qualifies."""
     best: tuple[CapacityProfile, int] | None = None
     best_rps = 0.0
     for p in profiles:
@@ -169,7 +298,7 @@ def best_profile(
         ):
             continue
         replicas = instance_type.gpu_count // p.gpu_count
-        rps = replicas * p.rps
+        rps = replicas * p.rps * size_factor(p.model, p.gpu_kind, p.gpu_count, size)
         if best is None or rps > best_rps:
             best, best_rps = (p, replicas), rps
     return best
@@ -181,10 +310,12 @@ def instance_rps(
     instance_type: InstanceType,
     latency_slo_ms: float | None = None,
     models: Sequence[ModelInfo] | None = None,
+    size: RequestSize | None = None,
 ) -> float:
     """Sustainable requests/s of one instance serving `model` within the latency SLO:
-    `replicas x rps` of its `best_profile`; 0.0 when none qualifies (the model does not
-    fit or is too slow).
+    `replicas x rps` of its `best_profile`, times `size_factor` for requests of `size`
+    (None: the reference request); 0.0 when none qualifies (the model does not fit or
+    is too slow).
 
     `latency_slo_ms=None` uses the model's default SLO from `models` (default: the
     bundled models). When the model is known there, GPU groups with less memory than it
@@ -197,9 +328,9 @@ def instance_rps(
             raise KeyError(f"no default latency SLO for model {model!r}; pass latency_slo_ms")
         latency_slo_ms = info.latency_slo_ms
     best = best_profile(
-        profiles, model, instance_type, latency_slo_ms, info.gpu_memory_gb if info else None
+        profiles, model, instance_type, latency_slo_ms, info.gpu_memory_gb if info else None, size
     )
     if best is None:
         return 0.0
     profile, replicas = best
-    return replicas * profile.rps
+    return replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)

@@ -5,7 +5,9 @@ time (600 s) to serve, so a burst that starts just after a tick waits up to 15
 minutes for capacity. Every `scheduler.fast_interval_s` (30 s; 0 turns it off) the
 fast check compares, per model, the sustained rate of each source region with the
 capacity of the model's requested, booting and ready nodes within that region's latency
-reach, at the planning utilisation. The reading is the source's current rate (and,
+reach, at the planning utilisation and the observed mean request size of the model
+(`scheduler.fleet.capacity.sample_sizes`; the reference request where the source gives no
+sizes). The reading is the source's current rate (and,
 where the source reports the model servers' queue, that rate plus the backlog cleared
 within one fast interval; missing or non-finite readings are skipped, never read as
 zero); it is sustained when every check over the last `scheduler.fast_sustain_s` (60 s)
@@ -52,6 +54,7 @@ from scheduler.decide.guards import CapacityOf, Held
 from scheduler.decide.planner import allowed, resolve_location
 from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offering, Plan, Pool
 from scheduler.domain.actions import Launch
+from scheduler.fleet.capacity import sample_sizes
 from scheduler.fleet.catalog import Catalog
 from scheduler.loop.logs import event
 from scheduler.loop.reconciler import Reconciler
@@ -449,7 +452,15 @@ class FastLoop:
         self.reconciler = reconciler
         self._reach: tuple[Config, dict[str, frozenset[str]]] | None = None  # per config
         self.sustained = SustainedRates(reconciler.config.scheduler.fast_sustain_s)
+        # Request sizes must last as the rate must: per series the lightest reading of
+        # prompt and of output tokens over the same window.
+        window = reconciler.config.scheduler.fast_sustain_s
+        self.sustained_sizes = (SustainedRates(window), SustainedRates(window))
         self.launches_by_model: Counter[str] = Counter()  # fast launches accepted, by model
+
+    def _no_reading(self, now_s: float) -> None:
+        for tracker in (self.sustained, *self.sustained_sizes):
+            tracker.update(now_s, {})
 
     def reach(self) -> dict[str, frozenset[str]]:
         """Locations in reach of each source region under the running config."""
@@ -467,20 +478,36 @@ class FastLoop:
             sample: object = await rec.metrics.demand(now_s)
         except Exception as exc:  # a broken load signal: no information, no action
             log.warning("fast_check_no_load now_s=%.0f error=%s", now_s, exc)
-            self.sustained.update(now_s, {})  # a check without readings breaks every run
+            self._no_reading(now_s)  # a check without readings breaks every run
             return empty
         if not isinstance(sample, DemandSample):
-            self.sustained.update(now_s, {})
+            self._no_reading(now_s)
             return empty
-        self.sustained.window_s = rec.config.scheduler.fast_sustain_s  # a reload may change it
+        window = rec.config.scheduler.fast_sustain_s  # a reload may change it
+        for tracker in (self.sustained, *self.sustained_sizes):
+            tracker.window_s = window
         rates = self.sustained.update(
             now_s, observed_rates(sample, rec.config.scheduler.fast_interval_s)
+        )
+        clean = sample.cleaned()
+        inp, out = (
+            tracker.update(now_s, {k: v for k, v in readings.items() if math.isfinite(v)})
+            for tracker, readings in zip(
+                self.sustained_sizes, (clean.input_tokens, clean.output_tokens), strict=True
+            )
         )
         noticed = set(rec.notices)
         known = tuple(
             n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed
         )
-        if not shortfalls(rates, known, rec.capacity_of, self.reach()):
+        # Nodes count at the sustained mean request size of their model (the reference
+        # request where the source gives no sizes), as the planner counts them.
+        sizes = sample_sizes(DemandSample(now_s, rates, input_tokens=inp, output_tokens=out))
+
+        def capacity_of(model: str, pool: Pool) -> float:
+            return rec.capacity_of(model, pool, sizes.get(model))
+
+        if not shortfalls(rates, known, capacity_of, self.reach()):
             return empty
         # Short on what the store knows: look at the cloud before acting on it.
         try:
@@ -499,7 +526,7 @@ class FastLoop:
             ),
             rec.config,
             rec.catalog,
-            rec.capacity_of,
+            capacity_of,
             self.reach(),
             rec.store.next_node_id,
         )

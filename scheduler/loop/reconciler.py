@@ -35,7 +35,16 @@ from scheduler.decide.health import (
 )
 from scheduler.decide.observation import Observation, Policy
 from scheduler.decide.obtainability import Obtainability, PoolEvent
-from scheduler.domain import CapacityProfile, HoldKind, Node, NodeState, Plan, Pool, prices_of
+from scheduler.domain import (
+    CapacityProfile,
+    HoldKind,
+    Node,
+    NodeState,
+    Plan,
+    Pool,
+    RequestSize,
+    prices_of,
+)
 from scheduler.domain.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.domain.lifecycle import IllegalTransition
 from scheduler.fleet.capacity import node_rps
@@ -123,7 +132,7 @@ class Reconciler:
         self.approval = ApprovalState()  # the plan the fleet follows, and one waiting
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
-        self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
+        self._rps: dict[tuple[str, Pool, RequestSize | None], float] = {}  # capacity cache
         # Listed nodes we had given up on (or failed for never becoming healthy), to
         # terminate this tick, with why.
         self._orphans: dict[str, str] = {}
@@ -428,12 +437,15 @@ class Reconciler:
 
     # -- decide -----------------------------------------------------------------------------
 
-    def capacity_of(self, model: str, pool: Pool) -> float:
-        """Sustainable rps of one node of `model` in `pool` at the model's SLO."""
-        key = (model, pool)
+    def capacity_of(self, model: str, pool: Pool, size: RequestSize | None = None) -> float:
+        """Sustainable rps of one node of `model` in `pool` at the model's SLO, for
+        requests of `size` (None: the reference request)."""
+        key = (model, pool, size)
         if key not in self._rps:
+            if len(self._rps) > 100_000:  # sizes change every reading: keep it bounded
+                self._rps.clear()
             itype = self.catalog.instance_type(pool)
-            self._rps[key] = node_rps(self.config, self.profiles, model, itype)
+            self._rps[key] = node_rps(self.config, self.profiles, model, itype, size=size)
         return self._rps[key]
 
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:

@@ -25,6 +25,11 @@ class DemandSample:
     # Requests waiting in the model servers' queues (e.g. vLLM's num_requests_waiting), where
     # the source knows it: a standing queue is load the rate alone does not show.
     waiting: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Mean prompt and output tokens per request where the source knows them (a trace with
+    # token counts, the model servers' token counters); absent: unknown, which planning
+    # takes as the reference request (docs/profiles.md "Request size").
+    input_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    output_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
         """Whether every expected series has a finite, non-negative rate (and peak, where
@@ -40,7 +45,12 @@ class DemandSample:
         """The same sample with every reading a float: anything that is not a real number
         (None, text, a list) reads as missing (NaN), never as zero."""
         return DemandSample(
-            self.at_s, _rates(self.rps), _rates(self.peak_rps), _rates(self.waiting)
+            self.at_s,
+            _rates(self.rps),
+            _rates(self.peak_rps),
+            _rates(self.waiting),
+            _rates(self.input_tokens),
+            _rates(self.output_tokens),
         )
 
 

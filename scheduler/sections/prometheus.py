@@ -18,6 +18,10 @@ DEFAULT_PEAK_QUERY = (
 )
 DEFAULT_QUEUE_QUERY = "sum by (model, region) (vllm:num_requests_waiting)"
 DEFAULT_FRESHNESS_QUERY = "max by (model, region) (timestamp(vllm:request_success_total))"
+# Token rates over the same window as the request rate: their ratio to it is the mean
+# prompt / output tokens per request (docs/profiles.md "Request size").
+DEFAULT_PROMPT_TOKENS_QUERY = "sum by (model, region) (rate(vllm:prompt_tokens_total[5m]))"
+DEFAULT_OUTPUT_TOKENS_QUERY = "sum by (model, region) (rate(vllm:generation_tokens_total[5m]))"
 
 
 class PrometheusConfig(BaseModel):
@@ -30,6 +34,11 @@ class PrometheusConfig(BaseModel):
     freshness_query: str = DEFAULT_FRESHNESS_QUERY  # PromQL: newest sample time; "" to skip
     peak_query: str = DEFAULT_PEAK_QUERY  # PromQL: highest 1-min rate in the tick; "" to skip
     queue_query: str = DEFAULT_QUEUE_QUERY  # PromQL: requests queued at the servers; "" to skip
+    # PromQL: prompt / generated tokens per second per (model, region), over the window of
+    # `query`; mean tokens per request = token rate / request rate. "" to skip (both are
+    # needed; without them every request counts as the reference request).
+    prompt_tokens_query: str = DEFAULT_PROMPT_TOKENS_QUERY
+    output_tokens_query: str = DEFAULT_OUTPUT_TOKENS_QUERY
     model_label: str = Field(default="model", min_length=1)  # label holding the model name
     region_label: str = Field(default="region", min_length=1)  # label holding the source region
     max_staleness_s: float = Field(default=120.0, gt=0)  # older samples read as missing (NaN)

@@ -30,6 +30,7 @@ from scheduler.config import Config
 from scheduler.decide.observation import Observation
 from scheduler.decide.planner import allowed, resolve_location
 from scheduler.domain import (
+    CapacityProfile,
     Market,
     Node,
     NodeState,
@@ -38,10 +39,19 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    RequestSize,
+    TokenCost,
     prices_of,
 )
 from scheduler.fleet.capacity import NodeCapacity
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.profiles import (
+    best_profile,
+    load_models,
+    load_token_costs,
+    size_factors,
+    token_cost,
+)
 
 # Removal order of surplus nodes, as SkyServe's `_select_nonterminal_replicas_to_scale_down`
 # (sky/serve/autoscalers.py) orders replica statuses: the earliest stage goes first
@@ -71,6 +81,15 @@ class Foresight:
         default_factory=dict
     )  # spot pool -> most instances that can be running at the start of each step (an
     # instance under notice still runs); a pool absent here falls back to spot_capacity
+    # Demand for a lower bound where it differs from `demand_rps` (sized traces: rps in
+    # reference requests at the most favourable shape, `SizeFactors`); None: the same.
+    demand_rps_bound: Mapping[tuple[str, str], Sequence[float]] | None = None
+
+    def demand_for(self, *, bound: bool) -> Mapping[tuple[str, str], Sequence[float]]:
+        """The demand series a schedule (`bound=False`) or a lower bound plans for."""
+        if bound and self.demand_rps_bound is not None:
+            return self.demand_rps_bound
+        return self.demand_rps
 
     def __post_init__(self) -> None:
         if self.step_s <= 0:
@@ -94,6 +113,59 @@ class Foresight:
         """Index of the step containing `now_s`, clamped to the horizon."""
         i = math.floor((now_s - self.start_s) / self.step_s + 1e-9)
         return min(max(i, 0), max(self.steps - 1, 0))
+
+
+class SizeFactors:
+    """Per model, the least and the most a request size can change one node's rate,
+    over the node shapes that can serve it: the baselines' one rule for sized demand.
+
+    The replay's nodes serve a minute of mean size s at profile rps x `size_factor`
+    (simulations.engine). A baseline that sizes whole fleets from rates counts sized
+    demand in reference requests: rps / f_low(s) for a schedule that must hold on
+    every shape (f_low: the smallest factor of the best reference-size profiles of
+    the shapes the config allows), rps / f_high(s) for a lower bound that must hold
+    for any fleet (f_high: the largest factor of any of the model's token cost models,
+    which bounds what a shape's best profile at size s can reach)."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        profiles: Sequence[CapacityProfile],
+        offerings: Iterable[Offering],
+    ) -> None:
+        known = {m.name: m for m in load_models()}
+        self._low: dict[str, list[TokenCost]] = {}  # model -> token costs of its shapes' best
+        self._high: dict[str, list[TokenCost]] = {}  # model -> every token cost of its profile
+        for section in config.models:
+            name = section.profile or section.name
+            info = known.get(name)
+            slo = section.latency_slo_ms or (info.latency_slo_ms if info else math.inf)
+            shapes: set[tuple[str, int]] = set()
+            for o in offerings:
+                itype = catalog.instance_type(o.pool)
+                best = best_profile(
+                    profiles, name, itype, slo, info.gpu_memory_gb if info else None
+                )
+                if best is not None:
+                    shapes.add((best[0].gpu_kind, best[0].gpu_count))
+            low = [token_cost(name, k, n) for k, n in sorted(shapes)]
+            self._low[section.name] = [c for c in low if c is not None]
+            self._high[section.name] = [c for c in load_token_costs() if c.model == name]
+
+    def bounds(
+        self, model: str, input_tokens: np.ndarray, output_tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(f_low, f_high) per size (NaN sizes: the reference request, factor 1); both 1
+        where the model has no token cost model."""
+        ones = np.ones(np.shape(input_tokens))
+        low, high = self._low.get(model, []), self._high.get(model, [])
+        f_low = [size_factors(c, input_tokens, output_tokens) for c in low]
+        f_high = [size_factors(c, input_tokens, output_tokens) for c in high]
+        return (
+            np.minimum.reduce(f_low) if f_low else ones,
+            np.maximum.reduce(f_high) if f_high else ones,
+        )
 
 
 def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: float) -> list[int]:
@@ -394,6 +466,35 @@ def peak_rps(foresight: Foresight, service: Service) -> float:
         (sum(s[t] for s in series if t < len(s)) for t in range(steps)),
         default=0.0,
     )
+
+
+def reference_rates(
+    obs: Observation, capacity: NodeCapacity, service: Service, instance_type: str | None
+) -> Mapping[tuple[str, str], float]:
+    """The service's observed rates in reference requests for its replica shape: each
+    region's rate x (a replica's rate for the reference request / its rate at the
+    region's observed mean size). The observed rates as they are where the sample has
+    no sizes or the service no shape: a baseline's replica count then follows the load
+    the replay's nodes really carry (simulations.engine), as capsched's plans do."""
+    sample = obs.demand
+    if not sample.input_tokens or instance_type is None:
+        return sample.rps
+    pool = next((p for p in service.pools if p.instance_type == instance_type), None)
+    if pool is None:
+        return sample.rps
+    base = capacity.rps(service.model, pool)
+    out = dict(sample.rps)
+    for region in service.regions:
+        key = (service.model, region)
+        inp, outp = sample.input_tokens.get(key), sample.output_tokens.get(key)
+        if key not in out or inp is None or outp is None or base <= 0:
+            continue
+        if not (math.isfinite(inp) and math.isfinite(outp) and inp > 0 and outp > 0):
+            continue
+        sized = capacity.rps(service.model, pool, RequestSize(inp, outp))
+        if sized > 0:
+            out[key] = out[key] * base / sized
+    return out
 
 
 def sizing_load(service: Service, obs: Observation, foresight: Foresight | None) -> float:

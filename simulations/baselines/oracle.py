@@ -315,7 +315,7 @@ class Oracle(PolicyBase):
 
         demand = {
             k: blocks(list(v), "mean" if aggregate == "mean" else "max")
-            for k, v in fs.demand_rps.items()
+            for k, v in fs.demand_for(bound=bound).items()
         }
         spot: dict[Pool, list[float]] = {}
         for pool in fs.spot_capacity:

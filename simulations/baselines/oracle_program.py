@@ -182,7 +182,7 @@ class Programs:
             # mean of the steps' counts). It closes most of the LP's gap on small loads.
             reach = [o for o in candidates[m] if o.pool.location in locs]
             top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
-            fine = self.foresight.demand_rps.get((m, region), ())
+            fine = self.foresight.demand_for(bound=bound).get((m, region), ())
             if top > 0 and len(fine) == sum(grid.lengths):
                 for t in range(T):
                     chunk = fine[firsts[t] : firsts[t] + grid.lengths[t]]

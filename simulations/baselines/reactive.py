@@ -65,6 +65,7 @@ from simulations.baselines.common import (
     ceil_div,
     fleet_for_load,
     partition_services,
+    reference_rates,
     resize,
     sizing_load,
     to_plan,
@@ -151,7 +152,7 @@ class Reactive(PolicyBase):
         notes: list[str] = []
         for st in self.services:
             service = st.service
-            rps = service.demand(obs.demand.rps)
+            rps = service.demand(reference_rates(obs, self._capacity, service, st.instance_type))
             if rps is not None:
                 st.rates.add(obs.demand.at_s, rps)
             observed = st.rates.mean(obs.now_s)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from adapters.sim import NOTICE_S
 from scheduler.config import Config
 from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Pool
 from scheduler.fleet.catalog import Catalog
-from simulations.baselines.common import Foresight, running_spot_peak
+from simulations.baselines.common import Foresight, SizeFactors, running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive
 from simulations.baselines.spothedge import SpotHedge
@@ -25,13 +27,29 @@ from simulations.baselines.static_peak import StaticPeak
 from simulations.policies import PolicyFactory, TraceInfo
 
 
-def foresight_of(info: TraceInfo) -> Foresight:
+def foresight_of(
+    info: TraceInfo,
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+) -> Foresight:
     """The trace as the baselines read it. A missing demand sample (NaN) counts as no
-    load; spot capacity per step is the fewest instances the pool holds in that step."""
+    load; spot capacity per step is the fewest instances the pool holds in that step.
+    A sized trace's rates are counted in reference requests (`SizeFactors`): for the
+    schedule at the least favourable shape, for the oracle's bound at the most."""
     demand = {
         key: tuple(float(v) if math.isfinite(v) else 0.0 for v in series)
         for key, series in info.demand_series().items()
     }
+    bound_demand = None
+    if info.tokens is not None:
+        factors = SizeFactors(config, catalog, profiles, info.offerings)
+        bound_demand = {}
+        for k, key in enumerate(info.keys):
+            low, high = factors.bounds(key[0], info.tokens[0, k], info.tokens[1, k])
+            rates = np.asarray(demand[key])
+            bound_demand[key] = tuple((rates / high).tolist())
+            demand[key] = tuple((rates / low).tolist())
     as_tuple: dict[int, tuple[int, ...]] = {}  # pools driven by one trace share its series
     spot: dict[Pool, tuple[int, ...]] = {}
     for pool, series in info.spot_capacity_series().items():
@@ -46,21 +64,23 @@ def foresight_of(info: TraceInfo) -> Foresight:
         if id(trace) not in peaks:
             peaks[id(trace)] = tuple(running_spot_peak(trace, info.n_steps, info.step_s, notice_s))
     peak = {pool: peaks[id(trace)] for pool, trace in info.spot_traces.items()}
-    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings, peak)
+    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings, peak, bound_demand)
 
 
 def static_peak(
     config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
 ) -> Policy:
     """`static-peak` sized on the run's trace."""
-    return StaticPeak(config, catalog, profiles, foresight_of(info))
+    return StaticPeak(config, catalog, profiles, foresight_of(info, config, catalog, profiles))
 
 
 def reactive(
     config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile], info: TraceInfo
 ) -> Policy:
     """`reactive` with Ray Serve's defaults, its replica shape sized on the trace's peak."""
-    return Reactive(config, catalog, profiles, foresight=foresight_of(info))
+    return Reactive(
+        config, catalog, profiles, foresight=foresight_of(info, config, catalog, profiles)
+    )
 
 
 def spothedge(
@@ -76,7 +96,7 @@ def spothedge(
         num_overprovision=settings.num_overprovision,
         base_ondemand_fallback_replicas=settings.base_ondemand_fallback_replicas,
         dynamic_ondemand_fallback=settings.dynamic_ondemand_fallback,
-        foresight=foresight_of(info),
+        foresight=foresight_of(info, config, catalog, profiles),
     )
 
 
@@ -88,7 +108,7 @@ def oracle(
         config,
         catalog,
         profiles,
-        foresight_of(info),
+        foresight_of(info, config, catalog, profiles),
         boot_time_s=info.boot_time_s,
         seed=info.seed,
     )

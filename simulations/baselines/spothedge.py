@@ -90,6 +90,7 @@ from simulations.baselines.common import (
     ceil_div,
     fleet_for_load,
     partition_services,
+    reference_rates,
     resize,
     sizing_load,
     to_plan,
@@ -303,7 +304,7 @@ class SpotHedge(PolicyBase):
         for st in self.services:
             service = st.service
             self._observe_locations(st, obs, index.unavailable)
-            rps = service.demand(obs.demand.rps)
+            rps = service.demand(reference_rates(obs, self._capacity, service, st.instance_type))
             if rps is not None:
                 st.rates.add(obs.demand.at_s, rps)
             observed = st.rates.mean(obs.now_s)
