@@ -50,6 +50,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_state_db.py",
             "test_sweep_ray.py",
             "test_tui.py",
+            "test_token_profiles.py",
             "test_tui_snapshots.py",
         }
     ),
@@ -70,6 +71,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_sim_faults.py",
             "test_sim_inputs.py",
             "test_sim_warmup_oracle.py",
+            "test_sim_tokens.py",
             "test_simulate.py",
             "test_spot_trace_loop.py",
             "test_sweep_ray.py",
