@@ -127,17 +127,42 @@ def test_a_higher_priority_is_served_first() -> None:
     assert launched(actions) == {(SMALL, CHEAP): 10, (BIG, HUGE): 1}
 
 
-def test_a_move_under_a_binding_budget_drains_first_then_launches() -> None:
+def test_a_move_under_a_binding_budget_drains_what_the_demand_can_spare_first() -> None:
     # Three 3 USD/h nodes to be replaced by three 1 USD/h ones under a 4 USD/h budget:
-    # the old ones bill until they are gone, so the new ones wait for their drains.
+    # the old ones bill until they are gone, so the new ones wait for their drains; but
+    # the model's demand (1 rps) keeps one old node serving until a new one is ready.
     nodes = tuple(ready(i, SMALL, DEAR) for i in range(3))
     plan = plan_of((SMALL, CHEAP, 3))
     actions, held = guard(observe(nodes), plan, two_models(4.0))
     assert launched(actions) == {}
-    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n0", "n1", "n2"]
-    assert [(h.kind, h.nodes) for h in held] == [(HoldKind.BUDGET, 3)]
-    actions, held = guard(observe(), plan, two_models(4.0))  # drained and gone
-    assert launched(actions) == {(SMALL, CHEAP): 3} and held == ()
+    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n0", "n1"]
+    assert [(h.kind, h.nodes) for h in held] == [
+        (HoldKind.BUDGET, 3),
+        (HoldKind.MAKE_BEFORE_BREAK, 1),
+    ]
+    actions, held = guard(observe(nodes[2:]), plan, two_models(4.0))  # two drained and gone
+    assert launched(actions) == {(SMALL, CHEAP): 1}
+    assert not any(isinstance(a, Drain) for a in actions)
+    new = Node("c0", SMALL, CHEAP, NodeState.READY, "i-c0", NOW, NOW)
+    actions, held = guard(observe((nodes[2], new)), plan, two_models(4.0))  # c0 serves
+    assert [a.node_id for a in actions if isinstance(a, Drain)] == ["n2"]
+
+
+def test_a_higher_priority_is_never_drained_below_its_demand_to_move_it() -> None:
+    # The plan moves the high-priority model to cheaper nodes so the lower one gets more
+    # of the budget; the move's launches wait for the budget, so draining first left the
+    # high-priority model short for a boot. It keeps what its demand (1 rps) asks for;
+    # the lower priority's node still drains at once (it frees the budget).
+    nodes = (
+        ready(0, SMALL, DEAR),
+        ready(1, SMALL, DEAR),
+        ready(2, BIG, DEAR),
+    )
+    plan = plan_of((SMALL, CHEAP, 2), (BIG, HUGE, 1))
+    actions, held = guard(observe(nodes), plan, two_models(9.0, small_priority=5))
+    drained = sorted(a.node_id for a in actions if isinstance(a, Drain))
+    assert drained == ["n0", "n2"]  # one SMALL node keeps serving SMALL's 1 rps
+    assert any(h.kind is HoldKind.MAKE_BEFORE_BREAK for h in held)
 
 
 def test_nodes_the_plan_gives_up_are_drained_though_its_launches_are_held() -> None:

@@ -1,0 +1,153 @@
+"""Priorities under a budget (issue 22): two models of different priority at 50 % of what
+full service costs; the SLO attainment of each, per policy.
+
+Run:  .venv/bin/python benchmarks/bench_priorities.py [--pairs azure-llm,functions-500]
+          [--fleet-gpus 40] [--share 0.5] [--policies capsched,reactive,spothedge,static-peak]
+          [--high llama-3.1-8b] [--scenario FILE]
+
+Each pair puts two shared traces on the embedded default config's two models (one source
+region, us-east), as one per-minute CSV with model and region columns:
+
+* ``azure-llm``: the Azure LLM inference 2023 code trace on llama-3.1-8b and the
+  conversation trace on llama-3.1-70b (one hour);
+* ``functions-500``: the two busiest functions of the Azure Functions 2019 500-function
+  sample on llama-3.1-8b and llama-3.1-70b (eight hours; cut with ``--hours``).
+
+The trace is scaled so its peak needs about ``--fleet-gpus`` GPUs. Full service is
+capsched's cost with no budget (``--share`` of it is the budget, rounded to cents);
+``--high`` gets ``[[models]] priority = 10``, the other 0. Prints one Markdown table
+per pair (docs/solver.md holds a run of it) with each model's SLO attainment, the cost
+and the peak hourly spend against the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_simulate import FUNCS, SHARED
+
+from scheduler.config import DEFAULT_CONFIG_PATH
+from simulations.engine import RunResult, run_policy
+from simulations.traces import read_series
+from simulations.world import WorldSpec, build_world
+
+HIGH, LOW = "llama-3.1-8b", "llama-3.1-70b"
+PAIRS = {
+    "azure-llm": (
+        (SHARED / "azure_llm_inference_2023/AzureLLMInferenceTrace_code.csv", "auto", None),
+        (SHARED / "azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv", "auto", None),
+    ),
+    # The two busiest functions of the 500-function sample (rows 0 and 1 by volume).
+    "functions-500": (
+        (FUNCS / "sample_500/invocations.csv", "auto", 0),
+        (FUNCS / "sample_500/invocations.csv", "auto", 1),
+    ),
+}
+
+
+def pair_trace(pair: str, out: Path, hours: float | None) -> Path:
+    """The pair's two series as one per-minute CSV (minute index, requests, model, region),
+    the first on llama-3.1-8b and the second on llama-3.1-70b, cut to their common span."""
+    rows: list[np.ndarray] = []
+    for path, fmt, rank in PAIRS[pair]:
+        s = read_series(path, fmt)
+        values = np.nan_to_num(s.values)
+        i = 0 if rank is None else int(np.argsort(-values.sum(axis=1))[rank])
+        rows.append(values[i])
+    n = min(len(r) for r in rows)
+    if hours is not None:
+        n = min(n, int(hours * 60))
+    lines = ["minute,requests,model,region"]
+    for model, series in zip((HIGH, LOW), rows, strict=True):
+        lines += [f"{t},{series[t]:.0f},{model},us-east" for t in range(n)]
+    path = out / f"{pair}.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def config(out: Path, name: str, budget: float | None, high: str | None) -> Path:
+    """The embedded default with one source region (us-east), `budget` and `high` first."""
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    drop = ("budget_usd_per_hour", "priority")
+    lines = [ln for ln in text.splitlines() if not ln.startswith(drop)]
+    text = "\n".join(lines) + "\n"
+    if budget is not None:
+        text = text.replace("[planning]\n", f"[planning]\nbudget_usd_per_hour = {budget:.2f}\n")
+    # Only us-east: the traces have one region.
+    i = text.index('[[regions]]\nname = "eu-west"')
+    j = text.index("\n\n", i)
+    text = text[:i] + text[j + 2 :]
+    if high is not None:
+        text = text.replace(f'name = "{high}"\n', f'name = "{high}"\npriority = 10\n', 1)
+    path = out / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def hourly_peak_usd(r: RunResult) -> float:
+    """The most the fleet cost over any hour of the trace, per hour (the budget is per
+    hour; a trace shorter than an hour: its cost per hour)."""
+    spent = sum(r.cost_by_market.values())  # cumulative USD per step
+    per_step = np.diff(np.concatenate([[0.0], spent]))
+    steps = round(3600 / float(r.times_s[1] - r.times_s[0]))
+    if len(per_step) < steps:
+        return float(per_step.sum()) * steps / max(len(per_step), 1)
+    return float(np.convolve(per_step, np.ones(steps), mode="valid").max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", default=",".join(PAIRS))
+    parser.add_argument("--fleet-gpus", type=float, default=40.0)
+    parser.add_argument("--share", type=float, default=0.5, help="budget share of full service")
+    parser.add_argument("--hours", type=float, help="cut the traces to this many hours")
+    parser.add_argument("--policies", default="capsched,reactive,spothedge,static-peak")
+    parser.add_argument("--high", default=HIGH, help="the model with priority 10")
+    parser.add_argument("--scenario", type=Path, help="scenario TOML (default: embedded)")
+    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prio.db"))
+    args = parser.parse_args()
+    policies = args.policies.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for pair in args.pairs.split(","):
+            trace = pair_trace(pair, out, args.hours)
+
+            def world(cfg: Path, trace: Path = trace) -> object:
+                spec = WorldSpec(
+                    cfg, trace, "minute-csv", args.scenario, fleet_gpus=args.fleet_gpus
+                )
+                return build_world(spec)[0]
+
+            free = run_policy(world(config(out, "free", None, None)), "capsched", args.db)
+            hours = len(free.times_s) * float(free.times_s[1] - free.times_s[0]) / 3600
+            full = free.cost_usd / hours
+            budget = round(args.share * full, 2)
+            print(
+                f"\n## {pair}: {hours:.1f} h, {args.fleet_gpus:g} GPUs; full service"
+                f" (capsched, no budget) {full:.2f} USD/h; budget {budget:.2f} USD/h;"
+                f" {args.high} priority 10\n"
+            )
+            print("| policy | cost USD/h | peak hour USD | SLO high | SLO low | served high |")
+            print("|---|---|---|---|---|---|")
+            cfg = config(out, "half", budget, args.high)
+            w = world(cfg)
+            for policy in policies:
+                r = run_policy(w, policy, args.db)  # type: ignore[arg-type]
+                per = r.per_model()
+                low = LOW if args.high == HIGH else HIGH
+                served = per[args.high]["served"] / max(per[args.high]["requests"], 1e-9)
+                print(
+                    f"| {policy} | {r.cost_usd / hours:.2f} | {hourly_peak_usd(r):.2f}"
+                    f" | {per[args.high]['slo_attainment']:.3f}"
+                    f" | {per[low]['slo_attainment']:.3f} | {served:.3f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
