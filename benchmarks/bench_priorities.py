@@ -3,7 +3,7 @@ full service costs; the SLO attainment of each, per policy.
 
 Run:  .venv/bin/python benchmarks/bench_priorities.py [--pairs azure-llm,functions-500]
           [--fleet-gpus 40] [--share 0.5] [--policies capsched,reactive,spothedge,static-peak]
-          [--high llama-3.1-8b] [--scenario FILE]
+          [--high llama-3.1-8b] [--scenario FILE] [--storm-at-min M] [--no-budget]
 
 Each pair puts two shared traces on the embedded default config's two models (one source
 region, us-east), as one per-minute CSV with model and region columns:
@@ -16,8 +16,11 @@ region, us-east), as one per-minute CSV with model and region columns:
 The trace is scaled so its peak needs about ``--fleet-gpus`` GPUs. Full service is
 capsched's cost with no budget (``--share`` of it is the budget, rounded to cents);
 ``--high`` gets ``[[models]] priority = 10``, the other 0. Prints one Markdown table
-per pair (docs/solver.md holds a run of it) with each model's SLO attainment, the cost
-and the peak hourly spend against the budget.
+per pair (docs/solver.md holds a run of it) with each model's SLO attainment and share
+served, the cost and the peak hourly spend against the budget. With ``--storm-at-min M``
+the world is simulations/data/scenarios/preemption-storm.toml's (the bundled spot series,
+half of every spot pool's nodes reclaimed at once M minutes in, no capacity back) and the
+shares served count from minute M on; ``--no-budget`` drops the budget.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_simulate import FUNCS, SHARED
 
 from scheduler.config import DEFAULT_CONFIG_PATH
-from simulations.engine import RunResult, run_policy
+from simulations.engine import RunResult, World, run_policy
+from simulations.scenario import load_scenario
 from simulations.traces import read_series
 from simulations.world import WorldSpec, build_world
 
 HIGH, LOW = "llama-3.1-8b", "llama-3.1-70b"
+STORM = Path(__file__).resolve().parents[1] / "simulations/data/scenarios/preemption-storm.toml"
 PAIRS = {
     "azure-llm": (
         (SHARED / "azure_llm_inference_2023/AzureLLMInferenceTrace_code.csv", "auto", None),
@@ -110,43 +115,67 @@ def main() -> None:
     parser.add_argument("--policies", default="capsched,reactive,spothedge,static-peak")
     parser.add_argument("--high", default=HIGH, help="the model with priority 10")
     parser.add_argument("--scenario", type=Path, help="scenario TOML (default: embedded)")
+    parser.add_argument(
+        "--storm-at-min",
+        type=float,
+        help="a preemption storm (simulations/data/scenarios/preemption-storm.toml) this"
+        " many minutes into the trace; the table then shows what was served from it on",
+    )
+    parser.add_argument("--no-budget", action="store_true", help="priorities without a budget")
     parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prio.db"))
     args = parser.parse_args()
     policies = args.policies.split(",")
+    scenario_path, scenario = args.scenario, None
+    if args.storm_at_min is not None:
+        scenario, scenario_path = load_scenario(STORM)
+        storm = scenario.storm.model_copy(update={"at_min": args.storm_at_min})
+        scenario = scenario.model_copy(update={"storm": storm})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for pair in args.pairs.split(","):
             trace = pair_trace(pair, out, args.hours)
 
-            def world(cfg: Path, trace: Path = trace) -> object:
-                spec = WorldSpec(
-                    cfg, trace, "minute-csv", args.scenario, fleet_gpus=args.fleet_gpus
-                )
+            def world(cfg: Path, trace: Path = trace) -> World:
+                spec = WorldSpec(cfg, trace, "minute-csv", scenario_path, scenario, args.fleet_gpus)
                 return build_world(spec)[0]
 
             free = run_policy(world(config(out, "free", None, None)), "capsched", args.db)
             hours = len(free.times_s) * float(free.times_s[1] - free.times_s[0]) / 3600
             full = free.cost_usd / hours
-            budget = round(args.share * full, 2)
+            budget = None if args.no_budget else round(args.share * full, 2)
+            said = "no budget" if budget is None else f"budget {budget:.2f} USD/h"
+            storm = "" if args.storm_at_min is None else f"; storm at minute {args.storm_at_min:g}"
             print(
                 f"\n## {pair}: {hours:.1f} h, {args.fleet_gpus:g} GPUs; full service"
-                f" (capsched, no budget) {full:.2f} USD/h; budget {budget:.2f} USD/h;"
-                f" {args.high} priority 10\n"
+                f" (capsched, no budget) {full:.2f} USD/h; {said}; {args.high} priority 10"
+                f"{storm}\n"
             )
-            print("| policy | cost USD/h | peak hour USD | SLO high | SLO low | served high |")
-            print("|---|---|---|---|---|---|")
-            cfg = config(out, "half", budget, args.high)
-            w = world(cfg)
+            print(
+                "| policy | cost USD/h | peak hour USD | SLO high | SLO low | served high"
+                " | served low | preemptions |"
+            )
+            print("|---|---|---|---|---|---|---|---|")
+            w = world(config(out, "half", budget, args.high))
+            low = LOW if args.high == HIGH else HIGH
             for policy in policies:
-                r = run_policy(w, policy, args.db)  # type: ignore[arg-type]
+                r = run_policy(w, policy, args.db)
                 per = r.per_model()
-                low = LOW if args.high == HIGH else HIGH
-                served = per[args.high]["served"] / max(per[args.high]["requests"], 1e-9)
+                since = args.storm_at_min or 0.0
                 print(
                     f"| {policy} | {r.cost_usd / hours:.2f} | {hourly_peak_usd(r):.2f}"
                     f" | {per[args.high]['slo_attainment']:.3f}"
-                    f" | {per[low]['slo_attainment']:.3f} | {served:.3f} |"
+                    f" | {per[low]['slo_attainment']:.3f}"
+                    f" | {served_share(r, args.high, since):.3f}"
+                    f" | {served_share(r, low, since):.3f} | {r.preemptions} |"
                 )
+
+
+def served_share(r: RunResult, model: str, since_min: float) -> float:
+    """Share of `model`'s requests served from `since_min` minutes into the trace on."""
+    m = r.models.index(model)
+    at = (r.times_s - r.times_s[0]) / 60.0 >= since_min - 1e-9
+    asked = float(r.demand_rps[m, at].sum())
+    return float(r.served_rps[m, at].sum()) / asked if asked > 0 else 1.0
 
 
 if __name__ == "__main__":

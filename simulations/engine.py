@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
+from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SimStorm, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog
@@ -391,6 +391,7 @@ class World:
     random_interruptions: bool = True  # spot pools without a trace are interrupted at random
     warmup_s: float | None = None  # default: boot time + one tick
     faults: SimFaults | None = None  # model-server faults injected (the scenario's [faults])
+    storm: SimStorm | None = None  # a preemption storm (the scenario's [storm])
 
 
 class _Accounting:
@@ -482,6 +483,7 @@ async def replay(
         # Prices too are relative to the trace start; the warm-up holds the first price.
         spot_prices={p: s.shifted(warmup) for p, s in info.spot_prices.items()},
         faults=world.faults,
+        storm=world.storm,
     )
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
