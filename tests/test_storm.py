@@ -117,3 +117,65 @@ def test_the_highest_priority_is_served_through_a_storm(tmp_path: Path) -> None:
     served = r.served_rps[top, since].sum() / r.demand_rps[top, since].sum()
     assert served >= 0.99
     assert np.isfinite(r.cost_usd)
+
+
+# -- capsched's reaction: a spot storm cools the cloud's spot pools ------------------------------
+
+
+async def _storm_tick(tmp_path: Path, storm_pools: int) -> tuple[list[Market], int]:
+    """A one-model fleet on the simulated cloud, hit by a storm that takes every spot
+    node; the markets of the nodes launched on the storm's tick, and the launches that
+    spot pools refused on it."""
+    from builders import MODEL, REGION, config
+    from fakes import no_sleep
+
+    from adapters.metrics import DemandSample
+    from scheduler.catalog import load_catalog
+    from scheduler.factory import build_scheduler
+    from scheduler.store import StateStore
+
+    class Metrics:
+        async def demand(self, now_s: float) -> DemandSample:
+            return DemandSample(now_s, {(MODEL, REGION): 20.0})
+
+    cfg = config(
+        models=[{"name": MODEL, "min_replicas": 1, "min_on_demand_share": 0.0}],
+        clouds={
+            "aws": {"regions": ["us-east-1", "us-east-2"], "gpu_kinds": ["L4", "L40S"]},
+            "gcp": {"enabled": False},
+        },
+        planning={"robustness_fraction": 0.0, "budget_usd_per_hour": None},
+        solver={"time_limit_s": 2.0},
+        guards={"min_node_age_s": 0, "spot_storm_pools": storm_pools},
+    )
+    catalog = load_catalog()
+    spot = frozenset(o.pool for o in catalog.offerings if o.pool.market is Market.SPOT)
+    sim = SimCloud(
+        catalog.offerings,
+        catalog.instance_types,
+        boot_time_s=300,
+        random_interruptions=False,
+        storm=SimStorm(1000.0, 1.0, math.inf, spot),
+    )
+    store = StateStore(tmp_path / f"s{storm_pools}.db")
+    rec = build_scheduler(cfg, provider=sim, metrics=Metrics(), store=store, sleep=no_sleep)
+    await rec.tick(0.0)
+    sim.advance_to(900.0)
+    await rec.tick(900.0)
+    before = {n.node_id for n in store.live_nodes()}
+    assert any(n.pool.market is Market.SPOT for n in store.live_nodes())
+    failed_before = sim.counters.failed_launches
+    assert sim.advance_until_notice(1200.0) == 1000.0
+    await rec.tick(1000.0)
+    new = [n.pool.market for n in store.live_nodes() if n.node_id not in before]
+    return new, sim.counters.failed_launches - failed_before
+
+
+async def test_a_spot_storm_sends_the_fallback_to_on_demand_at_once(tmp_path: Path) -> None:
+    # Without the storm rule the tick's one fallback tries the next spot pools, which the
+    # storm refuses too; with it, after two spot refusals in one cloud the fallback
+    # launches on-demand on the same tick.
+    new, refused = await _storm_tick(tmp_path, storm_pools=2)
+    assert new and all(m is Market.ON_DEMAND for m in new)
+    off_new, off_refused = await _storm_tick(tmp_path, storm_pools=0)
+    assert off_new == [] and off_refused == refused  # the launches wait for the next tick
