@@ -4,6 +4,7 @@ full service costs; the SLO attainment of each, per policy.
 Run:  .venv/bin/python benchmarks/bench_priorities.py [--pairs azure-llm,functions-500]
           [--fleet-gpus 40] [--share 0.5] [--policies capsched,reactive,spothedge,static-peak]
           [--high llama-3.1-8b] [--scenario FILE] [--storm-at-min M] [--no-budget]
+          [--spot-storm-pools N]
 
 Each pair puts two shared traces on the embedded default config's two models (one source
 region, us-east), as one per-minute CSV with model and region columns:
@@ -26,6 +27,7 @@ shares served count from minute M on; ``--no-budget`` drops the budget.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -76,9 +78,13 @@ def pair_trace(pair: str, out: Path, hours: float | None) -> Path:
     return path
 
 
-def config(out: Path, name: str, budget: float | None, high: str | None) -> Path:
-    """The embedded default with one source region (us-east), `budget` and `high` first."""
+def config(
+    out: Path, name: str, budget: float | None, high: str | None, storm_pools: int = 0
+) -> Path:
+    """The embedded default with one source region (us-east), `budget`, `high` first and
+    `guards.spot_storm_pools` at `storm_pools`."""
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    text = text.replace("spot_storm_pools = 0", f"spot_storm_pools = {storm_pools}")
     drop = ("budget_usd_per_hour", "priority")
     lines = [ln for ln in text.splitlines() if not ln.startswith(drop)]
     text = "\n".join(lines) + "\n"
@@ -122,8 +128,12 @@ def main() -> None:
         " many minutes into the trace; the table then shows what was served from it on",
     )
     parser.add_argument("--no-budget", action="store_true", help="priorities without a budget")
+    parser.add_argument(
+        "--spot-storm-pools", type=int, default=0, help="capsched's guards.spot_storm_pools"
+    )
     parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prio.db"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the tables only, not the replays' warnings
     policies = args.policies.split(",")
     scenario_path, scenario = args.scenario, None
     if args.storm_at_min is not None:
@@ -148,14 +158,14 @@ def main() -> None:
             print(
                 f"\n## {pair}: {hours:.1f} h, {args.fleet_gpus:g} GPUs; full service"
                 f" (capsched, no budget) {full:.2f} USD/h; {said}; {args.high} priority 10"
-                f"{storm}\n"
+                f"{storm}; spot_storm_pools {args.spot_storm_pools}\n"
             )
             print(
                 "| policy | cost USD/h | peak hour USD | SLO high | SLO low | served high"
                 " | served low | preemptions |"
             )
             print("|---|---|---|---|---|---|---|---|")
-            w = world(config(out, "half", budget, args.high))
+            w = world(config(out, "half", budget, args.high, args.spot_storm_pools))
             low = LOW if args.high == HIGH else HIGH
             for policy in policies:
                 r = run_policy(w, policy, args.db)
