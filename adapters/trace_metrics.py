@@ -12,7 +12,7 @@ missing reading, never as zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class TraceMetrics:
         start_s: float,
         step_s: float = 60.0,
         peak_window_s: float = 0.0,
+        waiting: Callable[[], Mapping[tuple[str, str], float]] | None = None,
     ) -> None:
         values = np.asarray(rps, dtype=np.float64)
         if values.ndim != 2 or values.shape[0] != len(keys):
@@ -41,6 +42,9 @@ class TraceMetrics:
         self.start_s = start_s  # time of the first step
         self.step_s = step_s  # step length, seconds
         self.peak_window_s = peak_window_s  # report the highest step rate over this window
+        # Requests waiting per (model, region) now, where the replay queues them (deferrable
+        # demand, simulations.engine); None: nothing waits.
+        self.waiting = waiting
         self.calls = 0  # number of demand() calls, for tests and counters
 
     def step_at(self, now_s: float) -> int:
@@ -69,4 +73,5 @@ class TraceMetrics:
             at_s=now_s,
             rps={k: float(v) for k, v in zip(self.keys, column, strict=True)},
             peak_rps=peak,
+            waiting=dict(self.waiting()) if self.waiting is not None else {},
         )

@@ -178,6 +178,10 @@ class ModelSection(_Section):
     # Higher is served first when the budget or a quota leaves capacity short
     # (docs/solver.md, "Budgets and priorities").
     priority: StrictInt = Field(default=0, ge=-1000, le=1000)  # true or "3" is a mistake
+    # Batch demand: each request may wait this long before it is served, so capacity is
+    # planned for the mean rate and what waits, on spot, without an on-demand share or
+    # spot-loss robustness (docs/solver.md, "Deferrable demand"). None: interactive.
+    deferrable_deadline_s: float | None = Field(default=None, gt=0, le=7 * 86400)
 
 
 class RegionSection(_Section):

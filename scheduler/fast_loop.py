@@ -474,9 +474,13 @@ class FastLoop:
             self.sustained.update(now_s, {})
             return empty
         self.sustained.window_s = rec.config.scheduler.fast_sustain_s  # a reload may change it
-        rates = self.sustained.update(
-            now_s, observed_rates(sample, rec.config.scheduler.fast_interval_s)
-        )
+        batch = {m.name for m in rec.config.models if m.deferrable_deadline_s is not None}
+        interactive = {
+            key: rate
+            for key, rate in observed_rates(sample, rec.config.scheduler.fast_interval_s).items()
+            if key[0] not in batch  # deferrable demand waits for the plan: no fast launch
+        }
+        rates = self.sustained.update(now_s, interactive)
         noticed = set(rec.notices)
         known = tuple(
             n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed
