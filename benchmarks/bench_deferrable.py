@@ -5,10 +5,10 @@ Run:  .venv/bin/python benchmarks/bench_deferrable.py [--trace burstgpt-week] [-
           [--batch-share 0.3] [--deadline-h 6] [--fleet-gpus 40]
           [--policies capsched,reactive,static-peak]
 
-One shared trace (default: the BurstGPT first week, cut to ``--days``) is split in two
-series on one source region (us-east): ``1 - batch-share`` of every minute on
-llama-3.1-8b (interactive) and ``batch-share`` on llama-3.1-8b-batch (the same profile),
-scaled so the peak needs about ``--fleet-gpus`` GPUs. The batch model runs twice: with
+One shared trace's busiest series (default: the BurstGPT first week, cut to ``--days``)
+is split in two series on one source region (us-east): ``1 - batch-share`` of every
+minute on llama-3.1-8b (interactive) and ``batch-share`` on llama-3.1-8b-batch (the same
+profile), scaled so the peak needs about ``--fleet-gpus`` GPUs. The batch model runs twice: with
 ``deferrable_deadline_s`` (its requests queue and may wait up to the deadline; unserved
 past it is a miss) and without (interactive, the same demand). Prints one Markdown table:
 cost, the batch model's served share and deadline misses, the interactive model's SLO
@@ -37,9 +37,10 @@ ONLINE, BATCH = "llama-3.1-8b", "llama-3.1-8b-batch"
 
 
 def split_trace(name: str, out: Path, days: float, share: float) -> Path:
-    """The trace's first series as two: `1 - share` on ONLINE and `share` on BATCH."""
+    """The trace's busiest series as two: `1 - share` on ONLINE and `share` on BATCH."""
     path, fmt = TRACES[name]
-    series = np.nan_to_num(read_series(path, fmt).values[0])[: int(days * 1440)]
+    values = np.nan_to_num(read_series(path, fmt).values)
+    series = values[int(np.argmax(values.sum(axis=1)))][: int(days * 1440)]
     lines = ["minute,requests,model,region"]
     for model, part in ((ONLINE, 1 - share), (BATCH, share)):
         lines += [f"{t},{v * part:.4f},{model},us-east" for t, v in enumerate(series)]

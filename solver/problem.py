@@ -155,6 +155,13 @@ class Problem:
         """Priority of model m (higher is served first when capacity is short)."""
         return self.priorities[m] if self.priorities else 0
 
+    def moves_bill_twice(self, m: int) -> bool:
+        """Whether a move of model m's nodes counts against the budget twice while it is
+        under way (the old nodes bill until the new ones serve): for every model of a
+        priority above the lowest, whose moves must not leave it short (make before
+        break). With one priority, moves drain first as before."""
+        return bool(self.priorities) and self.priority(m) > min(self.priorities)
+
     def replicas_min(self, m: int) -> int:
         """Minimum nodes of model m."""
         return self.min_replicas[m] if self.min_replicas else 0

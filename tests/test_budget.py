@@ -377,3 +377,36 @@ def test_stored_plans_keep_unmet_priority_and_reasons_and_the_tui_lists_them(
         f"{SMALL} in us-east: 1.5 rps"
     ]
     store.close()
+
+
+def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> None:
+    # m0 (priority 1) runs one node in the dear pool "a"; "c" serves it for half the
+    # price, which would leave 5 USD/h for m1. The old node bills until the new one serves
+    # (make before break), so the move costs 10 + 5 during the boot: over the budget of 12.
+    pools = (
+        PoolSpec("a", 0, 0, False, 10.0),
+        PoolSpec("c", 0, 0, False, 5.0),
+        PoolSpec("b", 0, 0, False, 1.0),
+    )
+
+    def problem(budget: float, priorities: tuple[int, int]) -> Problem:
+        return Problem(
+            models=("m0", "m1"),
+            pools=pools,
+            capacity_rps=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+            demands=(DemandSpec(0, "r", 1.0, (0,)), DemandSpec(1, "r", 10.0, (0,))),
+            current=np.array([[1, 0, 0], [0, 0, 0]], dtype=np.int64),
+            budget_usd_per_hour=budget,
+            priorities=priorities,
+        )
+
+    s = solve(problem(12.0, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0, 0], [0, 0, 2]]  # stays; m1 gets what is left
+    # With room for both ends (and all of m1) the move is made; with one priority moves
+    # drain first and are not counted twice.
+    s = solve(problem(25.0, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 10]]
+    s = solve(problem(15.5, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0, 0], [0, 0, 5]]
+    s = solve(problem(15.5, (0, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 10]]
