@@ -216,7 +216,7 @@ def _build(
         for (_, p), x in mdl.x.items():
             row.SetCoefficient(x, pools[p].usd_per_hour)
         # The higher priorities' nodes a plan removes bill until their replacements serve
-        # (the guard drains them no sooner: scheduler.guards), so a plan that moves them
+        # (the guard drains them no sooner: scheduler.decide.guards), so a plan that moves them
         # must pay for both: otherwise it is not executable make-before-break within the
         # budget, and the move either left the model short for a boot or never happened.
         # Not when those models' fleet alone is over the budget (it must shrink anyway).

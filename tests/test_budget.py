@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from capsched.cli import main
-from scheduler.actions import Drain, Launch
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, apply_guards, within_budget
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -32,8 +32,8 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import Held, apply_guards, within_budget
-from scheduler.observation import Observation
+from scheduler.domain.actions import Drain, Launch
+from scheduler.ports.metrics import DemandSample
 from solver import DemandSpec, PoolSpec, Problem, solve
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -350,7 +350,7 @@ def test_stored_plans_keep_unmet_priority_and_reasons_and_the_tui_lists_them(
     tmp_path: Path,
 ) -> None:
     from scheduler.domain import Unmet, UnmetReason
-    from scheduler.store import StateStore
+    from scheduler.loop.store import StateStore
     from tui.screens import unmet_lines
 
     plan = dataclasses.replace(

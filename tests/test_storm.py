@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.provider import InstanceState, InsufficientCapacity, LaunchRequest
 from adapters.sim import SimCloud, SimStorm
 from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from scheduler.ports.provider import InstanceState, InsufficientCapacity, LaunchRequest
 from simulations.engine import run_policy
 from simulations.scenario import ScenarioError, load_scenario, parse_scenario
 from simulations.world import WorldSpec, build_world
@@ -129,10 +129,10 @@ async def _storm_tick(tmp_path: Path, storm_pools: int) -> tuple[list[Market], i
     from builders import MODEL, REGION, config
     from fakes import no_sleep
 
-    from adapters.metrics import DemandSample
-    from scheduler.catalog import load_catalog
-    from scheduler.factory import build_scheduler
-    from scheduler.store import StateStore
+    from scheduler.fleet.catalog import load_catalog
+    from scheduler.loop.factory import build_scheduler
+    from scheduler.loop.store import StateStore
+    from scheduler.ports.metrics import DemandSample
 
     class Metrics:
         async def demand(self, now_s: float) -> DemandSample:
