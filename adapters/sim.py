@@ -181,6 +181,20 @@ class SimFaults:
         return bool(self.never_healthy_share > 0 or self.sick_per_node_day > 0 or self.bad_pools)
 
 
+@dataclass(frozen=True, slots=True)
+class SimStorm:
+    """A preemption storm (issue 22): at `at_s` every pool of `pools` (spot pools) loses
+    `share` of the spot nodes it holds then, rounded up (they get interruption notices
+    at once), and holds at most what it kept until `until_s`: the capacity the storm took
+    does not come back before it ends, and a pool that held nothing takes nothing. The
+    same rule for every policy: what a storm takes is a share of what each one runs."""
+
+    at_s: float  # virtual time the storm strikes
+    share: float = 0.5  # share of each pool's spot nodes reclaimed, 0 < share <= 1
+    until_s: float = math.inf  # virtual time the storm's caps lift
+    pools: frozenset[Pool] = frozenset()  # the spot pools it strikes
+
+
 @dataclass(slots=True)
 class _Instance:
     """The simulated cloud's record of one instance (mutable, private)."""
@@ -256,8 +270,11 @@ class SimCloud:
         node_address: str | None = None,
         spot_prices: Mapping[Pool, SpotPriceSeries] | None = None,
         faults: SimFaults | None = None,
+        storm: SimStorm | None = None,
     ) -> None:
         self._faults = faults or SimFaults()  # injected model-server faults
+        self._storm = storm  # a preemption storm to strike, if any
+        self._storm_caps: dict[Pool, int] | None = None  # per pool, once the storm struck
         self._offerings = {o.pool: o for o in offerings}
         self._types = instance_types
         self._start_s = start_s
@@ -325,6 +342,12 @@ class SimCloud:
 
     def _next_event_time(self, limit_s: float) -> float | None:
         best = self._events[0][0] if self._events else math.inf
+        storm = self._storm
+        if storm is not None:
+            if self._storm_caps is None and storm.at_s > self._now_s:
+                best = min(best, storm.at_s)
+            elif self._storm_caps is not None and storm.until_s > self._now_s:
+                best = min(best, storm.until_s)
         for pool, live in self._by_pool.items():
             trace = self._traces.get(pool) if live else None
             if trace is not None:
@@ -357,11 +380,21 @@ class SimCloud:
                 self._end(inst, at, InstanceState.PREEMPTED)
                 self.counters.preemptions += 1
                 log.info("sim_preempted node_id=%s pool=%s at_s=%.0f", node_id, inst.pool.key, at)
+        storm = self._storm
+        if storm is not None and self._storm_caps is None and at >= storm.at_s:
+            self._storm_caps = {}
+            for pool in storm.pools:
+                live = self._by_pool.get(pool, set())
+                n = sum(1 for i in live if self._instances[i].deadline_s is None)
+                self._storm_caps[pool] = math.floor(n * (1.0 - storm.share) + 1e-9)
+            log.info(
+                "sim_storm at_s=%.0f share=%.2f pools=%d nodes_kept=%d",
+                at, storm.share, len(storm.pools), sum(self._storm_caps.values()),
+            )  # fmt: skip
         for pool, live in self._by_pool.items():
-            trace = self._traces.get(pool) if live else None
-            if trace is None:
+            cap = self._cap_at(pool, at) if live else None
+            if cap is None:
                 continue
-            cap = trace.capacity_at(at - self._start_s)
             holding = sorted(n for n in live if self._instances[n].deadline_s is None)
             excess = len(holding) - cap
             if excess > 0:
@@ -430,13 +463,23 @@ class SimCloud:
 
     # ------------------------------------------------------------------ Provider
 
-    def _capacity_left(self, pool: Pool) -> int | None:
+    def _cap_at(self, pool: Pool, at: float) -> int | None:
+        """Spot instances `pool` can hold at virtual time `at`: its trace's count, and
+        during a storm at most what the storm left it; None when nothing limits it."""
         trace = self._traces.get(pool)
-        if trace is None:
+        cap = None if trace is None else trace.capacity_at(at - self._start_s)
+        storm, caps = self._storm, self._storm_caps
+        if storm is not None and caps is not None and pool in caps and at < storm.until_s:
+            cap = caps[pool] if cap is None else min(cap, caps[pool])
+        return cap
+
+    def _capacity_left(self, pool: Pool) -> int | None:
+        cap = self._cap_at(pool, self._now_s)
+        if cap is None:
             return None
         live = self._by_pool.get(pool, ())
         holding = sum(1 for n in live if self._instances[n].deadline_s is None)
-        return trace.capacity_at(self._now_s - self._start_s) - holding
+        return cap - holding
 
     def boot_time_s(self, model: str, itype: InstanceType) -> float:
         """Launch-to-ready delay of a node of `model` on `itype` (see the module doc)."""
@@ -614,8 +657,7 @@ class SimCloud:
 
     def spot_capacity(self, pool: Pool) -> int | None:
         """Spot instances `pool` can hold now; None when no trace limits it."""
-        trace = self._traces.get(pool)
-        return None if trace is None else trace.capacity_at(self._now_s - self._start_s)
+        return self._cap_at(pool, self._now_s)
 
 
 class SimHealthProbe:

@@ -13,7 +13,7 @@ row and step), the sample carries the last complete step's sizes too.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class TraceMetrics:
         step_s: float = 60.0,
         peak_window_s: float = 0.0,
         tokens: np.ndarray | None = None,
+        waiting: Callable[[], Mapping[tuple[str, str], float]] | None = None,
     ) -> None:
         values = np.asarray(rps, dtype=np.float64)
         if values.ndim != 2 or values.shape[0] != len(keys):
@@ -47,6 +48,9 @@ class TraceMetrics:
         self.tokens = None if tokens is None else np.asarray(tokens, dtype=np.float64)
         if self.tokens is not None and self.tokens.shape != (2, *values.shape):
             raise ValueError(f"tokens must have shape (2, *rps.shape): {self.tokens.shape}")
+        # Requests waiting per (model, region) now, where the replay queues them (deferrable
+        # demand, simulations.engine); None: nothing waits.
+        self.waiting = waiting
         self.calls = 0  # number of demand() calls, for tests and counters
 
     def step_at(self, now_s: float) -> int:
@@ -83,4 +87,5 @@ class TraceMetrics:
             peak_rps=peak,
             input_tokens=sizes[0],
             output_tokens=sizes[1],
+            waiting=dict(self.waiting()) if self.waiting is not None else {},
         )

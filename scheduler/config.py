@@ -94,6 +94,9 @@ class GuardsSection(_Section):
     min_node_age_s: float = Field(default=900.0, ge=0)  # ready this long before a plan may move it
     drain_timeout_s: float = Field(default=300.0, ge=0)  # longest wait for in-flight requests
     pool_cooldown_s: float = Field(default=900.0, ge=0)  # pool unused after capacity/quota errors
+    # Spot pools of one cloud refusing launches in one tick that mark a spot storm: every
+    # spot pool of that cloud then cools for pool_cooldown_s (0 = off).
+    spot_storm_pools: int = Field(default=0, ge=0, le=1000)
 
 
 class DrainSection(HttpDrainConfig):
@@ -175,6 +178,10 @@ class ModelSection(_Section):
     # Higher is served first when the budget or a quota leaves capacity short
     # (docs/solver.md, "Budgets and priorities").
     priority: StrictInt = Field(default=0, ge=-1000, le=1000)  # true or "3" is a mistake
+    # Batch demand: each request may wait this long before it is served, so capacity is
+    # planned for the mean rate and what waits, on spot, without an on-demand share or
+    # spot-loss robustness (docs/solver.md, "Deferrable demand"). None: interactive.
+    deferrable_deadline_s: float | None = Field(default=None, gt=0, le=7 * 86400)
 
 
 class RegionSection(_Section):

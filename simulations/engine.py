@@ -47,6 +47,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
+from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SimStorm, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.config import Config
 from scheduler.decide.guards import launch_limits
@@ -311,6 +312,11 @@ class RunResult:
             return float(self.served_rps.sum()) * step_s * REFERENCE_SIZE.tokens
         return float((self.served_rps * self.tokens_per_request).sum()) * step_s
 
+    # Deferrable (batch) models: requests that waited past their deadline unserved, and
+    # requests still waiting, within their deadline, when the trace ended.
+    deadline_missed: dict[str, float] = field(default_factory=dict)
+    waiting_at_end: dict[str, float] = field(default_factory=dict)
+
     def per_model(self) -> dict[str, dict[str, float]]:
         """Requests per model over the trace (rps x step length): asked for, served,
         unserved and served within the SLO, and the unserved and SLO-missed requests
@@ -345,6 +351,9 @@ class RunResult:
                 "unserved_after_fraction": frac(float(uns[~early].sum())),
                 "early_s": self.early_s,
             }
+            if name in self.deadline_missed:
+                out[name]["deadline_missed"] = round(self.deadline_missed[name], 1)
+                out[name]["waiting_at_end"] = round(self.waiting_at_end.get(name, 0.0), 1)
         return out
 
     @property
@@ -414,6 +423,7 @@ class World:
     random_interruptions: bool = True  # spot pools without a trace are interrupted at random
     warmup_s: float | None = None  # default: boot time + one tick
     faults: SimFaults | None = None  # model-server faults injected (the scenario's [faults])
+    storm: SimStorm | None = None  # a preemption storm (the scenario's [storm])
 
 
 class _Accounting:
@@ -509,6 +519,7 @@ async def replay(
         # Prices too are relative to the trace start; the warm-up holds the first price.
         spot_prices={p: s.shifted(warmup) for p, s in info.spot_prices.items()},
         faults=world.faults,
+        storm=world.storm,
     )
     # The warm-up's steps come first, each at the load of `warmup_load`.
     n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
@@ -527,6 +538,7 @@ async def replay(
         step_s=step_s,
         peak_window_s=interval,
         tokens=warm_tokens,
+        waiting=lambda: waiting_now,
     )
     Path(state_db).unlink(missing_ok=True)
     # Node ids from the seed, not at random: a replay's database repeats exactly.
@@ -551,6 +563,14 @@ async def replay(
     )
     n = info.n_steps
     n_m = len(models)
+    # Deferrable (batch) series queue what capacity does not serve: per series, FIFO
+    # [arrival step, requests left]; a request unserved past its deadline is a miss.
+    deadlines = [cfg.model(name).deferrable_deadline_s for name in models]
+    backlog: dict[int, deque[list[float]]] = {
+        s: deque() for s, (m, _) in enumerate(acc.key_rows) if deadlines[m] is not None
+    }
+    waiting_now: dict[tuple[str, str], float] = {}
+    missed = np.zeros(n_m)
     demand = np.zeros((n_m, n))
     capacity = np.zeros((n_m, n))
     served = np.zeros((n_m, n))
@@ -673,20 +693,29 @@ async def replay(
                 tok[m, step] = (size or REFERENCE_SIZE).tokens
             for mv, v in mk_rps.items():
                 by_market[mv][step] = v
-            col = info.demand_rps[:, step]
-            dem_reg = np.zeros((n_m, len(acc.regions)))
-            for (m, r), v in zip(acc.key_rows, col, strict=True):
-                dem_reg[m, r] += 0.0 if math.isnan(v) else v
+            col = np.nan_to_num(info.demand_rps[:, step], nan=0.0)
+            asked = np.zeros((n_m, len(acc.regions)))  # arrivals of the step
+            dem_reg = np.zeros((n_m, len(acc.regions)))  # arrivals and what waits
+            for s, ((m, r), v) in enumerate(zip(acc.key_rows, col, strict=True)):
+                asked[m, r] += v
+                dem_reg[m, r] += v + sum(q[1] for q in backlog.get(s, ())) / step_s
             flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
             for m in range(n_m):
-                demand[m, step] = dem_reg[m].sum()
+                demand[m, step] = asked[m].sum()
                 capacity[m, step] = cap_loc[m].sum()
                 flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
                 served[m, step] = flows[m].sum()
                 svc_time[m, step] = lat_w[m] / capacity[m, step] if capacity[m, step] > 0 else 0
             in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
+            for s, queue in backlog.items():
+                m, r = acc.key_rows[s]
+                _serve_in_order(queue, step, col[s] * step_s, flows[m, r] * step_s)
+                deadline = deadlines[m] or 0.0
+                while queue and (step + 1 - queue[0][0]) * step_s > deadline + 1e-9:
+                    missed[m] += queue.popleft()[1]  # cannot be served in time any more
+                waiting_now[info.keys[s]] = sum(q[1] for q in queue)
             for s, (m, r) in enumerate(acc.key_rows):
-                s_demand[s, step] = dem_reg[m, r]
+                s_demand[s, step] = asked[m, r]
                 s_capacity[s, step] = in_reach[m, r]
                 s_served[s, step] = flows[m, r]
             s_planned[:, step] = last_planned
@@ -725,8 +754,12 @@ async def replay(
         share, mean_s = within_slo_share(
             served[m], capacity[m], slots[m], svc_time[m], acc.slo_s[name]
         )
-        within[m] = served[m] * share
+        # A deferrable request served at all was served before its deadline.
+        within[m] = served[m] * share if deadlines[m] is None else served[m]
         latency[m] = mean_s
+    at_end: dict[str, float] = {models[m]: 0.0 for m in range(n_m) if deadlines[m] is not None}
+    for s, queue in backlog.items():
+        at_end[models[acc.key_rows[s][0]]] += sum(q[1] for q in queue)
     store.close()
     result = RunResult(
         policy=policy_name,
@@ -760,6 +793,8 @@ async def replay(
         series_served_rps=s_served,
         series_planned_rps=s_planned,
         tokens_per_request=tok,
+        deadline_missed={name: float(missed[models.index(name)]) for name in at_end},
+        waiting_at_end=at_end,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",
@@ -781,6 +816,20 @@ def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
         if finite.any():
             out[:, k] = window[:, k, int(np.argmax(np.where(finite, total[k], -np.inf)))]
     return out
+
+
+def _serve_in_order(queue: deque[list[float]], step: int, arrived: float, served: float) -> None:
+    """Serve `served` requests of a deferrable series, oldest first (what waited, then the
+    step's `arrived` ones), and queue the arrivals left over as arriving at `step`."""
+    while queue and served > 1e-9:
+        take = min(queue[0][1], served)
+        queue[0][1] -= take
+        served -= take
+        if queue[0][1] <= 1e-9:
+            queue.popleft()
+    left = arrived - min(arrived, served)
+    if left > 1e-9:
+        queue.append([float(step), left])
 
 
 def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:

@@ -27,6 +27,11 @@ A scenario overrides, on top of the config file:
   ``sick_per_node_day``, and every boot in the pools matching ``bad_pools`` (a glob on
   pool keys) fails from ``bad_from_min`` to ``bad_until_min`` minutes of the trace. Turn
   on ``[config.health] enabled = true`` to let the reconciler see them;
+* ``[storm]``: a preemption storm (issue 22, `adapters.sim.SimStorm`): ``at_min``
+  (minutes into the trace), ``share`` (default 0.5) of the spot nodes each pool matching
+  ``pools`` (default ``"*/spot"``) holds is reclaimed at once, and those pools hold no
+  more than they kept for ``duration_min`` (default: to the end). Every policy faces the
+  same rule;
 * ``[[spot_traces]]``: ``file`` (SkyPilot spot-traces JSON; relative to the scenario
   file, or ``$SPOT/...`` under the SkyPilot traces folder), ``pools`` (glob on pool
   keys ``cloud/zone-or-region/instance_type/spot``), ``scale``, ``offset_s``, ``loop``
@@ -62,7 +67,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.sim import SimFaults, SpotTrace, SpotTraceError, load_spot_trace
+from adapters.sim import SimFaults, SimStorm, SpotTrace, SpotTraceError, load_spot_trace
 from adapters.spot_prices import (
     PRODUCT_LINUX,
     PriceHistory,
@@ -170,6 +175,17 @@ class FaultsSection(_Section):
     bad_until_min: float = Field(default=math.inf)  # window end, minutes from the trace start
 
 
+class StormSection(_Section):
+    """A preemption storm (issue 22): `share` of the spot nodes each matching pool holds
+    is reclaimed at once, `at_min` minutes into the trace, and the pools hold no more
+    than they kept for `duration_min` (default: to the end). The same for every policy."""
+
+    at_min: float | None = Field(default=None, ge=0)  # when it strikes; None: no storm
+    share: float = Field(default=0.5, gt=0, le=1)  # of each pool's spot nodes reclaimed
+    duration_min: float = Field(default=math.inf, gt=0)  # how long the caps hold
+    pools: str = "*/spot"  # glob on pool keys (only spot pools are struck)
+
+
 class SpotTraceSection(_Section):
     """One spot trace and the pools it drives."""
 
@@ -205,6 +221,7 @@ class Scenario(_Section):
     spot_prices: tuple[SpotPriceSection, ...] = ()
     spothedge: SpotHedgeSection = SpotHedgeSection()
     faults: FaultsSection = FaultsSection()
+    storm: StormSection = StormSection()
 
 
 class ScenarioError(ConfigError):
@@ -476,3 +493,22 @@ def sim_faults(
         bad_until_s=start_s + f.bad_until_min * 60.0,
     )
     return faults if faults.any else None
+
+
+def sim_storm(
+    scenario: Scenario, path: Path, offerings: tuple[Offering, ...], start_s: float
+) -> SimStorm | None:
+    """The scenario's `[storm]` for a replay whose trace starts at `start_s`; None without
+    one. A `pools` glob matching no spot pool is an error naming the key."""
+    st = scenario.storm
+    if st.at_min is None:
+        return None
+    pools = frozenset(
+        o.pool
+        for o in offerings
+        if o.pool.market is Market.SPOT and fnmatch.fnmatchcase(o.pool.key, st.pools)
+    )
+    if not pools:
+        raise ScenarioError(path, [f"{path}: storm.pools: {st.pools!r} matches no spot pool sold"])
+    at_s = start_s + st.at_min * 60.0
+    return SimStorm(at_s, st.share, at_s + st.duration_min * 60.0, pools)

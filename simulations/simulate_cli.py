@@ -14,8 +14,9 @@ skypilot-spot-traces.toml`). Writes
 `DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
 unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
 solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs, notes, and per
-policy and model the requests served, unserved and within the SLO, early and late) and
-one state database per policy (`DIR/state-<policy>.db`).
+policy and model the requests served, unserved and within the SLO, early and late; for a
+deferrable model also `deadline_missed` and `waiting_at_end`) and one state database per
+policy (`DIR/state-<policy>.db`).
 
 A sweep file lists scenarios, inline or by file, and optionally the policies::
 

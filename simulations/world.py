@@ -25,6 +25,7 @@ from simulations.scenario import (
     load_spot_mapping,
     scenario_catalog,
     sim_faults,
+    sim_storm,
 )
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         reveal_stockouts=scenario.cloud.reveal_stockouts,
         random_interruptions=scenario.cloud.random_interruptions,
         faults=sim_faults(scenario, scenario_path, cat.offerings, start_s),
+        storm=sim_storm(scenario, scenario_path, cat.offerings, start_s),
     )
     for note in notes:
         log.info("world_note scenario=%s note=%r", scenario.name, note)

@@ -88,6 +88,9 @@ class _Model:
     lp: pywraplp.Solver
     x: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
     u: dict[int, pywraplp.Variable] = field(default_factory=dict)
+    # Nodes removed from a pool that holds nodes, where the budget row counts them (moves
+    # of a priority above the lowest bill twice while under way: `Problem.moves_bill_twice`)
+    dec: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
 
 
 def _new_solver(backend: str) -> pywraplp.Solver:
@@ -149,12 +152,15 @@ def _build(
                 ct.SetCoefficient(inc, 1)
                 ct.SetCoefficient(x, -1)
                 objective.SetCoefficient(inc, pool.launch_usd_per_hour)
-            if pool.remove_usd_per_hour > 0:
+            twice = coupling and problem.moves_bill_twice(m)
+            if pool.remove_usd_per_hour > 0 or twice:
                 dec = lp.NumVar(0, c, f"dec_{m}_{p}")
                 ct = lp.Constraint(c, inf)
                 ct.SetCoefficient(dec, 1)
                 ct.SetCoefficient(x, 1)
                 objective.SetCoefficient(dec, pool.remove_usd_per_hour)
+                if twice:
+                    mdl.dec[m, p] = dec
 
     # Routing: demand k to location l; capacity per (model, location).
     loc_pools: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -209,6 +215,14 @@ def _build(
         row = lp.Constraint(-inf, problem.budget_usd_per_hour)
         for (_, p), x in mdl.x.items():
             row.SetCoefficient(x, pools[p].usd_per_hour)
+        # The higher priorities' nodes a plan removes bill until their replacements serve
+        # (the guard drains them no sooner: scheduler.decide.guards), so a plan that moves them
+        # must pay for both: otherwise it is not executable make-before-break within the
+        # budget, and the move either left the model short for a boot or never happened.
+        # Not when those models' fleet alone is over the budget (it must shrink anyway).
+        if _moves_counted(problem):
+            for (_, p), dec in mdl.dec.items():
+                row.SetCoefficient(dec, pools[p].usd_per_hour)
 
     for m, plist in cands.items():
         alpha = problem.robustness_share(m, float(total_demand[m]))
@@ -404,7 +418,35 @@ def _coupling_ok(problem: Problem, nodes: IntArray) -> bool:
     if any(int(per_pool[list(q.pools)].sum()) > q.max_gpus for q in problem.quotas):
         return False
     budget = problem.budget_usd_per_hour
-    return budget is None or fleet_price(problem, nodes) <= budget + _TOL
+    if budget is None:
+        return True
+    return fleet_price(problem, nodes) + _moving_usd(problem, nodes) <= budget + _TOL
+
+
+def _twice(problem: Problem) -> list[int]:
+    """The models whose moves bill twice while under way (`Problem.moves_bill_twice`)."""
+    return [m for m in range(len(problem.models)) if problem.moves_bill_twice(m)]
+
+
+def _moves_counted(problem: Problem) -> bool:
+    """Whether the budget counts the nodes those models' plans remove (see `_build`): with
+    a budget, and unless their current fleet alone is over it (then it must shrink)."""
+    budget = problem.budget_usd_per_hour
+    twice = _twice(problem)
+    return (
+        budget is not None
+        and bool(twice)
+        and fleet_price(problem, problem.current[twice]) <= budget + _TOL
+    )
+
+
+def _moving_usd(problem: Problem, nodes: IntArray) -> float:
+    """What the nodes a fleet removes from the models whose moves bill twice cost while
+    their replacements boot (0 where the budget does not count them)."""
+    if not _moves_counted(problem):
+        return 0.0
+    twice = _twice(problem)
+    return fleet_price(problem, np.maximum(problem.current[twice] - nodes[twice], 0))
 
 
 def _merge(problem: Problem, runs: list[_Run]) -> _Run:

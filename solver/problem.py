@@ -93,6 +93,9 @@ class Problem:
     # Per model; empty means all 0. When the budget or a quota leaves demand unmet, a
     # higher priority's unmet demand is minimised first, strictly (docs/solver.md).
     priorities: tuple[int, ...] = ()
+    # Per model; empty means all True. False: the model's load need not survive the loss
+    # of a failure domain's spot pools (batch demand that waits out an interruption).
+    robust: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.pools))
@@ -108,6 +111,8 @@ class Problem:
             raise ValueError("min_on_demand_share needs one entry per model")
         if self.priorities and len(self.priorities) != len(self.models):
             raise ValueError("priorities needs one entry per model")
+        if self.robust and len(self.robust) != len(self.models):
+            raise ValueError("robust needs one entry per model")
         if not 0.0 <= self.robustness_fraction <= 1.0:
             raise ValueError("robustness_fraction must be within [0, 1]")
         for d in self.demands:
@@ -130,6 +135,8 @@ class Problem:
         (1 - fraction) x demand is less than the spare nodes' capacity (under 5 nodes'
         load at 0.8 and one spare). See docs/solver.md ("Small fleets")."""
         alpha = self.robustness_fraction
+        if self.robust and not self.robust[m]:
+            return 0.0
         if alpha <= 0 or self.robustness_spare_nodes <= 0 or demand_rps <= 0:
             return alpha
         best: tuple[float, int] | None = None
@@ -147,6 +154,13 @@ class Problem:
     def priority(self, m: int) -> int:
         """Priority of model m (higher is served first when capacity is short)."""
         return self.priorities[m] if self.priorities else 0
+
+    def moves_bill_twice(self, m: int) -> bool:
+        """Whether a move of model m's nodes counts against the budget twice while it is
+        under way (the old nodes bill until the new ones serve): for every model of a
+        priority above the lowest, whose moves must not leave it short (make before
+        break). With one priority, moves drain first as before."""
+        return bool(self.priorities) and self.priority(m) > min(self.priorities)
 
     def replicas_min(self, m: int) -> int:
         """Minimum nodes of model m."""

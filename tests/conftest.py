@@ -72,6 +72,8 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_sim_inputs.py",
             "test_sim_warmup_oracle.py",
             "test_sim_tokens.py",
+            "test_storm.py",
+            "test_deferrable.py",
             "test_simulate.py",
             "test_spot_trace_loop.py",
             "test_sweep_ray.py",

@@ -4,6 +4,7 @@ best fleet within the budget, never an empty "infeasible" one."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -127,17 +128,42 @@ def test_a_higher_priority_is_served_first() -> None:
     assert launched(actions) == {(SMALL, CHEAP): 10, (BIG, HUGE): 1}
 
 
-def test_a_move_under_a_binding_budget_drains_first_then_launches() -> None:
+def test_a_move_under_a_binding_budget_drains_what_the_demand_can_spare_first() -> None:
     # Three 3 USD/h nodes to be replaced by three 1 USD/h ones under a 4 USD/h budget:
-    # the old ones bill until they are gone, so the new ones wait for their drains.
+    # the old ones bill until they are gone, so the new ones wait for their drains; but
+    # the model's demand (1 rps) keeps one old node serving until a new one is ready.
     nodes = tuple(ready(i, SMALL, DEAR) for i in range(3))
     plan = plan_of((SMALL, CHEAP, 3))
     actions, held = guard(observe(nodes), plan, two_models(4.0))
     assert launched(actions) == {}
-    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n0", "n1", "n2"]
-    assert [(h.kind, h.nodes) for h in held] == [(HoldKind.BUDGET, 3)]
-    actions, held = guard(observe(), plan, two_models(4.0))  # drained and gone
-    assert launched(actions) == {(SMALL, CHEAP): 3} and held == ()
+    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == ["n0", "n1"]
+    assert [(h.kind, h.nodes) for h in held] == [
+        (HoldKind.BUDGET, 3),
+        (HoldKind.MAKE_BEFORE_BREAK, 1),
+    ]
+    actions, held = guard(observe(nodes[2:]), plan, two_models(4.0))  # two drained and gone
+    assert launched(actions) == {(SMALL, CHEAP): 1}
+    assert not any(isinstance(a, Drain) for a in actions)
+    new = Node("c0", SMALL, CHEAP, NodeState.READY, "i-c0", NOW, NOW)
+    actions, held = guard(observe((nodes[2], new)), plan, two_models(4.0))  # c0 serves
+    assert [a.node_id for a in actions if isinstance(a, Drain)] == ["n2"]
+
+
+def test_a_higher_priority_is_never_drained_below_its_demand_to_move_it() -> None:
+    # The plan moves the high-priority model to cheaper nodes so the lower one gets more
+    # of the budget; the move's launches wait for the budget, so draining first left the
+    # high-priority model short for a boot. It keeps what its demand (1 rps) asks for;
+    # the lower priority's node still drains at once (it frees the budget).
+    nodes = (
+        ready(0, SMALL, DEAR),
+        ready(1, SMALL, DEAR),
+        ready(2, BIG, DEAR),
+    )
+    plan = plan_of((SMALL, CHEAP, 2), (BIG, HUGE, 1))
+    actions, held = guard(observe(nodes), plan, two_models(9.0, small_priority=5))
+    drained = sorted(a.node_id for a in actions if isinstance(a, Drain))
+    assert drained == ["n0", "n2"]  # one SMALL node keeps serving SMALL's 1 rps
+    assert any(h.kind is HoldKind.MAKE_BEFORE_BREAK for h in held)
 
 
 def test_nodes_the_plan_gives_up_are_drained_though_its_launches_are_held() -> None:
@@ -318,3 +344,69 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     assert main(["plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "unmet: llama-3.1-8b from eu-west:" in out and "(priority 0; budget)" in out
+
+
+def test_stored_plans_keep_unmet_priority_and_reasons_and_the_tui_lists_them(
+    tmp_path: Path,
+) -> None:
+    from scheduler.domain import Unmet, UnmetReason
+    from scheduler.loop.store import StateStore
+    from tui.screens import unmet_lines
+
+    plan = dataclasses.replace(
+        plan_of((SMALL, CHEAP, 1)),
+        unmet=(
+            Unmet(SMALL, "us-east", 1.5, 0, (UnmetReason.BUDGET,)),
+            Unmet(BIG, "us-east", 2.0, 7, (UnmetReason.QUOTA, UnmetReason.BUDGET)),
+        ),
+    )
+    store = StateStore(tmp_path / "s.db")
+    store.record_plan(plan, NOW, "capsched", ())
+    [row] = store.plans()
+    unmet = json.loads(row["unmet"])  # JSON columns come as text
+    assert unmet == [
+        [SMALL, "us-east", 1.5, 0, ["budget"]],
+        [BIG, "us-east", 2.0, 7, ["quota", "budget"]],
+    ]
+    assert unmet_lines(unmet) == [
+        f"{BIG} in us-east: 2.0 rps (priority 7; quota, budget)",
+        f"{SMALL} in us-east: 1.5 rps (priority 0; budget)",
+    ]
+    # A plan stored before priorities were kept: model, region and rps only.
+    assert unmet_lines([[SMALL, "us-east", 1.5], [BIG, "us-east", 0.0]]) == [
+        f"{SMALL} in us-east: 1.5 rps"
+    ]
+    store.close()
+
+
+def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> None:
+    # m0 (priority 1) runs one node in the dear pool "a"; "c" serves it for half the
+    # price, which would leave 5 USD/h for m1. The old node bills until the new one serves
+    # (make before break), so the move costs 10 + 5 during the boot: over the budget of 12.
+    pools = (
+        PoolSpec("a", 0, 0, False, 10.0),
+        PoolSpec("c", 0, 0, False, 5.0),
+        PoolSpec("b", 0, 0, False, 1.0),
+    )
+
+    def problem(budget: float, priorities: tuple[int, int]) -> Problem:
+        return Problem(
+            models=("m0", "m1"),
+            pools=pools,
+            capacity_rps=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+            demands=(DemandSpec(0, "r", 1.0, (0,)), DemandSpec(1, "r", 10.0, (0,))),
+            current=np.array([[1, 0, 0], [0, 0, 0]], dtype=np.int64),
+            budget_usd_per_hour=budget,
+            priorities=priorities,
+        )
+
+    s = solve(problem(12.0, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0, 0], [0, 0, 2]]  # stays; m1 gets what is left
+    # With room for both ends (and all of m1) the move is made; with one priority moves
+    # drain first and are not counted twice.
+    s = solve(problem(25.0, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 10]]
+    s = solve(problem(15.5, (1, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[1, 0, 0], [0, 0, 5]]
+    s = solve(problem(15.5, (0, 0)), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 10]]

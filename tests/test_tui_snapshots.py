@@ -25,6 +25,7 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
     Unmet,
+    UnmetReason,
 )
 from scheduler.loop.store import StateStore
 
@@ -78,7 +79,7 @@ def build_state_db(path: Path) -> Path:
             objective=usd * 1.05,
             gap=0.0,
             solve_time_s=0.25,
-            unmet=(Unmet("llama-3.1-70b", "us-east", unmet),),
+            unmet=(Unmet("llama-3.1-70b", "us-east", unmet, 5, (UnmetReason.BUDGET,)),),
             notes=("kept the current fleet: no cheaper feasible plan found",)
             if approval == "auto"
             else (),

@@ -480,16 +480,33 @@ class PlanScreen(DataScreen):
                 [text for _, text in held_items(plan.get("held_back") or [])],
             ),
             ("solver notes", plan.get("notes") or []),
-            (
-                "unmet demand",
-                [f"{m} in {r}: {v:.1f} rps" for m, r, v in plan.get("unmet") or [] if v],
-            ),
+            ("unmet demand", unmet_lines(plan.get("unmet") or [])),
         ):
             why.append(f"{title}: ", "bold")
             why.append("none\n" if not items else "\n")
             for item in items:
                 why.append(f"  • {item}\n")
         reasons.update(why)
+
+
+def unmet_lines(unmet: list[list[Any]]) -> list[str]:
+    """One line per stored unmet entry with load left, highest priority first: model,
+    source region, rps, and where the store has them (plans since issue 22) the
+    model's priority and why the load is unmet."""
+    rows = []
+    for entry in unmet:
+        model, region, rps = entry[:3]
+        if not rps:
+            continue
+        priority = entry[3] if len(entry) > 3 else None
+        reasons = entry[4] if len(entry) > 4 else []
+        why = "; ".join(str(x) for x in ([] if priority is None else [f"priority {priority}"]))
+        if reasons:
+            why += ("; " if why else "") + ", ".join(reasons)
+        rows.append(
+            (-(priority or 0), f"{model} in {region}: {rps:.1f} rps" + (f" ({why})" if why else ""))
+        )
+    return [line for _, line in sorted(rows, key=lambda r: r[0])]
 
 
 def _change_style(change: int) -> str:

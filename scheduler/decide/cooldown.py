@@ -51,6 +51,16 @@ class PoolCooldown:
         )
         return self.until[pool]
 
+    def refused_at(self, now_s: float) -> list[Pool]:
+        """Pools that refused a launch at `now_s` (this tick)."""
+        return sorted(p for p, times in self._refusals.items() if times and times[-1] == now_s)
+
+    def hold(self, pool: Pool, until_s: float) -> None:
+        """Keep `pool` out of plans until `until_s` without counting a refusal of its own
+        (a spot storm elsewhere in its cloud: the next cooldown of the pool is not longer
+        for it)."""
+        self.until[pool] = max(self.until.get(pool, until_s), until_s)
+
     def strike(
         self, pool: Pool, now_s: float, *, needed: int, window_s: float, base_s: float
     ) -> float | None:

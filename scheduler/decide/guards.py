@@ -126,14 +126,7 @@ def apply_guards(
         )
         return Guarded(tuple(actions), tuple(held))
 
-    # Ready capacity the plan wants per model (make before break), and what is ready now.
-    # Launches the budget holds will not come: waiting for them would keep the nodes the
-    # plan gives up (over the budget) forever.
-    wanted: defaultdict[str, float] = defaultdict(float)
-    for pl in plan.placements:
-        wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
-    for model, pool in budget_held:
-        wanted[model] -= capacity_of(model, pool)
+    wanted = _ready_wanted(obs, plan, config, capacity_of, budget_held)
     ready: defaultdict[str, float] = defaultdict(float)
     count: Counter[str] = Counter()
     for node in obs.serving():
@@ -164,6 +157,47 @@ def apply_guards(
         for (kind, reason), n in sorted(by_reason.items())
     )
     return Guarded(tuple(actions), tuple(held))
+
+
+def _ready_wanted(
+    obs: Observation,
+    plan: Plan,
+    config: Config,
+    capacity_of: CapacityOf,
+    budget_held: tuple[tuple[str, Pool], ...],
+) -> defaultdict[str, float]:
+    """Ready capacity each model keeps before a node of it may drain (make before break).
+
+    What the plan wants ready, less the launches the budget holds (they will not come:
+    waiting for them would keep the nodes the plan gives up, over the budget, forever);
+    but for the highest priority whose launches the budget holds, and above, never less
+    than what the model's demand asks for (the plan's rates, or the rates seen now for a
+    plan that does not say). A move under a binding budget drained first and launched
+    after, leaving the model short for a boot: on two busy Azure functions at half the
+    cost of full service, the priority-10 model lost half its capacity for 12 minutes
+    so the lower one could get a dearer node (docs/solver.md, "Budgets and
+    priorities"). Lower priorities still drain first: that frees the budget the higher
+    ones' launches wait for (preemption through the usual drain path)."""
+    wanted: defaultdict[str, float] = defaultdict(float)
+    for pl in plan.placements:
+        wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
+    if not budget_held:
+        return wanted
+    short: defaultdict[str, float] = defaultdict(float)
+    for model, pool in budget_held:
+        short[model] += capacity_of(model, pool)
+    first = max(_priority(config, m) for m in short)
+    need: defaultdict[str, float] = defaultdict(float)
+    if plan.demand:
+        for d in plan.demand:
+            need[d.model] += d.rps
+    else:
+        for (model, _), rps in obs.demand.rps.items():
+            need[model] += rps if math.isfinite(rps) else 0.0
+    for model, rps in short.items():
+        floor = need[model] if _priority(config, model) >= first else 0.0
+        wanted[model] = min(wanted[model], max(wanted[model] - rps, floor))
+    return wanted
 
 
 def within_budget(

@@ -304,8 +304,13 @@ def build_problem(
         demands=tuple(demands),
         current=current,
         min_replicas=tuple(m.min_replicas for m in config.models),
-        min_on_demand_share=tuple(m.min_on_demand_share for m in config.models),
+        # Batch demand waits out an interruption: no on-demand share, no robustness.
+        min_on_demand_share=tuple(
+            0.0 if m.deferrable_deadline_s is not None else m.min_on_demand_share
+            for m in config.models
+        ),
         priorities=tuple(m.priority for m in config.models),
+        robust=tuple(m.deferrable_deadline_s is None for m in config.models),
         quotas=tuple(quotas),
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,

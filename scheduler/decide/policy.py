@@ -121,6 +121,8 @@ class CapschedPolicy:
         self._lead_plan: dict[tuple[str, str], float] = {}  # last step's lead-peak plans
         self._lead_step: int | None = None  # forecaster step the calibrators last took
         self.sizes = SizeMix()  # recent mean request size per series (scheduler/forecast/sizes.py)
+        # Arrival rates of deferrable series over their deadline, one per forecaster step.
+        self._arrivals: dict[tuple[str, str], deque[tuple[float, float]]] = {}
 
     def _memory(self) -> _Memory:
         return _Memory(
@@ -206,6 +208,16 @@ class CapschedPolicy:
                 peak = self._lead_plan.get((m, r), peak)
             if f is not None:
                 self.last_quantiles[m, r] = {qq: f.peak_rps(qq) for qq in f.quantiles}
+            deadline_s = self.config.model(m).deferrable_deadline_s
+            if deadline_s is not None:
+                waiting = obs.demand.waiting.get((m, r), 0.0)
+                mean_rate = obs.demand.rps.get((m, r), math.nan)  # not the tick's peak
+                rps = self._deferrable_rps(
+                    (m, r), obs.now_s, mean_rate, waiting, deadline_s, new_step
+                )
+                self.last_forecast[m, r] = rps
+                out.append(Demand(m, r, rps))
+                continue
             candidates = [v for v in (now, peak) if math.isfinite(v) and v >= 0]
             if not candidates:
                 # Nothing known about this series yet: keep what the last tick planned.
@@ -214,6 +226,29 @@ class CapschedPolicy:
             self.last_forecast[m, r] = rps
             out.append(Demand(m, r, rps, self.sizes.size((m, r))))
         return out
+
+    def _deferrable_rps(
+        self,
+        key: tuple[str, str],
+        now_s: float,
+        rate: float,
+        waiting: float,
+        deadline_s: float,
+        new_step: bool,
+    ) -> float:
+        """The rate to provision for a deferrable (batch) series: its mean arrival rate
+        over the last `deadline_s` (since the first seen, at first), plus what waits
+        spread over half the deadline, so a backlog clears well before its requests
+        expire. Peaks are not provisioned for: they wait, and are served in the troughs.
+        A missing rate (NaN) adds nothing to the mean."""
+        seen = self._arrivals.setdefault(key, deque())
+        if new_step and math.isfinite(rate) and rate >= 0:
+            seen.append((now_s, rate))
+        while seen and seen[0][0] < now_s - deadline_s:
+            seen.popleft()
+        mean = sum(v for _, v in seen) / len(seen) if seen else 0.0
+        backlog = waiting if math.isfinite(waiting) and waiting > 0 else 0.0
+        return mean + backlog / (deadline_s / 2.0)
 
     def lead_boot_s(self, model: str) -> float:
         """The boot time a plan for `model` must look past: the longest `node_boot_s` over

@@ -486,9 +486,13 @@ class FastLoop:
         window = rec.config.scheduler.fast_sustain_s  # a reload may change it
         for tracker in (self.sustained, *self.sustained_sizes):
             tracker.window_s = window
-        rates = self.sustained.update(
-            now_s, observed_rates(sample, rec.config.scheduler.fast_interval_s)
-        )
+        batch = {m.name for m in rec.config.models if m.deferrable_deadline_s is not None}
+        interactive = {
+            key: rate
+            for key, rate in observed_rates(sample, rec.config.scheduler.fast_interval_s).items()
+            if key[0] not in batch  # deferrable demand waits for the plan: no fast launch
+        }
+        rates = self.sustained.update(now_s, interactive)
         clean = sample.cleaned()
         inp, out = (
             tracker.update(now_s, {k: v for k, v in readings.items() if math.isfinite(v)})

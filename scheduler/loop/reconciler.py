@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ from scheduler.decide.obtainability import Obtainability, PoolEvent
 from scheduler.domain import (
     CapacityProfile,
     HoldKind,
+    Market,
     Node,
     NodeState,
     Plan,
@@ -644,6 +646,39 @@ class Reconciler:
                     actions.append(Terminate(node.node_id, reason=why))
         return actions
 
+    def _spot_storm(self, obs: Observation, now_s: float) -> bool:
+        """`guards.spot_storm_pools` or more spot pools of one cloud refused launches this
+        tick: cool every spot pool of that cloud for `guards.pool_cooldown_s`, so the
+        tick's fallback (and the next ticks' plans) go to on-demand instead of trying the
+        next spot pools one tick at a time. In a preemption storm capsched otherwise tried
+        some fifty spot pools over five ticks while the top-priority model was short
+        (docs/solver.md, "Preemption storms"). True when a cloud was newly cooled."""
+        needed = self.config.guards.spot_storm_pools
+        if needed <= 0:
+            return False
+        refused = self.cooldown.refused_at(now_s)
+        per_cloud = Counter(p.cloud for p in refused if p.market is Market.SPOT)
+        until = now_s + self.config.guards.pool_cooldown_s
+        spot = [o.pool for o in obs.offerings if o.pool.market is Market.SPOT]
+        clouds = {
+            cloud
+            for cloud, n in per_cloud.items()
+            if n >= needed
+            and any(p.cloud is cloud and self.cooldown.until.get(p, -1.0) < until for p in spot)
+        }
+        if not clouds:
+            return False
+        for pool in spot:
+            if pool.cloud in clouds:
+                self.cooldown.hold(pool, until)
+        log.warning(
+            "spot_storm clouds=%s refused_pools=%d until_s=%.0f",
+            ",".join(sorted(c.value for c in clouds)),
+            sum(per_cloud[c] for c in clouds),
+            until,
+        )
+        return True
+
     async def _act(
         self, actions: Sequence[Action], now_s: float, obs: Observation
     ) -> tuple[list[ActionOutcome], list[Pool]]:
@@ -699,18 +734,26 @@ class Reconciler:
         outcomes, exhausted = await self._act(todo, now_s, obs)
         held = (*self.health.held_now, *decision.held_back)
         final = decision
-        if exhausted and decision.approval is Approval.AUTO:
-            # Fall back to another pool now rather than a whole tick later.
+        # Fall back to another pool now rather than a whole tick later; once more when a
+        # spot storm was declared on the way (the fallback then goes to on-demand).
+        fallbacks = 1
+        while exhausted and decision.approval is Approval.AUTO:
+            if self._spot_storm(obs, now_s):
+                fallbacks += 1
+            if fallbacks <= 0:
+                break
+            fallbacks -= 1
             try:
                 obs2, _ = await self.observe(now_s)
             except ProviderError as exc:
                 # The pools are cooled down already: the next tick falls back instead.
                 text = f"provider: {type(exc).__name__}: {exc} (fallback deferred)"
                 errors.append(TickError(ErrorKind.PROVIDER, text))
+                break
             else:
                 final = self.decide(obs2, revise=True)
                 self.approval.follow(final.plan)
-                more, _ = await self._act(final.actions, now_s, obs2)
+                more, exhausted = await self._act(final.actions, now_s, obs2)
                 outcomes.extend(more)
                 todo, held = (*todo, *final.actions), (*held, *final.held_back)
         errors.extend(o.error for o in outcomes if o.error is not None)

@@ -643,7 +643,14 @@ class StateStore:
                     plan.gap,
                     plan.solve_time_s,
                     json.dumps(placements),
-                    json.dumps([[u.model, u.region, u.rps] for u in plan.unmet]),
+                    # [model, region, rps, priority, reasons]; rows stored before the
+                    # priority and reasons were kept hold the first three only.
+                    json.dumps(
+                        [
+                            [u.model, u.region, u.rps, u.priority, [r.value for r in u.reasons]]
+                            for u in plan.unmet
+                        ]
+                    ),
                     json.dumps(list(plan.notes)),
                     json.dumps([h.to_json() for h in held_back]),
                     approval,
