@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
+from scheduler.commitments import commitment_problems
 from scheduler.config import Config
 from scheduler.domain import CapacityProfile, Cloud
 from scheduler.planner import PlanningError, resolve_location
@@ -55,6 +56,7 @@ def check_config(
                     f"clouds.{cloud.value}.gpu_kinds[{j}]: unknown accelerator {kind!r}"
                     f" (known: {_known(kinds)})"
                 )
+    problems.extend(commitment_problems(config, catalog))
     for i, q in enumerate(config.quotas):
         regions = {o.pool.region for o in catalog.offerings if o.pool.cloud is q.cloud}
         if q.region is not None and q.region not in regions:

@@ -208,7 +208,7 @@ def _build(
     if coupling and problem.budget_usd_per_hour is not None:
         row = lp.Constraint(-inf, problem.budget_usd_per_hour)
         for (_, p), x in mdl.x.items():
-            row.SetCoefficient(x, pools[p].usd_per_hour)
+            row.SetCoefficient(x, pools[p].listed_usd_per_hour)
 
     for m, plist in cands.items():
         alpha = problem.robustness_share(m, float(total_demand[m]))
@@ -391,9 +391,13 @@ def _pool_costs(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def fleet_price(problem: Problem, nodes: IntArray) -> float:
-    """Price of a fleet in USD/hour."""
-    prices = np.array([pool.usd_per_hour for pool in problem.pools], dtype=np.float64)
+def fleet_price(problem: Problem, nodes: IntArray, *, listed: bool = False) -> float:
+    """Price of a fleet in USD/hour; with `listed`, as the budget counts it (committed
+    nodes at their list price, see `PoolSpec.budget_usd_per_hour`)."""
+    prices = np.array(
+        [pool.listed_usd_per_hour if listed else pool.usd_per_hour for pool in problem.pools],
+        dtype=np.float64,
+    )
     return float((nodes * prices[None, :]).sum())
 
 
@@ -404,7 +408,7 @@ def _coupling_ok(problem: Problem, nodes: IntArray) -> bool:
     if any(int(per_pool[list(q.pools)].sum()) > q.max_gpus for q in problem.quotas):
         return False
     budget = problem.budget_usd_per_hour
-    return budget is None or fleet_price(problem, nodes) <= budget + _TOL
+    return budget is None or fleet_price(problem, nodes, listed=True) <= budget + _TOL
 
 
 def _merge(problem: Problem, runs: list[_Run]) -> _Run:

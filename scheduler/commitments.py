@@ -1,0 +1,127 @@
+"""Commitments: capacity already paid for (`[[commitments]]`, docs/commitments.md).
+
+A commitment is `count` nodes of one instance type, on-demand, in one region (or zone),
+billed every hour whether used or not. This module is the one place that says which
+pools a commitment covers, what one committed node-hour costs, and how many running
+nodes it covers: the planner (`scheduler.planner`) gives the solver that many nodes at
+no marginal cost, and the simulator bills it (`simulations.commitment_bill`).
+
+Coverage rule, the same for every policy: at any moment a commitment covers
+`min(count, live on-demand nodes in its pools)` nodes, whoever launched them; a live
+node is one the cloud bills (booting or running). A covered node pays nothing beyond
+the commitment's fee; the rest pay their on-demand price. This is how AWS applies
+reserved instances and GCP committed-use discounts to matching usage each hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.catalog import Catalog
+from scheduler.config import CommitmentKind, CommitmentSection, Config
+from scheduler.domain import Market, Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """A `[[commitments]]` entry resolved against the catalog."""
+
+    label: str  # name shown in plans and reports
+    kind: CommitmentKind  # what was bought
+    pools: tuple[Pool, ...]  # on-demand pools of the catalog it covers (sorted)
+    count: int  # nodes paid for
+    gpus: int  # accelerators per node of its instance type
+    usd_per_hour: float  # price of one committed node-hour
+    on_demand_usd_per_hour: float  # list price of one node-hour in its pools (the cheapest)
+
+    @property
+    def fee_usd_per_hour(self) -> float:
+        """What the commitment bills every hour, used or not."""
+        return self.count * self.usd_per_hour
+
+
+def covers(section: CommitmentSection, pool: Pool) -> bool:
+    """Whether `section` covers nodes in `pool`: on-demand, its cloud, region and
+    instance type, and its zone when it names one."""
+    return (
+        pool.market is Market.ON_DEMAND
+        and pool.cloud is section.cloud
+        and pool.region == section.region
+        and pool.instance_type == section.instance_type
+        and (section.zone is None or pool.zone == section.zone)
+    )
+
+
+def _resolve_one(section: CommitmentSection, catalog: Catalog) -> Commitment | str:
+    """The commitment, or why it cannot be resolved (one clause)."""
+    if (section.cloud, section.instance_type) not in catalog.instance_types:
+        return f"unknown {section.cloud} instance type {section.instance_type!r}"
+    offered = [o for o in catalog.offerings if covers(section, o.pool)]
+    if not offered:
+        where = f"zone {section.zone!r}" if section.zone else f"region {section.region!r}"
+        return f"the catalog sells no on-demand {section.instance_type} in {where}" + (
+            " (AWS pools are regional: leave zone unset)" if section.zone else ""
+        )
+    list_price = min(o.usd_per_hour for o in offered)
+    price = section.usd_per_hour
+    if price is None:
+        key = (section.cloud, section.region, section.instance_type)
+        price = catalog.reserved_usd_per_hour.get(key, list_price)
+    return Commitment(
+        label=section.label,
+        kind=section.kind,
+        pools=tuple(sorted(o.pool for o in offered)),
+        count=section.count,
+        gpus=catalog.instance_types[(section.cloud, section.instance_type)].gpu_count,
+        usd_per_hour=price,
+        on_demand_usd_per_hour=list_price,
+    )
+
+
+def commitment_problems(config: Config, catalog: Catalog) -> list[str]:
+    """One line per `[[commitments]]` entry the catalog cannot place, naming its key."""
+    problems: list[str] = []
+    for i, section in enumerate(config.commitments):
+        found = _resolve_one(section, catalog)
+        if isinstance(found, str):
+            field = "instance_type" if found.startswith("unknown") else "region"
+            if section.zone and field == "region":
+                field = "zone"
+            problems.append(f"commitments[{i}].{field}: {found}")
+    return problems
+
+
+class CommitmentError(ValueError):
+    """A `[[commitments]]` entry the catalog cannot place (validate-config names it)."""
+
+
+def resolve_commitments(config: Config, catalog: Catalog) -> tuple[Commitment, ...]:
+    """The config's commitments against `catalog` (CommitmentError naming the first
+    that names a type or place the catalog does not sell)."""
+    out: list[Commitment] = []
+    for i, section in enumerate(config.commitments):
+        found = _resolve_one(section, catalog)
+        if isinstance(found, str):
+            raise CommitmentError(f"commitments[{i}]: {found}")
+        out.append(found)
+    return tuple(out)
+
+
+def split_covered(
+    commitments: Sequence[Commitment], live_by_pool: Mapping[Pool, int]
+) -> tuple[dict[tuple[int, Pool], int], dict[Pool, int]]:
+    """Live nodes per pool split between commitments (in config order, each filling its
+    count from its pools in order) and the rest: ({(commitment index, pool): covered},
+    {pool: not covered})."""
+    left = dict(live_by_pool)
+    covered: dict[tuple[int, Pool], int] = {}
+    for c, commitment in enumerate(commitments):
+        room = commitment.count
+        for pool in commitment.pools:
+            take = min(room, left.get(pool, 0))
+            if take > 0:
+                covered[c, pool] = take
+                left[pool] -= take
+                room -= take
+    return covered, {p: n for p, n in left.items() if n > 0}
