@@ -246,7 +246,7 @@ class CommitmentUse:
     kind: str  # reserved, cud or capacity_reservation
     pools: tuple[Pool, ...]  # on-demand pools it covers
     count: int  # nodes paid for
-    used: int  # of those, nodes the plan places in its pools (at most count)
+    used: int  # of those, nodes the plan places in its pools
     usd_per_hour: float  # price of one committed node-hour (billed used or not)
     on_demand_usd_per_hour: float  # list price of one node-hour in its pools
 

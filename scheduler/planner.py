@@ -465,7 +465,7 @@ def _commitment_uses(cands: Candidates, solution: Solution) -> tuple[CommitmentU
             kind=c.kind.value,
             pools=c.pools,
             count=c.count,
-            used=min(n, c.count),
+            used=n,
             usd_per_hour=c.usd_per_hour,
             on_demand_usd_per_hour=c.on_demand_usd_per_hour,
         )

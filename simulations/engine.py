@@ -56,6 +56,7 @@ from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog
+from scheduler.commitments import resolve_commitments
 from scheduler.config import Config
 from scheduler.domain import (
     LAUNCH_LIMITS,
@@ -75,6 +76,11 @@ from scheduler.planner import resolve_location
 from scheduler.policy import CapschedPolicy
 from scheduler.profiles import best_profile, load_models
 from scheduler.store import StateStore
+from simulations.commitment_bill import (
+    COMMITMENT_MARKET,
+    CommitmentUsage,
+    bill_commitments,
+)
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
 
@@ -259,6 +265,9 @@ class RunResult:
     # Times of the ticks (warm-up included) whose launches the budget or a quota held
     # back, or whose plan it cut short, per limit (scheduler.guards.launch_limits).
     launch_holds_s: dict[HoldKind, list[float]] = field(default_factory=dict)
+    # Per `[[commitments]]` entry: paid and used node-hours, fee and covered on-demand
+    # price (simulations.commitment_bill); the fee is `cost_by_market["commitment"]`.
+    commitments: tuple[CommitmentUsage, ...] = ()
 
     def held_ticks(self, kind: HoldKind) -> int:
         """Ticks on which `kind` (budget or quota) held launches back."""
@@ -372,6 +381,30 @@ class RunResult:
             # Ticks on which the budget / a quota held launches back (never silent).
             "budget_held_ticks": self.held_ticks(HoldKind.BUDGET),
             "quota_held_ticks": self.held_ticks(HoldKind.QUOTA),
+            **self._commitment_summary(),
+        }
+
+    def _commitment_summary(self) -> dict[str, Any]:
+        """summary.json's commitment keys; none without commitments (docs/commitments.md)."""
+        if not self.commitments:
+            return {}
+        paid = sum(c.paid_node_hours for c in self.commitments)
+        used = sum(c.used_node_hours for c in self.commitments)
+        return {
+            "commitment_usd": round(sum(c.fee_usd for c in self.commitments), 4),
+            "commitment_utilisation": round(used / paid, 6) if paid > 0 else 1.0,
+            "commitments": [
+                {
+                    "name": c.label,
+                    "count": c.count,
+                    "utilisation": round(c.utilisation, 6),
+                    "used_node_hours": round(c.used_node_hours, 4),
+                    "paid_node_hours": round(c.paid_node_hours, 4),
+                    "fee_usd": round(c.fee_usd, 4),
+                    "covered_on_demand_usd": round(c.covered_usd, 4),
+                }
+                for c in self.commitments
+            ],
         }
 
 
@@ -679,6 +712,7 @@ async def replay(
             progress(1)
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
+    commitment_use = _bill_commitments(world, cloud, cost, n)
     within = np.zeros_like(served)
     latency = np.full_like(served, np.nan)
     for m, name in enumerate(models):
@@ -714,6 +748,7 @@ async def replay(
         early_s=early_s,
         bound_usd=policy.lower_bound(),
         launch_holds_s={k: v for k, v in launch_holds.items() if v},
+        commitments=commitment_use,
         series=tuple(info.keys),
         series_demand_rps=s_demand,
         series_capacity_rps=s_capacity,
@@ -725,6 +760,25 @@ async def replay(
         policy_name, n, ticks, result.cost_usd, result.wall_s,
     )  # fmt: skip
     return result
+
+
+def _bill_commitments(
+    world: World, cloud: SimCloud, cost: dict[str, np.ndarray], n_steps: int
+) -> tuple[CommitmentUsage, ...]:
+    """Add the config's commitments to `cost` (cumulative per step, in place): their fee
+    as the `commitment` market, the on-demand price of the node-time they covered taken
+    off `on-demand`. The same rule for every policy (simulations.commitment_bill)."""
+    commitments = resolve_commitments(world.config, world.catalog)
+    if not commitments:
+        return ()
+    info = world.info
+    pools = {p for c in commitments for p in c.pools}
+    prices = {o.pool: o.usd_per_hour for o in world.catalog.offerings if o.pool in pools}
+    ends = np.minimum(info.start_s + info.step_s * np.arange(1, n_steps + 1), info.end_s)
+    bill = bill_commitments(commitments, cloud.billed_intervals(pools), prices, info.start_s, ends)
+    cost[Market.ON_DEMAND.value] = cost[Market.ON_DEMAND.value] - bill.covered_usd
+    cost[COMMITMENT_MARKET] = bill.fee_usd
+    return bill.usage
 
 
 def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:
