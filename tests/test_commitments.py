@@ -289,3 +289,16 @@ async def test_a_baseline_node_in_the_committed_pool_is_covered(tmp_path: Path) 
     assert r.cost_by_market["commitment"][-1] == pytest.approx(2 * RESERVED)
     assert r.cost_by_market["on-demand"][-1] == pytest.approx(PRICES[OD_POOL])
     assert r.summary(None)["commitment_utilisation"] == pytest.approx(1.0)
+
+
+def test_the_documented_example_uncommented_is_a_valid_commitment() -> None:
+    text = (Path(__file__).parents[1] / "config.example.toml").read_text()
+    block = text[text.index("# [[commitments]]") :]
+    keys = [ln[2:] for ln in block.splitlines() if ln.startswith(("# [[", "# ")) and "=" in ln]
+    body = "\n".join(["[[commitments]]", *(k for k in keys if not k.startswith("zone"))])
+    config = parse_config(BASE + body + "\n", Path("example.toml"))
+    (c,) = config.commitments
+    assert (c.label, c.count, c.kind) == ("ri-us-east-1-g6e", 2, CommitmentKind.RESERVED)
+    assert check_config(config, CATALOG, load_profiles()) == []
+    # Without [[commitments]] the example has none: today's plans are unchanged.
+    assert parse_config(text, Path("example.toml")).commitments == ()
