@@ -612,13 +612,15 @@ class SimCloud:
                 gpu_s += inst.gpus * up_s
         return Usage(cost, gpu_s / 3600.0)
 
-    def billed_intervals(self, pools: Collection[Pool]) -> list[tuple[Pool, float, float]]:
-        """(pool, launched at, billed until) of every instance ever launched in `pools`:
-        until its end, or now while it lives (the commitments' coverage is counted on
-        these, `simulations.commitment_bill`)."""
+    def billed_intervals(
+        self, pools: Collection[Pool] | None = None
+    ) -> list[tuple[Pool, float, float]]:
+        """(pool, launched at, billed until) of every instance ever launched in `pools`
+        (None: every pool): until its end, or now while it lives (the commitments'
+        coverage is counted on these, `simulations.commitment_bill`)."""
         out: list[tuple[Pool, float, float]] = []
         for inst in self._instances.values():
-            if inst.pool in pools:
+            if pools is None or inst.pool in pools:
                 end = inst.ended_at_s if inst.ended_at_s is not None else self._now_s
                 out.append((inst.pool, inst.launched_at_s, end))
         return out

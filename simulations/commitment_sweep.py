@@ -69,14 +69,18 @@ class SweepRow:
     slo_attainment: float  # share of requests answered within the SLO
 
 
-def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec:
-    """`cloud/region-or-zone/type:0,2,4` against the config and catalog."""
+AUTO = "auto"  # the pool: where the first policy runs the most on-demand node-hours
+
+
+def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec | tuple[int, ...]:
+    """`cloud/region-or-zone/type:0,2,4` against the config and catalog; for
+    `auto:0,2,4` only the counts (the pool is found by a replay, `busiest_pool`)."""
     pool_text, sep, counts_text = text.rpartition(":")
     parts = pool_text.split("/")
-    if not sep or len(parts) != 3:
+    if not sep or (len(parts) != 3 and pool_text != AUTO):
         raise SweepSpecError(
-            f"--commitment-sweep {text!r}: expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS,"
-            " e.g. aws/us-east-1/g6e.xlarge:0,2,4,8"
+            f"--commitment-sweep {text!r}: expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS or"
+            " auto:COUNTS, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8"
         )
     try:
         counts = sorted({int(c) for c in counts_text.split(",") if c.strip()})
@@ -86,7 +90,15 @@ def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec:
         ) from None
     if not counts or counts[0] < 0:
         raise SweepSpecError(f"--commitment-sweep {text!r}: give counts >= 0, e.g. 0,2,4,8")
-    cloud_text, where, itype = parts
+    if pool_text == AUTO:
+        return tuple(sorted({0, *counts}))
+    return spec_of("/".join(parts), tuple(counts), config, catalog)
+
+
+def spec_of(pool_text: str, counts: tuple[int, ...], config: Config, catalog: Catalog) -> SweepSpec:
+    """The sweep of `counts` nodes on the on-demand pool `cloud/region-or-zone/type`."""
+    text = f"{pool_text}:{','.join(map(str, counts))}"
+    cloud_text, where, itype = pool_text.split("/")
     try:
         cloud = Cloud(cloud_text)
     except ValueError:
@@ -112,13 +124,23 @@ def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec:
             zone,
             itype,
         ):
-            return SweepSpec(section, tuple(counts))
+            return SweepSpec(section, counts)
     section = CommitmentSection(
         cloud=cloud, region=region, zone=zone, instance_type=itype, count=max(1, counts[-1])
     )
     if not any(covers(section, p) for p in on_demand):  # pragma: no cover - by construction
         raise SweepSpecError(f"--commitment-sweep {text!r}: no pool matches")
-    return SweepSpec(section, tuple(counts))
+    return SweepSpec(section, counts)
+
+
+def busiest_pool(result: RunResult) -> str | None:
+    """`cloud/region-or-zone/type` of the on-demand pool where `result` billed the most
+    node-hours (the first in key order on a tie), None when it ran no on-demand node."""
+    if not result.on_demand_node_hours:
+        return None
+    by_key = sorted(result.on_demand_node_hours.items(), key=lambda kv: kv[0].key)
+    pool = max(by_key, key=lambda kv: kv[1])[0]  # max keeps the first of equals
+    return f"{pool.cloud}/{pool.zone or pool.region}/{pool.instance_type}"
 
 
 def world_with(world: World, spec: SweepSpec, count: int) -> World:
@@ -231,6 +253,7 @@ def figure(rows: Sequence[SweepRow], spec: SweepSpec, title: str = "") -> Figure
     """The cost curve: total cost per committed count, per policy, with its parts; the
     chosen count circled."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -256,6 +279,7 @@ def figure(rows: Sequence[SweepRow], spec: SweepSpec, title: str = "") -> Figure
         )
         b = best[policy]
         ax.scatter([b.count], [b.cost_usd], s=160, facecolors="none", edgecolors=colour)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"committed nodes of {spec.pool}")
     ax.set_ylabel("USD over the replay")
     ax.set_ylim(bottom=0)

@@ -268,6 +268,9 @@ class RunResult:
     # Per `[[commitments]]` entry: paid and used node-hours, fee and covered on-demand
     # price (simulations.commitment_bill); the fee is `cost_by_market["commitment"]`.
     commitments: tuple[CommitmentUsage, ...] = ()
+    # Node-hours billed per on-demand pool over the trace (what a commitment there could
+    # cover; `capsched simulate --commitment-sweep auto:...` picks the largest).
+    on_demand_node_hours: dict[Pool, float] = field(default_factory=dict)
 
     def held_ticks(self, kind: HoldKind) -> int:
         """Ticks on which `kind` (budget or quota) held launches back."""
@@ -713,6 +716,12 @@ async def replay(
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
     commitment_use = _bill_commitments(world, cloud, cost, n)
+    od_hours: dict[Pool, float] = {}
+    for pool, a, b in cloud.billed_intervals():
+        if pool.market is Market.ON_DEMAND and b > info.start_s:
+            od_hours[pool] = (
+                od_hours.get(pool, 0.0) + (min(b, info.end_s) - max(a, info.start_s)) / 3600
+            )
     within = np.zeros_like(served)
     latency = np.full_like(served, np.nan)
     for m, name in enumerate(models):
@@ -749,6 +758,7 @@ async def replay(
         bound_usd=policy.lower_bound(),
         launch_holds_s={k: v for k, v in launch_holds.items() if v},
         commitments=commitment_use,
+        on_demand_node_hours=od_hours,
         series=tuple(info.keys),
         series_demand_rps=s_demand,
         series_capacity_rps=s_capacity,

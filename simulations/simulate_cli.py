@@ -114,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="POOL:COUNTS",
         help=(
             "which commitment to buy: replay once per committed count of the on-demand pool"
-            " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none);"
+            " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none), or"
+            " auto:COUNTS (the pool where a first replay ran the most on-demand node-hours);"
             " --policy defaults to capsched here; writes commitment_sweep.json and .png"
         ),
     )
@@ -233,11 +234,24 @@ def _run_commitment_sweep(
 ) -> int:
     """`--commitment-sweep`: one replay per (count, policy), the cost curve and the
     cheapest count (simulations.commitment_sweep)."""
+    out: Path = args.out
     try:
-        sweep_spec = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
+        parsed = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
+        if isinstance(parsed, tuple):  # auto: the busiest on-demand pool of a first replay
+            bar = _progress(world.info.n_steps, args.no_progress)
+            try:
+                first = run_policy(world, names[0], out / "state-auto.db", _advance(bar))
+            finally:
+                if bar is not None:
+                    bar.close()
+            busiest = commitment_sweep.busiest_pool(first)
+            if busiest is None:
+                return _fail([f"--commitment-sweep auto: {names[0]} ran no on-demand node"])
+            print(f"auto: {names[0]} ran the most on-demand node-hours in {busiest}")
+            parsed = commitment_sweep.spec_of(busiest, parsed, world.config, world.catalog)
+        sweep_spec = parsed
     except commitment_sweep.SweepSpecError as exc:
         return _fail([str(exc)])
-    out: Path = args.out
     runs = len(sweep_spec.counts) * len(names)
     bar = _progress(world.info.n_steps * runs, args.no_progress)
     try:
