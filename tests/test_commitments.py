@@ -22,6 +22,7 @@ from scheduler.config_check import check_config
 from scheduler.domain import Cloud, Demand, Market, Placement, Pool
 from scheduler.planner import make_plan
 from scheduler.profiles import load_profiles
+from simulations import commitment_sweep
 from simulations.commitment_bill import bill_commitments
 from simulations.engine import replay
 
@@ -302,3 +303,74 @@ def test_the_documented_example_uncommented_is_a_valid_commitment() -> None:
     assert check_config(config, CATALOG, load_profiles()) == []
     # Without [[commitments]] the example has none: today's plans are unchanged.
     assert parse_config(text, Path("example.toml")).commitments == ()
+
+
+# --- which commitment to buy -------------------------------------------------------------
+
+
+def test_sweep_picks_the_cheapest_count_on_a_scripted_replay(tmp_path: Path) -> None:
+    # A fleet of 2 on-demand nodes for an hour: each committed node up to 2 saves the
+    # on-demand price and costs the reserved one; a third is paid for and idle.
+    w = world(small_config(), [1.0] * 60)
+    spec = commitment_sweep.parse_spec("aws/us-east-1/g6e.xlarge:3,0,1,2", w.config, w.catalog)
+    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.counts == (0, 1, 2, 3)
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 2),))):
+        rows = commitment_sweep.sweep(w, spec, ["fixed"], tmp_path)
+    costs = [r.cost_usd for r in rows]
+    od = PRICES[OD_POOL]
+    assert costs == pytest.approx([2 * od, RESERVED + od, 2 * RESERVED, 3 * RESERVED])
+    assert [r.utilisation for r in rows] == pytest.approx([1.0, 1.0, 1.0, 2 / 3])
+    best = commitment_sweep.chosen(rows)["fixed"]
+    assert best.count == 2
+    commitment_sweep.write_outputs(tmp_path, rows, spec)
+    doc = json.loads((tmp_path / "commitment_sweep.json").read_text())
+    assert doc["chosen"] == {"fixed": 2} and len(doc["rows"]) == 4
+    assert (tmp_path / "commitment_sweep.png").stat().st_size > 0
+
+
+def test_sweep_varies_a_configured_commitment_and_keeps_its_price(tmp_path: Path) -> None:
+    config = with_commitments(small_config(), commitment(name="mine", usd_per_hour=0.1))
+    w = world(config, [1.0] * 30)
+    spec = commitment_sweep.parse_spec("aws/us-east-1/g6e.xlarge:0,1", w.config, w.catalog)
+    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.pool == "mine"
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 1),))):
+        rows = commitment_sweep.sweep(w, spec, ["fixed"], tmp_path)
+    assert [r.commitment_usd for r in rows] == pytest.approx([0.0, 0.05])
+    assert [r.on_demand_usd for r in rows] == pytest.approx([PRICES[OD_POOL] / 2, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("aws/us-east-1/g6e.xlarge", "expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS"),
+        ("aws/us-east-1:0,1", "expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS"),
+        ("aws/us-east-1/g6e.xlarge:a,b", "whole numbers"),
+        ("aws/us-east-1/g6e.xlarge:-1,2", "counts >= 0"),
+        ("azure/us-east-1/g6e.xlarge:0,1", "unknown cloud"),
+        ("aws/mars-1/g6e.xlarge:0,1", "no on-demand g6e.xlarge in mars-1"),
+    ],
+)
+def test_a_bad_sweep_argument_says_why(text: str, reason: str) -> None:
+    with pytest.raises(commitment_sweep.SweepSpecError, match=reason):
+        commitment_sweep.parse_spec(text, small_config(), CATALOG)
+
+
+def test_auto_sweeps_always_include_no_commitment() -> None:
+    assert commitment_sweep.parse_spec("auto:4,2", small_config(), CATALOG) == (0, 2, 4)
+
+
+def test_cli_sweep_writes_the_curve_and_names_the_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--commitment-sweep", "auto:0,1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "auto: capsched ran the most on-demand node-hours in " in printed
+    assert "chosen: capsched buys " in printed
+    doc = json.loads((out / "commitment_sweep.json").read_text())
+    assert [r["count"] for r in doc["rows"]] == [0, 1]
+    assert (out / "commitment_sweep.png").exists()
+    bad = ["simulate", "--commitment-sweep", "aws/x/y:1", "--out", str(out), "--no-progress"]
+    assert main(bad) == 2
+    assert "no on-demand y in x" in capsys.readouterr().err
