@@ -22,7 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler.catalog import Catalog
 from scheduler.commitments import covers
 from scheduler.config import CommitmentSection, Config
-from scheduler.domain import Cloud, Market
+from scheduler.domain import Cloud, Market, Pool
 from simulations.commitment_bill import COMMITMENT_MARKET
 from simulations.engine import RunResult, World, run_policy
 
@@ -69,7 +69,8 @@ class SweepRow:
     slo_attainment: float  # share of requests answered within the SLO
 
 
-AUTO = "auto"  # the pool: where the first policy runs the most on-demand node-hours
+# The pool: where the first policy runs the most on-demand node-hours (`busiest_pool`).
+AUTO = "auto"
 
 
 def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec | tuple[int, ...]:
@@ -133,14 +134,33 @@ def spec_of(pool_text: str, counts: tuple[int, ...], config: Config, catalog: Ca
     return SweepSpec(section, counts)
 
 
-def busiest_pool(result: RunResult) -> str | None:
+def busiest_pool(result: RunResult, config: Config, catalog: Catalog) -> str | None:
     """`cloud/region-or-zone/type` of the on-demand pool where `result` billed the most
-    node-hours (the first in key order on a tie), None when it ran no on-demand node."""
-    if not result.on_demand_node_hours:
+    node-hours (the first in key order on a tie), among the pools a commitment could make
+    cheaper: with a reserved price in the catalog, or covered by a commitment of the config
+    (which has its own price). None when it ran no such node. (GCP has no committed-use
+    prices in the data: a GCP commitment would default to the on-demand price.)"""
+
+    def priced(pool: Pool) -> bool:
+        key = (pool.cloud, pool.region, pool.instance_type)
+        return key in catalog.reserved_usd_per_hour or any(
+            covers(c, pool) for c in config.commitments
+        )
+
+    by_key = sorted(
+        ((p, h) for p, h in result.on_demand_node_hours.items() if priced(p)),
+        key=lambda kv: kv[0].key,
+    )
+    if not by_key:
         return None
-    by_key = sorted(result.on_demand_node_hours.items(), key=lambda kv: kv[0].key)
     pool = max(by_key, key=lambda kv: kv[1])[0]  # max keeps the first of equals
     return f"{pool.cloud}/{pool.zone or pool.region}/{pool.instance_type}"
+
+
+def unchanged(world: World, spec: SweepSpec) -> bool:
+    """Whether `world` is already the sweep's world without the commitment (count 0):
+    its config has no commitment on the swept pool."""
+    return spec.section not in world.config.commitments
 
 
 def world_with(world: World, spec: SweepSpec, count: int) -> World:
@@ -181,25 +201,27 @@ def sweep(
     *,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    done: Mapping[tuple[int, str], RunResult] | None = None,
 ) -> list[SweepRow]:
     """Replay `world` once per (count, policy); state databases under `out`. With
     `workers > 1` the replays run in that many processes (progress then moves per
-    finished replay, by its steps)."""
+    finished replay, by its steps). `done`: replays already run, by (count, policy)."""
     jobs = [(count, policy) for count in spec.counts for policy in policies]
-    results: dict[tuple[int, str], RunResult] = {}
+    results: dict[tuple[int, str], RunResult] = dict(done or {})
+    todo = [job for job in jobs if job not in results]
 
     def db(count: int, policy: str) -> Path:
         return out / f"state-{policy}-commit{count}.db"
 
     if workers <= 1:
-        for count, policy in jobs:
+        for count, policy in todo:
             w = world_with(world, spec, count)
             results[count, policy] = run_policy(w, policy, db(count, policy), progress)
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with solver threads
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {
-                pool.submit(_one, world_with(world, spec, c), p, db(c, p)): (c, p) for c, p in jobs
+                pool.submit(_one, world_with(world, spec, c), p, db(c, p)): (c, p) for c, p in todo
             }
             for fut in cf.as_completed(futures):
                 results[futures[fut]] = fut.result()

@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             "which commitment to buy: replay once per committed count of the on-demand pool"
             " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none), or"
-            " auto:COUNTS (the pool where a first replay ran the most on-demand node-hours);"
+            " auto:COUNTS (the pool with a reserved price where a first replay ran the most"
+            " on-demand node-hours);"
             " --policy defaults to capsched here; writes commitment_sweep.json and .png"
         ),
     )
@@ -235,6 +236,7 @@ def _run_commitment_sweep(
     """`--commitment-sweep`: one replay per (count, policy), the cost curve and the
     cheapest count (simulations.commitment_sweep)."""
     out: Path = args.out
+    done: dict[tuple[int, str], RunResult] = {}
     try:
         parsed = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
         if isinstance(parsed, tuple):  # auto: the busiest on-demand pool of a first replay
@@ -244,19 +246,33 @@ def _run_commitment_sweep(
             finally:
                 if bar is not None:
                     bar.close()
-            busiest = commitment_sweep.busiest_pool(first)
+            busiest = commitment_sweep.busiest_pool(first, world.config, world.catalog)
             if busiest is None:
-                return _fail([f"--commitment-sweep auto: {names[0]} ran no on-demand node"])
+                return _fail(
+                    [
+                        f"--commitment-sweep auto: {names[0]} ran no on-demand node in a pool"
+                        " with a commitment price (the catalog's reserved prices, or a"
+                        " [[commitments]] entry of the config); name the pool"
+                    ]
+                )
             print(f"auto: {names[0]} ran the most on-demand node-hours in {busiest}")
             parsed = commitment_sweep.spec_of(busiest, parsed, world.config, world.catalog)
+            if commitment_sweep.unchanged(world, parsed):  # the first replay is count 0
+                done[0, names[0]] = first
         sweep_spec = parsed
     except commitment_sweep.SweepSpecError as exc:
         return _fail([str(exc)])
-    runs = len(sweep_spec.counts) * len(names)
+    runs = len(sweep_spec.counts) * len(names) - len(done)
     bar = _progress(world.info.n_steps * runs, args.no_progress)
     try:
         rows = commitment_sweep.sweep(
-            world, sweep_spec, names, out, workers=args.workers, progress=_advance(bar)
+            world,
+            sweep_spec,
+            names,
+            out,
+            workers=args.workers,
+            progress=_advance(bar),
+            done=done,
         )
     finally:
         if bar is not None:
