@@ -193,6 +193,29 @@ def test_committed_capacity_is_shared_between_models_up_to_its_count() -> None:
     assert plan.usd_per_hour == pytest.approx(listed)
 
 
+@settings(max_examples=12, deadline=None)
+@given(count=st.integers(1, 6), rps=st.floats(0.5, 60.0), current=st.integers(0, 8))
+def test_committed_nodes_are_free_up_to_the_count_and_never_make_a_plan_dearer(
+    count: int, rps: float, current: int
+) -> None:
+    base = _plan_config()
+    demand = [Demand(MODEL, "us-east", rps)]
+    fleet = [Placement(MODEL, OD_POOL, current)] if current else []
+    profiles = load_profiles()
+    without = make_plan(base, CATALOG, profiles, demand, fleet)
+    plan = make_plan(
+        with_commitments(base, commitment(count=count)), CATALOG, profiles, demand, fleet
+    )
+    (use,) = plan.commitments
+    in_pool = sum(pl.count for pl in plan.placements if pl.pool == OD_POOL)
+    assert use.used == min(count, in_pool)
+    assert not plan.unmet
+    # Free capacity never raises the objective; beyond the count a node pays its price.
+    assert plan.objective <= without.objective + 1e-6
+    listed = sum(PRICES[pl.pool] * pl.count for pl in plan.placements)
+    assert plan.usd_per_hour == pytest.approx(listed)
+
+
 def test_plan_json_lists_commitments_and_their_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
