@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from scheduler.catalog import Catalog
 from scheduler.config import CommitmentKind, CommitmentSection, Config
-from scheduler.domain import Market, Pool
+from scheduler.domain import Cloud, Market, Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +53,32 @@ def covers(section: CommitmentSection, pool: Pool) -> bool:
     )
 
 
-def _resolve_one(section: CommitmentSection, catalog: Catalog) -> Commitment | str:
-    """The commitment, or why it cannot be resolved (one clause)."""
+@dataclass(frozen=True, slots=True)
+class _Unplaced:
+    """Why a commitment cannot be placed: the key at fault and the reason."""
+
+    key: str  # "instance_type", "region" or "zone"
+    reason: str  # one clause
+
+
+def _resolve_one(section: CommitmentSection, catalog: Catalog) -> Commitment | _Unplaced:
+    """The commitment, or why it cannot be resolved."""
     if (section.cloud, section.instance_type) not in catalog.instance_types:
-        return f"unknown {section.cloud} instance type {section.instance_type!r}"
+        return _Unplaced(
+            "instance_type", f"unknown {section.cloud} instance type {section.instance_type!r}"
+        )
     offered = [o for o in catalog.offerings if covers(section, o.pool)]
+    if not offered and section.zone:
+        hint = " (AWS pools are regional: leave zone unset)" if section.cloud is Cloud.AWS else ""
+        return _Unplaced(
+            "zone",
+            f"the catalog sells no on-demand {section.instance_type} in zone {section.zone!r}"
+            + hint,
+        )
     if not offered:
-        where = f"zone {section.zone!r}" if section.zone else f"region {section.region!r}"
-        return f"the catalog sells no on-demand {section.instance_type} in {where}" + (
-            " (AWS pools are regional: leave zone unset)" if section.zone else ""
+        return _Unplaced(
+            "region",
+            f"the catalog sells no on-demand {section.instance_type} in region {section.region!r}",
         )
     list_price = min(o.usd_per_hour for o in offered)
     price = section.usd_per_hour
@@ -84,11 +101,8 @@ def commitment_problems(config: Config, catalog: Catalog) -> list[str]:
     problems: list[str] = []
     for i, section in enumerate(config.commitments):
         found = _resolve_one(section, catalog)
-        if isinstance(found, str):
-            field = "instance_type" if found.startswith("unknown") else "region"
-            if section.zone and field == "region":
-                field = "zone"
-            problems.append(f"commitments[{i}].{field}: {found}")
+        if isinstance(found, _Unplaced):
+            problems.append(f"commitments[{i}].{found.key}: {found.reason}")
     return problems
 
 
@@ -102,8 +116,8 @@ def resolve_commitments(config: Config, catalog: Catalog) -> tuple[Commitment, .
     out: list[Commitment] = []
     for i, section in enumerate(config.commitments):
         found = _resolve_one(section, catalog)
-        if isinstance(found, str):
-            raise CommitmentError(f"commitments[{i}]: {found}")
+        if isinstance(found, _Unplaced):
+            raise CommitmentError(f"commitments[{i}].{found.key}: {found.reason}")
         out.append(found)
     return tuple(out)
 
