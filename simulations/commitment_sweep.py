@@ -245,7 +245,8 @@ def table(rows: Sequence[SweepRow]) -> str:
     head: tuple[str, ...] = ("policy", "count", "total USD", "commit USD", "on-demand USD")
     head += ("spot USD", "commit util", "SLO att.")
     lines: list[tuple[str, ...]] = [head]
-    for r in rows:
+    order = {p: i for i, p in enumerate(dict.fromkeys(r.policy for r in rows))}
+    for r in sorted(rows, key=lambda r: (order[r.policy], r.count)):
         mark = "*" if (r.policy, r.count) in best else ""
         lines.append(
             (
