@@ -277,7 +277,8 @@ def _run_commitment_sweep(
     finally:
         if bar is not None:
             bar.close()
-    title = f"{Path(str(spec.trace_path or 'default trace')).name}: {sweep_spec.pool}"
+    trace = "/".join(Path(str(spec.trace_path or "default trace")).parts[-2:])
+    title = f"{trace}: {sweep_spec.pool}"
     commitment_sweep.write_outputs(out, rows, sweep_spec, title)
     print(commitment_sweep.table(rows))
     for policy, row in commitment_sweep.chosen(rows).items():
