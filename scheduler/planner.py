@@ -416,7 +416,10 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         usd_per_hour = float(
             sum(o.usd_per_hour * int(per_pool[p]) for p, o in enumerate(cands.offerings))
         )
-    reasons = unmet_reasons(problem, solution)
+    first_commitment = len(problem.quotas) - len(cands.commitments)  # appended last
+    reasons = unmet_reasons(
+        problem, solution, commitment_quotas=range(first_commitment, len(problem.quotas))
+    )
     unmet = tuple(
         Unmet(
             cands.models[d.model],
@@ -499,14 +502,20 @@ def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]
     return _limits_of(unmet_reasons(problem, solution).values())
 
 
-def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[UnmetReason, ...]]:
+def unmet_reasons(
+    problem: Problem, solution: Solution, commitment_quotas: Collection[int] = ()
+) -> dict[int, tuple[UnmetReason, ...]]:
     """Why each demand the solution leaves unmet is unmet, by demand index (only those
     with unmet load). One more node in any pool that could serve it (capacity > 0, in
     reach, room left; on-demand only for a model with a minimum on-demand share or
     spot-loss robustness, where a spot node alone serves nothing more): when each such
     pool would break the budget or a quota, those limits (BUDGET, QUOTA); when there is
     no such pool, CAPACITY; when one would break nothing, COST (not worth a node at the
-    unmet penalty, or the search stopped)."""
+    unmet penalty, or the search stopped).
+
+    `commitment_quotas` are the quotas that hold commitments' counts (`build_problem`): a
+    committed pool whose commitment is used up has no room, and is no limit's doing (its
+    on-demand pool next to it has the same capacity at the list price)."""
     tol = 1e-6
     unmet = [
         (k, d)
@@ -522,6 +531,12 @@ def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[Unmet
         sum(int(per_pool[i]) * problem.pools[i].gpus for i in q.pools) for q in problem.quotas
     ]
     members = [frozenset(q.pools) for q in problem.quotas]
+    used_up = {
+        i
+        for qi in commitment_quotas
+        if gpus_used[qi] >= problem.quotas[qi].max_gpus
+        for i in problem.quotas[qi].pools
+    }
     price = sum(pool.listed_usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
     out: dict[int, tuple[UnmetReason, ...]] = {}
     total: dict[int, float] = {}
@@ -537,6 +552,7 @@ def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[Unmet
         for i, pool in enumerate(problem.pools):
             if (
                 (pool.spot and on_demand_only)
+                or i in used_up
                 or problem.capacity_rps[d.model, i] <= 0
                 or pool.location not in d.locations
                 or nodes[d.model, i] >= pool.max_nodes

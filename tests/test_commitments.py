@@ -19,7 +19,7 @@ from scheduler.catalog import load_catalog
 from scheduler.commitments import Commitment, resolve_commitments, split_covered
 from scheduler.config import CommitmentKind, Config, ConfigError, parse_config
 from scheduler.config_check import check_config
-from scheduler.domain import Cloud, Demand, Market, Placement, Pool
+from scheduler.domain import Cloud, Demand, Market, Placement, Pool, UnmetReason
 from scheduler.planner import make_plan
 from scheduler.profiles import load_profiles
 from simulations import commitment_sweep
@@ -214,6 +214,21 @@ def test_committed_nodes_are_free_up_to_the_count_and_never_make_a_plan_dearer(
     assert plan.objective <= without.objective + 1e-6
     listed = sum(PRICES[pl.pool] * pl.count for pl in plan.placements)
     assert plan.usd_per_hour == pytest.approx(listed)
+
+
+def test_a_used_up_commitment_is_not_named_as_the_limit_on_unmet_demand() -> None:
+    # The budget leaves demand unmet; the commitment is used up. The one limit is the
+    # budget: the committed pool's list-price twin next to it has the same capacity.
+    # Two models alike: one uses the commitment, the other could but finds it used up.
+    raw = _plan_config(budget_usd_per_hour=8.0).model_dump(mode="json")
+    raw["models"] = [{"name": MODEL}, {"name": "twin", "profile": MODEL}]
+    raw["commitments"] = [commitment(count=1)]
+    config = Config.model_validate(raw)
+    demand = [Demand(MODEL, "us-east", 200.0), Demand("twin", "us-east", 200.0)]
+    plan = make_plan(config, CATALOG, load_profiles(), demand)
+    assert [u.used for u in plan.commitments] == [1]
+    assert plan.unmet and all(u.reasons == (UnmetReason.BUDGET,) for u in plan.unmet)
+    assert plan.usd_per_hour <= 8.0 + 1e-6
 
 
 def test_plan_json_lists_commitments_and_their_use(
