@@ -56,7 +56,7 @@ from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
 from adapters.trace_metrics import TraceMetrics
 from scheduler.boot import node_boot_s
 from scheduler.catalog import Catalog
-from scheduler.commitments import resolve_commitments
+from scheduler.commitments import Commitment, resolve_commitments
 from scheduler.config import Config
 from scheduler.domain import (
     LAUNCH_LIMITS,
@@ -494,6 +494,8 @@ async def replay(
     started = time.perf_counter()
     models = tuple(m.name for m in cfg.models)
     acc = _Accounting(world, models)
+    # Before the replay, not after it: a commitment the catalog cannot place is bad input.
+    commitments = resolve_commitments(cfg, world.catalog)
     step_s = info.step_s
     boot_s = info.boot_time_s
     interval = cfg.scheduler.tick_interval_s
@@ -715,7 +717,7 @@ async def replay(
             progress(1)
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
-    commitment_use = _bill_commitments(world, cloud, cost, n)
+    commitment_use = _bill_commitments(world, commitments, cloud, cost, n)
     od_hours: dict[Pool, float] = {}
     for pool, a, b in cloud.billed_intervals():
         if pool.market is Market.ON_DEMAND and b > info.start_s:
@@ -773,12 +775,15 @@ async def replay(
 
 
 def _bill_commitments(
-    world: World, cloud: SimCloud, cost: dict[str, np.ndarray], n_steps: int
+    world: World,
+    commitments: Sequence[Commitment],
+    cloud: SimCloud,
+    cost: dict[str, np.ndarray],
+    n_steps: int,
 ) -> tuple[CommitmentUsage, ...]:
-    """Add the config's commitments to `cost` (cumulative per step, in place): their fee
-    as the `commitment` market, the on-demand price of the node-time they covered taken
-    off `on-demand`. The same rule for every policy (simulations.commitment_bill)."""
-    commitments = resolve_commitments(world.config, world.catalog)
+    """Add `commitments` to `cost` (cumulative per step, in place): their fee as the
+    `commitment` market, the on-demand price of the node-time they covered taken off
+    `on-demand`. The same rule for every policy (simulations.commitment_bill)."""
     if not commitments:
         return ()
     info = world.info

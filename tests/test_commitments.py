@@ -412,3 +412,17 @@ def test_cli_sweep_writes_the_curve_and_names_the_choice(
     bad = ["simulate", "--commitment-sweep", "aws/x/y:1", "--out", str(out), "--no-progress"]
     assert main(bad) == 2
     assert "no on-demand y in x" in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_commitment_outside_the_allowed_pools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The example config allows five AWS regions; ap-south-1 sells g6e.xlarge but is not one.
+    example = (Path(__file__).parents[1] / "config.example.toml").read_text()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(example + toml_of(commitment(region="ap-south-1")).removeprefix(BASE))
+    args = ["simulate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*args, "--policy", "static-peak"]) == 2
+    err = capsys.readouterr().err
+    assert "commitments[0].region" in err and "ap-south-1" in err
+    assert "the config's [clouds] allow" in err
