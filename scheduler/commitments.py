@@ -15,7 +15,7 @@ reserved instances and GCP committed-use discounts to matching usage each hour.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.catalog import Catalog
@@ -96,13 +96,23 @@ def _resolve_one(section: CommitmentSection, catalog: Catalog) -> Commitment | _
     )
 
 
-def commitment_problems(config: Config, catalog: Catalog) -> list[str]:
-    """One line per `[[commitments]]` entry the catalog cannot place, naming its key."""
+def commitment_problems(
+    config: Config, catalog: Catalog, usable: Callable[[Pool], bool] | None = None
+) -> list[str]:
+    """One line per `[[commitments]]` entry the catalog cannot place, naming its key;
+    with `usable` (whether the config lets nodes run in a pool), also those whose every
+    pool the config forbids: a commitment there would be paid for and never used."""
     problems: list[str] = []
     for i, section in enumerate(config.commitments):
         found = _resolve_one(section, catalog)
         if isinstance(found, _Unplaced):
             problems.append(f"commitments[{i}].{found.key}: {found.reason}")
+        elif usable is not None and not any(usable(p) for p in found.pools):
+            problems.append(
+                f"commitments[{i}].region: the config's [clouds] allow no on-demand"
+                f" {section.instance_type} in {section.zone or section.region}: it would be"
+                " paid for and never used"
+            )
     return problems
 
 

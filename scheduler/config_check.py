@@ -6,13 +6,14 @@ the names in it exist: regions, locations, accelerators, profiles.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from scheduler.catalog import Catalog
 from scheduler.commitments import commitment_problems
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Cloud
-from scheduler.planner import PlanningError, resolve_location
+from scheduler.domain import CapacityProfile, Cloud, Pool
+from scheduler.planner import PlanningError, allowed, resolve_location
 
 
 def _known(values: set[str]) -> str:
@@ -56,7 +57,18 @@ def check_config(
                     f"clouds.{cloud.value}.gpu_kinds[{j}]: unknown accelerator {kind!r}"
                     f" (known: {_known(kinds)})"
                 )
-    problems.extend(commitment_problems(config, catalog))
+    by_pool = {o.pool: o for o in catalog.offerings}
+    problems.extend(
+        commitment_problems(
+            config,
+            catalog,
+            lambda pool: allowed(
+                config,
+                dataclasses.replace(by_pool[pool], available=True),
+                catalog.instance_type(pool),
+            ),
+        )
+    )
     for i, q in enumerate(config.quotas):
         regions = {o.pool.region for o in catalog.offerings if o.pool.cloud is q.cloud}
         if q.region is not None and q.region not in regions:

@@ -417,12 +417,16 @@ def test_cli_sweep_writes_the_curve_and_names_the_choice(
 def test_simulate_refuses_a_commitment_outside_the_allowed_pools(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The example config allows five AWS regions; ap-south-1 sells g6e.xlarge but is not one.
+    # The example config allows five AWS regions; eu-north-1 sells g6e.xlarge but is not one.
     example = (Path(__file__).parents[1] / "config.example.toml").read_text()
     cfg = tmp_path / "c.toml"
-    cfg.write_text(example + toml_of(commitment(region="ap-south-1")).removeprefix(BASE))
+    cfg.write_text(example + toml_of(commitment(region="eu-north-1")).removeprefix(BASE))
     args = ["simulate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]
     assert main([*args, "--policy", "static-peak"]) == 2
     err = capsys.readouterr().err
-    assert "commitments[0].region" in err and "ap-south-1" in err
+    assert "commitments[0].region" in err and "eu-north-1" in err
     assert "the config's [clouds] allow" in err
+    # validate-config refuses it too: it would be paid for and never used.
+    assert main(["validate-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "commitments[0].region: the config's [clouds] allow no on-demand g6e.xlarge" in err
