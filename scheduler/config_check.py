@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from scheduler.catalog import Catalog
 from scheduler.commitments import commitment_problems
 from scheduler.config import Config
-from scheduler.domain import CapacityProfile, Cloud, Pool
+from scheduler.domain import CapacityProfile, Cloud
 from scheduler.planner import PlanningError, allowed, resolve_location
 
 
