@@ -3,7 +3,7 @@
 A commitment is `count` nodes of one instance type, on-demand, in one region (or zone),
 billed every hour whether used or not. This module is the one place that says which
 pools a commitment covers, what one committed node-hour costs, and how many running
-nodes it covers: the planner (`scheduler.planner`) gives the solver that many nodes at
+nodes it covers: the planner (`scheduler.decide.planner`) gives the solver that many nodes at
 no marginal cost, and the simulator bills it (`simulations.commitment_bill`).
 
 Coverage rule, the same for every policy: at any moment a commitment covers
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.catalog import Catalog
 from scheduler.config import CommitmentKind, CommitmentSection, Config
 from scheduler.domain import Cloud, Market, Pool
+from scheduler.fleet.catalog import Catalog
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.catalog import Catalog
 from scheduler.commitments import covers
 from scheduler.config import CommitmentSection, Config
 from scheduler.domain import Cloud, Market, Pool
+from scheduler.fleet.catalog import Catalog
 from simulations.commitment_bill import COMMITMENT_MARKET
 from simulations.engine import RunResult, World, run_policy
 

@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.commitments import Commitment, resolve_commitments, split_covered
 from scheduler.config import CommitmentKind, Config, ConfigError, parse_config
-from scheduler.config_check import check_config
+from scheduler.decide.config_check import check_config
+from scheduler.decide.planner import make_plan
 from scheduler.domain import Cloud, Demand, Market, Placement, Pool, UnmetReason
-from scheduler.planner import make_plan
-from scheduler.profiles import load_profiles
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from simulations import commitment_sweep
 from simulations.commitment_bill import bill_commitments
 from simulations.engine import replay
