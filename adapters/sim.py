@@ -54,7 +54,7 @@ import logging
 import math
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -654,6 +654,19 @@ class SimCloud:
                 cost[inst.pool.market] += self._billed_usd(inst, up_s)
                 gpu_s += inst.gpus * up_s
         return Usage(cost, gpu_s / 3600.0)
+
+    def billed_intervals(
+        self, pools: Collection[Pool] | None = None
+    ) -> list[tuple[Pool, float, float]]:
+        """(pool, launched at, billed until) of every instance ever launched in `pools`
+        (None: every pool): until its end, or now while it lives (the commitments'
+        coverage is counted on these, `simulations.commitment_bill`)."""
+        out: list[tuple[Pool, float, float]] = []
+        for inst in self._instances.values():
+            if pools is None or inst.pool in pools:
+                end = inst.ended_at_s if inst.ended_at_s is not None else self._now_s
+                out.append((inst.pool, inst.launched_at_s, end))
+        return out
 
     def spot_capacity(self, pool: Pool) -> int | None:
         """Spot instances `pool` can hold now; None when no trace limits it."""

@@ -109,6 +109,20 @@ def plan_json(
             for u in plan.unmet
         ],
         "relaxed": [r.value for r in plan.relaxed],
+        # Capacity already paid for and how much of it the plan uses (docs/commitments.md).
+        "commitments": [
+            {
+                "name": c.label,
+                "kind": c.kind,
+                "pools": [p.key for p in c.pools],
+                "count": c.count,
+                "used": c.used,
+                "usd_per_hour_each": round(c.usd_per_hour, 5),
+                "fee_usd_per_hour": round(c.fee_usd_per_hour, 4),
+                "on_demand_usd_per_hour_each": round(c.on_demand_usd_per_hour, 5),
+            }
+            for c in plan.commitments
+        ],
         "notes": list(plan.notes),
         "demand": [
             {"model": d.model, "region": d.region, "rps": round(d.rps, 4), **_size_keys(d)}
@@ -193,6 +207,12 @@ def plan_table(plan: Plan, catalog: Catalog) -> str:
         f"status {plan.status.value}  cost {plan.usd_per_hour:.2f} USD/h  "
         f"gap {plan.gap:.2%}  solved in {plan.solve_time_s:.2f} s"
     )
+    for c in plan.commitments:
+        covered = c.used * c.on_demand_usd_per_hour
+        lines.append(
+            f"commitment {c.label} ({c.kind}): {c.used} of {c.count} nodes used, fee"
+            f" {c.fee_usd_per_hour:.2f} USD/h, covers {covered:.2f} USD/h of the cost above"
+        )
     for u in sorted(plan.unmet, key=lambda u: (-u.priority, u.model, u.region)):
         why = ", ".join(r.value for r in u.reasons) or "not analysed"
         lines.append(

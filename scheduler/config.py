@@ -8,13 +8,14 @@ reload that fails keeps the old one.
 
 from __future__ import annotations
 
+import enum
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from scheduler.domain import Cloud, Market
+from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Market
 from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
@@ -211,6 +212,45 @@ class QuotaSection(_Section):
     max_gpus: int = Field(ge=0)  # accelerators allowed at once
 
 
+class CommitmentKind(enum.StrEnum):
+    """What was bought (docs/commitments.md). Every kind is on-demand capacity that is
+    already paid for; capsched plans and bills them alike."""
+
+    RESERVED = "reserved"  # AWS reserved instances (or a savings plan pinned to a type)
+    CUD = "cud"  # GCP committed-use discount
+    CAPACITY_RESERVATION = "capacity_reservation"  # a capacity reservation or block
+
+
+class CommitmentSection(_Section):
+    """Capacity already paid for: `count` nodes of `instance_type` on-demand in one
+    region (or zone), billed every hour whether used or not, so the planner uses them
+    first at no marginal cost (docs/commitments.md)."""
+
+    name: Name | None = None  # label in plans and reports; default cloud/region-or-zone/type
+    kind: CommitmentKind = CommitmentKind.RESERVED  # what was bought
+    cloud: Cloud  # cloud it was bought on
+    region: Name = Field(min_length=1)  # region of the committed pool
+    # Zone, for clouds whose pools are zonal (GCP); unset: every zone of the region.
+    zone: Name | None = None
+    instance_type: Name = Field(min_length=1)  # the committed instance type
+    count: StrictInt = Field(ge=1, le=MAX_NODES_PER_POOL)  # nodes paid for
+    # USD per committed node-hour; unset: the catalog's reserved price of the type in the
+    # region where it has one, else the pool's on-demand price (no discount: a reservation).
+    usd_per_hour: float | None = Field(default=None, ge=0)
+
+    @property
+    def label(self) -> str:
+        """The name shown in plans and reports."""
+        where = self.zone or self.region
+        return self.name or f"{self.cloud}/{where}/{self.instance_type}"
+
+    @model_validator(mode="after")
+    def _zone_in_region(self) -> CommitmentSection:
+        if self.zone is not None and not self.zone.startswith(self.region):
+            raise ValueError(f"zone {self.zone!r} is not in region {self.region!r}")
+        return self
+
+
 class CloudsSection(_Section):
     aws: CloudSection = CloudSection()
     gcp: CloudSection = CloudSection()
@@ -235,6 +275,7 @@ class Config(_Section):
     models: tuple[ModelSection, ...] = Field(min_length=1)
     regions: tuple[RegionSection, ...] = Field(min_length=1)
     quotas: tuple[QuotaSection, ...] = ()
+    commitments: tuple[CommitmentSection, ...] = ()  # capacity already paid for
 
     @model_validator(mode="after")
     def _cloud_configured(self) -> Config:
@@ -249,6 +290,7 @@ class Config(_Section):
         for what, names in (
             ("models", [m.name for m in self.models]),
             ("regions", [r.name for r in self.regions]),
+            ("commitments", [c.label for c in self.commitments]),
         ):
             seen: set[str] = set()
             for name in names:

@@ -41,7 +41,7 @@ GCP_PREEMPTION_DIR = "spot/skypilot_spot_traces/preemption/1-node/gcp-04-30-2023
 SOURCES: list[dict[str, str]] = [
     {
         "id": "aws_ondemand",
-        "what": "AWS EC2 GPU instance specs and on-demand USD/h per region, 2026-01-21",
+        "what": "AWS EC2 GPU instance specs, on-demand and reserved USD/h per region, 2026-01-21",
         "repository": "https://github.com/tsaol/aws-gpu",
         "path": "data/all_gpu_instances.js",
         "commit": "77fcd9fe1d0652fd07b830e5ed030d61da87923e",
@@ -221,6 +221,10 @@ OFFERING_COLUMNS = [
 ]
 
 
+# A reserved price row: cloud, region, instance type, USD per node-hour.
+RESERVED_COLUMNS = ["cloud", "region", "instance_type", "usd_per_hour"]
+
+
 def _price(x: float) -> float:
     return round(x, 5)
 
@@ -253,10 +257,12 @@ def _aws_gpu_memory(kind: str, raw: str, count: int, name: str) -> float:
 
 def build_aws(
     shared: Path, stats: Counter[str]
-) -> tuple[dict[str, InstanceSpec], list[OfferingRow]]:
-    """AWS instance types and on-demand + estimated spot offerings."""
+) -> tuple[dict[str, InstanceSpec], list[OfferingRow], list[list[Any]]]:
+    """AWS instance types, on-demand + estimated spot offerings, and reserved prices
+    (rows of `RESERVED_COLUMNS`, for the types and regions with an on-demand offering)."""
     types: dict[str, InstanceSpec] = {}
     on_demand: dict[tuple[str, str], float] = {}
+    reserved: dict[tuple[str, str], float] = {}
     with (shared / AWS_PRICES).open(newline="") as f:
         for row in csv.DictReader(f):
             name, gpu, region = row["instance_type"], row["gpu"], row["region"]
@@ -296,6 +302,10 @@ def build_aws(
             if (region, name) in on_demand:
                 raise ValueError(f"{name} in {region}: duplicate row")
             on_demand[(region, name)] = price
+            if row["reserved_usd_per_hr"] and float(row["reserved_usd_per_hr"]) > 0:
+                reserved[(region, name)] = float(row["reserved_usd_per_hr"])
+            else:
+                stats["aws reserved: no reserved price"] += 1
 
     advisor: dict[tuple[str, str], tuple[float, int]] = {}
     with (shared / AWS_SPOT_ADVISOR).open(newline="") as f:
@@ -337,7 +347,10 @@ def build_aws(
                 True,
             )
         )
-    return types, offerings
+    reserved_rows = [
+        ["aws", region, name, _price(price)] for (region, name), price in sorted(reserved.items())
+    ]
+    return types, offerings, reserved_rows
 
 
 def gcp_preemption_rate(shared: Path) -> tuple[float, dict[str, float]]:
@@ -555,7 +568,7 @@ def render(doc: dict[str, Any]) -> str:
     """Compact JSON with one instance type / offering per line, so diffs stay readable."""
     parts: list[str] = []
     for key, value in doc.items():
-        if key in ("instance_types", "offerings"):
+        if key in ("instance_types", "offerings", "reserved"):
             body = ",\n".join(_dumps(item) for item in value)
             parts.append(f"{_dumps(key)}:[\n{body}\n]")
         else:
@@ -567,7 +580,7 @@ def build(shared: Path) -> tuple[str, Counter[str]]:
     """The catalog JSON text and counts of what was skipped and why."""
     stats: Counter[str] = Counter()
     stats["gcp spot skipped: spot total above on-demand total"] = 0  # reported even when 0
-    aws_types, aws_offerings = build_aws(shared, stats)
+    aws_types, aws_offerings, reserved = build_aws(shared, stats)
     gcp_rate, gcp_detail = gcp_preemption_rate(shared)
     gcp_types, gcp_offerings = build_gcp(shared, gcp_rate, stats)
 
@@ -621,6 +634,10 @@ def build(shared: Path) -> tuple[str, Counter[str]]:
         ],
         "offering_columns": OFFERING_COLUMNS,
         "offerings": [o.as_list() for o in offerings],
+        # Commitment prices per node-hour (scheduler.fleet.commitments: the default price of a
+        # [[commitments]] entry); AWS only, the source's reserved column.
+        "reserved_columns": RESERVED_COLUMNS,
+        "reserved": reserved,
         "regions": {r: {"lat": REGION_COORDS[r][0], "lon": REGION_COORDS[r][1]} for r in regions},
     }
     for t in types:
@@ -629,6 +646,7 @@ def build(shared: Path) -> tuple[str, Counter[str]]:
         stats[f"offerings {o.cloud} {o.market}"] += 1
     stats["pools (zone or region x type x market)"] = len(offerings)
     stats["regions"] = len(regions)
+    stats["reserved prices aws"] = len(reserved)
     return render(doc), stats
 
 

@@ -75,11 +75,17 @@ from scheduler.domain import (
 )
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.commitments import Commitment, resolve_commitments
 from scheduler.fleet.profiles import best_profile, load_models, size_factor
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
 from scheduler.loop.store import StateStore
+from simulations.commitment_bill import (
+    COMMITMENT_MARKET,
+    CommitmentUsage,
+    bill_commitments,
+)
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
 
@@ -267,6 +273,12 @@ class RunResult:
     # Times of the ticks (warm-up included) whose launches the budget or a quota held
     # back, or whose plan it cut short, per limit (scheduler.decide.guards.launch_limits).
     launch_holds_s: dict[HoldKind, list[float]] = field(default_factory=dict)
+    # Per `[[commitments]]` entry: paid and used node-hours, fee and covered on-demand
+    # price (simulations.commitment_bill); the fee is `cost_by_market["commitment"]`.
+    commitments: tuple[CommitmentUsage, ...] = ()
+    # Node-hours billed per on-demand pool over the trace (what a commitment there could
+    # cover; `capsched simulate --commitment-sweep auto:...` picks the largest).
+    on_demand_node_hours: dict[Pool, float] = field(default_factory=dict)
 
     def held_ticks(self, kind: HoldKind) -> int:
         """Ticks on which `kind` (budget or quota) held launches back."""
@@ -404,6 +416,30 @@ class RunResult:
             # Ticks on which the budget / a quota held launches back (never silent).
             "budget_held_ticks": self.held_ticks(HoldKind.BUDGET),
             "quota_held_ticks": self.held_ticks(HoldKind.QUOTA),
+            **self._commitment_summary(),
+        }
+
+    def _commitment_summary(self) -> dict[str, Any]:
+        """summary.json's commitment keys; none without commitments (docs/commitments.md)."""
+        if not self.commitments:
+            return {}
+        paid = sum(c.paid_node_hours for c in self.commitments)
+        used = sum(c.used_node_hours for c in self.commitments)
+        return {
+            "commitment_usd": round(sum(c.fee_usd for c in self.commitments), 4),
+            "commitment_utilisation": round(used / paid, 6) if paid > 0 else 1.0,
+            "commitments": [
+                {
+                    "name": c.label,
+                    "count": c.count,
+                    "utilisation": round(c.utilisation, 6),
+                    "used_node_hours": round(c.used_node_hours, 4),
+                    "paid_node_hours": round(c.paid_node_hours, 4),
+                    "fee_usd": round(c.fee_usd, 4),
+                    "covered_on_demand_usd": round(c.covered_usd, 4),
+                }
+                for c in self.commitments
+            ],
         }
 
 
@@ -495,6 +531,8 @@ async def replay(
     started = time.perf_counter()
     models = tuple(m.name for m in cfg.models)
     acc = _Accounting(world, models)
+    # Before the replay, not after it: a commitment the catalog cannot place is bad input.
+    commitments = resolve_commitments(cfg, world.catalog)
     step_s = info.step_s
     boot_s = info.boot_time_s
     interval = cfg.scheduler.tick_interval_s
@@ -748,6 +786,13 @@ async def replay(
             progress(1)
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
+    commitment_use = _bill_commitments(world, commitments, cloud, cost, n)
+    od_hours: dict[Pool, float] = {}
+    for pool, a, b in cloud.billed_intervals():
+        if pool.market is Market.ON_DEMAND and b > info.start_s:
+            od_hours[pool] = (
+                od_hours.get(pool, 0.0) + (min(b, info.end_s) - max(a, info.start_s)) / 3600
+            )
     within = np.zeros_like(served)
     latency = np.full_like(served, np.nan)
     for m, name in enumerate(models):
@@ -787,6 +832,8 @@ async def replay(
         early_s=early_s,
         bound_usd=policy.lower_bound(),
         launch_holds_s={k: v for k, v in launch_holds.items() if v},
+        commitments=commitment_use,
+        on_demand_node_hours=od_hours,
         series=tuple(info.keys),
         series_demand_rps=s_demand,
         series_capacity_rps=s_capacity,
@@ -830,6 +877,28 @@ def _serve_in_order(queue: deque[list[float]], step: int, arrived: float, served
     left = arrived - min(arrived, served)
     if left > 1e-9:
         queue.append([float(step), left])
+
+
+def _bill_commitments(
+    world: World,
+    commitments: Sequence[Commitment],
+    cloud: SimCloud,
+    cost: dict[str, np.ndarray],
+    n_steps: int,
+) -> tuple[CommitmentUsage, ...]:
+    """Add `commitments` to `cost` (cumulative per step, in place): their fee as the
+    `commitment` market, the on-demand price of the node-time they covered taken off
+    `on-demand`. The same rule for every policy (simulations.commitment_bill)."""
+    if not commitments:
+        return ()
+    info = world.info
+    pools = {p for c in commitments for p in c.pools}
+    prices = {o.pool: o.usd_per_hour for o in world.catalog.offerings if o.pool in pools}
+    ends = np.minimum(info.start_s + info.step_s * np.arange(1, n_steps + 1), info.end_s)
+    bill = bill_commitments(commitments, cloud.billed_intervals(pools), prices, info.start_s, ends)
+    cost[Market.ON_DEMAND.value] = cost[Market.ON_DEMAND.value] - bill.covered_usd
+    cost[COMMITMENT_MARKET] = bill.fee_usd
+    return bill.usage
 
 
 def warmup_load(demand_rps: np.ndarray, window_steps: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def write_summary(out_dir: Path, results: Sequence[RunResult], extra: Mapping[st
 
 def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
     """The comparison table printed by `capsched simulate`."""
-    cols = (
+    cols: tuple[tuple[str, str | None, str], ...] = (
         ("policy", None, "{}"),
         ("cost USD", "cost_usd", "{:.2f}"),
         ("vs static", "cost_vs_static_peak", "{:.3f}"),
@@ -74,6 +74,13 @@ def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
         ("bound USD", "lower_bound_usd", "{:.2f}"),
         ("bound", "bound_kind", "{}"),
     )
+    if any("commitment_usd" in s for s in policies.values()):  # only with [[commitments]]
+        cols = (
+            *cols[:2],
+            ("commit USD", "commitment_usd", "{:.2f}"),
+            ("commit util", "commitment_utilisation", "{:.3f}"),
+            *cols[2:],
+        )
     rows = [[c[0] for c in cols]]
     for name, s in policies.items():
         row = []

@@ -3,6 +3,7 @@
     capsched simulate [--config FILE] [--trace FILE] [--trace-format F]
                       [--scenario SCENARIO.toml] [--policy capsched,spothedge,...]
                       [--fleet-gpus N] [--out DIR]
+    capsched simulate [...] --commitment-sweep CLOUD/REGION/TYPE:0,2,4,8 [--workers N]
     capsched simulate --sweep SWEEP.toml [--workers N] [--out DIR]
                       [--executor local|ray] [--ray-address ADDRESS]
                       [--ray-runtime-env JSON]
@@ -56,8 +57,8 @@ from pydantic import ValidationError
 from adapters.sim import SpotTraceError
 from scheduler.config import ConfigError
 from scheduler.errors import problem_lines
-from simulations import ray_executor
-from simulations.engine import RunResult, run_policy
+from simulations import commitment_sweep, ray_executor
+from simulations.engine import RunResult, World, run_policy
 from simulations.report import STATIC_PEAK, plot, summaries, table, write_summary
 from simulations.roster import policy_names
 from simulations.scenario import Scenario, ScenarioError, load_scenario
@@ -108,6 +109,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-runtime-env",
         metavar="JSON",
         help='Ray runtime_env of the sweep\'s tasks, e.g. \'{"working_dir": "."}\'',
+    )
+    parser.add_argument(
+        "--commitment-sweep",
+        metavar="POOL:COUNTS",
+        help=(
+            "which commitment to buy: replay once per committed count of the on-demand pool"
+            " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none), or"
+            " auto:COUNTS (the pool with a reserved price where a first replay ran the most"
+            " on-demand node-hours);"
+            " --policy defaults to capsched here; writes commitment_sweep.json and .png"
+        ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -168,8 +180,12 @@ def run(args: argparse.Namespace) -> int:
     for option in ("ray_address", "ray_runtime_env"):
         if getattr(args, option) is not None and args.executor != "ray":
             return _fail([f"--{option.replace('_', '-')} needs --executor ray"])
+    if args.commitment_sweep is not None and args.sweep is not None:
+        return _fail(["--commitment-sweep and --sweep do not go together"])
     try:
         names = _with_reference(_policies(args.policy))
+        if args.commitment_sweep is not None:  # no cost reference needed: counts compare
+            names = ["capsched"] if args.policy == "all" else _policies(args.policy)
     except ValueError as exc:
         return _fail([str(exc)])
     problem = _out_problem(args.out)
@@ -196,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail([f"--out {out}: cannot create the folder: {exc.strerror or exc}"])
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.commitment_sweep is not None:
+        return _run_commitment_sweep(args, world, names, spec)
     results: list[RunResult] = []
     bar = _progress(world.info.n_steps * len(names), args.no_progress)
     try:
@@ -210,6 +228,67 @@ def run(args: argparse.Namespace) -> int:
     print(table(summaries(results)))
     _print_launch_holds(results)
     print(f"wrote {out / 'summary.json'} and {out / 'report.png'}")
+    return 0
+
+
+def _run_commitment_sweep(
+    args: argparse.Namespace, world: World, names: list[str], spec: WorldSpec
+) -> int:
+    """`--commitment-sweep`: one replay per (count, policy), the cost curve and the
+    cheapest count (simulations.commitment_sweep)."""
+    out: Path = args.out
+    done: dict[tuple[int, str], RunResult] = {}
+    try:
+        parsed = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
+        if isinstance(parsed, tuple):  # auto: the busiest on-demand pool of a first replay
+            bar = _progress(world.info.n_steps, args.no_progress)
+            try:
+                first = run_policy(world, names[0], out / "state-auto.db", _advance(bar))
+            finally:
+                if bar is not None:
+                    bar.close()
+            busiest = commitment_sweep.busiest_pool(first, world.config, world.catalog)
+            if busiest is None:
+                return _fail(
+                    [
+                        f"--commitment-sweep auto: {names[0]} ran no on-demand node in a pool"
+                        " with a commitment price (the catalog's reserved prices, or a"
+                        " [[commitments]] entry of the config); name the pool"
+                    ]
+                )
+            print(f"auto: {names[0]} ran the most on-demand node-hours in {busiest}")
+            parsed = commitment_sweep.spec_of(busiest, parsed, world.config, world.catalog)
+            if commitment_sweep.unchanged(world, parsed):  # the first replay is count 0
+                done[0, names[0]] = first
+        sweep_spec = parsed
+    except commitment_sweep.SweepSpecError as exc:
+        return _fail([str(exc)])
+    runs = len(sweep_spec.counts) * len(names) - len(done)
+    bar = _progress(world.info.n_steps * runs, args.no_progress)
+    try:
+        rows = commitment_sweep.sweep(
+            world,
+            sweep_spec,
+            names,
+            out,
+            workers=args.workers,
+            progress=_advance(bar),
+            done=done,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    trace = "/".join(Path(str(spec.trace_path or "default trace")).parts[-2:])
+    title = f"{trace}: {sweep_spec.pool}"
+    commitment_sweep.write_outputs(out, rows, sweep_spec, title)
+    print(commitment_sweep.table(rows))
+    for policy, row in commitment_sweep.chosen(rows).items():
+        none = next((r for r in rows if r.policy == policy and r.count == 0), None)
+        vs = f", {row.cost_usd / none.cost_usd:.3f}x no commitment" if none else ""
+        print(
+            f"chosen: {policy} buys {row.count} of {sweep_spec.pool} ({row.cost_usd:.2f} USD{vs})"
+        )
+    print(f"wrote {out / 'commitment_sweep.json'} and {out / 'commitment_sweep.png'}")
     return 0
 
 

@@ -7,12 +7,13 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scheduler.config import Config, load_config
+from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from scheduler.decide.planner import allowed
 from scheduler.domain import CapacityProfile
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.commitments import commitment_problems
 from scheduler.fleet.profiles import load_profiles
 from simulations.demand import load_demand
 from simulations.engine import World
@@ -118,6 +119,14 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
     # the same config, and 2,500 offerings per tick cost the replay more than the solve.
     sold = tuple(o for o in cat.offerings if allowed(config, o, cat.instance_type(o.pool)))
     cat = replace(cat, offerings=sold)
+    # A commitment the simulated cloud does not sell would fail only when it is billed.
+    unplaced = commitment_problems(config, cat)
+    if unplaced:
+        path = spec.config_path or DEFAULT_CONFIG_PATH
+        raise ConfigError(
+            path,
+            [f"{path}: {p} (among the pools the config's [clouds] allow)" for p in unplaced],
+        )
     spot = {p: t for p, t in spot.items() if p in {o.pool for o in sold}}
     prices = {p: s for p, s in prices.items() if p in {o.pool for o in sold}}
     if scenario.spot_traces and not spot:

@@ -214,7 +214,7 @@ def _build(
     if coupling and problem.budget_usd_per_hour is not None:
         row = lp.Constraint(-inf, problem.budget_usd_per_hour)
         for (_, p), x in mdl.x.items():
-            row.SetCoefficient(x, pools[p].usd_per_hour)
+            row.SetCoefficient(x, pools[p].listed_usd_per_hour)
         # The higher priorities' nodes a plan removes bill until their replacements serve
         # (the guard drains them no sooner: scheduler.decide.guards), so a plan that moves them
         # must pay for both: otherwise it is not executable make-before-break within the
@@ -222,7 +222,7 @@ def _build(
         # Not when those models' fleet alone is over the budget (it must shrink anyway).
         if _moves_counted(problem):
             for (_, p), dec in mdl.dec.items():
-                row.SetCoefficient(dec, pools[p].usd_per_hour)
+                row.SetCoefficient(dec, pools[p].listed_usd_per_hour)
 
     for m, plist in cands.items():
         alpha = problem.robustness_share(m, float(total_demand[m]))
@@ -405,9 +405,13 @@ def _pool_costs(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def fleet_price(problem: Problem, nodes: IntArray) -> float:
-    """Price of a fleet in USD/hour."""
-    prices = np.array([pool.usd_per_hour for pool in problem.pools], dtype=np.float64)
+def fleet_price(problem: Problem, nodes: IntArray, *, listed: bool = False) -> float:
+    """Price of a fleet in USD/hour; with `listed`, as the budget counts it (committed
+    nodes at their list price, see `PoolSpec.budget_usd_per_hour`)."""
+    prices = np.array(
+        [pool.listed_usd_per_hour if listed else pool.usd_per_hour for pool in problem.pools],
+        dtype=np.float64,
+    )
     return float((nodes * prices[None, :]).sum())
 
 
@@ -420,7 +424,7 @@ def _coupling_ok(problem: Problem, nodes: IntArray) -> bool:
     budget = problem.budget_usd_per_hour
     if budget is None:
         return True
-    return fleet_price(problem, nodes) + _moving_usd(problem, nodes) <= budget + _TOL
+    return fleet_price(problem, nodes, listed=True) + _moving_usd(problem, nodes) <= budget + _TOL
 
 
 def _twice(problem: Problem) -> list[int]:
@@ -436,7 +440,7 @@ def _moves_counted(problem: Problem) -> bool:
     return (
         budget is not None
         and bool(twice)
-        and fleet_price(problem, problem.current[twice]) <= budget + _TOL
+        and fleet_price(problem, problem.current[twice], listed=True) <= budget + _TOL
     )
 
 
@@ -446,7 +450,7 @@ def _moving_usd(problem: Problem, nodes: IntArray) -> float:
     if not _moves_counted(problem):
         return 0.0
     twice = _twice(problem)
-    return fleet_price(problem, np.maximum(problem.current[twice] - nodes[twice], 0))
+    return fleet_price(problem, np.maximum(problem.current[twice] - nodes[twice], 0), listed=True)
 
 
 def _merge(problem: Problem, runs: list[_Run]) -> _Run:

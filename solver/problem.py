@@ -48,6 +48,15 @@ class PoolSpec:
     remove_usd_per_hour: float = 0.0  # one-off cost of removing a node, amortised per hour
     gpus: int = 1  # accelerators per node, counted against quotas
     max_nodes: int = 10_000  # nodes the pool can hold now (0 after a stock-out)
+    # Price of a node counted against the budget; None: `usd_per_hour`. A committed pool
+    # (capacity already paid for) costs nothing more to use, but the budget still counts
+    # its nodes at their list price, as the budget guard does (docs/commitments.md).
+    budget_usd_per_hour: float | None = None
+
+    @property
+    def listed_usd_per_hour(self) -> float:
+        """Price of one node as the budget counts it."""
+        return self.usd_per_hour if self.budget_usd_per_hour is None else self.budget_usd_per_hour
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
     undocumented = []
     for key in sorted(keys_of(Config)):
         # An optional key may be shown commented out ("# key = value") under its comment.
-        pattern = re.compile(rf"^\s*(\[+[\w.-]*\b{key}\b[\w.-]*\]+|(# )?{key}\s*=)")
+        pattern = re.compile(rf"^\s*((# )?\[+[\w.-]*\b{key}\b[\w.-]*\]+|(# )?{key}\s*=)")
         documented = any(
             pattern.match(line) and i > 0 and lines[i - 1].lstrip().startswith("#")
             for i, line in enumerate(lines)

@@ -3,6 +3,7 @@ counted once, and the one-line hook against a real reconciler on the simulated c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from scheduler.decide.decision import ActionOutcome, ErrorKind, TickError
 from scheduler.decide.guards import Held
 from scheduler.domain import (
     Cloud,
+    CommitmentUse,
     HoldKind,
     Market,
     Node,
@@ -229,6 +231,17 @@ def test_skipped_tick_keeps_the_last_success_time() -> None:
     assert value(t, "capsched_last_successful_tick_timestamp_seconds") == 100.0
     assert value(t, "capsched_ticks_total", outcome="skipped") == 1
     assert value(t, "capsched_tick_errors_total", source="provider") == 1
+
+
+def test_commitments_paid_and_planned_use() -> None:
+    t = Telemetry()
+    use = CommitmentUse("ri", "reserved", (OD,), count=4, used=3, usd_per_hour=0.5,
+                        on_demand_usd_per_hour=0.8)  # fmt: skip
+    record(t, report(plan=dataclasses.replace(plan(), commitments=(use,))))
+    assert value(t, "capsched_commitment_nodes", commitment="ri", use="paid") == 4
+    assert value(t, "capsched_commitment_nodes", commitment="ri", use="planned") == 3
+    record(t, report(plan=plan()))  # the commitment is gone after a reload
+    assert value(t, "capsched_commitment_nodes", commitment="ri", use="paid") is None
 
 
 def test_unmet_and_infeasible_plans() -> None:

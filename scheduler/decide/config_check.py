@@ -6,12 +6,14 @@ the names in it exist: regions, locations, accelerators, profiles.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from scheduler.config import Config
-from scheduler.decide.planner import PlanningError, resolve_location
+from scheduler.decide.planner import PlanningError, allowed, resolve_location
 from scheduler.domain import CapacityProfile, Cloud
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.commitments import commitment_problems
 
 
 def _known(values: set[str]) -> str:
@@ -55,6 +57,18 @@ def check_config(
                     f"clouds.{cloud.value}.gpu_kinds[{j}]: unknown accelerator {kind!r}"
                     f" (known: {_known(kinds)})"
                 )
+    by_pool = {o.pool: o for o in catalog.offerings}
+    problems.extend(
+        commitment_problems(
+            config,
+            catalog,
+            lambda pool: allowed(
+                config,
+                dataclasses.replace(by_pool[pool], available=True),
+                catalog.instance_type(pool),
+            ),
+        )
+    )
     for i, q in enumerate(config.quotas):
         regions = {o.pool.region for o in catalog.offerings if o.pool.cloud is q.cloud}
         if q.region is not None and q.region not in regions:

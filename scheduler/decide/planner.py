@@ -28,6 +28,7 @@ from scheduler.config import CloudSection, Config
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     CapacityProfile,
+    CommitmentUse,
     Demand,
     HoldKind,
     InstanceType,
@@ -36,12 +37,14 @@ from scheduler.domain import (
     Placement,
     Plan,
     PlanStatus,
+    Pool,
     Unmet,
     UnmetReason,
 )
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
 from solver import (
     DemandSpec,
     PoolSpec,
@@ -71,6 +74,11 @@ class Candidates:
     offerings: tuple[Offering, ...]  # one per solver pool, same order
     models: tuple[str, ...]  # model names in solver order
     locations: tuple[str, ...]  # "cloud:region" per location index
+    commitments: tuple[Commitment, ...] = ()  # the config's, resolved
+    # Per solver pool: the index of the commitment whose capacity it is, or None for a
+    # pool at its own price. A committed pool is a copy of an on-demand pool (same
+    # offering) at no marginal cost, holding at most the commitment's count.
+    commitment_of: tuple[int | None, ...] = ()
 
 
 def _cloud_section(config: Config, cloud: str) -> CloudSection:
@@ -281,6 +289,22 @@ def build_problem(
         if pl.model in model_index and pl.pool in pool_index:
             kept[model_index[pl.model], pool_index[pl.pool]] += pl.count
 
+    try:
+        commitments = resolve_commitments(config, catalog)
+    except CommitmentError as exc:
+        raise PlanningError("config", str(exc)) from None
+    commitment_of: list[int | None] = [None] * len(offerings)
+    commitment_quotas: list[QuotaSpec] = []
+    if commitments:
+        offerings, pools, capacity, current, kept = _with_commitments(
+            commitments, offerings, pools, capacity, current, kept, pool_index, commitment_of
+        )
+        for c, commitment in enumerate(commitments):
+            members = tuple(p for p, of in enumerate(commitment_of) if of == c)
+            commitment_quotas.append(
+                QuotaSpec(f"commitments[{c}]", members, commitment.count * commitment.gpus)
+            )
+
     quotas: list[QuotaSpec] = []
     for qi, q in enumerate(config.quotas):
         members = tuple(
@@ -296,6 +320,7 @@ def build_problem(
             )
         )
         quotas.append(QuotaSpec(f"quotas[{qi}]", members, q.max_gpus))
+    quotas.extend(commitment_quotas)
 
     problem = Problem(
         models=models,
@@ -318,16 +343,92 @@ def build_problem(
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
         committed=np.minimum(kept, current) if committed else None,
     )
-    return problem, Candidates(tuple(offerings), models, locations)
+    cands = Candidates(tuple(offerings), models, locations, commitments, tuple(commitment_of))
+    return problem, cands
+
+
+def _with_commitments(
+    commitments: Sequence[Commitment],
+    offerings: list[Offering],
+    pools: list[PoolSpec],
+    capacity: np.ndarray,
+    current: np.ndarray,
+    kept: np.ndarray,
+    pool_index: Mapping[Pool, int],
+    commitment_of: list[int | None],
+) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
+    """The pools with one committed copy per (commitment, covered pool), appended: the
+    same offering, location and capacity at no marginal cost (risk 0: on-demand; the
+    same churn terms, a boot is a boot), at most the commitment's count (a quota over
+    its copies holds it across models and pools). Current and booting nodes in a
+    covered pool move to its copies first, in commitment order, up to each count: the
+    coverage rule of `scheduler.fleet.commitments` (`commitment_of` is extended in place)."""
+    offerings, pools = list(offerings), list(pools)
+    columns: list[np.ndarray] = []
+    cur_cols: list[np.ndarray] = []
+    kept_cols: list[np.ndarray] = []
+    for c, commitment in enumerate(commitments):
+        room = commitment.count
+        for pool in commitment.pools:
+            p = pool_index.get(pool)
+            if p is None:  # the config does not allow the pool: nothing to place there
+                continue
+            base = pools[p]
+            pools.append(
+                dataclasses.replace(
+                    base,
+                    key=f"{base.key}#{commitment.label}",
+                    usd_per_hour=0.0,
+                    risk_usd_per_hour=0.0,
+                    max_nodes=min(commitment.count, base.max_nodes),
+                    budget_usd_per_hour=base.listed_usd_per_hour,
+                )
+            )
+            offerings.append(offerings[p])
+            commitment_of.append(c)
+            columns.append(capacity[:, p])
+            moved = np.zeros(current.shape[0], dtype=np.int64)
+            for m in range(current.shape[0]):
+                take = min(room, int(current[m, p]))
+                moved[m] = take
+                room -= take
+            # Booting nodes of a model stay booting wherever its nodes are counted: the
+            # copy keeps as many of them as it took nodes, the rest stay in the pool.
+            kept_moved = np.minimum(kept[:, p], moved)
+            current[:, p] -= moved
+            kept[:, p] -= kept_moved
+            cur_cols.append(moved)
+            kept_cols.append(kept_moved)
+    if not columns:
+        return offerings, pools, capacity, current, kept
+    return (
+        offerings,
+        pools,
+        np.column_stack([capacity, *columns]),
+        np.column_stack([current, *cur_cols]),
+        np.column_stack([kept, *kept_cols]),
+    )
 
 
 def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     """The solver's answer in domain terms."""
-    placements = tuple(
-        Placement(cands.models[m], cands.offerings[p].pool, int(solution.nodes[m, p]))
-        for m, p in zip(*np.nonzero(solution.nodes), strict=True)
+    # A committed pool is a copy of its on-demand pool: their nodes are one placement.
+    counts: dict[tuple[str, Pool], int] = {}
+    for m, p in zip(*np.nonzero(solution.nodes), strict=True):
+        key = (cands.models[m], cands.offerings[p].pool)
+        counts[key] = counts.get(key, 0) + int(solution.nodes[m, p])
+    placements = tuple(Placement(model, pool, n) for (model, pool), n in counts.items())
+    uses = _commitment_uses(cands, solution)
+    usd_per_hour = solution.usd_per_hour
+    if uses:  # the fleet at list prices, committed nodes too (what the budget counts)
+        per_pool = solution.nodes.sum(axis=0)
+        usd_per_hour = float(
+            sum(o.usd_per_hour * int(per_pool[p]) for p, o in enumerate(cands.offerings))
+        )
+    first_commitment = len(problem.quotas) - len(cands.commitments)  # appended last
+    reasons = unmet_reasons(
+        problem, solution, commitment_quotas=range(first_commitment, len(problem.quotas))
     )
-    reasons = unmet_reasons(problem, solution)
     unmet = tuple(
         Unmet(
             cands.models[d.model],
@@ -351,7 +452,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     return Plan(
         status=PlanStatus(solution.status.value),
         placements=tuple(sorted(placements, key=lambda pl: (pl.model, pl.pool))),
-        usd_per_hour=solution.usd_per_hour,
+        usd_per_hour=usd_per_hour,
         objective=solution.objective,
         gap=solution.gap,
         solve_time_s=solution.solve_time_s,
@@ -360,6 +461,27 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         kept_models=kept,
         limited_by=_limits_of(reasons.values()),
         relaxed=solution.relaxed,
+        commitments=uses,
+    )
+
+
+def _commitment_uses(cands: Candidates, solution: Solution) -> tuple[CommitmentUse, ...]:
+    """Per commitment, the nodes the solution places in its committed pools."""
+    used = [0] * len(cands.commitments)
+    for p, c in enumerate(cands.commitment_of):
+        if c is not None:
+            used[c] += int(solution.nodes[:, p].sum())
+    return tuple(
+        CommitmentUse(
+            label=c.label,
+            kind=c.kind.value,
+            pools=c.pools,
+            count=c.count,
+            used=n,
+            usd_per_hour=c.usd_per_hour,
+            on_demand_usd_per_hour=c.on_demand_usd_per_hour,
+        )
+        for c, n in zip(cands.commitments, used, strict=True)
     )
 
 
@@ -389,14 +511,20 @@ def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]
     return _limits_of(unmet_reasons(problem, solution).values())
 
 
-def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[UnmetReason, ...]]:
+def unmet_reasons(
+    problem: Problem, solution: Solution, commitment_quotas: Collection[int] = ()
+) -> dict[int, tuple[UnmetReason, ...]]:
     """Why each demand the solution leaves unmet is unmet, by demand index (only those
     with unmet load). One more node in any pool that could serve it (capacity > 0, in
     reach, room left; on-demand only for a model with a minimum on-demand share or
     spot-loss robustness, where a spot node alone serves nothing more): when each such
     pool would break the budget or a quota, those limits (BUDGET, QUOTA); when there is
     no such pool, CAPACITY; when one would break nothing, COST (not worth a node at the
-    unmet penalty, or the search stopped)."""
+    unmet penalty, or the search stopped).
+
+    `commitment_quotas` are the quotas that hold commitments' counts (`build_problem`): a
+    committed pool whose commitment is used up has no room, and is no limit's doing (its
+    on-demand pool next to it has the same capacity at the list price)."""
     tol = 1e-6
     unmet = [
         (k, d)
@@ -412,7 +540,13 @@ def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[Unmet
         sum(int(per_pool[i]) * problem.pools[i].gpus for i in q.pools) for q in problem.quotas
     ]
     members = [frozenset(q.pools) for q in problem.quotas]
-    price = sum(pool.usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
+    used_up = {
+        i
+        for qi in commitment_quotas
+        if gpus_used[qi] >= problem.quotas[qi].max_gpus
+        for i in problem.quotas[qi].pools
+    }
+    price = sum(pool.listed_usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
     out: dict[int, tuple[UnmetReason, ...]] = {}
     total: dict[int, float] = {}
     for d in problem.demands:
@@ -427,6 +561,7 @@ def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[Unmet
         for i, pool in enumerate(problem.pools):
             if (
                 (pool.spot and on_demand_only)
+                or i in used_up
                 or problem.capacity_rps[d.model, i] <= 0
                 or pool.location not in d.locations
                 or nodes[d.model, i] >= pool.max_nodes
@@ -434,7 +569,7 @@ def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[Unmet
                 continue
             room = True
             why: set[UnmetReason] = set()
-            if budget is not None and price + pool.usd_per_hour > budget + tol:
+            if budget is not None and price + pool.listed_usd_per_hour > budget + tol:
                 why.add(UnmetReason.BUDGET)
             for q, inside, used in zip(problem.quotas, members, gpus_used, strict=True):
                 if i in inside and used + pool.gpus > q.max_gpus:

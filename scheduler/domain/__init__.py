@@ -286,6 +286,24 @@ class PlanStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CommitmentUse:
+    """How a plan uses one commitment (`[[commitments]]`, docs/commitments.md)."""
+
+    label: str  # the commitment's name
+    kind: str  # reserved, cud or capacity_reservation
+    pools: tuple[Pool, ...]  # on-demand pools it covers
+    count: int  # nodes paid for
+    used: int  # of those, nodes the plan places in its pools
+    usd_per_hour: float  # price of one committed node-hour (billed used or not)
+    on_demand_usd_per_hour: float  # list price of one node-hour in its pools
+
+    @property
+    def fee_usd_per_hour(self) -> float:
+        """What the commitment bills every hour."""
+        return self.count * self.usd_per_hour
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Target fleet for every (model, pool), with its cost and the solver's verdict."""
 
@@ -307,3 +325,6 @@ class Plan:
     # Hard constraints the solve dropped because the budget or quotas could not pay for
     # them, in the order dropped (empty: every one holds).
     relaxed: tuple[Relaxation, ...] = ()
+    # Commitments and how many of their nodes the plan uses; their nodes are priced in
+    # `usd_per_hour` at the on-demand list price (what the budget guard counts).
+    commitments: tuple[CommitmentUse, ...] = ()

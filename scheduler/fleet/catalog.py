@@ -12,7 +12,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ _OFFERING_COLUMNS = (
     "price_is_estimate",
 )
 
+_RESERVED_COLUMNS = ("cloud", "region", "instance_type", "usd_per_hour")
+
 
 class CatalogError(ValueError):
     """A catalog file that is malformed or inconsistent."""
@@ -54,6 +56,9 @@ class Catalog:
     region_coords: dict[str, tuple[float, float]]  # "cloud:region" -> (latitude, longitude)
     sources: tuple[Mapping[str, str], ...] = ()  # data sets the catalog was built from
     interruption_model: Mapping[str, Any] | None = None  # how interruption rates were derived
+    # Price of one committed node-hour by (cloud, region, instance type), where the data
+    # has one (AWS reserved prices): the default price of a [[commitments]] entry.
+    reserved_usd_per_hour: Mapping[tuple[Cloud, str, str], float] = field(default_factory=dict)
 
     def rtt_ms(self, a: str, b: str) -> float:
         """Estimated network round trip between two "cloud:region" keys of this catalog."""
@@ -168,6 +173,15 @@ def parse_catalog(doc: Mapping[str, Any], origin: str = "catalog") -> Catalog:
         for o in offerings:
             if o.pool.location not in coords:
                 raise CatalogError(f"{origin}: no coordinates for region {o.pool.location}")
+        reserved: dict[tuple[Cloud, str, str], float] = {}
+        if doc.get("reserved_columns", _RESERVED_COLUMNS) != list(_RESERVED_COLUMNS):
+            raise CatalogError(f"{origin}: unexpected reserved_columns {doc['reserved_columns']}")
+        for i, row in enumerate(doc.get("reserved", ())):
+            where = f"{origin}: reserved[{i}]"
+            cloud, region, name, price = row
+            if (Cloud(cloud), name) not in types:
+                raise CatalogError(f"{where}: unknown instance type {name!r}")
+            reserved[(Cloud(cloud), _str(region, where), name)] = _num(price, where)
         sources = tuple(dict(s) for s in doc.get("sources", ()))
         model = doc.get("interruption_model")
     except (KeyError, TypeError, ValueError) as exc:
@@ -180,6 +194,7 @@ def parse_catalog(doc: Mapping[str, Any], origin: str = "catalog") -> Catalog:
         region_coords=coords,
         sources=sources,
         interruption_model=model,
+        reserved_usd_per_hour=reserved,
     )
 
 

@@ -166,6 +166,12 @@ class Telemetry:
             ["model"],
             registry=r,
         )
+        self.commitment_nodes = Gauge(
+            "capsched_commitment_nodes",
+            "Nodes of each [[commitments]] entry: paid for (count) and used by the latest plan.",
+            ["commitment", "use"],
+            registry=r,
+        )
         self.plan_status = Gauge(
             "capsched_plan_status",
             "1 for the latest plan's solver status, 0 for the others.",
@@ -464,6 +470,10 @@ class Telemetry:
             self.plan_unmet.clear()
             for model, rps in unmet.items():
                 self.plan_unmet.labels(model).set(rps)
+            self.commitment_nodes.clear()  # a reload may drop a commitment
+            for c in plan.commitments:
+                self.commitment_nodes.labels(c.label, "paid").set(c.count)
+                self.commitment_nodes.labels(c.label, "planned").set(c.used)
 
     # -- parts ------------------------------------------------------------------------------
 
