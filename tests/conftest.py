@@ -57,6 +57,7 @@ _LAYERS: dict[str, frozenset[str]] = {
     "replay": frozenset(
         {
             "test_budget.py",
+            "test_commitments.py",
             "test_embedded_spot_series.py",
             "test_errors.py",
             "test_fast_loop.py",
