@@ -119,8 +119,9 @@ class HealthSection(HttpHealthConfig):
     interval_s: float = Field(default=15.0, gt=0, le=3600)  # time between checks of a node
     success_threshold: int = Field(default=1, ge=1, le=100)  # passes in a row to be ready
     failure_threshold: int = Field(default=3, ge=1, le=100)  # fails in a row to be unhealthy
-    # A node not ready by its boot time (planning.default_boot_time_s) plus this margin,
-    # counted from when it started booting, is failed, terminated and replaced.
+    # A node not ready by its boot estimate (scheduler.boot.node_boot_s of its model and
+    # instance type) plus this margin, counted from when it started booting, is failed,
+    # terminated and replaced.
     boot_margin_s: float = Field(default=600.0, ge=0)
     # At most this many ready nodes are declared unhealthy (and replaced) per window;
     # beyond it they stay in service and the daemon alerts (hold `repair_limit`).

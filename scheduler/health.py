@@ -193,12 +193,12 @@ def unhealthy_drains(
     wanted_rps: dict[str, float],
     capacity_of: Callable[[str, Pool], float],
     now_s: float,
-    give_up_s: float,
+    give_up_s: Callable[[Node], float],
 ) -> list[Node]:
     """Unhealthy nodes that may be drained now: their model's ready capacity covers what
     the plan wants ready (their replacements serve: make before break), or they have been
-    unhealthy for `give_up_s` (the replacement never came; a sick node is not kept
-    forever)."""
+    unhealthy for `give_up_s(node)`, a replacement's boot deadline (the replacement never
+    came; a sick node is not kept forever)."""
     ready: dict[str, float] = {}
     for n in serving:
         if n.state is NodeState.READY:
@@ -209,7 +209,7 @@ def unhealthy_drains(
             continue
         since = node.state_since_s if node.state_since_s is not None else now_s
         if ready.get(node.model, 0.0) >= wanted_rps.get(node.model, 0.0) - 1e-9 or (
-            now_s - since >= give_up_s
+            now_s - since >= give_up_s(node)
         ):
             out.append(node)
     return out

@@ -24,6 +24,7 @@ from adapters.provider import Instance, InstanceState, InterruptionNotice, Provi
 from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
 from scheduler.approval import ApprovalState, Verdict, needs_approval
+from scheduler.boot import node_boot_s
 from scheduler.capacity import node_rps
 from scheduler.catalog import Catalog
 from scheduler.config import Config
@@ -118,6 +119,7 @@ class Reconciler:
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
         self._rps: dict[tuple[str, Pool], float] = {}  # capacity cache
+        self._boot: dict[tuple[str, Pool], float] = {}  # boot-time cache (boot_s)
         # Listed nodes we had given up on (or failed for never becoming healthy), to
         # terminate this tick, with why.
         self._orphans: dict[str, str] = {}
@@ -135,6 +137,7 @@ class Reconciler:
         on, for the policy too."""
         self.config = config
         self._rps.clear()
+        self._boot.clear()
         self.policy.reconfigure(config)
         self.actuator.ready_when_running = config.health_checks is None
 
@@ -210,13 +213,12 @@ class Reconciler:
                 continue
             if answer is not None:
                 self.health.record(node.node_id, answer, now_s)
-        boot_s = self.config.planning.default_boot_time_s
         verdict = judge(
             nodes,
             self.health.streaks,
             settings,
             now_s,
-            boot_s=lambda _n: boot_s,
+            boot_s=self.boot_s,
             recent_replacements=self.health.recent_replacements(
                 now_s, settings.replacement_window_s
             ),
@@ -231,8 +233,8 @@ class Reconciler:
         moves: list[tuple[Node, NodeState, str]] = [
             *((n, NodeState.READY, "health check passed: serving") for n in verdict.ready),
             *(
-                (n, NodeState.FAILED, f"not healthy {boot_s + settings.boot_margin_s:.0f} s"
-                 " after it started booting")
+                (n, NodeState.FAILED, f"not healthy {self.boot_s(n) + settings.boot_margin_s:.0f}"
+                 " s after it started booting")
                 for n in verdict.boot_failed
             ),
             *(
@@ -430,6 +432,20 @@ class Reconciler:
             self._rps[key] = node_rps(self.config, self.profiles, model, itype)
         return self._rps[key]
 
+    def boot_s(self, node: Node) -> float:
+        """Launch-to-serving estimate of `node` (scheduler.boot.node_boot_s of its model
+        and instance type; `planning.default_boot_time_s` for a model the config no longer
+        has or a pool the catalog does not know): its boot deadline is this plus
+        `[health].boot_margin_s`."""
+        key = (node.model, node.pool)
+        if key not in self._boot:
+            try:
+                itype = self.catalog.instance_type(node.pool)
+                self._boot[key] = node_boot_s(self.config, node.model, itype)
+            except KeyError:
+                self._boot[key] = self.config.planning.default_boot_time_s
+        return self._boot[key]
+
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
         """The one decision step: the policy's plan, approval's verdict on it and the
         guarded actions toward the plan the fleet follows. Changes no reconciler state
@@ -504,7 +520,10 @@ class Reconciler:
             wanted[pl.model] = wanted.get(pl.model, 0.0) + pl.count * self.capacity_of(
                 pl.model, pl.pool
             )
-        give_up_s = self.config.planning.default_boot_time_s + settings.boot_margin_s
+
+        def give_up_s(node: Node) -> float:
+            return self.boot_s(node) + settings.boot_margin_s
+
         out: list[Action] = []
         for node in unhealthy_drains(
             obs.nodes, obs.serving(), wanted, self.capacity_of, obs.now_s, give_up_s
@@ -512,7 +531,7 @@ class Reconciler:
             waited = obs.now_s - (node.state_since_s or obs.now_s)
             why = (
                 f"unhealthy for {waited:.0f} s, no replacement serving"
-                if waited >= give_up_s
+                if waited >= give_up_s(node)
                 else "unhealthy, and its replacement serves"
             )
             out.append(Drain(node.node_id, reason=why))

@@ -100,7 +100,7 @@ def test_unhealthy_node_drains_once_ready_capacity_covers_the_plan_or_it_waited_
         return 10.0
 
     def drains(serving: list[Node], now_s: float) -> list[str]:
-        out = unhealthy_drains(nodes, serving, {"m": 20.0}, cap, now_s, give_up_s=600.0)
+        out = unhealthy_drains(nodes, serving, {"m": 20.0}, cap, now_s, lambda _n: 600.0)
         return [n.node_id for n in out]
 
     assert drains([ready, booting], 200.0) == []  # replacement still booting

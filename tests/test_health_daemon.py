@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import builders
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -22,6 +23,7 @@ from fakes import Clock, no_sleep
 from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.service import ConfiguredHealthProbe, build_drainer, stored_address
+from scheduler.boot import node_boot_s
 from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
@@ -42,11 +44,15 @@ from scheduler.store import StateStore
 from scheduler.telemetry import Telemetry
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
+BIG = "llama-3.1-70b"  # a slow-loading model (with `big=True`)
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)
 OTHER = Pool(Cloud.AWS, "us-east-1", "", "g6e.2xlarge", Market.ON_DEMAND)
+BIG_POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.12xlarge", Market.ON_DEMAND)  # 4 x L40S
 TICK_S = 300.0
 CHECK_S = 10.0  # [health].interval_s
-BOOT_S = 120.0  # planning.default_boot_time_s
+DEFAULT_BOOT_S = 120.0  # planning.default_boot_time_s: only the fallback
+# The boot estimate of an 8B node in POOL (and OTHER): its deadline is this + margin.
+BOOT_S = node_boot_s(builders.config(), MODEL, load_catalog().instance_type(POOL))
 MARGIN_S = 60.0  # [health].boot_margin_s
 
 CONFIG = """
@@ -54,7 +60,7 @@ CONFIG = """
 tick_interval_s = 300
 state_db = "{db}"
 [planning]
-default_boot_time_s = 120
+default_boot_time_s = {default_boot_s}
 [daemon]
 api_port = 0
 [guards]
@@ -73,6 +79,7 @@ quarantine_strikes = 2
 [[models]]
 name = "llama-3.1-8b"
 min_replicas = 0
+{big_model}
 [[regions]]
 name = "us-east"
 location = "us-east-1"
@@ -84,24 +91,30 @@ enabled = false
 
 
 class Wants(PolicyBase):
-    """A policy that wants `count` nodes in the first available pool of `pools`."""
+    """A policy that wants `count` nodes of `model` in the first available pool of `pools`."""
 
     name = "wants"
 
-    def __init__(self, count: int, pools: tuple[Pool, ...] = (POOL, OTHER)) -> None:
+    def __init__(
+        self, count: int, pools: tuple[Pool, ...] = (POOL, OTHER), model: str = MODEL
+    ) -> None:
         self.count = count  # nodes wanted
         self.pools = pools  # preference order; a cooled pool is skipped
+        self.model = model  # the model of every node
 
     def decide(self, obs: Observation) -> Plan:
         available = {o.pool for o in obs.offerings if o.available}
         pool = next((p for p in self.pools if p in available), None)
-        placements = (Placement(MODEL, pool, self.count),) if self.count and pool else ()
+        placements = (Placement(self.model, pool, self.count),) if self.count and pool else ()
         return Plan(PlanStatus.OPTIMAL, placements, 0.0, 0.0, 0.0, 0.0)
 
 
 class Metrics:
+    def __init__(self, models: tuple[str, ...] = (MODEL,)) -> None:
+        self.models = models  # every configured model reports load
+
     async def demand(self, now_s: float) -> DemandSample:
-        return DemandSample(now_s, {(MODEL, REGION): 1.0})
+        return DemandSample(now_s, {(m, REGION): 1.0 for m in self.models})
 
 
 @dataclass
@@ -196,6 +209,8 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
         success: int = 1,
         max_replacements: int = 3,
         fraction: float = 1.0,
+        default_boot_s: float = DEFAULT_BOOT_S,
+        big: bool = False,
     ) -> Harness:
         path = tmp_path / "capsched.toml"
         path.write_text(
@@ -206,6 +221,8 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
                 success=success,
                 max_replacements=max_replacements,
                 fraction=fraction,
+                default_boot_s=default_boot_s,
+                big_model=f'[[models]]\nname = "{BIG}"\nmin_replicas = 0' if big else "",
             )
         )
         config: Config = load_config(path)
@@ -215,7 +232,7 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
             catalog.offerings, catalog.instance_types, boot_time_s=0, node_address="127.0.0.1"
         )
         store = StateStore(config.scheduler.state_db)
-        policy = Wants(count)
+        policy = Wants(count, (BIG_POOL,), BIG) if big else Wants(count)
         drainer = build_drainer(lambda: reconciler.config, store)
         probe = ConfiguredHealthProbe(
             lambda: reconciler.config.health_checks, stored_address(store)
@@ -223,7 +240,7 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
         reconciler: Reconciler = build_scheduler(
             config,
             provider=cloud,
-            metrics=Metrics(),
+            metrics=Metrics((MODEL, BIG) if big else (MODEL,)),
             store=store,
             policy=policy,
             drainer=drainer,
@@ -320,6 +337,54 @@ async def test_a_node_never_healthy_fails_at_its_deadline_is_replaced_and_strike
     assert h.store.node(third).pool == OTHER  # type: ignore[union-attr]
     assert h.metric("capsched_pool_quarantined", pool=POOL.key) == 1
     assert h.metric("capsched_boot_failures_total", pool=POOL.key) == 2
+
+
+async def checks_until(h: Harness, end_s: float, start_s: float = 0.0) -> None:
+    """Health checks every CHECK_S after `start_s` up to and including `end_s`."""
+    t = start_s
+    while t + CHECK_S < end_s:
+        t += CHECK_S
+        await h.check_at(t)
+    await h.check_at(end_s)
+
+
+async def test_a_slow_loading_big_node_is_not_failed_at_the_default_boot_time(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    # A 70B node on a 4-GPU type loads its weights for minutes: its own estimate is far
+    # longer than the configured fallback, and the deadline follows the estimate.
+    h = harness(count=1, default_boot_s=300.0, big=True)
+    servers.default = [503]
+    await h.tick_at(0.0)
+    [node_id] = h.states()
+    node = h.store.node(node_id)
+    assert node is not None and node.model == BIG and node.pool == BIG_POOL
+    boot_s = node_boot_s(h.reconciler.config, BIG, load_catalog().instance_type(BIG_POOL))
+    assert boot_s > 300.0 + CHECK_S
+    await checks_until(h, 300.0 + MARGIN_S + CHECK_S)  # past default + margin
+    assert h.state(node_id) is NodeState.BOOTING
+    await checks_until(h, boot_s + MARGIN_S - 1.0, 300.0 + MARGIN_S + CHECK_S)
+    assert h.state(node_id) is NodeState.BOOTING
+    await h.check_at(boot_s + MARGIN_S)
+    assert h.state(node_id) is NodeState.FAILED
+    causes = [e["cause"] for e in h.store.events(node_id)]
+    assert causes[-1] == f"not healthy {boot_s + MARGIN_S:.0f} s after it started booting"
+
+
+async def test_a_quick_booting_node_is_failed_before_the_default_boot_time(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    # An 8B node boots in minutes: with a 900 s fallback configured, it is still failed
+    # at its own estimate plus margin, not at 900 s + margin.
+    h = harness(count=1, default_boot_s=900.0)
+    servers.default = [503]
+    await h.tick_at(0.0)
+    [node_id] = h.states()
+    assert BOOT_S + MARGIN_S < 900.0
+    await checks_until(h, BOOT_S + MARGIN_S - 1.0)
+    assert h.state(node_id) is NodeState.BOOTING
+    await h.check_at(BOOT_S + MARGIN_S)
+    assert h.state(node_id) is NodeState.FAILED
 
 
 async def up(h: Harness, n: int) -> list[str]:
