@@ -11,13 +11,18 @@ health check in between, cool the pool the same way, with the same backoff, and 
 is named in the plan's notes while it lasts. A boot that passes clears the strikes: a
 large pool losing a node now and then to random faults keeps serving, while a pool that
 fails every boot is quarantined.
+
+The whole state is kept in the store (`snapshot`, restored by the constructor; the
+reconciler saves it whenever it changes), so a restarted daemon neither retries a
+quarantined or refusing pool at once nor forgets the strikes a pool has collected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from scheduler.domain import Offering, Pool
 
@@ -27,14 +32,51 @@ REFUSAL_MEMORY_S = 86400.0  # how long a refusal lengthens the next cooldown
 MAX_DOUBLINGS = 6  # the longest cooldown is 2**6 times the base
 
 
+@dataclass(frozen=True, slots=True)
+class PoolCooling:
+    """One pool's cooldown state, as the store keeps it across restarts."""
+
+    until_s: float | None  # planned into again from then on (None: never cooled)
+    refusals_s: tuple[float, ...]  # its refusals within the last day (for the backoff)
+    strikes_s: tuple[float, ...]  # its health strikes toward a quarantine
+    quarantined_strikes: int  # strikes that quarantined it (0: not quarantined)
+
+
 class PoolCooldown:
     """When each pool may be planned into again, and its recent refusals."""
 
-    def __init__(self) -> None:
-        self.until: dict[Pool, float] = {}  # pools refused recently, until when
-        self._refusals: dict[Pool, list[float]] = {}  # when each pool refused, last day
-        self._strikes: dict[Pool, list[float]] = {}  # health strikes per pool, in the window
-        self.quarantined: dict[Pool, int] = {}  # pools cooled for strikes: strikes counted
+    def __init__(self, saved: Mapping[Pool, PoolCooling] | None = None) -> None:
+        """An empty cooldown, or the one `saved` (a `snapshot`) describes."""
+        saved = saved or {}
+        # pools refused (or quarantined) recently, until when
+        self.until: dict[Pool, float] = {
+            p: c.until_s for p, c in saved.items() if c.until_s is not None
+        }
+        # when each pool refused, last day
+        self._refusals: dict[Pool, list[float]] = {
+            p: list(c.refusals_s) for p, c in saved.items() if c.refusals_s
+        }
+        # health strikes per pool, in the window
+        self._strikes: dict[Pool, list[float]] = {
+            p: list(c.strikes_s) for p, c in saved.items() if c.strikes_s
+        }
+        # pools cooled for strikes: strikes counted
+        self.quarantined: dict[Pool, int] = {
+            p: c.quarantined_strikes for p, c in saved.items() if c.quarantined_strikes
+        }
+
+    def snapshot(self) -> dict[Pool, PoolCooling]:
+        """The whole state, per pool (what the store keeps; the constructor restores it)."""
+        pools = self.until.keys() | self._refusals.keys() | self._strikes.keys()
+        return {
+            p: PoolCooling(
+                self.until.get(p),
+                tuple(self._refusals.get(p, ())),
+                tuple(self._strikes.get(p, ())),
+                self.quarantined.get(p, 0),
+            )
+            for p in pools | self.quarantined.keys()
+        }
 
     def refused(self, pool: Pool, now_s: float, base_s: float) -> float:
         """Note that `pool` refused a launch at `now_s`; returns when its cooldown ends."""

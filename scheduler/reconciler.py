@@ -114,7 +114,9 @@ class Reconciler:
         self.drainer = drainer
         self.actuator = actuator
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
-        self.cooldown = PoolCooldown()  # pools refused recently stay out of plans
+        # Pools refused recently or quarantined stay out of plans; kept in the store.
+        self.cooldown = PoolCooldown(store.pool_cooldown())
+        self._cooling = self.cooldown.snapshot()  # the cooldown as last saved
         self.approval = ApprovalState()  # the plan the fleet follows, and one waiting
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
@@ -124,11 +126,18 @@ class Reconciler:
         # terminate this tick, with why.
         self._orphans: dict[str, str] = {}
         self.health_probe = health_probe  # asks nodes whether they serve ([health])
-        self.health = HealthMonitor()  # streaks, replacement window, counts per pool
+        # Streaks and the replacement window, kept in the store; counts per pool since start.
+        self.health = HealthMonitor(store.health_streaks(), store.health_replacements())
         self._verdict = HealthVerdict()  # the last health pass's verdict
         # Nodes failed for never becoming healthy, until the cloud no longer lists them:
-        # terminated as orphans, which is expected and not a tick error.
-        self._boot_failed: dict[str, str] = {}
+        # terminated as orphans, which is expected and not a tick error. From the store
+        # (booting -> failed is only ever a missed boot deadline), so a restart between
+        # the failure and the cloud's last listing of the node is no error either;
+        # `_merge` keeps only the ones still listed.
+        self._boot_failed: dict[str, str] = dict.fromkeys(
+            store.node_ids_moved(NodeState.BOOTING, NodeState.FAILED),
+            "never became healthy (before a restart)",
+        )
         self.actuator.ready_when_running = config.health_checks is None
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
 
@@ -179,10 +188,19 @@ class Reconciler:
         self.obtainability.record(pool, event, now_s)
         self.store.save_obtainability(self.obtainability.current(now_s))
 
+    def _save_cooldown(self) -> None:
+        """Persist the pool cooldown if it changed since it was last saved (a restarted
+        daemon keeps a quarantined or refusing pool out, and its strikes)."""
+        now = self.cooldown.snapshot()
+        if now != self._cooling:
+            self.store.save_pool_cooldown(now)
+            self._cooling = now
+
     def cool(self, pool: Pool, now_s: float) -> None:
         """Keep `pool` out of plans after it refused a launch made outside a tick (the
         fast loop, scheduler.fast_loop): the same cooldown a tick's refusal gets."""
         self.cooldown.refused(pool, now_s, self.config.guards.pool_cooldown_s)
+        self._save_cooldown()
         self._learn(pool, PoolEvent.REFUSED, now_s)
 
     async def check_health(self, now_s: float) -> HealthVerdict:
@@ -279,6 +297,10 @@ class Reconciler:
                 state=new.value,
                 reason=cause,
             )
+        # Kept in the store: a restarted daemon continues each node's streak, the
+        # replacement window and the pools' strikes and quarantines.
+        self.store.save_health(self.health.streaks, self.health.replaced_at_s)
+        self._save_cooldown()
         return errors
 
     def _strike(self, pool: Pool, now_s: float) -> None:
@@ -654,6 +676,7 @@ class Reconciler:
         for refused in result.exhausted_pools:
             self.cooldown.refused(refused, now_s, self.config.guards.pool_cooldown_s)
             self._learn(refused, PoolEvent.REFUSED, now_s)
+        self._save_cooldown()
         pools = {n.node_id: n.pool for n in obs.nodes}
         failed = {id(a): msg for a, msg in result.failed}
         outcomes: list[ActionOutcome] = []

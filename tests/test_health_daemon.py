@@ -211,11 +211,19 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
         fraction: float = 1.0,
         default_boot_s: float = DEFAULT_BOOT_S,
         big: bool = False,
+        restart_of: Harness | None = None,
     ) -> Harness:
+        """A daemon; `restart_of`: a new daemon on that one's state database and cloud,
+        as after the process was killed (nothing is shut down cleanly: its store is only
+        closed)."""
+        if restart_of is not None:
+            restart_of.store.close()
         path = tmp_path / "capsched.toml"
         path.write_text(
             CONFIG.format(
-                db=tmp_path / f"state{len(made)}.db",
+                db=restart_of.daemon.config.scheduler.state_db
+                if restart_of is not None
+                else tmp_path / f"state{len(made)}.db",
                 enabled=str(enabled).lower(),
                 port=servers.port,
                 success=success,
@@ -228,8 +236,12 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
         config: Config = load_config(path)
         catalog = load_catalog()
         # Running at once (no boot delay): only the health check makes a node ready.
-        cloud = SimCloud(
-            catalog.offerings, catalog.instance_types, boot_time_s=0, node_address="127.0.0.1"
+        cloud = (
+            restart_of.cloud
+            if restart_of is not None
+            else SimCloud(
+                catalog.offerings, catalog.instance_types, boot_time_s=0, node_address="127.0.0.1"
+            )
         )
         store = StateStore(config.scheduler.state_db)
         policy = Wants(count, (BIG_POOL,), BIG) if big else Wants(count)
@@ -481,3 +493,72 @@ async def test_at_most_max_replacements_per_window(
     report = await h.tick_at(4 * CHECK_S)
     held = [x for x in report.held_back if x.kind is HoldKind.REPAIR_LIMIT]
     assert [x.nodes for x in held] == [1]
+
+
+async def test_a_restarted_daemon_keeps_a_quarantined_pool_out(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    h = harness(count=1)
+    servers.default = [503]  # every node in the pool never loads
+    await h.tick_at(0.0)
+    [first] = h.states()
+    await checks_until(h, BOOT_S + MARGIN_S)
+    assert h.state(first) is NodeState.FAILED
+    t0 = BOOT_S + MARGIN_S
+    await h.tick_at(t0)  # its replacement, in the same pool
+    [second] = [n for n in h.states() if n != first]
+    await checks_until(h, 2 * t0, t0)
+    assert h.state(second) is NodeState.FAILED  # the second strike: POOL quarantined
+    # Killed before it acted on the quarantine; a new daemon on the same database.
+    h2 = harness(count=1, restart_of=h)
+    report = await h2.tick_at(2 * t0)
+    assert report.plan is not None
+    assert any(f"quarantined {POOL.key}" in note for note in report.plan.notes)
+    [third] = [n for n in h2.states() if n not in (first, second)]
+    assert h2.store.node(third).pool == OTHER  # type: ignore[union-attr]
+    assert second in h2.terminated()  # the failed node is still terminated...
+    assert report.errors == ()  # ...as an expected orphan, not an error
+    # Still out a while later: the cooldown's end came from the store too.
+    await h2.tick_at(2 * t0 + TICK_S)
+    assert {h2.store.node(n).pool for n in h2.states()} == {OTHER}  # type: ignore[union-attr]
+
+
+async def test_a_restarted_daemon_continues_streaks_and_boot_deadlines(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    h = harness(count=2)
+    sick, well = await up(h, 2)
+    servers.script(sick, 500)
+    for k in (2, 3):  # two fails of the three that make it unhealthy
+        await h.check_at(k * CHECK_S)
+    assert h.state(sick) is NodeState.READY
+    h.policy.count = 3
+    await h.tick_at(3 * CHECK_S)  # a third node starts booting; it never loads
+    [slow] = [n for n in h.states() if n not in (sick, well)]
+    servers.script(slow, 503)
+    h2 = harness(count=3, restart_of=h)
+    await h2.check_at(4 * CHECK_S)  # the third fail in a row, across the restart
+    assert h2.state(sick) is NodeState.UNHEALTHY
+    assert h2.state(well) is NodeState.READY
+    # The booting node's deadline still counts from when it started booting.
+    await checks_until(h2, 3 * CHECK_S + BOOT_S + MARGIN_S - 1.0, 4 * CHECK_S)
+    assert h2.state(slow) is NodeState.BOOTING
+    await h2.check_at(3 * CHECK_S + BOOT_S + MARGIN_S)
+    assert h2.state(slow) is NodeState.FAILED
+
+
+async def test_a_restarted_daemon_keeps_the_replacement_window(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    h = harness(count=3, max_replacements=1)
+    first, second, _ = await up(h, 3)
+    servers.script(first, 500)
+    for k in range(2, 5):
+        await h.check_at(k * CHECK_S)
+    assert h.state(first) is NodeState.UNHEALTHY  # the one replacement of the window
+    h2 = harness(count=3, max_replacements=1, restart_of=h)
+    servers.script(second, 500)
+    for k in range(5, 8):
+        await h2.check_at(k * CHECK_S)
+    assert h2.state(second) is NodeState.READY  # held: the window is full
+    assert h2.metric("capsched_health_repairs_held") == 1
