@@ -12,11 +12,19 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from adapters.aws_config import AwsConfig
 from adapters.gcp_config import GcpConfig
-from adapters.http_drain_config import HttpDrainConfig
+from adapters.http_drain_config import HttpDrainConfig, check_placeholders
 from adapters.http_health_config import HttpHealthConfig
 from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
@@ -137,6 +145,26 @@ class HealthSection(HttpHealthConfig):
     # doubled per repeat (scheduler.cooldown).
     quarantine_strikes: int = Field(default=2, ge=1, le=100)
     quarantine_window_s: float = Field(default=3600.0, gt=0)
+    # GPU faults from the metrics source ([prometheus]): a ready node whose GPUs report an
+    # Xid error or a rise in double-bit ECC errors, or whose server runs nothing while its
+    # queue grows, is unhealthy at once (the same limits and quarantine apply).
+    gpu_signals: bool = False
+    node_label: str = Field(default="instance", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    # The label's value for a node (placeholders as in `url`); a ":port" suffix is ignored.
+    node_label_value: str = "{host}"
+    signal_window_s: float = Field(default=300.0, ge=1, le=86400)  # window of the readings
+    # Queue growth over the window that, with nothing running all along, is a stall.
+    stall_queue_growth: float = Field(default=1.0, gt=0)
+    # A metric (PromQL selector) above 0 once the model is loaded: when set, a booting node
+    # is ready only when it says so as well as passing its check ("" = not read).
+    ready_metric: str = ""
+
+    @field_validator("node_label_value")
+    @classmethod
+    def _label_template(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return check_placeholders(v)
 
 
 class DaemonSection(_Section):

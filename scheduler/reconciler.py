@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.metrics import DemandSample, MetricsSource
+from adapters.metrics import DemandSample, MetricsSource, NodeSignals, NodeSignalSource, SignalQuery
 from adapters.provider import Instance, InstanceState, InterruptionNotice, Provider, ProviderError
 from scheduler.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.actuator import Actuator
@@ -103,6 +103,7 @@ class Reconciler:
         drainer: Drainer,
         actuator: Actuator,
         health_probe: HealthProbe | None = None,
+        node_signals: NodeSignalSource | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -126,6 +127,9 @@ class Reconciler:
         # terminate this tick, with why.
         self._orphans: dict[str, str] = {}
         self.health_probe = health_probe  # asks nodes whether they serve ([health])
+        # Per-node GPU and server signals ([health] gpu_signals / ready_metric).
+        self.node_signals = node_signals
+        self._signals: dict[str, NodeSignals] = {}  # the last reading, by node id
         # Streaks and the replacement window, kept in the store; counts per pool since start.
         self.health = HealthMonitor(store.health_streaks(), store.health_replacements())
         self._verdict = HealthVerdict()  # the last health pass's verdict
@@ -231,6 +235,8 @@ class Reconciler:
                 continue
             if answer is not None:
                 self.health.record(node.node_id, answer, now_s)
+        if due:
+            self._signals = await self._read_signals(nodes, now_s)
         verdict = judge(
             nodes,
             self.health.streaks,
@@ -240,6 +246,7 @@ class Reconciler:
             recent_replacements=self.health.recent_replacements(
                 now_s, settings.replacement_window_s
             ),
+            signals=self._signals,
         )
         self._verdict = verdict
         if verdict.held != self.health.held_now:  # said once per change, not every check
@@ -248,6 +255,8 @@ class Reconciler:
                       reason=held.text)  # fmt: skip
         self.health.held_now = verdict.held
         t = self.store.transition
+        faults = dict(verdict.faults)
+        sick = f"failed {settings.failure_threshold} health checks in a row: replacing it"
         moves: list[tuple[Node, NodeState, str]] = [
             *((n, NodeState.READY, "health check passed: serving") for n in verdict.ready),
             *(
@@ -256,8 +265,8 @@ class Reconciler:
                 for n in verdict.boot_failed
             ),
             *(
-                (n, NodeState.UNHEALTHY, f"failed {settings.failure_threshold} health checks"
-                 " in a row: replacing it")
+                (n, NodeState.UNHEALTHY, faults[n.node_id].text(settings.signal_window_s)
+                 if n.node_id in faults else sick)
                 for n in verdict.unhealthy
             ),
             *((n, NodeState.READY, "health checks pass again") for n in verdict.recovered),
@@ -302,6 +311,28 @@ class Reconciler:
         self.store.save_health(self.health.streaks, self.health.replaced_at_s)
         self._save_cooldown()
         return errors
+
+    async def _read_signals(self, nodes: Sequence[Node], now_s: float) -> dict[str, NodeSignals]:
+        """The metrics source's per-node signals, when `[health]` reads them (gpu_signals
+        or a ready_metric); empty otherwise, or when the read failed (logged: a broken
+        signal replaces nobody, and the health checks go on)."""
+        settings = self.config.health_checks
+        source = self.node_signals
+        if settings is None or source is None:
+            return {}
+        if not (settings.gpu_signals or settings.ready_metric):
+            return {}
+        query = SignalQuery(
+            settings.node_label,
+            settings.node_label_value,
+            settings.signal_window_s,
+            settings.ready_metric,
+        )
+        try:
+            return dict(await source.node_signals(now_s, nodes, query))
+        except Exception as exc:  # a broken signal must not stop the health checks
+            log.warning("node_signals_failed now_s=%.0f error=%r", now_s, exc)
+            return {}
 
     def _strike(self, pool: Pool, now_s: float) -> None:
         """A node of `pool` failed to boot or turned sick: count it toward a quarantine."""

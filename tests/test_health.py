@@ -4,16 +4,25 @@ HTTP is in test_health_daemon.py)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.metrics import NodeSignals
 from scheduler.config import ConfigError, HealthSection, load_config
 from scheduler.cooldown import PoolCooldown
 from scheduler.domain import Cloud, HoldKind, Market, Node, NodeState, Pool
-from scheduler.health import Streak, boot_deadline_s, judge, unhealthy_drains
+from scheduler.health import (
+    FaultKind,
+    Streak,
+    boot_deadline_s,
+    gpu_fault,
+    judge,
+    unhealthy_drains,
+)
 from scheduler.lifecycle import can_transition
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)
@@ -147,6 +156,10 @@ def test_health_is_off_without_the_section(tmp_path: Path) -> None:
         ("failure_threshold = 0", "health.failure_threshold"),
         ("expected_status = 42", "health.expected_status"),
         ("boot_margin_s = nan", "health.boot_margin_s"),
+        ('node_label_value = "{hots}:9400"', "health.node_label_value"),
+        ('node_label = "node-name"', "health.node_label"),
+        ("signal_window_s = 0", "health.signal_window_s"),
+        ("stall_queue_growth = -1", "health.stall_queue_growth"),
     ],
 )
 def test_bad_health_keys_are_named(tmp_path: Path, line: str, expected: str) -> None:
@@ -176,3 +189,74 @@ def test_the_tui_fleet_shows_every_live_state_unhealthy_included() -> None:
     [group] = group_fleet(nodes, {POOL.key: 1.0}, now_s=60.0)
     assert (group.counts["ready"], group.counts["unhealthy"], group.total) == (1, 1, 3)
     assert SHORT["unhealthy"] == "sick"
+
+
+# -- GPU faults from the metrics source ([health] gpu_signals) ------------------------------
+
+GPU = SETTINGS.model_copy(update={"gpu_signals": True, "stall_queue_growth": 5.0})
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("signals", "kind"),
+    [
+        (NodeSignals(xid=0, ecc_dbe_increase=0, running_max=3, waiting_growth=0, waiting=0), None),
+        (NodeSignals(), None),  # nothing reported: neither sick nor well
+        (NodeSignals(xid=79), FaultKind.XID),  # fell off the bus
+        (NodeSignals(xid=0, ecc_dbe_increase=2), FaultKind.ECC_DBE),
+        (NodeSignals(running_max=0, waiting_growth=12, waiting=12), FaultKind.STALLED),
+        (NodeSignals(running_max=0, waiting_growth=4, waiting=12), None),  # below growth
+        (NodeSignals(running_max=1, waiting_growth=50, waiting=50), None),  # busy, not stuck
+        (NodeSignals(running_max=NAN, waiting_growth=50, waiting=50), None),  # unknown
+        (NodeSignals(running_max=0, waiting_growth=9, waiting=0), None),  # queue drained
+    ],
+)
+def test_gpu_fault_reads_xid_ecc_and_a_stalled_server(
+    signals: NodeSignals, kind: FaultKind | None
+) -> None:
+    fault = gpu_fault(signals, stall_queue_growth=5.0)
+    assert (fault.kind if fault else None) is kind
+
+
+def test_a_faulty_ready_node_is_unhealthy_at_once_and_does_not_recover_while_faulty() -> None:
+    nodes = [node(1, NodeState.READY), node(2, NodeState.READY), node(3, NodeState.UNHEALTHY)]
+    nodes += [node(i, NodeState.READY) for i in range(4, 10)]
+    streaks = {"n003": Streak(passes=5)}  # its HTTP check passes again
+    sick = {"n001": NodeSignals(xid=48), "n003": NodeSignals(ecc_dbe_increase=1)}
+    v = judge(nodes, streaks, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+              signals=sick)  # fmt: skip
+    assert [n.node_id for n in v.unhealthy] == ["n001"]
+    assert dict(v.faults)["n001"].kind is FaultKind.XID
+    assert v.recovered == ()  # n003's GPU still reports errors
+    # The same readings with gpu_signals off (the default) change nothing.
+    off = judge(nodes, streaks, SETTINGS, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+                signals=sick)  # fmt: skip
+    assert off.unhealthy == () and [n.node_id for n in off.recovered] == ["n003"]
+
+
+def test_gpu_faults_obey_the_replacement_limit() -> None:
+    nodes = [node(i, NodeState.READY) for i in range(8)]
+    all_bad = {n.node_id: NodeSignals(xid=13) for n in nodes}
+    v = judge(nodes, {}, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+              signals=all_bad)  # fmt: skip
+    assert v.unhealthy == ()  # every GPU at once: the exporter, not the GPUs
+    assert [h.nodes for h in v.held] == [8]
+    two = {"n000": NodeSignals(xid=13), "n001": NodeSignals(xid=13)}
+    v = judge(nodes, {}, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=1,
+              signals=two)  # fmt: skip
+    assert len(v.unhealthy) == 1  # max_replacements = 2, one used in the window
+
+
+def test_a_ready_metric_holds_a_booting_node_until_the_model_is_loaded() -> None:
+    cfg = SETTINGS.model_copy(update={"ready_metric": "vllm:model_loaded"})
+    booting = [node(1, NodeState.BOOTING)]
+    passed = {"n001": Streak(passes=2)}
+
+    def ready(signals: dict[str, NodeSignals]) -> list[str]:
+        v = judge(booting, passed, cfg, 10.0, boot_s=lambda _: 100.0, recent_replacements=0,
+                  signals=signals)  # fmt: skip
+        return [n.node_id for n in v.ready]
+
+    assert ready({}) == []  # not reported: not loaded
+    assert ready({"n001": NodeSignals(loaded=0)}) == []
+    assert ready({"n001": NodeSignals(loaded=1)}) == ["n001"]

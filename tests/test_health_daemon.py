@@ -10,7 +10,7 @@ wall clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
+from adapters.metrics import DemandSample, NodeSignals, SignalQuery
 from adapters.sim import SimCloud
 from capsched.service import ConfiguredHealthProbe, build_drainer, stored_address
 from scheduler.boot import node_boot_s
@@ -31,6 +31,7 @@ from scheduler.domain import (
     Cloud,
     HoldKind,
     Market,
+    Node,
     NodeState,
     Placement,
     Plan,
@@ -76,6 +77,7 @@ boot_margin_s = 60
 max_replacements = {max_replacements}
 max_unhealthy_fraction = {fraction}
 quarantine_strikes = 2
+{health_extra}
 [[models]]
 name = "llama-3.1-8b"
 min_replicas = 0
@@ -115,6 +117,20 @@ class Metrics:
 
     async def demand(self, now_s: float) -> DemandSample:
         return DemandSample(now_s, {(m, REGION): 1.0 for m in self.models})
+
+
+@dataclass
+class FakeSignals:
+    """A metrics source's per-node signals, set by the test; the queries it was asked."""
+
+    by_node: dict[str, NodeSignals] = field(default_factory=dict)  # node id -> readings
+    queries: list[SignalQuery] = field(default_factory=list)
+
+    async def node_signals(
+        self, now_s: float, nodes: Sequence[Node], query: SignalQuery
+    ) -> Mapping[str, NodeSignals]:
+        self.queries.append(query)
+        return {n.node_id: self.by_node[n.node_id] for n in nodes if n.node_id in self.by_node}
 
 
 @dataclass
@@ -212,6 +228,8 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
         default_boot_s: float = DEFAULT_BOOT_S,
         big: bool = False,
         restart_of: Harness | None = None,
+        signals: FakeSignals | None = None,
+        health_extra: str = "",
     ) -> Harness:
         """A daemon; `restart_of`: a new daemon on that one's state database and cloud,
         as after the process was killed (nothing is shut down cleanly: its store is only
@@ -230,6 +248,7 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
                 max_replacements=max_replacements,
                 fraction=fraction,
                 default_boot_s=default_boot_s,
+                health_extra=health_extra,
                 big_model=f'[[models]]\nname = "{BIG}"\nmin_replicas = 0' if big else "",
             )
         )
@@ -259,6 +278,7 @@ async def harness(tmp_path: Path, servers: ModelServers) -> AsyncIterator[Callab
             catalog=catalog,
             sleep=no_sleep,
             health_probe=probe,
+            node_signals=signals,
         )
         clock = Clock()
 
@@ -562,3 +582,42 @@ async def test_a_restarted_daemon_keeps_the_replacement_window(
         await h2.check_at(k * CHECK_S)
     assert h2.state(second) is NodeState.READY  # held: the window is full
     assert h2.metric("capsched_health_repairs_held") == 1
+
+
+GPU_SIGNALS = 'gpu_signals = true\nnode_label = "node"\nnode_label_value = "{node_id}"'
+
+
+async def test_a_gpu_fault_replaces_a_node_whose_health_endpoint_still_answers(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    signals = FakeSignals()
+    h = harness(count=2, signals=signals, health_extra=GPU_SIGNALS)
+    bad, well = await up(h, 2)
+    signals.by_node[bad] = NodeSignals(xid=79, running_max=0, waiting=0)  # fell off the bus
+    signals.by_node[well] = NodeSignals(xid=0, ecc_dbe_increase=0, running_max=4)
+    await h.check_at(2 * CHECK_S)  # /health still 200: only the GPU signal says sick
+    assert h.state(bad) is NodeState.UNHEALTHY
+    assert h.state(well) is NodeState.READY
+    assert h.store.events(bad)[-1]["cause"] == "GPU fault: Xid 79 reported: replacing it"
+    assert signals.queries[-1] == SignalQuery("node", "{node_id}", 300.0, "")
+    # Make before break, as for a failed check: replacement first, then the drain.
+    await h.tick_at(2 * CHECK_S)
+    [new] = [n for n in h.states() if n not in (bad, well)]
+    await h.check_at(3 * CHECK_S)
+    assert h.state(new) is NodeState.READY
+    assert h.state(bad) is NodeState.UNHEALTHY  # its GPU still reports the Xid
+    await h.tick_at(TICK_S)
+    assert h.state(bad) is NodeState.DRAINING
+    assert h.metric("capsched_health_replacements_total", pool=POOL.key) == 1
+
+
+async def test_gpu_signals_are_not_read_unless_configured(
+    harness: Callable[..., Harness], servers: ModelServers
+) -> None:
+    signals = FakeSignals()
+    h = harness(count=1, signals=signals)
+    [node_id] = await up(h, 1)
+    signals.by_node[node_id] = NodeSignals(xid=79)
+    await h.check_at(2 * CHECK_S)
+    assert h.state(node_id) is NodeState.READY
+    assert signals.queries == []
