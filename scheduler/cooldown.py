@@ -8,9 +8,11 @@ Health strikes (scheduler.health: a node that never became healthy, or one that 
 sick within the quarantine window of becoming ready) count toward a quarantine:
 `quarantine_strikes` of them within the window, with no boot in the pool passing its
 health check in between, cool the pool the same way, with the same backoff, and the pool
-is named in the plan's notes while it lasts. A boot that passes clears the strikes: a
-large pool losing a node now and then to random faults keeps serving, while a pool that
-fails every boot is quarantined.
+is named in the plan's notes while it lasts. A boot that passes clears the strikes, and
+a node that failed to boot is no strike when a node of its pool launched at the same time
+or later booted healthy (the pool worked then; that one node was unlucky): a large pool
+losing a node now and then to random faults keeps serving, also when two nodes of one
+batch of launches fail, while a pool that fails every boot is quarantined.
 
 The whole state is kept in the store (`snapshot`, restored by the constructor; the
 reconciler saves it whenever it changes), so a restarted daemon neither retries a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +43,7 @@ class PoolCooling:
     refusals_s: tuple[float, ...]  # its refusals within the last day (for the backoff)
     strikes_s: tuple[float, ...]  # its health strikes toward a quarantine
     quarantined_strikes: int  # strikes that quarantined it (0: not quarantined)
+    good_launch_s: float | None = None  # latest launch of a node that booted healthy
 
 
 class PoolCooldown:
@@ -64,6 +68,10 @@ class PoolCooldown:
         self.quarantined: dict[Pool, int] = {
             p: c.quarantined_strikes for p, c in saved.items() if c.quarantined_strikes
         }
+        # the latest launch time of a node that booted healthy, per pool
+        self._good_launch: dict[Pool, float] = {
+            p: c.good_launch_s for p, c in saved.items() if c.good_launch_s is not None
+        }
 
     def snapshot(self) -> dict[Pool, PoolCooling]:
         """The whole state, per pool (what the store keeps; the constructor restores it)."""
@@ -74,8 +82,9 @@ class PoolCooldown:
                 tuple(self._refusals.get(p, ())),
                 tuple(self._strikes.get(p, ())),
                 self.quarantined.get(p, 0),
+                self._good_launch.get(p),
             )
-            for p in pools | self.quarantined.keys()
+            for p in pools | self.quarantined.keys() | self._good_launch.keys()
         }
 
     def refused(self, pool: Pool, now_s: float, base_s: float) -> float:
@@ -94,11 +103,22 @@ class PoolCooldown:
         return self.until[pool]
 
     def strike(
-        self, pool: Pool, now_s: float, *, needed: int, window_s: float, base_s: float
+        self,
+        pool: Pool,
+        now_s: float,
+        *,
+        needed: int,
+        window_s: float,
+        base_s: float,
+        launched_at_s: float | None = None,
     ) -> float | None:
         """Note a health strike against `pool`; with `needed` strikes within `window_s` it
         is quarantined (cooled like a refusal, with the same backoff). Returns when the
-        quarantine ends, or None when the pool is not quarantined by this strike."""
+        quarantine ends, or None when the pool is not quarantined by this strike.
+        `launched_at_s`: the launch time of a node that failed to boot; no strike when a
+        node of the pool launched then or later has booted healthy."""
+        if launched_at_s is not None and launched_at_s <= self._good_launch.get(pool, -math.inf):
+            return None
         strikes = [t for t in self._strikes.get(pool, []) if t > now_s - window_s]
         strikes.append(now_s)
         self._strikes[pool] = strikes
@@ -109,9 +129,13 @@ class PoolCooldown:
         log.warning("pool_quarantined pool=%s strikes=%d", pool.key, len(strikes))
         return self.refused(pool, now_s, base_s)
 
-    def cleared(self, pool: Pool) -> None:
-        """A node of `pool` booted and passed its health check: its strikes are forgiven."""
+    def cleared(self, pool: Pool, launched_at_s: float | None = None) -> None:
+        """A node of `pool` (launched at `launched_at_s`) booted and passed its health
+        check: its strikes are forgiven, and boot failures of nodes launched no later
+        are none."""
         self._strikes.pop(pool, None)
+        if launched_at_s is not None:
+            self._good_launch[pool] = max(launched_at_s, self._good_launch.get(pool, -math.inf))
 
     def quarantined_pools(self, now_s: float) -> list[Pool]:
         """Pools quarantined for health strikes and still cooling at `now_s`."""

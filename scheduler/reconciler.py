@@ -282,12 +282,12 @@ class Reconciler:
                 )
                 continue
             if new is NodeState.READY and node.state is NodeState.BOOTING:
-                self.cooldown.cleared(node.pool)
+                self.cooldown.cleared(node.pool, node.launched_at_s)
             elif new is NodeState.FAILED:
                 self.health.boot_failures[node.pool] += 1
                 self._boot_failed[node.node_id] = cause
                 self._orphans.setdefault(node.node_id, cause)
-                self._strike(node.pool, now_s)
+                self._strike(node.pool, now_s, launched_at_s=node.launched_at_s)
             elif new is NodeState.UNHEALTHY:
                 self.health.replacements[node.pool] += 1
                 self.health.replaced_at_s.append(now_s)
@@ -334,8 +334,9 @@ class Reconciler:
             log.warning("node_signals_failed now_s=%.0f error=%r", now_s, exc)
             return {}
 
-    def _strike(self, pool: Pool, now_s: float) -> None:
-        """A node of `pool` failed to boot or turned sick: count it toward a quarantine."""
+    def _strike(self, pool: Pool, now_s: float, *, launched_at_s: float | None = None) -> None:
+        """A node of `pool` failed to boot (launched at `launched_at_s`) or turned sick:
+        count it toward a quarantine."""
         settings = self.config.health_checks
         assert settings is not None
         self.cooldown.strike(
@@ -344,6 +345,7 @@ class Reconciler:
             needed=settings.quarantine_strikes,
             window_s=settings.quarantine_window_s,
             base_s=self.config.guards.pool_cooldown_s,
+            launched_at_s=launched_at_s,
         )
 
     def _merge(self, instances: list[Instance], now_s: float) -> list[TickError]:

@@ -227,6 +227,7 @@ def _migration_7(db: sqlite_utils.Database) -> None:
             "refusals_s": str,  # JSON list of times
             "strikes_s": str,  # JSON list of times
             "quarantined_strikes": int,
+            "good_launch_s": float,  # NULL: no healthy boot seen
         },
         pk=("cloud", "region", "zone", "instance_type", "market"),
     )
@@ -793,8 +794,8 @@ class StateStore:
             conn.execute("delete from pool_cooldown")
             conn.executemany(
                 "insert into pool_cooldown (cloud, region, zone, instance_type, market,"
-                " until_s, refusals_s, strikes_s, quarantined_strikes)"
-                " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " until_s, refusals_s, strikes_s, quarantined_strikes, good_launch_s)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         p.cloud.value,
@@ -806,6 +807,7 @@ class StateStore:
                         json.dumps(c.refusals_s),
                         json.dumps(c.strikes_s),
                         c.quarantined_strikes,
+                        c.good_launch_s,
                     )
                     for p, c in sorted(cooling.items(), key=lambda kv: kv[0].key)
                 ],
@@ -815,7 +817,7 @@ class StateStore:
         """The stored pool cooldown (see `save_pool_cooldown`)."""
         rows = self._conn.execute(
             "select cloud, region, zone, instance_type, market, until_s, refusals_s,"
-            " strikes_s, quarantined_strikes from pool_cooldown"
+            " strikes_s, quarantined_strikes, good_launch_s from pool_cooldown"
         ).fetchall()
         return {
             Pool(Cloud(c), r, z or "", t, Market(m)): PoolCooling(
@@ -823,8 +825,9 @@ class StateStore:
                 tuple(float(x) for x in json.loads(refusals)),
                 tuple(float(x) for x in json.loads(strikes)),
                 int(quarantined),
+                None if good is None else float(good),
             )
-            for c, r, z, t, m, until, refusals, strikes, quarantined in rows
+            for c, r, z, t, m, until, refusals, strikes, quarantined, good in rows
         }
 
     def save_health(self, streaks: Mapping[str, Streak], replaced_at_s: Sequence[float]) -> None:

@@ -133,6 +133,23 @@ def test_quarantine_needs_the_strikes_within_the_window_and_backs_off() -> None:
     assert cool.strike(POOL, 1310.0, needed=2, window_s=100.0, base_s=900.0) == 1310.0 + 1800.0
 
 
+def test_boot_failures_of_a_batch_whose_siblings_serve_do_not_quarantine_the_pool() -> None:
+    kw = {"needed": 2, "window_s": 3600.0, "base_s": 900.0}
+    cool = PoolCooldown()
+    # Ten launched at 0: eight boot healthy at about 400 s, two miss their deadline at 700.
+    cool.cleared(POOL, launched_at_s=0.0)
+    assert cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) is None
+    assert cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) is None
+    assert cool.quarantined_pools(800.0) == []
+    # Launched after the last healthy boot, and none of that batch serves: the pool broke.
+    assert cool.strike(POOL, 1700.0, launched_at_s=1000.0, **kw) is None
+    assert cool.strike(POOL, 1710.0, launched_at_s=1010.0, **kw) == 1710.0 + 900.0
+    # Remembered across a restart, like the rest of the cooldown.
+    again = PoolCooldown(cool.snapshot())
+    assert again.strike(POOL, 1800.0, launched_at_s=0.0, **kw) is None
+    assert again.snapshot() == cool.snapshot()
+
+
 def test_lifecycle_edges_of_an_unhealthy_node() -> None:
     assert can_transition(NodeState.READY, NodeState.UNHEALTHY)
     for new in (NodeState.READY, NodeState.DRAINING, NodeState.GONE, NodeState.INTERRUPTED):

@@ -229,6 +229,7 @@ _cooling = st.builds(
     _times,
     _times,
     st.integers(0, 100),
+    st.one_of(st.none(), st.floats(-1e9, 1e9, allow_nan=False)),
 )
 _pools = st.builds(
     Pool,
