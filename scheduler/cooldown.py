@@ -119,6 +119,13 @@ class PoolCooldown:
         node of the pool launched then or later has booted healthy."""
         if launched_at_s is not None and launched_at_s <= self._good_launch.get(pool, -math.inf):
             return None
+        if pool in self.quarantined and self.until.get(pool, -math.inf) > now_s:
+            # Quarantined already: more nodes launched before it failing now are the same
+            # incident, counted in its note, not a repeat that doubles the quarantine (a
+            # batch of ten failing at one deadline quarantined its pool 5 times at once,
+            # for 16 times the base: 4 hours for a pool that was bad for 30 minutes).
+            self.quarantined[pool] += 1
+            return None
         strikes = [t for t in self._strikes.get(pool, []) if t > now_s - window_s]
         strikes.append(now_s)
         self._strikes[pool] = strikes

@@ -150,6 +150,19 @@ def test_boot_failures_of_a_batch_whose_siblings_serve_do_not_quarantine_the_poo
     assert again.snapshot() == cool.snapshot()
 
 
+def test_a_batch_failing_at_one_deadline_is_one_quarantine_not_several() -> None:
+    kw = {"needed": 2, "window_s": 3600.0, "base_s": 900.0}
+    cool = PoolCooldown()
+    ends = [cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) for _ in range(10)]
+    assert ends == [None, 1600.0] + [None] * 8  # one quarantine, the base length
+    assert cool.quarantine_notes(800.0) == [
+        f"quarantined {POOL.key} until 1600: 10 nodes failed to boot or turned unhealthy"
+    ]
+    # After it ends, the pool failing again is a repeat: twice as long.
+    cool.strike(POOL, 2000.0, launched_at_s=1700.0, **kw)
+    assert cool.strike(POOL, 2010.0, launched_at_s=1700.0, **kw) == 2010.0 + 1800.0
+
+
 def test_lifecycle_edges_of_an_unhealthy_node() -> None:
     assert can_transition(NodeState.READY, NodeState.UNHEALTHY)
     for new in (NodeState.READY, NodeState.DRAINING, NodeState.GONE, NodeState.INTERRUPTED):
