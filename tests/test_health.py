@@ -11,11 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import NodeSignals
 from scheduler.config import ConfigError, HealthSection, load_config
-from scheduler.cooldown import PoolCooldown
-from scheduler.domain import Cloud, HoldKind, Market, Node, NodeState, Pool
-from scheduler.health import (
+from scheduler.decide.cooldown import PoolCooldown
+from scheduler.decide.health import (
     FaultKind,
     Streak,
     boot_deadline_s,
@@ -23,7 +21,9 @@ from scheduler.health import (
     judge,
     unhealthy_drains,
 )
-from scheduler.lifecycle import can_transition
+from scheduler.domain import Cloud, HoldKind, Market, Node, NodeState, Pool
+from scheduler.domain.lifecycle import can_transition
+from scheduler.ports.metrics import NodeSignals
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)
 SETTINGS = HealthSection(
@@ -205,7 +205,7 @@ def test_bad_health_keys_are_named(tmp_path: Path, line: str, expected: str) -> 
 
 
 def test_the_tui_fleet_shows_every_live_state_unhealthy_included() -> None:
-    from scheduler.lifecycle import LIVE
+    from scheduler.domain.lifecycle import LIVE
     from tui.screens import SHORT
     from tui.views import STATES, group_fleet
 

@@ -1,5 +1,5 @@
 """GPU-fault signals (`PrometheusSource.node_signals`) against a real Prometheus server,
-judged by `scheduler.health.gpu_fault` (issue 21, docs/health.md "GPU faults").
+judged by `scheduler.decide.health.gpu_fault` (issue 21, docs/health.md "GPU faults").
 
 The Prometheus of test_prometheus_source.py (a `prometheus` binary on 127.0.0.1,
 scraping every second) scrapes an exporter serving what DCGM's exporter and vLLM serve
@@ -23,10 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from test_prometheus_source import PROMETHEUS, Prometheus, prometheus, source_config
 
-from adapters.metrics import NodeSignals, SignalQuery
 from adapters.prometheus import PrometheusSource
+from scheduler.decide.health import FaultKind, gpu_fault
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
-from scheduler.health import FaultKind, gpu_fault
+from scheduler.ports.metrics import NodeSignals, SignalQuery
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None,
