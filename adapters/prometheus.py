@@ -20,6 +20,10 @@ HTTP API (`/api/v1/query`):
   minutes after its exporter went away. A series whose newest sample is older than
   `max_staleness_s`, or that has no sample at all, reads as NaN.
 
+`node_signals(now_s, nodes, query)` reads, for `[health]`'s GPU-fault checks, each
+node's Xid errors, ECC double-bit error increase and model-server queue over a window
+(docs/health.md, "GPU faults"), one query per signal grouped by a node label.
+
 A failure (Prometheus down, timeout, 5xx after retries, non-JSON, `status=error`,
 a result that is not a vector) never raises: it is logged as a warning with its
 reason and the sample comes back empty, which the reconciler reads as incomplete
@@ -32,7 +36,8 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -40,7 +45,8 @@ from yarl import URL
 
 from adapters._http import FetchError, Sleep, fetch, split_credentials
 from adapters.resource import AsyncResource
-from scheduler.ports.metrics import DemandSample
+from scheduler.domain import Node
+from scheduler.ports.metrics import DemandSample, NodeSignals, SignalQuery
 from scheduler.sections.prometheus import PrometheusConfig
 
 log = logging.getLogger(__name__)
@@ -207,6 +213,63 @@ class PrometheusSource(AsyncResource):
         Series lacking either label are skipped; repeated keys are summed (keeping the
         oldest time). Raises `PrometheusQueryError` on any failure.
         """
+        return self._parse_vector(await self._vector(promql, now_s))
+
+    async def node_signals(
+        self, now_s: float, nodes: Sequence[Node], query: SignalQuery
+    ) -> dict[str, NodeSignals]:
+        """Per-node GPU and model-server signals at `now_s` (a `NodeSignalSource`): one
+        instant query per signal, grouped by `query.node_label`, matched to `nodes` by
+        the label's value (`query.node_value` filled in for the node, a ":port" suffix
+        on the series ignored). A query that fails leaves its signal NaN (logged); a
+        node without series is absent. Never raises (except on cancellation)."""
+        by_value: dict[str, str] = {}
+        for node in nodes:
+            if "{host}" in query.node_value and not node.address:
+                continue  # not reachable yet: nothing names it
+            by_value[_fill(query.node_value, node)] = node.node_id
+        if not by_value:
+            return {}
+        label, w = query.node_label, f"{max(1, round(query.window_s))}s"
+        queries = {
+            "xid": f"max by ({label}) (max_over_time(DCGM_FI_DEV_XID_ERRORS[{w}]))",
+            "ecc_dbe_increase": (
+                f"sum by ({label}) (increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[{w}]))"
+            ),
+            "running_max": f"max by ({label}) (max_over_time(vllm:num_requests_running[{w}]))",
+            "waiting_growth": f"sum by ({label}) (delta(vllm:num_requests_waiting[{w}]))",
+            "waiting": f"sum by ({label}) (vllm:num_requests_waiting)",
+        }
+        if query.ready_metric:
+            queries["loaded"] = f"max by ({label}) ({query.ready_metric})"
+        answers = await asyncio.gather(
+            *(self._vector(q, now_s) for q in queries.values()), return_exceptions=True
+        )
+        readings: dict[str, dict[str, float]] = {}  # node id -> field -> value
+        for (name, promql), answer in zip(queries.items(), answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer  # cancellation
+                log.warning("prometheus_signal_failed signal=%s query=%r reason=%s", name,
+                            promql, answer)  # fmt: skip
+                continue
+            for value_of_label, value in _by_label(answer, label).items():
+                node_id = by_value.get(value_of_label) or by_value.get(_no_port(value_of_label))
+                if node_id is None:
+                    continue
+                got = readings.setdefault(node_id, {})
+                # Several series for one node (one per GPU, or per exporter port): the
+                # worst wins for faults, queues add up.
+                if name not in got:
+                    got[name] = value
+                elif name in _SUMMED:
+                    got[name] += value
+                else:
+                    got[name] = max(got[name], value)
+        return {k: NodeSignals(**v) for k, v in readings.items()}
+
+    async def _vector(self, promql: str, now_s: float) -> list[Any]:
+        """The result list of one instant query at `now_s` that returns a vector."""
         if self._bad_url is not None:
             raise PrometheusQueryError(self._bad_url)
         cfg = self.config
@@ -252,7 +315,7 @@ class PrometheusSource(AsyncResource):
         result = data.get("result")
         if not isinstance(result, list):
             raise PrometheusQueryError("data.result is not a list")
-        return self._parse_vector(result)
+        return result
 
     def _parse_vector(self, result: list[Any]) -> dict[Key, tuple[float, float]]:
         cfg = self.config
@@ -291,6 +354,43 @@ class PrometheusSource(AsyncResource):
 
     def _safe_url(self) -> str:
         return "<invalid>" if self._bad_url is not None else str(self._endpoint)
+
+
+_SUMMED = frozenset({"ecc_dbe_increase", "waiting_growth", "waiting"})  # add up per node
+_PORT = re.compile(r"^(?P<host>.+):[0-9]+$")
+
+
+def _fill(template: str, node: Node) -> str:
+    """`template` with the node's fields (as in label values: not URL-encoded)."""
+    return template.format_map(
+        {
+            "node_id": node.node_id,
+            "model": node.model,
+            "cloud_instance_id": node.cloud_instance_id or "",
+            "host": node.address or "",
+        }
+    )
+
+
+def _no_port(value: str) -> str:
+    """`value` without a trailing ":port" (an `instance` label is host:port)."""
+    m = _PORT.match(value)
+    return m.group("host") if m else value
+
+
+def _by_label(result: list[Any], label: str) -> dict[str, float]:
+    """A vector's values by the value of `label` (series without it are skipped; NaN
+    values are kept: a reading that is not a number is missing, not zero)."""
+    out: dict[str, float] = {}
+    for item in result:
+        try:
+            name = item["metric"].get(label)
+            value = float(item["value"][1])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise PrometheusQueryError(f"malformed vector element: {_short(item)!r}") from None
+        if isinstance(name, str) and name:
+            out[name] = value
+    return out
 
 
 def _short(value: object, limit: int = 200) -> str:

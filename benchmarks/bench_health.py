@@ -1,7 +1,8 @@
 """Node-health benchmark: cost and SLO of every policy when model servers fail (issue 21).
 
 Run:  .venv/bin/python benchmarks/bench_health.py [--days 1] [--fleet-gpus 50]
-          [--policies capsched,reactive,spothedge,static-peak]
+          [--policies capsched,reactive,spothedge,static-peak] [--trace burstgpt-week]
+          [--sick-per-node-day 0.5]
 
 One shared trace (the BurstGPT first week from ../shared/data, cut to `--days`, scaled
 to `--fleet-gpus`), the world of simulations/data/scenarios/node-faults.toml: spot
@@ -65,6 +66,12 @@ def main() -> None:
     parser.add_argument("--fleet-gpus", type=float, default=50.0)
     parser.add_argument("--trace", default="burstgpt-week", choices=sorted(TRACES))
     parser.add_argument("--policies", default="capsched,reactive,spothedge,static-peak")
+    parser.add_argument(
+        "--sick-per-node-day",
+        type=float,
+        default=None,
+        help="override the scenario's rate of serving nodes turning sick (a stress run)",
+    )
     args = parser.parse_args()
     path, fmt = TRACES[args.trace]
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,9 +85,14 @@ def main() -> None:
         world, _ = build_world(spec)
         world = cut(world, args.days)
         assert world.faults is not None
+        stress = ""
+        if args.sick_per_node_day is not None:
+            faults = replace(world.faults, sick_per_node_day=args.sick_per_node_day)
+            world = replace(world, faults=faults)
+            stress = f", sick_per_node_day = {args.sick_per_node_day:g}"
         print(
             f"{args.trace}, {args.days:g} day(s), {args.fleet_gpus:g} GPUs, faults of"
-            f" {SCENARIO.name}\n"
+            f" {SCENARIO.name}{stress}\n"
         )
         print(
             "| policy | cost USD | SLO attainment | unserved | launches | boot failures"

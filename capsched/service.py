@@ -19,7 +19,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +39,9 @@ from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.state_lock import StateLock, StateLockHeld
 from scheduler.loop.store import StateDamaged, StateStore, check_integrity
 from scheduler.ports.drain import Drainer, NoTrafficLayer
-from scheduler.ports.metrics import MetricsSource
+from scheduler.ports.metrics import MetricsSource, NodeSignals, SignalQuery
 from scheduler.ports.provider import InstanceState, Provider, ProviderError
+from scheduler.sections.prometheus import PrometheusConfig
 from scheduler.service.api import TokenFileError, load_or_create_token, make_app, serve
 from scheduler.service.daemon import Clock, Daemon
 from scheduler.service.telemetry import Telemetry
@@ -269,6 +270,36 @@ class ConfiguredHealthProbe(AsyncResource):
         self._built_for = None
 
 
+class ConfiguredNodeSignals(AsyncResource):
+    """The `scheduler.ports.metrics.NodeSignalSource` for `[health]`'s GPU faults: Prometheus
+    at the running config's `[prometheus]` url, rebuilt when a reload changed it."""
+
+    def __init__(self, settings: Callable[[], PrometheusConfig]) -> None:
+        self._settings = settings  # the running config's [prometheus] (follows reloads)
+        self._built_for: PrometheusConfig | None = None  # settings behind `_source`
+        self._source: AsyncResource | None = None  # a PrometheusSource, once needed
+
+    async def node_signals(
+        self, now_s: float, nodes: Sequence[Node], query: SignalQuery
+    ) -> Mapping[str, NodeSignals]:
+        """Signals by node id, from the Prometheus the config names now."""
+        from adapters.prometheus import PrometheusSource
+
+        settings = self._settings()
+        if settings != self._built_for or not isinstance(self._source, PrometheusSource):
+            await self.close()
+            self._source = PrometheusSource(settings)
+            self._built_for = settings
+        return await self._source.node_signals(now_s, nodes, query)
+
+    async def close(self) -> None:
+        """Close the Prometheus session, if one was opened."""
+        if self._source is not None:
+            await self._source.close()
+        self._source = None
+        self._built_for = None
+
+
 def build_drainer(config: Callable[[], Config], store: StateStore) -> ConfiguredDrainer:
     """The daemon's drainer: `[drain]` of the running config (`config()` follows reloads),
     nodes resolved to the address the store keeps for them."""
@@ -432,6 +463,9 @@ async def _run_locked(
     drainer = build_drainer(lambda: reconciler.config, store)
     health = ConfiguredHealthProbe(lambda: reconciler.config.health_checks, stored_address(store))
     probe: HealthProbe = edges.health_probe or health
+    # GPU faults are read from Prometheus only when [health] asks (gpu_signals,
+    # ready_metric); the simulated cloud's faults come through its own probe.
+    signals = ConfiguredNodeSignals(lambda: reconciler.config.prometheus)
     reconciler: Reconciler = build_scheduler(
         config,
         provider=edges.provider,
@@ -441,6 +475,7 @@ async def _run_locked(
         catalog=catalog,
         profiles=profiles,
         health_probe=probe,
+        node_signals=signals if edges.health_probe is None else None,
     )
     await drainer.current()  # says at start which drainer runs
     daemon = Daemon(
@@ -465,6 +500,7 @@ async def _run_locked(
         store.close()
         await drainer.close()
         await health.close()
+        await signals.close()
         await _close_edges(edges)
         return 2
     code = 0
@@ -479,6 +515,7 @@ async def _run_locked(
         await runner.cleanup()
         await drainer.close()
         await health.close()
+        await signals.close()
         await _close_edges(edges)
     return code
 

@@ -13,14 +13,22 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Market
 from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
 from scheduler.sections.aws import AwsConfig
-from scheduler.sections.drain import HttpDrainConfig
+from scheduler.sections.drain import HttpDrainConfig, check_placeholders
 from scheduler.sections.gcp import GcpConfig
 from scheduler.sections.health import HttpHealthConfig
 from scheduler.sections.prometheus import PrometheusConfig
@@ -123,8 +131,9 @@ class HealthSection(HttpHealthConfig):
     interval_s: float = Field(default=15.0, gt=0, le=3600)  # time between checks of a node
     success_threshold: int = Field(default=1, ge=1, le=100)  # passes in a row to be ready
     failure_threshold: int = Field(default=3, ge=1, le=100)  # fails in a row to be unhealthy
-    # A node not ready by its boot time (planning.default_boot_time_s) plus this margin,
-    # counted from when it started booting, is failed, terminated and replaced.
+    # A node not ready by its boot estimate (scheduler.fleet.boot.node_boot_s of its model and
+    # instance type) plus this margin, counted from when it started booting, is failed,
+    # terminated and replaced.
     boot_margin_s: float = Field(default=600.0, ge=0)
     # At most this many ready nodes are declared unhealthy (and replaced) per window;
     # beyond it they stay in service and the daemon alerts (hold `repair_limit`).
@@ -140,6 +149,26 @@ class HealthSection(HttpHealthConfig):
     # doubled per repeat (scheduler.decide.cooldown).
     quarantine_strikes: int = Field(default=2, ge=1, le=100)
     quarantine_window_s: float = Field(default=3600.0, gt=0)
+    # GPU faults from the metrics source ([prometheus]): a ready node whose GPUs report an
+    # Xid error or a rise in double-bit ECC errors, or whose server runs nothing while its
+    # queue grows, is unhealthy at once (the same limits and quarantine apply).
+    gpu_signals: bool = False
+    node_label: str = Field(default="instance", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    # The label's value for a node (placeholders as in `url`); a ":port" suffix is ignored.
+    node_label_value: str = "{host}"
+    signal_window_s: float = Field(default=300.0, ge=1, le=86400)  # window of the readings
+    # Queue growth over the window that, with nothing running all along, is a stall.
+    stall_queue_growth: float = Field(default=1.0, gt=0)
+    # A metric (PromQL selector) above 0 once the model is loaded: when set, a booting node
+    # is ready only when it says so as well as passing its check ("" = not read).
+    ready_metric: str = ""
+
+    @field_validator("node_label_value")
+    @classmethod
+    def _label_template(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return check_placeholders(v)
 
 
 class DaemonSection(_Section):

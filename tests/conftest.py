@@ -44,6 +44,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_logs.py",
             "test_profiles.py",
             "test_prometheus_errors.py",
+            "test_prometheus_signals.py",
             "test_prometheus_source.py",
             "test_provider_contract.py",
             "test_signals.py",

@@ -4,6 +4,7 @@ HTTP is in test_health_daemon.py)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,17 @@ from hypothesis import strategies as st
 
 from scheduler.config import ConfigError, HealthSection, load_config
 from scheduler.decide.cooldown import PoolCooldown
-from scheduler.decide.health import Streak, boot_deadline_s, judge, unhealthy_drains
+from scheduler.decide.health import (
+    FaultKind,
+    Streak,
+    boot_deadline_s,
+    gpu_fault,
+    judge,
+    unhealthy_drains,
+)
 from scheduler.domain import Cloud, HoldKind, Market, Node, NodeState, Pool
 from scheduler.domain.lifecycle import can_transition
+from scheduler.ports.metrics import NodeSignals
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)
 SETTINGS = HealthSection(
@@ -100,7 +109,7 @@ def test_unhealthy_node_drains_once_ready_capacity_covers_the_plan_or_it_waited_
         return 10.0
 
     def drains(serving: list[Node], now_s: float) -> list[str]:
-        out = unhealthy_drains(nodes, serving, {"m": 20.0}, cap, now_s, give_up_s=600.0)
+        out = unhealthy_drains(nodes, serving, {"m": 20.0}, cap, now_s, lambda _n: 600.0)
         return [n.node_id for n in out]
 
     assert drains([ready, booting], 200.0) == []  # replacement still booting
@@ -122,6 +131,36 @@ def test_quarantine_needs_the_strikes_within_the_window_and_backs_off() -> None:
     cool.strike(POOL, 1300.0, needed=2, window_s=100.0, base_s=900.0)
     # The second quarantine within a day lasts twice as long.
     assert cool.strike(POOL, 1310.0, needed=2, window_s=100.0, base_s=900.0) == 1310.0 + 1800.0
+
+
+def test_boot_failures_of_a_batch_whose_siblings_serve_do_not_quarantine_the_pool() -> None:
+    kw = {"needed": 2, "window_s": 3600.0, "base_s": 900.0}
+    cool = PoolCooldown()
+    # Ten launched at 0: eight boot healthy at about 400 s, two miss their deadline at 700.
+    cool.cleared(POOL, launched_at_s=0.0)
+    assert cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) is None
+    assert cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) is None
+    assert cool.quarantined_pools(800.0) == []
+    # Launched after the last healthy boot, and none of that batch serves: the pool broke.
+    assert cool.strike(POOL, 1700.0, launched_at_s=1000.0, **kw) is None
+    assert cool.strike(POOL, 1710.0, launched_at_s=1010.0, **kw) == 1710.0 + 900.0
+    # Remembered across a restart, like the rest of the cooldown.
+    again = PoolCooldown(cool.snapshot())
+    assert again.strike(POOL, 1800.0, launched_at_s=0.0, **kw) is None
+    assert again.snapshot() == cool.snapshot()
+
+
+def test_a_batch_failing_at_one_deadline_is_one_quarantine_not_several() -> None:
+    kw = {"needed": 2, "window_s": 3600.0, "base_s": 900.0}
+    cool = PoolCooldown()
+    ends = [cool.strike(POOL, 700.0, launched_at_s=0.0, **kw) for _ in range(10)]
+    assert ends == [None, 1600.0] + [None] * 8  # one quarantine, the base length
+    assert cool.quarantine_notes(800.0) == [
+        f"quarantined {POOL.key} until 1600: 10 nodes failed to boot or turned unhealthy"
+    ]
+    # After it ends, the pool failing again is a repeat: twice as long.
+    cool.strike(POOL, 2000.0, launched_at_s=1700.0, **kw)
+    assert cool.strike(POOL, 2010.0, launched_at_s=1700.0, **kw) == 2010.0 + 1800.0
 
 
 def test_lifecycle_edges_of_an_unhealthy_node() -> None:
@@ -147,6 +186,10 @@ def test_health_is_off_without_the_section(tmp_path: Path) -> None:
         ("failure_threshold = 0", "health.failure_threshold"),
         ("expected_status = 42", "health.expected_status"),
         ("boot_margin_s = nan", "health.boot_margin_s"),
+        ('node_label_value = "{hots}:9400"', "health.node_label_value"),
+        ('node_label = "node-name"', "health.node_label"),
+        ("signal_window_s = 0", "health.signal_window_s"),
+        ("stall_queue_growth = -1", "health.stall_queue_growth"),
     ],
 )
 def test_bad_health_keys_are_named(tmp_path: Path, line: str, expected: str) -> None:
@@ -176,3 +219,74 @@ def test_the_tui_fleet_shows_every_live_state_unhealthy_included() -> None:
     [group] = group_fleet(nodes, {POOL.key: 1.0}, now_s=60.0)
     assert (group.counts["ready"], group.counts["unhealthy"], group.total) == (1, 1, 3)
     assert SHORT["unhealthy"] == "sick"
+
+
+# -- GPU faults from the metrics source ([health] gpu_signals) ------------------------------
+
+GPU = SETTINGS.model_copy(update={"gpu_signals": True, "stall_queue_growth": 5.0})
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("signals", "kind"),
+    [
+        (NodeSignals(xid=0, ecc_dbe_increase=0, running_max=3, waiting_growth=0, waiting=0), None),
+        (NodeSignals(), None),  # nothing reported: neither sick nor well
+        (NodeSignals(xid=79), FaultKind.XID),  # fell off the bus
+        (NodeSignals(xid=0, ecc_dbe_increase=2), FaultKind.ECC_DBE),
+        (NodeSignals(running_max=0, waiting_growth=12, waiting=12), FaultKind.STALLED),
+        (NodeSignals(running_max=0, waiting_growth=4, waiting=12), None),  # below growth
+        (NodeSignals(running_max=1, waiting_growth=50, waiting=50), None),  # busy, not stuck
+        (NodeSignals(running_max=NAN, waiting_growth=50, waiting=50), None),  # unknown
+        (NodeSignals(running_max=0, waiting_growth=9, waiting=0), None),  # queue drained
+    ],
+)
+def test_gpu_fault_reads_xid_ecc_and_a_stalled_server(
+    signals: NodeSignals, kind: FaultKind | None
+) -> None:
+    fault = gpu_fault(signals, stall_queue_growth=5.0)
+    assert (fault.kind if fault else None) is kind
+
+
+def test_a_faulty_ready_node_is_unhealthy_at_once_and_does_not_recover_while_faulty() -> None:
+    nodes = [node(1, NodeState.READY), node(2, NodeState.READY), node(3, NodeState.UNHEALTHY)]
+    nodes += [node(i, NodeState.READY) for i in range(4, 10)]
+    streaks = {"n003": Streak(passes=5)}  # its HTTP check passes again
+    sick = {"n001": NodeSignals(xid=48), "n003": NodeSignals(ecc_dbe_increase=1)}
+    v = judge(nodes, streaks, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+              signals=sick)  # fmt: skip
+    assert [n.node_id for n in v.unhealthy] == ["n001"]
+    assert dict(v.faults)["n001"].kind is FaultKind.XID
+    assert v.recovered == ()  # n003's GPU still reports errors
+    # The same readings with gpu_signals off (the default) change nothing.
+    off = judge(nodes, streaks, SETTINGS, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+                signals=sick)  # fmt: skip
+    assert off.unhealthy == () and [n.node_id for n in off.recovered] == ["n003"]
+
+
+def test_gpu_faults_obey_the_replacement_limit() -> None:
+    nodes = [node(i, NodeState.READY) for i in range(8)]
+    all_bad = {n.node_id: NodeSignals(xid=13) for n in nodes}
+    v = judge(nodes, {}, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=0,
+              signals=all_bad)  # fmt: skip
+    assert v.unhealthy == ()  # every GPU at once: the exporter, not the GPUs
+    assert [h.nodes for h in v.held] == [8]
+    two = {"n000": NodeSignals(xid=13), "n001": NodeSignals(xid=13)}
+    v = judge(nodes, {}, GPU, 0.0, boot_s=lambda _: 0.0, recent_replacements=1,
+              signals=two)  # fmt: skip
+    assert len(v.unhealthy) == 1  # max_replacements = 2, one used in the window
+
+
+def test_a_ready_metric_holds_a_booting_node_until_the_model_is_loaded() -> None:
+    cfg = SETTINGS.model_copy(update={"ready_metric": "vllm:model_loaded"})
+    booting = [node(1, NodeState.BOOTING)]
+    passed = {"n001": Streak(passes=2)}
+
+    def ready(signals: dict[str, NodeSignals]) -> list[str]:
+        v = judge(booting, passed, cfg, 10.0, boot_s=lambda _: 100.0, recent_replacements=0,
+                  signals=signals)  # fmt: skip
+        return [n.node_id for n in v.ready]
+
+    assert ready({}) == []  # not reported: not loaded
+    assert ready({"n001": NodeSignals(loaded=0)}) == []
+    assert ready({"n001": NodeSignals(loaded=1)}) == ["n001"]

@@ -26,6 +26,7 @@ from adapters.http_health import HttpHealthProbe
 from scheduler.config import Config
 from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import Cloud, Market, NodeState, Placement, Plan, PlanStatus, Pool
+from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.catalog import load_catalog
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.reconciler import Reconciler
@@ -37,7 +38,7 @@ MODEL = "llama-3.1-8b"
 AWS_POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.ON_DEMAND)
 GCP_POOL = Pool(Cloud.GCP, "us-central1", "us-central1-a", "g2-standard-8", Market.ON_DEMAND)
 OFFERINGS = load_catalog().offerings
-BOOT_S, MARGIN_S = 120.0, 60.0
+DEFAULT_BOOT_S, MARGIN_S = 120.0, 60.0  # the fallback boot time, the deadline's margin
 
 
 class Metrics:
@@ -83,7 +84,7 @@ def fake_gcp() -> Iterator[FakeCompute]:
 def config(cloud: Cloud, region: str, port: int, db: str) -> Config:
     raw: dict[str, Any] = {
         "scheduler": {"state_db": db},
-        "planning": {"default_boot_time_s": BOOT_S},
+        "planning": {"default_boot_time_s": DEFAULT_BOOT_S},
         "health": {
             "enabled": True,
             # The clouds' addresses are fake private IPs: the nodes' model servers are
@@ -122,6 +123,8 @@ async def scenario(provider: Provider, pool: Pool, health: Health, db: str) -> t
     store = StateStore(db)
     probe = HttpHealthProbe(cfg.health, lambda _node: None)  # {host} is not used
     policy = Wants(pool)
+    # The deadline is the node's own boot estimate (its model on its type) + margin.
+    boot_s = node_boot_s(cfg, MODEL, load_catalog().instance_type(pool))
     rec: Reconciler = build_scheduler(
         cfg,
         provider=provider,
@@ -150,11 +153,11 @@ async def scenario(provider: Provider, pool: Pool, health: Health, db: str) -> t
         policy.count = 2
         await rec.tick(t0 + 30)
         [second] = [n.node_id for n in store.live_nodes() if n.node_id != first]
-        await rec.check_health(t0 + 30 + BOOT_S + MARGIN_S - 10)
+        await rec.check_health(t0 + 30 + boot_s + MARGIN_S - 10)
         assert state(second) is NodeState.BOOTING
-        await rec.check_health(t0 + 30 + BOOT_S + MARGIN_S)
+        await rec.check_health(t0 + 30 + boot_s + MARGIN_S)
         assert state(second) is NodeState.FAILED
-        report = await rec.tick(t0 + 30 + BOOT_S + MARGIN_S)
+        report = await rec.tick(t0 + 30 + boot_s + MARGIN_S)
         assert report.errors == ()
         terminated = [a.node_id for a in report.actions if type(a).__name__ == "Terminate"]
         assert terminated == [second]

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from scheduler.decide.cooldown import PoolCooldown, PoolCooling
+from scheduler.decide.health import Streak
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
 from scheduler.domain.lifecycle import IllegalTransition
 from scheduler.loop.store import MIGRATIONS, StateStore
@@ -214,3 +218,71 @@ def test_updates_of_unknown_rows_raise_as_before(tmp_path: Path) -> None:
         store.journal_end(42, "done", 0.0, "none")
     with pytest.raises(KeyError):
         store.transition("cs-missing", NodeState.BOOTING, 0.0, "none")
+
+
+# -- node health across restarts (migration 7) ----------------------------------------------
+
+_times = st.lists(st.floats(-1e9, 1e9, allow_nan=False), max_size=5).map(tuple)
+_cooling = st.builds(
+    PoolCooling,
+    st.one_of(st.none(), st.floats(-1e9, 1e9, allow_nan=False)),
+    _times,
+    _times,
+    st.integers(0, 100),
+    st.one_of(st.none(), st.floats(-1e9, 1e9, allow_nan=False)),
+)
+_pools = st.builds(
+    Pool,
+    st.sampled_from(list(Cloud)),
+    st.sampled_from(["us-east-1", "us-central1"]),
+    st.sampled_from(["", "us-central1-a"]),
+    st.sampled_from(["g6.xlarge", "g2-standard-8"]),
+    st.sampled_from(list(Market)),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cooling=st.dictionaries(_pools, _cooling, max_size=6),
+    streaks=st.dictionaries(
+        st.text("abc-0123", min_size=1, max_size=8),
+        st.builds(Streak, st.integers(0, 50), st.integers(0, 50),
+                  st.floats(-1e9, 1e9, allow_nan=False)),
+        max_size=6,
+    ),
+    replaced=st.lists(st.floats(0, 1e9, allow_nan=False), max_size=5),
+)  # fmt: skip
+def test_pool_cooldown_and_health_streaks_survive_a_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+    cooling: dict[Pool, PoolCooling],
+    streaks: dict[str, Streak],
+    replaced: list[float],
+) -> None:
+    path = tmp_path_factory.mktemp("h") / "s.db"
+    store = StateStore(path)
+    store.save_pool_cooldown(cooling)
+    store.save_health(streaks, replaced)
+    store.close()
+    reopened = StateStore(path)
+    assert reopened.pool_cooldown() == cooling
+    assert reopened.health_streaks() == streaks
+    assert reopened.health_replacements() == sorted(replaced)
+    # The cooldown rebuilt from what was stored is the one that was saved (a pool with
+    # nothing to remember is no state).
+    empty = PoolCooling(None, (), (), 0)
+    assert PoolCooldown(reopened.pool_cooldown()).snapshot() == {
+        p: c for p, c in cooling.items() if c != empty
+    }
+    reopened.close()
+
+
+def test_migration_7_gives_an_existing_database_an_empty_health_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v6.db"
+    with monkeypatch.context() as m:
+        m.setattr("scheduler.loop.store.MIGRATIONS", MIGRATIONS[:6])
+        StateStore(path).close()
+    store = StateStore(path)
+    assert store.pool_cooldown() == {} and store.health_streaks() == {}
+    assert store.health_replacements() == []

@@ -22,19 +22,29 @@ endpoint, not sick nodes): the rest stay in service, held as `HoldKind.REPAIR_LI
 A pool with `quarantine_strikes` strikes within `quarantine_window_s` is quarantined
 through the reconciler's pool cooldown (scheduler.decide.cooldown).
 
-`judge` is pure: the nodes, the streaks and the settings in, a `HealthVerdict` out.
+With `gpu_signals` on, the metrics source's per-node readings (`scheduler.ports.metrics.
+NodeSignals`) count too: `gpu_fault` says whether a node's GPUs or server are faulty (an
+Xid error, a rise in double-bit ECC errors, a server running nothing while its queue
+grows), and a faulty ready node is unhealthy at once, under the same limits; a faulty
+unhealthy node does not recover. With `ready_metric` set, a booting node is ready only
+once that metric says its model is loaded as well.
+
+`judge` is pure: the nodes, the streaks, the signals and the settings in, a
+`HealthVerdict` out.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from scheduler.decide.guards import Held
 from scheduler.domain import HoldKind, Node, NodeState, Pool
+from scheduler.ports.metrics import NodeSignals
 
 if TYPE_CHECKING:
     from scheduler.config import HealthSection
@@ -63,6 +73,52 @@ class Streak:
     checked_at_s: float = -math.inf  # time of the last check that answered
 
 
+class FaultKind(enum.StrEnum):
+    """What the metrics source says is wrong with a node."""
+
+    XID = "xid"  # the GPU driver reported an Xid error
+    ECC_DBE = "ecc_double_bit"  # uncorrectable (double-bit) ECC errors rose
+    STALLED = "stalled"  # the model server runs nothing while its queue grows
+
+
+@dataclass(frozen=True, slots=True)
+class GpuFault:
+    """One node's fault, with the reading behind it."""
+
+    kind: FaultKind  # what is wrong
+    value: float  # the reading: the Xid code, the ECC rise, the queue growth
+
+    def text(self, window_s: float) -> str:
+        """The transition's cause."""
+        if self.kind is FaultKind.XID:
+            return f"GPU fault: Xid {self.value:.0f} reported: replacing it"
+        if self.kind is FaultKind.ECC_DBE:
+            return (
+                f"GPU fault: {self.value:.0f} double-bit ECC errors in {window_s:.0f} s:"
+                " replacing it"
+            )
+        return (
+            f"stalled: nothing running for {window_s:.0f} s while its queue grew by"
+            f" {self.value:.0f}: replacing it"
+        )
+
+
+def gpu_fault(signals: NodeSignals, stall_queue_growth: float) -> GpuFault | None:
+    """The fault `signals` report, if any (pure). A missing reading (NaN) is neither a
+    fault nor a clean bill: only what was reported counts."""
+    if signals.xid > 0:
+        return GpuFault(FaultKind.XID, signals.xid)
+    if signals.ecc_dbe_increase > 0:
+        return GpuFault(FaultKind.ECC_DBE, signals.ecc_dbe_increase)
+    if (
+        signals.running_max == 0
+        and signals.waiting_growth >= stall_queue_growth
+        and signals.waiting > 0
+    ):
+        return GpuFault(FaultKind.STALLED, signals.waiting_growth)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class HealthVerdict:
     """What the streaks say about the checked nodes, as transitions to make."""
@@ -72,6 +128,7 @@ class HealthVerdict:
     unhealthy: tuple[Node, ...] = ()  # ready nodes that keep failing: -> unhealthy
     recovered: tuple[Node, ...] = ()  # unhealthy nodes that pass again: -> ready
     held: tuple[Held, ...] = ()  # sick nodes kept in service by the replacement limit
+    faults: tuple[tuple[str, GpuFault], ...] = ()  # (node id, fault) of the unhealthy ones
 
     @property
     def wakes(self) -> bool:
@@ -130,12 +187,21 @@ def judge(
     *,
     boot_s: Callable[[Node], float],
     recent_replacements: int,
+    signals: Mapping[str, NodeSignals] | None = None,
 ) -> HealthVerdict:
-    """The transitions the streaks call for (pure).
+    """The transitions the streaks and signals call for (pure).
 
     `boot_s(node)` is the node's boot time; `recent_replacements` how many nodes turned
-    unhealthy within the replacement window before now."""
-    none = Streak()
+    unhealthy within the replacement window before now; `signals` the metrics source's
+    readings by node id (read only with `gpu_signals` on or a `ready_metric` set)."""
+    none, quiet = Streak(), NodeSignals()
+    signals = signals or {}
+    faults: dict[str, GpuFault] = {}
+    if settings.gpu_signals:
+        for node_id, sig in signals.items():
+            fault = gpu_fault(sig, settings.stall_queue_growth)
+            if fault is not None:
+                faults[node_id] = fault
     ready: list[Node] = []
     boot_failed: list[Node] = []
     failing: list[Node] = []
@@ -143,14 +209,20 @@ def judge(
     for node in sorted(nodes, key=lambda n: n.node_id):
         s = streaks.get(node.node_id, none)
         if node.state is NodeState.BOOTING:
-            if s.passes >= settings.success_threshold:
+            # With a ready metric, the model must say it is loaded as well.
+            loaded = not settings.ready_metric or signals.get(node.node_id, quiet).loaded > 0
+            if s.passes >= settings.success_threshold and loaded:
                 ready.append(node)
             elif now_s >= boot_deadline_s(node, boot_s(node), settings.boot_margin_s):
                 boot_failed.append(node)
         elif node.state is NodeState.READY:
-            if s.fails >= settings.failure_threshold:
+            if s.fails >= settings.failure_threshold or node.node_id in faults:
                 failing.append(node)
-        elif node.state is NodeState.UNHEALTHY and s.passes >= settings.success_threshold:
+        elif (
+            node.state is NodeState.UNHEALTHY
+            and s.passes >= settings.success_threshold
+            and node.node_id not in faults
+        ):
             recovered.append(node)
     held: list[Held] = []
     unhealthy: list[Node] = []
@@ -169,8 +241,16 @@ def judge(
                 )
             )
         else:
-            # Longest-failing first, so a flapping node does not crowd out a dead one.
-            order = sorted(failing, key=lambda n: (-streaks[n.node_id].fails, n.node_id))
+            # GPU faults first (certain), then the longest-failing, so a flapping node
+            # does not crowd out a dead one.
+            order = sorted(
+                failing,
+                key=lambda n: (
+                    n.node_id not in faults,
+                    -streaks.get(n.node_id, none).fails,
+                    n.node_id,
+                ),
+            )
             unhealthy = order[:room]
             if len(failing) > room:
                 kept = len(failing) - room
@@ -183,7 +263,12 @@ def judge(
                     )
                 )
     return HealthVerdict(
-        tuple(ready), tuple(boot_failed), tuple(unhealthy), tuple(recovered), tuple(held)
+        tuple(ready),
+        tuple(boot_failed),
+        tuple(unhealthy),
+        tuple(recovered),
+        tuple(held),
+        tuple((n.node_id, faults[n.node_id]) for n in unhealthy if n.node_id in faults),
     )
 
 
@@ -193,12 +278,12 @@ def unhealthy_drains(
     wanted_rps: dict[str, float],
     capacity_of: Callable[[str, Pool], float],
     now_s: float,
-    give_up_s: float,
+    give_up_s: Callable[[Node], float],
 ) -> list[Node]:
     """Unhealthy nodes that may be drained now: their model's ready capacity covers what
     the plan wants ready (their replacements serve: make before break), or they have been
-    unhealthy for `give_up_s` (the replacement never came; a sick node is not kept
-    forever)."""
+    unhealthy for `give_up_s(node)`, a replacement's boot deadline (the replacement never
+    came; a sick node is not kept forever)."""
     ready: dict[str, float] = {}
     for n in serving:
         if n.state is NodeState.READY:
@@ -209,7 +294,7 @@ def unhealthy_drains(
             continue
         since = node.state_since_s if node.state_since_s is not None else now_s
         if ready.get(node.model, 0.0) >= wanted_rps.get(node.model, 0.0) - 1e-9 or (
-            now_s - since >= give_up_s
+            now_s - since >= give_up_s(node)
         ):
             out.append(node)
     return out

@@ -16,7 +16,7 @@ from scheduler.loop.actuator import Actuator, Sleep
 from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer, NoTrafficLayer
-from scheduler.ports.metrics import MetricsSource
+from scheduler.ports.metrics import MetricsSource, NodeSignalSource
 from scheduler.ports.provider import Provider
 
 
@@ -32,9 +32,11 @@ def build_scheduler(
     profiles: tuple[CapacityProfile, ...] | None = None,
     sleep: Sleep = asyncio.sleep,
     health_probe: HealthProbe | None = None,
+    node_signals: NodeSignalSource | None = None,
 ) -> Reconciler:
     """A reconciler wired to these edges; the policy defaults to capsched's own.
-    `health_probe` checks nodes when the config has a `[health]` section."""
+    `health_probe` checks nodes when the config has a `[health]` section;
+    `node_signals` reads their GPU faults when it asks for them (`gpu_signals`)."""
     catalog = catalog or load_catalog()
     profiles = profiles if profiles is not None else load_profiles()
     drainer = drainer or NoTrafficLayer()
@@ -49,4 +51,5 @@ def build_scheduler(
         drainer=drainer,
         actuator=Actuator(store, provider, drainer, sleep=sleep, seed=config.solver.seed),
         health_probe=health_probe,
+        node_signals=node_signals,
     )

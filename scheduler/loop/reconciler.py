@@ -49,13 +49,20 @@ from scheduler.domain import (
 )
 from scheduler.domain.actions import Action, Drain, Grounds, Launch, Terminate
 from scheduler.domain.lifecycle import IllegalTransition
+from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.loop.actuator import Actuator
 from scheduler.loop.logs import event
 from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer
-from scheduler.ports.metrics import DemandSample, MetricsSource
+from scheduler.ports.metrics import (
+    DemandSample,
+    MetricsSource,
+    NodeSignals,
+    NodeSignalSource,
+    SignalQuery,
+)
 from scheduler.ports.provider import (
     Instance,
     InstanceState,
@@ -119,6 +126,7 @@ class Reconciler:
         drainer: Drainer,
         actuator: Actuator,
         health_probe: HealthProbe | None = None,
+        node_signals: NodeSignalSource | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -130,20 +138,33 @@ class Reconciler:
         self.drainer = drainer
         self.actuator = actuator
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
-        self.cooldown = PoolCooldown()  # pools refused recently stay out of plans
+        # Pools refused recently or quarantined stay out of plans; kept in the store.
+        self.cooldown = PoolCooldown(store.pool_cooldown())
+        self._cooling = self.cooldown.snapshot()  # the cooldown as last saved
         self.approval = ApprovalState()  # the plan the fleet follows, and one waiting
         # Where capacity is: refusals and interruptions per pool, decayed; kept in the store.
         self.obtainability = Obtainability(store.obtainability())
         self._rps: dict[tuple[str, Pool, RequestSize | None], float] = {}  # capacity cache
+        self._boot: dict[tuple[str, Pool], float] = {}  # boot-time cache (boot_s)
         # Listed nodes we had given up on (or failed for never becoming healthy), to
         # terminate this tick, with why.
         self._orphans: dict[str, str] = {}
         self.health_probe = health_probe  # asks nodes whether they serve ([health])
-        self.health = HealthMonitor()  # streaks, replacement window, counts per pool
+        # Per-node GPU and server signals ([health] gpu_signals / ready_metric).
+        self.node_signals = node_signals
+        self._signals: dict[str, NodeSignals] = {}  # the last reading, by node id
+        # Streaks and the replacement window, kept in the store; counts per pool since start.
+        self.health = HealthMonitor(store.health_streaks(), store.health_replacements())
         self._verdict = HealthVerdict()  # the last health pass's verdict
         # Nodes failed for never becoming healthy, until the cloud no longer lists them:
-        # terminated as orphans, which is expected and not a tick error.
-        self._boot_failed: dict[str, str] = {}
+        # terminated as orphans, which is expected and not a tick error. From the store
+        # (booting -> failed is only ever a missed boot deadline), so a restart between
+        # the failure and the cloud's last listing of the node is no error either;
+        # `_merge` keeps only the ones still listed.
+        self._boot_failed: dict[str, str] = dict.fromkeys(
+            store.node_ids_moved(NodeState.BOOTING, NodeState.FAILED),
+            "never became healthy (before a restart)",
+        )
         self.actuator.ready_when_running = config.health_checks is None
         self._prices: dict[Pool, float] = {}  # list prices, for the approval threshold
 
@@ -152,6 +173,7 @@ class Reconciler:
         on, for the policy too."""
         self.config = config
         self._rps.clear()
+        self._boot.clear()
         self.policy.reconfigure(config)
         self.actuator.ready_when_running = config.health_checks is None
 
@@ -193,10 +215,19 @@ class Reconciler:
         self.obtainability.record(pool, event, now_s)
         self.store.save_obtainability(self.obtainability.current(now_s))
 
+    def _save_cooldown(self) -> None:
+        """Persist the pool cooldown if it changed since it was last saved (a restarted
+        daemon keeps a quarantined or refusing pool out, and its strikes)."""
+        now = self.cooldown.snapshot()
+        if now != self._cooling:
+            self.store.save_pool_cooldown(now)
+            self._cooling = now
+
     def cool(self, pool: Pool, now_s: float) -> None:
         """Keep `pool` out of plans after it refused a launch made outside a tick (the
         fast loop, scheduler.loop.fast_loop): the same cooldown a tick's refusal gets."""
         self.cooldown.refused(pool, now_s, self.config.guards.pool_cooldown_s)
+        self._save_cooldown()
         self._learn(pool, PoolEvent.REFUSED, now_s)
 
     async def check_health(self, now_s: float) -> HealthVerdict:
@@ -227,16 +258,18 @@ class Reconciler:
                 continue
             if answer is not None:
                 self.health.record(node.node_id, answer, now_s)
-        boot_s = self.config.planning.default_boot_time_s
+        if due:
+            self._signals = await self._read_signals(nodes, now_s)
         verdict = judge(
             nodes,
             self.health.streaks,
             settings,
             now_s,
-            boot_s=lambda _n: boot_s,
+            boot_s=self.boot_s,
             recent_replacements=self.health.recent_replacements(
                 now_s, settings.replacement_window_s
             ),
+            signals=self._signals,
         )
         self._verdict = verdict
         if verdict.held != self.health.held_now:  # said once per change, not every check
@@ -245,16 +278,18 @@ class Reconciler:
                       reason=held.text)  # fmt: skip
         self.health.held_now = verdict.held
         t = self.store.transition
+        faults = dict(verdict.faults)
+        sick = f"failed {settings.failure_threshold} health checks in a row: replacing it"
         moves: list[tuple[Node, NodeState, str]] = [
             *((n, NodeState.READY, "health check passed: serving") for n in verdict.ready),
             *(
-                (n, NodeState.FAILED, f"not healthy {boot_s + settings.boot_margin_s:.0f} s"
-                 " after it started booting")
+                (n, NodeState.FAILED, f"not healthy {self.boot_s(n) + settings.boot_margin_s:.0f}"
+                 " s after it started booting")
                 for n in verdict.boot_failed
             ),
             *(
-                (n, NodeState.UNHEALTHY, f"failed {settings.failure_threshold} health checks"
-                 " in a row: replacing it")
+                (n, NodeState.UNHEALTHY, faults[n.node_id].text(settings.signal_window_s)
+                 if n.node_id in faults else sick)
                 for n in verdict.unhealthy
             ),
             *((n, NodeState.READY, "health checks pass again") for n in verdict.recovered),
@@ -270,12 +305,12 @@ class Reconciler:
                 )
                 continue
             if new is NodeState.READY and node.state is NodeState.BOOTING:
-                self.cooldown.cleared(node.pool)
+                self.cooldown.cleared(node.pool, node.launched_at_s)
             elif new is NodeState.FAILED:
                 self.health.boot_failures[node.pool] += 1
                 self._boot_failed[node.node_id] = cause
                 self._orphans.setdefault(node.node_id, cause)
-                self._strike(node.pool, now_s)
+                self._strike(node.pool, now_s, launched_at_s=node.launched_at_s)
             elif new is NodeState.UNHEALTHY:
                 self.health.replacements[node.pool] += 1
                 self.health.replaced_at_s.append(now_s)
@@ -294,10 +329,37 @@ class Reconciler:
                 state=new.value,
                 reason=cause,
             )
+        # Kept in the store: a restarted daemon continues each node's streak, the
+        # replacement window and the pools' strikes and quarantines.
+        self.store.save_health(self.health.streaks, self.health.replaced_at_s)
+        self._save_cooldown()
         return errors
 
-    def _strike(self, pool: Pool, now_s: float) -> None:
-        """A node of `pool` failed to boot or turned sick: count it toward a quarantine."""
+    async def _read_signals(self, nodes: Sequence[Node], now_s: float) -> dict[str, NodeSignals]:
+        """The metrics source's per-node signals, when `[health]` reads them (gpu_signals
+        or a ready_metric); empty otherwise, or when the read failed (logged: a broken
+        signal replaces nobody, and the health checks go on)."""
+        settings = self.config.health_checks
+        source = self.node_signals
+        if settings is None or source is None:
+            return {}
+        if not (settings.gpu_signals or settings.ready_metric):
+            return {}
+        query = SignalQuery(
+            settings.node_label,
+            settings.node_label_value,
+            settings.signal_window_s,
+            settings.ready_metric,
+        )
+        try:
+            return dict(await source.node_signals(now_s, nodes, query))
+        except Exception as exc:  # a broken signal must not stop the health checks
+            log.warning("node_signals_failed now_s=%.0f error=%r", now_s, exc)
+            return {}
+
+    def _strike(self, pool: Pool, now_s: float, *, launched_at_s: float | None = None) -> None:
+        """A node of `pool` failed to boot (launched at `launched_at_s`) or turned sick:
+        count it toward a quarantine."""
         settings = self.config.health_checks
         assert settings is not None
         self.cooldown.strike(
@@ -306,6 +368,7 @@ class Reconciler:
             needed=settings.quarantine_strikes,
             window_s=settings.quarantine_window_s,
             base_s=self.config.guards.pool_cooldown_s,
+            launched_at_s=launched_at_s,
         )
 
     def _merge(self, instances: list[Instance], now_s: float) -> list[TickError]:
@@ -450,6 +513,20 @@ class Reconciler:
             self._rps[key] = node_rps(self.config, self.profiles, model, itype, size=size)
         return self._rps[key]
 
+    def boot_s(self, node: Node) -> float:
+        """Launch-to-serving estimate of `node` (scheduler.fleet.boot.node_boot_s of its model
+        and instance type; `planning.default_boot_time_s` for a model the config no longer
+        has or a pool the catalog does not know): its boot deadline is this plus
+        `[health].boot_margin_s`."""
+        key = (node.model, node.pool)
+        if key not in self._boot:
+            try:
+                itype = self.catalog.instance_type(node.pool)
+                self._boot[key] = node_boot_s(self.config, node.model, itype)
+            except KeyError:
+                self._boot[key] = self.config.planning.default_boot_time_s
+        return self._boot[key]
+
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
         """The one decision step: the policy's plan, approval's verdict on it and the
         guarded actions toward the plan the fleet follows. Changes no reconciler state
@@ -524,7 +601,10 @@ class Reconciler:
             wanted[pl.model] = wanted.get(pl.model, 0.0) + pl.count * self.capacity_of(
                 pl.model, pl.pool
             )
-        give_up_s = self.config.planning.default_boot_time_s + settings.boot_margin_s
+
+        def give_up_s(node: Node) -> float:
+            return self.boot_s(node) + settings.boot_margin_s
+
         out: list[Action] = []
         for node in unhealthy_drains(
             obs.nodes, obs.serving(), wanted, self.capacity_of, obs.now_s, give_up_s
@@ -532,7 +612,7 @@ class Reconciler:
             waited = obs.now_s - (node.state_since_s or obs.now_s)
             why = (
                 f"unhealthy for {waited:.0f} s, no replacement serving"
-                if waited >= give_up_s
+                if waited >= give_up_s(node)
                 else "unhealthy, and its replacement serves"
             )
             out.append(Drain(node.node_id, reason=why))
@@ -688,6 +768,7 @@ class Reconciler:
         for refused in result.exhausted_pools:
             self.cooldown.refused(refused, now_s, self.config.guards.pool_cooldown_s)
             self._learn(refused, PoolEvent.REFUSED, now_s)
+        self._save_cooldown()
         pools = {n.node_id: n.pool for n in obs.nodes}
         failed = {id(a): msg for a, msg in result.failed}
         outcomes: list[ActionOutcome] = []

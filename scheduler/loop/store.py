@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
+from scheduler.decide.cooldown import PoolCooling
+from scheduler.decide.health import Streak
 from scheduler.decide.obtainability import PoolEvidence
 from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
 from scheduler.domain.lifecycle import LIVE, check_transition
@@ -208,6 +210,33 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    # Node health across restarts (issue 21, docs/health.md): each pool's cooldown (until
+    # when, its refusals and health strikes, whether strikes quarantined it), each checked
+    # node's streak, and when ready nodes were last declared unhealthy (the replacement
+    # limit's window). Without them a restarted daemon retried a quarantined pool at once
+    # and a sick node needed a whole new streak of failed checks.
+    db.table("pool_cooldown").create(
+        {
+            "cloud": str,
+            "region": str,
+            "zone": str,
+            "instance_type": str,
+            "market": str,
+            "until_s": float,  # NULL: not cooling
+            "refusals_s": str,  # JSON list of times
+            "strikes_s": str,  # JSON list of times
+            "quarantined_strikes": int,
+            "good_launch_s": float,  # NULL: no healthy boot seen
+        },
+        pk=("cloud", "region", "zone", "instance_type", "market"),
+    )
+    db.table("health_streaks").create(
+        {"node_id": str, "passes": int, "fails": int, "checked_at_s": float}, pk="node_id"
+    )
+    db.table("health_replacements").create({"at_s": float})
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -215,6 +244,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -561,6 +591,14 @@ class StateStore:
         rows = self.db.table("node_events").rows_where(where, args, order_by="id")
         return [r["node_id"] for r in rows]
 
+    def node_ids_moved(self, old: NodeState, new: NodeState) -> list[str]:
+        """Ids of the nodes that ever moved `old -> new`, in event order."""
+        rows = self._conn.execute(
+            "select node_id from node_events where old = ? and new = ? order by id",
+            (old.value, new.value),
+        )
+        return [r[0] for r in rows]
+
     def last_event_id(self) -> int:
         """The id of the latest transition (0 when there is none)."""
         last = self._conn.execute("select max(id) from node_events").fetchone()[0]
@@ -756,6 +794,81 @@ class StateStore:
     def obtainability(self) -> dict[Pool, PoolEvidence]:
         """The stored per-pool obtainability evidence (see `save_obtainability`)."""
         return _obtainability_rows(self._conn)
+
+    def save_pool_cooldown(self, cooling: Mapping[Pool, PoolCooling]) -> None:
+        """Replace the stored pool cooldown (scheduler.decide.cooldown) with `cooling`."""
+        with self.transaction(), self._nodes_untouched() as conn:
+            conn.execute("delete from pool_cooldown")
+            conn.executemany(
+                "insert into pool_cooldown (cloud, region, zone, instance_type, market,"
+                " until_s, refusals_s, strikes_s, quarantined_strikes, good_launch_s)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        p.cloud.value,
+                        p.region,
+                        p.zone,
+                        p.instance_type,
+                        p.market.value,
+                        c.until_s,
+                        json.dumps(c.refusals_s),
+                        json.dumps(c.strikes_s),
+                        c.quarantined_strikes,
+                        c.good_launch_s,
+                    )
+                    for p, c in sorted(cooling.items(), key=lambda kv: kv[0].key)
+                ],
+            )
+
+    def pool_cooldown(self) -> dict[Pool, PoolCooling]:
+        """The stored pool cooldown (see `save_pool_cooldown`)."""
+        rows = self._conn.execute(
+            "select cloud, region, zone, instance_type, market, until_s, refusals_s,"
+            " strikes_s, quarantined_strikes, good_launch_s from pool_cooldown"
+        ).fetchall()
+        return {
+            Pool(Cloud(c), r, z or "", t, Market(m)): PoolCooling(
+                None if until is None else float(until),
+                tuple(float(x) for x in json.loads(refusals)),
+                tuple(float(x) for x in json.loads(strikes)),
+                int(quarantined),
+                None if good is None else float(good),
+            )
+            for c, r, z, t, m, until, refusals, strikes, quarantined, good in rows
+        }
+
+    def save_health(self, streaks: Mapping[str, Streak], replaced_at_s: Sequence[float]) -> None:
+        """Replace the stored health checks (scheduler.decide.health): each checked node's
+        streak, and when ready nodes were declared unhealthy within the window."""
+        with self.transaction(), self._nodes_untouched() as conn:
+            conn.execute("delete from health_streaks")
+            conn.executemany(
+                "insert into health_streaks (node_id, passes, fails, checked_at_s)"
+                " values (?, ?, ?, ?)",
+                [
+                    (k, v.passes, v.fails, _finite_or_none(v.checked_at_s))
+                    for k, v in sorted(streaks.items())
+                ],
+            )
+            conn.execute("delete from health_replacements")
+            conn.executemany(
+                "insert into health_replacements (at_s) values (?)", [(t,) for t in replaced_at_s]
+            )
+
+    def health_streaks(self) -> dict[str, Streak]:
+        """The stored streak of each checked node (see `save_health`)."""
+        rows = self._conn.execute(
+            "select node_id, passes, fails, checked_at_s from health_streaks"
+        ).fetchall()
+        return {
+            k: Streak(int(p), int(f), -math.inf if at is None else float(at))
+            for k, p, f, at in rows
+        }
+
+    def health_replacements(self) -> list[float]:
+        """When ready nodes were declared unhealthy (see `save_health`), oldest first."""
+        rows = self._conn.execute("select at_s from health_replacements order by at_s")
+        return [float(r[0]) for r in rows]
 
     def plans(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest plans, newest first, as stored (JSON columns as text)."""

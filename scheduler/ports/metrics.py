@@ -1,4 +1,5 @@
-"""The load signal interface: request rate per (model, source region).
+"""The load signal interface: request rate per (model, source region); and the per-node
+health signals (GPU faults, a stalled model server) `[health]` may read.
 
 A sample is either a finite rate or missing (NaN); a source never turns a missing or
 stale reading into zero, because a zero would let the planner scale the fleet down.
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from scheduler.domain import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +78,44 @@ class MetricsSource(Protocol):
 
     async def demand(self, now_s: float) -> DemandSample:
         """Current request rates; missing series are absent or NaN."""
+        ...
+
+
+# -- per-node health signals (issue 21, docs/health.md "GPU faults") -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignalQuery:
+    """Which series describe a node, and over what window (from `[health]`)."""
+
+    node_label: str  # label naming the node in the GPU and model-server series
+    # Its value for one node: a template with the drainer's placeholders ({host},
+    # {node_id}, {cloud_instance_id}, {model}); a ":port" suffix on a series is ignored.
+    node_value: str
+    window_s: float  # window of the Xid, ECC and stall readings
+    ready_metric: str = ""  # a metric > 0 once the model is loaded ("" = not read)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSignals:
+    """What the metrics source says about one node's GPUs and model server over the
+    window (NaN: not reported; a missing reading never reads as healthy or as sick)."""
+
+    xid: float = math.nan  # highest DCGM_FI_DEV_XID_ERRORS in the window (the Xid code, 0 none)
+    ecc_dbe_increase: float = math.nan  # rise of DCGM_FI_DEV_ECC_DBE_VOL_TOTAL in the window
+    running_max: float = math.nan  # highest vllm:num_requests_running in the window
+    waiting_growth: float = math.nan  # rise of vllm:num_requests_waiting over the window
+    waiting: float = math.nan  # vllm:num_requests_waiting now
+    loaded: float = math.nan  # the ready metric now (> 0: the model is loaded)
+
+
+class NodeSignalSource(Protocol):
+    """Where per-node GPU and model-server signals come from: Prometheus in the daemon
+    (`adapters.prometheus.PrometheusSource`)."""
+
+    async def node_signals(
+        self, now_s: float, nodes: Sequence[Node], query: SignalQuery
+    ) -> Mapping[str, NodeSignals]:
+        """Signals by node id for those of `nodes` the source has series for. Never
+        raises for a failed query: what it could not read is NaN or absent."""
         ...

@@ -18,6 +18,14 @@ def check_template(v: str) -> str:
     """`v` if it is empty or an http(s) URL template using only `TEMPLATE_FIELDS`."""
     if not v:
         return v
+    check_placeholders(v)
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return v
+
+
+def check_placeholders(v: str) -> str:
+    """`v` if it is a template using only `TEMPLATE_FIELDS` (any text around them)."""
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
     except ValueError as exc:
@@ -27,8 +35,6 @@ def check_template(v: str) -> str:
         raise ValueError(
             f"unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
         )
-    if not v.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
     return v
 
 
