@@ -96,3 +96,18 @@ def test_regenerating_from_shared_data_is_byte_identical(tmp_path: Path) -> None
         capture_output=True,
     )
     assert out.read_bytes() == BUNDLED.read_bytes()
+
+
+@given(inp=st.floats(0.01, 128.0), out=st.floats(0.01, 128.0))
+def test_a_tiny_size_reading_plans_like_the_smallest_measured_request(
+    inp: float, out: float
+) -> None:
+    # A load signal that divides token rates by request rates can read one token per
+    # request (a broken exporter, a fake): capacity must not grow past what the smallest
+    # measured request (128 / 128 tokens) gives, or one node looks like enough for any load.
+    l4 = load_catalog().instance_types[(Cloud.GCP, "g2-standard-4")]
+    profiles = load_profiles()
+    floor = instance_rps(profiles, "llama-3.1-8b", l4, size=RequestSize(128, 128))
+    tiny = instance_rps(profiles, "llama-3.1-8b", l4, size=RequestSize(inp, out))
+    assert tiny == pytest.approx(floor)
+    assert floor < 5 * instance_rps(profiles, "llama-3.1-8b", l4)

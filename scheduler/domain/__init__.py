@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from solver.problem import Relaxation
 
 # The most nodes of one model a plan places in one pool: the planner's limit, the
@@ -133,6 +135,11 @@ class CapacityProfile:
     source: str  # data set and derivation, for provenance
 
 
+# The smallest prompt and output lengths of the measurements token costs are fitted to
+# (TensorRT-LLM v0.14's grid starts at 128 / 128; scripts/build_token_profiles.py).
+MIN_FITTED_TOKENS = 128.0
+
+
 @dataclass(frozen=True, slots=True)
 class TokenCost:
     """How the GPU time of one request grows with its size, for one model replica on
@@ -155,8 +162,12 @@ class TokenCost:
 
     def seconds_of(self, input_tokens: Any, output_tokens: Any) -> Any:
         """Relative GPU time of requests of `input_tokens` and `output_tokens` (numbers,
-        or numpy arrays of them)."""
-        i, o = input_tokens, output_tokens
+        or numpy arrays of them). Sizes below the smallest the costs were fitted on count
+        as that size (`MIN_FITTED_TOKENS`): per-request overheads the model leaves out
+        dominate there, and a bogus reading of one token per request must not make one
+        node look like enough for any load."""
+        i = np.maximum(input_tokens, MIN_FITTED_TOKENS)
+        o = np.maximum(output_tokens, MIN_FITTED_TOKENS)
         return self.prefill * i + self.decode * o + self.context * i * o + self.growth * o * o
 
 
