@@ -47,8 +47,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +79,14 @@ from scheduler.fleet.profiles import best_profile, load_models, size_factor
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
+from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import StateStore
 from simulations.commitment_bill import (
     COMMITMENT_MARKET,
     CommitmentUsage,
     bill_commitments,
 )
+from simulations.ledger import Backlog, Ledger, ReadyCapacity
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
 
@@ -519,6 +520,128 @@ class _Accounting:
         return svc
 
 
+class _Ticks:
+    """The reconciler driven at virtual times: plan ticks, health checks and fast checks
+    between ticks, and what the replay reads of them (counts, holds, the plan, the nodes
+    draining). Each runs in one store transaction: nothing else uses the database during
+    a replay, and a tick that raised would end the replay anyway."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        store: StateStore,
+        drainer: SimDrainer,
+        fast: FastLoop | None,
+        keys: Sequence[tuple[str, str]],
+    ) -> None:
+        self._reconciler, self._store, self._drainer, self.fast = reconciler, store, drainer, fast
+        self._keys = list(keys)
+        self.ticks = 0
+        self.errors = 0
+        self.fast_launches = 0
+        self.solve_times: list[float] = []
+        self.launch_holds: dict[HoldKind, list[float]] = {k: [] for k in LAUNCH_LIMITS}
+        self.draining: set[str] = set()  # node ids taken out of rotation
+        self.planned_total = math.nan  # the latest plan's total planned rate
+        self.planned = np.full(len(self._keys), np.nan)  # ... and per series
+
+    async def tick(self, at: float) -> None:
+        """One plan tick at `at`."""
+        set_virtual_clock(lambda: at)  # log lines from here on carry the replay's time
+        with self._store.transaction():
+            report = await self._reconciler.tick(at)
+        self.ticks += 1
+        self.errors += len(report.errors)
+        if report.plan is not None:
+            self.solve_times.append(report.plan.solve_time_s)
+        for kind in launch_limits(report.held_back):
+            self.launch_holds[kind].append(at)
+        began = self._drainer.began
+        if began:  # only a drain begun since can have made a node DRAINING
+            self.draining = {
+                x.node_id for x in self._store.live_nodes() if x.state is NodeState.DRAINING
+            }
+            self._drainer.began = {k: v for k, v in began.items() if k in self.draining}
+        else:
+            self.draining = set()
+        planned = report.decision.planned_rps if report.decision is not None else {}
+        if planned:
+            self.planned_total = float(sum(planned.values()))
+            self.planned = np.array([planned.get(k, math.nan) for k in self._keys], dtype=float)
+
+    async def health_check(self, at: float) -> None:
+        """A health check at `at`; a node that failed to boot or turned sick wakes a tick
+        at once, as in the daemon."""
+        set_virtual_clock(lambda: at)
+        with self._store.transaction():
+            verdict = await self._reconciler.check_health(at)
+        if verdict.wakes:
+            await self.tick(at)
+
+    async def fast_check(self, at: float) -> None:
+        """A fast check at `at` (scheduler.loop.fast_loop)."""
+        assert self.fast is not None
+        set_virtual_clock(lambda: at)
+        with self._store.transaction():
+            report = await self.fast.check(at)
+        self.fast_launches += len(report.launched)
+
+
+def _sim_cloud(world: World, start_s: float, warmup_s: float) -> SimCloud:
+    """The simulated cloud of a replay that starts (warm-up included) at `start_s`."""
+    cfg, info = world.config, world.info
+    return SimCloud(
+        world.catalog.offerings,
+        world.catalog.instance_types,
+        start_s=start_s,
+        boot_time_s=info.boot_time_s,
+        boot_time_by_type=world.boot_time_by_type,
+        boot_time=(lambda m, it: node_boot_s(cfg, m, it)) if world.boot_per_node else None,
+        spot_traces={
+            # Spot traces are relative to the trace start; the warm-up runs before it.
+            p: _held_before_start(t, warmup_s)
+            for p, t in info.spot_traces.items()
+        },
+        seed=info.seed,
+        random_interruptions=world.random_interruptions,
+        reveal_stockouts=world.reveal_stockouts,
+        # Prices too are relative to the trace start; the warm-up holds the first price.
+        spot_prices={p: s.shifted(warmup_s) for p, s in info.spot_prices.items()},
+        faults=world.faults,
+        storm=world.storm,
+    )
+
+
+def _trace_metrics(
+    info: TraceInfo,
+    warmup_s: float,
+    early_s: float,
+    interval_s: float,
+    waiting: Callable[[], Mapping[tuple[str, str], float]],
+) -> TraceMetrics:
+    """The load signal of a replay: the warm-up's steps first, each at the load (and the
+    request sizes) of `warmup_load` (`warmup_sizes`), then the trace."""
+    step_s = info.step_s
+    n_warm = math.ceil(warmup_s / step_s - 1e-9) if warmup_s > 0 else 0
+    early_steps = math.ceil(early_s / step_s - 1e-9)
+    warm_col = warmup_load(info.demand_rps, early_steps)
+    warm_tokens = None
+    if info.tokens is not None:
+        warm = warmup_sizes(info.tokens, early_steps)
+        warm_tokens = np.concatenate(
+            [np.repeat(warm[:, :, None], n_warm, axis=2), info.tokens], axis=2
+        )
+    return TraceMetrics(
+        info.keys,
+        np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
+        start_s=info.start_s - n_warm * step_s,
+        step_s=step_s,
+        peak_window_s=interval_s,
+        tokens=warm_tokens,
+        waiting=waiting,
+    )
+
+
 async def replay(
     world: World,
     policy_name: str,
@@ -526,7 +649,12 @@ async def replay(
     *,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Replay the world's trace through `policy_name` and account every step."""
+    """Replay the world's trace through `policy_name` and account every step.
+
+    A loop over the steps of a virtual clock, with named parts: the simulated cloud
+    (`_sim_cloud`), the load signal (`_trace_metrics`), the reconciler driven at virtual
+    times (`_Ticks`), and the accounting (`simulations.ledger`: ready capacity, the
+    deferrable backlog, the per-step ledger), turned into a `RunResult` at the end."""
     cfg, info = world.config, world.info
     started = time.perf_counter()
     models = tuple(m.name for m in cfg.models)
@@ -534,50 +662,19 @@ async def replay(
     # Before the replay, not after it: a commitment the catalog cannot place is bad input.
     commitments = resolve_commitments(cfg, world.catalog)
     step_s = info.step_s
-    boot_s = info.boot_time_s
     interval = cfg.scheduler.tick_interval_s
-    early_s = boot_s + interval
+    early_s = info.boot_time_s + interval
     warmup = world.warmup_s if world.warmup_s is not None else early_s
     t0 = info.start_s - warmup
-    cloud = SimCloud(
-        world.catalog.offerings,
-        world.catalog.instance_types,
-        start_s=t0,
-        boot_time_s=boot_s,
-        boot_time_by_type=world.boot_time_by_type,
-        boot_time=(lambda m, it: node_boot_s(cfg, m, it)) if world.boot_per_node else None,
-        spot_traces={
-            # Spot traces are relative to the trace start; the warm-up runs before it.
-            p: _held_before_start(t, warmup)
-            for p, t in info.spot_traces.items()
-        },
-        seed=info.seed,
-        random_interruptions=world.random_interruptions,
-        reveal_stockouts=world.reveal_stockouts,
-        # Prices too are relative to the trace start; the warm-up holds the first price.
-        spot_prices={p: s.shifted(warmup) for p, s in info.spot_prices.items()},
-        faults=world.faults,
-        storm=world.storm,
-    )
-    # The warm-up's steps come first, each at the load of `warmup_load`.
-    n_warm = math.ceil(warmup / step_s - 1e-9) if warmup > 0 else 0
-    warm_col = warmup_load(info.demand_rps, math.ceil(early_s / step_s - 1e-9))
-    # The warm-up's requests have the heaviest sizes of the same first steps.
-    warm_tokens = None
-    if info.tokens is not None:
-        warm = warmup_sizes(info.tokens, math.ceil(early_s / step_s - 1e-9))
-        warm_tokens = np.concatenate(
-            [np.repeat(warm[:, :, None], n_warm, axis=2), info.tokens], axis=2
-        )
-    metrics = TraceMetrics(
+    cloud = _sim_cloud(world, t0, warmup)
+    n, n_m = info.n_steps, len(models)
+    backlog = Backlog(
+        [cfg.model(name).deferrable_deadline_s for name in models],
+        acc.key_rows,
         info.keys,
-        np.concatenate([np.repeat(warm_col[:, None], n_warm, axis=1), info.demand_rps], axis=1),
-        start_s=info.start_s - n_warm * step_s,
-        step_s=step_s,
-        peak_window_s=interval,
-        tokens=warm_tokens,
-        waiting=lambda: waiting_now,
+        step_s,
     )
+    metrics = _trace_metrics(info, warmup, early_s, interval, lambda: backlog.waiting)
     Path(state_db).unlink(missing_ok=True)
     # Node ids from the seed, not at random: a replay's database repeats exactly.
     store = StateStore(state_db, id_prefix=f"cs-{info.seed % 0x1000000:06x}")
@@ -599,92 +696,18 @@ async def replay(
         sleep=_no_sleep,
         health_probe=SimHealthProbe(cloud),
     )
-    n = info.n_steps
-    n_m = len(models)
-    # Deferrable (batch) series queue what capacity does not serve: per series, FIFO
-    # [arrival step, requests left]; a request unserved past its deadline is a miss.
-    deadlines = [cfg.model(name).deferrable_deadline_s for name in models]
-    backlog: dict[int, deque[list[float]]] = {
-        s: deque() for s, (m, _) in enumerate(acc.key_rows) if deadlines[m] is not None
-    }
-    waiting_now: dict[tuple[str, str], float] = {}
-    missed = np.zeros(n_m)
-    demand = np.zeros((n_m, n))
-    capacity = np.zeros((n_m, n))
-    served = np.zeros((n_m, n))
-    slots = np.zeros((n_m, n), dtype=np.int64)
-    tok = np.zeros((n_m, n))  # tokens per request per model and step
-    svc_time = np.zeros((n_m, n))
-    by_market = {m.value: np.zeros(n) for m in Market}
-    cost = {m.value: np.zeros(n) for m in Market}
-    forecast = np.full(n, np.nan)
-    n_series = len(info.keys)
-    s_demand = np.zeros((n_series, n))
-    s_capacity = np.zeros((n_series, n))
-    s_served = np.zeros((n_series, n))
-    s_planned = np.full((n_series, n), np.nan)
-    solve_times: list[float] = []
-    launch_holds: dict[HoldKind, list[float]] = {k: [] for k in LAUNCH_LIMITS}
-    ticks = 0
-    tick_errors = 0
-    draining: set[str] = set()
-    last_forecast = math.nan
-    last_planned = np.full(n_series, np.nan)
-    cost_base: dict[Market, float] | None = None
-    cached_key: tuple[int, frozenset[str], tuple[RequestSize | None, ...]] | None = None
-    cap_loc = np.zeros((n_m, len(acc.locations)))
-    lat_w = np.zeros(n_m)
-    n_slots = np.zeros(n_m, dtype=np.int64)
-    mk_rps = {m.value: 0.0 for m in Market}
-    gpu_base = 0.0
-
-    async def tick(at: float) -> None:
-        nonlocal ticks, tick_errors, draining, last_forecast, last_planned
-        set_virtual_clock(lambda: at)  # log lines from here on carry the replay's time
-        # One transaction per tick instead of one per write: nothing else uses the
-        # database during a replay, and a tick that raised would end the replay anyway.
-        with store.transaction():
-            report = await reconciler.tick(at)
-        ticks += 1
-        tick_errors += len(report.errors)
-        if report.plan is not None:
-            solve_times.append(report.plan.solve_time_s)
-        for kind in launch_limits(report.held_back):
-            launch_holds[kind].append(at)
-        if drainer.began:  # only a drain begun since can have made a node DRAINING
-            draining = {x.node_id for x in store.live_nodes() if x.state is NodeState.DRAINING}
-            drainer.began = {k: v for k, v in drainer.began.items() if k in draining}
-        else:
-            draining = set()
-        planned = report.decision.planned_rps if report.decision is not None else {}
-        if planned:
-            last_forecast = float(sum(planned.values()))
-            last_planned = np.array([planned.get(k, math.nan) for k in info.keys], dtype=float)
-
     # The fast loop between ticks (scheduler.loop.fast_loop), for capsched's own policies: a
     # baseline's plan would cancel its launches as nodes it does not want.
     fast_s = cfg.scheduler.fast_interval_s
     fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
-    fast_launches = 0
-    # Health checks between ticks ([health], scheduler.decide.health): a node that failed to boot
-    # or turned sick wakes a tick at once, as in the daemon.
+    run = _Ticks(reconciler, store, drainer, fast, info.keys)
+    # Health checks between ticks ([health], scheduler.decide.health).
     health = cfg.health_checks
     health_s = health.interval_s if health is not None else 0.0
-
-    async def health_check(at: float) -> None:
-        set_virtual_clock(lambda: at)
-        with store.transaction():
-            verdict = await reconciler.check_health(at)
-        if verdict.wakes:
-            await tick(at)
-
-    async def fast_check(at: float) -> None:
-        nonlocal fast_launches
-        assert fast is not None
-        set_virtual_clock(lambda: at)
-        with store.transaction():
-            report = await fast.check(at)
-        fast_launches += len(report.launched)
+    ledger = Ledger(n_m, len(info.keys), n)
+    ready = ReadyCapacity(n_m, len(acc.locations), acc.service, acc.model_index, acc.loc_index)
+    cost_base: dict[Market, float] | None = None
+    gpu_base = 0.0
 
     t = t0
     next_tick = t0
@@ -696,10 +719,10 @@ async def replay(
         if t >= next_tick - 1e-9 or cloud.unread_notices:
             while next_tick <= t + 1e-9:
                 next_tick += interval
-            await tick(t)
+            await run.tick(t)
             next_fast = t + fast_s if fast is not None else math.inf
         elif t >= next_fast - 1e-9:
-            await fast_check(t)
+            await run.fast_check(t)
             next_fast = t + fast_s
         step = math.floor((t - info.start_s) / step_s + 1e-9)
         if step >= 0:
@@ -707,147 +730,138 @@ async def replay(
                 usage = cloud.usage()
                 cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
             # Ready capacity at the start of the step, per model and serving location, for
-            # the step's request sizes (all None without sizes: the reference request);
-            # recomputed only when the running set, the draining set or the sizes changed.
+            # the step's request sizes (all None without sizes: the reference request).
             sizes = tuple(info.size_at(name, step) for name in models)
-            key = (cloud.version, frozenset(draining), sizes)
-            if key != cached_key:
-                cached_key = key
-                cap_loc = np.zeros((n_m, len(acc.locations)))
-                lat_w = np.zeros(n_m)
-                n_slots = np.zeros(n_m, dtype=np.int64)
-                mk_rps = {m.value: 0.0 for m in Market}
-                for inst in cloud.serving():
-                    if inst.node_id in draining or inst.model not in acc.model_index:
-                        continue
-                    m = acc.model_index[inst.model]
-                    svc = acc.service(inst.model, inst.pool, sizes[m])
-                    cap_loc[m, acc.loc_index[inst.pool.location]] += svc.rps
-                    n_slots[m] += svc.slots
-                    lat_w[m] += svc.rps * svc.latency_s
-                    mk_rps[inst.pool.market.value] += svc.rps
-            slots[:, step] = n_slots
-            for m, size in enumerate(sizes):
-                tok[m, step] = (size or REFERENCE_SIZE).tokens
-            for mv, v in mk_rps.items():
-                by_market[mv][step] = v
-            col = np.nan_to_num(info.demand_rps[:, step], nan=0.0)
-            asked = np.zeros((n_m, len(acc.regions)))  # arrivals of the step
-            dem_reg = np.zeros((n_m, len(acc.regions)))  # arrivals and what waits
-            for s, ((m, r), v) in enumerate(zip(acc.key_rows, col, strict=True)):
-                asked[m, r] += v
-                dem_reg[m, r] += v + sum(q[1] for q in backlog.get(s, ())) / step_s
-            flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
-            for m in range(n_m):
-                demand[m, step] = asked[m].sum()
-                capacity[m, step] = cap_loc[m].sum()
-                flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
-                served[m, step] = flows[m].sum()
-                svc_time[m, step] = lat_w[m] / capacity[m, step] if capacity[m, step] > 0 else 0
-            in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
-            for s, queue in backlog.items():
-                m, r = acc.key_rows[s]
-                _serve_in_order(queue, step, col[s] * step_s, flows[m, r] * step_s)
-                deadline = deadlines[m] or 0.0
-                while queue and (step + 1 - queue[0][0]) * step_s > deadline + 1e-9:
-                    missed[m] += queue.popleft()[1]  # cannot be served in time any more
-                waiting_now[info.keys[s]] = sum(q[1] for q in queue)
-            for s, (m, r) in enumerate(acc.key_rows):
-                s_demand[s, step] = asked[m, r]
-                s_capacity[s, step] = in_reach[m, r]
-                s_served[s, step] = flows[m, r]
-            s_planned[:, step] = last_planned
-            forecast[step] = last_forecast
+            ready.update(cloud.version, cloud.serving, frozenset(run.draining), sizes)
+            ledger.record_fleet(step, ready, sizes)
+            _account_demand(step, info, acc, ready, backlog, ledger, n_m)
+            ledger.series_planned[:, step] = run.planned
+            ledger.forecast[step] = run.planned_total
         # Move the cloud through the step; a notice triggers a tick at its own moment.
         step_end = min(t + step_s, end) if step >= 0 else min(t + step_s, info.start_s)
         while True:
             stop = min(step_end, next_fast, next_health)
             reached = cloud.advance_until_notice(stop)
             if reached < stop - 1e-9:
-                await tick(reached)
+                await run.tick(reached)
                 next_fast = reached + fast_s if fast is not None else math.inf
             elif reached >= step_end - 1e-9 and next_health > reached + 1e-9:
                 break
             elif next_health <= reached + 1e-9:  # a health check inside the step
-                await health_check(reached)
+                await run.health_check(reached)
                 next_health = reached + health_s
                 if reached >= step_end - 1e-9:
                     break
             else:  # a fast check inside the step
-                await fast_check(reached)
+                await run.fast_check(reached)
                 next_fast = reached + fast_s
         t = step_end
         if step >= 0:
-            usage = cloud.usage()
+            spent = cloud.usage().cost_by_market
             base = cost_base or {}
-            for mk in Market:
-                cost[mk.value][step] = usage.cost_by_market[mk] - base.get(mk, 0.0)
+            ledger.record_cost(step, {mk: spent[mk] - base.get(mk, 0.0) for mk in Market})
         if progress is not None and step >= 0:
             progress(1)
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
-    commitment_use = _bill_commitments(world, commitments, cloud, cost, n)
+    commitment_use = _bill_commitments(world, commitments, cloud, ledger.cost, n)
     od_hours: dict[Pool, float] = {}
     for pool, a, b in cloud.billed_intervals():
         if pool.market is Market.ON_DEMAND and b > info.start_s:
             od_hours[pool] = (
                 od_hours.get(pool, 0.0) + (min(b, info.end_s) - max(a, info.start_s)) / 3600
             )
-    within = np.zeros_like(served)
-    latency = np.full_like(served, np.nan)
+    within = np.zeros_like(ledger.served)
+    latency = np.full_like(ledger.served, np.nan)
     for m, name in enumerate(models):
         share, mean_s = within_slo_share(
-            served[m], capacity[m], slots[m], svc_time[m], acc.slo_s[name]
+            ledger.served[m],
+            ledger.capacity[m],
+            ledger.slots[m],
+            ledger.service_s[m],
+            acc.slo_s[name],
         )
         # A deferrable request served at all was served before its deadline.
-        within[m] = served[m] * share if deadlines[m] is None else served[m]
+        within[m] = ledger.served[m] * share if backlog.deadlines_s[m] is None else ledger.served[m]
         latency[m] = mean_s
-    at_end: dict[str, float] = {models[m]: 0.0 for m in range(n_m) if deadlines[m] is not None}
-    for s, queue in backlog.items():
-        at_end[models[acc.key_rows[s][0]]] += sum(q[1] for q in queue)
+    at_end = backlog.at_end(models)
     store.close()
     result = RunResult(
         policy=policy_name,
         times_s=info.start_s + step_s * np.arange(n),
         models=models,
-        demand_rps=demand,
-        capacity_rps=capacity,
-        served_rps=served,
+        demand_rps=ledger.demand,
+        capacity_rps=ledger.capacity,
+        served_rps=ledger.served,
         within_slo_rps=within,
         latency_s=latency,
-        capacity_by_market=by_market,
-        forecast_rps=forecast,
-        cost_by_market=cost,
+        capacity_by_market=ledger.by_market,
+        forecast_rps=ledger.forecast,
+        cost_by_market=ledger.cost,
         gpu_hours=usage.gpu_hours - gpu_base,
         launches=cloud.counters.launches,
         terminations=cloud.counters.terminations,
         preemptions=cloud.counters.preemptions,
         failed_launches=cloud.counters.failed_launches,
-        solve_times_s=solve_times,
-        ticks=ticks,
-        fast_launches=fast_launches,
-        tick_errors=tick_errors,
+        solve_times_s=run.solve_times,
+        ticks=run.ticks,
+        fast_launches=run.fast_launches,
+        tick_errors=run.errors,
         wall_s=time.perf_counter() - started,
         state_db=str(state_db),
         early_s=early_s,
         bound_usd=policy.lower_bound(),
-        launch_holds_s={k: v for k, v in launch_holds.items() if v},
+        launch_holds_s={k: v for k, v in run.launch_holds.items() if v},
         commitments=commitment_use,
         on_demand_node_hours=od_hours,
         series=tuple(info.keys),
-        series_demand_rps=s_demand,
-        series_capacity_rps=s_capacity,
-        series_served_rps=s_served,
-        series_planned_rps=s_planned,
-        tokens_per_request=tok,
-        deadline_missed={name: float(missed[models.index(name)]) for name in at_end},
+        series_demand_rps=ledger.series_demand,
+        series_capacity_rps=ledger.series_capacity,
+        series_served_rps=ledger.series_served,
+        series_planned_rps=ledger.series_planned,
+        tokens_per_request=ledger.tokens,
+        deadline_missed={name: float(backlog.missed[models.index(name)]) for name in at_end},
         waiting_at_end=at_end,
     )
     log.info(
         "replay_done policy=%s steps=%d ticks=%d cost_usd=%.2f wall_s=%.2f",
-        policy_name, n, ticks, result.cost_usd, result.wall_s,
+        policy_name, n, run.ticks, result.cost_usd, result.wall_s,
     )  # fmt: skip
     return result
+
+
+def _account_demand(
+    step: int,
+    info: TraceInfo,
+    acc: _Accounting,
+    ready: ReadyCapacity,
+    backlog: Backlog,
+    ledger: Ledger,
+    n_models: int,
+) -> None:
+    """Route step `step`'s demand (arrivals and what waits) to the ready capacity within
+    reach, serve the deferrable backlog, and write the step into `ledger`."""
+    col = np.nan_to_num(info.demand_rps[:, step], nan=0.0)
+    asked = np.zeros((n_models, len(acc.regions)))  # arrivals of the step
+    dem_reg = np.zeros((n_models, len(acc.regions)))  # arrivals and what waits
+    for s, ((m, r), v) in enumerate(zip(acc.key_rows, col, strict=True)):
+        asked[m, r] += v
+        dem_reg[m, r] += v + backlog.waiting_rps(s)
+    cap_loc = ready.by_location
+    flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
+    for m in range(n_models):
+        ledger.demand[m, step] = asked[m].sum()
+        ledger.capacity[m, step] = cap_loc[m].sum()
+        flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
+        ledger.served[m, step] = flows[m].sum()
+        cap = ledger.capacity[m, step]
+        ledger.service_s[m, step] = ready.latency_weight[m] / cap if cap > 0 else 0
+    in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
+    backlog.serve(step, col, flows)
+    for s, (m, r) in enumerate(acc.key_rows):
+        ledger.series_demand[s, step] = asked[m, r]
+        ledger.series_capacity[s, step] = in_reach[m, r]
+        ledger.series_served[s, step] = flows[m, r]
 
 
 def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
@@ -863,20 +877,6 @@ def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
         if finite.any():
             out[:, k] = window[:, k, int(np.argmax(np.where(finite, total[k], -np.inf)))]
     return out
-
-
-def _serve_in_order(queue: deque[list[float]], step: int, arrived: float, served: float) -> None:
-    """Serve `served` requests of a deferrable series, oldest first (what waited, then the
-    step's `arrived` ones), and queue the arrivals left over as arriving at `step`."""
-    while queue and served > 1e-9:
-        take = min(queue[0][1], served)
-        queue[0][1] -= take
-        served -= take
-        if queue[0][1] <= 1e-9:
-            queue.popleft()
-    left = arrived - min(arrived, served)
-    if left > 1e-9:
-        queue.append([float(step), left])
 
 
 def _bill_commitments(

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from capsched.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH
-from simulations.engine import _serve_in_order, run_policy
+from simulations.engine import run_policy
+from simulations.ledger import serve_in_order
 from simulations.world import WorldSpec, build_world
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,7 +74,7 @@ def test_what_waited_longest_is_served_first(
     queued: list[float], arrived: float, served: float
 ) -> None:
     queue: deque[list[float]] = deque([float(i), q] for i, q in enumerate(queued))
-    _serve_in_order(queue, 10, arrived, served)
+    serve_in_order(queue, 10, arrived, served)
     waited = sum(queued)
     assert sum(q[1] for q in queue) == pytest.approx(max(0.0, waited + arrived - served))
     new = [q[1] for q in queue if q[0] == 10]
