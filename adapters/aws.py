@@ -1,6 +1,6 @@
 """AWS EC2 as a `Provider` (aiobotocore), across several regions at once.
 
-What each call does (contract in `adapters.provider`):
+What each call does (contract in `scheduler.ports.provider`):
 
 * **launch**: first looks for an instance already tagged `capsched-node=<node id>` in
   the pool's region (DescribeInstances by tag) and returns it: EC2's `ClientToken` is
@@ -68,8 +68,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
-from adapters.aws_config import AwsConfig, AwsRegionConfig
-from adapters.provider import (
+from adapters.resource import AsyncResource
+from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.ports.provider import (
     Instance,
     InstanceState,
     InsufficientCapacity,
@@ -80,8 +81,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from adapters.resource import AsyncResource
-from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.sections.aws import AwsConfig, AwsRegionConfig
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _launched_at(raw: Mapping[str, Any]) -> float:
 
 
 class AwsProvider(AsyncResource):
-    """EC2 in the configured regions as a `adapters.provider.Provider`.
+    """EC2 in the configured regions as a `scheduler.ports.provider.Provider`.
 
     `offerings` is the catalog's list (every cloud; only AWS pools in configured regions
     are used). Use as ``async with AwsProvider(...) as p:`` or call `close()`; clients

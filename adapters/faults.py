@@ -1,6 +1,6 @@
 """Fault injection in front of any provider: a seeded share of calls fails.
 
-`FaultyProvider(inner, faults, seed=...)` implements `adapters.provider.Provider` by
+`FaultyProvider(inner, faults, seed=...)` implements `scheduler.ports.provider.Provider` by
 forwarding every call to `inner`, except that each call of a method listed in
 `faults` fails with probability `Fault.rate`, raising one of that fault's error types
 (throttling and timeouts as `Transient`, stock-outs as `InsufficientCapacity`, account
@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from adapters.provider import (
+from scheduler.domain import Offering, Pool
+from scheduler.ports.provider import (
     Instance,
     InterruptionNotice,
     LaunchRequest,
@@ -34,7 +35,6 @@ from adapters.provider import (
     ProviderError,
     Transient,
 )
-from scheduler.domain import Offering, Pool
 
 T = TypeVar("T")
 

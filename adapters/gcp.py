@@ -1,6 +1,6 @@
 """Google Compute Engine as a `Provider` (google-cloud-compute), across several zones at once.
 
-What each call does (contract in `adapters.provider`):
+What each call does (contract in `scheduler.ports.provider`):
 
 * **launch**: first looks in the pool's zone for an instance labelled
   `capsched-node=<node id>` (instances.list filtered by our owner and node labels)
@@ -85,8 +85,9 @@ from google.cloud.compute_v1.services.zone_operations.transports.rest import (
     ZoneOperationsRestTransport,
 )
 
-from adapters.gcp_config import GcpConfig, GcpZoneConfig, zone_region
-from adapters.provider import (
+from adapters.resource import AsyncResource
+from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.ports.provider import (
     Instance,
     InstanceState,
     InsufficientCapacity,
@@ -97,8 +98,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from adapters.resource import AsyncResource
-from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.sections.gcp import GcpConfig, GcpZoneConfig, zone_region
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def _typed_from_call_error(exc: gexc.GoogleAPICallError) -> tuple[type[ProviderE
 
 
 class GcpProvider(AsyncResource):
-    """Compute Engine in the configured zones as a `adapters.provider.Provider`.
+    """Compute Engine in the configured zones as a `scheduler.ports.provider.Provider`.
 
     `offerings` is the catalog's list (every cloud; only GCP pools in configured zones
     are used). `credentials` default to Application Default Credentials. Use as

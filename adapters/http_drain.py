@@ -30,9 +30,9 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters._http import FetchError, Sleep, fetch, safe_url, split_credentials
-from adapters.http_drain_config import HttpDrainConfig
 from adapters.resource import AsyncResource
 from scheduler.domain import Node
+from scheduler.sections.drain import HttpDrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class NodeEndpoints(AsyncResource):
 
 
 class HttpDrainer(NodeEndpoints):
-    """A `scheduler.drain.Drainer` for routers with an admin hook and vLLM-style nodes.
+    """A `scheduler.ports.drain.Drainer` for routers with an admin hook and vLLM-style nodes.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
     """

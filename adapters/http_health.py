@@ -19,14 +19,14 @@ import aiohttp
 
 from adapters._http import FetchError, fetch, safe_url, split_credentials
 from adapters.http_drain import NodeEndpoints, Resolver, render
-from adapters.http_health_config import HttpHealthConfig
 from scheduler.domain import Node
+from scheduler.sections.health import HttpHealthConfig
 
 log = logging.getLogger(__name__)
 
 
 class HttpHealthProbe(NodeEndpoints):
-    """A `scheduler.health.HealthProbe` for model servers with a health endpoint.
+    """A `scheduler.decide.health.HealthProbe` for model servers with a health endpoint.
 
     Close with `close()` or `async with`; a session passed in is the caller's to close.
     """

@@ -7,7 +7,7 @@ HTTP API (`/api/v1/query`):
   gives the rate. Several result series with the same (model, region) are summed.
 * `queue_query` (default `sum by (model, region) (vllm:num_requests_waiting)`, optional)
   gives the requests queued at the model servers, which the fast loop between ticks
-  reads as load the rate does not show (scheduler.fast_loop).
+  reads as load the rate does not show (scheduler.loop.fast_loop).
 * `freshness_query` (e.g. `max by (model, region) (timestamp(vllm:request_success_total))`)
   gives the time of the newest raw sample behind each (model, region). An instant
   query stamps every result with the evaluation time, so the rate alone cannot say
@@ -34,9 +34,9 @@ import aiohttp
 from yarl import URL
 
 from adapters._http import FetchError, Sleep, fetch, split_credentials
-from adapters.metrics import DemandSample
-from adapters.prometheus_config import PrometheusConfig
 from adapters.resource import AsyncResource
+from scheduler.ports.metrics import DemandSample
+from scheduler.sections.prometheus import PrometheusConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The simulated cloud: the `Provider` the simulator and the tests run against.
 
-It implements `adapters.provider.Provider` exactly (same async calls, same typed
+It implements `scheduler.ports.provider.Provider` exactly (same async calls, same typed
 errors, same idempotency) and never reads the wall clock: the replay engine moves
 it forward with `advance_to(now_s)`, and every effect (boot finished, notice sent,
 instance reclaimed) happens at a virtual time.
@@ -13,7 +13,7 @@ What it models:
 * **Boot-to-ready**: a launched instance is `PENDING` for its boot time, then
   `RUNNING`: `boot_time_by_type` where it names the instance type, else `boot_time(model,
   instance type)` when given (the simulator and the embedded daemon pass
-  `scheduler.boot.node_boot_s`), else `boot_time_s` for every type.
+  `scheduler.fleet.boot.node_boot_s`), else `boot_time_s` for every type.
 * **Per-second billing by market** from the launch until termination or reclaim,
   with the one-minute minimum both AWS and GCP apply to a stopped instance.
 * **Moving spot prices** (`spot_prices`, see `adapters.spot_prices`): a pool with a
@@ -61,7 +61,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from adapters.provider import (
+from adapters.spot_prices import SpotPriceSeries
+from scheduler.domain import Cloud, InstanceType, Market, Node, Offering, Pool
+from scheduler.ports.provider import (
     Instance,
     InstanceState,
     InsufficientCapacity,
@@ -69,8 +71,6 @@ from adapters.provider import (
     LaunchRequest,
     ProviderError,
 )
-from adapters.spot_prices import SpotPriceSeries
-from scheduler.domain import Cloud, InstanceType, Market, Node, Offering, Pool
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class SimCounters:
 
 
 class SimCloud:
-    """A simulated cloud implementing `adapters.provider.Provider`, moved by `advance_to`."""
+    """A simulated cloud implementing `scheduler.ports.provider.Provider`, moved by `advance_to`."""
 
     # Class default: a state pickled before addresses existed (PersistentSimCloud) loads too.
     _node_address: str | None = None
@@ -619,7 +619,7 @@ class SimCloud:
 
 
 class SimHealthProbe:
-    """A `scheduler.health.HealthProbe` answered by the simulated cloud: a node passes
+    """A `scheduler.decide.health.HealthProbe` answered by the simulated cloud: a node passes
     when its instance runs and its model server serves (see `SimFaults`)."""
 
     def __init__(self, cloud: SimCloud) -> None:

@@ -14,9 +14,9 @@ import pickle
 import tempfile
 from pathlib import Path
 
-from adapters.provider import Instance, InterruptionNotice, LaunchRequest
 from adapters.sim import SimCloud
 from scheduler.domain import Offering
+from scheduler.ports.provider import Instance, InterruptionNotice, LaunchRequest
 
 
 class PersistentSimCloud:

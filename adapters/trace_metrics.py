@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapters.metrics import DemandSample
+from scheduler.ports.metrics import DemandSample
 
 
 class TraceMetrics:

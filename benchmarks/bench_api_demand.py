@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_api import FakeControl
 from test_api_demand import TICK_S, fill_demand_history
 
-from scheduler.api import make_app, serve
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.loop.store import StateStore
+from scheduler.service.api import make_app, serve
+from scheduler.service.telemetry import Telemetry
 
 LIMITS = (100, 1000, 10_000)
 PARALLEL = 4

@@ -35,18 +35,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.metrics import DemandSample
-from adapters.provider import LaunchRequest, Provider
 from adapters.sim import SimCloud
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import make_plan
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import Demand, Node, NodeState, Plan
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation
-from scheduler.planner import make_plan
-from scheduler.policy import CapschedPolicy
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import LaunchRequest, Provider
 
 PROFILES = ("llama-3.1-8b", "llama-3.2-3b", "llama-3.1-70b")
 REGIONS = (("us-east", "us-east-1"), ("eu-west", "eu-west-1"))

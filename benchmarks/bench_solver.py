@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from greedy import greedy
 
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
+from scheduler.decide.planner import build_problem
 from scheduler.domain import Demand
-from scheduler.planner import build_problem
-from scheduler.profiles import load_profiles
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from solver import Problem, fleet_cost, solve
 from solver.reduce import candidate_pools
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.capacity import node_rps
 from scheduler.domain import Market
+from scheduler.fleet.capacity import node_rps
 from simulations.engine import RunResult, World, run_policy
 from simulations.scenario import Scenario, load_scenario
 from simulations.world import WorldSpec, build_world

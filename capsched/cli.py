@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from scheduler.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from scheduler.logs import LOG_FORMATS, LogFormat, setup_logging
+from scheduler.loop.logs import LOG_FORMATS, LogFormat, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
@@ -41,9 +41,9 @@ def _fail(problems: Sequence[str]) -> int:
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
     """Check a config file, including names it takes from the catalog and profiles."""
-    from scheduler.catalog import load_catalog
-    from scheduler.config_check import check_config
-    from scheduler.profiles import load_profiles
+    from scheduler.decide.config_check import check_config
+    from scheduler.fleet.catalog import load_catalog
+    from scheduler.fleet.profiles import load_profiles
 
     try:
         config = load_config(args.file)
@@ -58,20 +58,20 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Solve once and print the plan."""
-    from scheduler.catalog import load_catalog
-    from scheduler.config_check import check_config
-    from scheduler.inputs import InputError, merge_demand, read_demand, read_fleet
-    from scheduler.obtainability import Obtainability
-    from scheduler.plan_view import demand_table, plan_json, plan_table
-    from scheduler.planner import (
+    from capsched.inputs import InputError, merge_demand, read_demand, read_fleet
+    from capsched.plan_view import demand_table, plan_json, plan_table
+    from scheduler.decide.config_check import check_config
+    from scheduler.decide.obtainability import Obtainability
+    from scheduler.decide.planner import (
         PlanningError,
         check_demand,
         check_servable,
         make_plan,
         servable_rps,
     )
-    from scheduler.profiles import load_profiles
-    from scheduler.store import read_obtainability
+    from scheduler.fleet.catalog import load_catalog
+    from scheduler.fleet.profiles import load_profiles
+    from scheduler.loop.store import read_obtainability
 
     try:
         config = load_config(args.config)
@@ -89,7 +89,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         merged = merge_demand(entries)
         demand = merged.demand
         check_servable(merged.demand, servable_rps(config, catalog, profiles))
-        # What the daemon learned about pools (scheduler/obtainability.py), if its state
+        # What the daemon learned about pools (scheduler/decide/obtainability.py), if its state
         # database is there: weighed as the daemon weighs it, and listed in the notes.
         learned = Obtainability(read_obtainability(config.scheduler.state_db))
         now_s = time.time()
@@ -131,7 +131,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the state database with SQLite's online backup API (safe while a daemon runs)."""
-    from scheduler.store import BackupError, backup_database
+    from scheduler.loop.store import BackupError, backup_database
 
     if args.db is not None:
         source = args.db

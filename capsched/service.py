@@ -25,25 +25,25 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.metrics import MetricsSource
-from adapters.provider import InstanceState, Provider, ProviderError
 from adapters.resource import AsyncResource
-from scheduler.api import TokenFileError, load_or_create_token, make_app, serve
-from scheduler.boot import node_boot_s
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config, DrainSection, HealthSection
-from scheduler.config_check import check_config
-from scheduler.daemon import Clock, Daemon
+from scheduler.decide.config_check import check_config
+from scheduler.decide.health import HealthProbe
 from scheduler.domain import CapacityProfile, Node
-from scheduler.drain import Drainer, NoTrafficLayer
-from scheduler.factory import build_scheduler
-from scheduler.health import HealthProbe
-from scheduler.logs import set_virtual_clock
-from scheduler.profiles import load_profiles
-from scheduler.reconciler import Reconciler
-from scheduler.state_lock import StateLock, StateLockHeld
-from scheduler.store import StateDamaged, StateStore, check_integrity
-from scheduler.telemetry import Telemetry
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.logs import set_virtual_clock
+from scheduler.loop.reconciler import Reconciler
+from scheduler.loop.state_lock import StateLock, StateLockHeld
+from scheduler.loop.store import StateDamaged, StateStore, check_integrity
+from scheduler.ports.drain import Drainer, NoTrafficLayer
+from scheduler.ports.metrics import MetricsSource
+from scheduler.ports.provider import InstanceState, Provider, ProviderError
+from scheduler.service.api import TokenFileError, load_or_create_token, make_app, serve
+from scheduler.service.daemon import Clock, Daemon
+from scheduler.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _no_userinfo(template: str) -> str:
 
 
 class ConfiguredDrainer(AsyncResource):
-    """The `scheduler.drain.Drainer` the `[drain]` section asks for.
+    """The `scheduler.ports.drain.Drainer` the `[drain]` section asks for.
 
     It reads the section through `settings` on every call and rebuilds the concrete
     drainer when a reload changed it, so a SIGHUP takes effect from the next drain or
@@ -227,7 +227,7 @@ class ConfiguredDrainer(AsyncResource):
 
 
 class ConfiguredHealthProbe(AsyncResource):
-    """The `scheduler.health.HealthProbe` the `[health]` section asks for, rebuilt when a
+    """The `scheduler.decide.health.HealthProbe` the `[health]` section asks for, rebuilt when a
     reload changed the section (the reconciler checks nothing while there is none)."""
 
     def __init__(

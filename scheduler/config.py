@@ -14,15 +14,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from adapters.aws_config import AwsConfig
-from adapters.gcp_config import GcpConfig
-from adapters.http_drain_config import HttpDrainConfig
-from adapters.http_health_config import HttpHealthConfig
-from adapters.prometheus_config import PrometheusConfig
 from scheduler.domain import Cloud, Market
 from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
+from scheduler.sections.aws import AwsConfig
+from scheduler.sections.drain import HttpDrainConfig
+from scheduler.sections.gcp import GcpConfig
+from scheduler.sections.health import HttpHealthConfig
+from scheduler.sections.prometheus import PrometheusConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "data" / "default_config.toml"
 # The UTF-8 byte-order mark, as decoded: some editors start every file with it.
@@ -39,7 +39,7 @@ class SchedulerSection(_Section):
 
     tick_interval_s: float = Field(default=300.0, gt=0)  # time between ticks
     # Between ticks, check load against capacity this often and launch at once when
-    # short (scheduler.fast_loop); 0 turns the fast loop off.
+    # short (scheduler.loop.fast_loop); 0 turns the fast loop off.
     fast_interval_s: float = Field(default=0.0, ge=0)
     # The fast loop acts on load that every check over this window saw (its lowest
     # reading): a spike shorter than this launches nothing.
@@ -133,7 +133,7 @@ class HealthSection(HttpHealthConfig):
     # A pool with this many strikes within the window (a node that never became healthy,
     # or turned sick within the window of becoming ready), and no boot there passing its
     # check in between, is quarantined: no new nodes there for guards.pool_cooldown_s,
-    # doubled per repeat (scheduler.cooldown).
+    # doubled per repeat (scheduler.decide.cooldown).
     quarantine_strikes: int = Field(default=2, ge=1, le=100)
     quarantine_window_s: float = Field(default=3600.0, gt=0)
 

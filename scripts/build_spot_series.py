@@ -37,8 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scheduler.catalog import load_catalog  # noqa: E402
 from scheduler.domain import Cloud, Market  # noqa: E402
+from scheduler.fleet.catalog import load_catalog  # noqa: E402
 
 DEFAULT_OUT = REPO / "simulations" / "data" / "spot"
 # The pool groups the embedded default scenario drives: (cloud, region or zone).

@@ -3,7 +3,7 @@
 `load_demand` reads a trace (any format of `simulations.traces`), converts it to
 requests per second, assigns its series to the config's (model, region) pairs, and
 optionally scales it so that its peak needs about `fleet_gpus` GPUs. It refuses a
-rate no plan could serve (`scheduler.planner.servable_rps`), naming the file line
+rate no plan could serve (`scheduler.decide.planner.servable_rps`), naming the file line
 that holds it where one line does: such a rate is a unit or scale mistake, and
 replaying it would only ask the simulated cloud for millions of nodes.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.planner import allowed, servable_rps
 from scheduler.domain import MAX_NODES_PER_POOL, CapacityProfile, Market
-from scheduler.planner import allowed, servable_rps
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)

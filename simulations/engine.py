@@ -8,7 +8,7 @@ notice), and accounts the step:
 * demand: the trace's requests/s for the minute;
 * ready capacity: RUNNING instances that are not draining and whose model server
   serves (the scenario's `[faults]` make some never serve or turn sick), each at its profile's
-  requests/s at the model's SLO (`scheduler.profiles.instance_rps`), in the state at
+  requests/s at the model's SLO (`scheduler.fleet.profiles.instance_rps`), in the state at
   the start of the step;
 * served / unserved: demand routed to capacity within each source region's latency
   limit (a small max-flow per model), the rest unserved;
@@ -54,9 +54,10 @@ import numpy as np
 
 from adapters.sim import SimCloud, SimFaults, SimHealthProbe, SpotTrace
 from adapters.trace_metrics import TraceMetrics
-from scheduler.boot import node_boot_s
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.guards import launch_limits
+from scheduler.decide.planner import resolve_location
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import (
     LAUNCH_LIMITS,
     CapacityProfile,
@@ -67,14 +68,13 @@ from scheduler.domain import (
     NodeState,
     Pool,
 )
-from scheduler.factory import build_scheduler
-from scheduler.fast_loop import FastLoop
-from scheduler.guards import launch_limits
-from scheduler.logs import set_virtual_clock
-from scheduler.planner import resolve_location
-from scheduler.policy import CapschedPolicy
-from scheduler.profiles import best_profile, load_models
-from scheduler.store import StateStore
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.profiles import best_profile, load_models
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.fast_loop import FastLoop
+from scheduler.loop.logs import set_virtual_clock
+from scheduler.loop.store import StateStore
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
 
@@ -257,7 +257,7 @@ class RunResult:
     early_s: float = 0.0  # "early" window after the trace start: boot time + one tick
     bound_usd: tuple[float, str] | None = None  # (lower bound on cost, "ip"/"lp") if it has one
     # Times of the ticks (warm-up included) whose launches the budget or a quota held
-    # back, or whose plan it cut short, per limit (scheduler.guards.launch_limits).
+    # back, or whose plan it cut short, per limit (scheduler.decide.guards.launch_limits).
     launch_holds_s: dict[HoldKind, list[float]] = field(default_factory=dict)
 
     def held_ticks(self, kind: HoldKind) -> int:
@@ -384,7 +384,7 @@ class World:
     profiles: tuple[CapacityProfile, ...]  # capacity profiles
     info: TraceInfo  # demand and spot traces
     boot_time_by_type: dict[str, float] = field(default_factory=dict)  # per-type boot times
-    # Boot each node for `scheduler.boot.node_boot_s` of its model and instance type (below
+    # Boot each node for `scheduler.fleet.boot.node_boot_s` of its model and instance type (below
     # `boot_time_by_type`); False: every node takes `info.boot_time_s`.
     boot_per_node: bool = False
     reveal_stockouts: bool = False  # offerings show stocked-out spot pools
@@ -567,12 +567,12 @@ async def replay(
             last_forecast = float(sum(planned.values()))
             last_planned = np.array([planned.get(k, math.nan) for k in info.keys], dtype=float)
 
-    # The fast loop between ticks (scheduler.fast_loop), for capsched's own policies: a
+    # The fast loop between ticks (scheduler.loop.fast_loop), for capsched's own policies: a
     # baseline's plan would cancel its launches as nodes it does not want.
     fast_s = cfg.scheduler.fast_interval_s
     fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
     fast_launches = 0
-    # Health checks between ticks ([health], scheduler.health): a node that failed to boot
+    # Health checks between ticks ([health], scheduler.decide.health): a node that failed to boot
     # or turned sick wakes a tick at once, as in the daemon.
     health = cfg.health_checks
     health_s = health.interval_s if health is not None else 0.0

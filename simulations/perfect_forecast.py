@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import CapacityProfile, Demand
-from scheduler.observation import Observation
-from scheduler.policy import CapschedPolicy
+from scheduler.fleet.catalog import Catalog
 from simulations.policies import TraceInfo
 
 

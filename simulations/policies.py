@@ -19,10 +19,10 @@ import numpy as np
 
 from adapters.sim import SpotTrace
 from adapters.spot_prices import SpotPriceSeries
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Offering, Pool
-from scheduler.observation import Policy
+from scheduler.fleet.catalog import Catalog
 from simulations.scenario import SpotHedgeSection
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Policy
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import CapacityProfile
-from scheduler.observation import Policy
-from scheduler.policy import CapschedPolicy
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.registry import BASELINES
 from simulations.perfect_forecast import perfect_forecast
 from simulations.policies import PolicyFactory, TraceInfo

@@ -71,10 +71,10 @@ from adapters.spot_prices import (
     load_price_history,
     mean_series,
 )
-from scheduler.catalog import Catalog
 from scheduler.config import BOM, Config, ConfigError
 from scheduler.domain import Cloud, Market, Offering, Pool
 from scheduler.errors import problem_lines
+from scheduler.fleet.catalog import Catalog
 
 SPOT_TRACES_ENV = "CAPSCHED_SPOT_TRACES"
 SPOT_PRICES_ENV = "CAPSCHED_SPOT_PRICES"

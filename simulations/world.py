@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scheduler.boot import node_boot_s
-from scheduler.capacity import node_rps
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config, load_config
+from scheduler.decide.planner import allowed
 from scheduler.domain import CapacityProfile
-from scheduler.planner import allowed
-from scheduler.profiles import load_profiles
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import load_profiles
 from simulations.demand import load_demand
 from simulations.engine import World
 from simulations.policies import TraceInfo

@@ -2,7 +2,7 @@
 
 The solver knows nothing of clouds: a pool is a row with a price, a serving
 location, a failure domain and a market flag; a model is a row of capacities.
-`scheduler.planner` turns config, catalog, profiles, forecast and fleet into a
+`scheduler.decide.planner` turns config, catalog, profiles, forecast and fleet into a
 `Problem` and a `Solution` back into a plan.
 """
 

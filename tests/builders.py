@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.metrics import DemandSample
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
 from scheduler.domain import Cloud, Market, Node, NodeState, Offering, Pool
-from scheduler.observation import Observation
+from scheduler.ports.metrics import DemandSample
 
 MODEL = "llama-3.1-8b"  # the model the builders use unless told otherwise
 REGION = "us-east"  # the source region the builders use unless told otherwise

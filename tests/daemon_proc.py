@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-TICK_LINE = "logger=scheduler.reconciler tick now_s="
+TICK_LINE = "logger=scheduler.loop.reconciler tick now_s="
 
 
 def start_daemon(

@@ -1,4 +1,4 @@
-"""The provider contract (`adapters.provider`) as reusable checks, for every cloud.
+"""The provider contract (`scheduler.ports.provider`) as reusable checks, for every cloud.
 
 A provider under test comes wrapped in a `Subject` that says how to make a launch
 the cloud accepts, one it refuses, how to count what the cloud really created (its
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapters.provider import (
+from scheduler.ports.provider import (
     Instance,
     InstanceState,
     InsufficientCapacity,

@@ -9,11 +9,11 @@ import numpy as np
 
 from adapters.sim import SpotTrace
 from adapters.spot_prices import SpotPriceSeries
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, Policy, PolicyBase
 from scheduler.domain import Cloud, Market, Placement, Plan, PlanStatus, Pool
-from scheduler.observation import Observation, Policy, PolicyBase
-from scheduler.profiles import load_profiles
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import load_profiles
 from simulations import roster
 from simulations.engine import World
 from simulations.policies import TraceInfo

@@ -17,17 +17,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from scheduler.api import (
+from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
+from scheduler.loop.store import StateStore
+from scheduler.service.api import (
     TokenFileError,
     load_or_create_token,
     make_app,
     read_token,
     serve,
 )
-from scheduler.api_client import ApiClient, ApiError, ApiUnavailable, Unauthorized
-from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.service.api_client import ApiClient, ApiError, ApiUnavailable, Unauthorized
+from scheduler.service.telemetry import Telemetry
 
 TOKEN = "s3cret-test-token-Zq9"
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)

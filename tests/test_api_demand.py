@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 from test_api import TOKEN, FakeControl, token_never_logged  # noqa: F401
 
-from scheduler.api import make_app, serve
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.loop.store import StateStore
+from scheduler.service.api import make_app, serve
+from scheduler.service.telemetry import Telemetry
 
 TICK_S = 300.0
 DAYS = 14

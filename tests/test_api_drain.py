@@ -15,16 +15,16 @@ from fakes import Clock, no_sleep
 from test_api import TOKEN, token_never_logged  # noqa: F401
 from test_daemon import CONFIG_TEXT, Metrics
 
-from adapters.provider import Instance
 from adapters.sim import SimCloud
-from scheduler.api import make_app, serve
-from scheduler.catalog import load_catalog
 from scheduler.config import load_config
-from scheduler.daemon import Daemon
 from scheduler.domain import Node, NodeState
-from scheduler.factory import build_scheduler
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.provider import Instance
+from scheduler.service.api import make_app, serve
+from scheduler.service.daemon import Daemon
+from scheduler.service.telemetry import Telemetry
 
 PARALLEL = 20
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from test_api import TOKEN, FakeControl, add_node, plan, token_never_logged  # noqa: F401
 
-from scheduler.api import REDACTED, make_app, serve
 from scheduler.domain import NodeState
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.loop.store import StateStore
+from scheduler.service.api import REDACTED, make_app, serve
+from scheduler.service.telemetry import Telemetry
 
 SQLITE_INT_MAX = 2**63 - 1
 
@@ -138,13 +138,14 @@ async def test_a_token_pasted_into_a_path_is_blanked_out_of_the_log(
 async def test_a_path_cannot_forge_a_log_line(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    forged = b"/v1/nodes/x%0Alevel=ERROR%20logger=scheduler.api%20api_pause%0D"
+    forged = b"/v1/nodes/x%0Alevel=ERROR%20logger=scheduler.service.api%20api_pause%0D"
     reply = await send(served.port, request("GET", forged))
     assert reply.status == 404
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "\n" in m or "\r" in m]
     assert any(
-        "path=/v1/nodes/x\\nlevel=ERROR logger=scheduler.api api_pause\\r" in m for m in messages
+        "path=/v1/nodes/x\\nlevel=ERROR logger=scheduler.service.api api_pause\\r" in m
+        for m in messages
     )
 
 
@@ -169,7 +170,7 @@ async def test_an_unparseable_header_is_json_without_echo_or_traceback(
     assert reply.status == status
     assert "error" in reply.json()
     assert TOKEN.encode() not in reply.body and b"Bearer" not in reply.body
-    warnings = [r for r in caplog.records if r.name == "scheduler.api"]
+    warnings = [r for r in caplog.records if r.name == "scheduler.service.api"]
     assert [r.getMessage().split()[:2] for r in warnings] == [
         ["api_bad_request", f"status={status}"]
     ]

@@ -33,8 +33,9 @@ from adapters.aws import (
     parse_event,
     zone_order,
 )
-from adapters.aws_config import AwsConfig
-from adapters.provider import (
+from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.fleet.catalog import load_catalog
+from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,
     LaunchRequest,
@@ -42,8 +43,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from scheduler.catalog import load_catalog
-from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.sections.aws import AwsConfig
 
 __all__ = ["aws_env"]  # the session fixture, used by name
 

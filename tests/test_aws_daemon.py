@@ -10,11 +10,11 @@ from fakes import no_sleep
 from test_aws_support import MotoAccount, aws_env  # noqa: F401 - the fixture
 
 from capsched.service import build_edges
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.factory import build_scheduler
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 

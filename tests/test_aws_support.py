@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from moto.server import ThreadedMotoServer
 
-from adapters.aws_config import AwsConfig
+from scheduler.sections.aws import AwsConfig
 
 REGIONS = ("us-east-1", "us-west-2")
 ACCESS_KEY = "AKIDCAPSCHEDTEST0001"

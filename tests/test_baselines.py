@@ -14,10 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
 
-from adapters.metrics import DemandSample
-from adapters.provider import InterruptionNotice
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     CapacityProfile,
     Cloud,
@@ -29,7 +27,9 @@ from scheduler.domain import (
     Plan,
     Pool,
 )
-from scheduler.observation import Observation
+from scheduler.fleet.catalog import Catalog
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InterruptionNotice
 from simulations.baselines import Foresight, Oracle, Reactive, SpotHedge, StaticPeak
 from simulations.baselines.spothedge import LocationStatus
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.boot import DEFAULT_BOOT_PATH, BootDataError, load_boot, node_boot_s
-from scheduler.catalog import load_catalog
+from scheduler.decide.planner import build_problem
 from scheduler.domain import Cloud, Demand, InstanceType, Model
-from scheduler.planner import build_problem
-from scheduler.profiles import load_models, load_profiles
+from scheduler.fleet.boot import DEFAULT_BOOT_PATH, BootDataError, load_boot, node_boot_s
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_models, load_profiles
 
 CATALOG = load_catalog()
 

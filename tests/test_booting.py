@@ -16,13 +16,13 @@ from pathlib import Path
 from fakes import no_sleep
 
 from capsched.service import build_edges
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
 from scheduler.domain import NodeState
-from scheduler.factory import build_scheduler
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.service.daemon import Daemon
 
 TICK_S = 300.0
 NOT_SERVING = {NodeState.REQUESTED.value, NodeState.BOOTING.value}

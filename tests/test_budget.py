@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from capsched.cli import main
-from scheduler.actions import Drain, Launch
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, apply_guards, within_budget
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -31,8 +31,8 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import Held, apply_guards, within_budget
-from scheduler.observation import Observation
+from scheduler.domain.actions import Drain, Launch
+from scheduler.ports.metrics import DemandSample
 from solver import DemandSpec, PoolSpec, Problem, solve
 
 sys.path.insert(0, str(Path(__file__).parent))

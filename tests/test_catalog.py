@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.catalog import Catalog, CatalogError, load_catalog, rtt_ms
 from scheduler.domain import Cloud, Market, Offering, Pool
+from scheduler.fleet.catalog import Catalog, CatalogError, load_catalog, rtt_ms
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

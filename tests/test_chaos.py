@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from daemon_proc import start_daemon, wait_for_ticks
 
-from adapters.provider import InstanceState
 from adapters.sim import SimCloud
 from scheduler.domain import NodeState
-from scheduler.store import StateStore, parse_node_id
+from scheduler.loop.store import StateStore, parse_node_id
+from scheduler.ports.provider import InstanceState
 from tui.backend import DbBackend
 
 KILLS = 50

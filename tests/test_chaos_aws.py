@@ -21,7 +21,7 @@ from daemon_proc import start_daemon, wait_for_ticks
 from test_aws_support import MotoAccount, aws_env, fake_credentials_env  # noqa: F401
 
 from scheduler.domain import NodeState
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 KILLS = 30
 PERIOD_S = 20.0  # wall seconds of one load swing

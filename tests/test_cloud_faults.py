@@ -20,16 +20,16 @@ from test_gcp_support import FakeCompute, credentials
 from adapters.aws import AwsProvider
 from adapters.faults import Fault, FaultyProvider
 from adapters.gcp import GcpProvider
-from adapters.metrics import DemandSample
-from adapters.provider import InsufficientCapacity, Provider, QuotaExceeded, Transient
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, PolicyBase
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import NodeState, Plan
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation, PolicyBase
-from scheduler.policy import CapschedPolicy
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InsufficientCapacity, Provider, QuotaExceeded, Transient
 
 MODEL, REGION = "llama-3.1-8b", "src"
 FAULTS = {

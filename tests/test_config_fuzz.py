@@ -19,14 +19,14 @@ from fakes import no_sleep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main as cli_main
-from scheduler.actions import Drain, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, ConfigError, load_config
-from scheduler.factory import build_scheduler
-from scheduler.store import StateStore
+from scheduler.domain.actions import Drain, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config.example.toml"

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
-from scheduler.catalog import load_catalog
 from scheduler.config import load_config
-from scheduler.daemon import Daemon
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import NodeState
-from scheduler.factory import build_scheduler
-from scheduler.policy import CapschedPolicy
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_TEXT = """
@@ -249,7 +249,7 @@ async def test_unreachable_prometheus_never_scales_down(tmp_path: Path) -> None:
 
     from adapters.prometheus import PrometheusSource
     from capsched.service import build_edges
-    from scheduler.profiles import load_profiles
+    from scheduler.fleet.profiles import load_profiles
 
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -279,7 +279,7 @@ async def test_unreachable_prometheus_never_scales_down(tmp_path: Path) -> None:
 async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Path) -> None:
     import stat
 
-    from scheduler.api_client import ApiClient, Unauthorized
+    from scheduler.service.api_client import ApiClient, Unauthorized
 
     path = tmp_path / "capsched.toml"
     text = CONFIG_TEXT.format(db=tmp_path / "state.db", timeout=60)
@@ -308,10 +308,10 @@ async def test_manual_approval_through_the_api_of_a_running_daemon(tmp_path: Pat
         async with ApiClient(address, token=token_file.read_text().strip()) as api:
             await api.approve(status["pending_plan_id"])
         for line in proc.stderr:  # the approved plan acts at once
-            if "logger=scheduler.actuator launched" in line:
+            if "logger=scheduler.loop.actuator launched" in line:
                 break
         for line in proc.stderr:  # and the tick that launched is exported
-            if "logger=scheduler.reconciler tick now_s=" in line:
+            if "logger=scheduler.loop.reconciler tick now_s=" in line:
                 break
         async with ApiClient(address) as anon:
             exposition = await anon.metrics()

@@ -14,7 +14,7 @@ from daemon_proc import start_daemon
 
 from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.domain import NodeState
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 SERVING = {NodeState.REQUESTED.value, NodeState.BOOTING.value, NodeState.READY.value}
 

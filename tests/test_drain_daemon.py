@@ -20,7 +20,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.service import (
     ConfiguredDrainer,
@@ -29,15 +28,16 @@ from capsched.service import (
     stored_address,
     url_host,
 )
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
-from scheduler.decision import ErrorKind
+from scheduler.decide.decision import ErrorKind
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import Cloud, Market, Node, NodeState, Placement, Plan, PlanStatus, Pool
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation, PolicyBase
-from scheduler.reconciler import Reconciler
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.daemon import Daemon
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)

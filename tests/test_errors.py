@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from capsched.cli import main
+from capsched.inputs import InputError, read_demand, read_fleet
 from scheduler.config import Config, ConfigError, parse_config
 from scheduler.errors import did_you_mean
-from scheduler.inputs import InputError, read_demand, read_fleet
 from simulations.scenario import ScenarioError, apply_config, parse_scenario
 
 REPO = Path(__file__).resolve().parents[1]

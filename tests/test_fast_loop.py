@@ -1,4 +1,4 @@
-"""The fast loop (scheduler.fast_loop): between plan ticks, load beyond ready + booting
+"""The fast loop (scheduler.loop.fast_loop): between plan ticks, load beyond ready + booting
 capacity launches nodes at once into the plan's cheapest pools, within the budget and
 quotas, never removing any; the same code in the daemon and the simulator."""
 
@@ -16,13 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import MODEL, OD_POOL, SPOT_POOL, small_config, world
 
-from adapters.metrics import DemandSample
-from adapters.provider import Transient
 from adapters.sim import SimCloud
-from scheduler.actions import Launch, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
+from scheduler.decide.planner import allowed
 from scheduler.domain import (
     HoldKind,
     Market,
@@ -34,8 +30,10 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.factory import build_scheduler
-from scheduler.fast_loop import (
+from scheduler.domain.actions import Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.fast_loop import (
     FastDecision,
     FastInputs,
     FastLoop,
@@ -45,10 +43,12 @@ from scheduler.fast_loop import (
     region_reach,
     shortfalls,
 )
-from scheduler.planner import allowed
-from scheduler.reconciler import Reconciler
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.loop.reconciler import Reconciler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import Transient
+from scheduler.service.daemon import Daemon
+from scheduler.service.telemetry import Telemetry
 from simulations.engine import max_flow, replay
 
 CATALOG = load_catalog()

@@ -10,26 +10,26 @@ from pathlib import Path
 import pytest
 
 from adapters.faults import Fault, FaultyProvider
-from adapters.metrics import DemandSample
-from adapters.provider import (
+from adapters.sim import SimCloud
+from scheduler.config import Config
+from scheduler.decide.decision import ErrorKind
+from scheduler.decide.observation import Observation, Policy, PolicyBase
+from scheduler.decide.policy import CapschedPolicy
+from scheduler.domain import Node, NodeState, Plan
+from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler, TickReport
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,
     LaunchRequest,
     QuotaExceeded,
     Transient,
 )
-from adapters.sim import SimCloud
-from scheduler.actions import Drain, Launch, Terminate
-from scheduler.catalog import load_catalog
-from scheduler.config import Config
-from scheduler.decision import ErrorKind
-from scheduler.domain import Node, NodeState, Plan
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation, Policy, PolicyBase
-from scheduler.policy import CapschedPolicy
-from scheduler.profiles import load_profiles
-from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateStore
 
 SMALL, BIG, REGION = "llama-3.1-8b", "llama-3.1-70b", "us-east"
 TICK_S = 300.0

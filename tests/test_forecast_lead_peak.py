@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.boot import node_boot_s
-from scheduler.capacity import node_rps
-from scheduler.catalog import load_catalog
+from scheduler.decide.policy import CapschedPolicy
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from scheduler.forecast import LeadPeakQuantile, LeadWindow
 from scheduler.forecast.base import BOUND_FACTOR
-from scheduler.policy import CapschedPolicy
-from scheduler.profiles import load_profiles
 
 
 def run(y: np.ndarray, base: np.ndarray, q: float, window: LeadWindow) -> np.ndarray:

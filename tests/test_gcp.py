@@ -28,8 +28,9 @@ from adapters.gcp import (
     request_id,
     zone_order,
 )
-from adapters.gcp_config import GcpConfig
-from adapters.provider import (
+from scheduler.domain import Cloud, Market, Pool
+from scheduler.fleet.catalog import load_catalog
+from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,
     LaunchRequest,
@@ -38,8 +39,7 @@ from adapters.provider import (
     QuotaExceeded,
     Transient,
 )
-from scheduler.catalog import load_catalog
-from scheduler.domain import Cloud, Market, Pool
+from scheduler.sections.gcp import GcpConfig
 
 A, B, EAST = "us-central1-a", "us-central1-b", "us-east4-a"
 OD = Pool(Cloud.GCP, "us-central1", A, "g2-standard-8", Market.ON_DEMAND)

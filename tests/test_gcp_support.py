@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.auth.credentials import AnonymousCredentials
 
-from adapters.gcp_config import GcpConfig
+from scheduler.sections.gcp import GcpConfig
 
 PROJECT = "capsched-test"
 ZONES = ("us-central1-a", "us-central1-b", "us-east4-a")

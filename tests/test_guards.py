@@ -6,11 +6,10 @@ import itertools
 
 import pytest
 
-from adapters.metrics import DemandSample
-from adapters.provider import InterruptionNotice
-from scheduler.actions import Drain, Launch, Terminate
 from scheduler.config import Config, load_config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, apply_guards
+from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -22,8 +21,9 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import Held, apply_guards
-from scheduler.observation import Observation
+from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InterruptionNotice
 
 A = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 B = Pool(Cloud.GCP, "us-east4", "us-east4-a", "g2-standard-4", Market.SPOT)

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.config import ConfigError, HealthSection, load_config
-from scheduler.cooldown import PoolCooldown
+from scheduler.decide.cooldown import PoolCooldown
+from scheduler.decide.health import Streak, boot_deadline_s, judge, unhealthy_drains
 from scheduler.domain import Cloud, HoldKind, Market, Node, NodeState, Pool
-from scheduler.health import Streak, boot_deadline_s, judge, unhealthy_drains
-from scheduler.lifecycle import can_transition
+from scheduler.domain.lifecycle import can_transition
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)
 SETTINGS = HealthSection(
@@ -162,7 +162,7 @@ def test_bad_health_keys_are_named(tmp_path: Path, line: str, expected: str) -> 
 
 
 def test_the_tui_fleet_shows_every_live_state_unhealthy_included() -> None:
-    from scheduler.lifecycle import LIVE
+    from scheduler.domain.lifecycle import LIVE
     from tui.screens import SHORT
     from tui.views import STATES, group_fleet
 

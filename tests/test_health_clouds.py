@@ -23,15 +23,15 @@ from test_gcp_support import FakeCompute, credentials
 from adapters.aws import AwsProvider
 from adapters.gcp import GcpProvider
 from adapters.http_health import HttpHealthProbe
-from adapters.metrics import DemandSample
-from adapters.provider import Provider
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import Cloud, Market, NodeState, Placement, Plan, PlanStatus, Pool
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation, PolicyBase
-from scheduler.reconciler import Reconciler
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import Provider
 
 MODEL = "llama-3.1-8b"
 AWS_POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.ON_DEMAND)

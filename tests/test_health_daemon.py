@@ -19,12 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.service import ConfiguredHealthProbe, build_drainer, stored_address
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -35,11 +33,13 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.factory import build_scheduler
-from scheduler.observation import Observation, PolicyBase
-from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler, TickReport
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.daemon import Daemon
+from scheduler.service.telemetry import Telemetry
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6e.xlarge", Market.ON_DEMAND)

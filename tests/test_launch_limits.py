@@ -16,21 +16,21 @@ from fakes import Clock, no_sleep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.daemon import Daemon
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import Held, LaunchLimitWatch, apply_guards
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import binding_limits, make_plan
 from scheduler.domain import Demand, HoldKind, Plan, PlanStatus, Unmet
-from scheduler.factory import build_scheduler
-from scheduler.guards import Held, LaunchLimitWatch, apply_guards
-from scheduler.observation import Observation
-from scheduler.planner import binding_limits, make_plan
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.daemon import Daemon
+from scheduler.service.telemetry import Telemetry
 from solver import DemandSpec, PoolSpec, Problem, QuotaSpec, Solution, Status
 from tui.app import CapschedApp
 from tui.backend import DbBackend
@@ -159,7 +159,7 @@ def test_the_watch_warns_once_per_change_not_every_tick(caplog: pytest.LogCaptur
     budget = Held(HoldKind.BUDGET, 2, "launches held: plan costs 500.00 USD/h over the budget")
     quota = Held(HoldKind.QUOTA, 0, "launches held: plan leaves 3.00 rps unmet")
     age = Held(HoldKind.MIN_NODE_AGE, 1, "1 drains held: ready for less than 900 s")
-    with caplog.at_level(logging.INFO, logger="scheduler.guards"):
+    with caplog.at_level(logging.INFO, logger="scheduler.decide.guards"):
         changes = [
             watch.update((age,), 0.0),
             watch.update((budget,), 300.0),

@@ -7,7 +7,13 @@ import itertools
 import pytest
 
 from scheduler.domain import NodeState as S
-from scheduler.lifecycle import LIVE, TERMINAL, TRANSITIONS, IllegalTransition, check_transition
+from scheduler.domain.lifecycle import (
+    LIVE,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    check_transition,
+)
 
 
 @pytest.mark.parametrize("state", sorted(LIVE))

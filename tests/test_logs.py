@@ -21,9 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsched.service import build_edges
-from scheduler.actions import Launch
-from scheduler.catalog import load_catalog
-from scheduler.logs import (
+from scheduler.domain.actions import Launch
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.logs import (
     JsonFormatter,
     KeyValueFormatter,
     event,
@@ -32,8 +33,7 @@ from scheduler.logs import (
     resolve_format,
     set_virtual_clock,
 )
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 CONFIG = """
@@ -66,7 +66,9 @@ class Terminal(io.StringIO):
 
 
 def record(message: str = "tick now_s=5") -> logging.LogRecord:
-    return logging.LogRecord("scheduler.reconciler", logging.INFO, __file__, 1, message, (), None)
+    return logging.LogRecord(
+        "scheduler.loop.reconciler", logging.INFO, __file__, 1, message, (), None
+    )
 
 
 def test_auto_is_timed_on_a_terminal_and_plain_elsewhere() -> None:
@@ -79,7 +81,7 @@ def test_timed_lines_carry_utc_time_and_the_simulated_time() -> None:
     rec = record()
     rec.created = 0.25
     assert KeyValueFormatter(timed=True).format(rec) == (
-        "time=1970-01-01T00:00:00.250Z level=INFO logger=scheduler.reconciler tick now_s=5"
+        "time=1970-01-01T00:00:00.250Z level=INFO logger=scheduler.loop.reconciler tick now_s=5"
     )
     set_virtual_clock(lambda: 1700158680.0)
     try:
@@ -88,7 +90,7 @@ def test_timed_lines_carry_utc_time_and_the_simulated_time() -> None:
     finally:
         set_virtual_clock(None)
     assert timed.startswith("time=1970-01-01T00:00:00.250Z sim_time=2023-11-16T18:18:00.000Z ")
-    assert plain == "level=INFO logger=scheduler.reconciler tick now_s=5"  # journald's
+    assert plain == "level=INFO logger=scheduler.loop.reconciler tick now_s=5"  # journald's
 
 
 def test_json_keeps_an_event_s_fields_typed() -> None:
@@ -191,7 +193,7 @@ async def test_tick_reports_and_actions_carry_typed_numbers(tmp_path: Path) -> N
     from fakes import no_sleep
 
     from scheduler.config import load_config
-    from scheduler.factory import build_scheduler
+    from scheduler.loop.factory import build_scheduler
 
     path = tmp_path / "capsched.toml"
     path.write_text(CONFIG.format(db=tmp_path / "state.db"))

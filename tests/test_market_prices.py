@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.provider import LaunchRequest
 from adapters.sim import SimCloud
 from adapters.spot_prices import SpotPriceError, SpotPriceSeries, load_price_history
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Placement, Pool
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.ports.provider import LaunchRequest
 from simulations.engine import RunResult, World, replay
 from simulations.scenario import (
     MarketSection,

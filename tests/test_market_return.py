@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from adapters.sim import SpotTrace
-from scheduler.catalog import load_catalog
 from scheduler.config import DEFAULT_CONFIG_PATH, Config, ConfigError, parse_config
+from scheduler.fleet.catalog import load_catalog
 from simulations.engine import RunResult, World, replay
 
 sys.path.insert(0, str(Path(__file__).parent))

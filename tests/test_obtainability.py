@@ -17,17 +17,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.provider import InsufficientCapacity
 from adapters.sim import SpotTrace
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.config import DEFAULT_CONFIG_PATH
+from scheduler.decide.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence
+from scheduler.decide.planner import make_plan
 from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
-from scheduler.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence
-from scheduler.planner import make_plan
-from scheduler.profiles import load_profiles
-from scheduler.store import StateStore, read_obtainability
-from scheduler.telemetry import Telemetry
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.store import StateStore, read_obtainability
+from scheduler.ports.provider import InsufficientCapacity
+from scheduler.service.telemetry import Telemetry
 from solver import Status, solve
 
 sys.path.insert(0, str(Path(__file__).parent))

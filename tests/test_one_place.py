@@ -10,9 +10,8 @@ from builders import config, node, observation, offering
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.capacity import NodeCapacity, node_rps
-from scheduler.catalog import Catalog, load_catalog
-from scheduler.diff import propose, removal_order
+from scheduler.decide.diff import propose, removal_order
+from scheduler.decide.planner import resolve_location
 from scheduler.domain import (
     CapacityProfile,
     Cloud,
@@ -25,9 +24,10 @@ from scheduler.domain import (
     Pool,
     prices_of,
 )
-from scheduler.planner import resolve_location
-from scheduler.profiles import best_profile, instance_rps, load_models, load_profiles
-from scheduler.store import StateReader, StateStore
+from scheduler.fleet.capacity import NodeCapacity, node_rps
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import best_profile, instance_rps, load_models, load_profiles
+from scheduler.loop.store import StateReader, StateStore
 from simulations.engine import node_service
 
 MODEL = "llama-3.1-8b"

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsched.cli import main
+from capsched.inputs import MAX_ENTRIES, MAX_FILE_BYTES, merge_demand
 from scheduler.domain import Demand
-from scheduler.inputs import MAX_ENTRIES, MAX_FILE_BYTES, merge_demand
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.example.toml"

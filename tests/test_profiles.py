@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.catalog import Catalog, load_catalog
 from scheduler.domain import CapacityProfile, Cloud, InstanceType
-from scheduler.profiles import instance_rps, load_models, load_profiles, model_info
+from scheduler.fleet.catalog import Catalog, load_catalog
+from scheduler.fleet.profiles import instance_rps, load_models, load_profiles, model_info
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

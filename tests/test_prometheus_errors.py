@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.prometheus import PrometheusSource
-from adapters.prometheus_config import PrometheusConfig
+from scheduler.sections.prometheus import PrometheusConfig
 
 NOW_S = 1_700_000_000.0
 RATE_Q = "sum by (model, region) (rate(vllm:request_success_total[5m]))"
@@ -339,7 +339,7 @@ def test_config_rejects_non_http_url() -> None:
 
 
 async def test_peak_of_the_tick_comes_with_the_rates(fake: tuple[FakePrometheus, str]) -> None:
-    from adapters.prometheus_config import DEFAULT_PEAK_QUERY
+    from scheduler.sections.prometheus import DEFAULT_PEAK_QUERY
 
     prom, url = fake
     prom.on(RATE_Q, json_reply(RATES))
@@ -364,7 +364,7 @@ async def test_a_failing_peak_query_keeps_the_rates(fake: tuple[FakePrometheus, 
 
 
 async def test_the_servers_queue_comes_with_the_rates(fake: tuple[FakePrometheus, str]) -> None:
-    from adapters.prometheus_config import DEFAULT_QUEUE_QUERY
+    from scheduler.sections.prometheus import DEFAULT_QUEUE_QUERY
 
     prom, url = fake
     prom.on(RATE_Q, json_reply(RATES))

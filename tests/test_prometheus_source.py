@@ -28,9 +28,9 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from adapters.metrics import DemandSample
 from adapters.prometheus import PrometheusSource
-from adapters.prometheus_config import PrometheusConfig
+from scheduler.ports.metrics import DemandSample
+from scheduler.sections.prometheus import PrometheusConfig
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(

@@ -15,10 +15,10 @@ from test_gcp_support import FakeCompute, credentials
 
 from adapters.aws import AwsProvider
 from adapters.gcp import GcpProvider
-from adapters.provider import LaunchRequest, Transient
 from adapters.sim import SimCloud
-from scheduler.catalog import load_catalog
 from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from scheduler.fleet.catalog import load_catalog
+from scheduler.ports.provider import LaunchRequest, Transient
 
 __all__ = ["aws_env"]  # the session fixture, used by name
 

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from fakes import no_sleep
 
-from adapters.metrics import DemandSample
-from adapters.provider import InsufficientCapacity
 from adapters.sim import SimCloud, SpotTrace
-from scheduler.actions import Drain, Launch, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.decision import Approval, ErrorKind
+from scheduler.decide.decision import Approval, ErrorKind
+from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import HoldKind, Market, NodeState
-from scheduler.factory import build_scheduler
-from scheduler.policy import CapschedPolicy
-from scheduler.reconciler import Reconciler, TickReport
-from scheduler.store import StateStore
+from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler, TickReport
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import InsufficientCapacity
 
 MODEL, REGION = builders.MODEL, builders.REGION
 
@@ -195,7 +195,7 @@ async def test_restart_neither_duplicates_nor_leaks(tmp_path: Path) -> None:
 
 
 async def test_unknown_instance_tagged_as_ours_is_adopted(tmp_path: Path) -> None:
-    from adapters.provider import LaunchRequest
+    from scheduler.ports.provider import LaunchRequest
 
     w = World(tmp_path)
     await w.tick(0)
@@ -210,7 +210,7 @@ async def test_unknown_instance_tagged_as_ours_is_adopted(tmp_path: Path) -> Non
 async def test_listed_addresses_are_stored_and_kept_across_restarts(tmp_path: Path) -> None:
     import dataclasses
 
-    from adapters.provider import Instance, LaunchRequest
+    from scheduler.ports.provider import Instance, LaunchRequest
 
     w = World(tmp_path)
     await w.tick(0)

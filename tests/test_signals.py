@@ -21,7 +21,7 @@ from pathlib import Path
 
 from daemon_proc import start_daemon
 
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 SOLVE_LINE = "solve_started"
 INTO_THE_SEARCH_S = 0.5  # past building the per-model programs, well inside the search

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.provider import LaunchRequest
 from adapters.sim import SimCloud, SimFaults, SimHealthProbe
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
-from scheduler.store import StateStore
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.store import StateStore
+from scheduler.ports.provider import LaunchRequest
 from simulations.engine import replay
 from simulations.scenario import ScenarioError, parse_scenario, sim_faults
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scheduler.catalog import load_catalog
 from scheduler.config import load_config
 from scheduler.domain import Market
-from scheduler.profiles import load_profiles
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from simulations.baselines import SpotHedge
 from simulations.demand import assign_series, gpus_per_rps, load_demand
 from simulations.roster import make_policy

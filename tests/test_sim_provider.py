@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.provider import (
+from adapters.sim import SimCloud, SpotTrace, SpotTraceError, fake_address, load_spot_trace
+from adapters.sim_persist import PersistentSimCloud
+from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
+from scheduler.ports.provider import (
     InstanceState,
     InsufficientCapacity,
     LaunchRequest,
     QuotaExceeded,
     Transient,
 )
-from adapters.sim import SimCloud, SpotTrace, SpotTraceError, fake_address, load_spot_trace
-from adapters.sim_persist import PersistentSimCloud
-from scheduler.domain import Cloud, InstanceType, Market, Offering, Pool
 from simulations.engine import _held_before_start
 
 ITYPE = InstanceType(Cloud.AWS, "g6.xlarge", "L4", 1, 24.0, 4, 16.0)

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.sim import SpotTrace
-from scheduler.catalog import load_catalog
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import Market, Placement, Plan, PlanStatus
-from scheduler.observation import Observation, PolicyBase
+from scheduler.fleet.catalog import load_catalog
 from simulations.baselines.common import running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.registry import foresight_of

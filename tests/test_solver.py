@@ -469,11 +469,11 @@ def test_a_search_short_of_time_still_serves_the_demand() -> None:
     # A loaded machine leaves each model's search almost no time (here every pool of the
     # bundled catalog, far too many for 1 ms): the plan still serves everything, from
     # the rounded LP relaxation, never "no nodes, all demand unmet".
-    from scheduler.catalog import load_catalog
     from scheduler.config import Config
+    from scheduler.decide.planner import build_problem
     from scheduler.domain import Demand
-    from scheduler.planner import build_problem
-    from scheduler.profiles import load_profiles
+    from scheduler.fleet.catalog import load_catalog
+    from scheduler.fleet.profiles import load_profiles
 
     locations = ["us-east-1", "eu-west-1", "us-central1", "asia-northeast1", "ap-south-1"]
     config = Config.model_validate(

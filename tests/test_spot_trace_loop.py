@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from adapters.sim import SpotTrace
 from capsched.cli import main
-from scheduler.catalog import load_catalog
+from scheduler.fleet.catalog import load_catalog
 from simulations.scenario import ScenarioError, load_spot_mapping, parse_scenario
 
 POOLS = "aws/us-east-1/g6e.*/spot"

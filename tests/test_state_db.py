@@ -16,24 +16,24 @@ from fakes import Clock, no_sleep
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
 from capsched.cli import main as cli_main
-from scheduler.actions import Launch
-from scheduler.catalog import load_catalog
 from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
-from scheduler.decision import TickError
+from scheduler.decide.decision import TickError
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
-from scheduler.factory import build_scheduler
-from scheduler.state_lock import StateLock, StateLockHeld, lock_path_for
-from scheduler.store import (
+from scheduler.domain.actions import Launch
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.state_lock import StateLock, StateLockHeld, lock_path_for
+from scheduler.loop.store import (
     MIGRATIONS,
     StateDamaged,
     StateStore,
     check_integrity,
     parse_node_id,
 )
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.daemon import Daemon
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
@@ -177,7 +177,7 @@ def test_old_databases_keep_their_ids_and_continue_above_them(
     # state issue 15 found after an emptied database adopted its old fleet).
     path = tmp_path / "v4.db"
     with monkeypatch.context() as m:
-        m.setattr("scheduler.store.MIGRATIONS", MIGRATIONS[:4])
+        m.setattr("scheduler.loop.store.MIGRATIONS", MIGRATIONS[:4])
         old = StateStore(path)
         assert old.next_node_id() == "cs-00000001"
         adopt(old, "cs-00000007")
@@ -341,7 +341,7 @@ async def test_sighup_on_a_damaged_database_logs_an_error_and_stops_acting(
     for i in range(200):
         store.record_config(float(i), "x", "filler " * 40)
     corrupt_table(Path(store.path), "config_generations")
-    with caplog.at_level(logging.ERROR, logger="scheduler.daemon"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.service.daemon"):
         await daemon.hangup()
     assert daemon.paused
     assert daemon.status()["state_db_problem"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.domain import Cloud, Market, Node, NodeState, Pool
-from scheduler.lifecycle import IllegalTransition
-from scheduler.store import MIGRATIONS, StateStore
+from scheduler.domain.lifecycle import IllegalTransition
+from scheduler.loop.store import MIGRATIONS, StateStore
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 
@@ -82,7 +82,7 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
 
 
 def test_demand_history_keeps_numbers_and_prunes_old_rows(tmp_path: Path) -> None:
-    from scheduler.store import DEMAND_HISTORY_S
+    from scheduler.loop.store import DEMAND_HISTORY_S
 
     store = StateStore(tmp_path / "s.db")
     store.record_demand(0.0, [("m", "r", 1.5, float("nan"), 2.0, {0.95: 3.0})])
@@ -127,7 +127,7 @@ def test_migration_4_adds_addresses_to_an_existing_database(
 ) -> None:
     path = tmp_path / "v3.db"
     with monkeypatch.context() as m:
-        m.setattr("scheduler.store.MIGRATIONS", MIGRATIONS[:3])
+        m.setattr("scheduler.loop.store.MIGRATIONS", MIGRATIONS[:3])
         old = StateStore(path)
     row = {"node_id": "cs-old", "model": "m", "cloud": "aws", "region": "us-east-1", "zone": ""}
     row |= {"instance_type": "g6.xlarge", "market": "spot", "state": "ready"}

@@ -13,12 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from adapters.metrics import DemandSample
 from adapters.sim import SimCloud
-from scheduler.actions import Drain, Launch, Terminate
-from scheduler.catalog import load_catalog
 from scheduler.config import Config
-from scheduler.decision import ActionOutcome, ErrorKind, TickError
+from scheduler.decide.decision import ActionOutcome, ErrorKind, TickError
+from scheduler.decide.guards import Held
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -31,11 +29,13 @@ from scheduler.domain import (
     Pool,
     Unmet,
 )
-from scheduler.factory import build_scheduler
-from scheduler.guards import Held
-from scheduler.reconciler import TickReport
-from scheduler.store import StateStore
-from scheduler.telemetry import Telemetry
+from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import TickReport
+from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import DemandSample
+from scheduler.service.telemetry import Telemetry
 
 MODEL, REGION = "llama-3.1-8b", "us-east"
 SPOT = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)

@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.metrics import DemandSample
 from capsched.cli import main
-from scheduler.catalog import load_catalog
 from scheduler.config import load_config
-from scheduler.diff import propose
+from scheduler.decide.diff import propose
+from scheduler.decide.guards import apply_guards
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import servable_rps
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     Cloud,
@@ -27,10 +28,9 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.guards import apply_guards
-from scheduler.observation import Observation
-from scheduler.planner import servable_rps
-from scheduler.profiles import load_profiles
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.ports.metrics import DemandSample
 from simulations.demand import DemandTrace, load_demand
 from simulations.traces import TraceFormatError, read_minute_csv, read_requests
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.api_client import ApiClient
+from scheduler.service.api_client import ApiClient
 from tui.app import CapschedApp
 from tui.backend import ApiBackend
 from tui.screens import ConfirmScreen, HelpScreen, NodeScreen, StatusBar
@@ -151,8 +151,8 @@ def header(app: CapschedApp) -> str:
 
 async def test_navigation_by_keys_and_the_help_screen(start_daemon: Callable[..., Daemon]) -> None:
     daemon = start_daemon()
-    await daemon.until("logger=scheduler.actuator launched")
-    await daemon.until("logger=scheduler.reconciler tick now_s=")
+    await daemon.until("logger=scheduler.loop.actuator launched")
+    await daemon.until("logger=scheduler.loop.reconciler tick now_s=")
     app = app_for(daemon.address)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -208,7 +208,7 @@ async def test_approve_and_reject_a_pending_plan(start_daemon: Callable[..., Dae
         await settle(app, pilot)
         async with ApiClient(daemon.address) as api:
             assert (await api.plan(pending["id"]))["approval"] == "approved"
-        await daemon.until("logger=scheduler.actuator launched", start=mark)
+        await daemon.until("logger=scheduler.loop.actuator launched", start=mark)
         assert app.data.plans[0]["approval"] == "approved"
         assert "0 pending approvals" in header(app)
 
@@ -261,7 +261,7 @@ async def test_disconnected_state_and_reconnection(
         assert not app.data.connected and "DISCONNECTED" in header(app)
         assert "waiting for the daemon" in header(app)
         daemon = start_daemon(port=port)
-        await daemon.until("logger=scheduler.reconciler tick now_s=")
+        await daemon.until("logger=scheduler.loop.reconciler tick now_s=")
         await refetch(app, pilot)
         assert app.data.connected and "● connected" in header(app)
         nodes = list(app.data.nodes)

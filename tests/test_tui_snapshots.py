@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.decide.guards import Held
 from scheduler.domain import (
     Cloud,
     HoldKind,
@@ -25,8 +26,7 @@ from scheduler.domain import (
     Pool,
     Unmet,
 )
-from scheduler.guards import Held
-from scheduler.store import StateStore
+from scheduler.loop.store import StateStore
 
 T0 = 1_700_000_000.0  # fixed start of the fixture's history
 SIZE = (120, 40)

@@ -21,7 +21,13 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from scheduler.api_client import ApiClient, ApiClientError, ApiError, ApiUnavailable, Unauthorized
+from scheduler.service.api_client import (
+    ApiClient,
+    ApiClientError,
+    ApiError,
+    ApiUnavailable,
+    Unauthorized,
+)
 from tui.backend import ApiBackend, Backend, DbBackend, ReadOnly, load_prices
 from tui.host import AppData
 from tui.screens import (
@@ -212,7 +218,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
             return DbBackend(args.db)
         except (OSError, ValueError) as exc:
             raise ValueError(str(exc)) from None
-    from scheduler.api import TokenFileError, read_token
+    from scheduler.service.api import TokenFileError, read_token
 
     token_file: Path | None = args.token_file
     if token_file is None and Path("capsched.token").exists():

@@ -1,6 +1,6 @@
 """Where the TUI gets its data: one `Backend` protocol, two implementations.
 
-`ApiBackend` talks to a running daemon through its control API (`scheduler.api_client`,
+`ApiBackend` talks to a running daemon through its control API (`scheduler.service.api_client`,
 the only way into a live daemon, docs/api.md). `DbBackend` opens a state database
 read-only (SQLite `mode=ro`), for a finished simulation or a stopped daemon. Both
 answer in the API's JSON shapes, so the screens never know which one they read.
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.api_client import ApiClient, ApiError, ApiUnavailable
-from scheduler.store import StateReader
+from scheduler.loop.store import StateReader
+from scheduler.service.api_client import ApiClient, ApiError, ApiUnavailable
 
 
 class ReadOnly(Exception):
@@ -292,8 +292,8 @@ class ApiBackend:
 
 def load_prices() -> dict[str, float]:
     """USD per hour per pool key from the bundled catalog (what the daemon prices with)."""
-    from scheduler.catalog import load_catalog
     from scheduler.domain import prices_of
+    from scheduler.fleet.catalog import load_catalog
 
     return {pool.key: usd for pool, usd in prices_of(load_catalog().offerings).items()}
 

@@ -624,7 +624,7 @@ class NodeScreen(DataScreen):
     @work(exclusive=True, group="node")
     async def load(self) -> None:
         """Fetch the node and its history (a worker: the screen never waits on I/O)."""
-        from scheduler.api_client import ApiClientError
+        from scheduler.service.api_client import ApiClientError
 
         backend = self.capsched.backend
         try:

@@ -31,7 +31,7 @@ STATES: tuple[str, ...] = (
     "terminating",
     "interrupted",
 )
-# Nodes a plan counts as the current fleet (scheduler.observation.Observation.serving).
+# Nodes a plan counts as the current fleet (scheduler.decide.observation.Observation.serving).
 SERVING = ("requested", "booting", "ready")
 
 
@@ -173,7 +173,7 @@ class DiffRow:
 def plan_diff(
     plan: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]], prices: Mapping[str, float]
 ) -> list[DiffRow]:
-    """The plan's target against the serving fleet, as scheduler.diff.propose sees it:
+    """The plan's target against the serving fleet, as scheduler.decide.diff.propose sees it:
     surplus nodes that serve nothing yet are terminated first, ready ones drained."""
     live: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for n in nodes:

@@ -5,7 +5,7 @@
 * `spothedge` (`spothedge.SpotHedge`): SkyServe's SpotHedge, spot with on-demand fallback.
 * `oracle` (`oracle.Oracle`): the offline optimum with perfect foresight; a cost lower bound.
 
-Each implements `scheduler.observation.Policy`; state is explicit and moves only with
+Each implements `scheduler.decide.observation.Policy`; state is explicit and moves only with
 `Observation.now_s`. Shared pieces are in `common`.
 """
 

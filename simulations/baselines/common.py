@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from adapters.sim import SpotTrace
-from scheduler.capacity import NodeCapacity
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation
+from scheduler.decide.planner import allowed, resolve_location
 from scheduler.domain import (
     Market,
     Node,
@@ -40,8 +40,8 @@ from scheduler.domain import (
     Pool,
     prices_of,
 )
-from scheduler.observation import Observation
-from scheduler.planner import allowed, resolve_location
+from scheduler.fleet.capacity import NodeCapacity
+from scheduler.fleet.catalog import Catalog
 
 # Removal order of surplus nodes, as SkyServe's `_select_nonterminal_replicas_to_scale_down`
 # (sky/serve/autoscalers.py) orders replica statuses: the earliest stage goes first
@@ -213,7 +213,7 @@ def skyserve_removal_order(nodes: Iterable[Node]) -> list[Node]:
     """Nodes in the order a SkyServe-like scale-down takes them: earliest lifecycle stage
     first, then the most recently launched (SkyServe sorts by status, then replica id
     descending). This decides which pools a baseline shrinks; the node taken within a
-    pool is `scheduler.diff.removal_order`'s, as for every policy. The two differ on
+    pool is `scheduler.decide.diff.removal_order`'s, as for every policy. The two differ on
     purpose (this one cancels booting nodes first, as SkyServe does; capsched keeps
     them), so the baselines stay faithful to the system they emulate."""
     return sorted(

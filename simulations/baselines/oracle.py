@@ -90,12 +90,12 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.linear_solver import pywraplp
 
-from scheduler.capacity import NodeCapacity
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, PolicyBase
+from scheduler.decide.planner import resolve_location
 from scheduler.domain import CapacityProfile, Market, Offering, Plan, PlanStatus, Pool, prices_of
-from scheduler.observation import Observation, PolicyBase
-from scheduler.planner import resolve_location
+from scheduler.fleet.capacity import NodeCapacity
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import (
     Foresight,
     OfferingIndex,

@@ -51,11 +51,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scheduler.capacity import NodeCapacity
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import CapacityProfile, Market, Plan, Pool
-from scheduler.observation import Observation, PolicyBase
+from scheduler.fleet.capacity import NodeCapacity
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import (
     Foresight,
     Hysteresis,

@@ -13,10 +13,10 @@ import math
 from collections.abc import Sequence
 
 from adapters.sim import NOTICE_S
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Pool
-from scheduler.observation import Policy
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import Foresight, running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive

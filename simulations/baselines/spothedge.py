@@ -76,11 +76,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.capacity import NodeCapacity
-from scheduler.catalog import Catalog
 from scheduler.config import Config
+from scheduler.decide.observation import Observation, PolicyBase
 from scheduler.domain import CapacityProfile, Market, NodeState, Offering, Plan, Pool
-from scheduler.observation import Observation, PolicyBase
+from scheduler.fleet.capacity import NodeCapacity
+from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import (
     Foresight,
     Hysteresis,

@@ -1,0 +1,318 @@
+"""Guards between a plan and the actions taken on it.
+
+Each rule can only hold an action back, never add one, and says why in a line that
+goes to the log, the tick report and the stored plan:
+
+* no scale-down on a tick whose load signal is missing, NaN or negative;
+* a node must have been ready `min_node_age_s` before a plan change may drain it
+  (savings that churn nodes cost more than they save: karpenter #1019, #1293);
+* make before break: a model's ready capacity never drops below what the plan wants
+  ready, so a move waits until the replacements serve;
+* at most `max_scale_down_fraction` of a model's nodes go per tick;
+* launches stop where the fleet would bill more than the budget: every live node (a
+  draining one bills until it is gone) plus the launches let through stay within it,
+  higher `[[models]] priority` first, then the model furthest from its planned capacity,
+  cheapest per rps first (`within_budget`). A plan over the budget (a baseline's, which
+  knows no budget) launches what fits, never nothing; a move under a binding budget
+  drains first and launches when the old nodes are gone (make before break would bill
+  both: measured 72% over the budget, docs/solver.md).
+
+A held-back item is a typed `Held` record (its `HoldKind`, how many nodes, and a line
+for people); telemetry, the daemon, the simulator and the TUI read the kind, never the
+text. A plan the budget or a quota cut short (`Plan.limited_by`, from the planner) is
+reported here too, as a hold of the launches the demand asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.config import Config
+from scheduler.decide.diff import Proposal
+from scheduler.decide.observation import Observation
+from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, Plan, Pool, prices_of
+from scheduler.domain.actions import Action, Drain, Launch, Terminate
+
+log = logging.getLogger(__name__)
+
+# Prices are sums of a few dozen floats: a plan at the budget is within it.
+_USD_TOL = 1e-6
+CapacityOf = Callable[[str, Pool], float]  # rps one node of a model serves in a pool
+PriceOf = Callable[[Pool], float]  # USD per hour of one node in a pool
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One held-back action or group of actions, and why."""
+
+    kind: HoldKind  # the guard or limit that held it
+    nodes: int  # actions held (0 when a limit cut the plan itself, or for a whole tick)
+    text: str  # the reason in words, for logs and people; never parsed
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's and the state store's shape: {"kind", "nodes", "text"}."""
+        return {"kind": self.kind.value, "nodes": self.nodes, "text": self.text}
+
+
+def launch_limits(held: Iterable[Held]) -> frozenset[HoldKind]:
+    """The budget/quota kinds among `held`: what kept demanded capacity from launching."""
+    return frozenset(h.kind for h in held if h.kind in LAUNCH_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """Actions allowed this tick and what was held back."""
+
+    actions: tuple[Action, ...]  # to execute, launches first
+    held_back: tuple[Held, ...]  # one per held-back action or group
+
+
+def apply_guards(
+    obs: Observation,
+    plan: Plan,
+    proposal: Proposal,
+    config: Config,
+    capacity_of: CapacityOf,
+    new_node_id: Callable[[], str],
+    price_of: PriceOf | None = None,
+) -> Guarded:
+    """The actions of `proposal` that every guard allows. `price_of` gives the USD/h of a
+    node in a pool the observation's offerings do not price (default: the plan's mean
+    price per node)."""
+    g = config.guards
+    held: list[Held] = [_limited(plan, kind, config) for kind in plan.limited_by]
+    actions: list[Action] = []
+
+    admitted, budget_held = within_budget(obs, plan, proposal, config, capacity_of, price_of)
+    for model, pool in admitted:
+        actions.append(Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}"))
+    if budget_held:
+        n, budget = len(budget_held), config.planning.budget_usd_per_hour or 0.0
+        held.append(
+            Held(
+                HoldKind.BUDGET,
+                n,
+                f"{n} of {len(proposal.launches)} launches held: the plan costs"
+                f" {plan.usd_per_hour:.2f} USD/h, over the budget {budget:.2f} USD/h; the"
+                f" {len(admitted)} that fit go, higher priority and cheaper per rps first",
+            )
+        )
+    # Launches `diff.propose` left out: the plan wants more than a pool may hold.
+    held.extend(
+        Held(
+            HoldKind.POOL_LIMIT,
+            n,
+            f"{n} launches held: {model} in {pool.key} would pass the most nodes a pool holds",
+        )
+        for model, pool, n in proposal.over_limit
+    )
+
+    if proposal.removals and not obs.demand_complete:
+        n = len(proposal.removals)
+        held.append(
+            Held(
+                HoldKind.LOAD_SIGNAL,
+                n,
+                f"scale-down held: load signal missing or not finite ({n} nodes)",
+            )
+        )
+        return Guarded(tuple(actions), tuple(held))
+
+    # Ready capacity the plan wants per model (make before break), and what is ready now.
+    # Launches the budget holds will not come: waiting for them would keep the nodes the
+    # plan gives up (over the budget) forever.
+    wanted: defaultdict[str, float] = defaultdict(float)
+    for pl in plan.placements:
+        wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
+    for model, pool in budget_held:
+        wanted[model] -= capacity_of(model, pool)
+    ready: defaultdict[str, float] = defaultdict(float)
+    count: Counter[str] = Counter()
+    for node in obs.serving():
+        count[node.model] += 1
+        if node.state is NodeState.READY:
+            ready[node.model] += capacity_of(node.model, node.pool)
+    budget_left = {m: max(1, math.floor(g.max_scale_down_fraction * n)) for m, n in count.items()}
+
+    by_reason: dict[tuple[HoldKind, str], int] = defaultdict(int)
+    for node in proposal.removals:
+        if node.state is not NodeState.READY:
+            # Requested or booting: serves nothing yet, cancelling loses nothing.
+            actions.append(
+                Terminate(node.node_id, reason="plan no longer needs it (not serving yet)")
+            )
+            continue
+        reason = _hold_ready_removal(
+            node, obs.now_s, g.min_node_age_s, budget_left, ready, wanted, capacity_of
+        )
+        if reason:
+            by_reason[reason] += 1
+            continue
+        budget_left[node.model] -= 1
+        ready[node.model] -= capacity_of(node.model, node.pool)
+        actions.append(Drain(node.node_id, reason="plan no longer needs it"))
+    held.extend(
+        Held(kind, n, f"{n} drains held: {reason}")
+        for (kind, reason), n in sorted(by_reason.items())
+    )
+    return Guarded(tuple(actions), tuple(held))
+
+
+def within_budget(
+    obs: Observation,
+    plan: Plan,
+    proposal: Proposal,
+    config: Config,
+    capacity_of: CapacityOf,
+    price_of: PriceOf | None = None,
+) -> tuple[tuple[tuple[str, Pool], ...], tuple[tuple[str, Pool], ...]]:
+    """The launches of `proposal` that fit `planning.budget_usd_per_hour`, and those held.
+
+    The fleet that bills is priced (every live node but those not serving yet that the
+    plan drops: they are cancelled this tick), and launches are let through one at a
+    time while that price plus theirs stays within the budget: the model of highest
+    priority first, within a priority the one whose kept and admitted capacity is the
+    smallest share of what the plan wants for it (so no model is starved), and within a
+    model the launch cheapest per planned rps (then the pool key). A launch that does
+    not fit is held and the next one is tried: a cheaper node may still fit.
+    Deterministic; both tuples keep the proposal's order."""
+    launches = proposal.launches
+    budget = config.planning.budget_usd_per_hour
+    if budget is None or not launches:
+        return launches, ()
+    prices = prices_of(obs.offerings)
+
+    planned = sum(pl.count for pl in plan.placements)
+    mean = plan.usd_per_hour / planned if planned else 0.0
+
+    def price(pool: Pool) -> float:
+        if pool in prices:
+            return prices[pool]
+        return price_of(pool) if price_of is not None else mean
+
+    removed = {n.node_id for n in proposal.removals}
+    # Every live node bills until it is gone, draining ones too; only a node not serving
+    # yet that the plan drops is cancelled this tick.
+    spend = sum(
+        price(n.pool) for n in obs.nodes if n.node_id not in removed or n.state is NodeState.READY
+    )
+    have: defaultdict[str, float] = defaultdict(float)  # capacity kept and admitted
+    for node in obs.serving():
+        if node.node_id not in removed:
+            have[node.model] += capacity_of(node.model, node.pool)
+    want = defaultdict(float, have)
+    queue: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
+    for i, (model, pool) in enumerate(launches):
+        rps = capacity_of(model, pool)
+        want[model] += rps
+        queue[model].append((price(pool) / rps if rps > 0 else math.inf, pool.key, i))
+    for q in queue.values():
+        q.sort(reverse=True)  # cheapest per rps last: popped first
+
+    def rank(model: str) -> tuple[int, float, str]:
+        share = have[model] / want[model] if want[model] > 0 else 1.0
+        return (-_priority(config, model), share, model)
+
+    admitted: set[int] = set()
+    while queue:
+        model = min(queue, key=rank)
+        q = queue[model]
+        while q:
+            i = q.pop()[2]
+            pool = launches[i][1]
+            if spend + price(pool) <= budget + _USD_TOL:
+                spend += price(pool)
+                have[model] += capacity_of(model, pool)
+                admitted.add(i)
+                break
+            # Spend only grows: a launch that does not fit now never will this tick.
+        if not q:
+            del queue[model]
+    return (
+        tuple(lc for i, lc in enumerate(launches) if i in admitted),
+        tuple(lc for i, lc in enumerate(launches) if i not in admitted),
+    )
+
+
+def _priority(config: Config, model: str) -> int:
+    """The model's `[[models]] priority` (0 for a model the config does not name)."""
+    try:
+        return config.model(model).priority
+    except KeyError:
+        return 0
+
+
+def _limited(plan: Plan, kind: HoldKind, config: Config) -> Held:
+    """The hold of a plan that `kind` (budget or quota) cut short."""
+    unmet = sum(u.rps for u in plan.unmet)
+    if kind is HoldKind.BUDGET:
+        limit = f"the budget {config.planning.budget_usd_per_hour or 0.0:.2f} USD/h"
+    else:
+        limit = "a [[quotas]] cap"
+    return Held(
+        kind,
+        0,
+        f"launches held: plan leaves {unmet:.2f} rps unmet, one more node would break {limit}"
+        f" (plan costs {plan.usd_per_hour:.2f} USD/h)",
+    )
+
+
+def _hold_ready_removal(
+    node: Node,
+    now_s: float,
+    min_age_s: float,
+    budget_left: dict[str, int],
+    ready: dict[str, float],
+    wanted: dict[str, float],
+    capacity_of: CapacityOf,
+) -> tuple[HoldKind, str] | None:
+    since = node.state_since_s if node.state_since_s is not None else -math.inf
+    if now_s - since < min_age_s:
+        return HoldKind.MIN_NODE_AGE, f"ready for less than {min_age_s:.0f} s"
+    if budget_left.get(node.model, 0) <= 0:
+        return HoldKind.SCALE_DOWN_LIMIT, "scale-down limit per tick reached"
+    if (
+        ready.get(node.model, 0.0) - capacity_of(node.model, node.pool)
+        < wanted.get(node.model, 0.0) - 1e-9
+    ):
+        return HoldKind.MAKE_BEFORE_BREAK, "replacements not ready yet (make before break)"
+    return None
+
+
+class LaunchLimitWatch:
+    """Says when the budget or a quota starts or stops holding launches back: one
+    WARNING per change of the set of limits, not one per tick (a binding budget holds
+    every tick until the load falls or the config changes)."""
+
+    def __init__(self) -> None:
+        self.active: frozenset[HoldKind] = frozenset()  # limits holding launches at last tick
+
+    def update(self, held: Iterable[Held], now_s: float) -> bool:
+        """Take one tick's held-back items; log and return True when the limits changed."""
+        held = tuple(held)
+        limits = launch_limits(held)
+        if limits == self.active:
+            return False
+        if limits:
+            log.warning(
+                "launches_held limits=%s now_s=%.0f reason=%r",
+                ",".join(sorted(k.value for k in limits)),
+                now_s,
+                next(h.text for h in held if h.kind in limits),
+            )
+        else:
+            log.info(
+                "launches_no_longer_held was=%s now_s=%.0f",
+                ",".join(sorted(k.value for k in self.active)),
+                now_s,
+            )
+        self.active = limits
+        return True

@@ -1,0 +1,481 @@
+"""The planner: turns config, catalog, profiles, demand and fleet into a solver
+`Problem`, and the solver's `Solution` back into a `Plan` of pools.
+
+Pure: no I/O, no clock. The cost terms it adds on top of list prices:
+
+* boot hours of a pool: `planning.default_boot_time_s`, or with
+  `planning.churn_from_node_boot` the longest `scheduler.fleet.boot.node_boot_s` of a configured
+  model its instance type serves (the solver's churn terms are per pool, not per model);
+* risk of a spot node = interruptions/hour x (price x boot hours + `interruption_cost_usd`):
+  each reclaim wastes a replacement's boot time plus whatever the operator says a
+  reclaim costs beyond that.
+* launch cost = price x boot hours, amortised over `churn_amortization_h`: a new
+  node is paid for while it boots and serves nothing.
+* removal cost = the same amount, so that a plan only moves nodes when the saving
+  pays for moving them back later (avoids churn for pennies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.config import CloudSection, Config
+from scheduler.domain import (
+    MAX_NODES_PER_POOL,
+    CapacityProfile,
+    Demand,
+    HoldKind,
+    InstanceType,
+    Market,
+    Offering,
+    Placement,
+    Plan,
+    PlanStatus,
+    Unmet,
+    UnmetReason,
+)
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
+from scheduler.fleet.catalog import Catalog
+from solver import (
+    DemandSpec,
+    PoolSpec,
+    Problem,
+    QuotaSpec,
+    Relaxation,
+    Solution,
+    Status,
+    solve,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PlanningError(ValueError):
+    """Inputs that name something the catalog or config does not know."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source  # which input is wrong: "demand", "fleet" or "config"
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Pools and offerings a problem was built from, in solver index order."""
+
+    offerings: tuple[Offering, ...]  # one per solver pool, same order
+    models: tuple[str, ...]  # model names in solver order
+    locations: tuple[str, ...]  # "cloud:region" per location index
+
+
+def _cloud_section(config: Config, cloud: str) -> CloudSection:
+    section: CloudSection = getattr(config.clouds, cloud)
+    return section
+
+
+def allowed(config: Config, offering: Offering, itype: InstanceType) -> bool:
+    """Whether config lets capsched place nodes in this offering's pool."""
+    pool = offering.pool
+    section = _cloud_section(config, pool.cloud.value)
+    return (
+        section.enabled
+        and offering.available
+        and (not section.regions or pool.region in section.regions)
+        and pool.market in section.markets
+        and (not section.gpu_kinds or itype.gpu_kind in section.gpu_kinds)
+    )
+
+
+def _max_nodes(
+    config: Config,
+    offering: Offering,
+    itype: InstanceType,
+    fleet: Sequence[Placement],
+    is_allowed: bool,
+) -> int:
+    """Nodes a pool may hold: none where the config forbids it; where only availability
+    is missing (a stock-out or a cooled-down pool), the nodes it already runs, since a
+    refused launch is no reason to move healthy nodes away. `is_allowed` is
+    `allowed(config, offering, itype)`, which the caller has already computed."""
+    if is_allowed:
+        return MAX_NODES_PER_POOL
+    if allowed(config, dataclasses.replace(offering, available=True), itype):
+        return sum(pl.count for pl in fleet if pl.pool == offering.pool)
+    return 0
+
+
+def servable_rps(
+    config: Config, catalog: Catalog, profiles: Sequence[CapacityProfile]
+) -> dict[str, float]:
+    """Per model, the most requests/s any plan could serve: every pool the config allows
+    holding `MAX_NODES_PER_POOL` nodes, each at the rate the planner counts on (profile
+    rps x target utilisation). Budget, quotas and latency limits are left out on purpose:
+    demand beyond them is a what-if whose answer is "unmet"; demand beyond this bound is
+    a mistake in the input (a unit, a scale), and it would only cost memory and time."""
+    out: dict[str, float] = {}
+    for section in config.models:
+        total = 0.0
+        for o in catalog.offerings:
+            itype = catalog.instance_type(o.pool)
+            if allowed(config, o, itype):
+                total += MAX_NODES_PER_POOL * node_rps(config, profiles, section.name, itype)
+        out[section.name] = total
+    return out
+
+
+def check_servable(demand: Sequence[Demand], servable: Mapping[str, float]) -> None:
+    """PlanningError naming the first (model, region) whose rate is above the model's
+    `servable` bound (see `servable_rps`)."""
+    for d in demand:
+        bound = servable.get(d.model, 0.0)
+        if not d.rps <= bound:
+            raise PlanningError(
+                "demand",
+                f"{d.model} from {d.region}: {d.rps:.4g} rps is more than every pool the"
+                f" config allows could serve ({bound:.4g} rps with {MAX_NODES_PER_POOL:,}"
+                " nodes in each)",
+            )
+
+
+def resolve_location(catalog: Catalog, location: str) -> str:
+    """A configured source-region location as a catalog "cloud:region" key."""
+    if location in catalog.region_coords:
+        return location
+    matches = [k for k in catalog.region_coords if k.split(":", 1)[1] == location]
+    if len(matches) != 1:
+        raise PlanningError("config", f"location {location!r} is not a region in the catalog")
+    return matches[0]
+
+
+def check_demand(config: Config, demand: Sequence[Demand]) -> None:
+    """PlanningError naming the first entry (`demand[i]`) whose model or region the
+    config does not have, or whose rate is not a finite number >= 0."""
+    models = {m.name for m in config.models}
+    regions = {r.name for r in config.regions}
+    for i, d in enumerate(demand):
+        if d.model not in models:
+            raise PlanningError("demand", f"demand[{i}]: unknown model {d.model!r}")
+        if d.region not in regions:
+            raise PlanningError("demand", f"demand[{i}]: unknown region {d.region!r}")
+        if not np.isfinite(d.rps) or d.rps < 0:
+            raise PlanningError(
+                "demand", f"demand[{i}]: rps must be a finite number >= 0, got {d.rps}"
+            )
+
+
+def build_problem(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    demand: Sequence[Demand],
+    fleet: Sequence[Placement],
+    committed: Sequence[Placement] = (),
+) -> tuple[Problem, Candidates]:
+    """The placement problem for this demand and fleet under `config`.
+
+    `committed` are nodes of the fleet the plan must keep (launched, still booting);
+    counts beyond what `fleet` holds in a pool are ignored."""
+    models = tuple(m.name for m in config.models)
+    model_index = {name: i for i, name in enumerate(models)}
+    by_pool = {o.pool: o for o in catalog.offerings}
+    fleet_pools = {pl.pool for pl in fleet}
+    for i, pl in enumerate(fleet):
+        if pl.model not in model_index:
+            raise PlanningError("fleet", f"nodes[{i}]: unknown model {pl.model!r}")
+        if pl.pool not in by_pool:
+            raise PlanningError("fleet", f"nodes[{i}]: pool {pl.pool.key} is not in the catalog")
+
+    offerings: list[Offering] = []
+    permitted: list[bool] = []  # allowed(config, offering) per kept offering
+    for o in catalog.offerings:
+        itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+        ok = allowed(config, o, itype)
+        if ok or o.pool in fleet_pools:
+            offerings.append(o)
+            permitted.append(ok)
+    locations = tuple(sorted({o.pool.location for o in offerings}))
+    loc_index = {loc: i for i, loc in enumerate(locations)}
+    domains = tuple(sorted({o.pool.failure_domain for o in offerings}))
+    dom_index = {d: i for i, d in enumerate(domains)}
+
+    column_cache: dict[tuple[str, int], list[float]] = {}
+
+    def rps_column(itype: InstanceType) -> list[float]:
+        # Many pools share a GPU shape: compute each shape's rps for every model once.
+        key = (itype.gpu_kind, itype.gpu_count)
+        if key not in column_cache:
+            column_cache[key] = [
+                node_rps(config, profiles, section.name, itype) for section in config.models
+            ]
+        return column_cache[key]
+
+    boot_cache: dict[tuple[str, str], float] = {}
+
+    def boot_h_of(itype: InstanceType) -> float:
+        # The longest boot of a configured model the type serves (any model if none does);
+        # the configured boot unless `churn_from_node_boot` (docs/solver.md "Boot time").
+        if not config.planning.churn_from_node_boot:
+            return config.planning.default_boot_time_s / 3600.0
+        key = (str(itype.cloud), itype.name)
+        if key not in boot_cache:
+            rps = rps_column(itype)
+            served = [m.name for m, r in zip(config.models, rps, strict=True) if r > 0]
+            names = served or [m.name for m in config.models]
+            boot_cache[key] = max(node_boot_s(config, n, itype) for n in names) / 3600.0
+        return boot_cache[key]
+
+    amort_h = config.solver.churn_amortization_h
+    pools: list[PoolSpec] = []
+    capacity = np.zeros((len(models), len(offerings)), dtype=np.float64)
+    for p, o in enumerate(offerings):
+        itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+        boot_h = boot_h_of(itype)
+        churn = o.usd_per_hour * boot_h / amort_h
+        risk = o.interruptions_per_hour * (
+            o.usd_per_hour * boot_h + config.solver.interruption_cost_usd
+        )
+        pools.append(
+            PoolSpec(
+                key=o.pool.key,
+                location=loc_index[o.pool.location],
+                failure_domain=dom_index[o.pool.failure_domain],
+                spot=o.pool.market is Market.SPOT,
+                usd_per_hour=o.usd_per_hour,
+                risk_usd_per_hour=risk,
+                launch_usd_per_hour=churn,
+                remove_usd_per_hour=churn,
+                gpus=itype.gpu_count,
+                max_nodes=_max_nodes(config, o, itype, fleet, permitted[p]),
+            )
+        )
+        capacity[:, p] = rps_column(itype)
+
+    region_sections = {r.name: r for r in config.regions}
+    check_demand(config, demand)
+    demands: list[DemandSpec] = []
+    for d in demand:
+        source = region_sections[d.region]
+        origin = resolve_location(catalog, source.location)
+        near = tuple(
+            loc_index[loc]
+            for loc in locations
+            if catalog.rtt_ms(origin, loc) <= source.max_latency_ms
+        )
+        demands.append(DemandSpec(model_index[d.model], d.region, d.rps, near))
+
+    current = np.zeros_like(capacity, dtype=np.int64)
+    pool_index = {o.pool: p for p, o in enumerate(offerings)}
+    for pl in fleet:
+        current[model_index[pl.model], pool_index[pl.pool]] += pl.count
+    kept = np.zeros_like(current)
+    for pl in committed:
+        if pl.model in model_index and pl.pool in pool_index:
+            kept[model_index[pl.model], pool_index[pl.pool]] += pl.count
+
+    quotas: list[QuotaSpec] = []
+    for qi, q in enumerate(config.quotas):
+        members = tuple(
+            p
+            for p, o in enumerate(offerings)
+            if o.pool.cloud is q.cloud
+            and (q.region is None or o.pool.region == q.region)
+            and (q.market is None or o.pool.market is q.market)
+            and (
+                q.gpu_kind is None
+                or catalog.instance_types[(o.pool.cloud, o.pool.instance_type)].gpu_kind
+                == q.gpu_kind
+            )
+        )
+        quotas.append(QuotaSpec(f"quotas[{qi}]", members, q.max_gpus))
+
+    problem = Problem(
+        models=models,
+        pools=tuple(pools),
+        capacity_rps=capacity,
+        demands=tuple(demands),
+        current=current,
+        min_replicas=tuple(m.min_replicas for m in config.models),
+        min_on_demand_share=tuple(m.min_on_demand_share for m in config.models),
+        priorities=tuple(m.priority for m in config.models),
+        quotas=tuple(quotas),
+        budget_usd_per_hour=config.planning.budget_usd_per_hour,
+        robustness_fraction=config.planning.robustness_fraction,
+        robustness_spare_nodes=config.planning.robustness_spare_nodes,
+        unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
+        committed=np.minimum(kept, current) if committed else None,
+    )
+    return problem, Candidates(tuple(offerings), models, locations)
+
+
+def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
+    """The solver's answer in domain terms."""
+    placements = tuple(
+        Placement(cands.models[m], cands.offerings[p].pool, int(solution.nodes[m, p]))
+        for m, p in zip(*np.nonzero(solution.nodes), strict=True)
+    )
+    reasons = unmet_reasons(problem, solution)
+    unmet = tuple(
+        Unmet(
+            cands.models[d.model],
+            d.region,
+            rps,
+            priority=problem.priority(d.model),
+            reasons=reasons[k],
+        )
+        for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True))
+        if k in reasons
+    )
+    notes: list[str] = []
+    if solution.kept_current:
+        notes.append("kept the current fleet: no cheaper feasible plan found")
+    kept = tuple(cands.models[m] for m in solution.kept_models)
+    if kept:
+        notes.append(f"not searched, the last target still serves: {', '.join(kept)}")
+    if solution.status is Status.INFEASIBLE:
+        notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
+    notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed)
+    return Plan(
+        status=PlanStatus(solution.status.value),
+        placements=tuple(sorted(placements, key=lambda pl: (pl.model, pl.pool))),
+        usd_per_hour=solution.usd_per_hour,
+        objective=solution.objective,
+        gap=solution.gap,
+        solve_time_s=solution.solve_time_s,
+        unmet=unmet,
+        notes=tuple(notes),
+        kept_models=kept,
+        limited_by=_limits_of(reasons.values()),
+        relaxed=solution.relaxed,
+    )
+
+
+_RELAXED_NOTES = {
+    Relaxation.MIN_REPLICAS: (
+        "the budget or quotas cannot pay for every model's min_replicas: dropped, the plan"
+        " serves what it can within them"
+    ),
+    Relaxation.COMMITTED: (
+        "the budget or quotas cannot pay for the nodes still booting: the plan may cancel some"
+    ),
+}
+
+_LIMIT_OF = {UnmetReason.BUDGET: HoldKind.BUDGET, UnmetReason.QUOTA: HoldKind.QUOTA}
+
+
+def _limits_of(reasons: Iterable[tuple[UnmetReason, ...]]) -> tuple[HoldKind, ...]:
+    found = {_LIMIT_OF[r] for rs in reasons for r in rs if r in _LIMIT_OF}
+    return tuple(k for k in HoldKind if k in found)
+
+
+def binding_limits(problem: Problem, solution: Solution) -> tuple[HoldKind, ...]:
+    """The hard limits that left demand unmet: for some unmet demand, every pool that
+    could serve it (capacity, in reach, room left) would break the budget or a quota
+    with one more node. Unmet demand that no pool could serve at all (nothing in reach,
+    every pool stocked out) is no limit's doing and reports none."""
+    return _limits_of(unmet_reasons(problem, solution).values())
+
+
+def unmet_reasons(problem: Problem, solution: Solution) -> dict[int, tuple[UnmetReason, ...]]:
+    """Why each demand the solution leaves unmet is unmet, by demand index (only those
+    with unmet load). One more node in any pool that could serve it (capacity > 0, in
+    reach, room left; on-demand only for a model with a minimum on-demand share or
+    spot-loss robustness, where a spot node alone serves nothing more): when each such
+    pool would break the budget or a quota, those limits (BUDGET, QUOTA); when there is
+    no such pool, CAPACITY; when one would break nothing, COST (not worth a node at the
+    unmet penalty, or the search stopped)."""
+    tol = 1e-6
+    unmet = [
+        (k, d)
+        for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True))
+        if rps > tol
+    ]
+    if not unmet:
+        return {}
+    budget = problem.budget_usd_per_hour
+    nodes = solution.nodes
+    per_pool = nodes.sum(axis=0)
+    gpus_used = [
+        sum(int(per_pool[i]) * problem.pools[i].gpus for i in q.pools) for q in problem.quotas
+    ]
+    members = [frozenset(q.pools) for q in problem.quotas]
+    price = sum(pool.usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
+    out: dict[int, tuple[UnmetReason, ...]] = {}
+    total: dict[int, float] = {}
+    for d in problem.demands:
+        total[d.model] = total.get(d.model, 0.0) + d.rps
+    for k, d in unmet:
+        blocked: set[UnmetReason] = set()
+        room = False
+        on_demand_only = (
+            problem.on_demand_share_min(d.model) > 0
+            or problem.robustness_share(d.model, total[d.model]) > 0
+        )
+        for i, pool in enumerate(problem.pools):
+            if (
+                (pool.spot and on_demand_only)
+                or problem.capacity_rps[d.model, i] <= 0
+                or pool.location not in d.locations
+                or nodes[d.model, i] >= pool.max_nodes
+            ):
+                continue
+            room = True
+            why: set[UnmetReason] = set()
+            if budget is not None and price + pool.usd_per_hour > budget + tol:
+                why.add(UnmetReason.BUDGET)
+            for q, inside, used in zip(problem.quotas, members, gpus_used, strict=True):
+                if i in inside and used + pool.gpus > q.max_gpus:
+                    why.add(UnmetReason.QUOTA)
+            if not why:
+                blocked = {UnmetReason.COST}  # one more node here breaks no limit
+                break
+            blocked |= why
+        out[k] = tuple(r for r in UnmetReason if r in blocked) if room else (UnmetReason.CAPACITY,)
+    return out
+
+
+def make_plan(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    demand: Sequence[Demand],
+    fleet: Sequence[Placement] = (),
+    keep_models: Collection[str] = (),
+    committed: Sequence[Placement] = (),
+) -> Plan:
+    """Build the problem, solve it under the config's limits, and return the plan.
+
+    Models named in `keep_models` keep their nodes in `fleet` without a search when
+    those serve the model's demand on their own (see `solver.solve`); the plan keeps
+    at least the `committed` nodes (see `build_problem`).
+    """
+    problem, cands = build_problem(config, catalog, profiles, demand, fleet, committed)
+    keep = [i for i, name in enumerate(cands.models) if name in set(keep_models)]
+    log.debug("solve_started models=%d pools=%d", len(cands.models), len(problem.pools))
+    solution = solve(
+        problem,
+        time_limit_s=config.solver.time_limit_s,
+        seed=config.solver.seed,
+        workers=config.solver.workers,
+        backend=config.solver.backend,
+        gap_tolerance=config.solver.gap_tolerance,
+        node_limit=config.solver.node_limit,
+        keep_models=keep,
+    )
+    plan = to_plan(problem, cands, solution)
+    log.info(
+        "plan status=%s usd_per_hour=%.2f gap=%.4f solve_time_s=%.3f pools=%d unmet_rps=%.2f"
+        " models_kept=%d",
+        plan.status,
+        plan.usd_per_hour,
+        plan.gap,
+        plan.solve_time_s,
+        len(problem.pools),
+        sum(u.rps for u in plan.unmet),
+        len(solution.kept_models),
+    )
+    return plan

@@ -1,0 +1,262 @@
+"""The scheduling domain: what we serve, where it can run, and what it costs.
+
+Plain frozen dataclasses with units in their names. Everything else in capsched
+(catalog, planner, actuator, simulator) speaks in these types; the solver does
+not see them (it has its own index-based `solver.Problem`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from solver.problem import Relaxation
+
+# The most nodes of one model a plan places in one pool: the planner's limit, the
+# largest count a fleet file may give a pool, and the most launches one tick proposes
+# for a pool (a plan from elsewhere asking for more is cut to it, see `diff.propose`).
+MAX_NODES_PER_POOL = 10_000
+
+
+class Market(enum.StrEnum):
+    """How an instance is bought."""
+
+    SPOT = "spot"  # reclaimable at short notice, discounted
+    ON_DEMAND = "on-demand"  # not reclaimed, list price
+
+
+class Cloud(enum.StrEnum):
+    """Clouds capsched can place nodes on."""
+
+    AWS = "aws"
+    GCP = "gcp"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """An LLM we serve."""
+
+    name: str  # unique name used in config, demand and fleet files
+    params_b: float  # parameter count in billions, decides GPU memory needs
+    gpu_memory_gb: float  # total GPU memory one replica needs (weights + KV cache)
+    latency_slo_ms: float  # per-request end-to-end latency target at the profile's token mix
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceType:
+    """A machine shape a cloud sells, with its accelerators."""
+
+    cloud: Cloud  # which cloud sells it
+    name: str  # cloud's own name, e.g. "g6.xlarge" or "g2-standard-8"
+    gpu_kind: str  # normalised accelerator name, e.g. "L4", "A100-80GB", "H100"
+    gpu_count: int  # accelerators per instance
+    gpu_memory_gb: float  # memory per accelerator
+    vcpus: int  # virtual CPUs (AWS quotas count these)
+    memory_gb: float  # host memory
+
+    @property
+    def total_gpu_memory_gb(self) -> float:
+        """Memory of all accelerators together."""
+        return self.gpu_memory_gb * self.gpu_count
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pool:
+    """Where a node can come from. A zone (or, without one, the region) is a failure domain."""
+
+    cloud: Cloud  # cloud of the pool
+    region: str  # cloud region, e.g. "us-east-1", "us-central1"
+    zone: str  # zone, e.g. "us-central1-a"; "" when the cloud picks the zone (AWS here)
+    instance_type: str  # instance type name within the cloud
+    market: Market  # spot or on-demand
+    # Pools key most dicts of a tick (thousands of lookups); the hash of the fields, enums
+    # included, is computed once rather than on every lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.cloud, self.region, self.zone, self.instance_type, self.market)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Pool], tuple[Cloud, str, str, str, Market]]:
+        # Rebuilt, not restored: string hashes differ between processes (sweep workers,
+        # Ray tasks), so a hash computed in one would not match equal pools in another.
+        return (Pool, (self.cloud, self.region, self.zone, self.instance_type, self.market))
+
+    @property
+    def location(self) -> str:
+        """The "cloud:region" key of the pool's region, as the catalog's coordinates and
+        latency table name it (`Catalog.region_coords`)."""
+        return f"{self.cloud}:{self.region}"
+
+    @property
+    def failure_domain(self) -> str:
+        """The unit that loses spot capacity together: the zone, else the whole region."""
+        return f"{self.cloud}:{self.zone or self.region}"
+
+    @property
+    def key(self) -> str:
+        """Stable text key, used in logs, the state store and JSON output."""
+        return f"{self.cloud}/{self.zone or self.region}/{self.instance_type}/{self.market}"
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """What a pool costs and how risky it is right now."""
+
+    pool: Pool  # the pool offered
+    usd_per_hour: float  # price of one instance for one hour
+    available: bool = True  # False after a stock-out or when the cloud does not sell it
+    interruptions_per_hour: float = 0.0  # expected reclaims per instance-hour (0 for on-demand)
+    price_is_estimate: bool = False  # True when derived (AWS spot = on-demand x (1 - savings))
+
+
+def prices_of(offerings: Iterable[Offering]) -> dict[Pool, float]:
+    """USD per hour of one instance, by pool (a later offering of a pool wins)."""
+    return {o.pool: o.usd_per_hour for o in offerings}
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityProfile:
+    """Sustainable load of one model replica on one instance type at the model's SLO."""
+
+    model: str  # model name
+    gpu_kind: str  # accelerator kind the measurement applies to
+    gpu_count: int  # accelerators used by one replica (tensor parallel degree)
+    batch_size: int  # serving batch size (or max concurrency) of the measurement
+    rps: float  # sustainable requests per second at that batch size
+    latency_ms: float  # end-to-end latency per request at that batch size
+    source: str  # data set and derivation, for provenance
+
+
+class NodeState(enum.StrEnum):
+    """Lifecycle of a node (transitions live in scheduler.domain.lifecycle)."""
+
+    REQUESTED = "requested"
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    TERMINATING = "terminating"
+    GONE = "gone"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    UNHEALTHY = "unhealthy"  # ready, then failed its health checks: replaced, then drained
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One instance serving one model."""
+
+    node_id: str  # our id, also the idempotency token and the capsched-node tag
+    model: str  # model served
+    pool: Pool  # pool it came from
+    state: NodeState  # current lifecycle state
+    cloud_instance_id: str | None = None  # the cloud's id, once known
+    launched_at_s: float | None = None  # time the launch was requested (epoch seconds)
+    state_since_s: float | None = None  # time the node entered its current state
+    address: str | None = None  # host or IP the cloud reports it reachable at (drain), once known
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Request rate of a model from one source region."""
+
+    model: str  # model requested
+    region: str  # source region of the traffic (a configured name)
+    rps: float  # requests per second
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A number of nodes of one model in one pool."""
+
+    model: str  # model served
+    pool: Pool  # where the nodes run
+    count: int  # how many nodes
+
+
+class UnmetReason(enum.StrEnum):
+    """Why a plan leaves demand unmet (planner.unmet_reasons): what one more node in any
+    pool that could serve it would run into. The values are the `reasons` of
+    `capsched plan --json`, so they never change once published."""
+
+    BUDGET = "budget"  # it would break planning.budget_usd_per_hour
+    QUOTA = "quota"  # it would break a [[quotas]] cap
+    # No pool may take it: none allowed within the latency limit, stocked out or full.
+    CAPACITY = "capacity"
+    # A pool could take one more node within every limit, and the plan does not: the node
+    # costs more than the penalty of the load it would serve (solver.unmet_penalty_usd_per
+    # _rps_hour, e.g. a whole node for a sliver of load), or the search was cut short.
+    COST = "cost"
+
+
+@dataclass(frozen=True, slots=True)
+class Unmet:
+    """Demand the plan cannot serve."""
+
+    model: str  # model asked for
+    region: str  # source region of the load
+    rps: float  # load left unserved
+    priority: int = 0  # the model's [[models]] priority
+    reasons: tuple[UnmetReason, ...] = ()  # why (empty: not analysed, e.g. a baseline's plan)
+
+
+class HoldKind(enum.StrEnum):
+    """Why a tick held something back: the guard or limit that did (scheduler.decide.guards).
+
+    The values are the `guard` label of `capsched_guard_holds_total` and the `kind` of a
+    held-back item in the API, so they never change once published.
+    """
+
+    BUDGET = "budget"  # launches held, or the plan cut short, by planning.budget_usd_per_hour
+    QUOTA = "quota"  # the plan cut short by a [[quotas]] cap
+    POOL_LIMIT = "pool_limit"  # launches past MAX_NODES_PER_POOL nodes in one pool
+    LOAD_SIGNAL = "load_signal"  # scale-down held: the load signal is missing or not finite
+    MIN_NODE_AGE = "min_node_age"  # drain held: ready for less than guards.min_node_age_s
+    SCALE_DOWN_LIMIT = "scale_down_limit"  # drain held: guards.max_scale_down_fraction reached
+    MAKE_BEFORE_BREAK = "make_before_break"  # drain held: replacements not ready yet
+    APPROVAL = "approval"  # nothing acts until a person approves a plan
+    PAUSED = "paused"  # the daemon is paused: it plans but does not act
+    # Sick nodes kept in service: more failed their health checks than `[health]` lets
+    # be replaced per window (a broken health endpoint must not replace the fleet)
+    REPAIR_LIMIT = "repair_limit"
+
+
+# Holds that keep capacity the demand asks for from being launched (the ones a user must
+# hear about: a binding budget or quota leaves demand unserved on purpose).
+LAUNCH_LIMITS: frozenset[HoldKind] = frozenset({HoldKind.BUDGET, HoldKind.QUOTA})
+
+
+class PlanStatus(enum.StrEnum):
+    """Outcome of a solve, as users see it."""
+
+    OPTIMAL = "optimal"  # proven optimal (within the solver's tolerance)
+    FEASIBLE = "feasible"  # a valid plan, optimality not proven within the time limit
+    INFEASIBLE = "infeasible"  # hard constraints cannot all hold; the current fleet is kept
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Target fleet for every (model, pool), with its cost and the solver's verdict."""
+
+    status: PlanStatus  # solver outcome
+    placements: tuple[Placement, ...]  # target node counts (count > 0 only)
+    usd_per_hour: float  # price of the target fleet
+    objective: float  # solver objective (cost + risk + churn + penalties), USD/hour
+    gap: float  # relative optimality gap, 0 when proven optimal
+    solve_time_s: float  # wall time spent in the solver
+    # The demand the plan provisions for (the policy's planned rates); empty when the
+    # policy does not say (a baseline).
+    demand: tuple[Demand, ...] = ()
+    unmet: tuple[Unmet, ...] = ()  # demand left unserved
+    notes: tuple[str, ...] = field(default=())  # why the plan looks the way it does
+    kept_models: tuple[str, ...] = ()  # models kept as they ran, without a search
+    # Hard limits (budget, quota) that kept the plan from serving all its planned demand:
+    # every pool that could serve the unmet part would break one of them (planner).
+    limited_by: tuple[HoldKind, ...] = ()
+    # Hard constraints the solve dropped because the budget or quotas could not pay for
+    # them, in the order dropped (empty: every one holds).
+    relaxed: tuple[Relaxation, ...] = ()

@@ -1,0 +1,547 @@
+"""The fast loop: between plan ticks, launch at once when observed load outruns capacity.
+
+A plan tick looks every `scheduler.tick_interval_s` (300 s) and a node takes a boot
+time (600 s) to serve, so a burst that starts just after a tick waits up to 15
+minutes for capacity. Every `scheduler.fast_interval_s` (30 s; 0 turns it off) the
+fast check compares, per model, the sustained rate of each source region with the
+capacity of the model's requested, booting and ready nodes within that region's latency
+reach, at the planning utilisation. The reading is the source's current rate (and,
+where the source reports the model servers' queue, that rate plus the backlog cleared
+within one fast interval; missing or non-finite readings are skipped, never read as
+zero); it is sustained when every check over the last `scheduler.fast_sustain_s` (60 s)
+read it, and the lowest of those readings is what counts. A node launched now serves
+only after its boot time, so a spike that is over by the time a launch could help must
+not launch anything: the tick-window peak (which the plan tick provisions for) is not
+read here, and one reading alone never launches. Regions share the capacity they both
+reach, so the check is per set of regions: a set's demand must fit in what its
+regions reach together (Hall's condition; exact for the few source regions a config
+has, see `_worst`).
+
+When a set is short it launches, one node at a time, into the pool that closes the
+shortfall at the lowest price per hour (nodes needed × USD/h, among the pools the config
+allows within reach and available; on a tie a pool of the current plan, then the lower
+USD per planned rps): no search. The plan's own pools are not preferred beyond a tie:
+at low load the plan keeps its minimum replica on the cheapest node, which can serve a
+burst at thirty times the price per request of another type (on the embedded default a
+70B burst once launched 40 8xL4 nodes that way, 337 USD/h, where one node of a type
+built for it serves it). Each node must keep the fleet
+within the budget, every [[quotas]] cap and the most nodes a pool holds; what cannot
+be launched is a typed `Held`. It never drains or terminates (scale-down stays with
+the plan tick, so the two never flap), and it acts only in `daemon.approval_mode =
+"auto"` (a plan a person must approve is not bypassed) and never in a dry run.
+
+The launches go through the reconciler's journaled actuator like any other, so a
+crash between journal and cloud call is recovered the same way. The next plan tick
+sees them as booting nodes, which `CapschedPolicy` keeps in every plan.
+
+`decide_fast` is pure (typed inputs, a `FastDecision` out); `FastLoop.check(now_s)` is
+the one call the daemon (scheduler.service.daemon) and the simulator (simulations.engine)
+make between ticks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.config import Config
+from scheduler.decide.guards import CapacityOf, Held
+from scheduler.decide.planner import allowed, resolve_location
+from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offering, Plan, Pool
+from scheduler.domain.actions import Launch
+from scheduler.fleet.catalog import Catalog
+from scheduler.loop.logs import event
+from scheduler.loop.reconciler import Reconciler
+from scheduler.ports.metrics import DemandSample
+from scheduler.ports.provider import ProviderError
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-9
+# Above this many source regions the subsets are not enumerated: each region alone and
+# all together are checked instead (a config has a handful of regions).
+MAX_EXACT_REGIONS = 10
+_ALIVE = frozenset({NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY})
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Source regions of one model whose observed load the capacity in reach misses."""
+
+    model: str  # the model short of capacity
+    regions: tuple[str, ...]  # the source regions whose load together does not fit
+    demand_rps: float  # their observed short-window rate, summed
+    capacity_rps: float  # planned capacity (target utilisation) of the nodes they reach
+
+    @property
+    def short_rps(self) -> float:
+        """Load beyond capacity."""
+        return self.demand_rps - self.capacity_rps
+
+
+@dataclass(frozen=True, slots=True)
+class FastDecision:
+    """What one fast check found and wants to do."""
+
+    now_s: float  # time of the check
+    shortfalls: tuple[Shortfall, ...]  # per model, the worst set of regions short (before)
+    launches: tuple[Launch, ...]  # nodes to launch now
+    held: tuple[Held, ...]  # launches the limits or the approval mode held back
+
+
+@dataclass(frozen=True, slots=True)
+class FastReport:
+    """One fast check as carried out."""
+
+    decision: FastDecision  # what it decided
+    launched: tuple[Launch, ...]  # launches the cloud accepted
+    failed: tuple[tuple[Launch, str], ...]  # launches refused, with the error
+
+
+def observed_rates(sample: DemandSample, drain_s: float) -> dict[tuple[str, str], float]:
+    """Per (model, region), the current rate where it is a finite number >= 0; where the
+    source also reports the servers' queue, the rate plus that backlog cleared within
+    `drain_s`. Missing or garbage readings are left out (a queue alone, without a rate,
+    is no reading). The tick-window peak is not read: it still holds a spike that ended
+    minutes ago, and the plan tick already provisions for it."""
+    clean = sample.cleaned()
+    out: dict[tuple[str, str], float] = {}
+    for key, rate in clean.rps.items():
+        if not (math.isfinite(rate) and rate >= 0):
+            continue
+        queued = clean.waiting.get(key, math.nan)
+        if math.isfinite(queued) and queued > 0:
+            rate += queued / max(drain_s, 1.0)
+        out[key] = rate
+    return out
+
+
+class SustainedRates:
+    """The load that has lasted: per series, the lowest reading over the last
+    `window_s`, once the checks cover that window without a gap.
+
+    `update(now_s, rates)` takes one check's readings and returns the sustained rate
+    of every series whose readings span the window (the reading in force at the window's
+    start included); a series missing from a check starts over, and so does every series
+    when time runs backwards. With `window_s = 0` a reading counts at once."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s  # how long load must last before it counts
+        self._seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
+
+    def update(
+        self, now_s: float, rates: Mapping[tuple[str, str], float]
+    ) -> dict[tuple[str, str], float]:
+        """Record one check's readings; the sustained rate per covered series."""
+        for key in [k for k, h in self._seen.items() if k not in rates or h[-1][0] > now_s]:
+            del self._seen[key]
+        cut = now_s - self.window_s
+        out: dict[tuple[str, str], float] = {}
+        for key, rps in rates.items():
+            seen = self._seen.setdefault(key, [])
+            seen.append((now_s, rps))
+            while len(seen) >= 2 and seen[1][0] <= cut + _EPS:
+                del seen[0]  # the newest reading at or before the cut stays
+            if seen[0][0] <= cut + _EPS:
+                out[key] = min(v for _, v in seen)
+        return out
+
+
+def region_reach(config: Config, catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Per source region, the "cloud:region" locations within its latency limit (the
+    planner's and the simulator's routing rule)."""
+    locations = {f"{o.pool.cloud}:{o.pool.region}" for o in catalog.offerings}
+    out: dict[str, frozenset[str]] = {}
+    for r in config.regions:
+        origin = resolve_location(catalog, r.location)
+        out[r.name] = frozenset(
+            loc for loc in locations if catalog.rtt_ms(origin, loc) <= r.max_latency_ms
+        )
+    return out
+
+
+def _location(pool: Pool) -> str:
+    return f"{pool.cloud}:{pool.region}"
+
+
+def _subsets(regions: Sequence[str]) -> list[tuple[str, ...]]:
+    if len(regions) <= MAX_EXACT_REGIONS:
+        return [
+            combo
+            for k in range(1, len(regions) + 1)
+            for combo in itertools.combinations(regions, k)
+        ]
+    return [(r,) for r in regions] + [tuple(regions)]
+
+
+def _worst(
+    model: str,
+    rates: Mapping[str, float],
+    capacity_at: Mapping[str, float],
+    reach: Mapping[str, frozenset[str]],
+) -> tuple[Shortfall, frozenset[str]] | None:
+    """The set of regions with the largest load beyond the capacity they reach together,
+    and the locations they reach; None when every set fits. By Hall's theorem the load
+    can be routed within reach exactly when no set is short."""
+    best: tuple[Shortfall, frozenset[str]] | None = None
+    for combo in _subsets(sorted(rates)):
+        near = frozenset().union(*(reach.get(r, frozenset()) for r in combo))
+        demand = sum(rates[r] for r in combo)
+        cap = sum(capacity_at.get(loc, 0.0) for loc in near)
+        if demand - cap > _EPS and (best is None or demand - cap > best[0].short_rps):
+            best = (Shortfall(model, combo, demand, cap), near)
+    return best
+
+
+def shortfalls(
+    rates: Mapping[tuple[str, str], float],
+    nodes: Sequence[Node],
+    capacity_of: CapacityOf,
+    reach: Mapping[str, frozenset[str]],
+) -> tuple[Shortfall, ...]:
+    """Per model, its worst short set of regions (models that fit are left out).
+    `nodes` are the nodes that count as capacity (requested, booting, ready)."""
+    by_model: defaultdict[str, dict[str, float]] = defaultdict(dict)
+    for (model, region), rps in rates.items():
+        by_model[model][region] = rps
+    cap: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for n in nodes:
+        if n.model in by_model:
+            cap[n.model][_location(n.pool)] += capacity_of(n.model, n.pool)
+    out: list[Shortfall] = []
+    for model in sorted(by_model):
+        worst = _worst(model, by_model[model], cap[model], reach)
+        if worst is not None:
+            out.append(worst[0])
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FastInputs:
+    """Everything `decide_fast` reads: one observation's worth of facts and the plan."""
+
+    now_s: float  # time of the check
+    rates: Mapping[tuple[str, str], float]  # observed short-window rate per (model, region)
+    nodes: tuple[Node, ...]  # nodes counting as capacity (requested, booting, ready)
+    billed: tuple[Node, ...]  # every live node (all billed), for the budget and quotas
+    offerings: tuple[Offering, ...]  # prices and availability now (cooled pools unavailable)
+    plan: Plan | None  # the plan the fleet follows; its pools are tried first
+
+
+def decide_fast(
+    inputs: FastInputs,
+    config: Config,
+    catalog: Catalog,
+    capacity_of: CapacityOf,
+    reach: Mapping[str, frozenset[str]],
+    new_node_id: Callable[[], str],
+) -> FastDecision:
+    """Launches that close every shortfall, cheapest pool first, within the limits."""
+    found = shortfalls(inputs.rates, inputs.nodes, capacity_of, reach)
+    if not found:
+        return FastDecision(inputs.now_s, (), (), ())
+    short_nodes = sum(
+        max(1, math.ceil(s.short_rps / max(_best_rps(s.model, inputs, capacity_of), _EPS)))
+        for s in found
+    )
+    if config.daemon.dry_run or config.daemon.approval_mode != "auto":
+        why = "dry run" if config.daemon.dry_run else f"approval_mode {config.daemon.approval_mode}"
+        return FastDecision(
+            inputs.now_s,
+            found,
+            (),
+            (
+                Held(
+                    HoldKind.APPROVAL,
+                    short_nodes,
+                    f"fast launches held ({why}): {_describe(found)}",
+                ),
+            ),
+        )
+    offer = {o.pool: o for o in inputs.offerings if o.available}
+    limits = _Limits(config, catalog, inputs.billed, offer)
+    launches: list[Launch] = []
+    held: list[Held] = []
+    by_model: defaultdict[str, dict[str, float]] = defaultdict(dict)
+    for (model, region), rps in inputs.rates.items():
+        by_model[model][region] = rps
+    for first in found:
+        model = first.model
+        cap: defaultdict[str, float] = defaultdict(float)
+        for n in inputs.nodes:
+            if n.model == model:
+                cap[_location(n.pool)] += capacity_of(n.model, n.pool)
+        pools = _candidates(model, inputs, config, catalog, offer, capacity_of)
+        while (worst := _worst(model, by_model[model], cap, reach)) is not None:
+            sf, near = worst
+            blocked: set[HoldKind] = set()
+            choice: Pool | None = None
+            best: tuple[float, bool, int] | None = None
+            for rank, (pool, rps, in_plan) in enumerate(pools):
+                if _location(pool) not in near:
+                    continue
+                broken = limits.breaks(pool)
+                if broken:
+                    blocked |= broken
+                    continue
+                # What closing the whole shortfall in this pool costs per hour.
+                usd = math.ceil(sf.short_rps / rps - _EPS) * offer[pool].usd_per_hour
+                key = (usd, not in_plan, rank)
+                if best is None or key < best:
+                    best, choice = key, pool
+            if choice is None:
+                per_node = max(_best_rps(model, inputs, capacity_of), _EPS)
+                nodes = max(1, math.ceil(sf.short_rps / per_node))
+                held.extend(
+                    Held(kind, nodes, f"fast launches held by the {kind.value}: {_describe((sf,))}")
+                    for kind in sorted(blocked)
+                )
+                if not blocked:  # nothing allowed and available in reach: the plan tick's
+                    log.info(
+                        "fast_no_pool model=%s regions=%s short_rps=%.2f",
+                        model,
+                        ",".join(sf.regions),
+                        sf.short_rps,
+                    )
+                break
+            limits.add(choice)
+            cap[_location(choice)] += capacity_of(model, choice)
+            launches.append(
+                Launch(
+                    new_node_id(),
+                    model,
+                    choice,
+                    reason=(
+                        f"fast loop: {model} from {','.join(sf.regions)} at"
+                        f" {sf.demand_rps:.2f} rps, capacity {sf.capacity_rps:.2f} rps"
+                    ),
+                )
+            )
+    return FastDecision(inputs.now_s, found, tuple(launches), tuple(held))
+
+
+def _describe(found: Sequence[Shortfall]) -> str:
+    return "; ".join(
+        f"{s.model} from {','.join(s.regions)} {s.demand_rps:.2f} rps against"
+        f" {s.capacity_rps:.2f} rps"
+        for s in found
+    )
+
+
+def _best_rps(model: str, inputs: FastInputs, capacity_of: CapacityOf) -> float:
+    """Planned rps of one node of `model` in the plan's pools (for counting held nodes)."""
+    rates = [
+        capacity_of(pl.model, pl.pool)
+        for pl in (inputs.plan.placements if inputs.plan else ())
+        if pl.model == model
+    ]
+    return max(rates, default=1.0)
+
+
+def _candidates(
+    model: str,
+    inputs: FastInputs,
+    config: Config,
+    catalog: Catalog,
+    offer: Mapping[Pool, Offering],
+    capacity_of: CapacityOf,
+) -> list[tuple[Pool, float, bool]]:
+    """Pools to launch `model` into, with the planned rps of one node there and whether
+    the plan uses the pool for the model: the plan's own available pools and every other
+    pool the config allows, cheapest per planned rps first (the plan's pools first on a
+    tie)."""
+
+    def ranked(pools: set[Pool], preferred: set[Pool]) -> list[tuple[Pool, float, bool]]:
+        scored: list[tuple[float, bool, Pool, float]] = []
+        for pool in pools:
+            try:
+                rps = capacity_of(model, pool)
+            except KeyError:  # a pool of an instance type the catalog does not know
+                continue
+            if rps > 0:
+                scored.append((offer[pool].usd_per_hour / rps, pool not in preferred, pool, rps))
+        return [(pool, rps, not other) for _, other, pool, rps in sorted(scored)]
+
+    planned = {
+        pl.pool
+        for pl in (inputs.plan.placements if inputs.plan else ())
+        if pl.model == model and pl.pool in offer
+    }
+    rest = {
+        pool
+        for pool, o in offer.items()
+        if pool not in planned
+        and (pool.cloud, pool.instance_type) in catalog.instance_types
+        and allowed(config, o, catalog.instance_type(pool))
+    }
+    return ranked(planned | rest, planned)
+
+
+class _Limits:
+    """The budget, quota and pool-size limits, as nodes are added one at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        billed: Sequence[Node],
+        offer: Mapping[Pool, Offering],
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        prices = {o.pool: o.usd_per_hour for o in catalog.offerings}
+        prices.update({p: o.usd_per_hour for p, o in offer.items()})
+        self.prices = prices
+        self.usd_per_hour = sum(prices.get(n.pool, 0.0) for n in billed)
+        self.in_pool: Counter[Pool] = Counter(n.pool for n in billed if n.state in _ALIVE)
+        self.quota_gpus = [0] * len(config.quotas)
+        for n in billed:
+            self._count(n.pool, 1)
+
+    def _members(self, pool: Pool) -> list[int]:
+        itype = self.catalog.instance_types.get((pool.cloud, pool.instance_type))
+        return [
+            i
+            for i, q in enumerate(self.config.quotas)
+            if q.cloud is pool.cloud
+            and (q.region is None or pool.region == q.region)
+            and (q.market is None or pool.market is q.market)
+            and (q.gpu_kind is None or (itype is not None and itype.gpu_kind == q.gpu_kind))
+        ]
+
+    def _gpus(self, pool: Pool) -> int:
+        itype = self.catalog.instance_types.get((pool.cloud, pool.instance_type))
+        return itype.gpu_count if itype is not None else 0
+
+    def _count(self, pool: Pool, sign: int) -> None:
+        for i in self._members(pool):
+            self.quota_gpus[i] += sign * self._gpus(pool)
+
+    def breaks(self, pool: Pool) -> set[HoldKind]:
+        """The limits one more node in `pool` would break."""
+        out: set[HoldKind] = set()
+        budget = self.config.planning.budget_usd_per_hour
+        if budget is not None and self.usd_per_hour + self.prices.get(pool, 0.0) > budget + _EPS:
+            out.add(HoldKind.BUDGET)
+        gpus = self._gpus(pool)
+        for i in self._members(pool):
+            if self.quota_gpus[i] + gpus > self.config.quotas[i].max_gpus:
+                out.add(HoldKind.QUOTA)
+        if self.in_pool[pool] >= MAX_NODES_PER_POOL:
+            out.add(HoldKind.POOL_LIMIT)
+        return out
+
+    def add(self, pool: Pool) -> None:
+        """Count one more node in `pool`."""
+        self.usd_per_hour += self.prices.get(pool, 0.0)
+        self.in_pool[pool] += 1
+        self._count(pool, 1)
+
+
+class FastLoop:
+    """Runs the fast check against a reconciler's edges (its metrics source, store,
+    provider and actuator); one per reconciler."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self._reach: tuple[Config, dict[str, frozenset[str]]] | None = None  # per config
+        self.sustained = SustainedRates(reconciler.config.scheduler.fast_sustain_s)
+        self.launches_by_model: Counter[str] = Counter()  # fast launches accepted, by model
+
+    def reach(self) -> dict[str, frozenset[str]]:
+        """Locations in reach of each source region under the running config."""
+        config = self.reconciler.config
+        if self._reach is None or self._reach[0] is not config:
+            self._reach = (config, region_reach(config, self.reconciler.catalog))
+        return self._reach[1]
+
+    async def check(self, now_s: float) -> FastReport:
+        """One fast check: read the load; when a model is short of capacity, look at the
+        cloud and launch. Cheap when nothing is short (no cloud call)."""
+        rec = self.reconciler
+        empty = FastReport(FastDecision(now_s, (), (), ()), (), ())
+        try:
+            sample: object = await rec.metrics.demand(now_s)
+        except Exception as exc:  # a broken load signal: no information, no action
+            log.warning("fast_check_no_load now_s=%.0f error=%s", now_s, exc)
+            self.sustained.update(now_s, {})  # a check without readings breaks every run
+            return empty
+        if not isinstance(sample, DemandSample):
+            self.sustained.update(now_s, {})
+            return empty
+        self.sustained.window_s = rec.config.scheduler.fast_sustain_s  # a reload may change it
+        rates = self.sustained.update(
+            now_s, observed_rates(sample, rec.config.scheduler.fast_interval_s)
+        )
+        noticed = set(rec.notices)
+        known = tuple(
+            n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed
+        )
+        if not shortfalls(rates, known, rec.capacity_of, self.reach()):
+            return empty
+        # Short on what the store knows: look at the cloud before acting on it.
+        try:
+            obs, _ = await rec.observe(now_s)
+        except ProviderError as exc:  # without the listing, a launch could double one
+            log.warning("fast_check_skipped now_s=%.0f reason=listing_failed error=%s", now_s, exc)
+            return empty
+        decision = decide_fast(
+            FastInputs(
+                now_s=now_s,
+                rates=rates,
+                nodes=obs.serving(),
+                billed=obs.nodes,
+                offerings=obs.offerings,
+                plan=rec.approval.approved,
+            ),
+            rec.config,
+            rec.catalog,
+            rec.capacity_of,
+            self.reach(),
+            rec.store.next_node_id,
+        )
+        for sf in decision.shortfalls:
+            event(
+                log,
+                logging.INFO,
+                "fast_short",
+                now_s=round(now_s),
+                model=sf.model,
+                regions=",".join(sf.regions),
+                demand_rps=sf.demand_rps,
+                capacity_rps=sf.capacity_rps,
+            )
+        for h in decision.held:
+            event(
+                log,
+                logging.INFO,
+                "fast_held",
+                now_s=round(now_s),
+                kind=h.kind.value,
+                nodes=h.nodes,
+                reason=h.text,
+            )
+        if not decision.launches:
+            return FastReport(decision, (), ())
+        result = await rec.actuator.execute(decision.launches, now_s)
+        for pool in result.exhausted_pools:
+            rec.cool(pool, now_s)
+        failed = tuple((a, msg) for a, msg in result.failed if isinstance(a, Launch))
+        done = tuple(a for a in result.done if isinstance(a, Launch))
+        for a in done:
+            self.launches_by_model[a.model] += 1
+            event(
+                log,
+                logging.INFO,
+                "fast_launch",
+                now_s=round(now_s),
+                node_id=a.node_id,
+                model=a.model,
+                pool=a.pool.key,
+                reason=a.reason,
+            )
+        return FastReport(decision, done, failed)
