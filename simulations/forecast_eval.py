@@ -246,9 +246,9 @@ def evaluate(
                 paths = f.predict_array(now, H_pred)
             elapsed += time.perf_counter() - t0
             if lead is not None:
-                # What the planner plans (CapschedPolicy): the calibrated peak on the
-                # window's median, at least the horizon's per-step quantile peak until
-                # the series is calibrated.
+                # What the planner plans (CapschedPolicy): the learnt peak on the
+                # window's median and the horizon's per-step quantile peak (a feature of
+                # the regression, and its floor until the series is calibrated).
                 planned = lead.plan(
                     t,
                     y[:, t],

@@ -294,13 +294,13 @@ class CapschedPolicy:
             fcs = [forecast.get(demand_key(m, r)) for m, r in ss]
             width = max((f.horizon_steps for f in fcs if f is not None), default=1)
             median = np.zeros((len(ss), width))
-            fallback = np.zeros(len(ss))
+            horizon_peak = np.zeros(len(ss))
             for i, f in enumerate(fcs):
                 if f is not None:
                     median[i, : f.horizon_steps] = f.path(0.5)
-                    fallback[i] = f.peak_rps(q)
+                    horizon_peak[i] = f.peak_rps(q)
             y = [observed[demand_key(m, r)] for m, r in ss]
-            planned = lp.plan(step, y, median, fallback)
+            planned = lp.plan(step, y, median, horizon_peak)
             for i, (m, r) in enumerate(ss):
                 if fcs[i] is not None:
                     out[m, r] = float(planned[i])
