@@ -86,18 +86,7 @@ def plan_json(
         "objective_usd_per_hour": round(plan.objective, 4),
         "gap": round(plan.gap, 6),
         "solve_time_s": round(plan.solve_time_s, 4),
-        "nodes": [
-            {
-                "model": pl.model,
-                "cloud": pl.pool.cloud.value,
-                "region": pl.pool.region,
-                "zone": pl.pool.zone,
-                "instance_type": pl.pool.instance_type,
-                "market": pl.pool.market.value,
-                "count": pl.count,
-            }
-            for pl in plan.placements
-        ],
+        "nodes": [pl.to_json() for pl in plan.placements],
         "unmet": [
             {
                 "model": u.model,

@@ -235,6 +235,18 @@ class Placement:
     pool: Pool  # where the nodes run
     count: int  # how many nodes
 
+    def to_json(self) -> dict[str, Any]:
+        """The placement as `capsched plan --json` and the stored plans write it."""
+        return {
+            "model": self.model,
+            "cloud": self.pool.cloud.value,
+            "region": self.pool.region,
+            "zone": self.pool.zone,
+            "instance_type": self.pool.instance_type,
+            "market": self.pool.market.value,
+            "count": self.count,
+        }
+
 
 class UnmetReason(enum.StrEnum):
     """Why a plan leaves demand unmet (planner.unmet_reasons): what one more node in any

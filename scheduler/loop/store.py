@@ -655,18 +655,7 @@ class StateStore:
         """Store a plan with its solver verdict, what the guards held back (as
         `Held.to_json` objects), and its approval ("auto", "pending", "approved",
         "rejected", "dry-run"); returns its id."""
-        placements = [
-            {
-                "model": pl.model,
-                "cloud": pl.pool.cloud.value,
-                "region": pl.pool.region,
-                "zone": pl.pool.zone,
-                "instance_type": pl.pool.instance_type,
-                "market": pl.pool.market.value,
-                "count": pl.count,
-            }
-            for pl in plan.placements
-        ]
+        placements = [pl.to_json() for pl in plan.placements]
         with self.transaction(), self._nodes_untouched() as conn:
             cur = conn.execute(
                 "insert into plans (at_s, policy, status, usd_per_hour, objective, gap,"
