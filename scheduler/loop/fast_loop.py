@@ -56,7 +56,7 @@ from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offe
 from scheduler.domain.actions import Launch
 from scheduler.fleet.capacity import sample_sizes
 from scheduler.fleet.catalog import Catalog
-from scheduler.loop.logs import event
+from scheduler.loop.logs import event, held_events
 from scheduler.loop.reconciler import Reconciler
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import ProviderError
@@ -545,16 +545,7 @@ class FastLoop:
                 demand_rps=sf.demand_rps,
                 capacity_rps=sf.capacity_rps,
             )
-        for h in decision.held:
-            event(
-                log,
-                logging.INFO,
-                "fast_held",
-                now_s=round(now_s),
-                kind=h.kind.value,
-                nodes=h.nodes,
-                reason=h.text,
-            )
+        held_events(log, "fast_held", now_s, decision.held)
         if not decision.launches:
             return FastReport(decision, (), ())
         result = await rec.actuator.execute(decision.launches, now_s)

@@ -19,9 +19,11 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from scheduler.decide.guards import Held
 
 LogFormat = Literal["auto", "plain", "timed", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "plain", "timed", "json")
@@ -63,6 +65,21 @@ def event(logger: logging.Logger, level: int, name: str, **fields: object) -> No
         return
     text = " ".join([name, *(f"{k}={format_value(v)}" for k, v in fields.items())])
     logger.log(level, "%s", text, extra={"capsched_event": name, "capsched_fields": fields})
+
+
+def held_events(logger: logging.Logger, name: str, now_s: float, held: Iterable[Held]) -> None:
+    """One INFO `name` line per held-back item (kind, nodes, reason): the guards' and the
+    fast loop's holds read alike."""
+    for h in held:
+        event(
+            logger,
+            logging.INFO,
+            name,
+            now_s=round(now_s),
+            kind=h.kind.value,
+            nodes=h.nodes,
+            reason=h.text,
+        )
 
 
 def _sim_time() -> str | None:

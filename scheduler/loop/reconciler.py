@@ -53,7 +53,7 @@ from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.loop.actuator import Actuator
-from scheduler.loop.logs import event
+from scheduler.loop.logs import event, held_events
 from scheduler.loop.store import StateStore
 from scheduler.ports.drain import Drainer
 from scheduler.ports.metrics import (
@@ -860,16 +860,7 @@ class Reconciler:
             demand_rps=fleet.demand_rps,
             planned_rps=fleet.planned_rps,
         )
-        for h in held:
-            event(
-                log,
-                logging.INFO,
-                "guard_held",
-                now_s=round(now_s),
-                kind=h.kind.value,
-                nodes=h.nodes,
-                reason=h.text,
-            )
+        held_events(log, "guard_held", now_s, held)
         return TickReport(
             now_s,
             plan,

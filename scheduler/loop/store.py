@@ -276,6 +276,16 @@ _SELECT_DEMAND_RECENT_JSON = (
 ).format(**{c: _FINITE.format(c) for c in ("at_s", "rps", "peak_rps", "planned_rps")})
 
 
+def _pool_columns(pool: Pool) -> tuple[str, str, str, str, str]:
+    """A pool as the store's columns: cloud, region, zone, instance_type, market."""
+    return (pool.cloud.value, pool.region, pool.zone, pool.instance_type, pool.market.value)
+
+
+def _pool_of(cloud: str, region: str, zone: str | None, itype: str, market: str) -> Pool:
+    """The pool stored as `_pool_columns`."""
+    return Pool(Cloud(cloud), region, zone or "", itype, Market(market))
+
+
 def _dicts(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
     # Rows as {column: value}, on any connection (no row factory needed).
     cur = conn.execute(sql, tuple(args))
@@ -460,7 +470,7 @@ class StateStore:
         return Node(
             node_id=node_id,
             model=model,
-            pool=Pool(Cloud(cloud), region, zone or "", itype, Market(market)),
+            pool=_pool_of(cloud, region, zone, itype, market),
             state=NodeState(state),
             cloud_instance_id=cid,
             launched_at_s=launched,
@@ -503,11 +513,7 @@ class StateStore:
                 (
                     node.node_id,
                     node.model,
-                    pool.cloud.value,
-                    pool.region,
-                    pool.zone,
-                    pool.instance_type,
-                    pool.market.value,
+                    *_pool_columns(pool),
                     node.state.value,
                     node.cloud_instance_id,
                     node.launched_at_s,
@@ -767,11 +773,7 @@ class StateStore:
                 " refusals, preemptions, at_s) values (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        p.cloud.value,
-                        p.region,
-                        p.zone,
-                        p.instance_type,
-                        p.market.value,
+                        *_pool_columns(p),
                         ev.refusals,
                         ev.preemptions,
                         ev.at_s,
@@ -794,11 +796,7 @@ class StateStore:
                 " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        p.cloud.value,
-                        p.region,
-                        p.zone,
-                        p.instance_type,
-                        p.market.value,
+                        *_pool_columns(p),
                         c.until_s,
                         json.dumps(c.refusals_s),
                         json.dumps(c.strikes_s),
@@ -816,7 +814,7 @@ class StateStore:
             " strikes_s, quarantined_strikes, good_launch_s from pool_cooldown"
         ).fetchall()
         return {
-            Pool(Cloud(c), r, z or "", t, Market(m)): PoolCooling(
+            _pool_of(c, r, z, t, m): PoolCooling(
                 None if until is None else float(until),
                 tuple(float(x) for x in json.loads(refusals)),
                 tuple(float(x) for x in json.loads(strikes)),
@@ -963,7 +961,7 @@ def _obtainability_rows(conn: sqlite3.Connection) -> dict[Pool, PoolEvidence]:
         " from pool_obtainability"
     ).fetchall()
     return {
-        Pool(Cloud(c), r, z or "", t, Market(m)): PoolEvidence(float(a), float(b), float(at))
+        _pool_of(c, r, z, t, m): PoolEvidence(float(a), float(b), float(at))
         for c, r, z, t, m, a, b, at in rows
     }
 
