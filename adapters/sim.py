@@ -63,6 +63,7 @@ import numpy as np
 
 from adapters.spot_prices import SpotPriceSeries
 from scheduler.domain import Cloud, InstanceType, Market, Node, Offering, Pool
+from scheduler.fleet.notice import NOTICE_S
 from scheduler.ports.provider import (
     Instance,
     InstanceState,
@@ -74,8 +75,6 @@ from scheduler.ports.provider import (
 
 log = logging.getLogger(__name__)
 
-# Interruption notice windows: AWS sends a two-minute warning, GCP 30 seconds.
-NOTICE_S: Mapping[Cloud, float] = {Cloud.AWS: 120.0, Cloud.GCP: 30.0}
 MIN_BILLED_S = 60.0  # both clouds bill at least one minute per instance
 LISTING_RETENTION_S = 300.0  # reclaimed instances stay listed (as PREEMPTED) this long
 LIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})

@@ -212,6 +212,10 @@ class ModelSection(_Section):
     # planned for the mean rate and what waits, on spot, without an on-demand share or
     # spot-loss robustness (docs/solver.md, "Deferrable demand"). None: interactive.
     deferrable_deadline_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    # Launch-to-serving seconds of this model's nodes as measured on your fleet (a warm
+    # image, weights on local disk); None: estimated per instance type from the model's
+    # size (scheduler.fleet.boot.node_boot_s, docs/profiles.md "Boot time").
+    boot_time_s: float | None = Field(default=None, gt=0, le=86400)
 
 
 class RegionSection(_Section):

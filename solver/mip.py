@@ -252,7 +252,7 @@ def _build(
                 row.SetCoefficient(u, alpha)
             by_domain: dict[int, list[int]] = defaultdict(list)
             for p in plist:
-                if pools[p].spot:
+                if pools[p].vanishes:
                     by_domain[pools[p].failure_domain].append(p)
             for z in sorted(by_domain):
                 row = lp.Constraint(-inf, 0)

@@ -52,6 +52,15 @@ class PoolSpec:
     # (capacity already paid for) costs nothing more to use, but the budget still counts
     # its nodes at their list price, as the budget guard does (docs/commitments.md).
     budget_usd_per_hour: float | None = None
+    # A spot pool whose nodes' interruption notice outlasts a replacement's boot: a lost
+    # node is replaced before it goes, so spot-loss robustness does not count it as
+    # capacity that can vanish (docs/solver.md, "Notice that outlasts the boot").
+    replaced_in_notice: bool = False
+
+    @property
+    def vanishes(self) -> bool:
+        """True when robustness must assume this pool's capacity can be lost at once."""
+        return self.spot and not self.replaced_in_notice
 
     @property
     def listed_usd_per_hour(self) -> float:
@@ -151,7 +160,7 @@ class Problem:
         best: tuple[float, int] | None = None
         for p, pool in enumerate(self.pools):
             cap = float(self.capacity_rps[m, p])
-            if pool.spot and cap > 0 and pool.max_nodes > 0:
+            if pool.vanishes and cap > 0 and pool.max_nodes > 0:
                 cand = (pool.usd_per_hour / min(cap, demand_rps), p)
                 best = cand if best is None or cand < best else best
         if best is None:

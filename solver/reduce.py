@@ -41,8 +41,9 @@ def candidate_pools(problem: Problem) -> dict[int, list[int]]:
                 continue
             if locations[m] and pool.location not in locations[m]:
                 continue
-            # Failure domains only matter for spot pools (robustness counts spot losses).
-            domain = pool.failure_domain if pool.spot else -1
+            # Failure domains only matter for pools that can vanish (robustness counts
+            # spot losses that are not replaced within their notice).
+            domain = pool.failure_domain if pool.vanishes else -1
             groups[(pool.location, domain, pool.spot, quota_sig[p])].append(p)
         for members in groups.values():
             keep.extend(_undominated(problem, m, members))

@@ -23,7 +23,10 @@ from scheduler.config import DEFAULT_CONFIG_PATH
 from scheduler.decide.obtainability import RECOVERY_S, Obtainability, PoolEvent, PoolEvidence
 from scheduler.decide.planner import make_plan
 from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
+from scheduler.fleet.boot import node_boot_s
+from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.notice import replaced_in_notice
 from scheduler.fleet.profiles import load_profiles
 from scheduler.loop.store import StateStore, read_obtainability
 from scheduler.ports.provider import InsufficientCapacity
@@ -190,6 +193,49 @@ def test_small_fleet_rule_does_not_force_on_demand_with_two_spot_domains() -> No
     # Spot under half the on-demand price: 2 + 2 spot, no on-demand, instead of 3 + 3.
     assert small_fleet(spare=0, spot_usd=0.45) == (3, 3, 0)
     assert small_fleet(spare=1, spot_usd=0.45) == (2, 2, 0)
+
+
+def test_spot_replaced_within_its_notice_needs_no_on_demand_cover() -> None:
+    # One spot zone with room, 3 replicas' load, spot at a third of on-demand.
+    def plan(replaced: bool) -> tuple[int, int]:
+        pools = [
+            pool("spot-a", dom=0, spot=True, usd=1 / 3, replaced_in_notice=replaced),
+            pool("od", dom=1, spot=False, usd=1.0),
+        ]
+        p = problem(pools, [[1.0, 1.0]], [(0, 2.9, (0,))], robustness_fraction=0.8)
+        sol = solve(p, time_limit_s=10.0, seed=0)
+        assert sol.status is Status.OPTIMAL
+        return int(sol.nodes[0][0]), int(sol.nodes[0][1])
+
+    # Nodes that boot for longer than the notice: losing the zone must leave 0.8 of the
+    # load served, so 3 on-demand nodes (the spot node alone would add nothing).
+    assert plan(replaced=False) == (0, 3)
+    # A replacement serves before the noticed node goes: all spot, in the one zone.
+    assert plan(replaced=True) == (3, 0)
+
+
+def test_a_model_that_boots_within_the_notice_plans_spot_in_one_zone() -> None:
+    # The planner reads the boot time against the cloud's notice (AWS: 120 s): the same
+    # demand on one zone's spot keeps on-demand cover with a 600 s boot and none with 90 s.
+    catalog = load_catalog()
+    itype = catalog.instance_type(A)
+    for boot_s, cover in ((600.0, True), (90.0, False)):
+        cfg = make_config()
+        section = cfg.model(MODEL).model_copy(update={"boot_time_s": boot_s})
+        cfg = cfg.model_copy(update={"models": (section,)})
+        assert replaced_in_notice(cfg, MODEL, itype) is not cover
+        assert node_boot_s(cfg, MODEL, itype) == boot_s
+        spot_only = [
+            o for o in catalog.offerings if o.pool.market is Market.ON_DEMAND or o.pool == A
+        ]
+        plan = make_plan(
+            cfg,
+            dataclasses.replace(catalog, offerings=tuple(spot_only)),
+            load_profiles(),
+            [Demand(MODEL, REGION, 2.5 * node_rps(cfg, load_profiles(), MODEL, itype))],
+        )
+        markets = {p.pool.market for p in plan.placements if p.count}
+        assert (Market.ON_DEMAND in markets) is cover, plan.placements
 
 
 def test_small_fleet_rule_changes_nothing_for_large_fleets() -> None:

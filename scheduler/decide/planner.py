@@ -45,6 +45,7 @@ from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
+from scheduler.fleet.notice import replaced_in_notice
 from solver import (
     DemandSpec,
     PoolSpec,
@@ -241,6 +242,19 @@ def build_problem(
             boot_cache[key] = max(node_boot_s(config, n, itype) for n in names) / 3600.0
         return boot_cache[key]
 
+    replaced_cache: dict[tuple[str, str], bool] = {}
+
+    def replaced_of(itype: InstanceType) -> bool:
+        # Every model the type serves boots within the cloud's notice (scheduler.fleet.notice).
+        key = (str(itype.cloud), itype.name)
+        if key not in replaced_cache:
+            rps = rps_column(itype)
+            served = [m.name for m, r in zip(config.models, rps, strict=True) if r > 0]
+            replaced_cache[key] = bool(served) and all(
+                replaced_in_notice(config, n, itype) for n in served
+            )
+        return replaced_cache[key]
+
     amort_h = config.solver.churn_amortization_h
     pools: list[PoolSpec] = []
     capacity = np.zeros((len(models), len(offerings)), dtype=np.float64)
@@ -263,6 +277,7 @@ def build_problem(
                 remove_usd_per_hour=churn,
                 gpus=itype.gpu_count,
                 max_nodes=_max_nodes(config, o, itype, fleet, permitted[p]),
+                replaced_in_notice=o.pool.market is Market.SPOT and replaced_of(itype),
             )
         )
         capacity[:, p] = rps_column(itype)
@@ -516,8 +531,9 @@ def unmet_reasons(
 ) -> dict[int, tuple[UnmetReason, ...]]:
     """Why each demand the solution leaves unmet is unmet, by demand index (only those
     with unmet load). One more node in any pool that could serve it (capacity > 0, in
-    reach, room left; on-demand only for a model with a minimum on-demand share or
-    spot-loss robustness, where a spot node alone serves nothing more): when each such
+    reach, room left; on-demand only for a model with a minimum on-demand share, and no
+    spot pool that can vanish under spot-loss robustness, where such a spot node alone
+    serves nothing more): when each such
     pool would break the budget or a quota, those limits (BUDGET, QUOTA); when there is
     no such pool, CAPACITY; when one would break nothing, COST (not worth a node at the
     unmet penalty, or the search stopped).
@@ -554,13 +570,12 @@ def unmet_reasons(
     for k, d in unmet:
         blocked: set[UnmetReason] = set()
         room = False
-        on_demand_only = (
-            problem.on_demand_share_min(d.model) > 0
-            or problem.robustness_share(d.model, total[d.model]) > 0
-        )
+        share_bound = problem.on_demand_share_min(d.model) > 0
+        robust = problem.robustness_share(d.model, total[d.model]) > 0
         for i, pool in enumerate(problem.pools):
             if (
-                (pool.spot and on_demand_only)
+                (pool.spot and share_bound)
+                or (pool.vanishes and robust)
                 or i in used_up
                 or problem.capacity_rps[d.model, i] <= 0
                 or pool.location not in d.locations

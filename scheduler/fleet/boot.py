@@ -124,8 +124,11 @@ def node_boot_s(
     instance start + image pull + weights (params x bytes per param) / load rate +
     engine start, rounded to whole seconds. `planning.default_boot_time_s` where the
     data lacks the model's size (`models`: default the bundled profiles' models), the
-    type's network or its cloud's instance start. KeyError for a model the config does not have."""
+    type's network or its cloud's instance start; the model's `boot_time_s` where the
+    config sets one. KeyError for a model the config does not have."""
     section = config.model(model)
+    if section.boot_time_s is not None:
+        return section.boot_time_s
     fig = figures if figures is not None else load_boot()
     sizes = {m.name: m.params_b for m in (models if models is not None else load_models())}
     params_b = sizes.get(section.profile or section.name)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adapters.sim import NOTICE_S
 from scheduler.config import Config
 from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Pool
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.notice import NOTICE_S
 from simulations.baselines.common import Foresight, SizeFactors, running_spot_peak
 from simulations.baselines.oracle import Oracle
 from simulations.baselines.reactive import Reactive
