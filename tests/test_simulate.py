@@ -128,6 +128,27 @@ async def test_perfect_forecast_has_capacity_ready_when_a_step_arrives(tmp_path:
     assert ahead.forecast_rps[35] == pytest.approx(30.0)  # planned: the true peak ahead
 
 
+async def test_perfect_forecast_foresees_a_burst_of_long_prompts(tmp_path: Path) -> None:
+    # The rate stays at 1 rps, but from minute 60 every prompt is 8,000 tokens: the
+    # diagnostic plans the step that needs the most capacity, at that step's size, and
+    # has it ready when the long prompts come.
+    config = small_config(fast_interval_s=0)
+    w = world(config, [1.0] * 90, boot_time_s=300.0)
+    tokens = np.full((2, len(w.info.keys), 90), np.nan)
+    tokens[0, 0], tokens[1, 0] = 763.0, 232.0
+    tokens[0, 0, 60:] = 8000.0
+    w = dataclasses.replace(w, info=dataclasses.replace(w.info, tokens=tokens))
+    runs = {
+        policy: await replay(w, policy, tmp_path / f"{policy}.db")
+        for policy in ("capsched", "capsched-perfect-forecast")
+    }
+    ahead = runs["capsched-perfect-forecast"]
+    assert (ahead.capacity_rps[0][60:] >= 1.0).all()  # ready for the long prompts
+    assert (ahead.served_rps[0][60:] >= 1.0 - 1e-9).all()
+    # capsched sees the size only when it arrives, and waits a boot for the capacity.
+    assert runs["capsched"].capacity_rps[0][60] < 1.0
+
+
 async def test_same_seed_same_summary(tmp_path: Path) -> None:
     # Random interruptions (no trace) at a high rate, so the seed matters.
     cat = load_catalog()
