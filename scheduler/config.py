@@ -79,6 +79,11 @@ class PlanningSection(_Section):
     # Small fleets: a domain's loss may cost this many nodes (when that is more than
     # 1 - robustness_fraction of the load); spot still spreads over >= 2 domains. 0 = off.
     robustness_spare_nodes: int = Field(default=0, ge=0, le=1000)
+    # Share of time a spot pool's loss may leave load uncovered without robustness covering
+    # it: a pool whose interruptions per hour (the catalog's, plus what launches and notices
+    # taught) x (boot - notice) hours is below this needs no cover. 0: only pools whose
+    # notice outlasts the boot (docs/solver.md, "Spot losses that need no cover").
+    spot_loss_tolerance: float = Field(default=0.0, ge=0, le=0.1)
     target_utilization: float = Field(default=0.85, gt=0, le=1)  # share of profile capacity used
     budget_usd_per_hour: float | None = Field(default=None, gt=0)  # hard cap on fleet price
     default_boot_time_s: float = Field(default=600.0, ge=0)  # launch to ready, where unknown

@@ -52,15 +52,16 @@ class PoolSpec:
     # (capacity already paid for) costs nothing more to use, but the budget still counts
     # its nodes at their list price, as the budget guard does (docs/commitments.md).
     budget_usd_per_hour: float | None = None
-    # A spot pool whose nodes' interruption notice outlasts a replacement's boot: a lost
-    # node is replaced before it goes, so spot-loss robustness does not count it as
-    # capacity that can vanish (docs/solver.md, "Notice that outlasts the boot").
-    replaced_in_notice: bool = False
+    # A spot pool whose loss costs (next to) no serving time: its nodes' notice outlasts a
+    # replacement's boot, or losses are rare enough for the gap they leave (the caller's
+    # tolerance). Spot-loss robustness does not count it as capacity that can vanish
+    # (docs/solver.md, "Spot losses that need no cover").
+    loss_tolerated: bool = False
 
     @property
     def vanishes(self) -> bool:
         """True when robustness must assume this pool's capacity can be lost at once."""
-        return self.spot and not self.replaced_in_notice
+        return self.spot and not self.loss_tolerated
 
     @property
     def listed_usd_per_hour(self) -> float:

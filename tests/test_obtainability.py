@@ -26,7 +26,7 @@ from scheduler.domain import Cloud, Demand, Market, NodeState, Pool
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import load_catalog
-from scheduler.fleet.notice import replaced_in_notice
+from scheduler.fleet.notice import loss_tolerated, uncovered_s
 from scheduler.fleet.profiles import load_profiles
 from scheduler.loop.store import StateStore, read_obtainability
 from scheduler.ports.provider import InsufficientCapacity
@@ -199,7 +199,7 @@ def test_spot_replaced_within_its_notice_needs_no_on_demand_cover() -> None:
     # One spot zone with room, 3 replicas' load, spot at a third of on-demand.
     def plan(replaced: bool) -> tuple[int, int]:
         pools = [
-            pool("spot-a", dom=0, spot=True, usd=1 / 3, replaced_in_notice=replaced),
+            pool("spot-a", dom=0, spot=True, usd=1 / 3, loss_tolerated=replaced),
             pool("od", dom=1, spot=False, usd=1.0),
         ]
         p = problem(pools, [[1.0, 1.0]], [(0, 2.9, (0,))], robustness_fraction=0.8)
@@ -223,7 +223,8 @@ def test_a_model_that_boots_within_the_notice_plans_spot_in_one_zone() -> None:
         cfg = make_config()
         section = cfg.model(MODEL).model_copy(update={"boot_time_s": boot_s})
         cfg = cfg.model_copy(update={"models": (section,)})
-        assert replaced_in_notice(cfg, MODEL, itype) is not cover
+        assert (uncovered_s(cfg, MODEL, itype) == 0) is not cover
+        assert loss_tolerated(uncovered_s(cfg, MODEL, itype), 1.0, 0.0) is not cover
         assert node_boot_s(cfg, MODEL, itype) == boot_s
         spot_only = [
             o for o in catalog.offerings if o.pool.market is Market.ON_DEMAND or o.pool == A
@@ -231,6 +232,39 @@ def test_a_model_that_boots_within_the_notice_plans_spot_in_one_zone() -> None:
         plan = make_plan(
             cfg,
             dataclasses.replace(catalog, offerings=tuple(spot_only)),
+            load_profiles(),
+            [Demand(MODEL, REGION, 2.5 * node_rps(cfg, load_profiles(), MODEL, itype))],
+        )
+        markets = {p.pool.market for p in plan.placements if p.count}
+        assert (Market.ON_DEMAND in markets) is cover, plan.placements
+
+
+def test_a_tolerance_drops_cover_for_a_quiet_pool_and_keeps_it_for_a_stormy_one() -> None:
+    # 600 s boot against AWS's 120 s notice: a loss leaves 480 s uncovered. With
+    # spot_loss_tolerance = 0.001, a pool interrupted once a day (0.04/h x 0.133 h =
+    # 0.0053 of the time) keeps its on-demand cover; one interrupted once a month does not.
+    assert not loss_tolerated(480.0, 1 / 24, 0.001)
+    assert loss_tolerated(480.0, 1 / 720, 0.001)
+    assert not loss_tolerated(480.0, 1 / 720, 0.0)  # the default covers every such loss
+    assert not loss_tolerated(None, 0.0, 0.001)  # a pool serving no model
+    catalog = load_catalog()
+    itype = catalog.instance_type(A)
+    base = make_config()
+    cfg = base.model_copy(
+        update={
+            "planning": base.planning.model_copy(update={"spot_loss_tolerance": 0.001}),
+            "models": (base.model(MODEL).model_copy(update={"boot_time_s": 600.0}),),
+        }
+    )
+    for per_hour, cover in ((1 / 24, True), (1 / 720, False)):
+        offerings = tuple(
+            dataclasses.replace(o, interruptions_per_hour=per_hour) if o.pool == A else o
+            for o in catalog.offerings
+            if o.pool.market is Market.ON_DEMAND or o.pool == A
+        )
+        plan = make_plan(
+            cfg,
+            dataclasses.replace(catalog, offerings=offerings),
             load_profiles(),
             [Demand(MODEL, REGION, 2.5 * node_rps(cfg, load_profiles(), MODEL, itype))],
         )

@@ -240,7 +240,7 @@ def problems(draw: st.DrawFn, max_pools: int = 8, max_models: int = 3) -> Proble
             usd=draw(st.integers(10, 500)) / 100,
             risk_usd_per_hour=draw(st.integers(0, 20)) / 100,
             gpus=draw(st.sampled_from([1, 2, 4, 8])),
-            replaced_in_notice=draw(st.booleans()),
+            loss_tolerated=draw(st.booleans()),
         )
         for i in range(n_pools)
     ]
@@ -370,7 +370,7 @@ def test_cost_equals_brute_force_optimum(data: st.DataObject) -> None:
             usd=data.draw(st.integers(10, 300)) / 100,
             launch_usd_per_hour=data.draw(st.integers(0, 50)) / 100,
             remove_usd_per_hour=data.draw(st.integers(0, 50)) / 100,
-            replaced_in_notice=data.draw(st.booleans()),
+            loss_tolerated=data.draw(st.booleans()),
         )
         for i in range(n_pools)
     ]

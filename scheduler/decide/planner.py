@@ -45,7 +45,7 @@ from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
-from scheduler.fleet.notice import replaced_in_notice
+from scheduler.fleet.notice import loss_tolerated, pool_uncovered_s
 from solver import (
     DemandSpec,
     PoolSpec,
@@ -242,18 +242,17 @@ def build_problem(
             boot_cache[key] = max(node_boot_s(config, n, itype) for n in names) / 3600.0
         return boot_cache[key]
 
-    replaced_cache: dict[tuple[str, str], bool] = {}
+    uncovered_cache: dict[tuple[str, str], float | None] = {}
 
-    def replaced_of(itype: InstanceType) -> bool:
-        # Every model the type serves boots within the cloud's notice (scheduler.fleet.notice).
+    def uncovered_of(itype: InstanceType) -> float | None:
+        # Serving seconds a loss of the type's spot nodes leaves uncovered, for the models
+        # it serves (scheduler.fleet.notice).
         key = (str(itype.cloud), itype.name)
-        if key not in replaced_cache:
+        if key not in uncovered_cache:
             rps = rps_column(itype)
             served = [m.name for m, r in zip(config.models, rps, strict=True) if r > 0]
-            replaced_cache[key] = bool(served) and all(
-                replaced_in_notice(config, n, itype) for n in served
-            )
-        return replaced_cache[key]
+            uncovered_cache[key] = pool_uncovered_s(config, served, itype)
+        return uncovered_cache[key]
 
     amort_h = config.solver.churn_amortization_h
     pools: list[PoolSpec] = []
@@ -277,7 +276,12 @@ def build_problem(
                 remove_usd_per_hour=churn,
                 gpus=itype.gpu_count,
                 max_nodes=_max_nodes(config, o, itype, fleet, permitted[p]),
-                replaced_in_notice=o.pool.market is Market.SPOT and replaced_of(itype),
+                loss_tolerated=o.pool.market is Market.SPOT
+                and loss_tolerated(
+                    uncovered_of(itype),
+                    o.interruptions_per_hour,
+                    config.planning.spot_loss_tolerance,
+                ),
             )
         )
         capacity[:, p] = rps_column(itype)

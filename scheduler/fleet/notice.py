@@ -1,19 +1,21 @@
-"""Interruption notice of a spot node, and whether it outlasts a replacement's boot.
+"""Interruption notice of a spot node, and the serving time a pool's loss leaves uncovered.
 
 A cloud warns before it reclaims a spot node: AWS two minutes, GCP 30 seconds. The
-policy replaces a noticed node at once, so where a replacement of the same model boots
-within the notice (`scheduler.fleet.boot.node_boot_s` at most `notice_s`), losing the
-node costs no serving time and the planner need not keep preventive capacity against
-it (docs/solver.md, "Notice that outlasts the boot"). Everywhere else the spot-loss
-robustness rule stands. The simulated cloud sends its notices from the same table.
+policy replaces a noticed node at once, so losing a node leaves its load uncovered for
+the replacement's boot less the notice (`uncovered_s`; 0 where the boot fits in the
+notice). The planner keeps preventive capacity (spot-loss robustness) only against
+losses whose uncovered time matters: `loss_tolerated` says a pool needs none when that
+time is 0, or when its expected share of time uncovered (interruptions per hour x the
+uncovered hours) is below `planning.spot_loss_tolerance` (docs/solver.md, "Spot losses
+that need no cover"). The simulated cloud sends its notices from the same table.
 
-    from scheduler.fleet.notice import notice_s, replaced_in_notice
-    replaced_in_notice(config, "llama-3.1-8b", itype)  # True when boot <= notice
+    from scheduler.fleet.notice import loss_tolerated, uncovered_s
+    uncovered_s(config, "llama-3.1-8b", itype)  # boot - notice, at least 0
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from scheduler.config import Config
 from scheduler.domain import Cloud, InstanceType
@@ -29,7 +31,24 @@ def notice_s(cloud: Cloud) -> float:
     return NOTICE_S.get(cloud, 0.0)
 
 
-def replaced_in_notice(config: Config, model: str, itype: InstanceType) -> bool:
-    """True when a node of `model` on `itype`, launched when a spot node gets its notice,
-    is serving before that node is reclaimed."""
-    return node_boot_s(config, model, itype) <= notice_s(itype.cloud)
+def uncovered_s(config: Config, model: str, itype: InstanceType) -> float:
+    """Seconds a spot node of `model` on `itype` leaves its load unserved when it is
+    reclaimed: a replacement launched at the notice serves a boot later."""
+    return max(0.0, node_boot_s(config, model, itype) - notice_s(itype.cloud))
+
+
+def pool_uncovered_s(config: Config, models: Sequence[str], itype: InstanceType) -> float | None:
+    """The longest `uncovered_s` of `models` on `itype` (None when it serves none)."""
+    return max((uncovered_s(config, m, itype) for m in models), default=None)
+
+
+def loss_tolerated(
+    uncovered: float | None, interruptions_per_hour: float, tolerance: float
+) -> bool:
+    """True when losing a spot pool needs no preventive cover: its loss leaves nothing
+    uncovered (`uncovered` seconds, from `pool_uncovered_s`, is 0), or its expected share of
+    time uncovered (`interruptions_per_hour` x uncovered hours) is below `tolerance`
+    (`planning.spot_loss_tolerance`). False for a pool that serves no model (None)."""
+    if uncovered is None:
+        return False
+    return uncovered <= 0 or interruptions_per_hour * uncovered / 3600.0 < tolerance
