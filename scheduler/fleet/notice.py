@@ -9,6 +9,10 @@ time is 0, or when its expected share of time uncovered (interruptions per hour 
 uncovered hours) is below `planning.spot_loss_tolerance` (docs/solver.md, "Spot losses
 that need no cover"). The simulated cloud sends its notices from the same table.
 
+The replacement is launched when the notice is read: at once in the simulator, within
+the daemon's notice poll (5 s) on a real cloud. Those few seconds are not counted: a
+boot that fits the notice exactly leaves at most one poll interval uncovered.
+
     from scheduler.fleet.notice import loss_tolerated, uncovered_s
     uncovered_s(config, "llama-3.1-8b", itype)  # boot - notice, at least 0
 """
