@@ -237,6 +237,8 @@ def test_a_model_that_boots_within_the_notice_plans_spot_in_one_zone() -> None:
         )
         markets = {p.pool.market for p in plan.placements if p.count}
         assert (Market.ON_DEMAND in markets) is cover, plan.placements
+        # The plan says why it runs spot without cover.
+        assert any(n.startswith("no spot-loss cover") for n in plan.notes) is not cover
 
 
 def test_a_tolerance_drops_cover_for_a_quiet_pool_and_keeps_it_for_a_stormy_one() -> None:

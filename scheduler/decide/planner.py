@@ -468,6 +468,19 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
     notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed)
+    per_pool_nodes = solution.nodes.sum(axis=0)
+    tolerated = sorted(
+        cands.offerings[p].pool.key
+        for p, spec in enumerate(problem.pools)
+        if spec.loss_tolerated and per_pool_nodes[p] > 0
+    )
+    if tolerated:
+        notes.append(
+            f"no spot-loss cover for {len(tolerated)} pool(s), a loss there is replaced in"
+            f" time (boot within the notice, or planning.spot_loss_tolerance): "
+            + ", ".join(tolerated[:3])
+            + (", ..." if len(tolerated) > 3 else "")
+        )
     return Plan(
         status=PlanStatus(solution.status.value),
         placements=tuple(sorted(placements, key=lambda pl: (pl.model, pl.pool))),
