@@ -2,13 +2,15 @@
 
 Run:  .venv/bin/python benchmarks/bench_tokens.py [--trace conv|code] [--prompt-scale 10]
                                                   [--policies capsched,oracle,static-peak]
+                                                  [--config C.toml]
 
 Turns a shared Azure LLM 2023 trace (../shared/data/traces/azure_llm_inference_2023) into
 three `requests` files with the same timestamps: without token columns (every request
 the reference request of 763 prompt / 232 output tokens, as before token-aware demand),
 with the trace's own token counts, and with every prompt x `--prompt-scale` (a
 long-context what-if). Each is replayed unscaled (the trace's own rate, one model) under
-the embedded default config and scenario. Printed per file and policy: cost, SLO
+the embedded default config (or `--config`, e.g. one stating TTFT/TPOT SLOs) and
+scenario. Printed per file and policy: cost, SLO
 attainment, GPU-hours, USD per million tokens served, and the cost as a ratio to the
 same policy on the file without sizes (the baseline of this run). docs/profiles.md
 ("Request size") has the figures.
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--trace", choices=sorted(TRACES), default="conv")
     parser.add_argument("--prompt-scale", type=float, default=10.0)
     parser.add_argument("--policies", default="capsched,oracle,static-peak")
+    parser.add_argument("--config", type=Path, help="config (default: the embedded one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     policies = args.policies.split(",")
@@ -73,7 +76,7 @@ def main() -> None:
         print(header)
         print("-" * len(header))
         for name, path in paths.items():
-            world, _ = build_world(WorldSpec(None, path, "requests"))
+            world, _ = build_world(WorldSpec(args.config, path, "requests"))
             for policy in policies:
                 r = run_policy(world, policy, Path(tmp) / "state.db")
                 s = r.summary(None)

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Market
+from scheduler.domain import MAX_NODES_PER_POOL, Cloud, Market, TokenSlo
 from scheduler.errors import problem_lines
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.names import Name
@@ -208,6 +208,11 @@ class ModelSection(_Section):
     name: Name = Field(min_length=1)  # name used in demand and fleet files
     profile: Name | None = None  # capacity profile key; defaults to `name`
     latency_slo_ms: float | None = Field(default=None, gt=0)  # override the profile's SLO
+    # Time to first token and per output token, ms (both or neither): the SLO serving
+    # systems state; a request of o output tokens may take ttft + tpot x o end to end,
+    # checked at each demand's request size (docs/profiles.md "Latency SLOs").
+    ttft_slo_ms: float | None = Field(default=None, gt=0)
+    tpot_slo_ms: float | None = Field(default=None, gt=0)
     min_replicas: int = Field(default=1, ge=0)  # never fewer nodes than this
     min_on_demand_share: float = Field(default=0.0, ge=0, le=1)  # of capacity, on-demand
     # Higher is served first when the budget or a quota leaves capacity short
@@ -221,6 +226,24 @@ class ModelSection(_Section):
     # image, weights on local disk); None: estimated per instance type from the model's
     # size (scheduler.fleet.boot.node_boot_s, docs/profiles.md "Boot time").
     boot_time_s: float | None = Field(default=None, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _ttft_with_tpot(self) -> ModelSection:
+        if (self.ttft_slo_ms is None) != (self.tpot_slo_ms is None):
+            given, missing = (
+                ("ttft_slo_ms", "tpot_slo_ms")
+                if self.tpot_slo_ms is None
+                else ("tpot_slo_ms", "ttft_slo_ms")
+            )
+            raise ValueError(f"{given} needs {missing} too (a per-token SLO states both)")
+        return self
+
+    @property
+    def token_slo(self) -> TokenSlo | None:
+        """The per-token SLO, when the section states one."""
+        if self.ttft_slo_ms is None or self.tpot_slo_ms is None:
+            return None
+        return TokenSlo(self.ttft_slo_ms, self.tpot_slo_ms)
 
 
 class RegionSection(_Section):

@@ -71,11 +71,19 @@ from scheduler.domain import (
     NodeState,
     Pool,
     RequestSize,
+    TokenSlo,
 )
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.commitments import Commitment, resolve_commitments
-from scheduler.fleet.profiles import best_profile, load_models, size_factor
+from scheduler.fleet.profiles import (
+    best_profile,
+    latency_limit_ms,
+    load_models,
+    model_latency_slo_ms,
+    profile_latency_ms,
+    size_factor,
+)
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
@@ -115,16 +123,19 @@ def node_service(
     latency_slo_ms: float,
     model_memory_gb: float | None,
     size: RequestSize | None = None,
+    token_slo: TokenSlo | None = None,
 ) -> NodeService:
     """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
     requests of `size` (None: the reference request): the profile's rate times
-    `size_factor`, at the profile's latency (docs/profiles.md "Request size")."""
-    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size)
+    `size_factor`, at the profile's latency (scaled to the size's work under a per-token
+    SLO, `profile_latency_ms`; docs/profiles.md "Request size", "Latency SLOs")."""
+    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size, token_slo)
     if best is None:
         return NodeService(0.0, 0.0, 0)
     profile, replicas = best
-    rps = replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)
-    latency_s = profile.latency_ms / 1000.0
+    factor = size_factor(model, profile.gpu_kind, profile.gpu_count, size)
+    rps = replicas * profile.rps * factor
+    latency_s = profile_latency_ms(profile, factor, token_slo) / 1000.0
     return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
 
 
@@ -206,9 +217,10 @@ def source_flows(
 
 def within_slo_share(
     served_rps: np.ndarray, capacity_rps: np.ndarray, slots: np.ndarray, service_s: np.ndarray,
-    slo_s: float,
+    slo_s: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Per step, the share of served requests answered within `slo_s`, and the mean latency.
+    """Per step, the share of served requests answered within `slo_s` (one limit, or one
+    per step), and the mean latency.
 
     M/M/c with c = `slots` servers of rate mu = capacity / c: the probability of waiting
     is Erlang C, a wait is exponential with rate c*mu - lambda, and the response is the
@@ -233,7 +245,7 @@ def within_slo_share(
     rho = np.minimum(lam_b / cap_b, 1.0)
     erlang_c = np.where(rho < 1.0, b / np.maximum(1.0 - rho * (1.0 - b), 1e-300), 1.0)
     drain = np.maximum(cap_b - lam_b, 0.0)  # c*mu - lambda
-    slack = slo_s - svc_b
+    slack = (np.asarray(slo_s)[busy] if np.ndim(slo_s) else slo_s) - svc_b
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         tail = np.where(drain > 0, erlang_c * np.exp(-drain * np.maximum(slack, 0.0)), 1.0)
         wait = np.where(drain > 0, erlang_c / drain, np.inf)
@@ -476,11 +488,16 @@ class _Accounting:
         self._profiles = world.profiles
         self._cfg = cfg
         self._known = known
-        self.slo_s = {}
+        # Per model: its end-to-end SLO (ms) and per-token SLO; `limit_s` the limit at a size.
+        self.slo: dict[str, tuple[float, TokenSlo | None]] = {}
         for section in cfg.models:
-            info = known.get(section.profile or section.name)
-            slo = section.latency_slo_ms or (info.latency_slo_ms if info else math.inf)
-            self.slo_s[section.name] = slo / 1000.0
+            name = section.profile or section.name
+            info = known.get(name)
+            try:
+                e2e = model_latency_slo_ms(name, section.latency_slo_ms, section.token_slo, info)
+            except KeyError:
+                e2e = math.inf  # no SLO known for the model: every served request counts
+            self.slo[section.name] = (e2e, section.token_slo)
         # Routing: which serving locations each source region may use.
         regions = [r.name for r in cfg.regions]
         self.regions = regions
@@ -508,16 +525,23 @@ class _Accounting:
             profile = section.profile or section.name
             info = self._known.get(profile)
             itype = self._catalog.instance_types[(pool.cloud, pool.instance_type)]
+            e2e_ms, token_slo = self.slo[model]
             svc = node_service(
                 self._profiles,
                 profile,
                 itype,
-                self.slo_s[model] * 1000.0,
+                e2e_ms,
                 info.gpu_memory_gb if info else None,
                 size,
+                token_slo,
             )
             self._services[key] = svc
         return svc
+
+    def limit_s(self, model: str, size: RequestSize | None) -> float:
+        """Seconds a request of `model` of `size` may take end to end (`latency_limit_ms`)."""
+        e2e_ms, token_slo = self.slo[model]
+        return latency_limit_ms(e2e_ms, token_slo, size) / 1000.0
 
 
 class _Ticks:
@@ -705,6 +729,7 @@ async def replay(
     health = cfg.health_checks
     health_s = health.interval_s if health is not None else 0.0
     ledger = Ledger(n_m, len(info.keys), n)
+    limits_s = np.zeros((n_m, n))  # per model and step, the latency a request may take
     ready = ReadyCapacity(n_m, len(acc.locations), acc.service, acc.model_index, acc.loc_index)
     cost_base: dict[Market, float] | None = None
     gpu_base = 0.0
@@ -732,6 +757,9 @@ async def replay(
             # Ready capacity at the start of the step, per model and serving location, for
             # the step's request sizes (all None without sizes: the reference request).
             sizes = tuple(info.size_at(name, step) for name in models)
+            limits_s[:, step] = [
+                acc.limit_s(name, s) for name, s in zip(models, sizes, strict=True)
+            ]
             ready.update(cloud.version, cloud.serving, frozenset(run.draining), sizes)
             ledger.record_fleet(step, ready, sizes)
             _account_demand(step, info, acc, ready, backlog, ledger, n_m)
@@ -773,13 +801,13 @@ async def replay(
             )
     within = np.zeros_like(ledger.served)
     latency = np.full_like(ledger.served, np.nan)
-    for m, name in enumerate(models):
+    for m in range(len(models)):
         share, mean_s = within_slo_share(
             ledger.served[m],
             ledger.capacity[m],
             ledger.slots[m],
             ledger.service_s[m],
-            acc.slo_s[name],
+            limits_s[m],
         )
         # A deferrable request served at all was served before its deadline.
         within[m] = ledger.served[m] * share if backlog.deadlines_s[m] is None else ledger.served[m]

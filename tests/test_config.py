@@ -95,6 +95,10 @@ location = "us-east-1"
         (MINIMAL + "[drain]\nmetrics_url = 'http://{host'\n", "drain.metrics_url: bad template"),
         (MINIMAL + "[drain]\ntimeout_s = nan\n", "drain.timeout_s"),
         (MINIMAL + "[drain]\nin_flight_metrics = []\n", "drain.in_flight_metrics"),
+        (
+            MINIMAL.replace('"llama-3.1-8b"\n', '"llama-3.1-8b"\nttft_slo_ms = 500\n', 1),
+            "ttft_slo_ms needs tpot_slo_ms too",
+        ),
     ],
 )
 def test_broken_config_names_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -47,6 +47,20 @@ class Model:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSlo:
+    """A latency target stated the way serving systems state it: time to first token and
+    time per output token (docs/profiles.md "Latency SLOs"). A request of `o` output
+    tokens may take `ttft_ms + tpot_ms x o` end to end."""
+
+    ttft_ms: float  # time to first token
+    tpot_ms: float  # time per output token after the first
+
+    def e2e_ms(self, output_tokens: float) -> float:
+        """End-to-end latency allowed to a request of `output_tokens`."""
+        return self.ttft_ms + self.tpot_ms * output_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceType:
     """A machine shape a cloud sells, with its accelerators."""
 

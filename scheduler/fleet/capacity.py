@@ -91,7 +91,12 @@ def node_rps(
     section = config.model(model)
     util = config.planning.target_utilization if utilization is None else utilization
     return util * instance_rps(
-        profiles, section.profile or section.name, itype, section.latency_slo_ms, size=size
+        profiles,
+        section.profile or section.name,
+        itype,
+        section.latency_slo_ms,
+        size=size,
+        token_slo=section.token_slo,
     )
 
 

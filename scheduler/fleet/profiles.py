@@ -32,6 +32,7 @@ from scheduler.domain import (
     Model,
     RequestSize,
     TokenCost,
+    TokenSlo,
 )
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,44 @@ def model_info(name: str, models: Sequence[ModelInfo] | None = None) -> ModelInf
     raise KeyError(f"no capacity profile model {name!r}")
 
 
+def latency_limit_ms(
+    latency_slo_ms: float, token_slo: TokenSlo | None, size: RequestSize | None
+) -> float:
+    """End-to-end latency a request of `size` (None: the reference request) may take:
+    `latency_slo_ms`, or with a per-token SLO the smaller of that and its `e2e_ms` for the
+    size's output tokens (docs/profiles.md "Latency SLOs")."""
+    if token_slo is None:
+        return latency_slo_ms
+    return min(latency_slo_ms, token_slo.e2e_ms((size or REFERENCE_SIZE).output_tokens))
+
+
+def profile_latency_ms(
+    profile: CapacityProfile, factor: float, token_slo: TokenSlo | None
+) -> float:
+    """Latency of a request served at `profile`: its measured (reference-request)
+    latency, or with a per-token SLO that latency scaled by the request's work
+    (`factor` is the request size's `size_factor`: a request of twice the GPU time takes
+    about twice as long in the same batch)."""
+    if token_slo is None or factor <= 0:
+        return profile.latency_ms
+    return profile.latency_ms / factor
+
+
+def model_latency_slo_ms(
+    model: str, latency_slo_ms: float | None, token_slo: TokenSlo | None, info: ModelInfo | None
+) -> float:
+    """The end-to-end SLO of a configured model: `latency_slo_ms` when set; none (inf)
+    when a per-token SLO replaces it; else the model's default from its profile
+    (`info`). KeyError when it has none of these."""
+    if latency_slo_ms is not None:
+        return latency_slo_ms
+    if token_slo is not None:
+        return math.inf
+    if info is None:
+        raise KeyError(f"no default latency SLO for model {model!r}; pass latency_slo_ms")
+    return info.latency_slo_ms
+
+
 def best_profile(
     profiles: Sequence[CapacityProfile],
     model: str,
@@ -274,14 +313,20 @@ def best_profile(
     latency_slo_ms: float,
     model_memory_gb: float | None = None,
     size: RequestSize | None = None,
+    token_slo: TokenSlo | None = None,
 ) -> tuple[CapacityProfile, int] | None:
     """The profile one instance serves `model` at, and how many replicas it runs.
 
     The instance runs `gpu_count // tp` independent replicas, where tp is a profile's
     `gpu_count`. Over the profiles of this model and the instance's GPU kind whose tp
-    divides the instance's GPU count, whose latency is within `latency_slo_ms` and (when
+    divides the instance's GPU count, whose latency is within the SLO and (when
     `model_memory_gb` is given) whose GPU group holds the model, the first with the best
-    `replicas x rps x size_factor(size)`; None when none qualifies."""
+    `replicas x rps x size_factor(size)`; None when none qualifies.
+
+    The SLO is `latency_slo_ms` for the profile's own (reference) latency. With a
+    `token_slo` it is checked at `size` instead: the profile's latency scaled by the
+    request's work (divided by `size_factor`) against the smaller of `latency_slo_ms` and
+    `token_slo.e2e_ms` of the size's output tokens (`latency_limit_ms`)."""
     best: tuple[CapacityProfile, int] | None = None
     best_rps = 0.0
     for p in profiles:
@@ -289,7 +334,6 @@ def best_profile(
             p.model != model
             or p.gpu_kind != instance_type.gpu_kind
             or instance_type.gpu_count % p.gpu_count != 0
-            or p.latency_ms > latency_slo_ms
         ):
             continue
         if (
@@ -297,8 +341,13 @@ def best_profile(
             and p.gpu_count * instance_type.gpu_memory_gb < model_memory_gb
         ):
             continue
+        factor = size_factor(p.model, p.gpu_kind, p.gpu_count, size)
+        if profile_latency_ms(p, factor, token_slo) > latency_limit_ms(
+            latency_slo_ms, token_slo, size
+        ):
+            continue
         replicas = instance_type.gpu_count // p.gpu_count
-        rps = replicas * p.rps * size_factor(p.model, p.gpu_kind, p.gpu_count, size)
+        rps = replicas * p.rps * factor
         if best is None or rps > best_rps:
             best, best_rps = (p, replicas), rps
     return best
@@ -311,6 +360,7 @@ def instance_rps(
     latency_slo_ms: float | None = None,
     models: Sequence[ModelInfo] | None = None,
     size: RequestSize | None = None,
+    token_slo: TokenSlo | None = None,
 ) -> float:
     """Sustainable requests/s of one instance serving `model` within the latency SLO:
     `replicas x rps` of its `best_profile`, times `size_factor` for requests of `size`
@@ -318,17 +368,21 @@ def instance_rps(
     is too slow).
 
     `latency_slo_ms=None` uses the model's default SLO from `models` (default: the
-    bundled models). When the model is known there, GPU groups with less memory than it
+    bundled models), or none at all when a per-token `token_slo` is given (it replaces
+    the default). When the model is known there, GPU groups with less memory than it
     needs are skipped too (the bundled profiles already contain no such rows).
     """
     known = {m.name: m for m in (models if models is not None else load_models())}
     info = known.get(model)
-    if latency_slo_ms is None:
-        if info is None:
-            raise KeyError(f"no default latency SLO for model {model!r}; pass latency_slo_ms")
-        latency_slo_ms = info.latency_slo_ms
+    latency_slo_ms = model_latency_slo_ms(model, latency_slo_ms, token_slo, info)
     best = best_profile(
-        profiles, model, instance_type, latency_slo_ms, info.gpu_memory_gb if info else None, size
+        profiles,
+        model,
+        instance_type,
+        latency_slo_ms,
+        info.gpu_memory_gb if info else None,
+        size,
+        token_slo,
     )
     if best is None:
         return 0.0
