@@ -53,6 +53,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_tui.py",
             "test_token_profiles.py",
             "test_tui_snapshots.py",
+            "test_unmet_records.py",
         }
     ),
     "replay": frozenset(

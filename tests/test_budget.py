@@ -4,7 +4,6 @@ best fleet within the budget, never an empty "infeasible" one."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import sys
@@ -344,39 +343,6 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     assert main(["plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "unmet: llama-3.1-8b from eu-west:" in out and "(priority 0; budget)" in out
-
-
-def test_stored_plans_keep_unmet_priority_and_reasons_and_the_tui_lists_them(
-    tmp_path: Path,
-) -> None:
-    from scheduler.domain import Unmet, UnmetReason
-    from scheduler.loop.store import StateStore
-    from tui.screens import unmet_lines
-
-    plan = dataclasses.replace(
-        plan_of((SMALL, CHEAP, 1)),
-        unmet=(
-            Unmet(SMALL, "us-east", 1.5, 0, (UnmetReason.BUDGET,)),
-            Unmet(BIG, "us-east", 2.0, 7, (UnmetReason.QUOTA, UnmetReason.BUDGET)),
-        ),
-    )
-    store = StateStore(tmp_path / "s.db")
-    store.record_plan(plan, NOW, "capsched", ())
-    [row] = store.plans()
-    unmet = json.loads(row["unmet"])  # JSON columns come as text
-    assert unmet == [
-        [SMALL, "us-east", 1.5, 0, ["budget"]],
-        [BIG, "us-east", 2.0, 7, ["quota", "budget"]],
-    ]
-    assert unmet_lines(unmet) == [
-        f"{BIG} in us-east: 2.0 rps (priority 7; quota, budget)",
-        f"{SMALL} in us-east: 1.5 rps (priority 0; budget)",
-    ]
-    # A plan stored before priorities were kept: model, region and rps only.
-    assert unmet_lines([[SMALL, "us-east", 1.5], [BIG, "us-east", 0.0]]) == [
-        f"{SMALL} in us-east: 1.5 rps"
-    ]
-    store.close()
 
 
 def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> None:
