@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from capsched.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
 from scheduler.decide.diff import propose
-from scheduler.decide.guards import Held, apply_guards, within_budget
+from scheduler.decide.guards import Held, apply_guards, within_limits
 from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
@@ -208,10 +208,12 @@ def test_launches_fit_the_budget_and_none_that_fits_is_held(
     plan = plan_of(*((m, p, c) for (m, p), c in counts.items()))
     obs = observe(nodes)
     prop = propose(obs, plan)
-    go, held = within_budget(obs, plan, prop, cfg, lambda m, p: RPS[p])
+    admission = within_limits(obs, plan, prop, cfg, lambda m, p: RPS[p])
+    go, held = admission.admitted, [(h.model, h.pool) for h in admission.held]
+    assert all(h.limit is HoldKind.BUDGET and h.quotas == () for h in admission.held)
     assert Counter(go) + Counter(held) == Counter(prop.launches)
     if plan.usd_per_hour <= budget:
-        assert held == ()
+        assert held == []
         return
     kept = sum(PRICES[n.pool] for n in nodes)  # this plan removes none of them
     spent = kept + sum(PRICES[p] for _, p in go)
