@@ -87,16 +87,7 @@ def plan_json(
         "gap": round(plan.gap, 6),
         "solve_time_s": round(plan.solve_time_s, 4),
         "nodes": [pl.to_json() for pl in plan.placements],
-        "unmet": [
-            {
-                "model": u.model,
-                "region": u.region,
-                "rps": round(u.rps, 4),
-                "priority": u.priority,
-                "reasons": [r.value for r in u.reasons],
-            }
-            for u in plan.unmet
-        ],
+        "unmet": [{**u.to_json(), "rps": round(u.rps, 4)} for u in plan.unmet],
         "relaxed": [r.value for r in plan.relaxed],
         # Capacity already paid for and how much of it the plan uses (docs/commitments.md).
         "commitments": [

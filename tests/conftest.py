@@ -47,12 +47,14 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_prometheus_signals.py",
             "test_prometheus_source.py",
             "test_provider_contract.py",
+            "test_quota_guard.py",
             "test_signals.py",
             "test_state_db.py",
             "test_sweep_ray.py",
             "test_tui.py",
             "test_token_profiles.py",
             "test_tui_snapshots.py",
+            "test_unmet_records.py",
         }
     ),
     "replay": frozenset(
@@ -68,6 +70,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_logs.py",
             "test_market_prices.py",
             "test_market_return.py",
+            "test_quota_guard.py",
             "test_report.py",
             "test_signals.py",
             "test_sim_faults.py",

@@ -4,7 +4,6 @@ best fleet within the budget, never an empty "infeasible" one."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import sys
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from capsched.cli import main
 from scheduler.config import DEFAULT_CONFIG_PATH, Config
 from scheduler.decide.diff import propose
-from scheduler.decide.guards import Held, apply_guards, within_budget
+from scheduler.decide.guards import Held, apply_guards, within_limits
 from scheduler.decide.observation import Observation
 from scheduler.domain import (
     Cloud,
@@ -209,10 +208,12 @@ def test_launches_fit_the_budget_and_none_that_fits_is_held(
     plan = plan_of(*((m, p, c) for (m, p), c in counts.items()))
     obs = observe(nodes)
     prop = propose(obs, plan)
-    go, held = within_budget(obs, plan, prop, cfg, lambda m, p: RPS[p])
+    admission = within_limits(obs, plan, prop, cfg, lambda m, p: RPS[p])
+    go, held = admission.admitted, [(h.model, h.pool) for h in admission.held]
+    assert all(h.limit is HoldKind.BUDGET and h.quotas == () for h in admission.held)
     assert Counter(go) + Counter(held) == Counter(prop.launches)
     if plan.usd_per_hour <= budget:
-        assert held == ()
+        assert held == []
         return
     kept = sum(PRICES[n.pool] for n in nodes)  # this plan removes none of them
     spent = kept + sum(PRICES[p] for _, p in go)
@@ -344,39 +345,6 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     assert main(["plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "unmet: llama-3.1-8b from eu-west:" in out and "(priority 0; budget)" in out
-
-
-def test_stored_plans_keep_unmet_priority_and_reasons_and_the_tui_lists_them(
-    tmp_path: Path,
-) -> None:
-    from scheduler.domain import Unmet, UnmetReason
-    from scheduler.loop.store import StateStore
-    from tui.screens import unmet_lines
-
-    plan = dataclasses.replace(
-        plan_of((SMALL, CHEAP, 1)),
-        unmet=(
-            Unmet(SMALL, "us-east", 1.5, 0, (UnmetReason.BUDGET,)),
-            Unmet(BIG, "us-east", 2.0, 7, (UnmetReason.QUOTA, UnmetReason.BUDGET)),
-        ),
-    )
-    store = StateStore(tmp_path / "s.db")
-    store.record_plan(plan, NOW, "capsched", ())
-    [row] = store.plans()
-    unmet = json.loads(row["unmet"])  # JSON columns come as text
-    assert unmet == [
-        [SMALL, "us-east", 1.5, 0, ["budget"]],
-        [BIG, "us-east", 2.0, 7, ["quota", "budget"]],
-    ]
-    assert unmet_lines(unmet) == [
-        f"{BIG} in us-east: 2.0 rps (priority 7; quota, budget)",
-        f"{SMALL} in us-east: 1.5 rps (priority 0; budget)",
-    ]
-    # A plan stored before priorities were kept: model, region and rps only.
-    assert unmet_lines([[SMALL, "us-east", 1.5], [BIG, "us-east", 0.0]]) == [
-        f"{SMALL} in us-east: 1.5 rps"
-    ]
-    store.close()
 
 
 def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> None:

@@ -22,6 +22,7 @@ from scheduler.domain import (
     Pool,
 )
 from scheduler.domain.actions import Drain, Launch, Terminate
+from scheduler.fleet.catalog import load_catalog
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 
@@ -56,7 +57,15 @@ def decide(
     o: Observation, p: Plan, cfg: Config | None = None
 ) -> tuple[list[object], tuple[Held, ...]]:
     ids = (f"new{i}" for i in itertools.count())
-    g = apply_guards(o, p, propose(o, p), cfg or config(), lambda m, pool: 1.0, lambda: next(ids))
+    g = apply_guards(
+        o,
+        p,
+        propose(o, p),
+        cfg or config(),
+        lambda m, pool: 1.0,
+        lambda: next(ids),
+        instance_types=load_catalog().instance_types,
+    )
     return list(g.actions), g.held_back
 
 

@@ -242,7 +242,15 @@ def test_a_plan_past_the_pool_limit_launches_at_most_the_limit(count: int) -> No
     assert proposal.launches.count((model, B)) == 3
     assert proposal.over_limit == ((model, A, count - MAX_NODES_PER_POOL),)
     ids = (f"n{i}" for i in itertools.count())
-    guarded = apply_guards(obs, plan, proposal, CONFIG, lambda m, p: 1.0, lambda: next(ids))
+    guarded = apply_guards(
+        obs,
+        plan,
+        proposal,
+        CONFIG,
+        lambda m, p: 1.0,
+        lambda: next(ids),
+        instance_types=load_catalog().instance_types,
+    )
     assert len(guarded.actions) == MAX_NODES_PER_POOL + 3
     (held,) = guarded.held_back
     assert held.kind is HoldKind.POOL_LIMIT

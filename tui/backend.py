@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.loop.store import StateReader
+from scheduler.loop.store import StateReader, stored_unmet
 from scheduler.service.api_client import ApiClient, ApiError, ApiUnavailable
 
 
@@ -82,7 +82,8 @@ class Backend(Protocol):
         ...
 
     async def plans(self, *, limit: int) -> list[dict[str, Any]]:
-        """The latest plans, newest first."""
+        """The latest plans, newest first, each with its `unmet` demand as a tuple of
+        `scheduler.domain.Unmet` records (as `ApiClient.plans` gives them)."""
         ...
 
     async def demand(self) -> DemandView:
@@ -304,10 +305,12 @@ def _pool_key(row: dict[str, Any]) -> str:
 
 
 def _plan_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A plans row in the API's Plan shape (JSON columns decoded, NaN as None)."""
+    """A plans row in the API client's Plan shape (JSON columns decoded, unmet demand as
+    `Unmet` records, NaN as None)."""
     out = dict(row)
-    for key in ("placements", "unmet", "notes", "held_back"):
+    for key in ("placements", "notes", "held_back"):
         out[key] = json.loads(out[key] or "[]")
+    out["unmet"] = stored_unmet(out["unmet"])
     for key in ("usd_per_hour", "objective", "gap", "solve_time_s"):
         value = out.get(key)
         if isinstance(value, float) and not math.isfinite(value):

@@ -33,8 +33,11 @@ from tui.views import (
     matches,
     plan_diff,
     sort_groups,
+    unmet_rows,
 )
 
+# Rows of unmet demand the plan screen shows before its table scrolls.
+UNMET_ROWS_SHOWN = 6
 # Short state names for the fleet's "other states" column.
 SHORT = {
     "requested": "req",
@@ -374,6 +377,10 @@ class PlanScreen(DataScreen):
             "model", "pool", "now", "target", "change", "launch", "drain", "terminate", "$/h change"
         )
         yield table
+        # What the plan leaves unserved, one row per series, highest priority first.
+        unmet: DataTable[Any] = DataTable(id="unmet", cursor_type="row", zebra_stripes=True)
+        unmet.add_columns("unmet demand of", "source region", "priority", "unmet rps", "why")
+        yield unmet
         yield Static("", id="plan-reasons")
 
     def _plan(self) -> dict[str, Any] | None:
@@ -409,12 +416,34 @@ class PlanScreen(DataScreen):
         summary = self.query_one("#plan-summary", Static)
         reasons = self.query_one("#plan-reasons", Static)
         table = self.query_one("#diff", DataTable)
+        unmet = self.query_one("#unmet", DataTable)
         self.refresh_bindings()
         if plan is None:
             summary.update("no plan yet")
             reasons.update("")
             table.clear()
+            unmet.clear()
             return
+        _refill(
+            unmet,
+            [
+                (
+                    f"{u.model}|{u.region}",
+                    [
+                        u.model,
+                        u.region,
+                        str(u.priority),
+                        f"{u.rps:.1f}",
+                        ", ".join(r.value for r in u.reasons) or "-",
+                    ],
+                )
+                for u in unmet_rows(plan["unmet"])
+            ],
+        )
+        # As tall as its rows (up to UNMET_ROWS_SHOWN, then it scrolls) plus its header
+        # and border: a DataTable's `height: auto` measures before the rows arrive.
+        unmet.display = unmet.row_count > 0
+        unmet.styles.height = min(unmet.row_count, UNMET_ROWS_SHOWN) + 2
         prices = self.capsched.prices
         rows = plan_diff(plan, d.nodes, prices)
         now_usd = fleet_usd_per_hour(d.nodes, prices)
@@ -480,33 +509,12 @@ class PlanScreen(DataScreen):
                 [text for _, text in held_items(plan.get("held_back") or [])],
             ),
             ("solver notes", plan.get("notes") or []),
-            ("unmet demand", unmet_lines(plan.get("unmet") or [])),
         ):
             why.append(f"{title}: ", "bold")
             why.append("none\n" if not items else "\n")
             for item in items:
                 why.append(f"  • {item}\n")
         reasons.update(why)
-
-
-def unmet_lines(unmet: list[list[Any]]) -> list[str]:
-    """One line per stored unmet entry with load left, highest priority first: model,
-    source region, rps, and where the store has them (plans since issue 22) the
-    model's priority and why the load is unmet."""
-    rows = []
-    for entry in unmet:
-        model, region, rps = entry[:3]
-        if not rps:
-            continue
-        priority = entry[3] if len(entry) > 3 else None
-        reasons = entry[4] if len(entry) > 4 else []
-        why = "; ".join(str(x) for x in ([] if priority is None else [f"priority {priority}"]))
-        if reasons:
-            why += ("; " if why else "") + ", ".join(reasons)
-        rows.append(
-            (-(priority or 0), f"{model} in {region}: {rps:.1f} rps" + (f" ({why})" if why else ""))
-        )
-    return [line for _, line in sorted(rows, key=lambda r: r[0])]
 
 
 def _change_style(change: int) -> str:

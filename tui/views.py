@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.text import Text
 
-from scheduler.domain import LAUNCH_LIMITS, HoldKind
+from scheduler.domain import LAUNCH_LIMITS, HoldKind, Unmet
 from tui.backend import DemandPoint
 
 # Columns a fleet group is keyed by, in display order.
@@ -202,6 +202,13 @@ def plan_diff(
             )
         )
     return rows
+
+
+def unmet_rows(unmet: Iterable[Unmet]) -> list[Unmet]:
+    """A plan's unmet demand as the plan screen lists it: entries with load left,
+    highest priority first, then the most load, then by name."""
+    left = [u for u in unmet if u.rps > 0]
+    return sorted(left, key=lambda u: (-u.priority, -u.rps, u.model, u.region))
 
 
 def fleet_usd_per_hour(nodes: Iterable[Mapping[str, Any]], prices: Mapping[str, float]) -> float:

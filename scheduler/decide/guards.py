@@ -9,11 +9,13 @@ goes to the log, the tick report and the stored plan:
 * make before break: a model's ready capacity never drops below what the plan wants
   ready, so a move waits until the replacements serve;
 * at most `max_scale_down_fraction` of a model's nodes go per tick;
-* launches stop where the fleet would bill more than the budget: every live node (a
-  draining one bills until it is gone) plus the launches let through stay within it,
-  higher `[[models]] priority` first, then the model furthest from its planned capacity,
-  cheapest per rps first (`within_budget`). A plan over the budget (a baseline's, which
-  knows no budget) launches what fits, never nothing; a move under a binding budget
+* launches stop where the fleet would bill more than the budget or hold more
+  accelerators than a `[[quotas]]` cap allows: every live node (a draining one bills and
+  holds its accelerators until it is gone) plus the launches let through stay within
+  both, higher `[[models]] priority` first, then the model furthest from its planned
+  capacity, cheapest per rps first (`within_limits`). A plan over a limit (a
+  baseline's, which knows no budget or quota) launches what fits, never nothing, and
+  each launch held is typed by the limit it would break; a move under a binding limit
   drains first and launches when the old nodes are gone (make before break would bill
   both: measured 72% over the budget, docs/solver.md).
 
@@ -28,15 +30,26 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from scheduler.config import Config
 from scheduler.decide.diff import Proposal
 from scheduler.decide.observation import Observation
-from scheduler.domain import LAUNCH_LIMITS, HoldKind, Node, NodeState, Plan, Pool, prices_of
+from scheduler.domain import (
+    LAUNCH_LIMITS,
+    Cloud,
+    HoldKind,
+    InstanceType,
+    Node,
+    NodeState,
+    Plan,
+    Pool,
+    prices_of,
+)
 from scheduler.domain.actions import Action, Drain, Launch, Terminate
+from scheduler.fleet.quotas import QuotaUse, describe
 
 log = logging.getLogger(__name__)
 
@@ -83,28 +96,20 @@ def apply_guards(
     capacity_of: CapacityOf,
     new_node_id: Callable[[], str],
     price_of: PriceOf | None = None,
+    instance_types: Mapping[tuple[Cloud, str], InstanceType] | None = None,
 ) -> Guarded:
     """The actions of `proposal` that every guard allows. `price_of` gives the USD/h of a
     node in a pool the observation's offerings do not price (default: the plan's mean
-    price per node)."""
+    price per node); `instance_types` (the catalog's) counts nodes against the
+    `[[quotas]]` caps, and is required when the config has any."""
     g = config.guards
     held: list[Held] = [_limited(plan, kind, config) for kind in plan.limited_by]
     actions: list[Action] = []
 
-    admitted, budget_held = within_budget(obs, plan, proposal, config, capacity_of, price_of)
-    for model, pool in admitted:
+    admission = within_limits(obs, plan, proposal, config, capacity_of, price_of, instance_types)
+    for model, pool in admission.admitted:
         actions.append(Launch(new_node_id(), model, pool, reason=f"plan wants more in {pool.key}"))
-    if budget_held:
-        n, budget = len(budget_held), config.planning.budget_usd_per_hour or 0.0
-        held.append(
-            Held(
-                HoldKind.BUDGET,
-                n,
-                f"{n} of {len(proposal.launches)} launches held: the plan costs"
-                f" {plan.usd_per_hour:.2f} USD/h, over the budget {budget:.2f} USD/h; the"
-                f" {len(admitted)} that fit go, higher priority and cheaper per rps first",
-            )
-        )
+    held.extend(_launch_holds(plan, proposal, config, admission))
     # Launches `diff.propose` left out: the plan wants more than a pool may hold.
     held.extend(
         Held(
@@ -126,7 +131,9 @@ def apply_guards(
         )
         return Guarded(tuple(actions), tuple(held))
 
-    wanted = _ready_wanted(obs, plan, config, capacity_of, budget_held)
+    wanted = _ready_wanted(
+        obs, plan, config, capacity_of, tuple((h.model, h.pool) for h in admission.held)
+    )
     ready: defaultdict[str, float] = defaultdict(float)
     count: Counter[str] = Counter()
     for node in obs.serving():
@@ -164,13 +171,13 @@ def _ready_wanted(
     plan: Plan,
     config: Config,
     capacity_of: CapacityOf,
-    budget_held: tuple[tuple[str, Pool], ...],
+    limit_held: tuple[tuple[str, Pool], ...],
 ) -> defaultdict[str, float]:
     """Ready capacity each model keeps before a node of it may drain (make before break).
 
-    What the plan wants ready, less the launches the budget holds (they will not come:
-    waiting for them would keep the nodes the plan gives up, over the budget, forever);
-    but for the highest priority whose launches the budget holds, and above, never less
+    What the plan wants ready, less the launches the budget or a quota holds (they will
+    not come: waiting for them would keep the nodes the plan gives up, over the limit,
+    forever); but for the highest priority whose launches a limit holds, and above, never less
     than what the model's demand asks for (the plan's rates, or the rates seen now for a
     plan that does not say). A move under a binding budget drained first and launched
     after, leaving the model short for a boot: on two busy Azure functions at half the
@@ -181,10 +188,10 @@ def _ready_wanted(
     wanted: defaultdict[str, float] = defaultdict(float)
     for pl in plan.placements:
         wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
-    if not budget_held:
+    if not limit_held:
         return wanted
     short: defaultdict[str, float] = defaultdict(float)
-    for model, pool in budget_held:
+    for model, pool in limit_held:
         short[model] += capacity_of(model, pool)
     first = max(_priority(config, m) for m in short)
     need: defaultdict[str, float] = defaultdict(float)
@@ -200,28 +207,54 @@ def _ready_wanted(
     return wanted
 
 
-def within_budget(
+@dataclass(frozen=True, slots=True)
+class HeldLaunch:
+    """A launch of the proposal that a hard limit holds back this tick."""
+
+    model: str  # model it would serve
+    pool: Pool  # pool it would go to
+    limit: HoldKind  # QUOTA when it would pass a [[quotas]] cap, else BUDGET
+    quotas: tuple[int, ...]  # indices of the [[quotas]] caps it would pass (may be empty)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The launches of a proposal that fit the budget and every quota, and those held."""
+
+    admitted: tuple[tuple[str, Pool], ...]  # (model, pool) to launch, in the proposal's order
+    held: tuple[HeldLaunch, ...]  # the rest, in the proposal's order
+
+
+def within_limits(
     obs: Observation,
     plan: Plan,
     proposal: Proposal,
     config: Config,
     capacity_of: CapacityOf,
     price_of: PriceOf | None = None,
-) -> tuple[tuple[tuple[str, Pool], ...], tuple[tuple[str, Pool], ...]]:
-    """The launches of `proposal` that fit `planning.budget_usd_per_hour`, and those held.
+    instance_types: Mapping[tuple[Cloud, str], InstanceType] | None = None,
+) -> Admission:
+    """The launches of `proposal` that fit `planning.budget_usd_per_hour` and every
+    `[[quotas]]` cap, and those held.
 
-    The fleet that bills is priced (every live node but those not serving yet that the
-    plan drops: they are cancelled this tick), and launches are let through one at a
-    time while that price plus theirs stays within the budget: the model of highest
-    priority first, within a priority the one whose kept and admitted capacity is the
-    smallest share of what the plan wants for it (so no model is starved), and within a
-    model the launch cheapest per planned rps (then the pool key). A launch that does
-    not fit is held and the next one is tried: a cheaper node may still fit.
-    Deterministic; both tuples keep the proposal's order."""
+    The fleet that bills and holds accelerators is counted (every live node but those
+    not serving yet that the plan drops: they are cancelled this tick), and launches are
+    let through one at a time while that fleet plus theirs stays within the budget and
+    every cap: the model of highest priority first, within a priority the one whose
+    kept and admitted capacity is the smallest share of what the plan wants for it (so
+    no model is starved), and within a model the launch cheapest per planned rps (then
+    the pool key). A launch that does not fit is held and the next one is tried: a
+    cheaper node, or one in a pool the full cap does not cover, may still fit. So a plan
+    that knows no budget or quota (a baseline's) launches what fits, never nothing.
+    `instance_types` (the catalog's) says which caps count a pool and how many
+    accelerators its node holds; it is required when the config has quotas.
+    Deterministic."""
     launches = proposal.launches
     budget = config.planning.budget_usd_per_hour
-    if budget is None or not launches:
-        return launches, ()
+    if (budget is None and not config.quotas) or not launches:
+        return Admission(launches, ())
+    if config.quotas and instance_types is None:
+        raise ValueError("within_limits: the config has [[quotas]]; pass instance_types")
     prices = prices_of(obs.offerings)
 
     planned = sum(pl.count for pl in plan.placements)
@@ -233,11 +266,11 @@ def within_budget(
         return price_of(pool) if price_of is not None else mean
 
     removed = {n.node_id for n in proposal.removals}
-    # Every live node bills until it is gone, draining ones too; only a node not serving
-    # yet that the plan drops is cancelled this tick.
-    spend = sum(
-        price(n.pool) for n in obs.nodes if n.node_id not in removed or n.state is NodeState.READY
-    )
+    # Every live node bills and holds its accelerators until it is gone, draining ones
+    # too; only a node not serving yet that the plan drops is cancelled this tick.
+    staying = [n for n in obs.nodes if n.node_id not in removed or n.state is NodeState.READY]
+    spend = sum(price(n.pool) for n in staying)
+    quotas = QuotaUse(config.quotas, instance_types or {}, (n.pool for n in staying))
     have: defaultdict[str, float] = defaultdict(float)  # capacity kept and admitted
     for node in obs.serving():
         if node.node_id not in removed:
@@ -256,23 +289,29 @@ def within_budget(
         return (-_priority(config, model), share, model)
 
     admitted: set[int] = set()
+    held: dict[int, HeldLaunch] = {}
     while queue:
         model = min(queue, key=rank)
         q = queue[model]
         while q:
             i = q.pop()[2]
             pool = launches[i][1]
-            if spend + price(pool) <= budget + _USD_TOL:
+            over_budget = budget is not None and spend + price(pool) > budget + _USD_TOL
+            over_quota = quotas.broken_by(pool)
+            if not over_budget and not over_quota:
                 spend += price(pool)
+                quotas.add(pool)
                 have[model] += capacity_of(model, pool)
                 admitted.add(i)
                 break
-            # Spend only grows: a launch that does not fit now never will this tick.
+            # The fleet only grows this tick: a launch that does not fit now never will.
+            limit = HoldKind.QUOTA if over_quota else HoldKind.BUDGET
+            held[i] = HeldLaunch(model, pool, limit, over_quota)
         if not q:
             del queue[model]
-    return (
+    return Admission(
         tuple(lc for i, lc in enumerate(launches) if i in admitted),
-        tuple(lc for i, lc in enumerate(launches) if i not in admitted),
+        tuple(held[i] for i in sorted(held)),
     )
 
 
@@ -282,6 +321,38 @@ def _priority(config: Config, model: str) -> int:
         return config.model(model).priority
     except KeyError:
         return 0
+
+
+def _launch_holds(
+    plan: Plan, proposal: Proposal, config: Config, admission: Admission
+) -> list[Held]:
+    """One hold per limit that kept launches of the proposal back, quota first."""
+    out: list[Held] = []
+    total, went = len(proposal.launches), len(admission.admitted)
+    fit = f"the {went} that fit go, higher priority and cheaper per rps first"
+    by_quota = [h for h in admission.held if h.limit is HoldKind.QUOTA]
+    if by_quota:
+        caps = sorted({i for h in by_quota for i in h.quotas})
+        names = ", ".join(describe(i, config.quotas[i]) for i in caps)
+        out.append(
+            Held(
+                HoldKind.QUOTA,
+                len(by_quota),
+                f"{len(by_quota)} of {total} launches held: they would pass {names}; {fit}",
+            )
+        )
+    by_budget = len(admission.held) - len(by_quota)
+    if by_budget:
+        budget = config.planning.budget_usd_per_hour or 0.0
+        out.append(
+            Held(
+                HoldKind.BUDGET,
+                by_budget,
+                f"{by_budget} of {total} launches held: the plan costs"
+                f" {plan.usd_per_hour:.2f} USD/h, over the budget {budget:.2f} USD/h; {fit}",
+            )
+        )
+    return out
 
 
 def _limited(plan: Plan, kind: HoldKind, config: Config) -> Held:

@@ -46,6 +46,7 @@ from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
 from scheduler.fleet.notice import loss_tolerated, pool_uncovered_s
+from scheduler.fleet.quotas import covers
 from solver import (
     DemandSpec,
     PoolSpec,
@@ -327,16 +328,7 @@ def build_problem(
     quotas: list[QuotaSpec] = []
     for qi, q in enumerate(config.quotas):
         members = tuple(
-            p
-            for p, o in enumerate(offerings)
-            if o.pool.cloud is q.cloud
-            and (q.region is None or o.pool.region == q.region)
-            and (q.market is None or o.pool.market is q.market)
-            and (
-                q.gpu_kind is None
-                or catalog.instance_types[(o.pool.cloud, o.pool.instance_type)].gpu_kind
-                == q.gpu_kind
-            )
+            p for p, o in enumerate(offerings) if covers(q, o.pool, _gpu_kind(catalog, o.pool))
         )
         quotas.append(QuotaSpec(f"quotas[{qi}]", members, q.max_gpus))
     quotas.extend(commitment_quotas)
@@ -526,6 +518,13 @@ _RELAXED_NOTES = {
         "the budget or quotas cannot pay for the nodes still booting: the plan may cancel some"
     ),
 }
+
+
+def _gpu_kind(catalog: Catalog, pool: Pool) -> str | None:
+    """The accelerator of `pool`'s instance type (None: a type the catalog lacks)."""
+    itype = catalog.instance_types.get((pool.cloud, pool.instance_type))
+    return itype.gpu_kind if itype is not None else None
+
 
 _LIMIT_OF = {UnmetReason.BUDGET: HoldKind.BUDGET, UnmetReason.QUOTA: HoldKind.QUOTA}
 

@@ -287,6 +287,42 @@ class Unmet:
     priority: int = 0  # the model's [[models]] priority
     reasons: tuple[UnmetReason, ...] = ()  # why (empty: not analysed, e.g. a baseline's plan)
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of unmet demand: the stored plans, the control API and
+        `capsched plan --json` all carry it (docs/api.md, "Unmet")."""
+        return {
+            "model": self.model,
+            "region": self.region,
+            "rps": self.rps,
+            "priority": self.priority,
+            "reasons": [r.value for r in self.reasons],
+        }
+
+    @classmethod
+    def from_json(cls, item: Any) -> Unmet:
+        """The record back from `to_json`'s form; ValueError naming what is wrong when
+        `item` is not one (a missing key, a number that is not one, an unknown reason)."""
+        if not isinstance(item, dict):
+            raise ValueError(f"unmet entry {item!r}: not an object")
+        try:
+            model, region = item["model"], item["region"]
+            rps, priority, reasons = item["rps"], item.get("priority", 0), item.get("reasons", [])
+        except KeyError as exc:
+            raise ValueError(f"unmet entry {item!r}: no {exc.args[0]!r}") from None
+        if not isinstance(model, str) or not isinstance(region, str):
+            raise ValueError(f"unmet entry {item!r}: model and region must be strings")
+        if isinstance(rps, bool) or not isinstance(rps, int | float):
+            raise ValueError(f"unmet entry {item!r}: rps must be a number")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"unmet entry {item!r}: priority must be an integer")
+        if not isinstance(reasons, list):
+            raise ValueError(f"unmet entry {item!r}: reasons must be a list")
+        known = {r.value: r for r in UnmetReason}
+        unknown = [r for r in reasons if not isinstance(r, str) or r not in known]
+        if unknown:
+            raise ValueError(f"unmet entry {item!r}: unknown reasons {unknown}")
+        return cls(model, region, float(rps), priority, tuple(known[r] for r in reasons))
+
 
 class HoldKind(enum.StrEnum):
     """Why a tick held something back: the guard or limit that did (scheduler.decide.guards).

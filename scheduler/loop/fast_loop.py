@@ -56,6 +56,7 @@ from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offe
 from scheduler.domain.actions import Launch
 from scheduler.fleet.capacity import sample_sizes
 from scheduler.fleet.catalog import Catalog
+from scheduler.fleet.quotas import QuotaUse
 from scheduler.loop.logs import event, held_events
 from scheduler.loop.reconciler import Reconciler
 from scheduler.ports.metrics import DemandSample
@@ -394,34 +395,12 @@ class _Limits:
         offer: Mapping[Pool, Offering],
     ) -> None:
         self.config = config
-        self.catalog = catalog
         prices = {o.pool: o.usd_per_hour for o in catalog.offerings}
         prices.update({p: o.usd_per_hour for p, o in offer.items()})
         self.prices = prices
         self.usd_per_hour = sum(prices.get(n.pool, 0.0) for n in billed)
         self.in_pool: Counter[Pool] = Counter(n.pool for n in billed if n.state in _ALIVE)
-        self.quota_gpus = [0] * len(config.quotas)
-        for n in billed:
-            self._count(n.pool, 1)
-
-    def _members(self, pool: Pool) -> list[int]:
-        itype = self.catalog.instance_types.get((pool.cloud, pool.instance_type))
-        return [
-            i
-            for i, q in enumerate(self.config.quotas)
-            if q.cloud is pool.cloud
-            and (q.region is None or pool.region == q.region)
-            and (q.market is None or pool.market is q.market)
-            and (q.gpu_kind is None or (itype is not None and itype.gpu_kind == q.gpu_kind))
-        ]
-
-    def _gpus(self, pool: Pool) -> int:
-        itype = self.catalog.instance_types.get((pool.cloud, pool.instance_type))
-        return itype.gpu_count if itype is not None else 0
-
-    def _count(self, pool: Pool, sign: int) -> None:
-        for i in self._members(pool):
-            self.quota_gpus[i] += sign * self._gpus(pool)
+        self.quotas = QuotaUse(config.quotas, catalog.instance_types, (n.pool for n in billed))
 
     def breaks(self, pool: Pool) -> set[HoldKind]:
         """The limits one more node in `pool` would break."""
@@ -429,10 +408,8 @@ class _Limits:
         budget = self.config.planning.budget_usd_per_hour
         if budget is not None and self.usd_per_hour + self.prices.get(pool, 0.0) > budget + _EPS:
             out.add(HoldKind.BUDGET)
-        gpus = self._gpus(pool)
-        for i in self._members(pool):
-            if self.quota_gpus[i] + gpus > self.config.quotas[i].max_gpus:
-                out.add(HoldKind.QUOTA)
+        if self.quotas.broken_by(pool):
+            out.add(HoldKind.QUOTA)
         if self.in_pool[pool] >= MAX_NODES_PER_POOL:
             out.add(HoldKind.POOL_LIMIT)
         return out
@@ -441,7 +418,7 @@ class _Limits:
         """Count one more node in `pool`."""
         self.usd_per_hour += self.prices.get(pool, 0.0)
         self.in_pool[pool] += 1
-        self._count(pool, 1)
+        self.quotas.add(pool)
 
 
 class FastLoop:

@@ -586,6 +586,7 @@ class Reconciler:
             self.capacity_of,
             self.store.next_node_id,
             self._price,
+            self.catalog.instance_types,
         )
         actions = (*guarded.actions, *self._unhealthy_drains(obs, target))
         return self._grounded(obs, target, actions), guarded.held_back

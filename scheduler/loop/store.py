@@ -41,7 +41,7 @@ from sqlite_utils.db import NotFoundError
 from scheduler.decide.cooldown import PoolCooling
 from scheduler.decide.health import Streak
 from scheduler.decide.obtainability import PoolEvidence
-from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool
+from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool, Unmet
 from scheduler.domain.lifecycle import LIVE, check_transition
 
 if TYPE_CHECKING:
@@ -321,6 +321,27 @@ def _recent_journal(
 ) -> list[dict[str, Any]]:
     where, args = ("status = ?", [status]) if status else (None, [])
     return _latest(conn, "journal", where, args, limit)[::-1]
+
+
+def stored_unmet(raw: str | None) -> tuple[Unmet, ...]:
+    """A plans row's `unmet` column as records. Rows hold `Unmet.to_json` objects;
+    rows stored before that hold lists, [model, region, rps] or, while issue 22 was under
+    way, [model, region, rps, priority, reasons]: read here, once, so no reader ever
+    sees a list. ValueError naming the entry when one is neither."""
+    out: list[Unmet] = []
+    for item in json.loads(raw) if raw else []:
+        if isinstance(item, list) and 3 <= len(item) <= 5:
+            model, region, rps, *rest = item
+            priority = rest[0] if rest else 0
+            item = {
+                "model": model,
+                "region": region,
+                "rps": rps,
+                "priority": priority,
+                "reasons": rest[1] if len(rest) > 1 else [],
+            }
+        out.append(Unmet.from_json(item))
+    return tuple(out)
 
 
 def _finite_or_none(v: object) -> float | None:
@@ -676,14 +697,8 @@ class StateStore:
                     plan.gap,
                     plan.solve_time_s,
                     json.dumps(placements),
-                    # [model, region, rps, priority, reasons]; rows stored before the
-                    # priority and reasons were kept hold the first three only.
-                    json.dumps(
-                        [
-                            [u.model, u.region, u.rps, u.priority, [r.value for r in u.reasons]]
-                            for u in plan.unmet
-                        ]
-                    ),
+                    # Unmet.to_json objects; older rows hold lists (see `stored_unmet`).
+                    json.dumps([u.to_json() for u in plan.unmet]),
                     json.dumps(list(plan.notes)),
                     json.dumps([h.to_json() for h in held_back]),
                     approval,

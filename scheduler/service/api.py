@@ -40,7 +40,7 @@ from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.domain import Node
-from scheduler.loop.store import StateStore
+from scheduler.loop.store import StateStore, stored_unmet
 from scheduler.service.control import Control
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,11 @@ def node_json(node: Node) -> dict[str, Any]:
 def plan_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored plan row with its JSON columns decoded."""
     out = dict(row)
-    for key in ("placements", "unmet", "notes", "held_back"):
+    for key in ("placements", "notes", "held_back"):
         raw = out.get(key)
         out[key] = json.loads(raw) if raw else []
+    # Every stored form of unmet demand leaves here as `Unmet.to_json` objects.
+    out["unmet"] = [u.to_json() for u in stored_unmet(out.get("unmet"))]
     return out
 
 

@@ -1,9 +1,11 @@
 """A small async client of the control API (scheduler.service.api), for the TUI and scripts.
 
-One method per endpoint; every failure is one of three types, so a caller has one
+One method per endpoint; every failure is one of four types, so a caller has one
 reaction each: `ApiUnavailable` (daemon not running or not answering: show "offline",
-retry later), `Unauthorized` (token missing or wrong: say so, do not retry) and
-`ApiError` (the daemon answered no: show its message). The token is never put in an
+retry later), `Unauthorized` (token missing or wrong: say so, do not retry),
+`ApiError` (the daemon answered no: show its message) and `BadReply` (an answer this
+client cannot read: show it). Records with a domain type come back as that type (a
+plan's unmet demand as `scheduler.domain.Unmet`). The token is never put in an
 exception message or a repr.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from scheduler.config import DaemonSection
+from scheduler.domain import Unmet
 
 
 class ApiClientError(Exception):
@@ -37,6 +40,22 @@ class ApiError(ApiClientError):
 
 class Unauthorized(ApiError):
     """The action needs a valid bearer token (HTTP 401)."""
+
+
+class BadReply(ApiClientError):
+    """The daemon answered, with a body this client cannot read (a field of the wrong
+    shape, e.g. from a daemon of another version)."""
+
+
+def _plan(body: Any) -> dict[str, Any]:
+    """A Plan of docs/api.md with its `unmet` entries as `Unmet` records."""
+    if not isinstance(body, dict):
+        raise BadReply(f"a plan that is not an object: {body!r:.200}")
+    try:
+        unmet = tuple(Unmet.from_json(u) for u in body.get("unmet") or [])
+    except ValueError as exc:
+        raise BadReply(f"plan {body.get('id')}: {exc}") from None
+    return {**body, "unmet": unmet}
 
 
 class ApiClient:
@@ -178,9 +197,10 @@ class ApiClient:
         return list(body["journal"])
 
     async def plans(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """The latest plans, newest first (GET /v1/plans)."""
+        """The latest plans, newest first (GET /v1/plans); each plan's `unmet` is a
+        tuple of `Unmet` records (BadReply when an entry is not one)."""
         body = await self._get("/v1/plans", limit=limit)
-        return list(body["plans"])
+        return [_plan(p) for p in body["plans"]]
 
     async def demand(
         self, *, since_s: int | None = None, limit: int | None = None
@@ -190,9 +210,8 @@ class ApiClient:
         return list(body["demand"])
 
     async def plan(self, plan_id: int) -> dict[str, Any]:
-        """One plan (GET /v1/plans/{id})."""
-        result: dict[str, Any] = await self._get(f"/v1/plans/{int(plan_id)}")
-        return result
+        """One plan (GET /v1/plans/{id}), its `unmet` as `Unmet` records."""
+        return _plan(await self._get(f"/v1/plans/{int(plan_id)}"))
 
     async def forecast(self) -> dict[str, Any]:
         """Planned demand and forecast quantiles (GET /v1/forecast)."""
