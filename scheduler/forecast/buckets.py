@@ -77,3 +77,26 @@ def demand_buckets(demand: Demand) -> tuple[SizeBucket, ...]:
     if demand.buckets:
         return demand.buckets
     return (SizeBucket(0.0, math.inf, 1.0, demand.size or REFERENCE_SIZE),)
+
+
+def merge_buckets(demand: Sequence[Demand]) -> tuple[SizeBucket, ...]:
+    """The buckets of the sum of `demand` (entries of one series): per prompt range, the
+    entries' rates added and their sizes averaged by rate (by share when no entry has a
+    rate), in increasing range; () when no entry has buckets (the sum is one bucket)."""
+    if not any(d.buckets for d in demand):
+        return ()
+    total = sum(max(d.rps, 0.0) for d in demand)
+    acc: dict[tuple[float, float], list[float]] = {}
+    for d in demand:
+        for b in demand_buckets(d):
+            w = max(d.rps, 0.0) * b.share if total > 0 else b.share / len(demand)
+            row = acc.setdefault((b.min_input_tokens, b.max_input_tokens), [0.0, 0.0, 0.0])
+            row[0] += w
+            row[1] += w * b.size.input_tokens
+            row[2] += w * b.size.output_tokens
+    weight = sum(row[0] for row in acc.values())
+    return tuple(
+        SizeBucket(lo, hi, w / weight, RequestSize(i / w, o / w))
+        for (lo, hi), (w, i, o) in sorted(acc.items())
+        if w > 0
+    )
