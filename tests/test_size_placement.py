@@ -17,6 +17,7 @@ from capsched.cli import main
 from scheduler.config import load_config
 from scheduler.decide.planner import make_plan
 from scheduler.domain import Demand, RequestSize, SizeBucket
+from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
 from scheduler.forecast.buckets import bucketed_demand, mean_size, split_by_prompt
@@ -129,10 +130,19 @@ def planned(*demand: Demand) -> Any:
     return make_plan(config, load_catalog(), load_profiles(), list(demand))
 
 
-def test_one_bucket_plans_exactly_as_the_demand_without_buckets() -> None:
-    size = RequestSize(2_000, 100)
-    plain = planned(Demand(MODEL, "us-east", 40.0, size))
-    one = planned(bucketed_demand(MODEL, "us-east", 40.0, [SizeBucket(0, math.inf, 1.0, size)]))
+@settings(max_examples=8, deadline=None)
+@given(
+    inp=st.floats(50, 50_000),
+    out=st.floats(10, 4_000),
+    rps=st.floats(0.5, 200),
+    top=st.sampled_from([math.inf, 1e6]),
+)
+def test_one_bucket_plans_exactly_as_the_demand_without_buckets(
+    inp: float, out: float, rps: float, top: float
+) -> None:
+    size = RequestSize(inp, out)
+    plain = planned(Demand(MODEL, "us-east", rps, size))
+    one = planned(bucketed_demand(MODEL, "us-east", rps, [SizeBucket(0, top, 1.0, size)]))
     assert one.placements == plain.placements
     assert one.usd_per_hour == plain.usd_per_hour
     assert one.objective == plain.objective
@@ -159,6 +169,24 @@ def test_long_prompts_are_served_on_larger_gpus_than_short_ones() -> None:
         return sum(memory[k] * rps for k, rps in kinds.items()) / sum(kinds.values())
 
     assert mean_memory(served[LONG.label]) > mean_memory(served[SHORT.label])
+
+
+def test_demand_a_budget_leaves_unmet_is_reported_per_region_not_per_bucket() -> None:
+    config = load_config(CONFIG)
+    config = config.model_copy(
+        update={"planning": config.planning.model_copy(update={"budget_usd_per_hour": 40.0})}
+    )
+    demand = [
+        bucketed_demand(MODEL, region, 60.0, [SHORT, LONG]) for region in ("us-east", "eu-west")
+    ]
+    plan = make_plan(config, load_catalog(), load_profiles(), demand)
+    assert plan.usd_per_hour <= 40.0 + 1e-6
+    assert plan.unmet, "the budget should leave some of 120 rps unmet"
+    keys = [(u.model, u.region) for u in plan.unmet]
+    assert len(keys) == len(set(keys))  # one line per (model, region), buckets summed
+    assert all("budget" in [r.value for r in u.reasons] for u in plan.unmet)
+    routed = sum(r.rps for pl in plan.placements for r in pl.routes)
+    assert routed + sum(u.rps for u in plan.unmet) == pytest.approx(120.0, rel=1e-5)
 
 
 def run_plan(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
@@ -213,6 +241,30 @@ def test_plan_json_names_the_buckets_each_placement_serves(
     assert code == 0, out
     # Never worse than keeping the fleet read back (which the plan could do).
     assert json.loads(out)["usd_per_hour"] <= doc["usd_per_hour"] + 1e-6
+
+
+def test_token_costs_count_a_placement_at_the_size_it_serves(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "demand.json"
+    path.write_text(json.dumps(DEMAND))
+    code, out = run_plan(capsys, path, "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    config, catalog = load_config(CONFIG), load_catalog()
+    sizes = {"0-1024": RequestSize(400, 200), "1024+": RequestSize(16_000, 300)}
+    checked = 0
+    for node, cost in zip(doc["nodes"], doc["token_costs"], strict=True):
+        labels = {b["input_tokens"] for b in node.get("buckets", [])}
+        if len(labels) != 1:  # a placement serving one bucket only
+            continue
+        pool = next(o.pool for o in catalog.offerings if o.pool.key == cost["pool"])
+        itype = catalog.instance_type(pool)
+        size = sizes[labels.pop()]
+        rps = node_rps(config, load_profiles(), MODEL, itype, size=size)
+        assert cost["rps_each"] == pytest.approx(rps, abs=1e-4)
+        checked += 1
+    assert checked
 
 
 def test_the_plan_table_shows_the_prompt_lengths_each_placement_serves(
