@@ -14,6 +14,11 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
           for every failure domain z with spot pools of m:
             capacity of m outside z's spot pools >= alpha * served load of m
 
+A model placed by size (Problem.size_classes) has instead of its capacity rows, with
+z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
+          sum_c z[c,p] / cap[c,p] <= x[m,p]                per pool: nodes' time shared
+          sum_{k of class c} y[k,l] <= sum_{p in l} z[c,p] per class and location
+
 Backends: "scip" (default) and "highs"; benchmarks/bench_solver.py compares them. CP-SAT
 was the first backend and is not offered: docs/solver.md says why.
 """
