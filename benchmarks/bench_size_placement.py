@@ -31,6 +31,8 @@ import argparse
 import csv
 import dataclasses
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from scheduler.config import Config, load_config
 from scheduler.decide.planner import build_problem, make_plan
-from scheduler.domain import Demand, Plan, SizeBucket
+from scheduler.domain import Demand, Placement, Plan, SizeBucket
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog, load_catalog
 from scheduler.fleet.profiles import load_profiles
@@ -53,12 +55,24 @@ TRACES = [
 REGION = "us-east"
 
 
-def read_requests(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Prompt and output tokens of every request of `paths`, and their mean rate (rps:
-    requests over each trace's own span, added)."""
+@dataclass(frozen=True)
+class Requests:
+    """Every request of the merged traces."""
+
+    input_tokens: np.ndarray  # prompt tokens per request
+    output_tokens: np.ndarray  # output tokens per request
+    at_s: np.ndarray  # arrival, seconds since the epoch
+    rps: float  # mean rate: requests over each trace's own span, added
+    start_s: float  # the first second every trace covers
+    end_s: float  # the last second every trace covers
+
+
+def read_requests(paths: list[Path]) -> Requests:
+    """The requests of `paths`, merged."""
     inp: list[int] = []
     out: list[int] = []
-    rate = 0.0
+    at: list[np.ndarray] = []
+    rate, start, end = 0.0, -np.inf, np.inf
     for path in paths:
         stamps: list[str] = []
         with path.open(newline="", encoding="utf-8") as f:
@@ -66,10 +80,32 @@ def read_requests(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, float]:
                 inp.append(int(row["ContextTokens"]))
                 out.append(int(row["GeneratedTokens"]))
                 stamps.append(row["TIMESTAMP"][:26])
-        times = np.array(stamps, dtype="datetime64[us]")
-        span_s = float((times.max() - times.min()) / np.timedelta64(1, "s"))
-        rate += len(stamps) / span_s
-    return np.array(inp, dtype=float), np.array(out, dtype=float), rate
+        times = np.array(stamps, dtype="datetime64[us]").astype(np.int64) / 1e6
+        rate += len(stamps) / float(times.max() - times.min())
+        start, end = max(start, float(times.min())), min(end, float(times.max()))
+        at.append(times)
+    return Requests(
+        np.array(inp, dtype=float), np.array(out, dtype=float), np.concatenate(at), rate, start, end
+    )
+
+
+def minutes(reqs: Requests, edges: list[float]) -> list[tuple[SizeBucket, ...]]:
+    """Each full minute both traces cover, as its requests' buckets (their shares of the
+    minute and sizes), and the minute's rate in `minute_rps`."""
+    first, last = int(np.ceil(reqs.start_s / 60)), int(reqs.end_s // 60)
+    out: list[tuple[SizeBucket, ...]] = []
+    for m in range(first, last):
+        inside = (reqs.at_s >= m * 60) & (reqs.at_s < (m + 1) * 60)
+        out.append(split_by_prompt(reqs.input_tokens[inside], reqs.output_tokens[inside], edges))
+    return out
+
+
+def minute_rps(reqs: Requests) -> np.ndarray:
+    """Requests per second of each full minute both traces cover (as `minutes`)."""
+    first, last = int(np.ceil(reqs.start_s / 60)), int(reqs.end_s // 60)
+    inside = (reqs.at_s >= first * 60) & (reqs.at_s < last * 60)
+    index = (reqs.at_s[inside] // 60).astype(np.int64) - first
+    return np.bincount(index, minlength=last - first) / 60.0
 
 
 def bench_config(model: str, gpu_kind: str | None) -> Config:
@@ -124,6 +160,67 @@ def served(plan: Plan, rps: float) -> bool:
     return sum(u.rps for u in plan.unmet) <= 1e-3 * rps
 
 
+def eval_config(model: str) -> Config:
+    """The config a fleet is checked under minute by minute: capacity only (no
+    robustness, on-demand share or minimum replicas, which shape a plan but serve nothing)."""
+    raw: dict[str, Any] = bench_config(model, None).model_dump(mode="json")
+    raw["planning"]["robustness_fraction"] = 0.0
+    for m in raw["models"]:
+        m["min_on_demand_share"] = 0.0
+        m["min_replicas"] = 0
+    return Config.model_validate(raw)
+
+
+def attainment(
+    plan: Plan,
+    model: str,
+    by_minute: list[tuple[SizeBucket, ...]],
+    rates: np.ndarray,
+    catalog: Catalog,
+) -> float:
+    """Share of the requests of every minute the plan's nodes serve (each minute at its
+    own rate and bucket mix, every node at its profile rate x target utilisation, the
+    buckets routed to the nodes as the solver can with the node counts fixed)."""
+    config, profiles = eval_config(model), load_profiles()
+    fleet = [Placement(pl.model, pl.pool, pl.count) for pl in plan.placements]
+    served = total = 0.0
+    for buckets, rps in zip(by_minute, rates, strict=True):
+        if rps <= 0 or not buckets:
+            continue
+        demand = bucketed_demand(model, REGION, float(rps), buckets)
+        problem, _ = build_problem(config, catalog, profiles, [demand], fleet, committed=fleet)
+        held = problem.current.sum(axis=0)
+        pools = tuple(
+            dataclasses.replace(pool, max_nodes=int(n))
+            for pool, n in zip(problem.pools, held, strict=True)
+        )
+        found = solve(dataclasses.replace(problem, pools=pools), time_limit_s=5.0, workers=1)
+        total += float(rps)
+        served += float(rps) - sum(found.unmet_rps)
+    return served / total
+
+
+def least_headroom(
+    make: Callable[[float], Plan],
+    check: Callable[[Plan], float],
+    target: float = 0.995,
+) -> tuple[float, Plan, float]:
+    """The smallest factor h on the planned rate (to 1 %, within 0.5-2) whose plan serves
+    at least `target` of the requests, with that plan and its share served."""
+    lo, hi = 0.5, 2.0
+    best = make(hi)
+    best_share = check(best)
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2
+        plan = make(mid)
+        share = check(plan)
+        if share >= target:
+            hi, best, best_share = mid, plan, share
+        else:
+            lo = mid
+    return hi, best, best_share
+
+
 def kinds_by_bucket(plan: Plan, catalog: Catalog) -> dict[str, dict[str, float]]:
     """Per bucket label (shortest prompts first), rps served per GPU kind."""
     out: dict[tuple[float, str], dict[str, float]] = {}
@@ -141,11 +238,17 @@ def main() -> None:
     parser.add_argument("--rps", default="8,80,800", help="comma-separated demand rates")
     parser.add_argument("--edges", default="1024,4096", help="prompt lengths to cut at")
     parser.add_argument("--time-limit-s", type=float, default=10.0)
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="also check the plans minute by minute at equal share served (slower)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    inp, out, trace_rps = read_requests(TRACES)
+    reqs = read_requests(TRACES)
+    inp, trace_rps = reqs.input_tokens, reqs.rps
     edges = [float(e) for e in args.edges.split(",") if e]
-    buckets: tuple[SizeBucket, ...] = split_by_prompt(inp, out, edges)
+    buckets: tuple[SizeBucket, ...] = split_by_prompt(inp, reqs.output_tokens, edges)
     mean = mean_size(buckets)
     catalog, profiles = load_catalog(), load_profiles()
     base = bench_config(args.model, None)
@@ -198,10 +301,64 @@ def main() -> None:
                 f" by size / mean size: {cost / mixed.usd_per_hour:.3f}x;"
                 f" by size / one mix, time-shared: {cost / exact:.3f}x"
             )
+        if args.replay and full:
+            replay(
+                args.model,
+                rps,
+                reqs,
+                edges,
+                buckets,
+                min(full, key=lambda k: full[k].usd_per_hour),
+                plan,
+                catalog,
+            )
         for label, per in kinds_by_bucket(by_size, catalog).items():
             names = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
             print(f"  {label:>10} tokens on: {names}")
         print()
+
+
+def replay(
+    model: str,
+    rps: float,
+    reqs: Requests,
+    edges: list[float],
+    buckets: tuple[SizeBucket, ...],
+    best_kind: str,
+    plan: Callable[[Config, Demand], Plan],
+    catalog: Catalog,
+) -> None:
+    """Each plan made for h x the peak minute's rate (the traces scaled to a mean of
+    `rps`) at the traces' mix, checked minute by minute at each minute's rate and mix;
+    h the least that serves 99.5 % of the requests. Printed: h, USD/h, share served."""
+    rates = minute_rps(reqs)
+    rates = rates * rps / rates.mean()
+    by_minute = minutes(reqs, edges)
+    peak = float(rates.max())
+    mean = mean_size(buckets)
+    approaches: dict[str, Callable[[float], Plan]] = {
+        "by size": lambda h: plan(
+            bench_config(model, None), bucketed_demand(model, REGION, h * peak, buckets)
+        ),
+        f"one kind {best_kind}": lambda h: plan(
+            bench_config(model, best_kind), bucketed_demand(model, REGION, h * peak, buckets)
+        ),
+        "mean size": lambda h: plan(
+            bench_config(model, None), Demand(model, REGION, h * peak, mean)
+        ),
+    }
+    print(f"\nminute by minute ({len(rates)} minutes, peak {peak:.2f} rps), 99.5 % served:")
+    cost: dict[str, float] = {}
+    for name, make in approaches.items():
+        h, found, share = least_headroom(
+            make, lambda p: attainment(p, model, by_minute, rates, catalog)
+        )
+        cost[name] = found.usd_per_hour
+        print(f"  {name:<20} h {h:5.3f}  {found.usd_per_hour:9.2f} USD/h  served {share:.4f}")
+    print(
+        f"  by size / one kind {best_kind}: {cost['by size'] / cost[f'one kind {best_kind}']:.3f}x;"
+        f" by size / mean size: {cost['by size'] / cost['mean size']:.3f}x"
+    )
 
 
 if __name__ == "__main__":
