@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
@@ -28,9 +35,11 @@ from scheduler.domain import (
     Placement,
     Pool,
     RequestSize,
+    SizeBucket,
 )
 from scheduler.errors import problem_lines
 from scheduler.fleet.capacity import demand_size
+from scheduler.forecast.buckets import bucketed_demand, merge_buckets
 from scheduler.names import Name
 
 _T = TypeVar("_T", bound=BaseModel)
@@ -54,6 +63,24 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BucketEntry(_Entry):
+    """One size bucket of a demand entry: the requests whose prompts are shorter than
+    `max_input_tokens` and at least the previous bucket's (0 for the first)."""
+
+    rps: float = Field(ge=0)  # requests per second of the bucket
+    input_tokens: float = Field(gt=0, le=MAX_TOKENS)  # their mean prompt tokens
+    output_tokens: float = Field(gt=0, le=MAX_TOKENS)  # their mean output tokens
+    # Upper end of the prompt range (exclusive); absent or null: no end (last bucket only).
+    max_input_tokens: float | None = Field(default=None, gt=0)
+
+    @field_validator("rps", "input_tokens", "output_tokens", "max_input_tokens")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
 class DemandEntry(_Entry):
     """One line of a demand file."""
 
@@ -63,6 +90,9 @@ class DemandEntry(_Entry):
     # Mean tokens per request; absent: the reference request's (763 prompt / 232 output).
     input_tokens: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
     output_tokens: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
+    # The rate split by prompt length (docs/profiles.md "Placement by size"), in
+    # increasing `max_input_tokens`; their rps sum to `rps`. Absent: one bucket.
+    buckets: list[BucketEntry] | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("rps", "input_tokens", "output_tokens")
     @classmethod
@@ -70,6 +100,50 @@ class DemandEntry(_Entry):
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @model_validator(mode="after")
+    def _buckets_fit(self) -> DemandEntry:
+        if self.buckets is None:
+            return self
+        if self.input_tokens is not None or self.output_tokens is not None:
+            raise ValueError("give either buckets or input_tokens/output_tokens, not both")
+        lo = 0.0
+        for i, b in enumerate(self.buckets):
+            hi = math.inf if b.max_input_tokens is None else b.max_input_tokens
+            if hi == math.inf and i < len(self.buckets) - 1:
+                raise ValueError(f"buckets[{i}]: only the last bucket may have no max_input_tokens")
+            if hi <= lo:
+                raise ValueError(f"buckets[{i}]: max_input_tokens must increase ({hi:g} <= {lo:g})")
+            if not lo <= b.input_tokens < hi:
+                raise ValueError(
+                    f"buckets[{i}]: input_tokens {b.input_tokens:g} is outside its range"
+                    f" [{lo:g}, {hi:g})"
+                )
+            lo = hi
+        total = math.fsum(b.rps for b in self.buckets)
+        if not math.isclose(total, self.rps, rel_tol=1e-6, abs_tol=1e-9):
+            raise ValueError(f"buckets' rps sum to {total:g}, not the entry's rps {self.rps:g}")
+        return self
+
+    def size_buckets(self) -> tuple[SizeBucket, ...]:
+        """The entry's buckets as shares of its rate; () without buckets."""
+        if not self.buckets:
+            return ()
+        total = math.fsum(b.rps for b in self.buckets)
+        out: list[SizeBucket] = []
+        lo = 0.0
+        for b in self.buckets:
+            hi = math.inf if b.max_input_tokens is None else b.max_input_tokens
+            share = b.rps / total if total > 0 else 1.0 / len(self.buckets)
+            out.append(SizeBucket(lo, hi, share, RequestSize(b.input_tokens, b.output_tokens)))
+            lo = hi
+        return tuple(out)
+
+    def demand(self) -> Demand:
+        """The entry as a domain demand (with its buckets, its size is their mean)."""
+        if self.buckets:
+            return bucketed_demand(self.model, self.region, self.rps, self.size_buckets())
+        return Demand(self.model, self.region, self.rps, self.size())
 
     def size(self) -> RequestSize | None:
         """The entry's mean request size; None when it gives neither token count."""
@@ -95,6 +169,9 @@ class NodeEntry(_Entry):
     instance_type: Name = Field(min_length=1)
     market: Market
     count: int = Field(ge=0, le=MAX_NODES_PER_POOL)
+    # What a plan routes to the nodes (`capsched plan --json`); read back as a fleet
+    # file, the nodes are what counts and this is ignored.
+    buckets: list[dict[str, float | str | None]] | None = None
 
     def placement(self) -> Placement:
         """As a domain placement."""
@@ -136,9 +213,7 @@ def _read(path: Path, schema: type[_T], key: str) -> _T:
 
 def read_demand(path: Path) -> list[Demand]:
     """Demand entries of a `{"demand": [...]}` file, as listed (see `merge_demand`)."""
-    return [
-        Demand(e.model, e.region, e.rps, e.size()) for e in _read(path, DemandFile, "demand").demand
-    ]
+    return [e.demand() for e in _read(path, DemandFile, "demand").demand]
 
 
 def read_fleet(path: Path) -> list[Placement]:
@@ -170,16 +245,21 @@ def merge_demand(demand: Sequence[Demand]) -> MergedDemand:
     groups: dict[tuple[str, str], list[Demand]] = {}
     for d in demand:
         groups.setdefault((d.model, d.region), []).append(d)
-    merged = tuple(
-        Demand(m, r, _sum([d.rps for d in ds]), _mean_size(ds)) for (m, r), ds in groups.items()
-    )
+    merged = tuple(_merged(ds) for ds in groups.values())
     return MergedDemand(merged, len(demand) - len(merged))
 
 
-def _mean_size(demand: Sequence[Demand]) -> RequestSize | None:
+def _merged(demand: Sequence[Demand]) -> Demand:
+    """Entries of one (model, region) as one demand: rates summed, size and buckets
+    merged (`merge_buckets`: per prompt range, rates added)."""
+    first = demand[0]
     if len(demand) == 1:
-        return demand[0].size
-    return demand_size(demand, demand[0].model)
+        return first
+    rps = _sum([d.rps for d in demand])
+    buckets = merge_buckets(demand)
+    if buckets:
+        return bucketed_demand(first.model, first.region, rps, buckets)
+    return Demand(first.model, first.region, rps, demand_size(demand, first.model))
 
 
 def _sum(rates: list[float]) -> float:

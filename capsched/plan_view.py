@@ -3,26 +3,30 @@ the plan was made for (the demand) next to what it is (nodes, cost, unmet demand
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from capsched.inputs import merge_demand
 from scheduler.config import Config
-from scheduler.domain import REFERENCE_SIZE, CapacityProfile, Demand, Placement, Plan
+from scheduler.decide.size_classes import SizeClass, size_classes
+from scheduler.domain import (
+    REFERENCE_SIZE,
+    CapacityProfile,
+    Demand,
+    Placement,
+    Plan,
+    RequestSize,
+)
 from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
 
 
 def demand_totals(demand: Sequence[Demand]) -> list[Demand]:
     """The demand the solver serves: one entry per (model, region), in the order first
-    given, repeated entries summed (sizes: their rate-weighted mean, `demand_size`)."""
-    groups: dict[tuple[str, str], list[Demand]] = {}
-    for d in demand:
-        groups.setdefault((d.model, d.region), []).append(d)
-    return [
-        Demand(m, r, sum(d.rps for d in ds), ds[0].size if len(ds) == 1 else demand_size(ds, m))
-        for (m, r), ds in groups.items()
-    ]
+    given, repeated entries summed (`capsched.inputs.merge_demand`)."""
+    return list(merge_demand(demand).demand)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,13 @@ def placement_costs(
     `demand`; a placement whose node carries nothing or whose pool the catalog does not
     price is left out."""
     prices = {o.pool: o.usd_per_hour for o in catalog.offerings}
+    classes = size_classes(demand)
     out: list[PlacementCost] = []
     for pl in plan.placements:
         price = prices.get(pl.pool)
         if price is None:
             continue
-        size = demand_size(demand, pl.model)
+        size = _routed_size(pl, classes.get(pl.model, ())) or demand_size(demand, pl.model)
         rps = node_rps(config, profiles, pl.model, catalog.instance_type(pl.pool), size=size)
         if rps <= 0:
             continue
@@ -61,7 +66,37 @@ def placement_costs(
     return tuple(out)
 
 
-def _size_keys(d: Demand) -> dict[str, float]:
+def _routed_size(pl: Placement, classes: Sequence[SizeClass]) -> RequestSize | None:
+    """The mean size of what a placement placed by size serves: its routes' classes'
+    sizes weighted by routed rate; None for a placement that serves the model's mix."""
+    sizes = {c.range: c.size for c in classes}
+    routes = [(r.rps, sizes[r.min_input_tokens, r.max_input_tokens]) for r in pl.routes]
+    rate = sum(rps for rps, _ in routes)
+    if rate <= 0:
+        return None
+    return RequestSize(
+        sum(rps * s.input_tokens for rps, s in routes) / rate,
+        sum(rps * s.output_tokens for rps, s in routes) / rate,
+    )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def _size_keys(d: Demand) -> dict[str, Any]:
+    if d.buckets:  # the keys of a demand file's buckets, so the file can be fed back
+        return {
+            "buckets": [
+                {
+                    "rps": round(d.rps * b.share, 4),
+                    "input_tokens": round(b.size.input_tokens, 2),
+                    "output_tokens": round(b.size.output_tokens, 2),
+                    "max_input_tokens": _finite_or_none(b.max_input_tokens),
+                }
+                for b in d.buckets
+            ]
+        }
     if d.size is None:
         return {}
     return {
@@ -159,7 +194,12 @@ def demand_table(plan: Plan, demand: Sequence[Demand], source: str) -> str:
 def plan_table(plan: Plan, catalog: Catalog) -> str:
     """The plan as a text table with prices, then totals and unmet demand."""
     prices = {o.pool: o for o in catalog.offerings}
-    header = ("model", "cloud", "region/zone", "instance type", "market", "nodes", "USD/h each")
+    header: tuple[str, ...] = (
+        "model", "cloud", "region/zone", "instance type", "market", "nodes", "USD/h each",
+    )  # fmt: skip
+    by_size = any(pl.routes for pl in plan.placements)
+    if by_size:  # placement by size: which prompt lengths the nodes serve (rps)
+        header = (*header, "prompt tokens: rps")
     rows: list[tuple[str, ...]] = [header]
     estimated = False
     for pl in plan.placements:
@@ -177,6 +217,11 @@ def plan_table(plan: Plan, catalog: Catalog) -> str:
                 pl.pool.market.value,
                 str(pl.count),
                 price,
+                *(
+                    (" ".join(f"{r.label}: {r.rps:.2f}" for r in pl.routes) or "-",)
+                    if by_size
+                    else ()
+                ),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

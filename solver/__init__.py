@@ -10,6 +10,7 @@ from solver.problem import (
     Problem,
     QuotaSpec,
     Relaxation,
+    SizeClassSpec,
     Solution,
     Status,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Problem",
     "QuotaSpec",
     "Relaxation",
+    "SizeClassSpec",
     "Solution",
     "Status",
     "fleet_cost",

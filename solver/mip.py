@@ -14,6 +14,11 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
           for every failure domain z with spot pools of m:
             capacity of m outside z's spot pools >= alpha * served load of m
 
+A model placed by size (Problem.size_classes) has instead of its capacity rows, with
+z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
+          sum_c z[c,p] / cap[c,p] <= x[m,p]                per pool: nodes' time shared
+          sum_{k of class c} y[k,l] <= sum_{p in l} z[c,p] per class and location
+
 Backends: "scip" (default) and "highs"; benchmarks/bench_solver.py compares them. CP-SAT
 was the first backend and is not offered: docs/solver.md says why.
 """
@@ -33,7 +38,7 @@ from typing import Literal
 import numpy as np
 from ortools.linear_solver import pywraplp
 
-from solver.problem import IntArray, Problem, Relaxation, Solution, Status
+from solver.problem import FloatArray, IntArray, Problem, Relaxation, Solution, Status
 from solver.reduce import candidate_pools
 
 Backend = Literal["highs", "scip"]
@@ -91,6 +96,8 @@ class _Model:
     # Nodes removed from a pool that holds nodes, where the budget row counts them (moves
     # of a priority above the lowest bill twice while under way: `Problem.moves_bill_twice`)
     dec: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
+    # Load of a size class routed to a pool (rps), for the models placed by size.
+    z: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
 
 
 def _new_solver(backend: str) -> pywraplp.Solver:
@@ -135,7 +142,7 @@ def _build(
             if fixed is not None:
                 lb = ub = int(fixed[m, p])
             else:
-                need = math.ceil(total_demand[m] / cap[m, p] - 1e-9) if cap[m, p] > 0 else 0
+                need = _nodes_to_serve_alone(problem, m, p, float(total_demand[m]))
                 lb = int(problem.committed[m, p]) if problem.committed is not None else 0
                 ub = max(lb, min(pool.max_nodes, max(need, problem.replicas_min(m), c)))
             x = lp.IntVar(lb, ub, f"x_{m}_{p}")
@@ -175,12 +182,16 @@ def _build(
     for d in problem.demands:
         for loc in set(d.locations):
             reach[d.model, loc] += d.rps
-    capacity_rows: dict[tuple[int, int], pywraplp.Constraint] = {}
+    # Rows keyed (model, size class or -1, location): sum of routed load <= capacity.
+    capacity_rows: dict[tuple[int, int, int], pywraplp.Constraint] = {}
     for (m, loc), plist in loc_pools.items():
+        if problem.by_size(m):
+            continue
         row = lp.Constraint(-inf, 0)
         for p in plist:
             row.SetCoefficient(mdl.x[m, p], -min(float(cap[m, p]), reach[m, loc]))
-        capacity_rows[m, loc] = row
+        capacity_rows[m, -1, loc] = row
+    _size_rows(problem, cands, mdl, loc_pools, capacity_rows)
     unmet_by_model: dict[int, list[pywraplp.Variable]] = defaultdict(list)
     for k, d in enumerate(problem.demands):
         if d.model not in cands:
@@ -192,11 +203,12 @@ def _build(
             objective.SetCoefficient(u, problem.unmet_penalty_usd_per_rps_hour)
         served = lp.Constraint(d.rps, inf)  # u is pushed down by its penalty
         served.SetCoefficient(u, 1)
+        c = -1 if d.size_class is None else d.size_class
         for loc in sorted(set(d.locations)):
-            if (d.model, loc) in capacity_rows:
+            if (d.model, c, loc) in capacity_rows:
                 y = lp.NumVar(0, d.rps, f"y_{k}_{loc}")
                 served.SetCoefficient(y, 1)
-                capacity_rows[d.model, loc].SetCoefficient(y, 1)
+                capacity_rows[d.model, c, loc].SetCoefficient(y, 1)
 
     for ks, cap_rps in unmet_caps:
         row = lp.Constraint(-inf, cap_rps)
@@ -262,6 +274,63 @@ def _build(
     return mdl
 
 
+def _nodes_to_serve_alone(problem: Problem, m: int, p: int, demand_rps: float) -> int:
+    """Nodes of pool p that serve all of model m's demand on their own: at its mix's
+    capacity, or placed by size at its least favourable class's (0: cannot serve)."""
+    caps = [float(problem.capacity_rps[m, p])]
+    caps += [float(problem.size_classes[c].capacity_rps[p]) for c in problem.classes_of(m)]
+    if caps[0] <= 0:
+        return 0
+    return math.ceil(demand_rps / min(c for c in caps if c > 0) - 1e-9)
+
+
+def _size_rows(
+    problem: Problem,
+    cands: dict[int, list[int]],
+    mdl: _Model,
+    loc_pools: dict[tuple[int, int], list[int]],
+    capacity_rows: dict[tuple[int, int, int], pywraplp.Constraint],
+) -> None:
+    """The capacity rows of the models placed by size (docs/solver.md "Placement by
+    size"): z[c,p], the load of size class c a pool serves, and per pool the nodes'
+    time shared between classes, sum_c z[c,p] / cap[c,p] <= x[m,p]; per (class,
+    location) the load routed there is at most what the location's pools serve of it."""
+    lp, inf = mdl.lp, mdl.lp.infinity()
+    reach: dict[int, float] = defaultdict(float)  # per class, its whole demand
+    for d in problem.demands:
+        if d.size_class is not None:
+            reach[d.size_class] += d.rps
+    for m, plist in cands.items():
+        classes = problem.classes_of(m)
+        if not classes:
+            continue
+        for p in plist:
+            row = lp.Constraint(-inf, 0)
+            row.SetCoefficient(mdl.x[m, p], -1)
+            for c in classes:
+                cap = float(problem.size_classes[c].capacity_rps[p])
+                if cap <= 0 or reach[c] <= 0:
+                    continue
+                z = lp.NumVar(0, reach[c], f"z_{c}_{p}")
+                mdl.z[c, p] = z
+                row.SetCoefficient(z, 1.0 / cap)
+        for c in classes:
+            for (mm, loc), members in loc_pools.items():
+                if mm != m:
+                    continue
+                row = lp.Constraint(-inf, 0)
+                for p in members:
+                    if (c, p) in mdl.z:
+                        row.SetCoefficient(mdl.z[c, p], -1)
+                capacity_rows[m, c, loc] = row
+
+
+def _routed(mdl: _Model) -> dict[tuple[int, int], float]:
+    """The size classes' load per pool read back, 0 within the feasibility tolerance."""
+    out = {key: z.solution_value() for key, z in mdl.z.items()}
+    return {key: v for key, v in out.items() if v > _TOL}
+
+
 def _clean(unmet_rps: float) -> float:
     """An unmet load read back: 0 within the feasibility tolerance (a priority stage's cap
     lets a sliver through)."""
@@ -274,6 +343,8 @@ class _Run:
     nodes: IntArray  # full (models x pools) array; zero outside the solved models
     unmet_rps: dict[int, float]  # by demand index, for the solved models' demands
     bound: float  # proven lower bound on the solved part's objective
+    # (size class, pool) -> rps routed there, for the solved models placed by size
+    routed: dict[tuple[int, int], float] = field(default_factory=dict)
 
     @property
     def unmet_rps_total(self) -> float:
@@ -336,7 +407,7 @@ def _run(
         nodes[m, p] = round(x.solution_value())
     unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
     status = Status.OPTIMAL if code == pywraplp.Solver.OPTIMAL else Status.FEASIBLE
-    return _Run(status, nodes, unmet, lp.Objective().BestBound())
+    return _Run(status, nodes, unmet, lp.Objective().BestBound(), _routed(mdl))
 
 
 def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _Run:
@@ -349,7 +420,7 @@ def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _R
     for (m, p), x in mdl.x.items():
         nodes[m, p] = round(x.solution_value())
     unmet = {k: _clean(u.solution_value()) for k, u in mdl.u.items()}
-    return _Run(Status.OPTIMAL, nodes, unmet, mdl.lp.Objective().Value())
+    return _Run(Status.OPTIMAL, nodes, unmet, mdl.lp.Objective().Value(), _routed(mdl))
 
 
 def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArray:
@@ -461,7 +532,8 @@ def _merge(problem: Problem, runs: list[_Run]) -> _Run:
     unmet = {k: v for r in runs for k, v in r.unmet_rps.items()}
     optimal = all(r.status is Status.OPTIMAL for r in runs)
     bound = sum(r.bound for r in runs)
-    return _Run(Status.OPTIMAL if optimal else Status.FEASIBLE, nodes, unmet, bound)
+    routed = {key: v for r in runs for key, v in r.routed.items()}
+    return _Run(Status.OPTIMAL if optimal else Status.FEASIBLE, nodes, unmet, bound, routed)
 
 
 def _classes(problem: Problem) -> list[tuple[int, tuple[int, ...]]]:
@@ -758,16 +830,19 @@ def solve(
             usd_per_hour=fleet_price(problem, nodes),
             kept_current=True,
             kept_models=held,
+            class_rps=_class_rps(problem, keep) if keep_ok else None,
         )
 
     nodes, unmet = best.nodes, unmet_of(best)
     cost = fleet_cost(problem, nodes, unmet)
     kept = False
+    chosen = best
     if keep_ok:
         keep_cost = fleet_cost(problem, problem.current, unmet_of(keep))
         keep_rank = _rank(problem, unmet_of(keep), keep_cost)
         if keep_rank <= _rank(problem, unmet, cost + _TOL):
             nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
+            chosen = keep
     bound = min(best.bound, cost)
     gap = (cost - bound) / max(abs(cost), 1e-9) if cost > 0 else 0.0
     return Solution(
@@ -781,4 +856,15 @@ def solve(
         usd_per_hour=fleet_price(problem, nodes),
         kept_current=kept,
         kept_models=held,
+        class_rps=_class_rps(problem, chosen),
     )
+
+
+def _class_rps(problem: Problem, run: _Run) -> FloatArray | None:
+    """A run's routed load as (size classes x pools) rps; None without size classes."""
+    if not problem.size_classes:
+        return None
+    out = np.zeros((len(problem.size_classes), len(problem.pools)), dtype=np.float64)
+    for (c, p), rps in run.routed.items():
+        out[c, p] = rps
+    return out

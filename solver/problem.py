@@ -77,6 +77,19 @@ class DemandSpec:
     region: str  # caller's label of the source region
     rps: float  # requests per second to serve (the planned quantile)
     locations: tuple[int, ...]  # serving locations close enough (latency/affinity)
+    # Index into Problem.size_classes: the requests' size class, when the model's demand
+    # is placed by size; None: the model's nodes serve its whole mix at capacity_rps.
+    size_class: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SizeClassSpec:
+    """Requests of one model of one size (a bucket of prompt lengths): a node's capacity
+    for them differs by pool, so the solver may route them to pools of their own."""
+
+    model: int  # index into Problem.models
+    key: str  # caller's label, carried through untouched
+    capacity_rps: FloatArray  # (pools,) sustainable rps of one node for these requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,10 @@ class Problem:
     # Per model; empty means all True. False: the model's load need not survive the loss
     # of a failure domain's spot pools (batch demand that waits out an interruption).
     robust: tuple[bool, ...] = ()
+    # Size classes of the models placed by size (docs/solver.md "Placement by size"): a
+    # model's demands then all name a class, and its nodes time-share between classes.
+    # Empty: every model's nodes serve its mix at capacity_rps, as without sizes.
+    size_classes: tuple[SizeClassSpec, ...] = ()
 
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.pools))
@@ -137,6 +154,25 @@ class Problem:
         for d in self.demands:
             if d.rps < 0 or not np.isfinite(d.rps):
                 raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")
+        for c in self.size_classes:
+            if c.capacity_rps.shape != (len(self.pools),):
+                raise ValueError(f"size class {c.key}: capacity must have shape ({shape[1]},)")
+        for d in self.demands:
+            if (d.size_class is None) == self.by_size(d.model):
+                raise ValueError(
+                    f"demand {self.models[d.model]}/{d.region}: every demand of a model placed"
+                    " by size names a size class of that model, and no other does"
+                )
+            if d.size_class is not None and self.size_classes[d.size_class].model != d.model:
+                raise ValueError(f"demand {self.models[d.model]}/{d.region}: another model's class")
+
+    def by_size(self, m: int) -> bool:
+        """Whether model m's demand is placed by size (it has size classes)."""
+        return any(c.model == m for c in self.size_classes)
+
+    def classes_of(self, m: int) -> list[int]:
+        """Indices of model m's size classes (empty: not placed by size)."""
+        return [i for i, c in enumerate(self.size_classes) if c.model == m]
 
     def robustness_share(self, m: int, demand_rps: float) -> float:
         """Share of model m's served load that must survive the loss of any one failure
@@ -207,3 +243,6 @@ class Solution:
     # Constraints dropped because the budget or quotas could not pay for them, in the
     # order they were dropped (empty: every constraint holds).
     relaxed: tuple[Relaxation, ...] = ()
+    # Load of each size class routed to each pool, (size classes x pools) rps; None when
+    # the problem has no size classes or no plan was found.
+    class_rps: FloatArray | None = None

@@ -60,9 +60,11 @@ def _undominated(problem: Problem, m: int, members: list[int]) -> list[int]:
     p-node for k q-nodes (more nodes never hurt minimum replicas; more on-demand
     capacity never hurts the on-demand share). For spot pools of a model with an
     on-demand share, extra spot capacity would dilute the share, so k nodes of q must
-    give exactly p's capacity.
+    give exactly p's capacity. For a model placed by size, k nodes of q must give at
+    least p's capacity for each of its size classes too.
     """
     cap = problem.capacity_rps[m]
+    class_caps = [problem.size_classes[c].capacity_rps for c in problem.classes_of(m)]
     strict_share = problem.on_demand_share_min(m) > 0
     pools = problem.pools
     # Per member: capacity, accelerators, price, risk, launch cost, room, spot.
@@ -86,6 +88,8 @@ def _undominated(problem: Problem, m: int, members: list[int]) -> list[int]:
         if k * cq < cp - 1e-9:
             return False
         if spot_p and strict_share and k * cq > cp + 1e-9:
+            return False
+        if any(k * caps[q] < caps[p] - 1e-9 for caps in class_caps):
             return False
         return (
             k * gq <= gp

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.config import CloudSection, Config
+from scheduler.decide.size_classes import SizeClass, size_classes
 from scheduler.domain import (
     MAX_NODES_PER_POOL,
     CapacityProfile,
@@ -38,6 +39,7 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    SizeRoute,
     Unmet,
     UnmetReason,
 )
@@ -47,12 +49,14 @@ from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
 from scheduler.fleet.notice import loss_tolerated, pool_uncovered_s
 from scheduler.fleet.quotas import covers
+from scheduler.forecast.buckets import demand_buckets
 from solver import (
     DemandSpec,
     PoolSpec,
     Problem,
     QuotaSpec,
     Relaxation,
+    SizeClassSpec,
     Solution,
     Status,
     solve,
@@ -81,6 +85,8 @@ class Candidates:
     # pool at its own price. A committed pool is a copy of an on-demand pool (same
     # offering) at no marginal cost, holding at most the commitment's count.
     commitment_of: tuple[int | None, ...] = ()
+    # The size classes of the models placed by size, in solver order (size_classes).
+    size_classes: tuple[SizeClass, ...] = ()
 
 
 def _cloud_section(config: Config, cloud: str) -> CloudSection:
@@ -289,6 +295,9 @@ def build_problem(
 
     region_sections = {r.name: r for r in config.regions}
     check_demand(config, demand)
+    by_size = size_classes(demand)
+    classes = [c for name in models for c in by_size.get(name, ())]
+    class_index = {(c.model, c.range): i for i, c in enumerate(classes)}
     demands: list[DemandSpec] = []
     for d in demand:
         source = region_sections[d.region]
@@ -298,7 +307,13 @@ def build_problem(
             for loc in locations
             if catalog.rtt_ms(origin, loc) <= source.max_latency_ms
         )
-        demands.append(DemandSpec(model_index[d.model], d.region, d.rps, near))
+        m = model_index[d.model]
+        if d.model not in by_size:
+            demands.append(DemandSpec(m, d.region, d.rps, near))
+            continue
+        for b in demand_buckets(d):  # one demand per bucket, in its class
+            c = class_index[d.model, (b.min_input_tokens, b.max_input_tokens)]
+            demands.append(DemandSpec(m, d.region, d.rps * b.share, near, c))
 
     current = np.zeros_like(capacity, dtype=np.int64)
     pool_index = {o.pool: p for p, o in enumerate(offerings)}
@@ -333,6 +348,7 @@ def build_problem(
         quotas.append(QuotaSpec(f"quotas[{qi}]", members, q.max_gpus))
     quotas.extend(commitment_quotas)
 
+    class_specs = _class_specs(config, catalog, profiles, offerings, classes, model_index)
     problem = Problem(
         models=models,
         pools=tuple(pools),
@@ -353,9 +369,41 @@ def build_problem(
         robustness_spare_nodes=config.planning.robustness_spare_nodes,
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
         committed=np.minimum(kept, current) if committed else None,
+        size_classes=class_specs,
     )
-    cands = Candidates(tuple(offerings), models, locations, commitments, tuple(commitment_of))
+    cands = Candidates(
+        tuple(offerings), models, locations, commitments, tuple(commitment_of), tuple(classes)
+    )
     return problem, cands
+
+
+def _class_specs(
+    config: Config,
+    catalog: Catalog,
+    profiles: Sequence[CapacityProfile],
+    offerings: Sequence[Offering],
+    classes: Sequence[SizeClass],
+    model_index: Mapping[str, int],
+) -> tuple[SizeClassSpec, ...]:
+    """The solver's size classes: per class, a node's capacity in every pool for the
+    class's mean size, from the one capacity function (`node_rps`)."""
+    out: list[SizeClassSpec] = []
+    for c in classes:
+        by_shape: dict[tuple[str, int], float] = {}
+        column = np.zeros(len(offerings), dtype=np.float64)
+        for p, o in enumerate(offerings):
+            itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
+            key = (itype.gpu_kind, itype.gpu_count)
+            if key not in by_shape:
+                by_shape[key] = node_rps(config, profiles, c.model, itype, size=c.size)
+            column[p] = by_shape[key]
+        out.append(SizeClassSpec(model_index[c.model], _class_key(c), column))
+    return tuple(out)
+
+
+def _class_key(c: SizeClass) -> str:
+    hi = "inf" if c.max_input_tokens == float("inf") else f"{c.max_input_tokens:g}"
+    return f"{c.model}[{c.min_input_tokens:g},{hi})"
 
 
 def _with_commitments(
@@ -428,7 +476,11 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     for m, p in zip(*np.nonzero(solution.nodes), strict=True):
         key = (cands.models[m], cands.offerings[p].pool)
         counts[key] = counts.get(key, 0) + int(solution.nodes[m, p])
-    placements = tuple(Placement(model, pool, n) for (model, pool), n in counts.items())
+    routes = _routes(cands, solution)
+    placements = tuple(
+        Placement(model, pool, n, routes.get((model, pool), ()))
+        for (model, pool), n in counts.items()
+    )
     uses = _commitment_uses(cands, solution)
     usd_per_hour = solution.usd_per_hour
     if uses:  # the fleet at list prices, committed nodes too (what the budget counts)
@@ -440,17 +492,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     reasons = unmet_reasons(
         problem, solution, commitment_quotas=range(first_commitment, len(problem.quotas))
     )
-    unmet = tuple(
-        Unmet(
-            cands.models[d.model],
-            d.region,
-            rps,
-            priority=problem.priority(d.model),
-            reasons=reasons[k],
-        )
-        for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True))
-        if k in reasons
-    )
+    unmet = _unmet(problem, cands, solution, reasons)
     notes: list[str] = []
     if solution.kept_current:
         notes.append("kept the current fleet: no cheaper feasible plan found")
@@ -486,6 +528,48 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         limited_by=_limits_of(reasons.values()),
         relaxed=solution.relaxed,
         commitments=uses,
+    )
+
+
+def _routes(cands: Candidates, solution: Solution) -> dict[tuple[str, Pool], tuple[SizeRoute, ...]]:
+    """Per (model, pool) of the plan, the load of each size class its nodes serve (a
+    committed pool's with its on-demand pool's), in increasing prompt range."""
+    if solution.class_rps is None:
+        return {}
+    acc: dict[tuple[str, Pool], dict[tuple[float, float], float]] = {}
+    for c, p in zip(*np.nonzero(solution.class_rps), strict=True):
+        cls = cands.size_classes[c]
+        per = acc.setdefault((cls.model, cands.offerings[p].pool), {})
+        per[cls.range] = per.get(cls.range, 0.0) + float(solution.class_rps[c, p])
+    return {
+        key: tuple(SizeRoute(lo, hi, rps) for (lo, hi), rps in sorted(per.items()))
+        for key, per in acc.items()
+    }
+
+
+def _unmet(
+    problem: Problem,
+    cands: Candidates,
+    solution: Solution,
+    reasons: Mapping[int, tuple[UnmetReason, ...]],
+) -> tuple[Unmet, ...]:
+    """The unmet demand per (model, region), in demand order: a model placed by size has
+    one solver demand per size bucket, summed here (reasons: any bucket's)."""
+    found: dict[tuple[int, str], tuple[float, set[UnmetReason]]] = {}
+    for k, (d, rps) in enumerate(zip(problem.demands, solution.unmet_rps, strict=True)):
+        if k not in reasons:
+            continue
+        total, why = found.get((d.model, d.region), (0.0, set()))
+        found[d.model, d.region] = (total + rps, why | set(reasons[k]))
+    return tuple(
+        Unmet(
+            cands.models[m],
+            region,
+            rps,
+            priority=problem.priority(m),
+            reasons=tuple(r for r in UnmetReason if r in why),
+        )
+        for (m, region), (rps, why) in found.items()
     )
 
 

@@ -232,6 +232,28 @@ REFERENCE_SIZE = RequestSize(763.0, 232.0)
 
 
 @dataclass(frozen=True, slots=True)
+class SizeBucket:
+    """The requests of a demand whose prompts fall in one range of lengths: the unit the
+    planner may place on its own GPU kind (docs/profiles.md "Placement by size")."""
+
+    min_input_tokens: float  # prompt tokens, inclusive lower end of the range (>= 0)
+    max_input_tokens: float  # prompt tokens, exclusive upper end (math.inf: no end)
+    share: float  # fraction of the demand's rate (a demand's buckets sum to 1)
+    size: RequestSize  # mean size of the bucket's requests
+
+    @property
+    def label(self) -> str:
+        """The range as plans show it: "0-1024", "1024-4096", "4096+" prompt tokens."""
+        return token_range_label(self.min_input_tokens, self.max_input_tokens)
+
+
+def token_range_label(min_input_tokens: float, max_input_tokens: float) -> str:
+    """A prompt-length range as plans name it: "lo-hi", or "lo+" without an upper end."""
+    lo = f"{min_input_tokens:.0f}"
+    return f"{lo}+" if max_input_tokens == float("inf") else f"{lo}-{max_input_tokens:.0f}"
+
+
+@dataclass(frozen=True, slots=True)
 class Demand:
     """Request rate of a model from one source region."""
 
@@ -239,6 +261,33 @@ class Demand:
     region: str  # source region of the traffic (a configured name)
     rps: float  # requests per second
     size: RequestSize | None = None  # mean request size; None: the reference request
+    # The rate split by prompt length (scheduler.forecast.sizes.split_by_prompt); empty:
+    # one bucket of every request at `size`. With buckets, `size` is their mean.
+    buckets: tuple[SizeBucket, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRoute:
+    """The part of one size bucket a placement's nodes serve (plan output)."""
+
+    min_input_tokens: float  # the bucket's prompt range, inclusive lower end
+    max_input_tokens: float  # exclusive upper end (math.inf: no end)
+    rps: float  # requests/s of the bucket routed to the placement's nodes
+
+    @property
+    def label(self) -> str:
+        """The bucket's range as plans show it ("1024-4096")."""
+        return token_range_label(self.min_input_tokens, self.max_input_tokens)
+
+    def to_json(self) -> dict[str, Any]:
+        """As `capsched plan --json` lists it under a placement's `buckets`."""
+        top = None if self.max_input_tokens == float("inf") else self.max_input_tokens
+        return {
+            "input_tokens": self.label,
+            "min_input_tokens": self.min_input_tokens,
+            "max_input_tokens": top,
+            "rps": round(self.rps, 4),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +297,14 @@ class Placement:
     model: str  # model served
     pool: Pool  # where the nodes run
     count: int  # how many nodes
+    # Which size buckets of the model's demand the nodes serve, and how much of each;
+    # empty when the model's demand is one bucket (every node serves the mix).
+    routes: tuple[SizeRoute, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The placement as `capsched plan --json` and the stored plans write it."""
-        return {
+        """The placement as `capsched plan --json` and the stored plans write it (with
+        `buckets` only when the plan placed the model's demand by size)."""
+        out: dict[str, Any] = {
             "model": self.model,
             "cloud": self.pool.cloud.value,
             "region": self.pool.region,
@@ -260,6 +313,9 @@ class Placement:
             "market": self.pool.market.value,
             "count": self.count,
         }
+        if self.routes:
+            out["buckets"] = [r.to_json() for r in self.routes]
+        return out
 
 
 class UnmetReason(enum.StrEnum):
