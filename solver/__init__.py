@@ -11,6 +11,7 @@ from solver.problem import (
     QuotaSpec,
     Relaxation,
     Solution,
+    SpendCap,
     Status,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "QuotaSpec",
     "Relaxation",
     "Solution",
+    "SpendCap",
     "Status",
     "fleet_cost",
     "fleet_price",
