@@ -264,3 +264,28 @@ async def test_a_replay_bills_the_amount_used_or_not(tmp_path: Path) -> None:
     s = r.summary(None)
     assert s["commitment_utilisation"] == pytest.approx(1.0)
     assert s["commitments"][0]["usd_per_hour_committed"] == pytest.approx(amount)
+
+
+# --- the solver's spend cap -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("amount", "free"), [(2.5, 2), (0.9, 0), (10.0, 5)])
+def test_the_solver_draws_whole_nodes_within_the_amount_and_pays_for_the_rest(
+    amount: float, free: int
+) -> None:
+    from solver import DemandSpec, PoolSpec, Problem, SpendCap, solve
+
+    # Two ways to the same node: a copy drawing 1 USD/h from the amount at price 0, and
+    # the pool at 2 USD/h. 5 rps at 1 rps a node.
+    pools = (PoolSpec("copy", 0, 0, False, 0.0), PoolSpec("od", 0, 0, False, 2.0))
+    problem = Problem(
+        models=("m",),
+        pools=pools,
+        capacity_rps=np.ones((1, 2)),
+        demands=(DemandSpec(0, "r", 5.0, (0,)),),
+        current=np.zeros((1, 2), dtype=np.int64),
+        spend_caps=(SpendCap("sp", (0,), (1.0,), amount),),
+    )
+    s = solve(problem, time_limit_s=5, seed=0)
+    assert s.nodes.tolist() == [[free, 5 - free]]
+    assert s.usd_per_hour == pytest.approx(2.0 * (5 - free))
