@@ -138,6 +138,18 @@ def plan_json(
             }
             for c in plan.commitments
         ],
+        # Savings plans: an amount per hour and what the plan's nodes draw from it.
+        "savings_plans": [
+            {
+                "name": sp.label,
+                "pools": [p.key for p in sp.pools],
+                "usd_per_hour_committed": round(sp.usd_per_hour_committed, 4),
+                "usd_per_hour_used": round(sp.usd_per_hour_used, 4),
+                "nodes": sp.nodes,
+                "on_demand_usd_per_hour": round(sp.on_demand_usd_per_hour, 4),
+            }
+            for sp in plan.savings_plans
+        ],
         "notes": list(plan.notes),
         "demand": [
             {"model": d.model, "region": d.region, "rps": round(d.rps, 4), **_size_keys(d)}
@@ -237,6 +249,12 @@ def plan_table(plan: Plan, catalog: Catalog) -> str:
         lines.append(
             f"commitment {c.label} ({c.kind}): {c.used} of {c.count} nodes used, fee"
             f" {c.fee_usd_per_hour:.2f} USD/h, covers {covered:.2f} USD/h of the cost above"
+        )
+    for sp in plan.savings_plans:
+        lines.append(
+            f"savings plan {sp.label}: {sp.usd_per_hour_used:.2f} of"
+            f" {sp.usd_per_hour_committed:.2f} USD/h used by {sp.nodes} nodes, covers"
+            f" {sp.on_demand_usd_per_hour:.2f} USD/h of the cost above"
         )
     for u in sorted(plan.unmet, key=lambda u: (-u.priority, u.model, u.region)):
         why = ", ".join(r.value for r in u.reasons) or "not analysed"

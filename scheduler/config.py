@@ -275,40 +275,100 @@ class QuotaSection(_Section):
 
 class CommitmentKind(enum.StrEnum):
     """What was bought (docs/commitments.md). Every kind is on-demand capacity that is
-    already paid for; capsched plans and bills them alike."""
+    already paid for: the count kinds are nodes of one type, a savings plan an amount of
+    USD per hour."""
 
     RESERVED = "reserved"  # AWS reserved instances (or a savings plan pinned to a type)
     CUD = "cud"  # GCP committed-use discount
     CAPACITY_RESERVATION = "capacity_reservation"  # a capacity reservation or block
+    # A spend commitment: `usd_per_hour_committed` of on-demand usage in a region (and
+    # instance family), at the savings plan's rates (AWS Savings Plans).
+    SAVINGS_PLAN = "savings_plan"
 
 
 class CommitmentSection(_Section):
-    """Capacity already paid for: `count` nodes of `instance_type` on-demand in one
-    region (or zone), billed every hour whether used or not, so the planner uses them
-    first at no marginal cost (docs/commitments.md)."""
+    """Capacity already paid for, billed every hour whether used or not, so the planner
+    uses it first at no marginal cost (docs/commitments.md). Either `count` nodes of
+    `instance_type` on-demand in one region (or zone), or (`kind = "savings_plan"`)
+    `usd_per_hour_committed` of on-demand usage in one region, of one `instance_family`
+    or of every family."""
 
     name: Name | None = None  # label in plans and reports; default cloud/region-or-zone/type
-    kind: CommitmentKind = CommitmentKind.RESERVED  # what was bought
+    # What was bought; default "reserved", or "savings_plan" with usd_per_hour_committed.
+    kind: CommitmentKind = CommitmentKind.RESERVED
     cloud: Cloud  # cloud it was bought on
-    region: Name = Field(min_length=1)  # region of the committed pool
+    region: Name = Field(min_length=1)  # region of the committed pool(s)
     # Zone, for clouds whose pools are zonal (GCP); unset: every zone of the region.
     zone: Name | None = None
-    instance_type: Name = Field(min_length=1)  # the committed instance type
-    count: StrictInt = Field(ge=1, le=MAX_NODES_PER_POOL)  # nodes paid for
+    instance_type: Name | None = None  # the committed instance type (count form)
+    count: StrictInt | None = Field(default=None, ge=1, le=MAX_NODES_PER_POOL)  # nodes paid for
     # USD per committed node-hour; unset: the catalog's reserved price of the type in the
     # region where it has one, else the pool's on-demand price (no discount: a reservation).
     usd_per_hour: float | None = Field(default=None, ge=0)
+    # Savings plan: USD per hour committed, billed used or not; it pays for matching
+    # on-demand usage at the plan's rates (the catalog's reserved price of each type in the
+    # region, else its on-demand price) up to this amount; usage beyond it pays on-demand.
+    usd_per_hour_committed: float | None = Field(default=None, gt=0, le=1_000_000, strict=True)
+    # Savings plan: the instance family it covers ("g6e": g6e.xlarge, g6e.12xlarge...);
+    # unset: every instance type in the region.
+    instance_family: Name | None = None
 
     @property
     def label(self) -> str:
         """The name shown in plans and reports."""
         where = self.zone or self.region
-        return self.name or f"{self.cloud}/{where}/{self.instance_type}"
+        what = self.instance_type or self.instance_family or "any"
+        if self.kind is CommitmentKind.SAVINGS_PLAN:
+            what = f"{self.instance_family or 'any'}-savings-plan"
+        return self.name or f"{self.cloud}/{where}/{what}"
+
+    @property
+    def is_spend(self) -> bool:
+        """A savings plan (an amount per hour), not a count of nodes."""
+        return self.kind is CommitmentKind.SAVINGS_PLAN
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spend_kind(cls, data: object) -> object:
+        # usd_per_hour_committed alone says what was bought: a savings plan.
+        if isinstance(data, dict) and "usd_per_hour_committed" in data and "kind" not in data:
+            return {**data, "kind": CommitmentKind.SAVINGS_PLAN.value}
+        return data
 
     @model_validator(mode="after")
-    def _zone_in_region(self) -> CommitmentSection:
+    def _one_form(self) -> CommitmentSection:
         if self.zone is not None and not self.zone.startswith(self.region):
             raise ValueError(f"zone {self.zone!r} is not in region {self.region!r}")
+        if self.is_spend:
+            if self.usd_per_hour_committed is None:
+                raise ValueError(
+                    'kind "savings_plan" needs usd_per_hour_committed (USD per hour committed)'
+                )
+            for key in ("count", "instance_type", "usd_per_hour", "zone"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key} is not a key of a savings plan (usd_per_hour_committed):"
+                        " it covers a region, and instance_family narrows it"
+                    )
+            return self
+        if self.usd_per_hour_committed is not None:
+            raise ValueError(
+                f'usd_per_hour_committed needs kind = "savings_plan" (kind is'
+                f" {self.kind.value!r}: a count of nodes)"
+            )
+        if self.instance_family is not None:
+            raise ValueError(
+                f"instance_family is a key of a savings plan; a {self.kind.value} commitment"
+                " names its instance_type"
+            )
+        if self.count is None or self.instance_type is None:
+            missing = " and ".join(
+                k for k in ("instance_type", "count") if getattr(self, k) is None
+            )
+            raise ValueError(
+                f"{missing} missing: a {self.kind.value} commitment is `count` nodes of one"
+                " `instance_type` (or give usd_per_hour_committed for a savings plan)"
+            )
         return self
 
 

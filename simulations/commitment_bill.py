@@ -4,10 +4,12 @@ A commitment (`[[commitments]]`, `scheduler.fleet.commitments`) bills `count x u
 every hour of the replay, used or not. At every moment it covers
 `min(count, live on-demand nodes in its pools)` of whatever nodes the policy runs
 there (`scheduler.fleet.commitments.split_covered`: commitments in config order), and a
-covered node's on-demand price is not billed. So a baseline that knows nothing of
-commitments still pays their fee and gets the discount when its nodes happen to fall
-in a committed pool, as it would on a real cloud bill; capsched differs only in
-placing nodes there on purpose.
+covered node's on-demand price is not billed. A savings plan bills its amount per hour,
+used or not, and covers the nodes the count commitments leave in its pools, at its
+rates, up to that amount (`split_spend`: a share of one node at the end). So a
+baseline that knows nothing of commitments still pays their fee and gets the discount
+when its nodes happen to fall in a committed pool, as it would on a real cloud bill;
+capsched differs only in placing nodes there on purpose.
 
 `bill_commitments` integrates this exactly over the instances' billed intervals (from
 launch to end: booting nodes are billed, so they are covered too) and returns per-step
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.domain import Pool
-from scheduler.fleet.commitments import Commitment, split_covered
+from scheduler.fleet.commitments import Commitment, SpendCommitment, split_covered, split_spend
 
 # The key of the commitments' fee in `RunResult.cost_by_market`.
 COMMITMENT_MARKET = "commitment"
@@ -41,11 +43,19 @@ class CommitmentUsage:
     used_node_hours: float  # node-hours it covered
     fee_usd: float  # what it billed
     covered_usd: float  # on-demand price of the node-hours it covered (not billed)
+    # The part of the fee that paid for covered node-hours (at the commitment's price or
+    # a savings plan's rates): utilisation in money, the same measure for both forms.
+    used_fee_usd: float = 0.0
+    # A savings plan's amount per hour (0 for a count of nodes, whose `count` says it).
+    usd_per_hour_committed: float = 0.0
 
     @property
     def utilisation(self) -> float:
-        """Share of the paid node-hours that covered a node (1.0 when nothing was paid)."""
-        return self.used_node_hours / self.paid_node_hours if self.paid_node_hours > 0 else 1.0
+        """Share of what was paid that covered usage: of the paid node-hours for a count
+        of nodes, of the amount for a savings plan (1.0 when nothing was paid)."""
+        if self.paid_node_hours > 0:
+            return self.used_node_hours / self.paid_node_hours
+        return self.used_fee_usd / self.fee_usd if self.fee_usd > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -63,13 +73,17 @@ def bill_commitments(
     prices: Mapping[Pool, float],
     start_s: float,
     step_ends_s: np.ndarray,
+    savings_plans: Sequence[SpendCommitment] = (),
 ) -> CommitmentBill:
     """The commitments' bill from `start_s` to each of `step_ends_s` (ascending), for
     instances billed over `intervals` ((pool, from, to)) at `prices` (on-demand USD per
-    node-hour by pool)."""
+    node-hour by pool): the count commitments first, then the savings plans on the
+    nodes they left (`split_spend`). `usage` lists the count commitments, then the
+    savings plans, each in config order."""
     ends = np.asarray(step_ends_s, dtype=np.float64)
     end_s = float(ends[-1]) if len(ends) else start_s
     covered_pools = {p for c in commitments for p in c.pools}
+    covered_pools |= {p for sp in savings_plans for p in sp.pools}
     deltas: dict[float, dict[Pool, int]] = defaultdict(lambda: defaultdict(int))
     for pool, a, b in intervals:
         if pool not in covered_pools or b <= a:
@@ -83,8 +97,11 @@ def bill_commitments(
         for pool, d in deltas[t].items():
             live[pool] += d
     n = len(commitments)
-    used_h = np.zeros(n)
-    covered_usd = np.zeros(n)
+    n_sp = len(savings_plans)
+    used_h = np.zeros(n + n_sp)
+    covered_usd = np.zeros(n + n_sp)
+    drawn_usd = np.zeros(n_sp)  # what covered node-hours drew from each savings plan
+    rates = [dict(zip(sp.pools, sp.rate_usd_per_hour, strict=True)) for sp in savings_plans]
     cum_covered = np.zeros(len(times))
     for i in range(len(times) - 1):
         t, nxt = times[i], times[i + 1]
@@ -93,14 +110,23 @@ def bill_commitments(
                 live[pool] += d
         hours = (nxt - t) / 3600.0
         rate = 0.0
-        covered, _ = split_covered(commitments, live)
+        covered, left = split_covered(commitments, live)
         for (c, pool), k in covered.items():
             used_h[c] += k * hours
             usd = k * prices[pool] * hours
             covered_usd[c] += usd
             rate += usd
+        if savings_plans:
+            by_plan, _ = split_spend(savings_plans, left)
+            for (s, pool), share in by_plan.items():
+                used_h[n + s] += share * hours
+                usd = share * prices[pool] * hours
+                covered_usd[n + s] += usd
+                drawn_usd[s] += share * rates[s][pool] * hours
+                rate += usd
         cum_covered[i + 1] = cum_covered[i] + rate
     fee_rate = sum(c.fee_usd_per_hour for c in commitments)
+    fee_rate += sum(sp.fee_usd_per_hour for sp in savings_plans)
     paid_h = (end_s - start_s) / 3600.0
     usage = tuple(
         CommitmentUsage(
@@ -110,8 +136,21 @@ def bill_commitments(
             used_node_hours=float(used_h[k]),
             fee_usd=c.fee_usd_per_hour * paid_h,
             covered_usd=float(covered_usd[k]),
+            used_fee_usd=float(used_h[k]) * c.usd_per_hour,
         )
         for k, c in enumerate(commitments)
+    ) + tuple(
+        CommitmentUsage(
+            label=sp.label,
+            count=0,
+            paid_node_hours=0.0,
+            used_node_hours=float(used_h[n + s]),
+            fee_usd=sp.fee_usd_per_hour * paid_h,
+            covered_usd=float(covered_usd[n + s]),
+            used_fee_usd=float(drawn_usd[s]),
+            usd_per_hour_committed=sp.usd_per_hour_committed,
+        )
+        for s, sp in enumerate(savings_plans)
     )
     return CommitmentBill(
         fee_usd=fee_rate * (ends - start_s) / 3600.0,

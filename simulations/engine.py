@@ -75,7 +75,12 @@ from scheduler.domain import (
 )
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.catalog import Catalog
-from scheduler.fleet.commitments import Commitment, resolve_commitments
+from scheduler.fleet.commitments import (
+    Commitment,
+    SpendCommitment,
+    resolve_commitments,
+    resolve_spend_commitments,
+)
 from scheduler.fleet.profiles import (
     best_profile,
     latency_limit_ms,
@@ -436,15 +441,25 @@ class RunResult:
         """summary.json's commitment keys; none without commitments (docs/commitments.md)."""
         if not self.commitments:
             return {}
-        paid = sum(c.paid_node_hours for c in self.commitments)
-        used = sum(c.used_node_hours for c in self.commitments)
+        # Share of the fees that covered usage (for one count commitment: of its paid
+        # node-hours); a savings plan's is of its amount.
+        fee = sum(c.fee_usd for c in self.commitments)
+        used = sum(c.used_fee_usd for c in self.commitments)
+        if all(c.usd_per_hour_committed == 0 for c in self.commitments):
+            fee = sum(c.paid_node_hours for c in self.commitments)
+            used = sum(c.used_node_hours for c in self.commitments)
         return {
             "commitment_usd": round(sum(c.fee_usd for c in self.commitments), 4),
-            "commitment_utilisation": round(used / paid, 6) if paid > 0 else 1.0,
+            "commitment_utilisation": round(used / fee, 6) if fee > 0 else 1.0,
             "commitments": [
                 {
                     "name": c.label,
                     "count": c.count,
+                    **(
+                        {"usd_per_hour_committed": c.usd_per_hour_committed}
+                        if c.usd_per_hour_committed
+                        else {}
+                    ),
                     "utilisation": round(c.utilisation, 6),
                     "used_node_hours": round(c.used_node_hours, 4),
                     "paid_node_hours": round(c.paid_node_hours, 4),
@@ -685,6 +700,7 @@ async def replay(
     acc = _Accounting(world, models)
     # Before the replay, not after it: a commitment the catalog cannot place is bad input.
     commitments = resolve_commitments(cfg, world.catalog)
+    savings_plans = resolve_spend_commitments(cfg, world.catalog)
     step_s = info.step_s
     interval = cfg.scheduler.tick_interval_s
     early_s = info.boot_time_s + interval
@@ -792,7 +808,7 @@ async def replay(
             progress(1)
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
-    commitment_use = _bill_commitments(world, commitments, cloud, ledger.cost, n)
+    commitment_use = _bill_commitments(world, commitments, savings_plans, cloud, ledger.cost, n)
     od_hours: dict[Pool, float] = {}
     for pool, a, b in cloud.billed_intervals():
         if pool.market is Market.ON_DEMAND and b > info.start_s:
@@ -910,20 +926,31 @@ def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:
 def _bill_commitments(
     world: World,
     commitments: Sequence[Commitment],
+    savings_plans: Sequence[SpendCommitment],
     cloud: SimCloud,
     cost: dict[str, np.ndarray],
     n_steps: int,
 ) -> tuple[CommitmentUsage, ...]:
-    """Add `commitments` to `cost` (cumulative per step, in place): their fee as the
-    `commitment` market, the on-demand price of the node-time they covered taken off
-    `on-demand`. The same rule for every policy (simulations.commitment_bill)."""
-    if not commitments:
+    """Add `commitments` and `savings_plans` to `cost` (cumulative per step, in place):
+    their fee as the `commitment` market, the on-demand price of the node-time they
+    covered taken off `on-demand`. The same rule for every policy
+    (simulations.commitment_bill)."""
+    if not commitments and not savings_plans:
         return ()
     info = world.info
-    pools = {p for c in commitments for p in c.pools}
+    pools = {p for c in commitments for p in c.pools} | {
+        p for sp in savings_plans for p in sp.pools
+    }
     prices = {o.pool: o.usd_per_hour for o in world.catalog.offerings if o.pool in pools}
     ends = np.minimum(info.start_s + info.step_s * np.arange(1, n_steps + 1), info.end_s)
-    bill = bill_commitments(commitments, cloud.billed_intervals(pools), prices, info.start_s, ends)
+    bill = bill_commitments(
+        commitments,
+        cloud.billed_intervals(pools),
+        prices,
+        info.start_s,
+        ends,
+        savings_plans,
+    )
     cost[Market.ON_DEMAND.value] = cost[Market.ON_DEMAND.value] - bill.covered_usd
     cost[COMMITMENT_MARKET] = bill.fee_usd
     return bill.usage

@@ -12,6 +12,7 @@ from solver.problem import (
     Relaxation,
     SizeClassSpec,
     Solution,
+    SpendCap,
     Status,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "Relaxation",
     "SizeClassSpec",
     "Solution",
+    "SpendCap",
     "Status",
     "fleet_cost",
     "fleet_price",

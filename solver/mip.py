@@ -223,6 +223,13 @@ def _build(
                 if (m, p) in mdl.x:
                     row.SetCoefficient(mdl.x[m, p], pools[p].gpus)
 
+    for spend in problem.spend_caps if coupling else ():
+        row = lp.Constraint(-inf, spend.max_usd_per_hour)
+        for p, w in zip(spend.pools, spend.usd_per_hour, strict=True):
+            for m in cands:
+                if (m, p) in mdl.x:
+                    row.SetCoefficient(mdl.x[m, p], w)
+
     if coupling and problem.budget_usd_per_hour is not None:
         row = lp.Constraint(-inf, problem.budget_usd_per_hour)
         for (_, p), x in mdl.x.items():
@@ -487,10 +494,14 @@ def fleet_price(problem: Problem, nodes: IntArray, *, listed: bool = False) -> f
 
 
 def _coupling_ok(problem: Problem, nodes: IntArray) -> bool:
-    """Whether a fleet respects the constraints that link models: quotas and budget."""
+    """Whether a fleet respects the constraints that link models: quotas, spend caps
+    and budget."""
     gpus = np.array([pool.gpus for pool in problem.pools], dtype=np.int64)
     per_pool = nodes.sum(axis=0) * gpus
     if any(int(per_pool[list(q.pools)].sum()) > q.max_gpus for q in problem.quotas):
+        return False
+    in_pools = nodes.sum(axis=0)
+    if any(c.drawn(in_pools) > c.max_usd_per_hour + _TOL for c in problem.spend_caps):
         return False
     budget = problem.budget_usd_per_hour
     if budget is None:
@@ -783,7 +794,7 @@ def solve(
     keep = _merge(problem, list(keep_runs.values()))
     keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
     best = _merge(problem, runs)
-    coupled = problem.quotas or problem.budget_usd_per_hour is not None
+    coupled = problem.quotas or problem.spend_caps or problem.budget_usd_per_hour is not None
     if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
         remaining = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
         hint = best.nodes if best.status is not Status.INFEASIBLE else None

@@ -102,6 +102,22 @@ class QuotaSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendCap:
+    """An amount per hour that nodes in a set of pools draw from (a savings plan): the
+    nodes there, summed over models, times what each draws, stay within it."""
+
+    name: str  # caller's label
+    pools: tuple[int, ...]  # pool indices that draw from it
+    usd_per_hour: tuple[float, ...]  # per pool of `pools`: what one node draws per hour
+    max_usd_per_hour: float  # the amount
+
+    def drawn(self, per_pool: IntArray) -> float:
+        """What a fleet with `per_pool` nodes per pool (summed over models) draws."""
+        pairs = zip(self.pools, self.usd_per_hour, strict=True)
+        return float(sum(int(per_pool[p]) * w for p, w in pairs))
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     """Everything one solve needs. Arrays are (models x pools)."""
 
@@ -113,6 +129,7 @@ class Problem:
     min_replicas: tuple[int, ...] = ()  # per model; empty means 0
     min_on_demand_share: tuple[float, ...] = ()  # per model, of capacity; empty means 0
     quotas: tuple[QuotaSpec, ...] = ()  # accelerator caps
+    spend_caps: tuple[SpendCap, ...] = ()  # amounts per hour that pools draw from
     budget_usd_per_hour: float | None = None  # cap on the fleet's price
     robustness_fraction: float = 0.0  # served demand still covered after losing a domain's spot
     # Small fleets (see `robustness_share`): losing a domain may cost this many nodes'
@@ -149,14 +166,17 @@ class Problem:
             raise ValueError("priorities needs one entry per model")
         if self.robust and len(self.robust) != len(self.models):
             raise ValueError("robust needs one entry per model")
+        for c in self.spend_caps:
+            if len(c.usd_per_hour) != len(c.pools) or min(c.usd_per_hour, default=0) < 0:
+                raise ValueError(f"spend cap {c.name}: one draw >= 0 per pool")
         if not 0.0 <= self.robustness_fraction <= 1.0:
             raise ValueError("robustness_fraction must be within [0, 1]")
         for d in self.demands:
             if d.rps < 0 or not np.isfinite(d.rps):
                 raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")
-        for c in self.size_classes:
-            if c.capacity_rps.shape != (len(self.pools),):
-                raise ValueError(f"size class {c.key}: capacity must have shape ({shape[1]},)")
+        for cls in self.size_classes:
+            if cls.capacity_rps.shape != (len(self.pools),):
+                raise ValueError(f"size class {cls.key}: capacity must have shape ({shape[1]},)")
         for d in self.demands:
             if (d.size_class is None) == self.by_size(d.model):
                 raise ValueError(

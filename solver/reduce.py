@@ -23,6 +23,9 @@ def candidate_pools(problem: Problem) -> dict[int, list[int]]:
     for qi, q in enumerate(problem.quotas):
         for p in q.pools:
             quota_sig[p] = quota_sig[p] | {qi}
+    # A pool that draws from an amount (a savings plan) is its own group: dominance does
+    # not compare what pools draw, so none of them may drop another.
+    draws = {p for c in problem.spend_caps for p in c.pools}
     locations: dict[int, set[int]] = defaultdict(set)
     for d in problem.demands:
         locations[d.model].update(d.locations)
@@ -44,7 +47,8 @@ def candidate_pools(problem: Problem) -> dict[int, list[int]]:
             # Failure domains only matter for pools that can vanish (robustness counts
             # spot losses that are not replaced within their notice).
             domain = pool.failure_domain if pool.vanishes else -1
-            groups[(pool.location, domain, pool.spot, quota_sig[p])].append(p)
+            own = p if p in draws else -1
+            groups[(pool.location, domain, pool.spot, quota_sig[p], own)].append(p)
         for members in groups.values():
             keep.extend(_undominated(problem, m, members))
         out[m] = sorted(set(keep))

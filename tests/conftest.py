@@ -72,6 +72,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_market_return.py",
             "test_quota_guard.py",
             "test_report.py",
+            "test_savings_plans.py",
             "test_signals.py",
             "test_sim_faults.py",
             "test_sim_inputs.py",

@@ -332,12 +332,23 @@ async def test_a_baseline_node_in_the_committed_pool_is_covered(tmp_path: Path) 
 
 def test_the_documented_example_uncommented_is_a_valid_commitment() -> None:
     text = (Path(__file__).parents[1] / "config.example.toml").read_text()
-    block = text[text.index("# [[commitments]]") :]
-    keys = [ln[2:] for ln in block.splitlines() if ln.startswith(("# [[", "# ")) and "=" in ln]
-    body = "\n".join(["[[commitments]]", *(k for k in keys if not k.startswith("zone"))])
-    config = parse_config(BASE + body + "\n", Path("example.toml"))
-    (c,) = config.commitments
+    first = text.index("# [[commitments]]")
+    second = text.index("# [[commitments]]", first + 1)  # the savings plan
+    blocks = []
+    for block in (text[first:second], text[second:]):
+        keys = [ln[2:] for ln in block.splitlines() if ln.startswith("# ") and " = " in ln]
+        blocks.append(
+            "\n".join(["[[commitments]]", *(k for k in keys if not k.startswith("zone"))])
+        )
+    config = parse_config(BASE + "\n".join(blocks) + "\n", Path("example.toml"))
+    c, sp = config.commitments
     assert (c.label, c.count, c.kind) == ("ri-us-east-1-g6e", 2, CommitmentKind.RESERVED)
+    assert (sp.label, sp.usd_per_hour_committed, sp.kind, sp.instance_family) == (
+        "sp-us-east-1-g6e",
+        5.0,
+        CommitmentKind.SAVINGS_PLAN,
+        "g6e",
+    )
     assert check_config(config, CATALOG, load_profiles()) == []
     # Without [[commitments]] the example has none: today's plans are unchanged.
     assert parse_config(text, Path("example.toml")).commitments == ()

@@ -39,6 +39,7 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    SavingsPlanUse,
     SizeRoute,
     Unmet,
     UnmetReason,
@@ -46,7 +47,13 @@ from scheduler.domain import (
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import demand_size, node_rps
 from scheduler.fleet.catalog import Catalog
-from scheduler.fleet.commitments import Commitment, CommitmentError, resolve_commitments
+from scheduler.fleet.commitments import (
+    Commitment,
+    CommitmentError,
+    SpendCommitment,
+    resolve_commitments,
+    resolve_spend_commitments,
+)
 from scheduler.fleet.notice import loss_tolerated, pool_uncovered_s
 from scheduler.fleet.quotas import covers
 from scheduler.forecast.buckets import demand_buckets
@@ -58,6 +65,7 @@ from solver import (
     Relaxation,
     SizeClassSpec,
     Solution,
+    SpendCap,
     Status,
     solve,
 )
@@ -87,6 +95,11 @@ class Candidates:
     commitment_of: tuple[int | None, ...] = ()
     # The size classes of the models placed by size, in solver order (size_classes).
     size_classes: tuple[SizeClass, ...] = ()
+    spend_commitments: tuple[SpendCommitment, ...] = ()  # the config's savings plans, resolved
+    # Per solver pool: the index of the savings plan it draws from, or None. Such a pool
+    # is a copy of an on-demand pool at no marginal cost; the nodes of a plan's copies
+    # draw its rates from its amount (a solver `SpendCap`).
+    spend_of: tuple[int | None, ...] = ()
 
 
 def _cloud_section(config: Config, cloud: str) -> CloudSection:
@@ -340,6 +353,29 @@ def build_problem(
                 QuotaSpec(f"commitments[{c}]", members, commitment.count * commitment.gpus)
             )
 
+    try:
+        spend = resolve_spend_commitments(config, catalog)
+    except CommitmentError as exc:
+        raise PlanningError("config", str(exc)) from None
+    spend_of: list[int | None] = [None] * len(offerings)
+    spend_caps: list[SpendCap] = []
+    if spend:
+        offerings, pools, capacity, current, kept = _with_savings_plans(
+            spend, offerings, pools, capacity, current, kept, pool_index, spend_of
+        )
+        commitment_of.extend([None] * (len(offerings) - len(commitment_of)))
+        for s, plan in enumerate(spend):
+            spent_in = [p for p, of in enumerate(spend_of) if of == s]
+            rate = dict(zip(plan.pools, plan.rate_usd_per_hour, strict=True))
+            spend_caps.append(
+                SpendCap(
+                    f"commitments[{plan.index}]",
+                    tuple(spent_in),
+                    tuple(rate[offerings[p].pool] for p in spent_in),
+                    plan.usd_per_hour_committed,
+                )
+            )
+
     quotas: list[QuotaSpec] = []
     for qi, q in enumerate(config.quotas):
         members = tuple(
@@ -364,6 +400,7 @@ def build_problem(
         priorities=tuple(m.priority for m in config.models),
         robust=tuple(m.deferrable_deadline_s is None for m in config.models),
         quotas=tuple(quotas),
+        spend_caps=tuple(spend_caps),
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,
         robustness_spare_nodes=config.planning.robustness_spare_nodes,
@@ -372,7 +409,14 @@ def build_problem(
         size_classes=class_specs,
     )
     cands = Candidates(
-        tuple(offerings), models, locations, commitments, tuple(commitment_of), tuple(classes)
+        tuple(offerings),
+        models,
+        locations,
+        commitments,
+        tuple(commitment_of),
+        size_classes=tuple(classes),
+        spend_commitments=spend,
+        spend_of=tuple(spend_of),
     )
     return problem, cands
 
@@ -404,6 +448,75 @@ def _class_specs(
 def _class_key(c: SizeClass) -> str:
     hi = "inf" if c.max_input_tokens == float("inf") else f"{c.max_input_tokens:g}"
     return f"{c.model}[{c.min_input_tokens:g},{hi})"
+
+
+def _with_savings_plans(
+    plans: Sequence[SpendCommitment],
+    offerings: list[Offering],
+    pools: list[PoolSpec],
+    capacity: np.ndarray,
+    current: np.ndarray,
+    kept: np.ndarray,
+    pool_index: Mapping[Pool, int],
+    spend_of: list[int | None],
+) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
+    """The pools with one copy per (savings plan, covered pool the config allows),
+    appended: the same offering, location and capacity at no marginal cost (risk 0:
+    on-demand), each holding at most the nodes the amount pays for there (a spend cap
+    over the copies holds it across models and pools). Current and booting nodes left in
+    a covered pool (after the count commitments took theirs) move to its copies, best
+    discount first, while the amount pays for whole nodes: the coverage rule of
+    `scheduler.fleet.commitments.split_spend` without its share of one node at the end
+    (a node the amount pays for only in part is planned at its on-demand price).
+    `spend_of` is extended in place."""
+    offerings, pools = list(offerings), list(pools)
+    columns: list[np.ndarray] = []
+    cur_cols: list[np.ndarray] = []
+    kept_cols: list[np.ndarray] = []
+    for s, plan in enumerate(plans):
+        room = plan.usd_per_hour_committed
+        for pool, rate in zip(plan.pools, plan.rate_usd_per_hour, strict=True):
+            p = pool_index.get(pool)
+            if p is None:  # the config does not allow the pool: nothing to place there
+                continue
+            base = pools[p]
+            most = base.max_nodes if rate <= 0 else int(plan.usd_per_hour_committed / rate + 1e-9)
+            if most <= 0:
+                continue  # the amount pays for no whole node of this type
+            pools.append(
+                dataclasses.replace(
+                    base,
+                    key=f"{base.key}#{plan.label}",
+                    usd_per_hour=0.0,
+                    risk_usd_per_hour=0.0,
+                    max_nodes=min(most, base.max_nodes),
+                    budget_usd_per_hour=base.listed_usd_per_hour,
+                )
+            )
+            offerings.append(offerings[p])
+            spend_of.append(s)
+            columns.append(capacity[:, p])
+            moved = np.zeros(current.shape[0], dtype=np.int64)
+            for m in range(current.shape[0]):
+                take = int(current[m, p])
+                if rate > 0:
+                    take = min(take, int(room / rate + 1e-9))
+                moved[m] = take
+                room -= take * rate
+            kept_moved = np.minimum(kept[:, p], moved)
+            current[:, p] -= moved
+            kept[:, p] -= kept_moved
+            cur_cols.append(moved)
+            kept_cols.append(kept_moved)
+    if not columns:
+        return offerings, pools, capacity, current, kept
+    return (
+        offerings,
+        pools,
+        np.column_stack([capacity, *columns]),
+        np.column_stack([current, *cur_cols]),
+        np.column_stack([kept, *kept_cols]),
+    )
 
 
 def _with_commitments(
@@ -482,8 +595,9 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         for (model, pool), n in counts.items()
     )
     uses = _commitment_uses(cands, solution)
+    savings = _savings_plan_uses(cands, solution)
     usd_per_hour = solution.usd_per_hour
-    if uses:  # the fleet at list prices, committed nodes too (what the budget counts)
+    if uses or savings:  # the fleet at list prices, committed nodes too (what the budget counts)
         per_pool = solution.nodes.sum(axis=0)
         usd_per_hour = float(
             sum(o.usd_per_hour * int(per_pool[p]) for p, o in enumerate(cands.offerings))
@@ -528,6 +642,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         limited_by=_limits_of(reasons.values()),
         relaxed=solution.relaxed,
         commitments=uses,
+        savings_plans=savings,
     )
 
 
@@ -593,6 +708,32 @@ def _commitment_uses(cands: Candidates, solution: Solution) -> tuple[CommitmentU
     )
 
 
+def _savings_plan_uses(cands: Candidates, solution: Solution) -> tuple[SavingsPlanUse, ...]:
+    """Per savings plan, the nodes the solution places on it and what they draw."""
+    out = []
+    for s, plan in enumerate(cands.spend_commitments):
+        rate = dict(zip(plan.pools, plan.rate_usd_per_hour, strict=True))
+        nodes = drawn = listed = 0.0
+        for p, of in enumerate(cands.spend_of):
+            if of == s:
+                n = int(solution.nodes[:, p].sum())
+                pool = cands.offerings[p].pool
+                nodes += n
+                drawn += n * rate[pool]
+                listed += n * cands.offerings[p].usd_per_hour
+        out.append(
+            SavingsPlanUse(
+                label=plan.label,
+                pools=plan.pools,
+                usd_per_hour_committed=plan.usd_per_hour_committed,
+                usd_per_hour_used=drawn,
+                nodes=int(nodes),
+                on_demand_usd_per_hour=listed,
+            )
+        )
+    return tuple(out)
+
+
 _RELAXED_NOTES = {
     Relaxation.MIN_REPLICAS: (
         "the budget or quotas cannot pay for every model's min_replicas: dropped, the plan"
@@ -640,7 +781,8 @@ def unmet_reasons(
 
     `commitment_quotas` are the quotas that hold commitments' counts (`build_problem`): a
     committed pool whose commitment is used up has no room, and is no limit's doing (its
-    on-demand pool next to it has the same capacity at the list price)."""
+    on-demand pool next to it has the same capacity at the list price); so is a savings
+    plan's copy whose amount cannot pay for one more node (`Problem.spend_caps`)."""
     tol = 1e-6
     unmet = [
         (k, d)
@@ -661,6 +803,13 @@ def unmet_reasons(
         for qi in commitment_quotas
         if gpus_used[qi] >= problem.quotas[qi].max_gpus
         for i in problem.quotas[qi].pools
+    }
+    # A savings plan's copy has no room once its amount cannot pay for one more node.
+    used_up |= {
+        i
+        for cap in problem.spend_caps
+        for i, w in zip(cap.pools, cap.usd_per_hour, strict=True)
+        if cap.drawn(per_pool) + w > cap.max_usd_per_hour + tol
     }
     price = sum(pool.listed_usd_per_hour * int(per_pool[i]) for i, pool in enumerate(problem.pools))
     out: dict[int, tuple[UnmetReason, ...]] = {}

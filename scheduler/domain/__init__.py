@@ -433,6 +433,19 @@ class CommitmentUse:
 
 
 @dataclass(frozen=True, slots=True)
+class SavingsPlanUse:
+    """How a plan uses one savings plan (a `[[commitments]]` amount of USD per hour,
+    docs/commitments.md)."""
+
+    label: str  # the savings plan's name
+    pools: tuple[Pool, ...]  # on-demand pools it covers
+    usd_per_hour_committed: float  # the amount, billed every hour used or not
+    usd_per_hour_used: float  # what the plan's nodes on it draw from the amount (its rates)
+    nodes: int  # nodes the plan places on it
+    on_demand_usd_per_hour: float  # list price of those nodes: what they cost without it
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Target fleet for every (model, pool), with its cost and the solver's verdict."""
 
@@ -457,3 +470,6 @@ class Plan:
     # Commitments and how many of their nodes the plan uses; their nodes are priced in
     # `usd_per_hour` at the on-demand list price (what the budget guard counts).
     commitments: tuple[CommitmentUse, ...] = ()
+    # Savings plans and what the plan draws from them; their nodes too are priced in
+    # `usd_per_hour` at the on-demand list price.
+    savings_plans: tuple[SavingsPlanUse, ...] = ()
