@@ -1,8 +1,8 @@
 """Placement by size: what serving one model's prompt-length buckets on different GPU
 kinds saves against the best plan on a single GPU kind (issue 20, target <= 0.85x).
 
-Run:  .venv/bin/python benchmarks/bench_size_placement.py [--model llama-3.1-8b]
-                                                          [--rps 8,80,800] [--edges 1024,4096]
+Run:  PYTHONPATH=. .venv/bin/python benchmarks/bench_size_placement.py [--model llama-3.1-8b]
+                    [--rps 8,80,800] [--edges 1024,4096] [--replay]
 
 The demand: the two shared Azure LLM 2023 traces (code and conversation,
 ../shared/data/traces/azure_llm_inference_2023) merged into one model's demand from
@@ -20,9 +20,13 @@ each, same solver and seed:
   this change).
 
 Printed: USD/h of the model's nodes, the ratios `by size / best one kind` and `by size /
-mean size`, and which GPU kinds serve which bucket. This is a plan-level (steady-state
-solver) comparison at equal demand served in full; it does not replay the traces, so SLO
-attainment is not measured (docs/profiles.md "Placement by size").
+mean size`, and which GPU kinds serve which bucket: a plan-level (steady-state solver)
+comparison. With `--replay`, each approach's plan (made for h x the peak minute's rate)
+is also checked minute by minute at each minute's own rate and bucket mix (nodes fixed,
+routing free; no queueing, boots or spot loss), and the costs compared at the least h
+serving 99.5 % of the requests (docs/profiles.md "Placement by size").
+
+Run from the repository with PYTHONPATH=. (it imports the working tree's packages).
 """
 
 from __future__ import annotations
