@@ -2,7 +2,7 @@
 kinds saves against the best plan on a single GPU kind (issue 20, target <= 0.85x).
 
 Run:  PYTHONPATH=. .venv/bin/python benchmarks/bench_size_placement.py [--model llama-3.1-8b]
-                    [--rps 8,80,800] [--edges 1024,4096] [--replay]
+                    [--rps 8,80,800] [--edges 1024,4096] [--replay] [--token-slo TTFT,TPOT]
 
 The demand: the two shared Azure LLM 2023 traces (code and conversation,
 ../shared/data/traces/azure_llm_inference_2023) merged into one model's demand from
@@ -112,11 +112,20 @@ def minute_rps(reqs: Requests) -> np.ndarray:
     return np.bincount(index, minlength=last - first) / 60.0
 
 
+# `--token-slo TTFT,TPOT` (ms): the model's SLO as time to first token and per output
+# token instead of its end-to-end default (docs/profiles.md "Latency SLOs"); None: default.
+TOKEN_SLO: tuple[float, float] | None = None
+
+
 def bench_config(model: str, gpu_kind: str | None) -> Config:
     """The embedded default config with only `model`, no budget, and every cloud allowed
-    only `gpu_kind` (None: every kind)."""
+    only `gpu_kind` (None: every kind); with `TOKEN_SLO`, the model's per-token SLO."""
     raw: dict[str, Any] = load_config(None).model_dump(mode="json")
     raw["models"] = [m for m in raw["models"] if m["name"] == model]
+    if TOKEN_SLO is not None:
+        for m in raw["models"]:
+            m["latency_slo_ms"] = None
+            m["ttft_slo_ms"], m["tpot_slo_ms"] = TOKEN_SLO
     raw["planning"]["budget_usd_per_hour"] = None
     for cloud in raw["clouds"].values():
         cloud["gpu_kinds"] = [gpu_kind] if gpu_kind else []
@@ -247,7 +256,14 @@ def main() -> None:
         action="store_true",
         help="also check the plans minute by minute at equal share served (slower)",
     )
+    parser.add_argument(
+        "--token-slo", help="TTFT,TPOT in ms: a per-token SLO instead of the end-to-end one"
+    )
     args = parser.parse_args()
+    if args.token_slo:
+        global TOKEN_SLO
+        ttft, tpot = (float(x) for x in args.token_slo.split(","))
+        TOKEN_SLO = (ttft, tpot)
     logging.basicConfig(level=logging.WARNING)
     reqs = read_requests(TRACES)
     inp, trace_rps = reqs.input_tokens, reqs.rps
