@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,10 @@ _OBJECT_TYPES = ("model_type", "model_attributes_type", "dict_type")
 _VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")  # a key shown as it is in a key path
+_MEMBER = re.compile(r"^[a-z][a-z0-9-]*\[.+\]$")  # pydantic's name of a union/validator member
+
+
 def problem_lines(
     exc: ValidationError,
     path: Path | str,
@@ -60,9 +65,11 @@ def problem_lines(
     document against `schema`. `prefix` is where that document sits in the file (a
     scenario's `config` table, a sweep's `scenarios[2]`); it is shown, not looked up."""
     errors = exc.errors()
-    # pydantic appends the failing union/validator member names to loc; keep the key path.
+    # pydantic appends the failing union/validator member names to loc (`function-after[
+    # _check(), Config]`, `tagged-union[...]`); keep the key path, including a user's key
+    # that merely contains a bracket.
     locs: list[Loc] = [
-        tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors
+        tuple(p for p in e["loc"] if not (isinstance(p, str) and _MEMBER.match(p))) for e in errors
     ]
     lines = []
     for err, loc in zip(errors, locs, strict=True):
@@ -81,8 +88,10 @@ def key_path(loc: Loc) -> str:
     """`models[0].name` for ("models", 0, "name"); "" for the whole document."""
     out = ""
     for part in loc:
-        if isinstance(part, str) and not part.isprintable():
-            part = json.dumps(part)  # a key with a newline must not split the problem line
+        if isinstance(part, str) and not _PLAIN_KEY.match(part):
+            # Quoted as TOML writes it: a key with a newline must not split the problem
+            # line, and `[` or `.` in a key must not read as a path.
+            part = json.dumps(part)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -95,6 +95,7 @@ location = "us-east-1"
         (MINIMAL + "[drain]\nmetrics_url = 'http://{host'\n", "drain.metrics_url: bad template"),
         (MINIMAL + "[drain]\ntimeout_s = nan\n", "drain.timeout_s"),
         (MINIMAL + "[drain]\nin_flight_metrics = []\n", "drain.in_flight_metrics"),
+        ('"[" = 1\n' + MINIMAL, '"[": unknown key'),
         (
             MINIMAL.replace('"llama-3.1-8b"\n', '"llama-3.1-8b"\nttft_slo_ms = 500\n', 1),
             "ttft_slo_ms needs tpot_slo_ms too",
