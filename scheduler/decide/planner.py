@@ -450,43 +450,51 @@ def _class_key(c: SizeClass) -> str:
     return f"{c.model}[{c.min_input_tokens:g},{hi})"
 
 
-def _with_savings_plans(
-    plans: Sequence[SpendCommitment],
+@dataclass(frozen=True)
+class _Prepaid:
+    """Capacity paid for in advance, as `_with_prepaid` appends it: `room` units (nodes,
+    or USD per hour), and per covered pool the units one node there draws from it."""
+
+    label: str  # the commitment's label, appended to its copies' keys
+    room: float  # what was paid for: a count of nodes, or USD per hour
+    draws: tuple[tuple[Pool, float], ...]  # (covered pool, units per node; <= 0: free)
+
+
+def _with_prepaid(
+    prepaid: Sequence[_Prepaid],
     offerings: list[Offering],
     pools: list[PoolSpec],
     capacity: np.ndarray,
     current: np.ndarray,
     kept: np.ndarray,
     pool_index: Mapping[Pool, int],
-    spend_of: list[int | None],
+    owner_of: list[int | None],
 ) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
-    """The pools with one copy per (savings plan, covered pool the config allows),
+    """The pools with one copy per (prepaid entry, covered pool the config allows),
     appended: the same offering, location and capacity at no marginal cost (risk 0:
-    on-demand), each holding at most the nodes the amount pays for there (a spend cap
-    over the copies holds it across models and pools). Current and booting nodes left in
-    a covered pool (after the count commitments took theirs) move to its copies, best
-    discount first, while the amount pays for whole nodes: the coverage rule of
-    `scheduler.fleet.commitments.split_spend` without its share of one node at the end
-    (a node the amount pays for only in part is planned at its on-demand price).
-    `spend_of` is extended in place."""
+    on-demand; the same churn terms, a boot is a boot), each holding at most the whole
+    nodes its `room` pays for (a quota or spend cap over the copies holds it across
+    models and pools). Current and booting nodes in a covered pool move to its copies
+    first, in entry order, while the room left pays for whole nodes. `owner_of` is
+    extended in place with the entry index of each copy."""
     offerings, pools = list(offerings), list(pools)
     columns: list[np.ndarray] = []
     cur_cols: list[np.ndarray] = []
     kept_cols: list[np.ndarray] = []
-    for s, plan in enumerate(plans):
-        room = plan.usd_per_hour_committed
-        for pool, rate in zip(plan.pools, plan.rate_usd_per_hour, strict=True):
+    for owner, entry in enumerate(prepaid):
+        room = entry.room
+        for pool, unit in entry.draws:
             p = pool_index.get(pool)
             if p is None:  # the config does not allow the pool: nothing to place there
                 continue
             base = pools[p]
-            most = base.max_nodes if rate <= 0 else int(plan.usd_per_hour_committed / rate + 1e-9)
+            most = base.max_nodes if unit <= 0 else int(entry.room / unit + 1e-9)
             if most <= 0:
-                continue  # the amount pays for no whole node of this type
+                continue  # the room pays for no whole node of this type
             pools.append(
                 dataclasses.replace(
                     base,
-                    key=f"{base.key}#{plan.label}",
+                    key=f"{base.key}#{entry.label}",
                     usd_per_hour=0.0,
                     risk_usd_per_hour=0.0,
                     max_nodes=min(most, base.max_nodes),
@@ -494,76 +502,15 @@ def _with_savings_plans(
                 )
             )
             offerings.append(offerings[p])
-            spend_of.append(s)
+            owner_of.append(owner)
             columns.append(capacity[:, p])
             moved = np.zeros(current.shape[0], dtype=np.int64)
             for m in range(current.shape[0]):
                 take = int(current[m, p])
-                if rate > 0:
-                    take = min(take, int(room / rate + 1e-9))
+                if unit > 0:
+                    take = min(take, int(room / unit + 1e-9))
                 moved[m] = take
-                room -= take * rate
-            kept_moved = np.minimum(kept[:, p], moved)
-            current[:, p] -= moved
-            kept[:, p] -= kept_moved
-            cur_cols.append(moved)
-            kept_cols.append(kept_moved)
-    if not columns:
-        return offerings, pools, capacity, current, kept
-    return (
-        offerings,
-        pools,
-        np.column_stack([capacity, *columns]),
-        np.column_stack([current, *cur_cols]),
-        np.column_stack([kept, *kept_cols]),
-    )
-
-
-def _with_commitments(
-    commitments: Sequence[Commitment],
-    offerings: list[Offering],
-    pools: list[PoolSpec],
-    capacity: np.ndarray,
-    current: np.ndarray,
-    kept: np.ndarray,
-    pool_index: Mapping[Pool, int],
-    commitment_of: list[int | None],
-) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
-    """The pools with one committed copy per (commitment, covered pool), appended: the
-    same offering, location and capacity at no marginal cost (risk 0: on-demand; the
-    same churn terms, a boot is a boot), at most the commitment's count (a quota over
-    its copies holds it across models and pools). Current and booting nodes in a
-    covered pool move to its copies first, in commitment order, up to each count: the
-    coverage rule of `scheduler.fleet.commitments` (`commitment_of` is extended in place)."""
-    offerings, pools = list(offerings), list(pools)
-    columns: list[np.ndarray] = []
-    cur_cols: list[np.ndarray] = []
-    kept_cols: list[np.ndarray] = []
-    for c, commitment in enumerate(commitments):
-        room = commitment.count
-        for pool in commitment.pools:
-            p = pool_index.get(pool)
-            if p is None:  # the config does not allow the pool: nothing to place there
-                continue
-            base = pools[p]
-            pools.append(
-                dataclasses.replace(
-                    base,
-                    key=f"{base.key}#{commitment.label}",
-                    usd_per_hour=0.0,
-                    risk_usd_per_hour=0.0,
-                    max_nodes=min(commitment.count, base.max_nodes),
-                    budget_usd_per_hour=base.listed_usd_per_hour,
-                )
-            )
-            offerings.append(offerings[p])
-            commitment_of.append(c)
-            columns.append(capacity[:, p])
-            moved = np.zeros(current.shape[0], dtype=np.int64)
-            for m in range(current.shape[0]):
-                take = min(room, int(current[m, p]))
-                moved[m] = take
-                room -= take
+                room -= take * unit
             # Booting nodes of a model stay booting wherever its nodes are counted: the
             # copy keeps as many of them as it took nodes, the rest stay in the pool.
             kept_moved = np.minimum(kept[:, p], moved)
@@ -582,6 +529,53 @@ def _with_commitments(
     )
 
 
+def _with_savings_plans(
+    plans: Sequence[SpendCommitment],
+    offerings: list[Offering],
+    pools: list[PoolSpec],
+    capacity: np.ndarray,
+    current: np.ndarray,
+    kept: np.ndarray,
+    pool_index: Mapping[Pool, int],
+    spend_of: list[int | None],
+) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
+    """`_with_prepaid` for savings plans: room in USD per hour, a node drawing its rate.
+    Current nodes left in a covered pool (after the count commitments took theirs) move
+    to its copies, best discount first: the coverage rule of
+    `scheduler.fleet.commitments.split_spend` without its share of one node at the end
+    (a node the amount pays for only in part is planned at its on-demand price)."""
+    prepaid = [
+        _Prepaid(
+            plan.label,
+            plan.usd_per_hour_committed,
+            tuple(zip(plan.pools, plan.rate_usd_per_hour, strict=True)),
+        )
+        for plan in plans
+    ]
+    return _with_prepaid(prepaid, offerings, pools, capacity, current, kept, pool_index, spend_of)
+
+
+def _with_commitments(
+    commitments: Sequence[Commitment],
+    offerings: list[Offering],
+    pools: list[PoolSpec],
+    capacity: np.ndarray,
+    current: np.ndarray,
+    kept: np.ndarray,
+    pool_index: Mapping[Pool, int],
+    commitment_of: list[int | None],
+) -> tuple[list[Offering], list[PoolSpec], np.ndarray, np.ndarray, np.ndarray]:
+    """`_with_prepaid` for count commitments: room in nodes, a node drawing one; the
+    coverage rule of `scheduler.fleet.commitments`."""
+    prepaid = [
+        _Prepaid(c.label, float(c.count), tuple((pool, 1.0) for pool in c.pools))
+        for c in commitments
+    ]
+    return _with_prepaid(
+        prepaid, offerings, pools, capacity, current, kept, pool_index, commitment_of
+    )
+
+
 def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     """The solver's answer in domain terms."""
     # A committed pool is a copy of its on-demand pool: their nodes are one placement.
@@ -597,8 +591,8 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     uses = _commitment_uses(cands, solution)
     savings = _savings_plan_uses(cands, solution)
     usd_per_hour = solution.usd_per_hour
+    per_pool = solution.nodes.sum(axis=0)
     if uses or savings:  # the fleet at list prices, committed nodes too (what the budget counts)
-        per_pool = solution.nodes.sum(axis=0)
         usd_per_hour = float(
             sum(o.usd_per_hour * int(per_pool[p]) for p, o in enumerate(cands.offerings))
         )
@@ -616,11 +610,10 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
     notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed)
-    per_pool_nodes = solution.nodes.sum(axis=0)
     tolerated = sorted(
         cands.offerings[p].pool.key
         for p, spec in enumerate(problem.pools)
-        if spec.loss_tolerated and per_pool_nodes[p] > 0
+        if spec.loss_tolerated and per_pool[p] > 0
     )
     if tolerated:
         notes.append(
