@@ -13,6 +13,14 @@ HTTP API (`/api/v1/query`):
   give token rates; divided by the request rate they are the mean prompt and output
   tokens per request (`DemandSample.input_tokens` / `output_tokens`), where the rate is
   positive and fresh. Optional: without them, or on their failure, sizes are unknown.
+* `prompt_histogram_query` (default: the rate of each `le` bucket of vLLM's
+  `vllm:request_prompt_tokens` histogram over the same 5 minutes) gives the requests'
+  split by prompt length, mapped onto capsched's size buckets
+  (`scheduler.forecast.buckets.from_histogram`) as `DemandSample.buckets`, for series
+  with a fresh positive rate and a mean size. `prompt_histogram_freshness_query` gives
+  the time of the histogram's newest sample: older than `max_staleness_s`, or absent,
+  and the series gets no buckets. A histogram that is missing, stale, NaN or fails to
+  load only loses the buckets (the mean size still counts); it never touches a rate.
 * `freshness_query` (e.g. `max by (model, region) (timestamp(vllm:request_success_total))`)
   gives the time of the newest raw sample behind each (model, region). An instant
   query stamps every result with the evaluation time, so the rate alone cannot say
@@ -38,14 +46,15 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from yarl import URL
 
 from adapters._http import FetchError, Sleep, fetch, split_credentials
 from adapters.resource import AsyncResource
-from scheduler.domain import Node
+from scheduler.domain import Node, RequestSize, SizeBucket
+from scheduler.forecast.buckets import from_histogram
 from scheduler.ports.metrics import DemandSample, NodeSignals, SignalQuery
 from scheduler.sections.prometheus import PrometheusConfig
 
@@ -162,6 +171,7 @@ class PrometheusSource(AsyncResource):
                 queued = {}
             waiting = {k: v for k, (_, v) in queued.items() if k in out and k not in stale}
         sizes = await self._sizes(now_s, out, stale)
+        buckets = await self._buckets(now_s, *sizes)
         if stale:
             log.warning(
                 "prometheus_stale_series now_s=%.0f max_staleness_s=%g count=%d series=%s",
@@ -170,7 +180,7 @@ class PrometheusSource(AsyncResource):
                 len(stale),
                 ",".join(f"{m}/{r}" for m, r in sorted(stale)),
             )
-        return DemandSample(now_s, out, peak, waiting, *sizes)
+        return DemandSample(now_s, out, peak, waiting, *sizes, buckets)
 
     async def _sizes(
         self, now_s: float, rates: Mapping[Key, float], stale: set[Key]
@@ -206,6 +216,74 @@ class PrometheusSource(AsyncResource):
             if math.isfinite(i_tok) and math.isfinite(o_tok) and i_tok > 0 and o_tok > 0:
                 inp[key], out[key] = i_tok, o_tok
         return inp, out
+
+    async def _buckets(
+        self, now_s: float, inp: Mapping[Key, float], out: Mapping[Key, float]
+    ) -> dict[Key, tuple[SizeBucket, ...]]:
+        """The size buckets of each series that has a mean size (fresh, positive rate:
+        `_sizes`) and a fresh, readable prompt-length histogram. A failed query only
+        loses the buckets (logged)."""
+        cfg = self.config
+        if not cfg.prompt_histogram_query or not inp:
+            return {}
+        queries = [self._vector(cfg.prompt_histogram_query, now_s)]
+        if cfg.prompt_histogram_freshness_query:
+            queries.append(self._vector(cfg.prompt_histogram_freshness_query, now_s))
+        got = await asyncio.gather(*queries, return_exceptions=True)
+        for answer in got:
+            if isinstance(answer, PrometheusQueryError):
+                log.warning("prometheus_histogram_failed now_s=%.0f reason=%s", now_s, answer)
+                return {}
+            if isinstance(answer, BaseException):
+                raise answer  # a bug or a cancellation: `demand` handles it at its boundary
+        histogram = self._parse_histogram(cast(list[Any], got[0]))
+        fresh: set[Key] | None = None
+        if len(got) > 1:
+            newest = self._parse_vector(cast(list[Any], got[1]))
+            fresh = {k for k, (_, t) in newest.items() if now_s - t <= cfg.max_staleness_s}
+        result: dict[Key, tuple[SizeBucket, ...]] = {}
+        dropped: list[Key] = []
+        for key, les in histogram.items():
+            if key not in inp or key not in out:
+                continue
+            mix = from_histogram(les, RequestSize(inp[key], out[key]))
+            if (fresh is not None and key not in fresh) or not mix:
+                dropped.append(key)
+                continue
+            result[key] = mix
+        if dropped:
+            log.warning(
+                "prometheus_histogram_unusable now_s=%.0f count=%d series=%s",
+                now_s,
+                len(dropped),
+                ",".join(f"{m}/{r}" for m, r in sorted(dropped)),
+            )
+        return result
+
+    def _parse_histogram(self, result: list[Any]) -> dict[Key, dict[float, float]]:
+        """A histogram's vector as (model, region) -> le -> cumulative value; series of
+        one (model, region, le) are summed. A series without an `le` that reads as a
+        number is skipped."""
+        out: dict[Key, dict[float, float]] = {}
+        for item in result:
+            try:
+                labels: Mapping[str, str] = item["metric"]
+                value = float(item["value"][1])
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise PrometheusQueryError(f"malformed vector element: {_short(item)!r}") from None
+            model, region = (
+                labels.get(self.config.model_label),
+                labels.get(self.config.region_label),
+            )
+            try:
+                le = float(labels.get("le", "nan"))
+            except (TypeError, ValueError):
+                continue
+            if not model or not region or le != le:
+                continue
+            les = out.setdefault((model, region), {})
+            les[le] = les.get(le, 0.0) + value
+        return out
 
     async def query(self, promql: str, now_s: float) -> dict[Key, tuple[float, float]]:
         """Run one instant query at `now_s`: (model, region) -> (sample time, value).

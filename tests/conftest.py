@@ -45,6 +45,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_profiles.py",
             "test_prometheus_errors.py",
             "test_prometheus_signals.py",
+            "test_prometheus_sizes.py",
             "test_prometheus_source.py",
             "test_provider_contract.py",
             "test_quota_guard.py",

@@ -246,6 +246,20 @@ class SizeBucket:
         """The range as plans show it: "0-1024", "1024-4096", "4096+" prompt tokens."""
         return token_range_label(self.min_input_tokens, self.max_input_tokens)
 
+    def to_json(self) -> dict[str, Any]:
+        """As the store, the control API (`GET /v1/demand`, a plan's `demand`) and the
+        TUI show it: the prompt range, the share of the rate, the mean sizes (the keys
+        of a demand file's bucket: `input_tokens` / `output_tokens` are means)."""
+        top = None if self.max_input_tokens == float("inf") else self.max_input_tokens
+        return {
+            "range": self.label,
+            "min_input_tokens": self.min_input_tokens,
+            "max_input_tokens": top,
+            "share": round(self.share, 6),
+            "input_tokens": round(self.size.input_tokens, 2),
+            "output_tokens": round(self.size.output_tokens, 2),
+        }
+
 
 def token_range_label(min_input_tokens: float, max_input_tokens: float) -> str:
     """A prompt-length range as plans name it: "lo-hi", or "lo+" without an upper end."""

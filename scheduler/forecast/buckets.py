@@ -5,14 +5,16 @@ may serve each range on the GPU kind that is cheapest for it (docs/profiles.md
 The split is fixed and simple: prompt lengths cut at `PROMPT_EDGES` (tokens), each
 bucket keeping its share of the requests and their mean prompt and output tokens; empty
 ranges are left out. It needs per-request sizes (a `requests` trace, the Azure LLM
-traces); where only mean sizes are known (the Prometheus source, per-minute traces) a
-demand is one bucket, as before.
+traces), or a prompt-length histogram (`from_histogram`: vLLM's
+`vllm:request_prompt_tokens` buckets, read by the Prometheus source); where only mean
+sizes are known (per-minute traces) a demand is one bucket, as before.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -53,6 +55,95 @@ def split_by_prompt(
         size = RequestSize(float(inp[members].mean()), float(out[members].mean()))
         out_buckets.append(SizeBucket(bounds[i], bounds[i + 1], n / inp.size, size))
     return tuple(out_buckets)
+
+
+def from_histogram(
+    le_rates: Mapping[float, float],
+    size: RequestSize,
+    edges: Sequence[float] = PROMPT_EDGES,
+) -> tuple[SizeBucket, ...]:
+    """Buckets cut at `edges` from a Prometheus histogram of prompt lengths: `le_rates`
+    maps each `le` (the bucket's inclusive upper end in tokens, `math.inf` for `+Inf`) to
+    its cumulative rate (e.g. `rate(vllm:request_prompt_tokens_bucket[5m])`); `size` is
+    the series' mean size (its token counters over the same window).
+
+    The histogram's ranges rarely match `edges` (vLLM cuts at 1-2-5 steps: ..., 500,
+    1000, 2000, 5000, ...), so each range's requests are spread evenly over it, as
+    Prometheus' `histogram_quantile` assumes, and split where an edge falls inside it.
+    A bucket's mean prompt is the mean of those even spreads. The open last range (above
+    the highest finite `le`) has no spread: its requests count at the prompt length that
+    makes the whole mix's mean `size.input_tokens` (at least that `le`). The histogram says
+    nothing of output lengths: every bucket gets `size.output_tokens`.
+
+    () (one bucket at the mean, as without a histogram) when the histogram cannot be
+    read: a rate NaN, infinite or negative, no `+Inf` bucket, no requests in the window,
+    or `size` not finite and positive. Cumulative rates that dip (rate() of summed
+    counters at a reset) are lifted to the running maximum, as Prometheus does."""
+    cuts = [float(e) for e in edges]
+    if any(not (e > 0 and math.isfinite(e)) for e in cuts) or cuts != sorted(set(cuts)):
+        raise ValueError(f"edges must be increasing finite numbers > 0, got {list(edges)}")
+    if not (
+        math.isfinite(size.input_tokens)
+        and math.isfinite(size.output_tokens)
+        and size.input_tokens > 0
+        and size.output_tokens > 0
+    ):
+        return ()
+    points = sorted((float(le), float(v)) for le, v in le_rates.items())
+    if not points or points[-1][0] != math.inf or any(le != le for le, _ in points):
+        return ()
+    if any(not (math.isfinite(v) and v >= 0) for _, v in points):
+        return ()
+    # Per histogram range (lo, hi]: its rate, lifted so the cumulative never falls.
+    ranges: list[tuple[float, float, float]] = []
+    lo, top = 0.0, 0.0
+    for le, cum in points:
+        rate = max(cum, top) - top
+        top = max(cum, top)
+        ranges.append((lo, max(le, lo), rate))
+        lo = max(le, lo)
+    total = top
+    if total <= 0:
+        return ()
+    bounds = [0.0, *cuts, math.inf]
+    weight = [0.0] * (len(bounds) - 1)  # rate per capsched bucket
+    tokens = [0.0] * (len(bounds) - 1)  # rate x mean prompt per capsched bucket
+
+    def add(at: float, rate: float) -> None:
+        i = max(0, min(len(weight) - 1, bisect_right(cuts, at)))
+        weight[i] += rate
+        tokens[i] += rate * at
+
+    open_rate = 0.0
+    for lo, hi, rate in ranges:
+        if rate <= 0:
+            continue
+        if hi == math.inf:
+            open_rate += rate
+            continue
+        if hi <= lo:
+            add(lo, rate)
+            continue
+        for i in range(len(weight)):
+            a, b = max(lo, bounds[i]), min(hi, bounds[i + 1])
+            if b > a:
+                part = rate * (b - a) / (hi - lo)
+                weight[i] += part
+                tokens[i] += part * (a + b) / 2
+    if open_rate > 0:
+        floor = ranges[-1][0]
+        rest = size.input_tokens * total - sum(tokens)
+        add(max(floor, rest / open_rate), open_rate)
+    return tuple(
+        SizeBucket(
+            bounds[i],
+            bounds[i + 1],
+            weight[i] / total,
+            RequestSize(max(tokens[i] / weight[i], 1.0), size.output_tokens),
+        )
+        for i in range(len(weight))
+        if weight[i] > 0
+    )
 
 
 def mean_size(buckets: Sequence[SizeBucket]) -> RequestSize:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from scheduler.domain import SizeBucket
+
 if TYPE_CHECKING:
     from scheduler.domain import Node
 
@@ -34,6 +36,11 @@ class DemandSample:
     # takes as the reference request (docs/profiles.md "Request size").
     input_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
     output_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # The requests split by prompt length (shares summing to 1, in increasing range)
+    # where the source knows the mix (the model servers' prompt-length histogram,
+    # scheduler.forecast.buckets.from_histogram); absent: one mix at the mean size.
+    # Never changes the rate: a series without buckets plans as before.
+    buckets: Mapping[tuple[str, str], tuple[SizeBucket, ...]] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
         """Whether every expected series has a finite, non-negative rate (and peak, where
@@ -55,6 +62,7 @@ class DemandSample:
             _rates(self.waiting),
             _rates(self.input_tokens),
             _rates(self.output_tokens),
+            _mixes(self.buckets),
         )
 
 
@@ -71,6 +79,22 @@ def _rates(readings: object) -> dict[tuple[str, str], float]:
     if not isinstance(readings, Mapping):
         return {}
     return {key: _rate(v) for key, v in readings.items()}
+
+
+def _mixes(readings: object) -> dict[tuple[str, str], tuple[SizeBucket, ...]]:
+    # A mix that is not a non-empty tuple of buckets with finite shares summing to 1 is
+    # dropped: the series plans at its mean size, as without a histogram.
+    if not isinstance(readings, Mapping):
+        return {}
+    out: dict[tuple[str, str], tuple[SizeBucket, ...]] = {}
+    for key, mix in readings.items():
+        if not isinstance(mix, tuple) or not mix:
+            continue
+        if not all(isinstance(b, SizeBucket) and math.isfinite(b.share) for b in mix):
+            continue
+        if abs(math.fsum(b.share for b in mix) - 1.0) <= 1e-6:
+            out[key] = mix
+    return out
 
 
 class MetricsSource(Protocol):

@@ -22,6 +22,15 @@ DEFAULT_FRESHNESS_QUERY = "max by (model, region) (timestamp(vllm:request_succes
 # prompt / output tokens per request (docs/profiles.md "Request size").
 DEFAULT_PROMPT_TOKENS_QUERY = "sum by (model, region) (rate(vllm:prompt_tokens_total[5m]))"
 DEFAULT_OUTPUT_TOKENS_QUERY = "sum by (model, region) (rate(vllm:generation_tokens_total[5m]))"
+# The prompt-length histogram over the same window, one series per `le`: the share of the
+# requests in each prompt range (docs/forecasting.md "Request sizes"), and the time of its
+# newest sample, so a histogram whose exporter went away gives no mix.
+DEFAULT_PROMPT_HISTOGRAM_QUERY = (
+    "sum by (model, region, le) (rate(vllm:request_prompt_tokens_bucket[5m]))"
+)
+DEFAULT_PROMPT_HISTOGRAM_FRESHNESS_QUERY = (
+    "max by (model, region) (timestamp(vllm:request_prompt_tokens_count))"
+)
 
 
 class PrometheusConfig(BaseModel):
@@ -39,6 +48,13 @@ class PrometheusConfig(BaseModel):
     # needed; without them every request counts as the reference request).
     prompt_tokens_query: str = DEFAULT_PROMPT_TOKENS_QUERY
     output_tokens_query: str = DEFAULT_OUTPUT_TOKENS_QUERY
+    # PromQL: cumulative rate per (model, region, le) of a prompt-length histogram, over
+    # the window of `query`: the requests' split by prompt length (size buckets). Needs the
+    # token queries (a bucket's output size is the mean's). "" to skip: no buckets.
+    prompt_histogram_query: str = DEFAULT_PROMPT_HISTOGRAM_QUERY
+    # PromQL: newest sample time of the histogram per (model, region); older than
+    # `max_staleness_s`, or absent, gives no buckets for the series. "" to skip the check.
+    prompt_histogram_freshness_query: str = DEFAULT_PROMPT_HISTOGRAM_FRESHNESS_QUERY
     model_label: str = Field(default="model", min_length=1)  # label holding the model name
     region_label: str = Field(default="region", min_length=1)  # label holding the source region
     max_staleness_s: float = Field(default=120.0, gt=0)  # older samples read as missing (NaN)
