@@ -22,6 +22,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_api_drain.py",
             "test_api_fuzz.py",
             "test_api_hardening.py",
+            "test_api_sizes.py",
             "test_aws.py",
             "test_aws_daemon.py",
             "test_aws_support.py",

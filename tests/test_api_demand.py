@@ -51,6 +51,12 @@ class History:
             "peak_rps": rps(tick, series) * 1.5,
             "planned_rps": rps(tick, series) * 2.0,
             "forecast": {"0.5": rps(tick, series), "0.9": rps(tick, series) * 1.25},
+            # Sizes are not written here (as by a daemon from before they were recorded).
+            "input_tokens": None,
+            "output_tokens": None,
+            "planned_input_tokens": None,
+            "planned_output_tokens": None,
+            "buckets": [],
         }
 
     def latest(self, *, since_s: float, limit: int) -> list[dict[str, object]]:
@@ -206,6 +212,11 @@ async def test_values_json_cannot_carry_are_null(tmp_path: Path) -> None:
             "peak_rps": None,
             "planned_rps": 1.5,
             "forecast": {},
+            "input_tokens": None,
+            "output_tokens": None,
+            "planned_input_tokens": None,
+            "planned_output_tokens": None,
+            "buckets": [],
         }
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,9 @@ from hypothesis import strategies as st
 
 from scheduler.decide.cooldown import PoolCooldown, PoolCooling
 from scheduler.decide.health import Streak
-from scheduler.domain import Cloud, Market, Node, NodeState, Pool
+from scheduler.domain import Cloud, Market, Node, NodeState, Pool, RequestSize, SizeBucket
 from scheduler.domain.lifecycle import IllegalTransition
-from scheduler.loop.store import MIGRATIONS, StateStore
+from scheduler.loop.store import MIGRATIONS, DemandRecord, StateReader, StateStore
 
 POOL = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.SPOT)
 
@@ -89,8 +90,9 @@ def test_demand_history_keeps_numbers_and_prunes_old_rows(tmp_path: Path) -> Non
     from scheduler.loop.store import DEMAND_HISTORY_S
 
     store = StateStore(tmp_path / "s.db")
-    store.record_demand(0.0, [("m", "r", 1.5, float("nan"), 2.0, {0.95: 3.0})])
-    store.record_demand(60.0, [("m", "r", "garbage", 4.0, 2.5, {})])  # type: ignore[list-item]
+    store.record_demand(0.0, [DemandRecord("m", "r", 1.5, float("nan"), 2.0, {0.95: 3.0})])
+    garbage = DemandRecord("m", "r", "garbage", 4.0, 2.5, {})  # type: ignore[arg-type]
+    store.record_demand(60.0, [garbage])
     rows = store.demand_history()
     assert [(r["rps"], r["peak_rps"], r["planned_rps"]) for r in rows] == [
         (1.5, None, 2.0),
@@ -98,7 +100,7 @@ def test_demand_history_keeps_numbers_and_prunes_old_rows(tmp_path: Path) -> Non
     ]
     assert rows[0]["forecast"] == {"0.95": 3.0}
     assert [r["at_s"] for r in store.demand_history(since_s=0.0)] == [60.0]
-    store.record_demand(DEMAND_HISTORY_S + 30.0, [("m", "r", 1.0, 1.0, 1.0, {})])
+    store.record_demand(DEMAND_HISTORY_S + 30.0, [DemandRecord("m", "r", 1.0, 1.0, 1.0, {})])
     assert [r["at_s"] for r in store.demand_history()] == [60.0, DEMAND_HISTORY_S + 30.0]
 
 
@@ -169,7 +171,7 @@ def test_live_nodes_stay_right_across_writes_to_other_tables(tmp_path: Path) -> 
     before = store.live_nodes()
     entry = store.journal_begin("launch", a.node_id, 0.0, "plan")
     store.journal_end(entry, "done", 1.0, "i-1")
-    store.record_demand(1.0, [("m", "r", 1.0, 1.0, 1.0, {})])
+    store.record_demand(1.0, [DemandRecord("m", "r", 1.0, 1.0, 1.0, {})])
     assert store.live_nodes() == before
     store.transition(a.node_id, NodeState.BOOTING, 2.0, "accepted", cloud_instance_id="i-1")
     assert [(n.state, n.cloud_instance_id) for n in store.live_nodes()] == [
@@ -286,3 +288,59 @@ def test_migration_7_gives_an_existing_database_an_empty_health_memory(
     store = StateStore(path)
     assert store.pool_cooldown() == {} and store.health_streaks() == {}
     assert store.health_replacements() == []
+
+
+# -- request sizes per tick (migration 8) ---------------------------------------------------
+
+
+def test_sizes_and_buckets_are_kept_per_tick_and_series(tmp_path: Path) -> None:
+    mix = (
+        SizeBucket(0.0, 1024.0, 0.75, RequestSize(500.0, 120.0)),
+        SizeBucket(1024.0, math.inf, 0.25, RequestSize(3000.0, 120.0)),
+    )
+    store = StateStore(tmp_path / "s.db")
+    store.record_demand(
+        0.0,
+        [
+            DemandRecord(
+                "m",
+                "r",
+                2.0,
+                2.0,
+                3.0,
+                {},
+                size=RequestSize(1125.0, 120.0),
+                planned_size=RequestSize(1200.0, 125.0),
+                buckets=mix,
+            ),
+            DemandRecord("m", "s", 1.0, 1.0, 1.0, {}, size=RequestSize(math.nan, 10.0)),
+        ],
+    )
+    sized, unsized = store.demand_history()
+    assert (sized["input_tokens"], sized["output_tokens"]) == (1125.0, 120.0)
+    assert (sized["planned_input_tokens"], sized["planned_output_tokens"]) == (1200.0, 125.0)
+    assert [(b["range"], b["share"]) for b in sized["buckets"]] == [
+        ("0-1024", 0.75),
+        ("1024+", 0.25),
+    ]
+    # A size that is not a number is kept as unknown, never as a number.
+    assert unsized["input_tokens"] is None and unsized["buckets"] == []
+    store.close()
+    reader = StateReader(tmp_path / "s.db")
+    assert [(r["region"], r["input_tokens"]) for r in reader.latest_demand_sizes()] == [
+        ("r", 1125.0),
+        ("s", None),
+    ]
+    reader.close()
+
+
+def test_a_read_only_reader_of_a_database_from_before_sizes_shows_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v7.db"
+    with monkeypatch.context() as m:
+        m.setattr("scheduler.loop.store.MIGRATIONS", MIGRATIONS[:7])
+        StateStore(path).close()
+    reader = StateReader(path)  # read-only: it cannot migrate
+    assert reader.latest_demand_sizes() == []
+    reader.close()

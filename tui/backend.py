@@ -308,8 +308,8 @@ def _plan_row(row: dict[str, Any]) -> dict[str, Any]:
     """A plans row in the API client's Plan shape (JSON columns decoded, unmet demand as
     `Unmet` records, NaN as None)."""
     out = dict(row)
-    for key in ("placements", "notes", "held_back"):
-        out[key] = json.loads(out[key] or "[]")
+    for key in ("placements", "notes", "held_back", "demand"):
+        out[key] = json.loads(out.get(key) or "[]")
     out["unmet"] = stored_unmet(out["unmet"])
     for key in ("usd_per_hour", "objective", "gap", "solve_time_s"):
         value = out.get(key)

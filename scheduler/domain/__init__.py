@@ -279,6 +279,18 @@ class Demand:
     # one bucket of every request at `size`. With buckets, `size` is their mean.
     buckets: tuple[SizeBucket, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        """As a stored plan's `demand` lists it (the control API's `GET /v1/plans`): the
+        rate, the mean size (null: the reference request) and the buckets ([]: one mix)."""
+        return {
+            "model": self.model,
+            "region": self.region,
+            "rps": self.rps,
+            "input_tokens": None if self.size is None else round(self.size.input_tokens, 2),
+            "output_tokens": None if self.size is None else round(self.size.output_tokens, 2),
+            "buckets": [b.to_json() for b in self.buckets],
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SizeRoute:

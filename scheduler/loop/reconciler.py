@@ -38,6 +38,7 @@ from scheduler.decide.observation import Observation, Policy
 from scheduler.decide.obtainability import Obtainability, PoolEvent
 from scheduler.domain import (
     CapacityProfile,
+    Demand,
     HoldKind,
     Market,
     Node,
@@ -54,7 +55,7 @@ from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
 from scheduler.loop.actuator import Actuator
 from scheduler.loop.logs import event, held_events
-from scheduler.loop.store import StateStore
+from scheduler.loop.store import DemandRecord, StateStore
 from scheduler.ports.drain import Drainer
 from scheduler.ports.metrics import (
     DemandSample,
@@ -696,15 +697,19 @@ class Reconciler:
     def _record_demand(self, obs: Observation, decision: Decision) -> None:
         """Keep what the tick saw and planned per series (the TUI and reports read it)."""
         planned, quantiles = decision.planned_rps, decision.quantiles
+        planned_sizes = _planned_sizes(decision.plan.demand)
         nan = float("nan")
         rows = [
-            (
+            DemandRecord(
                 m.name,
                 r.name,
                 obs.demand.rps.get((m.name, r.name), nan),
                 obs.demand.peak_rps.get((m.name, r.name), nan),
                 planned.get((m.name, r.name), nan),
                 dict(quantiles.get((m.name, r.name), {})),
+                size=_observed_size(obs.demand, (m.name, r.name)),
+                planned_size=planned_sizes.get((m.name, r.name)),
+                buckets=tuple(obs.demand.buckets.get((m.name, r.name), ())),
             )
             for m in self.config.models
             for r in self.config.regions
@@ -873,3 +878,32 @@ class Reconciler:
             outcomes=tuple(outcomes),
             decision=final,
         )
+
+
+def _observed_size(sample: DemandSample, key: tuple[str, str]) -> RequestSize | None:
+    """The mean size the load signal reported for `key`; None unless both are finite."""
+    inp, out = sample.input_tokens.get(key, math.nan), sample.output_tokens.get(key, math.nan)
+    if math.isfinite(inp) and math.isfinite(out) and inp > 0 and out > 0:
+        return RequestSize(inp, out)
+    return None
+
+
+def _planned_sizes(demand: Sequence[Demand]) -> dict[tuple[str, str], RequestSize]:
+    """The size a plan counted each series' requests as: its demand entry's size (with
+    several entries, their sizes' mean weighted by rate, or plain when no entry has a
+    rate); series planned as the reference request are absent."""
+    sized: dict[tuple[str, str], list[tuple[float, RequestSize]]] = {}
+    for d in demand:
+        if d.size is not None:
+            w = d.rps if math.isfinite(d.rps) and d.rps > 0 else 0.0
+            sized.setdefault((d.model, d.region), []).append((w, d.size))
+    out: dict[tuple[str, str], RequestSize] = {}
+    for key, entries in sized.items():
+        if sum(w for w, _ in entries) <= 0:
+            entries = [(1.0, size) for _, size in entries]
+        total = sum(w for w, _ in entries)
+        out[key] = RequestSize(
+            sum(w * size.input_tokens for w, size in entries) / total,
+            sum(w * size.output_tokens for w, size in entries) / total,
+        )
+    return out

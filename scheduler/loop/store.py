@@ -41,7 +41,17 @@ from sqlite_utils.db import NotFoundError
 from scheduler.decide.cooldown import PoolCooling
 from scheduler.decide.health import Streak
 from scheduler.decide.obtainability import PoolEvidence
-from scheduler.domain import Cloud, Market, Node, NodeState, Plan, Pool, Unmet
+from scheduler.domain import (
+    Cloud,
+    Market,
+    Node,
+    NodeState,
+    Plan,
+    Pool,
+    RequestSize,
+    SizeBucket,
+    Unmet,
+)
 from scheduler.domain.lifecycle import LIVE, check_transition
 
 if TYPE_CHECKING:
@@ -237,6 +247,24 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.table("health_replacements").create({"at_s": float})
 
 
+def _migration_8(db: sqlite_utils.Database) -> None:
+    # Request sizes per tick and series (issue 20, docs/forecasting.md "Request sizes"):
+    # the mean prompt / output tokens the load signal reported, the size the plan counted
+    # the requests as, and the split by prompt length (JSON list of SizeBucket.to_json);
+    # and what each plan provisioned for (JSON list of Demand.to_json). Rows written
+    # before have NULL: unknown, which readers show as null / [].
+    demand = db.table("demand")
+    for column in (
+        "input_tokens",
+        "output_tokens",
+        "planned_input_tokens",
+        "planned_output_tokens",
+    ):
+        demand.add_column(column, float)
+    demand.add_column("buckets", str)
+    db.table("plans").add_column("demand", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -245,6 +273,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -268,12 +297,33 @@ _FINITE = "case when abs({0}) <= 1.7976931348623157e308 then {0} end"
 # One JSON object per demand row, newest first through the at_s index (migration 3; its
 # entries end in the rowid, so ordering a tick's rows by rowid costs no sort), stopped
 # after `limit` rows.
+_DEMAND_NUMBERS = (
+    "at_s",
+    "rps",
+    "peak_rps",
+    "planned_rps",
+    "input_tokens",
+    "output_tokens",
+    "planned_input_tokens",
+    "planned_output_tokens",
+)
 _SELECT_DEMAND_RECENT_JSON = (
     "select json_object('at_s', {at_s}, 'model', model, 'region', region, 'rps', {rps},"
     " 'peak_rps', {peak_rps}, 'planned_rps', {planned_rps},"
-    " 'forecast', json(coalesce(forecast, '{{}}')))"
+    " 'forecast', json(coalesce(forecast, '{{}}')),"
+    " 'input_tokens', {input_tokens}, 'output_tokens', {output_tokens},"
+    " 'planned_input_tokens', {planned_input_tokens},"
+    " 'planned_output_tokens', {planned_output_tokens},"
+    " 'buckets', json(coalesce(buckets, '[]')))"
     " from demand where at_s > ? order by at_s desc, rowid desc limit ?"
-).format(**{c: _FINITE.format(c) for c in ("at_s", "rps", "peak_rps", "planned_rps")})
+).format(**{c: _FINITE.format(c) for c in _DEMAND_NUMBERS})
+# The newest row of each series that has a size (the TUI's Demand screen); rows written
+# before migration 8 have none.
+_SELECT_LATEST_SIZES = (
+    "select model, region, at_s, input_tokens, output_tokens, planned_input_tokens,"
+    " planned_output_tokens, buckets from demand"
+    " where at_s = (select max(at_s) from demand) order by model, region"
+)
 
 
 def _pool_columns(pool: Pool) -> tuple[str, str, str, str, str]:
@@ -344,6 +394,17 @@ def stored_unmet(raw: str | None) -> tuple[Unmet, ...]:
     return tuple(out)
 
 
+def _finite_json(value: Any) -> Any:
+    # JSON text without NaN or infinities (json.dumps would write `NaN`): null instead.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _finite_or_none(v: object) -> float | None:
     # Load signals can hand over anything; the history keeps numbers only.
     try:
@@ -351,6 +412,28 @@ def _finite_or_none(v: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+@dataclass(frozen=True, slots=True)
+class DemandRecord:
+    """What one tick saw and planned for one series (a row of the demand history)."""
+
+    model: str  # model requested
+    region: str  # source region
+    rps: float  # observed rate (NaN: missing)
+    peak_rps: float  # highest short-window rate of the tick (NaN: not known)
+    planned_rps: float  # rate the plan provisions for (NaN: the policy does not say)
+    quantiles: Mapping[float, float]  # forecast peak over the horizon per quantile level
+    size: RequestSize | None = None  # mean size the load signal reported; None: unknown
+    planned_size: RequestSize | None = None  # size the plan counted; None: the reference
+    # The observed split by prompt length (DemandSample.buckets); empty: one mix.
+    buckets: tuple[SizeBucket, ...] = ()
+
+
+def _tokens(size: RequestSize | None) -> tuple[float | None, float | None]:
+    if size is None:
+        return None, None
+    return _finite_or_none(size.input_tokens), _finite_or_none(size.output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,8 +769,8 @@ class StateStore:
         with self.transaction(), self._nodes_untouched() as conn:
             cur = conn.execute(
                 "insert into plans (at_s, policy, status, usd_per_hour, objective, gap,"
-                " solve_time_s, placements, unmet, notes, held_back, approval)"
-                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " solve_time_s, placements, unmet, notes, held_back, approval, demand)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     at_s,
                     policy,
@@ -702,6 +785,8 @@ class StateStore:
                     json.dumps(list(plan.notes)),
                     json.dumps([h.to_json() for h in held_back]),
                     approval,
+                    # What the plan provisioned for, sizes and buckets included.
+                    json.dumps([_finite_json(d.to_json()) for d in plan.demand]),
                 ),
             )
             plan_id = cur.lastrowid
@@ -713,39 +798,48 @@ class StateStore:
         with self.transaction():
             self.db.table("plans").update(plan_id, {"approval": approval})
 
-    def record_demand(
-        self,
-        at_s: float,
-        rows: list[tuple[str, str, float, float, float, dict[float, float]]],
-    ) -> None:
-        """One tick's (model, region, rps, peak rps, planned rps, forecast quantile peaks)."""
+    def record_demand(self, at_s: float, rows: Sequence[DemandRecord]) -> None:
+        """One tick's demand per series: rates, forecast quantile peaks, sizes, buckets."""
         with self.transaction(), self._nodes_untouched() as conn:
             conn.executemany(
-                "insert into demand (at_s, model, region, rps, peak_rps, planned_rps, forecast)"
-                " values (?, ?, ?, ?, ?, ?, ?)",
+                "insert into demand (at_s, model, region, rps, peak_rps, planned_rps, forecast,"
+                " input_tokens, output_tokens, planned_input_tokens, planned_output_tokens,"
+                " buckets) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         at_s,
-                        m,
-                        r,
-                        _finite_or_none(rps),
-                        _finite_or_none(peak),
-                        _finite_or_none(planned),
-                        json.dumps({str(q): v for q, v in quantiles.items() if math.isfinite(v)}),
+                        d.model,
+                        d.region,
+                        _finite_or_none(d.rps),
+                        _finite_or_none(d.peak_rps),
+                        _finite_or_none(d.planned_rps),
+                        json.dumps({str(q): v for q, v in d.quantiles.items() if math.isfinite(v)}),
+                        *_tokens(d.size),
+                        *_tokens(d.planned_size),
+                        json.dumps([b.to_json() for b in d.buckets]) if d.buckets else None,
                     )
-                    for m, r, rps, peak, planned, quantiles in rows
+                    for d in rows
                 ],
             )
             conn.execute("delete from demand where at_s < ?", (at_s - DEMAND_HISTORY_S,))
 
     def demand_history(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
-        """Recorded demand rows after `since_s`, oldest first."""
+        """Recorded demand rows after `since_s`, oldest first (`forecast` and `buckets`
+        decoded; a row without buckets has [])."""
         rows = self.db.table("demand").rows_where("at_s > ?", [since_s], order_by="at_s")
-        return [{**r, "forecast": json.loads(r["forecast"] or "{}")} for r in rows]
+        return [
+            {
+                **r,
+                "forecast": json.loads(r["forecast"] or "{}"),
+                "buckets": json.loads(r["buckets"] or "[]"),
+            }
+            for r in rows
+        ]
 
     def demand_recent_json(self, since_s: float = -math.inf, limit: int = 100) -> str:
         """The latest `limit` demand rows after `since_s`, oldest first, as the text of a
-        JSON array of objects (at_s, model, region, rps, peak_rps, planned_rps, forecast).
+        JSON array of objects (at_s, model, region, rps, peak_rps, planned_rps, forecast,
+        input_tokens, output_tokens, planned_input_tokens, planned_output_tokens, buckets).
 
         Made for a worker thread while the owner writes: the read runs on a connection of
         its own (WAL lets it read a consistent snapshot beside the writer), walks the at_s
@@ -956,6 +1050,17 @@ class StateReader:
             return self._rows("select * from plans order by at_s, id")
         with self._lock:
             return _latest(self._conn, "plans", None, [], limit)
+
+    def latest_demand_sizes(self) -> list[dict[str, Any]]:
+        """The newest tick's demand rows with their sizes (model, region, at_s,
+        input_tokens, output_tokens, planned_input_tokens, planned_output_tokens, and
+        `buckets` decoded), by model and region; [] for a database written before sizes
+        were recorded (migration 8), which this read-only reader cannot migrate."""
+        try:
+            rows = self._rows(_SELECT_LATEST_SIZES)
+        except sqlite3.OperationalError:
+            return []  # no such column: an older database
+        return [{**r, "buckets": json.loads(r["buckets"] or "[]")} for r in rows]
 
     def pending_plan_ids(self) -> list[int]:
         """Ids of the plans waiting for approval, newest first."""

@@ -156,7 +156,9 @@ def node_json(node: Node) -> dict[str, Any]:
 def plan_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored plan row with its JSON columns decoded."""
     out = dict(row)
-    for key in ("placements", "notes", "held_back"):
+    # `demand` (what the plan provisioned for: rates, sizes, buckets) is [] in plans
+    # stored before it was recorded (migration 8).
+    for key in ("placements", "notes", "held_back", "demand"):
         raw = out.get(key)
         out[key] = json.loads(raw) if raw else []
     # Every stored form of unmet demand leaves here as `Unmet.to_json` objects.
