@@ -145,3 +145,39 @@ async def test_a_database_from_before_sizes_opens_and_serves_them_as_unknown(
         }
     ]
     assert plans[0]["demand"] == []
+
+
+async def test_the_tui_demand_screen_shows_each_series_size(tmp_path: Path) -> None:
+    from textual.widgets import Static
+
+    from scheduler.loop.store import DemandRecord
+    from scheduler.service.api_client import ApiClient
+    from tui.app import CapschedApp
+    from tui.backend import ApiBackend
+
+    store = StateStore(tmp_path / "state.db")
+    for at_s, size in ((0.0, RequestSize(900.0, 150.0)), (300.0, RequestSize(1530.0, 180.0))):
+        store.record_demand(
+            at_s,
+            [
+                DemandRecord(MODEL, REGION, 20.0, 22.0, 25.0, {}, size, size, MIX),
+                DemandRecord(MODEL, "eu-west", 5.0, 5.0, 6.0, {}),
+            ],
+        )
+    async with served(store) as address:
+        app = CapschedApp(ApiBackend(ApiClient(address)), poll=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.press("2")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            text = str(app.screen.query_one("#chart", Static).content)
+            await pilot.press("q")
+    store.close()
+    # The latest tick's size per series; the mix by prompt length where it is known.
+    assert (
+        f"{REGION}: prompt 1,530 / output 180 tokens; "
+        "by prompt 0-1024 60%, 1024-4096 30%, 4096+ 10%"
+    ) in text
+    assert "eu-west: prompt - / output - tokens (planned as the reference request)" in text
+    assert "prompt 900" not in text

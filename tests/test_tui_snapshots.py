@@ -4,6 +4,7 @@ wall clock), plus unit tests of the pure view functions behind them."""
 
 from __future__ import annotations
 
+import math
 import os
 import pty
 import subprocess
@@ -24,10 +25,12 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    RequestSize,
+    SizeBucket,
     Unmet,
     UnmetReason,
 )
-from scheduler.loop.store import StateStore
+from scheduler.loop.store import DemandRecord, StateStore
 
 T0 = 1_700_000_000.0  # fixed start of the fixture's history
 SIZE = (120, 40)
@@ -131,6 +134,29 @@ def build_state_db(path: Path) -> Path:
         "pending",
         held=(Held(HoldKind.MIN_NODE_AGE, 1, "1 drains held: ready for less than 900 s"),),
         unmet=2.5,
+    )
+    # What the latest tick saw per series: the small model's requests with their sizes
+    # and prompt-length mix, the large model's without (planned as the reference request).
+    store.record_demand(
+        T0 + 3000,
+        [
+            DemandRecord(
+                "llama-3.1-8b",
+                "us-east",
+                42.0,
+                48.0,
+                50.0,
+                {},
+                size=RequestSize(1530.0, 180.0),
+                planned_size=RequestSize(1612.0, 184.0),
+                buckets=(
+                    SizeBucket(0.0, 1024.0, 0.6, RequestSize(420.0, 180.0)),
+                    SizeBucket(1024.0, 4096.0, 0.3, RequestSize(2100.0, 180.0)),
+                    SizeBucket(4096.0, math.inf, 0.1, RequestSize(9000.0, 180.0)),
+                ),
+            ),
+            DemandRecord("llama-3.1-70b", "us-east", 3.0, 3.5, 4.0, {}),
+        ],
     )
     store.close()
     return path

@@ -15,8 +15,8 @@ import asyncio
 import json
 import math
 from collections import defaultdict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +41,26 @@ class DemandPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketShare:
+    """One prompt-length bucket of a series' requests."""
+
+    label: str  # the prompt range, "0-1024", "4096+" (tokens)
+    share: float  # fraction of the series' requests
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSize:
+    """The request size of one (model, region) at the latest tick (docs/api.md, demand)."""
+
+    region: str  # source region
+    input_tokens: float | None  # mean prompt tokens per request reported; None: unknown
+    output_tokens: float | None  # mean output tokens per request reported; None: unknown
+    planned_input_tokens: float | None  # what the plan counted; None: the reference request
+    planned_output_tokens: float | None
+    buckets: tuple[BucketShare, ...]  # the split by prompt length; (): not known
+
+
+@dataclass(frozen=True, slots=True)
 class DemandView:
     """Per-model demand series plus what the horizon holds, in one unit."""
 
@@ -48,6 +68,43 @@ class DemandView:
     series: dict[str, list[DemandPoint]]  # model -> points, oldest first
     horizon_peak: dict[str, dict[str, float]]  # model -> quantile -> forecast peak
     note: str  # one line saying where the numbers come from
+    # model -> request size per region at the latest tick recorded, in region order
+    sizes: dict[str, list[SeriesSize]] = field(default_factory=dict)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def latest_sizes(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[SeriesSize]]:
+    """Demand rows (the API's `GET /v1/demand` shape, any order) as each series' size at
+    its latest row, per model, regions in name order. Rows without the size keys (an
+    older daemon) give sizes all None."""
+    latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:
+        key = (str(row["model"]), str(row["region"]))
+        if key not in latest or float(row["at_s"]) >= float(latest[key]["at_s"]):
+            latest[key] = row
+    out: dict[str, list[SeriesSize]] = {}
+    for (model, region), row in sorted(latest.items()):
+        buckets = tuple(
+            BucketShare(str(b["range"]), float(b["share"]))
+            for b in row.get("buckets") or []
+            if isinstance(b, Mapping) and _number(b.get("share")) is not None
+        )
+        out.setdefault(model, []).append(
+            SeriesSize(
+                region,
+                _number(row.get("input_tokens")),
+                _number(row.get("output_tokens")),
+                _number(row.get("planned_input_tokens")),
+                _number(row.get("planned_output_tokens")),
+                buckets,
+            )
+        )
+    return out
 
 
 class Backend(Protocol):
@@ -173,6 +230,10 @@ def headroom_of(demand: dict[str, float | None], capacity: dict[str, float]) -> 
     return sum(capacity.values()) / total
 
 
+# Demand rows read for the sizes at each refresh: the latest tick of up to this many series.
+SIZE_ROWS = 1000
+
+
 class ApiBackend:
     """A running daemon, through `ApiClient`. The session outlives connection
     failures, so the next refresh after the daemon comes back simply succeeds."""
@@ -264,11 +325,17 @@ class ApiBackend:
 
     async def demand(self) -> DemandView:
         peak = self._last.forecast_peak if self._last else {}
+        try:
+            # The latest rows hold every series' latest tick (one row per series a tick).
+            sizes = latest_sizes(await self.client.demand(limit=SIZE_ROWS))
+        except ApiError:  # a daemon without the endpoint: no sizes
+            sizes = {}
         return DemandView(
             "rps",
             {m: list(p) for m, p in sorted(self._history.items())},
             peak,
             "stored demand history, then sampled from /metrics while this TUI runs",
+            sizes,
         )
 
     async def approve(self, plan_id: int) -> None:
@@ -430,7 +497,9 @@ class DbBackend:
             "nodes",
             series,
             {},
-            "from the database: planned nodes per plan against ready nodes (demand is not stored)",
+            "from the database: planned nodes per plan against ready nodes;"
+            " request sizes of the latest tick",
+            latest_sizes(self._reader.latest_demand_sizes()),
         )
 
     async def demand(self) -> DemandView:
@@ -454,10 +523,13 @@ __all__ = [
     "ApiError",
     "ApiUnavailable",
     "Backend",
+    "BucketShare",
     "DbBackend",
     "DemandPoint",
     "DemandView",
     "ReadOnly",
+    "SeriesSize",
     "headroom_of",
+    "latest_sizes",
     "parse_metrics",
 ]

@@ -32,6 +32,7 @@ from tui.views import (
     launch_limits_of,
     matches,
     plan_diff,
+    size_line,
     sort_groups,
     unmet_rows,
 )
@@ -341,6 +342,8 @@ class DemandScreen(DataScreen):
                     f"   ready capacity {num(last.capacity)} {view.unit}"
                 )
             out.append("\n")
+            for size in view.sizes.get(model, []):
+                out.append(f"  {size_line(size)}\n")
             out.append_text(
                 demand_chart(
                     points,

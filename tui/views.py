@@ -17,7 +17,7 @@ from typing import Any
 from rich.text import Text
 
 from scheduler.domain import LAUNCH_LIMITS, HoldKind, Unmet
-from tui.backend import DemandPoint
+from tui.backend import DemandPoint, SeriesSize
 
 # Columns a fleet group is keyed by, in display order.
 GROUP_KEYS: tuple[str, ...] = ("model", "cloud", "region", "zone", "instance_type", "market")
@@ -267,6 +267,26 @@ def activity(
 
 
 # -- demand chart ------------------------------------------------------------------------------
+
+
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def size_line(size: SeriesSize) -> str:
+    """One series' request size as the Demand screen shows it: the mean prompt / output
+    tokens per request reported, what the plan counted when it differs, and the split by
+    prompt length where known ("-": not reported)."""
+    line = f"{size.region}: prompt {_tokens(size.input_tokens)} / output "
+    line += f"{_tokens(size.output_tokens)} tokens"
+    planned = (size.planned_input_tokens, size.planned_output_tokens)
+    if planned == (None, None):
+        line += " (planned as the reference request)"
+    elif planned != (size.input_tokens, size.output_tokens):
+        line += f" (planned {_tokens(planned[0])} / {_tokens(planned[1])})"
+    if size.buckets:
+        line += "; by prompt " + ", ".join(f"{b.label} {b.share:.0%}" for b in size.buckets)
+    return line
 
 
 def _scale(values: Sequence[float | None]) -> float:
