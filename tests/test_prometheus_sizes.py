@@ -17,8 +17,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import builders
 import pytest
+from fakes import no_sleep
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from test_prometheus_source import (
@@ -36,6 +39,10 @@ from test_prometheus_source import (
 )
 
 from adapters.prometheus import PrometheusSource
+from adapters.sim import SimCloud
+from scheduler.fleet.catalog import load_catalog
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import StateStore
 from scheduler.ports.metrics import DemandSample
 from scheduler.sections.prometheus import PrometheusConfig
 
@@ -216,3 +223,28 @@ async def test_without_the_histogram_query_there_are_no_buckets(
         bare = await source.demand(time.time())
     assert bare.buckets == {}
     assert bare.input_tokens[key] == pytest.approx(MEAN_PROMPT, rel=0.1)
+
+
+async def test_a_tick_on_the_prometheus_source_records_the_mix(
+    live: tuple[VllmLike, Prometheus], tmp_path: Path
+) -> None:
+    """Through the daemon's loop: a reconciler reading this Prometheus stores the series'
+    mean size and bucket mix with the tick (what `GET /v1/demand` and the TUI show)."""
+    collector, srv = live
+    key = (builders.MODEL, builders.REGION)
+    with collector.lock:
+        collector.series[key] = Series(rps=2.0)
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, boot_time_s=60)
+    store = StateStore(tmp_path / "state.db")
+    config = builders.fleet_config(scheduler={"state_db": str(tmp_path / "state.db")})
+    async with PrometheusSource(sized_config(srv.url)) as source:
+        await poll(source, lambda s: settled(s, key, 2.0))
+        rec = build_scheduler(config, provider=cloud, metrics=source, store=store, sleep=no_sleep)
+        await rec.tick(time.time())
+    (row,) = store.demand_history()
+    store.close()
+    assert row["input_tokens"] == pytest.approx(MEAN_PROMPT, rel=0.1)
+    assert row["planned_input_tokens"] == pytest.approx(MEAN_PROMPT, rel=0.1)
+    assert [b["range"] for b in row["buckets"]] == ["0-1024", "1024-4096", "4096+"]
+    assert row["buckets"][-1]["share"] == pytest.approx(0.2, rel=0.05)
