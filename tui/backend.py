@@ -55,8 +55,8 @@ class SeriesSize:
     region: str  # source region
     input_tokens: float | None  # mean prompt tokens per request reported; None: unknown
     output_tokens: float | None  # mean output tokens per request reported; None: unknown
-    planned_input_tokens: float | None  # what the plan counted; None: the reference request
-    planned_output_tokens: float | None
+    planned_input_tokens: float | None  # prompt tokens the plan counted; None: the reference
+    planned_output_tokens: float | None  # output tokens the plan counted; None: the reference
     buckets: tuple[BucketShare, ...]  # the split by prompt length; (): not known
 
 
