@@ -46,6 +46,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
@@ -61,6 +62,14 @@ from scheduler.sections.prometheus import PrometheusConfig
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (model, region)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptHistogram:
+    """One reading of the prompt-length histogram."""
+
+    les: dict[Key, dict[float, float]]  # (model, region) -> le -> cumulative rate
+    fresh: frozenset[Key] | None  # series whose histogram is fresh; None: not checked
 
 
 class PrometheusQueryError(Exception):
@@ -170,8 +179,16 @@ class PrometheusSource(AsyncResource):
                 log.warning("prometheus_queue_failed now_s=%.0f reason=%s", now_s, exc)
                 queued = {}
             waiting = {k: v for k, (_, v) in queued.items() if k in out and k not in stale}
-        sizes = await self._sizes(now_s, out, stale)
-        buckets = await self._buckets(now_s, *sizes)
+        # The histogram's queries run beside the token queries (the mapping needs both).
+        sizes_or_exc, histogram_or_exc = await asyncio.gather(
+            self._sizes(now_s, out, stale), self._histogram(now_s), return_exceptions=True
+        )
+        if isinstance(sizes_or_exc, BaseException):
+            raise sizes_or_exc  # a bug or a cancellation, once both have finished
+        if isinstance(histogram_or_exc, BaseException):
+            raise histogram_or_exc
+        inp, out_tokens = sizes_or_exc
+        buckets = self._buckets(now_s, histogram_or_exc, inp, out_tokens)
         if stale:
             log.warning(
                 "prometheus_stale_series now_s=%.0f max_staleness_s=%g count=%d series=%s",
@@ -180,7 +197,7 @@ class PrometheusSource(AsyncResource):
                 len(stale),
                 ",".join(f"{m}/{r}" for m, r in sorted(stale)),
             )
-        return DemandSample(now_s, out, peak, waiting, *sizes, buckets)
+        return DemandSample(now_s, out, peak, waiting, inp, out_tokens, buckets)
 
     async def _sizes(
         self, now_s: float, rates: Mapping[Key, float], stale: set[Key]
@@ -217,15 +234,13 @@ class PrometheusSource(AsyncResource):
                 inp[key], out[key] = i_tok, o_tok
         return inp, out
 
-    async def _buckets(
-        self, now_s: float, inp: Mapping[Key, float], out: Mapping[Key, float]
-    ) -> dict[Key, tuple[SizeBucket, ...]]:
-        """The size buckets of each series that has a mean size (fresh, positive rate:
-        `_sizes`) and a fresh, readable prompt-length histogram. A failed query only
-        loses the buckets (logged)."""
+    async def _histogram(self, now_s: float) -> PromptHistogram | None:
+        """The prompt-length histogram per series and, with its freshness query, which
+        series' histograms are fresh; None when not configured (or without the token
+        queries it needs) or on a failed query (logged: only the buckets are lost)."""
         cfg = self.config
-        if not cfg.prompt_histogram_query or not inp:
-            return {}
+        if not (cfg.prompt_histogram_query and cfg.prompt_tokens_query and cfg.output_tokens_query):
+            return None
         queries = [self._vector(cfg.prompt_histogram_query, now_s)]
         if cfg.prompt_histogram_freshness_query:
             queries.append(self._vector(cfg.prompt_histogram_freshness_query, now_s))
@@ -233,21 +248,35 @@ class PrometheusSource(AsyncResource):
         for answer in got:
             if isinstance(answer, PrometheusQueryError):
                 log.warning("prometheus_histogram_failed now_s=%.0f reason=%s", now_s, answer)
-                return {}
+                return None
             if isinstance(answer, BaseException):
                 raise answer  # a bug or a cancellation: `demand` handles it at its boundary
-        histogram = self._parse_histogram(cast(list[Any], got[0]))
-        fresh: set[Key] | None = None
-        if len(got) > 1:
-            newest = self._parse_vector(cast(list[Any], got[1]))
-            fresh = {k for k, (_, t) in newest.items() if now_s - t <= cfg.max_staleness_s}
+        les = self._parse_histogram(cast(list[Any], got[0]))
+        if len(got) == 1:
+            return PromptHistogram(les, None)
+        newest = self._parse_vector(cast(list[Any], got[1]))
+        fresh = {k for k, (_, t) in newest.items() if now_s - t <= cfg.max_staleness_s}
+        return PromptHistogram(les, frozenset(fresh))
+
+    def _buckets(
+        self,
+        now_s: float,
+        histogram: PromptHistogram | None,
+        inp: Mapping[Key, float],
+        out: Mapping[Key, float],
+    ) -> dict[Key, tuple[SizeBucket, ...]]:
+        """The size buckets of each series that has a mean size (fresh, positive rate:
+        `_sizes`) and a fresh, readable prompt-length histogram; the others have none
+        (logged when they have an unusable histogram)."""
+        if histogram is None:
+            return {}
         result: dict[Key, tuple[SizeBucket, ...]] = {}
         dropped: list[Key] = []
-        for key, les in histogram.items():
+        for key, les in histogram.les.items():
             if key not in inp or key not in out:
-                continue
+                continue  # no fresh rate or no mean size: no buckets either
             mix = from_histogram(les, RequestSize(inp[key], out[key]))
-            if (fresh is not None and key not in fresh) or not mix:
+            if (histogram.fresh is not None and key not in histogram.fresh) or not mix:
                 dropped.append(key)
                 continue
             result[key] = mix

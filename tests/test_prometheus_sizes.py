@@ -199,7 +199,9 @@ async def test_a_histogram_that_stops_or_reads_nan_gives_no_buckets_never_a_lowe
         with collector.lock:
             collector.series[stops].shares = None  # the histogram goes away, requests go on
         last, seen = await poll(source, lambda s: stops not in s.buckets)
+        raw = await source.query(HISTOGRAM_QUERY, last.at_s)
     # The rate window still holds histogram samples: only the freshness check drops it.
+    assert math.isfinite(raw[stops][1])
     assert last.rps[stops] == pytest.approx(3.0, rel=0.1)
     assert last.input_tokens[stops] == pytest.approx(MEAN_PROMPT, rel=0.1)
     # A NaN histogram never gives buckets; the rate and mean size are untouched.

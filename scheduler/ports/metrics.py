@@ -82,15 +82,16 @@ def _rates(readings: object) -> dict[tuple[str, str], float]:
 
 
 def _mixes(readings: object) -> dict[tuple[str, str], tuple[SizeBucket, ...]]:
-    # A mix that is not a non-empty tuple of buckets with finite shares summing to 1 is
-    # dropped: the series plans at its mean size, as without a histogram.
+    # A mix that is not a non-empty tuple of buckets with finite shares >= 0 summing to 1
+    # is dropped: the series plans at its mean size, as without a histogram.
     if not isinstance(readings, Mapping):
         return {}
     out: dict[tuple[str, str], tuple[SizeBucket, ...]] = {}
     for key, mix in readings.items():
         if not isinstance(mix, tuple) or not mix:
             continue
-        if not all(isinstance(b, SizeBucket) and math.isfinite(b.share) for b in mix):
+        ok = (isinstance(b, SizeBucket) and math.isfinite(b.share) and b.share >= 0 for b in mix)
+        if not all(ok):
             continue
         if abs(math.fsum(b.share for b in mix) - 1.0) <= 1e-6:
             out[key] = mix
