@@ -317,8 +317,8 @@ _SELECT_DEMAND_RECENT_JSON = (
     " 'buckets', json(coalesce(buckets, '[]')))"
     " from demand where at_s > ? order by at_s desc, rowid desc limit ?"
 ).format(**{c: _FINITE.format(c) for c in _DEMAND_NUMBERS})
-# The newest row of each series that has a size (the TUI's Demand screen); rows written
-# before migration 8 have none.
+# The rows of the newest tick, with their sizes (the TUI's Demand screen over a database;
+# a tick writes one row per configured series). Rows written before migration 8 have none.
 _SELECT_LATEST_SIZES = (
     "select model, region, at_s, input_tokens, output_tokens, planned_input_tokens,"
     " planned_output_tokens, buckets from demand"
