@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from scheduler.domain import SizeBucket
+
 if TYPE_CHECKING:
     from scheduler.domain import Node
 
@@ -34,6 +36,10 @@ class DemandSample:
     # takes as the reference request (docs/profiles.md "Request size").
     input_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
     output_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # The requests split by prompt length (shares sum to 1) where the source knows each
+    # request's size (a trace with per-request token counts); what a policy placing by
+    # size plans from (scheduler.forecast.bucket_mix). Absent: one mix at the mean size.
+    buckets: Mapping[tuple[str, str], tuple[SizeBucket, ...]] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
         """Whether every expected series has a finite, non-negative rate (and peak, where
@@ -55,7 +61,19 @@ class DemandSample:
             _rates(self.waiting),
             _rates(self.input_tokens),
             _rates(self.output_tokens),
+            _buckets(self.buckets),
         )
+
+
+def _buckets(readings: object) -> dict[tuple[str, str], tuple[SizeBucket, ...]]:
+    """The readings that are tuples of `SizeBucket`; anything else is dropped (unknown)."""
+    if not isinstance(readings, Mapping):
+        return {}
+    return {
+        key: tuple(v)
+        for key, v in readings.items()
+        if isinstance(v, tuple) and all(isinstance(b, SizeBucket) for b in v)
+    }
 
 
 def _rate(value: object) -> float:
