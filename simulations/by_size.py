@@ -38,6 +38,10 @@ from simulations.ledger import NodeFigures
 
 Range = tuple[float, float]  # (min, max) prompt tokens of a bucket
 
+# Busy shares of a node group above which the routing pays a penalty (each level adds
+# one to the slope): spreads a step's load over the groups routed to the same bucket.
+BUSY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)
+
 
 class BucketedMetrics:
     """The replay's load signal with each series' bucket mix of the same step."""
@@ -128,6 +132,7 @@ def serve_buckets(
             terms = [v for (bb, rr, _), v in x.items() if bb == b and rr == r]
             if terms:
                 lp.Add(lp.Sum(terms) <= float(demand[b, r]))
+    used: list[tuple[pywraplp.LinearExpr, float]] = []  # per group: node time, nodes
     for g, grp in enumerate(groups):
         terms = [
             v * (1.0 / grp.figures[b].rps)  # type: ignore[union-attr]
@@ -136,7 +141,22 @@ def serve_buckets(
         ]
         if terms:
             lp.Add(lp.Sum(terms) <= float(grp.nodes))
-    lp.Maximize(lp.Sum(list(x.values())))
+            used.append((lp.Sum(terms), float(grp.nodes)))
+    # First the most served; then, serving that, the load spread as a load balancer
+    # spreads it: a convex penalty on each group's busy share (a vertex of the first
+    # program may fill one pool while another routed to the same bucket idles).
+    total = lp.Sum(list(x.values()))
+    lp.Maximize(total)
+    lp.Solve()
+    most = lp.Objective().Value()
+    lp.Add(total >= most - 1e-7 * max(1.0, most))
+    over: list[pywraplp.Variable] = []
+    for expr, nodes in used:
+        for level in BUSY_LEVELS:
+            e = lp.NumVar(0.0, lp.infinity(), "")
+            lp.Add(e >= expr - level * nodes)
+            over.append(e)
+    lp.Minimize(lp.Sum(over))
     lp.Solve()
     flows = np.zeros((n_b, n_r))
     time = np.zeros((len(groups), n_b))  # node time per group and bucket
