@@ -162,10 +162,12 @@ def at_equal_slo(
     tmp: Path,
     name: str,
     utilizations: list[float],
+    give_up_usd: float = math.inf,
     **config: Any,
 ) -> tuple[Run, bool]:
     """The first of `utilizations` whose replay reaches `TARGET` (the last tried if none
-    does) and whether it did."""
+    does) and whether it did; stops early once a replay costs more than `give_up_usd`
+    (more headroom only costs more: it cannot be the cheapest)."""
     run = None
     for u in utilizations:
         path = write_config(tmp / f"{name}-{u}.toml", utilization=u, **config)
@@ -173,6 +175,8 @@ def at_equal_slo(
         print(f"    {name:<22} util {u:.2f}: {run.cost_usd:9.2f} USD  SLO {run.slo:.4f}")
         if run.slo >= TARGET:
             return run, True
+        if run.cost_usd > give_up_usd:
+            break
     assert run is not None
     return run, False
 
@@ -224,10 +228,13 @@ def main() -> None:
                     trace, tmp, f"{slo}-mean", utilizations, by_size=False, kind=None, **common
                 ),
             }
+            # A single kind dearer than 3x by size already is no contender for the best.
+            give_up = 3 * rows["by size"][0].cost_usd
             for k in kinds:
                 rows[f"one kind {k}"] = at_equal_slo(
-                    trace, tmp, f"{slo}-{k}", utilizations, by_size=True, kind=k, **common
-                )
+                    trace, tmp, f"{slo}-{k}", utilizations, give_up, by_size=True, kind=k,
+                    **common,
+                )  # fmt: skip
             singles = {
                 name: run for name, (run, ok) in rows.items() if name.startswith("one kind") and ok
             }

@@ -132,7 +132,7 @@ def serve_buckets(
             terms = [v for (bb, rr, _), v in x.items() if bb == b and rr == r]
             if terms:
                 lp.Add(lp.Sum(terms) <= float(demand[b, r]))
-    used: list[tuple[pywraplp.LinearExpr, float]] = []  # per group: node time, nodes
+    loads: list[tuple[pywraplp.LinearExpr, float]] = []  # per group: node time, nodes
     for g, grp in enumerate(groups):
         terms = [
             v * (1.0 / grp.figures[b].rps)  # type: ignore[union-attr]
@@ -141,7 +141,7 @@ def serve_buckets(
         ]
         if terms:
             lp.Add(lp.Sum(terms) <= float(grp.nodes))
-            used.append((lp.Sum(terms), float(grp.nodes)))
+            loads.append((lp.Sum(terms), float(grp.nodes)))
     # First the most served; then, serving that, the load spread as a load balancer
     # spreads it: a convex penalty on each group's busy share (a vertex of the first
     # program may fill one pool while another routed to the same bucket idles).
@@ -151,7 +151,7 @@ def serve_buckets(
     most = lp.Objective().Value()
     lp.Add(total >= most - 1e-7 * max(1.0, most))
     over: list[pywraplp.Variable] = []
-    for expr, nodes in used:
+    for expr, nodes in loads:
         for level in BUSY_LEVELS:
             e = lp.NumVar(0.0, lp.infinity(), "")
             lp.Add(e >= expr - level * nodes)

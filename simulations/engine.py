@@ -723,13 +723,13 @@ async def replay(
     )
     metrics = _trace_metrics(info, warmup, early_s, interval, lambda: backlog.waiting)
     policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
-    # Placement by size: capsched told each minute's bucket mix, each bucket served on the
-    # nodes the plans route it to (simulations.by_size); off, the replay is as before.
+    # Placement by size: the load signal carries each minute's bucket mix, and every
+    # policy's nodes serve the buckets its plans route to them (a plan without routes: any
+    # bucket), each at its size (simulations.by_size); off, the replay is as before.
     by_size: BySize | None = None
     source: MetricsSource = metrics
     if cfg.planning.place_by_size and info.buckets is not None:
-        if isinstance(policy, CapschedPolicy):
-            by_size = BySize(info.buckets, acc.key_rows, n_m, n)
+        by_size = BySize(info.buckets, acc.key_rows, n_m, n)
         n_warm = metrics.rps.shape[1] - n
         columns = warmup_columns(info.tokens, math.ceil(early_s / step_s - 1e-9), len(info.keys))
         source = BucketedMetrics(metrics, info.buckets.prepended(columns, n_warm))
