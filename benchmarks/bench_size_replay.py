@@ -2,13 +2,15 @@
 equal SLO attainment (issue 20, target <= 0.85x at >= 0.995).
 
 Run:  PYTHONPATH=. .venv/bin/python benchmarks/bench_size_replay.py [--model llama-3.1-8b]
-          [--copies 10] [--slo e2e,token] [--token-slo 2000,99.1379]
+          [--copies 10] [--loops 1] [--slo e2e,token] [--token-slo 2000,99.1379]
           [--utilizations 0.95,0.9,0.85,0.75,0.65,0.55] [--kinds L4,L40S,...] [--target 0.995]
 
 The demand: the two shared Azure LLM 2023 traces (code and conversation,
 ../shared/data/traces/azure_llm_inference_2023) merged into one `requests` file of one
 model from us-east, over the minutes both cover, every request written `--copies` times
-(the same minute, the same sizes: the rate x copies, the size mix unchanged). Each run is
+(the same minute, the same sizes: the rate x copies, the size mix unchanged), the whole
+played `--loops` times in a row (a longer replay: moves between GPU kinds pay back over
+hours, which 56 minutes do not show). Each run is
 `capsched simulate`'s replay of the capsched policy under the embedded default config
 and scenario with only this model, no budget, and:
 
@@ -66,9 +68,10 @@ TRACES = [
 TARGET = 0.995  # SLO attainment every compared approach must reach (`--target`)
 
 
-def write_merged(out: Path, copies: int) -> tuple[int, float, float]:
+def write_merged(out: Path, copies: int, loops: int = 1) -> tuple[int, float, float]:
     """The merged `requests` file over the seconds both traces cover (whole minutes),
-    each request `copies` times; (requests written, first, last second)."""
+    each request `copies` times, the whole played `loops` times one after the other;
+    (requests written, first, last second)."""
     rows: list[list[tuple[float, int, int]]] = []
     for path in TRACES:
         with path.open(newline="", encoding="utf-8") as f:
@@ -87,11 +90,14 @@ def write_merged(out: Path, copies: int) -> tuple[int, float, float]:
     n = 0
     with out.open("w", encoding="utf-8") as f:
         f.write("timestamp,input_tokens,output_tokens\n")
-        for t, i, o in sorted(r for rs in rows for r in rs if first <= r[0] < last):
-            for _ in range(copies):
-                f.write(f"{t:.3f},{i},{o}\n")
-                n += 1
-    return n, first, last
+        inside = sorted(r for rs in rows for r in rs if first <= r[0] < last)
+        for loop in range(loops):
+            shift = loop * (last - first)
+            for t, i, o in inside:
+                for _ in range(copies):
+                    f.write(f"{t + shift:.3f},{i},{o}\n")
+                    n += 1
+    return n, first, last + (loops - 1) * (last - first)
 
 
 def _toml_value(v: Any) -> str:
@@ -214,6 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--copies", type=int, default=10, help="each request this many times")
+    parser.add_argument("--loops", type=int, default=1, help="play the merged minutes N times")
     parser.add_argument("--slo", default="e2e,token", help="e2e and/or token")
     parser.add_argument("--token-slo", default="2000,99.1379", help="TTFT,TPOT ms")
     parser.add_argument("--utilizations", default="0.95,0.9,0.85,0.75,0.65,0.55")
@@ -242,11 +249,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         trace = tmp / "merged.csv"
-        n, first, last = write_merged(trace, args.copies)
+        n, first, last = write_merged(trace, args.copies, args.loops)
         minutes = (last - first) / 60
         print(
             f"## {args.model}: Azure LLM 2023 code + conversation merged, {minutes:.0f} minutes,"
-            f" x{args.copies}: {n} requests, {n / (last - first):.1f} rps mean\n"
+            f" x{args.copies}, {args.loops} time(s) over: {n} requests,"
+            f" {n / (last - first):.1f} rps mean\n"
         )
         for slo in args.slo.split(","):
             token = (ttft, tpot) if slo == "token" else None
