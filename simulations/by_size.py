@@ -7,7 +7,8 @@ policy's plans route buckets to pools (`Placement.routes`), and each step:
 
 * a ready node serves the buckets its pool's placement routes in the latest plan that
   held the pool (`RouteBook`; a pool the plans never routed a bucket to, a spare node or
-  one placed before the plans had buckets, serves any bucket);
+  one placed before the plans had buckets, serves any bucket); a bucket a new plan moves
+  elsewhere stays where it was until all its new nodes are ready (make before break);
 * the minute's demand per bucket and source region goes to those nodes as a linear
   program finds the most served (`serve_buckets`): a node's time is shared between the
   buckets it serves, each at the node's rate for that bucket's mean size
@@ -63,25 +64,56 @@ class BucketedMetrics:
 
 
 class RouteBook:
-    """Which prompt ranges each (model, pool)'s nodes serve: per pool, what the latest
-    plan holding it routed there (None: any range)."""
+    """Which prompt ranges each (model, pool)'s nodes serve, make before break: per pool,
+    what the latest plan holding it routed there (None: any range); and where that moved
+    a range away from the pool, the pool keeps serving it until every node the latest
+    plan routes that range to is ready (a router switches a bucket once its new nodes
+    serve, as nodes are replaced only once their replacements are ready)."""
 
     def __init__(self) -> None:
         self.routed: dict[tuple[str, Pool], frozenset[Range] | None] = {}
+        # What each pool was routed before its last change of routes.
+        self.former: dict[tuple[str, Pool], frozenset[Range] | None] = {}
+        # Per model, the latest plan's placements: pool -> (nodes, routed ranges).
+        self.latest: dict[str, dict[Pool, tuple[int, frozenset[Range] | None]]] = {}
 
     def update(self, plan: Plan) -> None:
         """Take the routes of `plan`'s placements."""
+        latest: dict[str, dict[Pool, tuple[int, frozenset[Range] | None]]] = {}
         for pl in plan.placements:
-            self.routed[pl.model, pl.pool] = (
+            ranges = (
                 frozenset((r.min_input_tokens, r.max_input_tokens) for r in pl.routes)
                 if pl.routes
                 else None
             )
+            key = (pl.model, pl.pool)
+            if key in self.routed and self.routed[key] != ranges:
+                self.former[key] = self.routed[key]
+            self.routed[key] = ranges
+            latest.setdefault(pl.model, {})[pl.pool] = (pl.count, ranges)
+        self.latest = latest
 
-    def serves(self, model: str, pool: Pool, rng: Range) -> bool:
-        """Whether a node of `model` in `pool` takes requests of prompt range `rng`."""
-        ranges = self.routed.get((model, pool))
-        return ranges is None or rng in ranges
+    def serves(
+        self, model: str, pool: Pool, rng: Range, ready: Mapping[tuple[str, Pool], int]
+    ) -> bool:
+        """Whether a node of `model` in `pool` takes requests of prompt range `rng`, with
+        `ready` nodes per (model, pool)."""
+        key = (model, pool)
+        ranges = self.routed.get(key)
+        if ranges is None or rng in ranges:
+            return True
+        if key not in self.former:
+            return False
+        before = self.former[key]
+        return (before is None or rng in before) and not self._switched(model, rng, ready)
+
+    def _switched(self, model: str, rng: Range, ready: Mapping[tuple[str, Pool], int]) -> bool:
+        """Whether every node the latest plan routes `rng` to is ready."""
+        return all(
+            ready.get((model, pool), 0) >= count
+            for pool, (count, ranges) in self.latest.get(model, {}).items()
+            if ranges is None or rng in ranges
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +322,7 @@ class BySize:
                 NodeGroup(
                     loc_index[pool.location],
                     n,
-                    tuple(self.routes.serves(model, pool, rng) for rng in self.ranges),
+                    tuple(self.routes.serves(model, pool, rng, counts) for rng in self.ranges),
                     tuple(None if s is None else service(model, pool, s) for s in sizes),
                 )
             )
