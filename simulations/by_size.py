@@ -1,9 +1,10 @@
 """Serving by size in a replay: each prompt-length bucket on the nodes the plan routes it
 to (`[planning] place_by_size`, docs/profiles.md "Placement by size").
 
-Where the trace has per-request sizes (`TraceInfo.buckets`) and capsched plans by size,
-the replay's load signal reports each minute's bucket mix (`BucketedMetrics`), the
-policy's plans route buckets to pools (`Placement.routes`), and each step:
+Where the trace has per-request sizes (`TraceInfo.buckets`) and `[planning] place_by_size`
+is on, the replay's load signal reports each minute's bucket mix (`BucketedMetrics`),
+capsched's plans route buckets to pools (`Placement.routes`; a baseline's route nothing),
+and each step, for every policy:
 
 * a ready node serves the buckets its pool's placement routes in the latest plan that
   held the pool (`RouteBook`; a pool the plans never routed a bucket to, a spare node or
@@ -299,8 +300,10 @@ class BySize:
             split = np.where(col > 0, split / col, 0.0) * demand_reg[None, :]
         sizes: list[RequestSize | None] = []
         for b in range(n_b):
-            if weight[b] > 0 and tokens[0, b] > 0 and tokens[1, b] > 0:
-                sizes.append(RequestSize(tokens[0, b] / weight[b], tokens[1, b] / weight[b]))
+            if weight[b] > 0 and tokens[0, b] > 0:
+                # At least one output token: a minute of answers cut at 0 is still served.
+                out = max(tokens[1, b] / weight[b], 1.0)
+                sizes.append(RequestSize(tokens[0, b] / weight[b], out))
             else:
                 sizes.append(None)
         return split, sizes
