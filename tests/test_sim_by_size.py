@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 
 from scheduler.config import Config
-from scheduler.domain import Cloud, Market, Placement, Pool, SizeRoute
+from scheduler.domain import Cloud, Market, Placement, Pool, RequestSize, SizeRoute
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
 from scheduler.forecast.buckets import PROMPT_EDGES, BucketSteps
+from simulations.demand import load_demand
 from simulations.engine import RunResult, World, replay
+from simulations.traces import read_series
 from tests.sim_helpers import MODEL, OD_POOL, Fixed, registered, small_config, world
 
 H100_POOL = Pool(Cloud.AWS, "us-east-1", "", "p5.48xlarge", Market.ON_DEMAND)
@@ -117,3 +121,32 @@ async def test_with_by_size_off_the_replay_is_as_before(tmp_path: Path) -> None:
         assert np.array_equal(other.served_rps, runs[0].served_rps)
         assert np.array_equal(other.within_slo_rps, runs[0].within_slo_rps)
         assert other.launches == runs[0].launches
+
+
+def test_traces_with_request_sizes_keep_each_minutes_buckets(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "timestamp,model,region,input_tokens,output_tokens\n"
+        "0,llama-3.1-8b,us-east,100,10\n10,llama-3.1-8b,us-east,300,30\n"
+        "20,llama-3.1-8b,us-east,9000,5\n61,llama-3.1-8b,us-east,2000,7\n"
+    )
+    series = read_series(path, "requests")
+    assert series.buckets is not None
+    first = series.buckets.at(0, 0)
+    assert [(b.label, round(b.share, 4), b.size) for b in first] == [
+        ("0-1024", 0.6667, RequestSize(200.0, 20.0)),
+        ("4096+", 0.3333, RequestSize(9000.0, 5.0)),
+    ]
+    assert [b.label for b in series.buckets.at(0, 1)] == ["1024-4096"]
+    # The demand the replay reads keeps them per configured (model, region).
+    demand = load_demand(path, small_config(), load_catalog(), load_profiles())
+    assert demand.buckets is not None
+    assert [b.label for b in demand.buckets.at(0, 0)] == ["0-1024", "4096+"]
+    azure = tmp_path / "a.csv"
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,5000,110\n"
+    )
+    a = read_series(azure, "azure-llm")
+    assert a.buckets is not None
+    assert [b.label for b in a.buckets.at(0, 0)] == ["0-1024", "4096+"]
