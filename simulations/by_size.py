@@ -33,7 +33,7 @@ from ortools.linear_solver import pywraplp
 
 from adapters.trace_metrics import TraceMetrics
 from scheduler.domain import Plan, Pool, RequestSize
-from scheduler.forecast.buckets import BucketSteps
+from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import Instance
 from simulations.ledger import NodeFigures

@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from scheduler.forecast.buckets import BucketSteps
+from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.names import name_problem
 
 log = logging.getLogger(__name__)

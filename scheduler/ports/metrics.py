@@ -36,9 +36,10 @@ class DemandSample:
     # takes as the reference request (docs/profiles.md "Request size").
     input_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
     output_tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    # The requests split by prompt length (shares sum to 1) where the source knows each
-    # request's size (a trace with per-request token counts); what a policy placing by
-    # size plans from (scheduler.forecast.bucket_mix). Absent: one mix at the mean size.
+    # The requests split by prompt length (shares summing to 1, in increasing range)
+    # where the source knows the mix (the model servers' prompt-length histogram,
+    # scheduler.forecast.buckets.from_histogram); absent: one mix at the mean size.
+    # Never changes the rate: a series without buckets plans as before.
     buckets: Mapping[tuple[str, str], tuple[SizeBucket, ...]] = field(default_factory=dict)
 
     def complete(self, expected: set[tuple[str, str]]) -> bool:
@@ -61,19 +62,8 @@ class DemandSample:
             _rates(self.waiting),
             _rates(self.input_tokens),
             _rates(self.output_tokens),
-            _buckets(self.buckets),
+            _mixes(self.buckets),
         )
-
-
-def _buckets(readings: object) -> dict[tuple[str, str], tuple[SizeBucket, ...]]:
-    """The readings that are tuples of `SizeBucket`; anything else is dropped (unknown)."""
-    if not isinstance(readings, Mapping):
-        return {}
-    return {
-        key: tuple(v)
-        for key, v in readings.items()
-        if isinstance(v, tuple) and all(isinstance(b, SizeBucket) for b in v)
-    }
 
 
 def _rate(value: object) -> float:
@@ -89,6 +79,23 @@ def _rates(readings: object) -> dict[tuple[str, str], float]:
     if not isinstance(readings, Mapping):
         return {}
     return {key: _rate(v) for key, v in readings.items()}
+
+
+def _mixes(readings: object) -> dict[tuple[str, str], tuple[SizeBucket, ...]]:
+    # A mix that is not a non-empty tuple of buckets with finite shares >= 0 summing to 1
+    # is dropped: the series plans at its mean size, as without a histogram.
+    if not isinstance(readings, Mapping):
+        return {}
+    out: dict[tuple[str, str], tuple[SizeBucket, ...]] = {}
+    for key, mix in readings.items():
+        if not isinstance(mix, tuple) or not mix:
+            continue
+        ok = (isinstance(b, SizeBucket) and math.isfinite(b.share) and b.share >= 0 for b in mix)
+        if not all(ok):
+            continue
+        if abs(math.fsum(b.share for b in mix) - 1.0) <= 1e-6:
+            out[key] = mix
+    return out
 
 
 class MetricsSource(Protocol):
