@@ -99,6 +99,10 @@ class PlanningSection(_Section):
     return_stabilization_s: float = Field(default=900.0, ge=0)
     return_payback_h: float = Field(default=6.0, gt=0, le=168)  # hours a move must pay back in
     full_replan_interval_s: float = Field(default=14400.0, ge=0)  # search all models; 0 = never
+    # Plan each series split by prompt length where the load signal reports the split
+    # (DemandSample.buckets), so the solver may serve each range on its own GPU kind
+    # (docs/profiles.md "Placement by size"). Off: one mix at the mean size.
+    place_by_size: bool = False
 
 
 class GuardsSection(_Section):

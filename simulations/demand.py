@@ -31,6 +31,7 @@ from scheduler.domain import (
 )
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
+from scheduler.forecast.bucket_steps import BucketSteps
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class DemandTrace:
     # Mean (input, output) tokens per request, shape (2, len(keys), n_steps); NaN where
     # unknown (the reference request). None: the trace gives no sizes.
     tokens: np.ndarray | None = None
+    # Each pair's requests split by prompt length per step (rate-weighted over the series
+    # summed into it); None: the trace gives no per-request sizes.
+    buckets: BucketSteps | None = None
 
     @property
     def n_steps(self) -> int:
@@ -279,6 +283,9 @@ def load_demand(
     keys, rps, notes = assign_series(series, config, model=model, region=region, mapping=mapping)
     rows = _routes(series, config, model=model, region=region, mapping=mapping)[1]
     tokens = assign_tokens(series, len(keys), rows, _rates(series))
+    buckets = (
+        None if series.buckets is None else series.buckets.merged(rows, len(keys), _rates(series))
+    )
     factor = scale
     if fleet_gpus is not None:
         # Sized by each model's mean request size over the trace (the reference without).
@@ -304,7 +311,7 @@ def load_demand(
         notes.append("request sizes per minute from the trace's token counts")
     return DemandTrace(
         str(path), series.format, series.start_s, STEP_S, keys, scaled, factor, tuple(notes),
-        tokens,
+        tokens, buckets,
     )  # fmt: skip
 
 

@@ -69,6 +69,7 @@ from scheduler.domain import (
     Market,
     Node,
     NodeState,
+    Plan,
     Pool,
     RequestSize,
     TokenSlo,
@@ -94,6 +95,8 @@ from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
 from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import StateStore
+from scheduler.ports.metrics import MetricsSource
+from simulations.by_size import BucketedMetrics, BucketLedger, BySize, serve_buckets
 from simulations.commitment_bill import (
     COMMITMENT_MARKET,
     CommitmentUsage,
@@ -572,8 +575,10 @@ class _Ticks:
         drainer: SimDrainer,
         fast: FastLoop | None,
         keys: Sequence[tuple[str, str]],
+        on_plan: Callable[[Plan], None] | None = None,
     ) -> None:
         self._reconciler, self._store, self._drainer, self.fast = reconciler, store, drainer, fast
+        self._on_plan = on_plan  # told every plan a tick made (the routes of placement by size)
         self._keys = list(keys)
         self.ticks = 0
         self.errors = 0
@@ -593,6 +598,8 @@ class _Ticks:
         self.errors += len(report.errors)
         if report.plan is not None:
             self.solve_times.append(report.plan.solve_time_s)
+            if self._on_plan is not None:
+                self._on_plan(report.plan)
         for kind in launch_limits(report.held_back):
             self.launch_holds[kind].append(at)
         began = self._drainer.began
@@ -715,10 +722,20 @@ async def replay(
         step_s,
     )
     metrics = _trace_metrics(info, warmup, early_s, interval, lambda: backlog.waiting)
+    policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
+    # Placement by size: the load signal carries each minute's bucket mix, and every
+    # policy's nodes serve the buckets its plans route to them (a plan without routes: any
+    # bucket), each at its size (simulations.by_size); off, the replay is as before.
+    by_size: BySize | None = None
+    source: MetricsSource = metrics
+    if cfg.planning.place_by_size and info.buckets is not None:
+        by_size = BySize(info.buckets, acc.key_rows, n_m, n)
+        n_warm = metrics.rps.shape[1] - n
+        columns = warmup_columns(info.tokens, math.ceil(early_s / step_s - 1e-9), len(info.keys))
+        source = BucketedMetrics(metrics, info.buckets.prepended(columns, n_warm))
     Path(state_db).unlink(missing_ok=True)
     # Node ids from the seed, not at random: a replay's database repeats exactly.
     store = StateStore(state_db, id_prefix=f"cs-{info.seed % 0x1000000:06x}")
-    policy = make_policy(policy_name, cfg, world.catalog, world.profiles, info)
 
     def node_latency(node: Node) -> float:
         return acc.service(node.model, node.pool).latency_s
@@ -727,7 +744,7 @@ async def replay(
     reconciler = build_scheduler(
         cfg,
         provider=cloud,
-        metrics=metrics,
+        metrics=source,
         store=store,
         policy=policy,
         drainer=drainer,
@@ -740,7 +757,9 @@ async def replay(
     # baseline's plan would cancel its launches as nodes it does not want.
     fast_s = cfg.scheduler.fast_interval_s
     fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
-    run = _Ticks(reconciler, store, drainer, fast, info.keys)
+    run = _Ticks(
+        reconciler, store, drainer, fast, info.keys, by_size.routes.update if by_size else None
+    )
     # Health checks between ticks ([health], scheduler.decide.health).
     health = cfg.health_checks
     health_s = health.interval_s if health is not None else 0.0
@@ -778,7 +797,11 @@ async def replay(
             ]
             ready.update(cloud.version, cloud.serving, frozenset(run.draining), sizes)
             ledger.record_fleet(step, ready, sizes)
-            _account_demand(step, info, acc, ready, backlog, ledger, n_m)
+            route = None
+            if by_size is not None:
+                counts = by_size.count_nodes(cloud.version, cloud.serving, frozenset(run.draining))
+                route = _bucket_router(by_size, acc, counts, step, info)
+            _account_demand(step, info, acc, ready, backlog, ledger, n_m, route)
             ledger.series_planned[:, step] = run.planned
             ledger.forecast[step] = run.planned_total
         # Move the cloud through the step; a notice triggers a tick at its own moment.
@@ -825,6 +848,8 @@ async def replay(
             ledger.service_s[m],
             limits_s[m],
         )
+        if by_size is not None and m in by_size.ledger.models:
+            share, mean_s = _bucket_within(by_size.ledger, m, ledger.served[m])
         # A deferrable request served at all was served before its deadline.
         within[m] = ledger.served[m] * share if backlog.deadlines_s[m] is None else ledger.served[m]
         latency[m] = mean_s
@@ -882,9 +907,12 @@ def _account_demand(
     backlog: Backlog,
     ledger: Ledger,
     n_models: int,
+    route: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """Route step `step`'s demand (arrivals and what waits) to the ready capacity within
-    reach, serve the deferrable backlog, and write the step into `ledger`."""
+    reach, serve the deferrable backlog, and write the step into `ledger`. `route` (model
+    index, its demand per region -> its served rps per region) routes by size instead
+    (`_bucket_router`)."""
     col = np.nan_to_num(info.demand_rps[:, step], nan=0.0)
     asked = np.zeros((n_models, len(acc.regions)))  # arrivals of the step
     dem_reg = np.zeros((n_models, len(acc.regions)))  # arrivals and what waits
@@ -896,7 +924,10 @@ def _account_demand(
     for m in range(n_models):
         ledger.demand[m, step] = asked[m].sum()
         ledger.capacity[m, step] = cap_loc[m].sum()
-        flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
+        if route is not None:
+            flows[m] = route(m, dem_reg[m])
+        else:
+            flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
         ledger.served[m, step] = flows[m].sum()
         cap = ledger.capacity[m, step]
         ledger.service_s[m, step] = ready.latency_weight[m] / cap if cap > 0 else 0
@@ -906,6 +937,60 @@ def _account_demand(
         ledger.series_demand[s, step] = asked[m, r]
         ledger.series_capacity[s, step] = in_reach[m, r]
         ledger.series_served[s, step] = flows[m, r]
+
+
+def _bucket_router(
+    by_size: BySize,
+    acc: _Accounting,
+    counts: Mapping[tuple[str, Pool], int],
+    step: int,
+    info: TraceInfo,
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """The step's routing by size: per model, its demand per region split into the step's
+    buckets and served on the nodes routed to each (`serve_buckets`), recorded in
+    `by_size.ledger`; returns the served rps per region."""
+    col = info.demand_rps[:, step]
+
+    def route(m: int, demand_reg: np.ndarray) -> np.ndarray:
+        model = acc.models[m]
+        split, sizes = by_size.step_mix(m, step, demand_reg, col, len(acc.regions))
+        groups = by_size.groups(model, counts, sizes, acc.service, acc.loc_index)
+        got = serve_buckets(split, groups, acc.reach)
+        limits = [math.inf if s is None else acc.limit_s(model, s) for s in sizes]
+        by_size.ledger.record(m, step, got, limits)
+        return np.asarray(got.flows.sum(axis=0), dtype=np.float64)
+
+    return route
+
+
+def _bucket_within(book: BucketLedger, m: int, served: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model `m`'s share of its served requests answered within the SLO per step, and
+    their mean latency, from its buckets (each its own M/M/c at its own limit)."""
+    within = np.zeros_like(served)
+    weighted = np.zeros_like(served)
+    for b in range(book.served.shape[1]):
+        share, mean_s = within_slo_share(
+            book.served[m, b], book.capacity[m, b], book.slots[m, b], book.service_s[m, b],
+            book.limit_s[m, b],
+        )  # fmt: skip
+        within += book.served[m, b] * share
+        weighted += np.where(np.isfinite(mean_s), book.served[m, b] * mean_s, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(served > 0, within / served, 1.0)
+        mean = np.where(served > 0, weighted / served, np.nan)
+    return share, mean
+
+
+def warmup_columns(tokens: np.ndarray | None, window_steps: int, n_series: int) -> list[int]:
+    """Per series, the step whose mix the warm-up replays: the one `warmup_sizes` takes
+    (most tokens per request over the first `window_steps`), the first without sizes."""
+    if tokens is None:
+        return [0] * n_series
+    window = np.asarray(tokens, dtype=np.float64)[:, :, : max(1, window_steps)].sum(axis=0)
+    return [
+        int(np.argmax(np.where(np.isfinite(row), row, -np.inf))) if np.isfinite(row).any() else 0
+        for row in window
+    ]
 
 
 def warmup_sizes(tokens: np.ndarray, window_steps: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Demand, Offering, Pool, RequestSize
 from scheduler.fleet.capacity import demand_size
 from scheduler.fleet.catalog import Catalog
+from scheduler.forecast.bucket_steps import BucketSteps
 from simulations.scenario import SpotHedgeSection
 
 
@@ -49,6 +50,9 @@ class TraceInfo:
     # n_steps), NaN: the reference request; None: the trace gives no sizes
     # (simulations.demand.DemandTrace.tokens).
     tokens: np.ndarray | None = None
+    # Each key's requests split by prompt length per step (simulations.demand.DemandTrace
+    # .buckets); None: the trace gives no per-request sizes.
+    buckets: BucketSteps | None = None
 
     def demand_at(self, step: int) -> list[Demand]:
         """Every series' rate and mean request size at `step` (clamped to the trace)."""

@@ -38,6 +38,7 @@ from typing import Literal
 
 import numpy as np
 
+from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.names import name_problem
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class TraceSeries:
     # Mean (input, output) tokens per request of each step: shape (2, n_series, n_steps),
     # NaN where the step had no request. None: the trace gives no per-request sizes.
     tokens: np.ndarray | None = None
+    # Each step's requests split by prompt length (scheduler.forecast.buckets); None: the
+    # trace gives no per-request sizes.
+    buckets: BucketSteps | None = None
 
     @property
     def n_series(self) -> int:
@@ -121,6 +125,7 @@ class TraceSeries:
             self.values[rows].copy(), self.unit, self.mean_tokens,
             None if self.lines is None else self.lines[rows].copy(),
             None if self.tokens is None else self.tokens[:, rows].copy(),
+            None if self.buckets is None else self.buckets.select(rows),
         )  # fmt: skip
 
 
@@ -243,6 +248,17 @@ def _step_means(
         np.add.at(out[k], (row_series, index), sizes[:, k])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, out / counts, np.nan)
+
+
+def _step_buckets(
+    row_series: np.ndarray,
+    index: np.ndarray,
+    sizes: Sequence[tuple[float, float]],
+    shape: tuple[int, int],
+) -> BucketSteps:
+    """Each (series, step)'s requests split by prompt length at the planner's edges."""
+    arr = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    return BucketSteps.of_requests(row_series, index, arr[:, 0], arr[:, 1], shape)
 
 
 def _make(
@@ -465,6 +481,8 @@ def read_requests(
     if both:
         index = np.floor(minutes).astype(np.int64) - int(start)
         per_step = _step_means(row_group, index, np.asarray(sizes), series.values.shape)
+        split = _step_buckets(row_group, index, sizes, series.values.shape)
+        return replace(series, mean_tokens=mean_tokens, tokens=per_step, buckets=split)
     return replace(series, mean_tokens=mean_tokens, tokens=per_step)
 
 
@@ -602,7 +620,10 @@ def read_azure_llm(path: Path | str) -> TraceSeries:
         np.zeros(len(times), dtype=np.int64), index, np.asarray(sizes), series.values.shape
     )
     mean = np.asarray(sizes).mean(axis=0)
-    return replace(series, mean_tokens=(float(mean[0]), float(mean[1])), tokens=per_step)
+    split = _step_buckets(np.zeros(len(times), dtype=np.int64), index, sizes, series.values.shape)
+    return replace(
+        series, mean_tokens=(float(mean[0]), float(mean[1])), tokens=per_step, buckets=split
+    )
 
 
 def detect_format(path: Path | str) -> str:

@@ -158,6 +158,7 @@ def build_world(spec: WorldSpec, catalog: Catalog | None = None) -> tuple[World,
         seed=seed,
         spothedge=scenario.spothedge,
         tokens=demand.tokens,
+        buckets=demand.buckets,
     )
     world = World(
         config=config,

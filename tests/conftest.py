@@ -77,6 +77,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_savings_plans.py",
             "test_signals.py",
             "test_sim_faults.py",
+            "test_sim_by_size.py",
             "test_sim_inputs.py",
             "test_sim_warmup_oracle.py",
             "test_sim_tokens.py",

@@ -45,6 +45,7 @@ from scheduler.forecast import (
     build_forecaster,
     demand_key,
 )
+from scheduler.forecast.bucket_mix import BucketMix
 from scheduler.forecast.sizes import SizeMix
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class CapschedPolicy:
         self._lead_plan: dict[tuple[str, str], float] = {}  # last step's lead-peak plans
         self._lead_step: int | None = None  # forecaster step the calibrators last took
         self.sizes = SizeMix()  # recent mean request size per series (scheduler/forecast/sizes.py)
+        # Recent prompt-length bucket mix per series, for `[planning] place_by_size`.
+        self.bucket_mix = BucketMix()
         # Arrival rates of deferrable series over their deadline, one per forecaster step.
         self._arrivals: dict[tuple[str, str], deque[tuple[float, float]]] = {}
 
@@ -322,6 +325,10 @@ class CapschedPolicy:
         """
         self._before = self._memory()
         demand = self._held_up(obs.now_s, self.planned_demand(obs))
+        if self.config.planning.place_by_size:
+            # Split by prompt length after the hold-up (which keeps the mean size only).
+            self.bucket_mix.update(obs.demand)  # idempotent within a tick: same reading time
+            demand = [self.bucket_mix.split(d) for d in demand]
         offerings = self._steady_prices(obs.now_s, obs.offerings or self.catalog.offerings)
         self._track_availability(obs.now_s, offerings)
         stand, check = self._settled(demand, offerings)
