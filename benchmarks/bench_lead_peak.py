@@ -20,6 +20,15 @@ Per set and plan, over the origins after the calibration's first `1/(1 - q)` win
 (the same weighted by the realised peak: roughly the share of requests that found their
 capacity, what SLO attainment counts), and `size` (sum of plans over sum of realised
 peaks; its ratio between the two plans is what the fleet's cost follows).
+
+`vs perfect` is each plan over what `capsched-perfect-forecast` plans at the same ticks
+(the true peak of the next `horizon_min`: the highest of the next horizon's tick peaks),
+summed over every origin from the first (the cold start included, where most of the
+excess of short replays is): capsched's cost over the perfect forecast's follows it.
+`--warmup` replays the simulator's warm-up first, as the policy sees it in
+`bench_simulate.py`: boot time + one tick at the peak of the trace's first boot time + one
+tick (`simulations.engine.warmup_load`), ticks from the warm-up's start, for the worlds
+(not the raw sets); the `vs perfect` origins then start at the trace's time 0.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from bench_simulate import SHARED, TRACES, unbudgeted_config
 
 from scheduler.forecast import ForecastSettings, LeadPeakQuantile, LeadWindow, build_forecaster
 from scheduler.forecast.config import ForecastConfig
+from simulations.engine import warmup_load
 from simulations.scenario import SKYPILOT_SCENARIO_PATH
 from simulations.traces import read_series
 from simulations.world import WorldSpec, build_world
@@ -65,8 +75,32 @@ def tick_peaks(per_minute: np.ndarray, step_s: float) -> np.ndarray:
     return np.asarray(out[np.nanmax(np.where(seen, out, 0.0), axis=1) > 0])
 
 
-def score(obs: np.ndarray, q: float) -> dict[str, tuple[float, float, float]]:
-    """(coverage, request coverage, size) of both plans on per-tick peaks `obs`."""
+def with_warmup(obs: np.ndarray, per_step: np.ndarray, step_s: float, boot_s: float) -> np.ndarray:
+    """The per-tick peaks the policy reads in a replay: the warm-up's ticks (from the
+    warm-up's start to the trace's time 0, both included: boot + one tick, 4 ticks for a
+    600 s boot) at `warmup_load` over the first boot + one tick, then `obs`."""
+    early_s = boot_s + TICK_S
+    warm = warmup_load(per_step, math.ceil(early_s / step_s - 1e-9))
+    n_warm = math.ceil(early_s / TICK_S - 1e-9) + 1
+    rows = np.nanmax(np.where(np.isfinite(per_step), per_step, 0.0), axis=1) > 0
+    return np.concatenate([np.repeat(warm[rows, None], n_warm, axis=1), obs], axis=1)
+
+
+def vs_perfect(plan: np.ndarray, obs: np.ndarray, horizon: int, first: int) -> float:
+    """Sum of `plan` over the sum of the perfect forecast's plan (the highest tick peak of
+    the next `horizon` ticks), over the origins from `first` whose horizon is known."""
+    ticks = obs.shape[1]
+    origins = np.arange(first, ticks - horizon)
+    if origins.size == 0:
+        return math.nan
+    ahead = np.stack([obs[:, origins + h] for h in range(1, horizon + 1)], axis=2)
+    truth = np.max(np.nan_to_num(ahead), axis=2)
+    return float(np.sum(plan[:, origins]) / max(float(truth.sum()), 1e-12))
+
+
+def score(obs: np.ndarray, q: float, first_origin: int = 0) -> dict[str, tuple[float, ...]]:
+    """(coverage, request coverage, size, vs perfect) of both plans on per-tick peaks
+    `obs`; `vs perfect` over the origins from `first_origin`."""
     n, ticks = obs.shape
     settings = ForecastSettings.of(ForecastConfig(plan_quantile=q), step_s=TICK_S)
     forecaster = build_forecaster(settings)
@@ -96,6 +130,7 @@ def score(obs: np.ndarray, q: float) -> dict[str, tuple[float, float, float]]:
             float(covered.sum() / max(1, ok.sum())),
             float(np.sum(np.where(covered, load, 0.0)) / max(load.sum(), 1e-12)),
             float(np.sum(np.where(ok, p, 0.0)) / max(load.sum(), 1e-12)),
+            vs_perfect(plan, obs, settings.horizon_steps, first_origin),
         )
     return out
 
@@ -104,29 +139,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quantile", type=float, default=0.95, help="plan_quantile")
     parser.add_argument("--max-days", type=float, default=1.0, help="cut the worlds' traces")
+    parser.add_argument("--warmup", action="store_true", help="replay the simulator's warm-up")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     config = unbudgeted_config(Path(tempfile.mkdtemp()))
-    sets: list[tuple[str, np.ndarray]] = []
+    sets: list[tuple[str, np.ndarray, int]] = []  # (name, tick peaks, first perfect origin)
     for name, (path, fmt) in TRACES.items():
         spec = WorldSpec(config, path, fmt, SKYPILOT_SCENARIO_PATH, fleet_gpus=20.0)
         world, _ = build_world(spec)
-        steps = int(args.max_days * 86400 / world.info.step_s)
-        sets.append((name, tick_peaks(world.info.demand_rps[:, :steps], world.info.step_s)))
+        info = world.info
+        per_step = info.demand_rps[:, : int(args.max_days * 86400 / info.step_s)]
+        obs = tick_peaks(per_step, info.step_s)
+        if args.warmup:
+            warmed = with_warmup(obs, per_step, info.step_s, info.boot_time_s)
+            sets.append((name, warmed, warmed.shape[1] - obs.shape[1] - 1))
+        else:
+            sets.append((name, obs, 0))
     for name, (path, fmt) in RAW.items():
         series = read_series(path, fmt)
-        sets.append((name, tick_peaks(series.values, series.step_s)))
+        sets.append((name, tick_peaks(series.values, series.step_s), 0))
     print(f"lead window: tick +{WINDOW.last_step} ({TICK_S:g} s ticks), q = {args.quantile}\n")
     print("| set | series × ticks | horizon_peak cov. / req. cov. / size "
-          "| lead_window_peak cov. / req. cov. / size | size ratio |")  # fmt: skip
-    print("|---|---|---|---|---|")
-    for name, obs in sets:
-        s = score(obs, args.quantile)
+          "| lead_window_peak cov. / req. cov. / size | size ratio "
+          "| vs perfect: horizon / lead |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, obs, first in sets:
+        s = score(obs, args.quantile, first)
         h, lw = s["horizon_peak"], s["lead_window_peak"]
         print(
             f"| {name} | {obs.shape[0]} × {obs.shape[1]} "
             f"| {h[0]:.3f} / {h[1]:.3f} / {h[2]:.2f} | {lw[0]:.3f} / {lw[1]:.3f} / {lw[2]:.2f} "
-            f"| {lw[2] / h[2]:.2f} |",
+            f"| {lw[2] / h[2]:.2f} | {h[3]:.3f} / {lw[3]:.3f} |",
             flush=True,
         )
 
