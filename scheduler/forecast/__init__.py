@@ -63,8 +63,8 @@ def load_forecaster(state: Mapping[str, Any] | bytes | str) -> VectorForecaster:
 
 __all__ = [
     "METHODS",
-    "ForecastConfig",
     "Ensemble",
+    "ForecastConfig",
     "ForecastSettings",
     "Forecaster",
     "HoltWinters",
