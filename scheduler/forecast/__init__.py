@@ -18,6 +18,7 @@ from scheduler.forecast.base import (
     demand_key,
 )
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
+from scheduler.forecast.ensemble import Ensemble
 from scheduler.forecast.holt_winters import HoltWinters
 from scheduler.forecast.lead_peak import LeadPeakQuantile, LeadWindow
 from scheduler.forecast.seasonal_naive import SeasonalNaive
@@ -25,6 +26,7 @@ from scheduler.forecast.seasonal_naive import SeasonalNaive
 METHODS: dict[str, type[VectorForecaster]] = {
     SeasonalNaive.method: SeasonalNaive,
     HoltWinters.method: HoltWinters,
+    Ensemble.method: Ensemble,
 }
 
 
@@ -61,6 +63,7 @@ def load_forecaster(state: Mapping[str, Any] | bytes | str) -> VectorForecaster:
 
 __all__ = [
     "METHODS",
+    "Ensemble",
     "ForecastConfig",
     "ForecastSettings",
     "Forecaster",

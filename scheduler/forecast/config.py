@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MethodName = Literal["seasonal_naive", "holt_winters"]
+MethodName = Literal["seasonal_naive", "holt_winters", "ensemble"]
 # What the planned rate of a series is: the calibrated quantile of the peak over the lead
 # window (now + boot, now + boot + tick], or the highest per-step quantile over the horizon.
 PlanFor = Literal["lead_window_peak", "horizon_peak"]
