@@ -223,12 +223,13 @@ class Reconciler:
         there now, so a replacement launched into it is refused (a tick lost) or is the
         next to go. SkyServe's spot placer marks such a zone preemptive the same way.
 
-        On the Azure conversation trace at 20 GPUs, us-east-1's three spot nodes got
-        their notices at minute 25; the plan of that tick put their replacements back
-        into us-east-1's spot pools, all four launches were refused, and the
-        replacements launched elsewhere only at the next tick, five minutes later: the
-        survivors carried the load alone for 13 minutes instead of 8
-        (docs/solver.md, "Spot-loss robustness by reach")."""
+        On the Azure conversation trace at 20 GPUs (`benchmarks/bench_simulate.py`),
+        us-east-1's three spot nodes got their notices at minute 25; the plan of that
+        tick put their replacements back into us-east-1's spot pools, all four launches
+        were refused, and most replacements launched elsewhere only at minute 30: the
+        survivors carried the load alone in minutes 27-32 instead of 27-31
+        (docs/solver.md, "Spot-loss robustness by reach").
+        """
         domains = {n.pool.failure_domain for n in notices if n.pool.market is Market.SPOT}
         if not domains:
             return
