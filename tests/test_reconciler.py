@@ -170,34 +170,6 @@ async def test_interruption_notice_launches_a_replacement_at_once(tmp_path: Path
     }
 
 
-async def test_replacements_on_a_notice_leave_the_reclaiming_domain(tmp_path: Path) -> None:
-    # The cloud takes spot capacity back in a domain: the replacements the notice
-    # launches go elsewhere at once, not into that domain's spot pools (where they
-    # would be refused, and launched elsewhere only a tick later).
-    catalog = load_catalog()
-    traces = {
-        o.pool: SpotTrace("test", 3600.0, np.array([10, 0, 0, 0]), loop=False)
-        for o in catalog.offerings
-        if o.pool.market is Market.SPOT and o.pool.cloud.value == "aws"
-    }
-    w = World(tmp_path, spot_traces=traces)
-    await w.tick(0)
-    await w.tick(300)
-    spot = [n for n in w.store.live_nodes() if n.pool.market is Market.SPOT]
-    if not spot:
-        pytest.skip("plan used no spot nodes")
-    reclaiming = {n.pool.failure_domain for n in spot if n.pool.cloud.value == "aws"}
-    w.now = 3600.0
-    w.cloud.advance_to(3601.0)
-    report = await w.rec.tick(3601.0)
-    launches = [a for a in report.actions if isinstance(a, Launch)]
-    assert launches
-    assert not [
-        a for a in launches if a.pool.market is Market.SPOT and a.pool.failure_domain in reclaiming
-    ]
-    assert w.cloud.counters.failed_launches == 0
-
-
 async def test_restart_neither_duplicates_nor_leaks(tmp_path: Path) -> None:
     w = World(tmp_path)
     await w.tick(0)

@@ -42,7 +42,6 @@ from scheduler.domain import (
     Market,
     Node,
     NodeState,
-    Offering,
     Plan,
     Pool,
     RequestSize,
@@ -184,13 +183,9 @@ class Reconciler:
         """Read the cloud and the load, and bring the store's nodes in line with the cloud."""
         errors: list[TickError] = []
         instances = await self.provider.list_instances()
-        fresh: list[InterruptionNotice] = []
         for notice in await self.provider.interruption_notices():
-            if notice.node_id not in self.notices:
-                fresh.append(notice)
             self.notices[notice.node_id] = notice
         offerings = await self.provider.offerings()
-        self._hold_reclaiming_domains(fresh, offerings, now_s)
         demand: DemandSample
         try:
             sample: object = await self.metrics.demand(now_s)
@@ -214,31 +209,6 @@ class Reconciler:
             notices=tuple(self.notices.values()),
         )
         return obs, errors
-
-    def _hold_reclaiming_domains(
-        self, notices: Sequence[InterruptionNotice], offerings: Sequence[Offering], now_s: float
-    ) -> None:
-        """Keep every spot pool of a failure domain that just sent interruption notices out
-        of plans for `guards.pool_cooldown_s`: the cloud is taking spot capacity back
-        there now, so a replacement launched into it is refused (a tick lost) or is the
-        next to go. SkyServe's spot placer marks such a zone preemptive the same way.
-
-        On the Azure conversation trace at 20 GPUs (`benchmarks/bench_simulate.py`),
-        us-east-1's three spot nodes got their notices at minute 25; the plan of that
-        tick put their replacements back into us-east-1's spot pools, all four launches
-        were refused, and most replacements launched elsewhere only at minute 30: the
-        survivors carried the load alone in minutes 27-32 instead of 27-31
-        (docs/solver.md, "Spot-loss robustness by reach").
-        """
-        domains = {n.pool.failure_domain for n in notices if n.pool.market is Market.SPOT}
-        if not domains:
-            return
-        until = now_s + self.config.guards.pool_cooldown_s
-        for o in offerings:
-            if o.pool.market is Market.SPOT and o.pool.failure_domain in domains:
-                self.cooldown.hold(o.pool, until)
-        self._save_cooldown()
-        log.info("notice_hold domains=%s until_s=%.0f", ",".join(sorted(domains)), until)
 
     def _learn(self, pool: Pool, event: PoolEvent, now_s: float) -> None:
         """Count `event` in the pool's obtainability estimate and persist the estimate."""
