@@ -15,8 +15,9 @@ notice), and accounts the step:
 * served / unserved: demand routed to capacity within each source region's latency
   limit (a small max-flow per model), the rest unserved;
 * latency: an M/M/c queue per model fed by the served rate, whose servers are the
-  fleet's concurrent request slots (profile rps x profile latency, Little's law) and
-  whose service time is the profile latency; the share of requests answered within
+  concurrent request slots (profile rps x profile latency, Little's law) of the nodes
+  within reach of a region with load (a node no loaded region reaches shortens no wait)
+  and whose service time is the profile latency; the share of requests answered within
   the SLO is P(wait <= SLO - service time) (Erlang C);
 * cost by market, billed per second by the simulated cloud.
 
