@@ -15,8 +15,9 @@ notice), and accounts the step:
 * served / unserved: demand routed to capacity within each source region's latency
   limit (a small max-flow per model), the rest unserved;
 * latency: an M/M/c queue per model fed by the served rate, whose servers are the
-  fleet's concurrent request slots (profile rps x profile latency, Little's law) and
-  whose service time is the profile latency; the share of requests answered within
+  concurrent request slots (profile rps x profile latency, Little's law) of the nodes
+  within reach of a region with load (a node no loaded region reaches shortens no wait)
+  and whose service time is the profile latency; the share of requests answered within
   the SLO is P(wait <= SLO - service time) (Erlang C);
 * cost by market, billed per second by the simulated cloud.
 
@@ -843,7 +844,7 @@ async def replay(
     for m in range(len(models)):
         share, mean_s = within_slo_share(
             ledger.served[m],
-            ledger.capacity[m],
+            ledger.queue_capacity[m],
             ledger.slots[m],
             ledger.service_s[m],
             limits_s[m],
@@ -923,14 +924,20 @@ def _account_demand(
     flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
     for m in range(n_models):
         ledger.demand[m, step] = asked[m].sum()
+        # The queue the step's load waits in is the nodes it can reach: a node out of
+        # every loaded region's reach serves nobody and shortens no wait (counting it
+        # made an overloaded minute look served within the SLO, docs/solver.md
+        # "Spot-loss robustness by reach").
+        used = acc.reach[dem_reg[m] > 0].any(axis=0)
         ledger.capacity[m, step] = cap_loc[m].sum()
+        ledger.queue_capacity[m, step] = cap = float(cap_loc[m][used].sum())
+        ledger.slots[m, step] = int(ready.slots[m][used].sum())
         if route is not None:
             flows[m] = route(m, dem_reg[m])
         else:
             flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
         ledger.served[m, step] = flows[m].sum()
-        cap = ledger.capacity[m, step]
-        ledger.service_s[m, step] = ready.latency_weight[m] / cap if cap > 0 else 0
+        ledger.service_s[m, step] = ready.latency_weight[m][used].sum() / cap if cap > 0 else 0
     in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
     backlog.serve(step, col, flows)
     for s, (m, r) in enumerate(acc.key_rows):

@@ -59,8 +59,8 @@ class ReadyCapacity:
         self._shape = (n_models, n_locations)
         self._key: object = None  # what the figures below were computed for
         self.by_location = np.zeros(self._shape)  # rps per (model, location)
-        self.latency_weight = np.zeros(n_models)  # sum of rps x latency per model
-        self.slots = np.zeros(n_models, dtype=np.int64)  # requests in flight per model
+        self.latency_weight = np.zeros(self._shape)  # sum of rps x latency per (model, location)
+        self.slots = np.zeros(self._shape, dtype=np.int64)  # in flight per (model, location)
         self.by_market = {m.value: 0.0 for m in Market}  # rps per market, all models
 
     def update(
@@ -78,17 +78,18 @@ class ReadyCapacity:
             return
         self._key = key
         self.by_location = np.zeros(self._shape)
-        self.latency_weight = np.zeros(self._shape[0])
-        self.slots = np.zeros(self._shape[0], dtype=np.int64)
+        self.latency_weight = np.zeros(self._shape)
+        self.slots = np.zeros(self._shape, dtype=np.int64)
         self.by_market = {m.value: 0.0 for m in Market}
         for inst in serving():
             if inst.node_id in draining or inst.model not in self._model_index:
                 continue
             m = self._model_index[inst.model]
+            loc = self._loc_index[inst.pool.location]
             svc = self._service(inst.model, inst.pool, sizes[m])
-            self.by_location[m, self._loc_index[inst.pool.location]] += svc.rps
-            self.slots[m] += svc.slots
-            self.latency_weight[m] += svc.rps * svc.latency_s
+            self.by_location[m, loc] += svc.rps
+            self.slots[m, loc] += svc.slots
+            self.latency_weight[m, loc] += svc.rps * svc.latency_s
             self.by_market[inst.pool.market.value] += svc.rps
 
 
@@ -161,10 +162,13 @@ class Ledger:
         shape = (n_models, n_steps)
         self.demand = np.zeros(shape)  # requests/s arriving per model
         self.capacity = np.zeros(shape)  # ready capacity per model
+        # ready capacity per model within reach of a region with load: the servers of the
+        # step's queue (capacity out of every loaded region's reach shortens no wait)
+        self.queue_capacity = np.zeros(shape)
         self.served = np.zeros(shape)  # demand routed to capacity per model
-        self.slots = np.zeros(shape, dtype=np.int64)  # requests in flight per model
+        self.slots = np.zeros(shape, dtype=np.int64)  # in flight per model, within reach
         self.tokens = np.zeros(shape)  # tokens per request per model
-        self.service_s = np.zeros(shape)  # mean service time per model
+        self.service_s = np.zeros(shape)  # mean service time per model, within reach
         self.by_market = {m.value: np.zeros(n_steps) for m in Market}  # capacity per market
         self.cost = {m.value: np.zeros(n_steps) for m in Market}  # cumulative USD per market
         self.forecast = np.full(n_steps, np.nan)  # the policy's planned total
@@ -176,8 +180,8 @@ class Ledger:
     def record_fleet(
         self, step: int, ready: ReadyCapacity, sizes: Sequence[RequestSize | None]
     ) -> None:
-        """The fleet's side of step `step`: slots, request sizes, capacity per market."""
-        self.slots[:, step] = ready.slots
+        """The fleet's side of step `step`: request sizes, capacity per market (the
+        slots and service time of the nodes the load can reach: `simulations.engine`)."""
         for m, size in enumerate(sizes):
             self.tokens[m, step] = (size or REFERENCE_SIZE).tokens
         for market, rps in ready.by_market.items():

@@ -11,8 +11,9 @@ minimise  sum (price + risk) x + launch * added + remove * removed + penalty * u
 s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served or counted unmet
           sum_k y[k,l] <= sum_{p in l} cap[m,p] x[m,p]   per model and location
           quotas, budget, minimum replicas, minimum on-demand share of capacity
-          for every failure domain z with spot pools of m:
-            capacity of m outside z's spot pools >= alpha * served load of m
+          for every failure domain z with spot pools of m, and every group G of locations
+          (Problem.loss_cover_groups: each demand's reach and their union):
+            capacity of m in G outside z's spot pools >= alpha * served load only G serves
 
 A model placed by size (Problem.size_classes) has instead of its capacity rows, with
 z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
@@ -38,7 +39,15 @@ from typing import Literal
 import numpy as np
 from ortools.linear_solver import pywraplp
 
-from solver.problem import FloatArray, IntArray, Problem, Relaxation, Solution, Status
+from solver.problem import (
+    FloatArray,
+    IntArray,
+    LossCoverGroup,
+    Problem,
+    Relaxation,
+    Solution,
+    Status,
+)
 from solver.reduce import candidate_pools
 
 Backend = Literal["highs", "scip"]
@@ -257,28 +266,48 @@ def _build(
                     mdl.x[m, p], ((0.0 if pools[p].spot else 1.0) - share) * cap[m, p]
                 )
         if alpha > 0 and total_demand[m] > 0:
-            # margin = total capacity - alpha * served load (served = demand - unmet), as one
-            # variable, so that each failure domain's row only holds that domain's spot pools
-            # (sparse rows keep the LP small): spot capacity in z <= margin.
-            margin = lp.NumVar(-inf, inf, f"margin_{m}")
-            row = lp.Constraint(alpha * total_demand[m], alpha * total_demand[m])
-            row.SetCoefficient(margin, -1)
-            # Surviving capacity beyond alpha x demand never matters: the same tightening.
-            top = alpha * total_demand[m]
-            for p in plist:
-                row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
-            for u in unmet_by_model[m]:
-                row.SetCoefficient(u, alpha)
-            by_domain: dict[int, list[int]] = defaultdict(list)
-            for p in plist:
-                if pools[p].vanishes:
-                    by_domain[pools[p].failure_domain].append(p)
-            for z in sorted(by_domain):
-                row = lp.Constraint(-inf, 0)
-                row.SetCoefficient(margin, -1)
-                for p in by_domain[z]:
-                    row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
+            for group in problem.loss_cover_groups(m, plist):
+                _loss_cover_rows(problem, mdl, m, alpha, plist, group)
     return mdl
+
+
+def _loss_cover_rows(
+    problem: Problem,
+    mdl: _Model,
+    m: int,
+    alpha: float,
+    plist: Sequence[int],
+    group: LossCoverGroup,
+) -> None:
+    """Spot-loss robustness of model m for one group of locations: the capacity of its
+    pools there, less any one failure domain's vanishing spot pools among them, covers
+    alpha x the group's served load (its demands less their unmet load)."""
+    lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
+    top = alpha * group.rps
+    if top <= 0:
+        return
+    inside = [p for p in plist if pools[p].location in group.locations]
+    # margin = capacity there - alpha * served load, as one variable, so that each
+    # failure domain's row only holds that domain's spot pools (sparse rows keep the LP
+    # small): spot capacity of the domain there <= margin.
+    margin = lp.NumVar(-inf, inf, f"margin_{m}_{'_'.join(map(str, group.locations))}")
+    row = lp.Constraint(top, top)
+    row.SetCoefficient(margin, -1)
+    # Surviving capacity beyond alpha x the load never matters: the same tightening.
+    for p in inside:
+        row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
+    for k in group.demands:
+        if k in mdl.u:
+            row.SetCoefficient(mdl.u[k], alpha)
+    by_domain: dict[int, list[int]] = defaultdict(list)
+    for p in inside:
+        if pools[p].vanishes:
+            by_domain[pools[p].failure_domain].append(p)
+    for z in sorted(by_domain):
+        row = lp.Constraint(-inf, 0)
+        row.SetCoefficient(margin, -1)
+        for p in by_domain[z]:
+            row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
 
 
 def _nodes_to_serve_alone(problem: Problem, m: int, p: int, demand_rps: float) -> int:

@@ -9,6 +9,7 @@ location, a failure domain and a market flag; a model is a row of capacities.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,17 @@ class DemandSpec:
     # Index into Problem.size_classes: the requests' size class, when the model's demand
     # is placed by size; None: the model's nodes serve its whole mix at capacity_rps.
     size_class: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LossCoverGroup:
+    """Serving locations whose surviving capacity must cover, after any failure domain's
+    loss, the robustness share of the demands that can be served only there
+    (`Problem.loss_cover_groups`)."""
+
+    locations: tuple[int, ...]  # location indices whose pools count as cover
+    demands: tuple[int, ...]  # indices into Problem.demands of the load to cover
+    rps: float  # their total load
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +248,62 @@ class Problem:
         priority above the lowest, whose moves must not leave it short (make before
         break). With one priority, moves drain first as before."""
         return bool(self.priorities) and self.priority(m) > min(self.priorities)
+
+    def loss_cover_groups(self, m: int, pools: Collection[int]) -> tuple[LossCoverGroup, ...]:
+        """The sets of serving locations whose capacity must survive a failure domain's
+        loss for model m, each with the demands that can be served only inside it: per
+        distinct reach (location set) of m's demands with load, and their union; `pools`
+        are m's candidate pools (docs/solver.md, "Spot-loss robustness by reach").
+
+        After a domain's loss the surviving nodes serve only the demand within their
+        latency reach, so counting every node of the model (as one row over all its
+        locations did) took nodes that no source region could reach as cover. By Hall's
+        theorem the survivors can serve alpha x the load iff every set of demands finds
+        that much in the union of their reaches; the groups check each reach and the
+        union of all, which is every such set for up to two distinct reaches (the
+        embedded default's two regions) and a necessary condition beyond. A reach no
+        fleet can cover (each of its candidate pools is spot in one same domain) has no
+        group, and its load counts in no union: there is nothing to buy for it, and a
+        row would only turn its load into unmet load. With one reach holding every pool
+        of the model, the one group is the old row."""
+        sets: list[frozenset[int]] = []
+        for d in self.demands:
+            reach = frozenset(d.locations)
+            if d.model != m or d.rps <= 0 or reach in sets:
+                continue
+            if self._coverable(m, reach, pools):
+                sets.append(reach)
+        if len(sets) > 1:
+            sets.append(frozenset().union(*sets))
+        out: list[LossCoverGroup] = []
+        for locs in sets:
+            ks = tuple(
+                k
+                for k, d in enumerate(self.demands)
+                if d.model == m
+                and d.rps > 0
+                and locs.issuperset(d.locations)
+                and frozenset(d.locations) in sets
+            )
+            rps = sum(self.demands[k].rps for k in ks)
+            out.append(LossCoverGroup(tuple(sorted(locs)), ks, rps))
+        return tuple(out)
+
+    def _coverable(self, m: int, locations: frozenset[int], pools: Collection[int]) -> bool:
+        """Whether some fleet of `pools` at `locations` keeps capacity for model m after
+        any one failure domain's loss: a pool there that does not vanish, or vanishing
+        pools in two domains."""
+        domains: set[int] = set()
+        for p in pools:
+            pool = self.pools[p]
+            if pool.location not in locations or self.capacity_rps[m, p] <= 0:
+                continue
+            if pool.max_nodes <= 0:
+                continue
+            if not pool.vanishes:
+                return True
+            domains.add(pool.failure_domain)
+        return len(domains) > 1
 
     def replicas_min(self, m: int) -> int:
         """Minimum nodes of model m."""

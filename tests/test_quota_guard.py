@@ -331,7 +331,11 @@ def test_every_policy_stays_within_a_quota_and_launches_what_fits(
     assert set(summary) >= {"capsched", "reactive", "spothedge", "static-peak", "oracle"}
     for policy, s in summary.items():
         assert s["launches"] > 0, policy
-        assert s["slo_attainment"] > 0.95, policy  # measured 0.98 (static-peak) to 1.0
+        # Measured 0.91 (static-peak and reactive: the quota leaves us-east short in some
+        # minutes, and a minute whose load fills all the capacity it can reach is late; the
+        # idle nodes out of its reach counted in the queue until docs/solver.md "Spot-loss
+        # robustness by reach", 0.98) to 1.0.
+        assert s["slo_attainment"] > 0.9, policy
         assert _peak_gpus(out / f"state-{policy}.db", "us-east-1") <= 10, policy
     assert summary["static-peak"]["quota_held_ticks"]  # the cap bound, and it was said
     assert "held: static-peak: a quota held launches back" in printed

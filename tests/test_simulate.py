@@ -291,3 +291,42 @@ def test_the_warm_up_keeps_ticks_on_the_trace_steps() -> None:
         if node_rps(w.config, w.profiles, m.name, it) > 0
     ]
     assert max(boots) <= info.boot_time_s < max(boots) + info.step_s
+
+
+def test_capacity_no_loaded_region_reaches_does_not_shorten_the_queue() -> None:
+    # All load comes from region 0, which reaches location 0 only; location 1 holds idle
+    # nodes. A step whose load fills location 0 is saturated: nothing is answered in
+    # time (counted over both locations, the queue looked half busy and all in time).
+    from types import SimpleNamespace
+
+    from simulations.engine import _account_demand
+    from simulations.ledger import Backlog, Ledger, ReadyCapacity
+
+    pools = [o.pool for o in load_catalog().offerings]
+    near = pools[0]
+    far = next(p for p in pools if p.location != near.location)
+    locs = {near.location: 0, far.location: 1}
+    ready = ReadyCapacity(
+        1,
+        2,
+        lambda model, pool, size: SimpleNamespace(rps=10.0, slots=10, latency_s=1.0),
+        {"m": 0},
+        locs,
+    )
+    nodes = [SimpleNamespace(node_id=f"n{i}", model="m", pool=p) for i, p in enumerate([near, far])]
+    ready.update(1, lambda: nodes, frozenset(), (None,))
+    acc = SimpleNamespace(
+        key_rows=[(0, 0), (0, 1)],
+        regions=["a", "b"],
+        reach=np.array([[True, False], [False, True]]),
+    )
+    info = SimpleNamespace(demand_rps=np.array([[10.0], [0.0]]))
+    ledger = Ledger(1, 2, 1)
+    backlog = Backlog([None], acc.key_rows, [("m", "a"), ("m", "b")], 60.0)
+    _account_demand(0, info, acc, ready, backlog, ledger, 1)  # type: ignore[arg-type]
+    assert ledger.capacity[0, 0] == pytest.approx(20.0)  # the fleet's capacity, for reports
+    assert ledger.served[0, 0] == pytest.approx(10.0)
+    share, _ = within_slo_share(
+        ledger.served[0], ledger.queue_capacity[0], ledger.slots[0], ledger.service_s[0], 30.0
+    )
+    assert share[0] == pytest.approx(0.0)

@@ -90,11 +90,45 @@ def assert_valid(p: Problem, s: Solution) -> None:
         domains = {
             q.failure_domain for q, n in zip(p.pools, nodes[m], strict=True) if q.vanishes and n
         }
-        for z in domains:
-            surviving = model_capacity(
-                p, nodes, m, exclude=lambda q, z=z: q.vanishes and q.failure_domain == z
+        for group, reaches in cover_groups(p, m):
+            load = sum(
+                d.rps - u
+                for d, u in zip(p.demands, s.unmet_rps, strict=True)
+                if d.model == m
+                and frozenset(d.locations) in reaches
+                and group.issuperset(d.locations)
             )
-            assert surviving >= p.robustness_fraction * served - 1e-2
+            for z in domains:
+                surviving = model_capacity(
+                    p,
+                    nodes,
+                    m,
+                    exclude=lambda q, z=z, g=group: (
+                        q.location not in g or (q.vanishes and q.failure_domain == z)
+                    ),
+                )
+                assert surviving >= p.robustness_fraction * load - 1e-2
+
+
+def cover_groups(p: Problem, m: int) -> list[tuple[frozenset[int], set[frozenset[int]]]]:
+    """Where model m's capacity must survive a domain's loss, written out apart from the
+    solver: each reach (location set) of its demands with load that some fleet can cover
+    (an on-demand pool there, or spot pools in two domains), and their union; each with
+    the reaches whose load it must carry."""
+
+    def coverable(reach: frozenset[int]) -> bool:
+        domains = set()
+        for q, pl in enumerate(p.pools):
+            if pl.location in reach and p.capacity_rps[m, q] > 0 and pl.max_nodes > 0:
+                if not pl.vanishes:
+                    return True
+                domains.add(pl.failure_domain)
+        return len(domains) > 1
+
+    reaches = {frozenset(d.locations) for d in p.demands if d.model == m and d.rps > 0}
+    reaches = {r for r in reaches if coverable(r)}
+    groups = set(reaches) | ({frozenset().union(*reaches)} if len(reaches) > 1 else set())
+    return [(g, reaches) for g in groups]
 
 
 # --- hand cases ----------------------------------------------------------------------------
@@ -419,15 +453,80 @@ def test_big_nodes_over_the_demand_still_give_the_optimum() -> None:
         pool("big-b", loc=1, dom=1, spot=True, usd=1.2),
         pool("small", loc=0, dom=2, usd=0.5),
     ]
+    both = (0, 1)
+    p = problem(
+        pools, [[100.0, 100.0, 1.0]], [(0, 3.0, both), (0, 2.0, both)], robustness_fraction=1.0
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.status is Status.OPTIMAL
+    assert_valid(p, s)
+    # One big node serves it all; robustness needs the other one as backup.
+    assert s.nodes.tolist() == [[1, 1, 0]]
+    assert s.objective == pytest.approx(2.2)
+
+
+def test_loss_cover_counts_only_capacity_the_load_can_reach() -> None:
+    # The load of loc 0 cannot reach loc 1: after big-a's domain goes, big-b does not
+    # serve it, so its cover is the small on-demand nodes at loc 0 (before, one row over
+    # all locations took big-b as its cover). Loc 1's reach holds one spot domain only:
+    # nothing can cover it, and its load is served without cover, not dropped.
+    pools = [
+        pool("big-a", loc=0, dom=0, spot=True, usd=1.0),
+        pool("big-b", loc=1, dom=1, spot=True, usd=1.2),
+        pool("small", loc=0, dom=2, usd=0.5),
+    ]
     p = problem(
         pools, [[100.0, 100.0, 1.0]], [(0, 3.0, (0,)), (0, 2.0, (1,))], robustness_fraction=1.0
     )
     s = solve(p, time_limit_s=2)
     assert s.status is Status.OPTIMAL
     assert_valid(p, s)
-    # One big node per location serves it all; robustness needs the other one as backup.
-    assert s.nodes.tolist() == [[1, 1, 0]]
-    assert s.objective == pytest.approx(2.2)
+    assert s.nodes.tolist() == [[0, 1, 3]]
+    assert s.unmet_rps == (0.0, 0.0)
+
+
+def test_cheap_spot_out_of_every_reach_is_no_cover() -> None:
+    # The Azure conversation trace at 20 GPUs: all load from one region (reach: locs 0
+    # and 1), a cheap 8-GPU-like spot pool in a third location that only an idle region
+    # reaches. Cover for the loss of loc 0's spot domain must come from within reach.
+    pools = [
+        pool("near-spot", loc=0, dom=0, spot=True, usd=1.0),
+        pool("near-spot-2", loc=1, dom=1, spot=True, usd=1.5),
+        pool("near-od", loc=1, dom=2, usd=3.0),
+        pool("far-spot", loc=2, dom=3, spot=True, usd=0.1),
+    ]
+    demands = [(0, 10.0, (0, 1)), (0, 0.0, (2,))]
+    p = problem(pools, [[1.0, 1.0, 1.0, 20.0]], demands, robustness_fraction=0.8)
+    s = solve(p, time_limit_s=2)
+    assert s.status is Status.OPTIMAL
+    assert_valid(p, s)
+    nodes = s.nodes[0]
+    assert nodes[3] == 0  # serves nobody, covers nobody
+    for z in (0, 1):  # either spot domain in reach lost: 8 rps survive within reach
+        assert sum(nodes[q] for q in range(3) if pools[q].failure_domain != z) >= 8
+
+
+def test_two_reaches_are_covered_alone_and_together() -> None:
+    # Region A reaches locs 0 and 1, region B only loc 1. Each reach and their union must
+    # keep alpha x its load after any domain's loss (Hall's condition for two reaches):
+    # cover at loc 0 is cheaper, but B's load cannot use it.
+    pools = [
+        pool("a-spot", loc=0, dom=0, spot=True, usd=0.5),
+        pool("a-spot-2", loc=0, dom=3, spot=True, usd=0.5),
+        pool("b-spot", loc=1, dom=1, spot=True, usd=1.0),
+        pool("b-spot-2", loc=1, dom=2, spot=True, usd=1.1),
+    ]
+    p = problem(
+        pools, [[1.0, 1.0, 1.0, 1.0]], [(0, 4.0, (0, 1)), (0, 4.0, (1,))], robustness_fraction=1.0
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.status is Status.OPTIMAL
+    assert_valid(p, s)
+    nodes = s.nodes[0]
+    # B's 4 rps survive either of loc 1's domains; all 8 survive any domain.
+    assert min(nodes[2], nodes[3]) >= 4
+    for z in range(4):
+        assert sum(nodes[q] for q in range(4) if q != z) >= 8
 
 
 def test_a_node_limit_makes_hard_solves_repeatable() -> None:
