@@ -654,6 +654,21 @@ class SimCloud:
                 gpu_s += inst.gpus * up_s
         return Usage(cost, gpu_s / 3600.0)
 
+    def cost_by_model_pool(self) -> dict[tuple[str, Pool], float]:
+        """USD billed up to now per (model tag, pool), by the rule of `usage` (an ended
+        instance for its billed seconds, a live one by the second so far): the parts of
+        `usage().cost_usd`, for the cost per model and GPU kind of a replay
+        (`simulations.token_cost`)."""
+        out: dict[tuple[str, Pool], float] = {}
+        for inst in self._instances.values():
+            if inst.ended_at_s is not None:
+                up_s = max(MIN_BILLED_S, math.ceil(inst.ended_at_s - inst.launched_at_s - 1e-9))
+            else:
+                up_s = self._now_s - inst.launched_at_s
+            key = (inst.model, inst.pool)
+            out[key] = out.get(key, 0.0) + self._billed_usd(inst, up_s)
+        return out
+
     def billed_intervals(
         self, pools: Collection[Pool] | None = None
     ) -> list[tuple[Pool, float, float]]:

@@ -106,6 +106,16 @@ from simulations.commitment_bill import (
 from simulations.ledger import Backlog, Ledger, ReadyCapacity
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
+from simulations.token_cost import (
+    CommitmentCharge,
+    NodeGroup,
+    TokenCost,
+    TokenCosts,
+    attribute_tokens,
+    attribute_usd,
+    summary_keys,
+    token_costs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,15 +346,41 @@ class RunResult:
     # (models, steps) mean prompt + output tokens per request of the step's demand (the
     # reference request's where the trace has no sizes); for the cost per million tokens.
     tokens_per_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    # The cost per million tokens per model and GPU kind (simulations.token_cost): USD
+    # billed per (model, GPU kind) of the nodes over the trace, commitments included, and
+    # per GPU kind the ready capacity per model and step (rps, (models, steps)).
+    usd_by_group: dict[NodeGroup, float] = field(default_factory=dict)
+    capacity_by_gpu_kind: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def step_s(self) -> float:
+        """Length of one accounted step."""
+        return float(self.times_s[1] - self.times_s[0]) if self.times_s.size > 1 else 60.0
+
+    def _tokens_per_request(self) -> np.ndarray:
+        """(models, steps) tokens per request (the reference request's where not recorded)."""
+        if self.tokens_per_request.shape != self.served_rps.shape:
+            return np.full(self.served_rps.shape, float(REFERENCE_SIZE.tokens))
+        return self.tokens_per_request
 
     @property
     def served_tokens(self) -> float:
         """Prompt plus output tokens of the requests served over the trace."""
-        n = self.times_s.size
-        step_s = float(self.times_s[1] - self.times_s[0]) if n > 1 else 60.0
-        if self.tokens_per_request.shape != self.served_rps.shape:
-            return float(self.served_rps.sum()) * step_s * REFERENCE_SIZE.tokens
-        return float((self.served_rps * self.tokens_per_request).sum()) * step_s
+        return float((self.served_rps * self._tokens_per_request()).sum()) * self.step_s
+
+    def token_costs(self) -> TokenCosts:
+        """Cost per million tokens in total, per model and per GPU kind (the one
+        attribution every report reads, `simulations.token_cost`)."""
+        tokens = attribute_tokens(
+            self.models,
+            self.served_rps,
+            self._tokens_per_request(),
+            self.capacity_by_gpu_kind,
+            self.step_s,
+        )
+        if not self.usd_by_group:  # a result made without the per-group bill: no groups
+            tokens = {}
+        return token_costs(TokenCost(self.cost_usd, self.served_tokens), self.usd_by_group, tokens)
 
     # Deferrable (batch) models: requests that waited past their deadline unserved, and
     # requests still waiting, within their deadline, when the trace ended.
@@ -417,10 +453,9 @@ class RunResult:
             "fast_launches": self.fast_launches,
             "terminations": self.terminations,
             "gpu_hours": round(self.gpu_hours, 3),
-            # Cost per million prompt + output tokens served (None: nothing served).
-            "usd_per_million_tokens": (
-                round(cost / self.served_tokens * 1e6, 4) if self.served_tokens > 0 else None
-            ),
+            # Cost per million prompt + output tokens served, in total, per model and per
+            # GPU kind (simulations.token_cost.summary_keys).
+            **summary_keys(self.token_costs()),
             "solve_time_p95_s": (
                 round(float(np.percentile(self.solve_times_s, 95)), 4)
                 if self.solve_times_s
@@ -556,6 +591,10 @@ class _Accounting:
             )
             self._services[key] = svc
         return svc
+
+    def gpu_kind(self, pool: Pool) -> str:
+        """The GPU kind of `pool`'s instance type."""
+        return self._catalog.instance_types[(pool.cloud, pool.instance_type)].gpu_kind
 
     def limit_s(self, model: str, size: RequestSize | None) -> float:
         """Seconds a request of `model` of `size` may take end to end (`latency_limit_ms`)."""
@@ -766,8 +805,11 @@ async def replay(
     health_s = health.interval_s if health is not None else 0.0
     ledger = Ledger(n_m, len(info.keys), n)
     limits_s = np.zeros((n_m, n))  # per model and step, the latency a request may take
-    ready = ReadyCapacity(n_m, len(acc.locations), acc.service, acc.model_index, acc.loc_index)
+    ready = ReadyCapacity(
+        n_m, len(acc.locations), acc.service, acc.model_index, acc.loc_index, acc.gpu_kind
+    )
     cost_base: dict[Market, float] | None = None
+    billed_base: dict[tuple[str, Pool], float] = {}  # per (model, pool) at the trace start
     gpu_base = 0.0
 
     t = t0
@@ -790,6 +832,7 @@ async def replay(
             if cost_base is None:
                 usage = cloud.usage()
                 cost_base, gpu_base = dict(usage.cost_by_market), usage.gpu_hours
+                billed_base = cloud.cost_by_model_pool()
             # Ready capacity at the start of the step, per model and serving location, for
             # the step's request sizes (all None without sizes: the reference request).
             sizes = tuple(info.size_at(name, step) for name in models)
@@ -833,6 +876,13 @@ async def replay(
     set_virtual_clock(None)  # the caller's log lines after the replay are not replayed
     usage = cloud.usage()
     commitment_use = _bill_commitments(world, commitments, savings_plans, cloud, ledger.cost, n)
+    covers: list[tuple[Pool, ...]] = [c.pools for c in commitments]
+    covers += [sp.pools for sp in savings_plans]  # commitment_use's order
+    charges = [
+        CommitmentCharge(frozenset(pools), u.fee_usd - u.covered_usd)
+        for pools, u in zip(covers, commitment_use, strict=True)
+    ]
+    usd_by_group = attribute_usd(cloud.cost_by_model_pool(), billed_base, acc.gpu_kind, charges)
     od_hours: dict[Pool, float] = {}
     for pool, a, b in cloud.billed_intervals():
         if pool.market is Market.ON_DEMAND and b > info.start_s:
@@ -890,6 +940,8 @@ async def replay(
         series_served_rps=ledger.series_served,
         series_planned_rps=ledger.series_planned,
         tokens_per_request=ledger.tokens,
+        usd_by_group=usd_by_group,
+        capacity_by_gpu_kind=ledger.by_kind,
         deadline_missed={name: float(backlog.missed[models.index(name)]) for name in at_end},
         waiting_at_end=at_end,
     )

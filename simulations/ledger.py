@@ -5,8 +5,8 @@
 - `Backlog`: deferrable (batch) demand that capacity did not serve, queued oldest first
   until its deadline, and the requests that missed it;
 - `Ledger`: the per-step arrays a `RunResult` is made of (demand, capacity, served,
-  slots, service time, tokens per request, capacity and cost per market, the forecast
-  and the per-series figures).
+  slots, service time, tokens per request, capacity per market and per GPU kind, cost
+  per market, the forecast and the per-series figures).
 
 Nothing here reads a clock or a cloud API: the replay passes each step's facts in.
 """
@@ -52,8 +52,12 @@ class ReadyCapacity:
         service: Callable[[str, Pool, RequestSize | None], NodeFigures],
         model_index: Mapping[str, int],
         loc_index: Mapping[str, int],
+        gpu_kind: Callable[[Pool], str] | None = None,
     ) -> None:
+        """`gpu_kind`: the GPU kind of a pool's instance type, for the capacity per GPU
+        kind (None: every node's kind is "")."""
         self._service = service
+        self._gpu_kind = gpu_kind or (lambda _: "")
         self._model_index = model_index
         self._loc_index = loc_index
         self._shape = (n_models, n_locations)
@@ -62,6 +66,7 @@ class ReadyCapacity:
         self.latency_weight = np.zeros(self._shape)  # sum of rps x latency per (model, location)
         self.slots = np.zeros(self._shape, dtype=np.int64)  # in flight per (model, location)
         self.by_market = {m.value: 0.0 for m in Market}  # rps per market, all models
+        self.by_kind: dict[str, np.ndarray] = {}  # GPU kind -> rps per model
 
     def update(
         self,
@@ -81,6 +86,7 @@ class ReadyCapacity:
         self.latency_weight = np.zeros(self._shape)
         self.slots = np.zeros(self._shape, dtype=np.int64)
         self.by_market = {m.value: 0.0 for m in Market}
+        self.by_kind = {}
         for inst in serving():
             if inst.node_id in draining or inst.model not in self._model_index:
                 continue
@@ -91,6 +97,10 @@ class ReadyCapacity:
             self.slots[m, loc] += svc.slots
             self.latency_weight[m, loc] += svc.rps * svc.latency_s
             self.by_market[inst.pool.market.value] += svc.rps
+            kind = self._gpu_kind(inst.pool)
+            if kind not in self.by_kind:
+                self.by_kind[kind] = np.zeros(self._shape[0])
+            self.by_kind[kind][m] += svc.rps
 
 
 class Backlog:
@@ -170,6 +180,9 @@ class Ledger:
         self.tokens = np.zeros(shape)  # tokens per request per model
         self.service_s = np.zeros(shape)  # mean service time per model, within reach
         self.by_market = {m.value: np.zeros(n_steps) for m in Market}  # capacity per market
+        # GPU kind -> ready capacity per model (models, steps): how a step's served tokens
+        # split over GPU kinds (simulations.token_cost).
+        self.by_kind: dict[str, np.ndarray] = {}
         self.cost = {m.value: np.zeros(n_steps) for m in Market}  # cumulative USD per market
         self.forecast = np.full(n_steps, np.nan)  # the policy's planned total
         self.series_demand = np.zeros((n_series, n_steps))
@@ -186,6 +199,10 @@ class Ledger:
             self.tokens[m, step] = (size or REFERENCE_SIZE).tokens
         for market, rps in ready.by_market.items():
             self.by_market[market][step] = rps
+        for kind, per_model in ready.by_kind.items():
+            if kind not in self.by_kind:
+                self.by_kind[kind] = np.zeros_like(self.demand)
+            self.by_kind[kind][:, step] = per_model
 
     def record_cost(self, step: int, spent: Mapping[Market, float]) -> None:
         """Cumulative cost per market at the end of step `step`."""

@@ -2,7 +2,10 @@
 
 report.png has a row per policy and a column per model (per model and region where a
 model has several), each column on one y scale, so policies compare at a glance and a
-model's capacity is never added to another's."""
+model's capacity is never added to another's; then each policy's cumulative cost, and
+its cost per million tokens per GPU kind and per model (`simulations.token_cost`, the
+same figures as summary.json's `usd_per_million_tokens_by_gpu_kind` and `..._by_model`
+and the tables `breakdown_table` prints)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ SUMMARY_KEYS = (
     "terminations",
     "gpu_hours",
     "usd_per_million_tokens",
+    "usd_per_million_tokens_by_model",
+    "usd_per_million_tokens_by_gpu_kind",
     "solve_time_p95_s",
     "wall_s",
     "lower_bound_usd",
@@ -88,7 +93,13 @@ def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
             value = name if key is None else s.get(key)
             row.append("-" if value is None else fmt.format(value))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    return _aligned(rows)
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` (the first the header) as text columns: the first left-aligned, the others
+    right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
@@ -98,6 +109,41 @@ def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# summary.json's cost per million tokens per group of nodes, and what its table calls it.
+BREAKDOWNS = {
+    "usd_per_million_tokens_by_gpu_kind": "GPU kind",
+    "usd_per_million_tokens_by_model": "model",
+}
+
+
+def breakdown_table(policies: Mapping[str, Mapping[str, Any]], key: str) -> str:
+    """USD per million tokens per policy (rows) and GPU kind or model (columns) from
+    summary.json's `key` (one of `BREAKDOWNS`): "-" where the policy ran no node of the
+    column, "idle" where its nodes there served no token. Empty without any column."""
+    names = sorted({n for s in policies.values() for n in (s.get(key) or {})})
+    if not names:
+        return ""
+    rows = [[f"USD/Mtok by {BREAKDOWNS[key]}", *names]]
+    for policy, s in policies.items():
+        row = [policy]
+        for name in names:
+            entry = (s.get(key) or {}).get(name)
+            if entry is None:
+                row.append("-")
+            elif entry["usd_per_million_tokens"] is None:
+                row.append("idle")
+            else:
+                row.append(f"{entry['usd_per_million_tokens']:.3f}")
+        rows.append(row)
+    return _aligned(rows)
+
+
+def breakdown_tables(policies: Mapping[str, Mapping[str, Any]]) -> str:
+    """The tables `capsched simulate` prints after its main one: USD per million tokens
+    per GPU kind, then per model (`breakdown_table`)."""
+    return "\n\n".join(t for t in (breakdown_table(policies, k) for k in BREAKDOWNS) if t)
 
 
 # A step counts as an SLO miss when more than this share of a series' requests in it were
@@ -204,12 +250,15 @@ def figure(results: Sequence[RunResult], title: str = "") -> Figure:
 
     grid = [panels(r) for r in results]
     n_rows, n_cols = len(results), max((len(row) for row in grid), default=0)
-    fig = Figure(figsize=(1.0 + 4.4 * max(n_cols, 2), 1.2 + 2.3 * (n_rows + 1)))
+    costs = {r.policy: r.token_costs() for r in results}
+    per_token = any(c.by_gpu_kind for c in costs.values())  # a row for the bars
+    n_extra = 2 if per_token else 1
+    fig = Figure(figsize=(1.0 + 4.4 * max(n_cols, 2), 1.2 + 2.3 * (n_rows + n_extra)))
     height = fig.get_figheight()
     spec = fig.add_gridspec(
-        n_rows + 1,
+        n_rows + n_extra,
         max(n_cols, 1),
-        hspace=0.35,
+        hspace=0.35 if not per_token else 0.45,
         wspace=0.15,
         top=1 - 1.1 / height,
         bottom=0.5 / height,
@@ -273,6 +322,14 @@ def figure(results: Sequence[RunResult], title: str = "") -> Figure:
     cost.set_xlabel(f"{unit} since trace start", fontsize=9)
     cost.tick_params(labelsize=8)
     cost.legend(loc="upper left", fontsize=8, ncol=3)
+    if per_token:
+        bars = spec[n_rows + 1, :].subgridspec(1, 2, width_ratios=(3, 2), wspace=0.12)
+        kinds = {p: {k: v.usd_per_million_tokens for k, v in c.by_gpu_kind.items()}
+                 for p, c in costs.items()}  # fmt: skip
+        models = {p: {k: v.usd_per_million_tokens for k, v in c.by_model.items()}
+                  for p, c in costs.items()}  # fmt: skip
+        _token_bars(fig.add_subplot(bars[0]), "GPU kind", kinds, 6)
+        _token_bars(fig.add_subplot(bars[1]), "model", models, 3)
     fig.legend(
         handles=[
             Line2D([], [], color="black", lw=1.2, label="demand"),
@@ -291,6 +348,38 @@ def figure(results: Sequence[RunResult], title: str = "") -> Figure:
     if title:
         fig.suptitle(title, fontsize=11, y=1.0 - 0.05 / height)
     return fig
+
+
+def token_bars_label(by: str) -> str:
+    """The label of the axes of report.png's USD per million tokens bars by `by`."""
+    return f"usd per million tokens by {by}"
+
+
+def _token_bars(
+    ax: Any, by: str, values: Mapping[str, Mapping[str, float | None]], legend_cols: int
+) -> None:
+    """Grouped bars: per name (GPU kind or model), a bar per policy of its USD per
+    million tokens; "idle" where the policy's nodes there served no token, nothing
+    where it ran none."""
+    ax.set_label(token_bars_label(by))
+    names = sorted({n for per in values.values() for n in per})
+    width = 0.8 / max(len(values), 1)
+    top = max((v for per in values.values() for v in per.values() if v), default=1.0)
+    for i, (policy, per) in enumerate(values.items()):
+        xs = [j - 0.4 + width * (i + 0.5) for j, n in enumerate(names) if n in per]
+        ys = [per[n] or 0.0 for n in names if n in per]
+        bars = ax.bar(xs, ys, width=width * 0.95, label=policy, color=f"C{i % 10}")
+        labels = ["idle" if per[n] is None else f"{per[n]:.2f}" for n in names if n in per]
+        ax.bar_label(bars, labels=labels, fontsize=6, padding=1, rotation=90)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(0, 1.25 * top)
+    ax.set_ylabel("USD per million tokens", fontsize=9)
+    ax.set_title(f"cost per million tokens served, by {by} of the nodes", loc="left", fontsize=9)
+    ax.tick_params(labelsize=8)
+    # Under the axis, not over the bars; one entry per policy, in its cost line's colour.
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=7, ncol=legend_cols, frameon=False
+    )
 
 
 def plot(out_path: Path, results: Sequence[RunResult], title: str = "") -> Path:

@@ -14,6 +14,9 @@ the real SkyPilot traces are `--scenario simulations/data/scenarios/
 skypilot-spot-traces.toml`). Writes
 `DIR/summary.json` (per policy: cost_usd, cost_vs_static_peak, slo_attainment,
 unserved_fraction, availability, preemptions, launches, terminations, gpu_hours,
+usd_per_million_tokens and the same per model and per GPU kind of the nodes,
+`usd_per_million_tokens_by_model` and `usd_per_million_tokens_by_gpu_kind`: name ->
+{usd, million_tokens, usd_per_million_tokens}, simulations.token_cost;
 solve_time_p95_s, wall_s), `DIR/report.png`, `DIR/run.json` (inputs, notes, and per
 policy and model the requests served, unserved and within the SLO, early and late; for a
 deferrable model also `deadline_missed` and `waiting_at_end`) and one state database per
@@ -59,7 +62,14 @@ from scheduler.config import ConfigError
 from scheduler.errors import problem_lines
 from simulations import commitment_sweep, ray_executor
 from simulations.engine import RunResult, World, run_policy
-from simulations.report import STATIC_PEAK, plot, summaries, table, write_summary
+from simulations.report import (
+    STATIC_PEAK,
+    breakdown_tables,
+    plot,
+    summaries,
+    table,
+    write_summary,
+)
 from simulations.roster import policy_names
 from simulations.scenario import Scenario, ScenarioError, load_scenario
 from simulations.traces import FORMATS, TraceFormatError
@@ -225,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     _write(out, results, spec, notes, world.info.seed)
-    print(table(summaries(results)))
+    policies = summaries(results)
+    print(table(policies))
+    _print_breakdowns(policies)
     _print_launch_holds(results)
     print(f"wrote {out / 'summary.json'} and {out / 'report.png'}")
     return 0
@@ -290,6 +302,13 @@ def _run_commitment_sweep(
         )
     print(f"wrote {out / 'commitment_sweep.json'} and {out / 'commitment_sweep.png'}")
     return 0
+
+
+def _print_breakdowns(policies: Mapping[str, Mapping[str, Any]]) -> None:
+    """USD per million tokens per GPU kind and per model, after the main table."""
+    tables = breakdown_tables(policies)
+    if tables:
+        print(f"\n{tables}\n")
 
 
 def _print_launch_holds(results: Sequence[RunResult]) -> None:
@@ -484,6 +503,7 @@ def _run_sweep(args: argparse.Namespace, names: list[str]) -> int:
         doc["scenarios"][sname] = {"policies": summaries(ordered)}
         print(f"\nscenario {sname}")
         print(table(doc["scenarios"][sname]["policies"]))
+        _print_breakdowns(doc["scenarios"][sname]["policies"])
         _print_launch_holds(ordered)
     (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out / 'sweep.json'}")

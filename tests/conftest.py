@@ -81,6 +81,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_sim_inputs.py",
             "test_sim_warmup_oracle.py",
             "test_sim_tokens.py",
+            "test_sim_token_cost.py",
             "test_storm.py",
             "test_deferrable.py",
             "test_simulate.py",

@@ -14,9 +14,16 @@ import pytest
 from sim_helpers import OD_POOL, Fixed, registered, small_config, world
 
 from scheduler.config import Config
-from scheduler.domain import Placement
+from scheduler.domain import Cloud, Market, Placement, Pool
 from simulations.engine import RunResult, replay, source_flows
-from simulations.report import MISS_SHARE, figure, panel_label, panels, plot
+from simulations.report import (
+    MISS_SHARE,
+    figure,
+    panel_label,
+    panels,
+    plot,
+    token_bars_label,
+)
 
 STEP_S = 60.0
 N = 10
@@ -210,3 +217,31 @@ def test_replay_records_each_series_with_capacity_only_within_its_reach(tmp_path
     far = panels(r)[1]
     assert far.missed.all()  # unserved demand is an SLO miss of its own series
     assert not panels(r)[0].missed.any()
+
+
+def test_report_shows_the_cost_per_million_tokens_by_gpu_kind_of_each_policy(
+    tmp_path: Path,
+) -> None:
+    model = small_config().models[0].name
+    l4 = Pool(Cloud.AWS, "us-east-1", "", "g6.xlarge", Market.ON_DEMAND)
+    w = world(small_config(), [0.5] * 10)
+    runs = {
+        "mixed": (Placement(model, OD_POOL, 1), Placement(model, l4, 1)),
+        "l40s-only": (Placement(model, OD_POOL, 2),),
+    }
+    results = []
+    for name, placements in runs.items():
+        with registered(name, Fixed(placements)):
+            results.append(asyncio.run(replay(w, name, tmp_path / f"{name}.db")))
+    axes = axes_by_label(figure(results))
+    bars = axes[token_bars_label("GPU kind")]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["L4", "L40S"]
+    for container, result in zip(bars.containers, results, strict=True):
+        want = result.summary(None)["usd_per_million_tokens_by_gpu_kind"]
+        heights = [p.get_height() for p in container.patches]
+        expected = [want[k]["usd_per_million_tokens"] for k in sorted(want)]
+        assert heights == pytest.approx(expected, abs=1e-4)  # summary.json is rounded
+        assert container.get_label() == result.policy
+    # l40s-only ran no L4 node: no bar of its at L4.
+    assert len(bars.containers[1].patches) == 1
+    assert token_bars_label("model") in axes
