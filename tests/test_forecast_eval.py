@@ -28,7 +28,7 @@ def test_json_output_has_every_method(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     anchors = {"last_value", "mean_10min", "seasonal_naive_1d"}
-    assert set(doc["methods"]) == {"seasonal_naive", "holt_winters"} | anchors
+    assert set(doc["methods"]) == {"seasonal_naive", "holt_winters", "ensemble"} | anchors
     assert set(doc["anchors"]) == anchors
     for name, m in doc["methods"].items():
         if name in anchors:
