@@ -49,6 +49,9 @@ _TOL = 1e-6
 # What a priority stage's cap on unmet load allows above the least found: below what a
 # plan reports as unmet (more than _TOL), so the next stage cannot leave a sliver unmet.
 _CAP_SLACK = 1e-7
+# Load (rps) that dropping a model's on-demand share must serve beyond the search with it
+# for the plan to drop it: less is the search's noise, not what the budget frees.
+_RELAX_GAIN_RPS = 1e-3
 # SCIP's cutting-plane rounds at the root, and none below it. The measured trade-off
 # (benchmarks/bench_solver.py, docs/solver.md): with SCIP's default separation a
 # 400-pool model spends its whole 0.2 s share at the root and ends 16 % above the best
@@ -575,12 +578,19 @@ def _by_priority(
     deadline: float,
     time_limit_s: float,
     node_limit: int,
-) -> _Run:
+) -> tuple[_Run, tuple[int, ...]]:
     """The joint plan when the budget or a quota leaves load unmet, in stages: for each
     priority from the highest, the least unmet load it can have given the priorities
     above (a search where lower priorities' unmet load costs nothing, so their nodes
     free the budget and quotas; with one priority, the usual objective), kept as a cap
     in every later search; then the cheapest fleet (price, risk, churn) within all caps.
+
+    Under a budget, a priority still left with load unmet gets its models'
+    min_on_demand_share dropped (those of its models with load unmet and a share) when
+    that serves more of it (`_RELAX_GAIN_RPS`): priority before a model's own on-demand
+    floor, highest priority first, each lower one only within what the higher ones
+    keep. Returns the plan and the models whose share it dropped, in that order (the
+    plan is then feasible for `problem.without_share(models)`).
 
     The last stage is what keeps plans from churning under a binding budget: there the
     unmet penalty dominates the objective, and the gap tolerance (relative to the
@@ -592,16 +602,17 @@ def _by_priority(
     this."""
     classes = _classes(problem)
     if sum(unmet) <= _TOL:
-        return best
+        return best, ()
     caps: list[tuple[tuple[int, ...], float]] = []
     found = best
+    relaxed: tuple[int, ...] = ()
     stages = len(classes) + 1
     for i, (_, ks) in enumerate(classes):
         if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
             caps.append((ks, _CAP_SLACK))  # already all served: nothing to search for
             continue
+        penalised = {k for _, kk in classes[: i + 1] for k in kk}
         if len(classes) > 1:
-            penalised = {k for _, kk in classes[: i + 1] for k in kk}
             found = run(
                 cands,
                 None,
@@ -610,10 +621,29 @@ def _by_priority(
                 coupling=True,
                 penalised=penalised,
                 unmet_caps=caps,
+                of=problem.without_share(relaxed),
             )
             if found.status is Status.INFEASIBLE:
-                return best
+                return best, ()
         least = sum(found.unmet_rps.get(k, 0.0) for k in ks)
+        floors = _share_bound(problem, ks, found, relaxed)
+        if floors:
+            # The budget cannot pay for this priority's demand with its models' on-demand
+            # share: the same search without it (the priorities above keep their caps).
+            freed = run(
+                cands,
+                None,
+                _stage_limit(deadline, time_limit_s, node_limit, stages - i),
+                hint=found.nodes,
+                coupling=True,
+                penalised=penalised,
+                unmet_caps=caps,
+                of=problem.without_share((*relaxed, *floors)),
+            )
+            gain = least - sum(freed.unmet_rps.get(k, 0.0) for k in ks)
+            if freed.status is not Status.INFEASIBLE and gain > _RELAX_GAIN_RPS:
+                found, relaxed = freed, (*relaxed, *floors)
+                least -= gain
         caps.append((ks, least + _CAP_SLACK))
     cheapest = run(
         cands,
@@ -623,11 +653,26 @@ def _by_priority(
         coupling=True,
         penalised=(),
         unmet_caps=caps,
+        of=problem.without_share(relaxed),
     )
     if cheapest.status is Status.INFEASIBLE:
         cheapest = found
     # The stages' bounds are of other objectives: the first search's bounds the plan's.
-    return dataclasses.replace(cheapest, bound=best.bound)
+    return dataclasses.replace(cheapest, bound=best.bound), relaxed
+
+
+def _share_bound(
+    problem: Problem, ks: Sequence[int], found: _Run, relaxed: Collection[int]
+) -> tuple[int, ...]:
+    """Models of the demands `ks` with load unmet in `found` whose min_on_demand_share
+    holds and may be dropped for it: only under a budget (the decision of issue 22 is
+    about what a budget cannot pay for), in model order."""
+    if problem.budget_usd_per_hour is None:
+        return ()
+    short = {problem.demands[k].model for k in ks if found.unmet_rps.get(k, 0.0) > _RELAX_GAIN_RPS}
+    return tuple(
+        sorted(m for m in short if m not in relaxed and problem.on_demand_share_min(m) > 0)
+    )
 
 
 def _stage_limit(deadline: float, time_limit_s: float, node_limit: int, stages: int) -> float:
@@ -700,6 +745,7 @@ def solve(
     started = time.perf_counter()
     deadline = started + time_limit_s
     cands = candidate_pools(problem)
+    share_relaxed: tuple[int, ...] = ()  # models whose on-demand share the plan drops
 
     def run(
         subset: dict[int, list[int]],
@@ -709,9 +755,12 @@ def solve(
         coupling: bool = False,
         penalised: Collection[int] | None = None,
         unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
+        of: Problem | None = None,
     ) -> _Run:
+        """One search of `of` (default: the problem) over `subset`."""
+        prob = problem if of is None else of
         mdl = _build(
-            problem,
+            prob,
             subset,
             fixed,
             backend,
@@ -724,7 +773,7 @@ def solve(
         if small and stall_nodes > 0:
             stall = min(stall_nodes, SMALL_SEARCH_STALL_NODES)
         return _run(
-            problem,
+            prob,
             mdl,
             time_limit_s=limit_s,
             seed=seed,
@@ -801,7 +850,7 @@ def solve(
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
         if best.status is not Status.INFEASIBLE:
-            best = _by_priority(
+            best, share_relaxed = _by_priority(
                 problem, best, unmet_of(best), run, cands, deadline, time_limit_s, node_limit
             )
         elif (relaxed := _relax(problem)) is not None:
@@ -854,6 +903,7 @@ def solve(
         if keep_rank <= _rank(problem, unmet, cost + _TOL):
             nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
             chosen = keep
+            share_relaxed = ()  # the current fleet keeps every share (keep_ok)
     bound = min(best.bound, cost)
     gap = (cost - bound) / max(abs(cost), 1e-9) if cost > 0 else 0.0
     return Solution(
@@ -867,6 +917,8 @@ def solve(
         usd_per_hour=fleet_price(problem, nodes),
         kept_current=kept,
         kept_models=held,
+        relaxed=(Relaxation.ON_DEMAND_SHARE,) if share_relaxed else (),
+        share_relaxed=share_relaxed,
         class_rps=_class_rps(problem, chosen),
     )
 

@@ -274,9 +274,14 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 def test_every_plan_respects_the_hard_constraints(p: Problem) -> None:
     s = solve(p, time_limit_s=2)
     if s.status is not Status.INFEASIBLE:
-        # Minimum replicas the budget or quota cannot pay for are dropped (issue 22).
-        relaxed = dataclasses.replace(p, min_replicas=()) if s.relaxed else p
+        # Minimum replicas the budget or quota cannot pay for are dropped (issue 22), and
+        # the on-demand shares the budget cannot pay for (named in share_relaxed).
+        relaxed = p.without_share(s.share_relaxed)
+        if Relaxation.MIN_REPLICAS in s.relaxed:
+            relaxed = dataclasses.replace(relaxed, min_replicas=())
         assert_valid(relaxed, s)
+        assert (Relaxation.ON_DEMAND_SHARE in s.relaxed) == bool(s.share_relaxed)
+        assert not s.share_relaxed or p.budget_usd_per_hour is not None
     else:
         assert (s.nodes == p.current).all()
 
