@@ -226,7 +226,13 @@ def _build(
                 if (m, p) in mdl.x:
                     row.SetCoefficient(mdl.x[m, p], pools[p].gpus)
 
-    for spend in problem.spend_caps if coupling else ():
+    # Spend caps hold in each model's own search too (each model alone may draw all of
+    # the amount, as a count commitment's copy holds at most its count): otherwise one
+    # model alone planned every copy's whole nodes, the union broke the cap although no
+    # other model drew from it, and the joint search of every model ran (and moved the
+    # others) on most ticks (docs/commitments.md, "A family's savings plan and the joint
+    # search").
+    for spend in problem.spend_caps:
         row = lp.Constraint(-inf, spend.max_usd_per_hour)
         for p, w in zip(spend.pools, spend.usd_per_hour, strict=True):
             for m in cands:
