@@ -230,8 +230,8 @@ def _build(
     # the amount, as a count commitment's copy holds at most its count): otherwise one
     # model alone planned every copy's whole nodes, the union broke the cap although no
     # other model drew from it, and the joint search of every model ran (and moved the
-    # others) on most ticks (docs/commitments.md, "A family's savings plan and the joint
-    # search").
+    # others) on many ticks (docs/commitments.md, "Why the g6e family plan did not beat
+    # no commitment").
     for spend in problem.spend_caps:
         row = lp.Constraint(-inf, spend.max_usd_per_hour)
         for p, w in zip(spend.pools, spend.usd_per_hour, strict=True):
@@ -739,7 +739,9 @@ def solve(
     first, then the cheapest fleet serving that much. When no fleet keeps the minimum
     replicas (then the nodes still booting) within the budget and quotas, those are
     dropped and the best fleet without them is returned, naming them in
-    `Solution.relaxed`, instead of no plan.
+    `Solution.relaxed`, instead of no plan. Under a budget, a priority's models whose
+    demand the budget cannot pay for with their min_on_demand_share have it dropped
+    (highest priority first; `Relaxation.ON_DEMAND_SHARE`, `Solution.share_relaxed`).
 
     The current fleet is evaluated too (only routing free); the result is never
     worse than keeping it when it is feasible (compared on the unmet load of each
