@@ -91,15 +91,29 @@ class SweepRow:
 
 # The pool: where the first policy runs the most on-demand node-hours (`busiest_pool`).
 AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class AutoSweep:
+    """`auto:COUNTS` or `savings:auto:AMOUNTS`: the levels, the commitment found by a first
+    replay (`busiest_pool`; for a savings plan, every family in that pool's region)."""
+
+    levels: tuple[float, ...]  # ascending, 0 included
+    savings: bool  # a savings plan's amount, not a count of nodes
+
+
 # `savings:CLOUD/REGION/FAMILY:AMOUNTS`: a savings plan's amount; FAMILY `*`: every family.
 SAVINGS = "savings:"
 EVERY_FAMILY = "*"
 
 
-def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec | tuple[int, ...]:
+def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec | AutoSweep:
     """`cloud/region-or-zone/type:0,2,4` or `savings:cloud/region/family:0,2.5,5` against
-    the config and catalog; for `auto:0,2,4` only the counts (the pool is found by a
-    replay, `busiest_pool`)."""
+    the config and catalog; for `auto:0,2,4` or `savings:auto:0,2.5` only the levels (the
+    pool is found by a replay, `busiest_pool`, then `auto_spec`)."""
+    if text.startswith(f"{SAVINGS}{AUTO}:"):
+        amounts = _amounts(text, text.removeprefix(f"{SAVINGS}{AUTO}:"))
+        return AutoSweep(tuple(sorted({0.0, *amounts})), savings=True)
     if text.startswith(SAVINGS):
         return _savings_spec(text, config, catalog)
     pool_text, sep, counts_text = text.rpartition(":")
@@ -119,8 +133,37 @@ def parse_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec | tuple
     if not counts or counts[0] < 0:
         raise SweepSpecError(f"--commitment-sweep {text!r}: give counts >= 0, e.g. 0,2,4,8")
     if pool_text == AUTO:
-        return tuple(sorted({0, *counts}))
+        return AutoSweep(tuple(float(c) for c in sorted({0, *counts})), savings=False)
     return spec_of("/".join(parts), tuple(counts), config, catalog)
+
+
+def _amounts(text: str, amounts_text: str) -> list[float]:
+    """The amounts of a savings sweep, ascending (SweepSpecError naming `text`)."""
+    try:
+        amounts = sorted({float(a) for a in amounts_text.split(",") if a.strip()})
+    except ValueError:
+        raise SweepSpecError(
+            f"--commitment-sweep {text!r}: amounts must be USD per hour, e.g. 0,2.5,5"
+        ) from None
+    if not amounts or amounts[0] < 0 or not all(math.isfinite(a) for a in amounts):
+        raise SweepSpecError(f"--commitment-sweep {text!r}: give amounts >= 0, e.g. 0,2.5,5")
+    return amounts
+
+
+def auto_spec(auto: AutoSweep, pool_text: str, config: Config, catalog: Catalog) -> SweepSpec:
+    """The sweep `auto` stands for once the busiest pool `cloud/region-or-zone/type` is
+    known: that pool's count, or a savings plan over every family of its region."""
+    if not auto.savings:
+        return spec_of(pool_text, tuple(int(c) for c in auto.levels), config, catalog)
+    cloud_text, where, _ = pool_text.split("/")
+    region = next(
+        (o.pool.region for o in catalog.offerings if where in (o.pool.region, o.pool.zone)),
+        where,
+    )
+    amounts = ",".join(str(a) for a in auto.levels)  # every digit: parsed again
+    return _savings_spec(
+        f"{SAVINGS}{cloud_text}/{region}/{EVERY_FAMILY}:{amounts}", config, catalog
+    )
 
 
 def _savings_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec:
@@ -132,14 +175,7 @@ def _savings_spec(text: str, config: Config, catalog: Catalog) -> SweepSpec:
             f"--commitment-sweep {text!r}: expected savings:CLOUD/REGION/FAMILY-OR-*:USD_PER_HOUR,"
             " e.g. savings:aws/us-east-2/g6e:0,2.5,5 or savings:aws/us-east-2/*:0,2.5,5"
         )
-    try:
-        amounts = sorted({float(a) for a in amounts_text.split(",") if a.strip()})
-    except ValueError:
-        raise SweepSpecError(
-            f"--commitment-sweep {text!r}: amounts must be USD per hour, e.g. 0,2.5,5"
-        ) from None
-    if not amounts or amounts[0] < 0 or not all(math.isfinite(a) for a in amounts):
-        raise SweepSpecError(f"--commitment-sweep {text!r}: give amounts >= 0, e.g. 0,2.5,5")
+    amounts = _amounts(text, amounts_text)
     cloud_text, region, family_text = parts
     try:
         cloud = Cloud(cloud_text)

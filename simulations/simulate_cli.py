@@ -119,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none), or"
             " auto:COUNTS (the pool with a reserved price where a first replay ran the most"
             " on-demand node-hours), or per USD/h of a savings plan in a region, of one"
-            " instance family or every one (*): savings:aws/us-east-2/g6e:0,2.5,5;"
+            " instance family or every one (*): savings:aws/us-east-2/g6e:0,2.5,5, or"
+            " savings:auto:AMOUNTS (every family in that busiest pool's region);"
             " --policy defaults to capsched here; writes commitment_sweep.json and .png"
         ),
     )
@@ -242,7 +243,7 @@ def _run_commitment_sweep(
     done: dict[tuple[float, str], RunResult] = {}
     try:
         parsed = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
-        if isinstance(parsed, tuple):  # auto: the busiest on-demand pool of a first replay
+        if isinstance(parsed, commitment_sweep.AutoSweep):  # the busiest pool of a replay
             bar = _progress(world.info.n_steps, args.no_progress)
             try:
                 first = run_policy(world, names[0], out / "state-auto.db", _advance(bar))
@@ -259,7 +260,7 @@ def _run_commitment_sweep(
                     ]
                 )
             print(f"auto: {names[0]} ran the most on-demand node-hours in {busiest}")
-            parsed = commitment_sweep.spec_of(busiest, parsed, world.config, world.catalog)
+            parsed = commitment_sweep.auto_spec(parsed, busiest, world.config, world.catalog)
             if commitment_sweep.unchanged(world, parsed):  # the first replay is count 0
                 done[0, names[0]] = first
         sweep_spec = parsed

@@ -445,7 +445,24 @@ def test_a_bad_sweep_argument_says_why(text: str, reason: str) -> None:
 
 
 def test_auto_sweeps_always_include_no_commitment() -> None:
-    assert commitment_sweep.parse_spec("auto:4,2", small_config(), CATALOG) == (0, 2, 4)
+    auto = commitment_sweep.parse_spec("auto:4,2", small_config(), CATALOG)
+    assert auto == commitment_sweep.AutoSweep((0, 2, 4), savings=False)
+    auto = commitment_sweep.parse_spec("savings:auto:2.5,1", small_config(), CATALOG)
+    assert auto == commitment_sweep.AutoSweep((0, 1, 2.5), savings=True)
+
+
+def test_a_savings_auto_sweep_covers_every_family_of_the_busiest_pools_region(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--commitment-sweep", "savings:auto:0,1.5", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "auto: capsched ran the most on-demand node-hours in " in printed
+    doc = json.loads((out / "commitment_sweep.json").read_text())
+    assert doc["kind"] == "savings_plan" and doc["instance_family"] is None
+    assert doc["pool"].endswith("/any-savings-plan")
+    assert [r["usd_per_hour_committed"] for r in doc["rows"]] == [0, 1.5]
 
 
 def test_cli_sweep_writes_the_curve_and_names_the_choice(
