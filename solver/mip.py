@@ -121,12 +121,14 @@ def _build(
     coupling: bool,
     penalised: Collection[int] | None = None,
     unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
+    on_demand_floors: Sequence[tuple[int, float]] = (),
 ) -> _Model:
     """The model over the models in `cands`; quotas and budget only with `coupling`.
 
     `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
     is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
-    at most rps. Both serve the priority stages of `_by_priority`."""
+    at most rps. `on_demand_floors`: (model, rps) rows, the model's on-demand capacity
+    at least rps. All serve the priority stages of `_by_priority`."""
     lp = _new_solver(backend)
     mdl = _Model(lp)
     inf = lp.infinity()
@@ -212,6 +214,13 @@ def _build(
                 y = lp.NumVar(0, d.rps, f"y_{k}_{loc}")
                 served.SetCoefficient(y, 1)
                 capacity_rows[d.model, c, loc].SetCoefficient(y, 1)
+
+    for m, floor in on_demand_floors:
+        if m in cands and floor > _TOL:
+            row = lp.Constraint(floor - _TOL, inf)
+            for p in cands[m]:
+                if not pools[p].spot:
+                    row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
 
     for ks, cap_rps in unmet_caps:
         row = lp.Constraint(-inf, cap_rps)
@@ -612,10 +621,16 @@ def _by_priority(
     caps: list[tuple[tuple[int, ...], float]] = []
     found = best
     relaxed: tuple[int, ...] = ()
+    # Per model of each priority searched so far, the on-demand capacity of its stage's
+    # fleet; held as a floor once a lower priority's share is dropped.
+    kept_od: list[tuple[int, float]] = []
+    floors_on: list[tuple[int, float]] = []
     stages = len(classes) + 1
     for i, (_, ks) in enumerate(classes):
+        models = sorted({problem.demands[k].model for k in ks})
         if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
             caps.append((ks, _CAP_SLACK))  # already all served: nothing to search for
+            kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
             continue
         penalised = {k for _, kk in classes[: i + 1] for k in kk}
         if len(classes) > 1:
@@ -628,6 +643,7 @@ def _by_priority(
                 penalised=penalised,
                 unmet_caps=caps,
                 of=problem.without_share(relaxed),
+                on_demand_floors=floors_on,
             )
             if found.status is Status.INFEASIBLE:
                 return best, ()
@@ -635,7 +651,9 @@ def _by_priority(
         floors = _share_bound(problem, ks, found, relaxed)
         if floors:
             # The budget cannot pay for this priority's demand with its models' on-demand
-            # share: the same search without it (the priorities above keep their caps).
+            # share: the same search without it. The priorities above keep their caps, and
+            # the on-demand capacity their own stages gave them: the budget this frees for
+            # spot must not come out of their cover against losing spot.
             freed = run(
                 cands,
                 None,
@@ -645,12 +663,15 @@ def _by_priority(
                 penalised=penalised,
                 unmet_caps=caps,
                 of=problem.without_share((*relaxed, *floors)),
+                on_demand_floors=kept_od,
             )
             gain = least - sum(freed.unmet_rps.get(k, 0.0) for k in ks)
             if freed.status is not Status.INFEASIBLE and gain > _RELAX_GAIN_RPS:
                 found, relaxed = freed, (*relaxed, *floors)
+                floors_on = list(kept_od)
                 least -= gain
         caps.append((ks, least + _CAP_SLACK))
+        kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
     cheapest = run(
         cands,
         None,
@@ -660,11 +681,23 @@ def _by_priority(
         penalised=(),
         unmet_caps=caps,
         of=problem.without_share(relaxed),
+        on_demand_floors=floors_on,
     )
     if cheapest.status is Status.INFEASIBLE:
         cheapest = found
     # The stages' bounds are of other objectives: the first search's bounds the plan's.
     return dataclasses.replace(cheapest, bound=best.bound), relaxed
+
+
+def _on_demand_rps(problem: Problem, nodes: IntArray, m: int) -> float:
+    """Model m's on-demand capacity in `nodes` (rps, at its mix's capacity)."""
+    return float(
+        sum(
+            problem.capacity_rps[m, p] * nodes[m, p]
+            for p, pool in enumerate(problem.pools)
+            if not pool.spot and nodes[m, p]
+        )
+    )
 
 
 def _share_bound(
@@ -764,6 +797,7 @@ def solve(
         penalised: Collection[int] | None = None,
         unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
         of: Problem | None = None,
+        on_demand_floors: Sequence[tuple[int, float]] = (),
     ) -> _Run:
         """One search of `of` (default: the problem) over `subset`."""
         prob = problem if of is None else of
@@ -775,6 +809,7 @@ def solve(
             coupling=coupling,
             penalised=penalised,
             unmet_caps=unmet_caps,
+            on_demand_floors=on_demand_floors,
         )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes

@@ -105,3 +105,26 @@ def test_plan_json_names_the_relaxed_model_and_notes_it(
     assert "on_demand_share" in doc["relaxed"]
     assert doc["on_demand_share_relaxed"][0] == "llama-3.1-70b"
     assert any("llama-3.1-70b's demand (priority 10)" in n for n in doc["notes"])
+
+
+def test_a_lower_prioritys_relaxation_keeps_the_higher_ones_on_demand_cover() -> None:
+    # m0 (priority 10, no share) runs on-demand: 1 USD/h a node against spot's 0.5 plus
+    # 0.6 of expected interruption cost. m1 (priority 0, on-demand only: share 1) asks
+    # 4 rps; 3.5 USD/h leaves it 1.5. Dropping m1's share serves 3 rps on spot; moving m0
+    # to spot too would serve all 4, but the budget a dropped share frees must not come
+    # out of the higher priority's on-demand cover (a storm takes spot all at once).
+    spot = PoolSpec("spot", 0, 0, True, 0.5, risk_usd_per_hour=0.6)
+    p = Problem(
+        models=("m0", "m1"),
+        pools=(PoolSpec("od", 0, 0, False, 1.0), spot),
+        capacity_rps=np.ones((2, 2), dtype=np.float64),
+        demands=(DemandSpec(0, "r", 2.0, (0,)), DemandSpec(1, "r", 4.0, (0,))),
+        current=np.zeros((2, 2), dtype=np.int64),
+        min_on_demand_share=(0.0, 1.0),
+        budget_usd_per_hour=3.5,
+        priorities=(10, 0),
+    )
+    s = solve(p, time_limit_s=2)
+    assert s.share_relaxed == (1,)
+    assert s.nodes.tolist() == [[2, 0], [0, 3]]
+    assert s.unmet_rps == (0.0, pytest.approx(1.0))
