@@ -89,7 +89,9 @@ def config(
     lines = [ln for ln in text.splitlines() if not ln.startswith(drop)]
     text = "\n".join(lines) + "\n"
     if budget is not None:
-        text = text.replace("[planning]\n", f"[planning]\nbudget_usd_per_hour = {budget:.2f}\n")
+        # The table's header only (a comment may name "[planning]" at a line's end).
+        head = "\n[planning]\n"
+        text = text.replace(head, f"{head}budget_usd_per_hour = {budget:.2f}\n", 1)
     # Only us-east: the traces have one region.
     i = text.index('[[regions]]\nname = "eu-west"')
     j = text.index("\n\n", i)

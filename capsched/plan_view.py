@@ -124,6 +124,8 @@ def plan_json(
         "nodes": [pl.to_json() for pl in plan.placements],
         "unmet": [{**u.to_json(), "rps": round(u.rps, 4)} for u in plan.unmet],
         "relaxed": [r.value for r in plan.relaxed],
+        # The models "on_demand_share" in `relaxed` is for, highest priority first.
+        "on_demand_share_relaxed": list(plan.share_relaxed),
         # Capacity already paid for and how much of it the plan uses (docs/commitments.md).
         "commitments": [
             {

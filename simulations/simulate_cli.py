@@ -4,6 +4,7 @@
                       [--scenario SCENARIO.toml] [--policy capsched,spothedge,...]
                       [--fleet-gpus N] [--out DIR]
     capsched simulate [...] --commitment-sweep CLOUD/REGION/TYPE:0,2,4,8 [--workers N]
+    capsched simulate [...] --commitment-sweep savings:CLOUD/REGION/FAMILY-OR-*:0,2.5,5
     capsched simulate --sweep SWEEP.toml [--workers N] [--out DIR]
                       [--executor local|ray] [--ray-address ADDRESS]
                       [--ray-runtime-env JSON]
@@ -127,7 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "which commitment to buy: replay once per committed count of the on-demand pool"
             " CLOUD/REGION-OR-ZONE/TYPE, e.g. aws/us-east-1/g6e.xlarge:0,2,4,8 (0 = none), or"
             " auto:COUNTS (the pool with a reserved price where a first replay ran the most"
-            " on-demand node-hours);"
+            " on-demand node-hours), or per USD/h of a savings plan in a region, of one"
+            " instance family or every one (*): savings:aws/us-east-2/g6e:0,2.5,5, or"
+            " savings:auto:AMOUNTS (every family in that busiest pool's region);"
             " --policy defaults to capsched here; writes commitment_sweep.json and .png"
         ),
     )
@@ -249,10 +252,10 @@ def _run_commitment_sweep(
     """`--commitment-sweep`: one replay per (count, policy), the cost curve and the
     cheapest count (simulations.commitment_sweep)."""
     out: Path = args.out
-    done: dict[tuple[int, str], RunResult] = {}
+    done: dict[tuple[float, str], RunResult] = {}
     try:
         parsed = commitment_sweep.parse_spec(args.commitment_sweep, world.config, world.catalog)
-        if isinstance(parsed, tuple):  # auto: the busiest on-demand pool of a first replay
+        if isinstance(parsed, commitment_sweep.AutoSweep):  # the busiest pool of a replay
             bar = _progress(world.info.n_steps, args.no_progress)
             try:
                 first = run_policy(world, names[0], out / "state-auto.db", _advance(bar))
@@ -269,13 +272,13 @@ def _run_commitment_sweep(
                     ]
                 )
             print(f"auto: {names[0]} ran the most on-demand node-hours in {busiest}")
-            parsed = commitment_sweep.spec_of(busiest, parsed, world.config, world.catalog)
+            parsed = commitment_sweep.auto_spec(parsed, busiest, world.config, world.catalog)
             if commitment_sweep.unchanged(world, parsed):  # the first replay is count 0
                 done[0, names[0]] = first
         sweep_spec = parsed
     except commitment_sweep.SweepSpecError as exc:
         return _fail([str(exc)])
-    runs = len(sweep_spec.counts) * len(names) - len(done)
+    runs = len(sweep_spec.levels) * len(names) - len(done)
     bar = _progress(world.info.n_steps * runs, args.no_progress)
     try:
         rows = commitment_sweep.sweep(
@@ -293,13 +296,14 @@ def _run_commitment_sweep(
     trace = "/".join(Path(str(spec.trace_path or "default trace")).parts[-2:])
     title = f"{trace}: {sweep_spec.pool}"
     commitment_sweep.write_outputs(out, rows, sweep_spec, title)
-    print(commitment_sweep.table(rows))
+    print(commitment_sweep.table(rows, sweep_spec))
     for policy, row in commitment_sweep.chosen(rows).items():
-        none = next((r for r in rows if r.policy == policy and r.count == 0), None)
+        none = next((r for r in rows if r.policy == policy and r.level == 0), None)
         vs = f", {row.cost_usd / none.cost_usd:.3f}x no commitment" if none else ""
-        print(
-            f"chosen: {policy} buys {row.count} of {sweep_spec.pool} ({row.cost_usd:.2f} USD{vs})"
-        )
+        what = sweep_spec.level_text(row.level)
+        if sweep_spec.section.is_spend:
+            what += " USD/h"
+        print(f"chosen: {policy} buys {what} of {sweep_spec.pool} ({row.cost_usd:.2f} USD{vs})")
     print(f"wrote {out / 'commitment_sweep.json'} and {out / 'commitment_sweep.png'}")
     return 0
 

@@ -58,6 +58,9 @@ _TOL = 1e-6
 # What a priority stage's cap on unmet load allows above the least found: below what a
 # plan reports as unmet (more than _TOL), so the next stage cannot leave a sliver unmet.
 _CAP_SLACK = 1e-7
+# Load (rps) that dropping a model's on-demand share must serve beyond the search with it
+# for the plan to drop it: less is the search's noise, not what the budget frees.
+_RELAX_GAIN_RPS = 1e-3
 # SCIP's cutting-plane rounds at the root, and none below it. The measured trade-off
 # (benchmarks/bench_solver.py, docs/solver.md): with SCIP's default separation a
 # 400-pool model spends its whole 0.2 s share at the root and ends 16 % above the best
@@ -127,12 +130,14 @@ def _build(
     coupling: bool,
     penalised: Collection[int] | None = None,
     unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
+    on_demand_floors: Sequence[tuple[int, float]] = (),
 ) -> _Model:
     """The model over the models in `cands`; quotas and budget only with `coupling`.
 
     `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
     is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
-    at most rps. Both serve the priority stages of `_by_priority`."""
+    at most rps. `on_demand_floors`: (model, rps) rows, the model's on-demand capacity
+    at least rps. All serve the priority stages of `_by_priority`."""
     lp = _new_solver(backend)
     mdl = _Model(lp)
     inf = lp.infinity()
@@ -219,6 +224,13 @@ def _build(
                 served.SetCoefficient(y, 1)
                 capacity_rows[d.model, c, loc].SetCoefficient(y, 1)
 
+    for m, floor in on_demand_floors:
+        if m in cands and floor > _TOL:
+            row = lp.Constraint(floor - _TOL, inf)
+            for p in cands[m]:
+                if not pools[p].spot:
+                    row.SetCoefficient(mdl.x[m, p], float(cap[m, p]))
+
     for ks, cap_rps in unmet_caps:
         row = lp.Constraint(-inf, cap_rps)
         for k in ks:
@@ -232,7 +244,13 @@ def _build(
                 if (m, p) in mdl.x:
                     row.SetCoefficient(mdl.x[m, p], pools[p].gpus)
 
-    for spend in problem.spend_caps if coupling else ():
+    # Spend caps hold in each model's own search too (each model alone may draw all of
+    # the amount, as a count commitment's copy holds at most its count): otherwise one
+    # model alone planned every copy's whole nodes, the union broke the cap although no
+    # other model drew from it, and the joint search of every model ran (and moved the
+    # others) on many ticks (docs/commitments.md, "Why the g6e family plan did not beat
+    # no commitment").
+    for spend in problem.spend_caps:
         row = lp.Constraint(-inf, spend.max_usd_per_hour)
         for p, w in zip(spend.pools, spend.usd_per_hour, strict=True):
             for m in cands:
@@ -604,12 +622,19 @@ def _by_priority(
     deadline: float,
     time_limit_s: float,
     node_limit: int,
-) -> _Run:
+) -> tuple[_Run, tuple[int, ...]]:
     """The joint plan when the budget or a quota leaves load unmet, in stages: for each
     priority from the highest, the least unmet load it can have given the priorities
     above (a search where lower priorities' unmet load costs nothing, so their nodes
     free the budget and quotas; with one priority, the usual objective), kept as a cap
     in every later search; then the cheapest fleet (price, risk, churn) within all caps.
+
+    Under a budget, a priority still left with load unmet gets its models'
+    min_on_demand_share dropped (those of its models with load unmet and a share) when
+    that serves more of it (`_RELAX_GAIN_RPS`): priority before a model's own on-demand
+    floor, highest priority first, each lower one only within what the higher ones
+    keep. Returns the plan and the models whose share it dropped, in that order (the
+    plan is then feasible for `problem.without_share(models)`).
 
     The last stage is what keeps plans from churning under a binding budget: there the
     unmet penalty dominates the objective, and the gap tolerance (relative to the
@@ -621,16 +646,23 @@ def _by_priority(
     this."""
     classes = _classes(problem)
     if sum(unmet) <= _TOL:
-        return best
+        return best, ()
     caps: list[tuple[tuple[int, ...], float]] = []
     found = best
+    relaxed: tuple[int, ...] = ()
+    # Per model of each priority searched so far, the on-demand capacity of its stage's
+    # fleet; held as a floor once a lower priority's share is dropped.
+    kept_od: list[tuple[int, float]] = []
+    floors_on: list[tuple[int, float]] = []
     stages = len(classes) + 1
     for i, (_, ks) in enumerate(classes):
+        models = sorted({problem.demands[k].model for k in ks})
         if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
             caps.append((ks, _CAP_SLACK))  # already all served: nothing to search for
+            kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
             continue
+        penalised = {k for _, kk in classes[: i + 1] for k in kk}
         if len(classes) > 1:
-            penalised = {k for _, kk in classes[: i + 1] for k in kk}
             found = run(
                 cands,
                 None,
@@ -639,11 +671,36 @@ def _by_priority(
                 coupling=True,
                 penalised=penalised,
                 unmet_caps=caps,
+                of=problem.without_share(relaxed),
+                on_demand_floors=floors_on,
             )
             if found.status is Status.INFEASIBLE:
-                return best
+                return best, ()
         least = sum(found.unmet_rps.get(k, 0.0) for k in ks)
+        floors = _share_bound(problem, ks, found, relaxed)
+        if floors:
+            # The budget cannot pay for this priority's demand with its models' on-demand
+            # share: the same search without it. The priorities above keep their caps, and
+            # the on-demand capacity their own stages gave them: the budget this frees for
+            # spot must not come out of their cover against losing spot.
+            freed = run(
+                cands,
+                None,
+                _stage_limit(deadline, time_limit_s, node_limit, stages - i),
+                hint=found.nodes,
+                coupling=True,
+                penalised=penalised,
+                unmet_caps=caps,
+                of=problem.without_share((*relaxed, *floors)),
+                on_demand_floors=kept_od,
+            )
+            gain = least - sum(freed.unmet_rps.get(k, 0.0) for k in ks)
+            if freed.status is not Status.INFEASIBLE and gain > _RELAX_GAIN_RPS:
+                found, relaxed = freed, (*relaxed, *floors)
+                floors_on = list(kept_od)
+                least -= gain
         caps.append((ks, least + _CAP_SLACK))
+        kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
     cheapest = run(
         cands,
         None,
@@ -652,11 +709,38 @@ def _by_priority(
         coupling=True,
         penalised=(),
         unmet_caps=caps,
+        of=problem.without_share(relaxed),
+        on_demand_floors=floors_on,
     )
     if cheapest.status is Status.INFEASIBLE:
         cheapest = found
     # The stages' bounds are of other objectives: the first search's bounds the plan's.
-    return dataclasses.replace(cheapest, bound=best.bound)
+    return dataclasses.replace(cheapest, bound=best.bound), relaxed
+
+
+def _on_demand_rps(problem: Problem, nodes: IntArray, m: int) -> float:
+    """Model m's on-demand capacity in `nodes` (rps, at its mix's capacity)."""
+    return float(
+        sum(
+            problem.capacity_rps[m, p] * nodes[m, p]
+            for p, pool in enumerate(problem.pools)
+            if not pool.spot and nodes[m, p]
+        )
+    )
+
+
+def _share_bound(
+    problem: Problem, ks: Sequence[int], found: _Run, relaxed: Collection[int]
+) -> tuple[int, ...]:
+    """Models of the demands `ks` with load unmet in `found` whose min_on_demand_share
+    holds and may be dropped for it: only under a budget (the decision of issue 22 is
+    about what a budget cannot pay for), in model order."""
+    if problem.budget_usd_per_hour is None:
+        return ()
+    short = {problem.demands[k].model for k in ks if found.unmet_rps.get(k, 0.0) > _RELAX_GAIN_RPS}
+    return tuple(
+        sorted(m for m in short if m not in relaxed and problem.on_demand_share_min(m) > 0)
+    )
 
 
 def _stage_limit(deadline: float, time_limit_s: float, node_limit: int, stages: int) -> float:
@@ -717,7 +801,9 @@ def solve(
     first, then the cheapest fleet serving that much. When no fleet keeps the minimum
     replicas (then the nodes still booting) within the budget and quotas, those are
     dropped and the best fleet without them is returned, naming them in
-    `Solution.relaxed`, instead of no plan.
+    `Solution.relaxed`, instead of no plan. Under a budget, a priority's models whose
+    demand the budget cannot pay for with their min_on_demand_share have it dropped
+    (highest priority first; `Relaxation.ON_DEMAND_SHARE`, `Solution.share_relaxed`).
 
     The current fleet is evaluated too (only routing free); the result is never
     worse than keeping it when it is feasible (compared on the unmet load of each
@@ -729,6 +815,7 @@ def solve(
     started = time.perf_counter()
     deadline = started + time_limit_s
     cands = candidate_pools(problem)
+    share_relaxed: tuple[int, ...] = ()  # models whose on-demand share the plan drops
 
     def run(
         subset: dict[int, list[int]],
@@ -738,22 +825,27 @@ def solve(
         coupling: bool = False,
         penalised: Collection[int] | None = None,
         unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
+        of: Problem | None = None,
+        on_demand_floors: Sequence[tuple[int, float]] = (),
     ) -> _Run:
+        """One search of `of` (default: the problem) over `subset`."""
+        prob = problem if of is None else of
         mdl = _build(
-            problem,
+            prob,
             subset,
             fixed,
             backend,
             coupling=coupling,
             penalised=penalised,
             unmet_caps=unmet_caps,
+            on_demand_floors=on_demand_floors,
         )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes
         if small and stall_nodes > 0:
             stall = min(stall_nodes, SMALL_SEARCH_STALL_NODES)
         return _run(
-            problem,
+            prob,
             mdl,
             time_limit_s=limit_s,
             seed=seed,
@@ -830,7 +922,7 @@ def solve(
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
         if best.status is not Status.INFEASIBLE:
-            best = _by_priority(
+            best, share_relaxed = _by_priority(
                 problem, best, unmet_of(best), run, cands, deadline, time_limit_s, node_limit
             )
         elif (relaxed := _relax(problem)) is not None:
@@ -883,6 +975,7 @@ def solve(
         if keep_rank <= _rank(problem, unmet, cost + _TOL):
             nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
             chosen = keep
+            share_relaxed = ()  # the current fleet keeps every share (keep_ok)
     bound = min(best.bound, cost)
     gap = (cost - bound) / max(abs(cost), 1e-9) if cost > 0 else 0.0
     return Solution(
@@ -896,6 +989,8 @@ def solve(
         usd_per_hour=fleet_price(problem, nodes),
         kept_current=kept,
         kept_models=held,
+        relaxed=(Relaxation.ON_DEMAND_SHARE,) if share_relaxed else (),
+        share_relaxed=share_relaxed,
         class_rps=_class_rps(problem, chosen),
     )
 

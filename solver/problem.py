@@ -8,6 +8,7 @@ location, a failure domain and a market flag; a model is a row of capacities.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ class Relaxation(enum.StrEnum):
 
     MIN_REPLICAS = "min_replicas"  # every model's minimum replicas: dropped, demand decides
     COMMITTED = "committed"  # nodes still booting, kept by every plan: may be cancelled
+    # A model's min_on_demand_share, dropped for that model alone (`Solution.share_relaxed`
+    # names it) when the budget cannot pay for its demand with the share: priority comes
+    # before a model's own on-demand floor (docs/solver.md, "On-demand share under a budget").
+    ON_DEMAND_SHARE = "on_demand_share"
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +318,13 @@ class Problem:
         """Minimum on-demand share of model m's capacity."""
         return self.min_on_demand_share[m] if self.min_on_demand_share else 0.0
 
+    def without_share(self, models: Collection[int]) -> Problem:
+        """This problem with the minimum on-demand share of `models` dropped (0)."""
+        if not models or not self.min_on_demand_share:
+            return self
+        shares = tuple(0.0 if m in models else s for m, s in enumerate(self.min_on_demand_share))
+        return dataclasses.replace(self, min_on_demand_share=shares)
+
 
 @dataclass(frozen=True, slots=True)
 class Solution:
@@ -331,6 +343,9 @@ class Solution:
     # Constraints dropped because the budget or quotas could not pay for them, in the
     # order they were dropped (empty: every constraint holds).
     relaxed: tuple[Relaxation, ...] = ()
+    # With Relaxation.ON_DEMAND_SHARE in `relaxed`: the models whose min_on_demand_share
+    # the plan does not keep, highest priority first (empty otherwise).
+    share_relaxed: tuple[int, ...] = ()
     # Load of each size class routed to each pool, (size classes x pools) rps; None when
     # the problem has no size classes or no plan was found.
     class_rps: FloatArray | None = None

@@ -362,7 +362,7 @@ def test_sweep_picks_the_cheapest_count_on_a_scripted_replay(tmp_path: Path) -> 
     # on-demand price and costs the reserved one; a third is paid for and idle.
     w = world(small_config(), [1.0] * 60)
     spec = commitment_sweep.parse_spec("aws/us-east-1/g6e.xlarge:3,0,1,2", w.config, w.catalog)
-    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.counts == (0, 1, 2, 3)
+    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.levels == (0, 1, 2, 3)
     with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 2),))):
         rows = commitment_sweep.sweep(w, spec, ["fixed"], tmp_path)
     costs = [r.cost_usd for r in rows]
@@ -370,7 +370,7 @@ def test_sweep_picks_the_cheapest_count_on_a_scripted_replay(tmp_path: Path) -> 
     assert costs == pytest.approx([2 * od, RESERVED + od, 2 * RESERVED, 3 * RESERVED])
     assert [r.utilisation for r in rows] == pytest.approx([1.0, 1.0, 1.0, 2 / 3])
     best = commitment_sweep.chosen(rows)["fixed"]
-    assert best.count == 2
+    assert best.level == 2
     commitment_sweep.write_outputs(tmp_path, rows, spec)
     doc = json.loads((tmp_path / "commitment_sweep.json").read_text())
     assert doc["chosen"] == {"fixed": 2} and len(doc["rows"]) == 4
@@ -388,11 +388,51 @@ def test_sweep_varies_a_configured_commitment_and_keeps_its_price(tmp_path: Path
     assert [r.on_demand_usd for r in rows] == pytest.approx([PRICES[OD_POOL] / 2, 0.0])
 
 
+def test_sweep_of_a_savings_plan_amount_picks_the_cheapest_amount(tmp_path: Path) -> None:
+    # Two on-demand g6e.xlarge for an hour. An amount pays for usage at the reserved rate
+    # up to itself (a share of the next node at the end); beyond two nodes' rate it is
+    # paid for and idle.
+    w = world(small_config(), [1.0] * 60)
+    two = 2 * RESERVED
+    text = f"savings:aws/us-east-1/g6e:{two},0,{RESERVED},{3 * RESERVED}"
+    spec = commitment_sweep.parse_spec(text, w.config, w.catalog)
+    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.section.is_spend
+    assert spec.levels == pytest.approx((0, RESERVED, two, 3 * RESERVED))
+    with registered("fixed", Fixed((Placement(MODEL, OD_POOL, 2),))):
+        rows = commitment_sweep.sweep(w, spec, ["fixed"], tmp_path)
+    od = PRICES[OD_POOL]
+    costs = [r.cost_usd for r in rows]
+    assert costs == pytest.approx([2 * od, RESERVED + od, two, 3 * RESERVED])
+    assert [r.utilisation for r in rows] == pytest.approx([1.0, 1.0, 1.0, 2 / 3])
+    assert commitment_sweep.chosen(rows)["fixed"].level == pytest.approx(two)
+    commitment_sweep.write_outputs(tmp_path, rows, spec)
+    doc = json.loads((tmp_path / "commitment_sweep.json").read_text())
+    assert doc["kind"] == "savings_plan" and doc["instance_family"] == "g6e"
+    assert [r["usd_per_hour_committed"] for r in doc["rows"]] == pytest.approx(spec.levels)
+    assert "USD/h" in commitment_sweep.table(rows, spec)
+
+
+def test_a_savings_sweep_varies_the_configs_savings_plan_of_the_same_family() -> None:
+    config = with_commitments(
+        small_config(),
+        {"name": "sp", "cloud": "aws", "region": "us-east-1", "usd_per_hour_committed": 1.0},
+    )
+    spec = commitment_sweep.parse_spec("savings:aws/us-east-1/*:0,2", config, CATALOG)
+    assert isinstance(spec, commitment_sweep.SweepSpec) and spec.pool == "sp"
+    other = commitment_sweep.parse_spec("savings:aws/us-east-1/g6e:0,2", config, CATALOG)
+    assert isinstance(other, commitment_sweep.SweepSpec) and other.pool != "sp"
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
         ("aws/us-east-1/g6e.xlarge", "expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS"),
         ("aws/us-east-1:0,1", "expected CLOUD/REGION-OR-ZONE/TYPE:COUNTS"),
+        ("savings:aws/us-east-1:0,1", "expected savings:CLOUD/REGION/FAMILY-OR-"),
+        ("savings:aws/us-east-1/g6e:a", "amounts must be USD per hour"),
+        ("savings:aws/us-east-1/g6e:-1,2", "amounts >= 0"),
+        ("savings:aws/us-east-1/zz9:0,2", "unknown aws instance family 'zz9'"),
+        ("savings:aws/mars-1/*:0,2", "mars-1"),
         ("aws/us-east-1/g6e.xlarge:a,b", "whole numbers"),
         ("aws/us-east-1/g6e.xlarge:-1,2", "counts >= 0"),
         ("azure/us-east-1/g6e.xlarge:0,1", "unknown cloud"),
@@ -405,7 +445,24 @@ def test_a_bad_sweep_argument_says_why(text: str, reason: str) -> None:
 
 
 def test_auto_sweeps_always_include_no_commitment() -> None:
-    assert commitment_sweep.parse_spec("auto:4,2", small_config(), CATALOG) == (0, 2, 4)
+    auto = commitment_sweep.parse_spec("auto:4,2", small_config(), CATALOG)
+    assert auto == commitment_sweep.AutoSweep((0, 2, 4), savings=False)
+    auto = commitment_sweep.parse_spec("savings:auto:2.5,1", small_config(), CATALOG)
+    assert auto == commitment_sweep.AutoSweep((0, 1, 2.5), savings=True)
+
+
+def test_a_savings_auto_sweep_covers_every_family_of_the_busiest_pools_region(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--commitment-sweep", "savings:auto:0,1.5", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "auto: capsched ran the most on-demand node-hours in " in printed
+    doc = json.loads((out / "commitment_sweep.json").read_text())
+    assert doc["kind"] == "savings_plan" and doc["instance_family"] is None
+    assert doc["pool"].endswith("/any-savings-plan")
+    assert [r["usd_per_hour_committed"] for r in doc["rows"]] == [0, 1.5]
 
 
 def test_cli_sweep_writes_the_curve_and_names_the_choice(

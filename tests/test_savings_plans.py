@@ -289,3 +289,29 @@ def test_the_solver_draws_whole_nodes_within_the_amount_and_pays_for_the_rest(
     s = solve(problem, time_limit_s=5, seed=0)
     assert s.nodes.tolist() == [[free, 5 - free]]
     assert s.usd_per_hour == pytest.approx(2.0 * (5 - free))
+
+
+def test_one_models_savings_plan_leaves_the_other_models_plan_alone() -> None:
+    from solver import DemandSpec, PoolSpec, Problem, SpendCap, solve
+
+    # Two copies drawing 1 USD/h each from a 1 USD/h amount (one whole node in all) that
+    # only m0 can use; m1 runs elsewhere and barely moved, so it is kept without a search.
+    # m0's own search used to plan both copies (each within its own room), the union broke
+    # the amount, and the joint search of both models ran: m1 was searched again.
+    pools = (
+        PoolSpec("copy-a", 0, 0, False, 0.0, max_nodes=1),
+        PoolSpec("copy-b", 0, 0, False, 0.0, max_nodes=1),
+        PoolSpec("od", 0, 0, False, 2.0),
+        PoolSpec("other", 0, 0, False, 1.0),
+    )
+    problem = Problem(
+        models=("m0", "m1"),
+        pools=pools,
+        capacity_rps=np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]),
+        demands=(DemandSpec(0, "r", 2.0, (0,)), DemandSpec(1, "r", 1.0, (0,))),
+        current=np.array([[0, 0, 0, 0], [0, 0, 0, 1]], dtype=np.int64),
+        spend_caps=(SpendCap("sp", (0, 1), (1.0, 1.0), 1.0),),
+    )
+    s = solve(problem, time_limit_s=5, seed=0, keep_models=(1,))
+    assert s.kept_models == (1,)
+    assert s.nodes[0, :2].sum() == 1 and s.nodes[0, 2] == 1 and s.nodes[1].tolist() == [0, 0, 0, 1]

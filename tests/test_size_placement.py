@@ -149,7 +149,9 @@ def test_one_bucket_plans_exactly_as_the_demand_without_buckets(
     one = planned(bucketed_demand(MODEL, "us-east", rps, [SizeBucket(0, top, 1.0, size)]))
     assert one.placements == plain.placements
     assert one.usd_per_hour == plain.usd_per_hour
-    assert one.objective == plain.objective
+    # To rounding: where the budget binds (an on-demand share dropped, issue 22) the two
+    # problems' routing rows sum the same load in a different order (4e-13 USD/h apart).
+    assert one.objective == pytest.approx(plain.objective, rel=1e-12)
     assert all(not pl.routes for pl in one.placements)
 
 

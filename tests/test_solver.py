@@ -308,9 +308,14 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 def test_every_plan_respects_the_hard_constraints(p: Problem) -> None:
     s = solve(p, time_limit_s=2)
     if s.status is not Status.INFEASIBLE:
-        # Minimum replicas the budget or quota cannot pay for are dropped (issue 22).
-        relaxed = dataclasses.replace(p, min_replicas=()) if s.relaxed else p
+        # Minimum replicas the budget or quota cannot pay for are dropped (issue 22), and
+        # the on-demand shares the budget cannot pay for (named in share_relaxed).
+        relaxed = p.without_share(s.share_relaxed)
+        if Relaxation.MIN_REPLICAS in s.relaxed:
+            relaxed = dataclasses.replace(relaxed, min_replicas=())
         assert_valid(relaxed, s)
+        assert (Relaxation.ON_DEMAND_SHARE in s.relaxed) == bool(s.share_relaxed)
+        assert not s.share_relaxed or p.budget_usd_per_hour is not None
     else:
         assert (s.nodes == p.current).all()
 
@@ -435,9 +440,17 @@ def test_cost_equals_brute_force_optimum(data: st.DataObject) -> None:
     if math.isinf(expected):
         # No fleet keeps the minimum replicas within the budget: the solve drops them
         # and returns the best fleet without (issue 22), not the current fleet.
-        assert s.relaxed == (Relaxation.MIN_REPLICAS,)
+        assert s.relaxed[0] is Relaxation.MIN_REPLICAS
         p = dataclasses.replace(p, min_replicas=())
         expected = brute_force(p, limit)
+    if s.share_relaxed:
+        # The budget could not pay for the demand with the on-demand share (issue 22): the
+        # optimum is the one without it, and the plan serves more than with it.
+        assert p.budget_usd_per_hour is not None
+        with_share = expected
+        p = p.without_share(s.share_relaxed)
+        expected = brute_force(p, limit)
+        assert expected <= with_share + 1e-6
     assert s.status is Status.OPTIMAL
     if int(s.nodes.max()) <= limit:
         assert s.objective == pytest.approx(expected, rel=1e-4, abs=1e-4)

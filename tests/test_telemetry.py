@@ -29,6 +29,7 @@ from scheduler.domain import (
     Plan,
     PlanStatus,
     Pool,
+    SavingsPlanUse,
     Unmet,
 )
 from scheduler.domain.actions import Drain, Launch, Terminate
@@ -242,6 +243,22 @@ def test_commitments_paid_and_planned_use() -> None:
     assert value(t, "capsched_commitment_nodes", commitment="ri", use="planned") == 3
     record(t, report(plan=plan()))  # the commitment is gone after a reload
     assert value(t, "capsched_commitment_nodes", commitment="ri", use="paid") is None
+
+
+def test_savings_plans_committed_and_planned_use() -> None:
+    t = Telemetry()
+    use = SavingsPlanUse("sp", (OD,), usd_per_hour_committed=2.5, usd_per_hour_used=2.34,
+                         nodes=2, on_demand_usd_per_hour=3.72)  # fmt: skip
+    record(t, report(plan=dataclasses.replace(plan(), savings_plans=(use,))))
+    assert value(t, "capsched_savings_plan_usd_per_hour", commitment="sp", use="committed") == 2.5
+    assert value(t, "capsched_savings_plan_usd_per_hour", commitment="sp", use="planned") == 2.34
+    assert value(t, "capsched_commitment_nodes", commitment="sp", use="planned") == 2
+    assert value(t, "capsched_commitment_nodes", commitment="sp", use="paid") is None
+    text = generate_latest(t.registry).decode()
+    assert 'capsched_savings_plan_usd_per_hour{commitment="sp",use="committed"} 2.5' in text
+    record(t, report(plan=plan()))  # the savings plan is gone after a reload
+    assert value(t, "capsched_savings_plan_usd_per_hour", commitment="sp", use="planned") is None
+    assert value(t, "capsched_commitment_nodes", commitment="sp", use="planned") is None
 
 
 def test_unmet_and_infeasible_plans() -> None:

@@ -597,8 +597,10 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
             sum(o.usd_per_hour * int(per_pool[p]) for p, o in enumerate(cands.offerings))
         )
     first_commitment = len(problem.quotas) - len(cands.commitments)  # appended last
+    # What the plan keeps: without the on-demand shares it dropped (spot may serve them).
+    kept_problem = problem.without_share(solution.share_relaxed)
     reasons = unmet_reasons(
-        problem, solution, commitment_quotas=range(first_commitment, len(problem.quotas))
+        kept_problem, solution, commitment_quotas=range(first_commitment, len(problem.quotas))
     )
     unmet = _unmet(problem, cands, solution, reasons)
     notes: list[str] = []
@@ -609,7 +611,14 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         notes.append(f"not searched, the last target still serves: {', '.join(kept)}")
     if solution.status is Status.INFEASIBLE:
         notes.append("hard constraints conflict (budget, quotas, minimum replicas)")
-    notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed)
+    notes.extend(_RELAXED_NOTES[r] for r in solution.relaxed if r in _RELAXED_NOTES)
+    share_relaxed = tuple(cands.models[m] for m in solution.share_relaxed)
+    for m in solution.share_relaxed:
+        notes.append(
+            f"the budget cannot pay for {cands.models[m]}'s demand (priority"
+            f" {problem.priority(m)}) with its min_on_demand_share"
+            f" {problem.on_demand_share_min(m):g}: dropped for it, spot may serve it"
+        )
     tolerated = sorted(
         cands.offerings[p].pool.key
         for p, spec in enumerate(problem.pools)
@@ -634,6 +643,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         kept_models=kept,
         limited_by=_limits_of(reasons.values()),
         relaxed=solution.relaxed,
+        share_relaxed=share_relaxed,
         commitments=uses,
         savings_plans=savings,
     )
@@ -879,4 +889,10 @@ def make_plan(
         sum(u.rps for u in plan.unmet),
         len(solution.kept_models),
     )
+    if plan.share_relaxed:
+        log.info(
+            "plan_relaxed relaxation=%s models=%s",
+            Relaxation.ON_DEMAND_SHARE.value,
+            ",".join(plan.share_relaxed),
+        )
     return plan

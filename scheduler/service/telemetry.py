@@ -168,7 +168,15 @@ class Telemetry:
         )
         self.commitment_nodes = Gauge(
             "capsched_commitment_nodes",
-            "Nodes of each [[commitments]] entry: paid for (count) and used by the latest plan.",
+            "Nodes of each [[commitments]] entry: paid for (count; count commitments only)"
+            " and used by the latest plan (savings plans too).",
+            ["commitment", "use"],
+            registry=r,
+        )
+        self.savings_plan_usd = Gauge(
+            "capsched_savings_plan_usd_per_hour",
+            "USD per hour of each savings plan: committed (billed used or not) and drawn by"
+            " the latest plan's nodes at the plan's rates.",
             ["commitment", "use"],
             registry=r,
         )
@@ -471,9 +479,14 @@ class Telemetry:
             for model, rps in unmet.items():
                 self.plan_unmet.labels(model).set(rps)
             self.commitment_nodes.clear()  # a reload may drop a commitment
+            self.savings_plan_usd.clear()
             for c in plan.commitments:
                 self.commitment_nodes.labels(c.label, "paid").set(c.count)
                 self.commitment_nodes.labels(c.label, "planned").set(c.used)
+            for sp in plan.savings_plans:  # an amount, not a count: nothing "paid" in nodes
+                self.commitment_nodes.labels(sp.label, "planned").set(sp.nodes)
+                self.savings_plan_usd.labels(sp.label, "committed").set(sp.usd_per_hour_committed)
+                self.savings_plan_usd.labels(sp.label, "planned").set(sp.usd_per_hour_used)
 
     # -- parts ------------------------------------------------------------------------------
 
