@@ -110,6 +110,12 @@ class _Model:
     dec: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
     # Load of a size class routed to a pool (rps), for the models placed by size.
     z: dict[tuple[int, int], pywraplp.Variable] = field(default_factory=dict)
+    # Per (size class, location): its pools; per demand placed by size: its rate and its
+    # load routed to each (size class, location) (y).
+    class_pools: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    class_load: dict[int, tuple[float, list[tuple[int, int, pywraplp.Variable]]]] = field(
+        default_factory=dict
+    )
 
 
 def _new_solver(backend: str) -> pywraplp.Solver:
@@ -223,6 +229,8 @@ def _build(
                 y = lp.NumVar(0, d.rps, f"y_{k}_{loc}")
                 served.SetCoefficient(y, 1)
                 capacity_rows[d.model, c, loc].SetCoefficient(y, 1)
+                if c >= 0:
+                    mdl.class_load.setdefault(k, (d.rps, []))[1].append((c, loc, y))
 
     for m, floor in on_demand_floors:
         if m in cands and floor > _TOL:
@@ -377,11 +385,32 @@ def _size_rows(
                     if (c, p) in mdl.z:
                         row.SetCoefficient(mdl.z[c, p], -1)
                 capacity_rows[m, c, loc] = row
+                mdl.class_pools[c, loc] = [p for p in members if (c, p) in mdl.z]
 
 
 def _routed(mdl: _Model) -> dict[tuple[int, int], float]:
-    """The size classes' load per pool read back, 0 within the feasibility tolerance."""
-    out = {key: z.solution_value() for key, z in mdl.z.items()}
+    """The size classes' load per pool read back, 0 within the feasibility tolerance.
+
+    The rows only bound the routed load from one side: z[c,p] by the nodes' time, and a
+    demand's y by its rate less its unmet load (u + sum y >= rate). Where nodes have time
+    to spare either may read back above the load the plan serves, so each demand's y are
+    scaled to what it serves (rate - u), and each location's z of a class to the y routed
+    there: what a pool serves of a class, which the plan reports as its routes."""
+    load: dict[tuple[int, int], float] = defaultdict(float)  # (class, location) -> rps
+    for k, (rps, ys) in mdl.class_load.items():
+        got = [(c, loc, y.solution_value()) for c, loc, y in ys]
+        total = sum(v for _, _, v in got)
+        served = max(0.0, rps - mdl.u[k].solution_value()) if k in mdl.u else rps
+        scale = min(1.0, served / total) if total > _TOL else 0.0
+        for c, loc, v in got:
+            load[c, loc] += v * scale
+    out: dict[tuple[int, int], float] = {}
+    for (c, loc), plist in mdl.class_pools.items():
+        offered = [mdl.z[c, p].solution_value() for p in plist]
+        total = sum(offered)
+        scale = min(1.0, load[c, loc] / total) if total > _TOL else 0.0
+        for p, v in zip(plist, offered, strict=True):
+            out[c, p] = v * scale
     return {key: v for key, v in out.items() if v > _TOL}
 
 
