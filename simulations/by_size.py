@@ -33,9 +33,9 @@ from ortools.linear_solver import pywraplp
 
 from adapters.trace_metrics import TraceMetrics
 from scheduler.domain import Plan, Pool, RequestSize
-from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import Instance
+from simulations.bucket_steps import BucketSteps
 from simulations.ledger import NodeFigures
 
 Range = tuple[float, float]  # (min, max) prompt tokens of a bucket

@@ -31,7 +31,7 @@ from scheduler.domain import (
 )
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import Catalog
-from scheduler.forecast.bucket_steps import BucketSteps
+from simulations.bucket_steps import BucketSteps
 from simulations.traces import TraceFormatError, TraceSeries, read_series
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from scheduler.decide.observation import Policy
 from scheduler.domain import CapacityProfile, Demand, Offering, Pool, RequestSize
 from scheduler.fleet.capacity import demand_size
 from scheduler.fleet.catalog import Catalog
-from scheduler.forecast.bucket_steps import BucketSteps
+from simulations.bucket_steps import BucketSteps
 from simulations.scenario import SpotHedgeSection
 
 

@@ -38,8 +38,8 @@ from typing import Literal
 
 import numpy as np
 
-from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.names import name_problem
+from simulations.bucket_steps import BucketSteps
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import pytest
 
 from scheduler.domain import Demand, RequestSize, SizeBucket
 from scheduler.forecast.bucket_mix import BucketMix
-from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.forecast.buckets import split_by_prompt
 from scheduler.ports.metrics import DemandSample
+from simulations.bucket_steps import BucketSteps
 from simulations.by_size import NodeGroup, serve_buckets
 from simulations.engine import NodeService
 

@@ -15,8 +15,8 @@ from scheduler.config import Config
 from scheduler.domain import Cloud, Market, Placement, Pool, RequestSize, SizeRoute
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
-from scheduler.forecast.bucket_steps import BucketSteps
 from scheduler.forecast.buckets import PROMPT_EDGES
+from simulations.bucket_steps import BucketSteps
 from simulations.demand import load_demand
 from simulations.engine import RunResult, World, replay
 from simulations.traces import read_series
