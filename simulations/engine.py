@@ -819,6 +819,10 @@ async def replay(
     step = -1  # accounted step index; negative during warm-up
     end = info.end_s
     while t < end - 1e-9:
+        # A step whose awaits all complete at once never hands the event loop control, and
+        # Ctrl-C (asyncio.run cancels the replay's task on SIGINT) then waited for the
+        # whole replay to end: one yield per step lets it through.
+        await asyncio.sleep(0)
         if t >= next_tick - 1e-9 or cloud.unread_notices:
             while next_tick <= t + 1e-9:
                 next_tick += interval
