@@ -1,12 +1,13 @@
 """Spot-loss cover as a soft rule: what a fleet leaves uncovered and what that costs.
 
-The robustness rows (solver.mip) hold with a non-negative slack per (model, group of
-locations): the capacity missing after the worst failure domain's loss. Its penalty per
-rps is below what serving one more rps can add to it (so serving always wins over
-covering) and far above any price difference (so cover is bought whenever the budget
-and quotas allow). This module is the one place that prices the slack and that
-computes it for a fleet from its nodes and unmet load, so every comparison of fleets
-(`fleet_cost`, the keep-current check, tests' own checkers) counts it the same way.
+With a budget (`Problem.soft_cover`) the robustness rows (solver.mip) hold with a
+non-negative slack per (model, group of locations): the capacity missing after the worst
+failure domain's loss. Its penalty per rps is below what serving one more rps can add to
+it (so serving always wins over covering) and far above any price difference (so cover
+is bought whenever the budget and quotas allow). This module is the one place that
+prices the slack and computes it for a fleet from its nodes and unmet load, so every
+comparison of fleets (`fleet_cost`, the keep-current check, tests' own checkers) counts
+it the same way.
 docs/solver.md, "Cover under a binding budget".
 """
 

@@ -15,8 +15,8 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
           (Problem.loss_cover_groups: each demand's reach and their union):
             capacity of m in G outside z's spot pools + short[m,G]
               >= alpha * served load only G serves
-          with short[m,G] >= 0 penalised below the unmet penalty (solver.cover: serve first,
-          cover second, when a budget or quota cannot pay for both)
+          with a budget, short[m,G] >= 0 penalised below the unmet penalty (solver.cover:
+          serve first, cover second, when the budget cannot pay for both); else short = 0
 
 A model placed by size (Problem.size_classes) has instead of its capacity rows, with
 z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
@@ -315,8 +315,9 @@ def _loss_cover_rows(
 ) -> None:
     """Spot-loss robustness of model m for one group of locations: the capacity of its
     pools there, less any one failure domain's vanishing spot pools among them, covers
-    alpha x the group's served load (its demands less their unmet load), or the missing
-    capacity (a slack) costs `penalty_usd_per_rps_hour` per rps (solver.cover)."""
+    alpha x the group's served load (its demands less their unmet load); with a budget
+    (`Problem.soft_cover`) the missing capacity is a slack that costs
+    `penalty_usd_per_rps_hour` per rps (solver.cover)."""
     lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
     top = alpha * group.rps
     if top <= 0:
@@ -328,9 +329,10 @@ def _loss_cover_rows(
     margin = lp.NumVar(-inf, inf, f"margin_{m}_{'_'.join(map(str, group.locations))}")
     row = lp.Constraint(top, top)
     row.SetCoefficient(margin, -1)
-    short = lp.NumVar(0, top, f"short_{m}_{'_'.join(map(str, group.locations))}")
-    row.SetCoefficient(short, 1)
-    lp.Objective().SetCoefficient(short, penalty_usd_per_rps_hour)
+    if problem.soft_cover:
+        short = lp.NumVar(0, top, f"short_{m}_{'_'.join(map(str, group.locations))}")
+        row.SetCoefficient(short, 1)
+        lp.Objective().SetCoefficient(short, penalty_usd_per_rps_hour)
     # Surviving capacity beyond alpha x the load never matters: the same tightening.
     for p in inside:
         row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))

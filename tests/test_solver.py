@@ -107,10 +107,11 @@ def assert_valid(p: Problem, s: Solution) -> None:
                         q.location not in g or (q.vanishes and q.failure_domain == z)
                     ),
                 )
-                # Cover is soft (docs/solver.md, "Cover under a binding budget"): what is
-                # missing is reported, and at least that much.
+                # Cover is soft under a budget (docs/solver.md, "Cover under a binding
+                # budget"): what is missing is reported, and at least that much.
                 missing = p.robustness_fraction * load - surviving
                 if missing > 1e-2:
+                    assert p.soft_cover
                     short = [
                         u.capacity_rps
                         for u in s.uncovered
@@ -370,12 +371,13 @@ def brute_force(p: Problem, limit: int) -> float:
     """Cheapest objective over every fleet with at most `limit` nodes per pool.
 
     Tiny problems only: one demand per model, routable to every location, so the
-    best unmet load for a fleet follows in closed form: all it has capacity for (serving
-    costs less than covering, so a fleet short of spot-loss cover still serves, and
-    fleet_cost counts the cover's shortfall).
+    best unmet load for a fleet follows in closed form: capacity, then robustness; with a
+    budget all it has capacity for (cover is soft: serving costs less than covering, so
+    a fleet short of spot-loss cover still serves, and fleet_cost counts the shortfall).
     """
     n_models, n_pools = p.capacity_rps.shape
     cap = p.capacity_rps
+    alpha = p.robustness_fraction
     best = math.inf
     for flat in itertools.product(range(limit + 1), repeat=n_models * n_pools):
         nodes = np.array(flat, dtype=np.int64).reshape(n_models, n_pools)
@@ -391,7 +393,16 @@ def brute_force(p: Problem, limit: int) -> float:
                 ok = False
                 break
             (d,) = [d for d in p.demands if d.model == m]
-            unmet.append(d.rps - min(d.rps, total))
+            served = min(d.rps, total)
+            if alpha and not p.soft_cover:
+                for z in {q.failure_domain for q in p.pools if q.vanishes}:
+                    surviving = sum(
+                        cap[m, q] * nodes[m, q]
+                        for q in range(n_pools)
+                        if not (p.pools[q].vanishes and p.pools[q].failure_domain == z)
+                    )
+                    served = min(served, surviving / alpha)
+            unmet.append(d.rps - served)
         if ok:
             best = min(best, fleet_cost(p, nodes, tuple(unmet)))
     return best
