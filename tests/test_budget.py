@@ -331,9 +331,8 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Without spot-loss robustness: with it, the budget cannot also pay for cover within
-    # eu-west's reach, and the rule (of the served load) leaves part of the 70B's eu-west
-    # load unmet too (docs/solver.md, "Spot-loss robustness by reach"); this test is about
-    # priorities under a budget. 12 USD/h: too little for every demand even with both
+    # eu-west's reach (the plan then notes load without cover: docs/solver.md, "Cover
+    # under a binding budget"); this test is about priorities under a budget. 12 USD/h: too little for every demand even with both
     # on-demand shares dropped (at 30 the 8B's demand is all served on spot once its
     # share is dropped).
     text = (
