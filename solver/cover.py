@@ -1,6 +1,6 @@
 """Spot-loss cover as a soft rule: what a fleet leaves uncovered and what that costs.
 
-With a budget (`Problem.soft_cover`) the robustness rows (solver.mip) hold with a
+Where a budget binds (the joint searches of solver.mip) the robustness rows hold with a
 non-negative slack per (model, group of locations): the capacity missing after the worst
 failure domain's loss. Its penalty per rps is below what serving one more rps can add to
 it (so serving always wins over covering) and far above any price difference (so cover

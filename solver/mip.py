@@ -142,8 +142,10 @@ def _build(
     penalised: Collection[int] | None = None,
     unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
     on_demand_floors: Sequence[tuple[int, float]] = (),
+    soft: bool = False,
 ) -> _Model:
-    """The model over the models in `cands`; quotas and budget only with `coupling`.
+    """The model over the models in `cands`; quotas and budget only with `coupling`;
+    with `soft`, spot-loss cover may fall short at a penalty (solver.cover).
 
     `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
     is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
@@ -300,7 +302,7 @@ def _build(
             groups = problem.loss_cover_groups(m, plist)
             penalty = cover_penalty(problem, alpha, groups)
             for group in groups:
-                _loss_cover_rows(problem, mdl, m, alpha, plist, group, penalty)
+                _loss_cover_rows(problem, mdl, m, alpha, plist, group, penalty, soft)
     return mdl
 
 
@@ -312,12 +314,13 @@ def _loss_cover_rows(
     plist: Sequence[int],
     group: LossCoverGroup,
     penalty_usd_per_rps_hour: float,
+    soft: bool,
 ) -> None:
     """Spot-loss robustness of model m for one group of locations: the capacity of its
     pools there, less any one failure domain's vanishing spot pools among them, covers
-    alpha x the group's served load (its demands less their unmet load); with a budget
-    (`Problem.soft_cover`) the missing capacity is a slack that costs
-    `penalty_usd_per_rps_hour` per rps (solver.cover)."""
+    alpha x the group's served load (its demands less their unmet load); with `soft`
+    the missing capacity is a slack that costs `penalty_usd_per_rps_hour` per rps
+    (solver.cover)."""
     lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
     top = alpha * group.rps
     if top <= 0:
@@ -329,7 +332,7 @@ def _loss_cover_rows(
     margin = lp.NumVar(-inf, inf, f"margin_{m}_{'_'.join(map(str, group.locations))}")
     row = lp.Constraint(top, top)
     row.SetCoefficient(margin, -1)
-    if problem.soft_cover:
+    if soft:
         short = lp.NumVar(0, top, f"short_{m}_{'_'.join(map(str, group.locations))}")
         row.SetCoefficient(short, 1)
         lp.Objective().SetCoefficient(short, penalty_usd_per_rps_hour)
@@ -507,10 +510,13 @@ def _run(
     return _Run(status, nodes, unmet, lp.Objective().BestBound(), _routed(mdl))
 
 
-def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _Run:
+def _route(
+    problem: Problem, cands: dict[int, list[int]], fixed: IntArray, *, soft: bool = False
+) -> _Run:
     """The fleet `fixed` evaluated: with every node count fixed only routing is left, a
-    linear program (an LP solver is ten times quicker at it than a MIP solver's setup)."""
-    mdl = _build(problem, cands, fixed, _RELAXATION, coupling=False)
+    linear program (an LP solver is ten times quicker at it than a MIP solver's setup).
+    With `soft` it serves what it can and leaves cover short (as the joint searches)."""
+    mdl = _build(problem, cands, fixed, _RELAXATION, coupling=False, soft=soft)
     if mdl.lp.Solve() != pywraplp.Solver.OPTIMAL:
         return _Run(Status.INFEASIBLE, problem.current.copy(), {}, math.inf)
     nodes = np.zeros_like(problem.current)
@@ -884,6 +890,7 @@ def solve(
             penalised=penalised,
             unmet_caps=unmet_caps,
             on_demand_floors=on_demand_floors,
+            soft=coupling and prob.budget_usd_per_hour is not None,
         )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes
@@ -971,6 +978,14 @@ def solve(
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
+        if problem.budget_usd_per_hour is not None:
+            # The joint searches leave cover short where the budget cannot pay for it
+            # (solver.cover): the current fleet is evaluated the same way, serving first.
+            soft_keep = [_route(problem, {m: cands[m]}, problem.current, soft=True) for m in order]
+            keep = _merge(problem, soft_keep)
+            keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(
+                problem, problem.current
+            )
         if best.status is not Status.INFEASIBLE:
             best, share_relaxed = _by_priority(
                 problem, best, unmet_of(best), run, cands, deadline, time_limit_s, node_limit

@@ -259,14 +259,6 @@ class Problem:
         """Priority of model m (higher is served first when capacity is short)."""
         return self.priorities[m] if self.priorities else 0
 
-    @property
-    def soft_cover(self) -> bool:
-        """Whether spot-loss cover may fall short of the robustness rule, at a penalty
-        below the unmet load's (solver.cover): with a budget, which may not pay for both
-        serving and covering. Without one the rule is hard, as before (the same plans:
-        a slack the optimum never uses still changes the search's path)."""
-        return self.budget_usd_per_hour is not None
-
     def moves_bill_twice(self, m: int) -> bool:
         """Whether a move of model m's nodes counts against the budget twice while it is
         under way (the old nodes bill until the new ones serve): for every model of a

@@ -332,9 +332,8 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
 ) -> None:
     # Without spot-loss robustness: with it, the budget cannot also pay for cover within
     # eu-west's reach (the plan then notes load without cover: docs/solver.md, "Cover
-    # under a binding budget"); this test is about priorities under a budget. 12 USD/h: too little for every demand even with both
-    # on-demand shares dropped (at 30 the 8B's demand is all served on spot once its
-    # share is dropped).
+    # under a binding budget"); this test is about priorities under a budget. 12 USD/h:
+    # too little for every demand even with both on-demand shares dropped.
     text = (
         DEFAULT_CONFIG_PATH.read_text()
         .replace("budget_usd_per_hour = 400.0", "budget_usd_per_hour = 12.0")

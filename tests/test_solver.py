@@ -111,7 +111,7 @@ def assert_valid(p: Problem, s: Solution) -> None:
                 # budget"): what is missing is reported, and at least that much.
                 missing = p.robustness_fraction * load - surviving
                 if missing > 1e-2:
-                    assert p.soft_cover
+                    assert p.budget_usd_per_hour is not None
                     short = [
                         u.capacity_rps
                         for u in s.uncovered
@@ -394,7 +394,7 @@ def brute_force(p: Problem, limit: int) -> float:
                 break
             (d,) = [d for d in p.demands if d.model == m]
             served = min(d.rps, total)
-            if alpha and not p.soft_cover:
+            if alpha and p.budget_usd_per_hour is None:
                 for z in {q.failure_domain for q in p.pools if q.vanishes}:
                     surviving = sum(
                         cap[m, q] * nodes[m, q]

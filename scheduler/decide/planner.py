@@ -623,7 +623,7 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         reach = ", ".join(cands.locations[loc] for loc in short.locations)
         notes.append(
             f"{short.load_rps:.2f} rps of {cands.models[short.model]} in reach {reach}"
-            " without spot-loss cover: budget or quotas (served first, covered second)"
+            " without spot-loss cover: budget (served first, covered second)"
         )
     tolerated = sorted(
         cands.offerings[p].pool.key
