@@ -13,7 +13,10 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
           quotas, budget, minimum replicas, minimum on-demand share of capacity
           for every failure domain z with spot pools of m, and every group G of locations
           (Problem.loss_cover_groups: each demand's reach and their union):
-            capacity of m in G outside z's spot pools >= alpha * served load only G serves
+            capacity of m in G outside z's spot pools + short[m,G]
+              >= alpha * served load only G serves
+          with a budget, short[m,G] >= 0 penalised below the unmet penalty (solver.cover:
+          serve first, cover second, when the budget cannot pay for both); else short = 0
 
 A model placed by size (Problem.size_classes) has instead of its capacity rows, with
 z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
@@ -39,7 +42,9 @@ from typing import Literal
 import numpy as np
 from ortools.linear_solver import pywraplp
 
+from solver.cover import cover_penalty, shortfalls
 from solver.problem import (
+    CoverShortfall,
     FloatArray,
     IntArray,
     LossCoverGroup,
@@ -137,8 +142,10 @@ def _build(
     penalised: Collection[int] | None = None,
     unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
     on_demand_floors: Sequence[tuple[int, float]] = (),
+    soft: bool = False,
 ) -> _Model:
-    """The model over the models in `cands`; quotas and budget only with `coupling`.
+    """The model over the models in `cands`; quotas and budget only with `coupling`;
+    with `soft`, spot-loss cover may fall short at a penalty (solver.cover).
 
     `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
     is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
@@ -292,8 +299,10 @@ def _build(
                     mdl.x[m, p], ((0.0 if pools[p].spot else 1.0) - share) * cap[m, p]
                 )
         if alpha > 0 and total_demand[m] > 0:
-            for group in problem.loss_cover_groups(m, plist):
-                _loss_cover_rows(problem, mdl, m, alpha, plist, group)
+            groups = problem.loss_cover_groups(m, plist)
+            penalty = cover_penalty(problem, alpha, groups)
+            for group in groups:
+                _loss_cover_rows(problem, mdl, m, alpha, plist, group, penalty, soft)
     return mdl
 
 
@@ -304,10 +313,14 @@ def _loss_cover_rows(
     alpha: float,
     plist: Sequence[int],
     group: LossCoverGroup,
+    penalty_usd_per_rps_hour: float,
+    soft: bool,
 ) -> None:
     """Spot-loss robustness of model m for one group of locations: the capacity of its
     pools there, less any one failure domain's vanishing spot pools among them, covers
-    alpha x the group's served load (its demands less their unmet load)."""
+    alpha x the group's served load (its demands less their unmet load); with `soft`
+    the missing capacity is a slack that costs `penalty_usd_per_rps_hour` per rps
+    (solver.cover)."""
     lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
     top = alpha * group.rps
     if top <= 0:
@@ -319,6 +332,10 @@ def _loss_cover_rows(
     margin = lp.NumVar(-inf, inf, f"margin_{m}_{'_'.join(map(str, group.locations))}")
     row = lp.Constraint(top, top)
     row.SetCoefficient(margin, -1)
+    if soft:
+        short = lp.NumVar(0, top, f"short_{m}_{'_'.join(map(str, group.locations))}")
+        row.SetCoefficient(short, 1)
+        lp.Objective().SetCoefficient(short, penalty_usd_per_rps_hour)
     # Surviving capacity beyond alpha x the load never matters: the same tightening.
     for p in inside:
         row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
@@ -493,10 +510,13 @@ def _run(
     return _Run(status, nodes, unmet, lp.Objective().BestBound(), _routed(mdl))
 
 
-def _route(problem: Problem, cands: dict[int, list[int]], fixed: IntArray) -> _Run:
+def _route(
+    problem: Problem, cands: dict[int, list[int]], fixed: IntArray, *, soft: bool = False
+) -> _Run:
     """The fleet `fixed` evaluated: with every node count fixed only routing is left, a
-    linear program (an LP solver is ten times quicker at it than a MIP solver's setup)."""
-    mdl = _build(problem, cands, fixed, _RELAXATION, coupling=False)
+    linear program (an LP solver is ten times quicker at it than a MIP solver's setup).
+    With `soft` it serves what it can and leaves cover short (as the joint searches)."""
+    mdl = _build(problem, cands, fixed, _RELAXATION, coupling=False, soft=soft)
     if mdl.lp.Solve() != pywraplp.Solver.OPTIMAL:
         return _Run(Status.INFEASIBLE, problem.current.copy(), {}, math.inf)
     nodes = np.zeros_like(problem.current)
@@ -541,12 +561,14 @@ def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArr
 
 
 def fleet_cost(problem: Problem, nodes: IntArray, unmet_rps: tuple[float, ...]) -> float:
-    """Objective of a fleet in USD/hour: price, risk, churn against current, unmet penalty."""
+    """Objective of a fleet in USD/hour: price, risk, churn against current, unmet penalty,
+    and the penalty of the spot-loss cover it leaves short (solver.cover)."""
     unit, launch, remove = _pool_costs(problem)
     added = np.maximum(nodes - problem.current, 0).sum(axis=0)
     removed = np.maximum(problem.current - nodes, 0).sum(axis=0)
     total = float(nodes.sum(axis=0) @ unit + added @ launch + removed @ remove)
-    return total + problem.unmet_penalty_usd_per_rps_hour * sum(unmet_rps)
+    short = sum(usd for _, usd in shortfalls(problem, nodes, unmet_rps, candidate_pools(problem)))
+    return total + problem.unmet_penalty_usd_per_rps_hour * sum(unmet_rps) + short
 
 
 def _pool_costs(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -868,6 +890,7 @@ def solve(
             penalised=penalised,
             unmet_caps=unmet_caps,
             on_demand_floors=on_demand_floors,
+            soft=coupling and prob.budget_usd_per_hour is not None,
         )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes
@@ -906,7 +929,7 @@ def solve(
             left = deadline - time.perf_counter()
             limit = max(0.05, min(left, left * workers * weight))
             found = run(sub, None, limit, hint=problem.current)
-        if found.status is not Status.INFEASIBLE and not found.unmet_rps_total:
+        if found.status is not Status.INFEASIBLE and served_covered(found, sub):
             return found
         # A search cut short (a loaded machine) may end with demand unmet, or no plan:
         # the rounded relaxation serves it all, at some cost.
@@ -920,6 +943,10 @@ def solve(
     def unmet_of(r: _Run) -> tuple[float, ...]:
         return tuple(r.unmet_rps.get(k, 0.0) for k in range(len(problem.demands)))
 
+    def served_covered(r: _Run, sub: dict[int, list[int]]) -> bool:
+        """Whether a run of the models in `sub` serves all their load with its cover."""
+        return not r.unmet_rps_total and not shortfalls(problem, r.nodes, unmet_of(r), sub)
+
     def _cost(r: _Run) -> float:
         return fleet_cost(problem, r.nodes, unmet_of(r))
 
@@ -930,7 +957,8 @@ def solve(
         sorted(
             m
             for m in set(keep_models) & set(cands)
-            if keep_runs[m].status is not Status.INFEASIBLE and not keep_runs[m].unmet_rps_total
+            if keep_runs[m].status is not Status.INFEASIBLE
+            and served_covered(keep_runs[m], {m: cands[m]})
         )
     )
     search = [m for m in order if m not in held]
@@ -950,6 +978,14 @@ def solve(
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
+        if problem.budget_usd_per_hour is not None:
+            # The joint searches leave cover short where the budget cannot pay for it
+            # (solver.cover): the current fleet is evaluated the same way, serving first.
+            soft_keep = [_route(problem, {m: cands[m]}, problem.current, soft=True) for m in order]
+            keep = _merge(problem, soft_keep)
+            keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(
+                problem, problem.current
+            )
         if best.status is not Status.INFEASIBLE:
             best, share_relaxed = _by_priority(
                 problem, best, unmet_of(best), run, cands, deadline, time_limit_s, node_limit
@@ -992,6 +1028,7 @@ def solve(
             kept_current=True,
             kept_models=held,
             class_rps=_class_rps(problem, keep) if keep_ok else None,
+            uncovered=_uncovered(problem, nodes, unmet, cands) if keep_ok else (),
         )
 
     nodes, unmet = best.nodes, unmet_of(best)
@@ -1021,7 +1058,15 @@ def solve(
         relaxed=(Relaxation.ON_DEMAND_SHARE,) if share_relaxed else (),
         share_relaxed=share_relaxed,
         class_rps=_class_rps(problem, chosen),
+        uncovered=_uncovered(problem, nodes, unmet, cands),
     )
+
+
+def _uncovered(
+    problem: Problem, nodes: IntArray, unmet: Sequence[float], cands: dict[int, list[int]]
+) -> tuple[CoverShortfall, ...]:
+    """The groups a plan leaves short of spot-loss cover (`Solution.uncovered`)."""
+    return tuple(rec for rec, _ in shortfalls(problem, nodes, unmet, cands))
 
 
 def _class_rps(problem: Problem, run: _Run) -> FloatArray | None:

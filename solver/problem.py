@@ -100,6 +100,18 @@ class LossCoverGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class CoverShortfall:
+    """Served load of one model within one group of locations that a plan leaves without
+    spot-loss cover (the budget pays for serving it, not for covering it: docs/solver.md,
+    "Cover under a binding budget")."""
+
+    model: int  # index into Problem.models
+    locations: tuple[int, ...]  # the group's location indices (`LossCoverGroup.locations`)
+    capacity_rps: float  # capacity missing after the worst failure domain's loss
+    load_rps: float  # served load that capacity would cover (capacity_rps / the share)
+
+
+@dataclass(frozen=True, slots=True)
 class SizeClassSpec:
     """Requests of one model of one size (a bucket of prompt lengths): a node's capacity
     for them differs by pool, so the solver may route them to pools of their own."""
@@ -349,3 +361,6 @@ class Solution:
     # Load of each size class routed to each pool, (size classes x pools) rps; None when
     # the problem has no size classes or no plan was found.
     class_rps: FloatArray | None = None
+    # Served load left without spot-loss cover, per model and group of locations (empty:
+    # every group is covered; only a binding budget or quota leaves cover short).
+    uncovered: tuple[CoverShortfall, ...] = ()

@@ -331,11 +331,9 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Without spot-loss robustness: with it, the budget cannot also pay for cover within
-    # eu-west's reach, and the rule (of the served load) leaves part of the 70B's eu-west
-    # load unmet too (docs/solver.md, "Spot-loss robustness by reach"); this test is about
-    # priorities under a budget. 12 USD/h: too little for every demand even with both
-    # on-demand shares dropped (at 30 the 8B's demand is all served on spot once its
-    # share is dropped).
+    # eu-west's reach (the plan then notes load without cover: docs/solver.md, "Cover
+    # under a binding budget"); this test is about priorities under a budget. 12 USD/h:
+    # too little for every demand even with both on-demand shares dropped.
     text = (
         DEFAULT_CONFIG_PATH.read_text()
         .replace("budget_usd_per_hour = 400.0", "budget_usd_per_hour = 12.0")
@@ -353,6 +351,29 @@ def test_plan_lists_unmet_demand_with_priority_and_reason(
     assert main(["plan", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "unmet: llama-3.1-8b from eu-west:" in out and "(priority 0; budget)" in out
+
+
+def test_a_budget_that_cannot_pay_for_cover_serves_first_and_reports_the_cover_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issues 19/22 (docs/solver.md, "Cover under a binding budget"): at 30 USD/h with the
+    # 70B at priority 10 the budget pays for serving nearly all the demand but not for
+    # its spot-loss cover too. The hard rule left 15.9 of the 8B's 18 rps unmet to keep
+    # the served load covered; the plan serves it and says which load has no cover.
+    text = DEFAULT_CONFIG_PATH.read_text().replace(
+        "budget_usd_per_hour = 400.0", "budget_usd_per_hour = 30.0"
+    )
+    i = text.index('name = "llama-3.1-70b"')
+    text = text[:i] + "priority = 10\n" + text[i:]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["plan", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["usd_per_hour"] <= 30.0
+    assert sum(u["rps"] for u in doc["unmet"]) < 1.0  # of 22.5 rps asked for
+    assert main(["plan", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "without spot-loss cover: budget" in out
 
 
 def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> None:

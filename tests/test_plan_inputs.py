@@ -76,8 +76,11 @@ def test_100k_repeated_entries_plan_like_their_sums(
     for key in ("status", "usd_per_hour", "nodes", "unmet"):
         assert long[key] == short[key], key
     assert short["status"] in ("optimal", "feasible")
-    # The only notes of the summed file: on-demand shares the budget cannot pay for.
-    assert all("min_on_demand_share" in n for n in short["notes"])
+    # The only notes of the summed file: on-demand shares and spot-loss cover the budget
+    # cannot pay for (docs/solver.md, "Cover under a binding budget").
+    assert all(
+        "min_on_demand_share" in n or "without spot-loss cover: budget" in n for n in short["notes"]
+    )
     (note,) = [n for n in long["notes"] if n not in short["notes"]]
     assert "long.json" in note and "99996 entries repeat" in note and "summed into 4" in note
 

@@ -619,6 +619,12 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
             f" {problem.priority(m)}) with its min_on_demand_share"
             f" {problem.on_demand_share_min(m):g}: dropped for it, spot may serve it"
         )
+    for short in solution.uncovered:  # docs/solver.md, "Cover under a binding budget"
+        reach = ", ".join(cands.locations[loc] for loc in short.locations)
+        notes.append(
+            f"{short.load_rps:.2f} rps of {cands.models[short.model]} in reach {reach}"
+            " without spot-loss cover: budget (served first, covered second)"
+        )
     tolerated = sorted(
         cands.offerings[p].pool.key
         for p, spec in enumerate(problem.pools)
