@@ -114,7 +114,7 @@ class GuardsSection(_Section):
     pool_cooldown_s: float = Field(default=900.0, ge=0)  # pool unused after capacity/quota errors
     # Spot pools of one cloud refusing launches in one tick that mark a spot storm: every
     # spot pool of that cloud then cools for pool_cooldown_s (0 = off).
-    spot_storm_pools: int = Field(default=0, ge=0, le=1000)
+    spot_storm_pools: int = Field(default=3, ge=0, le=1000)
 
 
 class DrainSection(HttpDrainConfig):
