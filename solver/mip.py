@@ -706,6 +706,29 @@ def _by_priority(
     kept_od: list[tuple[int, float]] = []
     floors_on: list[tuple[int, float]] = []
     stages = len(classes) + 1
+
+    def stage(
+        left: int,
+        hint: IntArray,
+        penalised: Collection[int],
+        dropped: tuple[int, ...],
+        floors: list[tuple[int, float]],
+    ) -> _Run:
+        """One joint search within the caps so far, `left` stages to go: unmet load of
+        `penalised` demands costs, the on-demand shares of `dropped` models are off and
+        `floors` hold."""
+        return run(
+            cands,
+            None,
+            _stage_limit(deadline, time_limit_s, node_limit, left),
+            hint=hint,
+            coupling=True,
+            penalised=penalised,
+            unmet_caps=caps,
+            of=problem.without_share(dropped),
+            on_demand_floors=floors,
+        )
+
     for i, (_, ks) in enumerate(classes):
         models = sorted({problem.demands[k].model for k in ks})
         if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
@@ -714,17 +737,7 @@ def _by_priority(
             continue
         penalised = {k for _, kk in classes[: i + 1] for k in kk}
         if len(classes) > 1:
-            found = run(
-                cands,
-                None,
-                _stage_limit(deadline, time_limit_s, node_limit, stages - i),
-                hint=found.nodes,
-                coupling=True,
-                penalised=penalised,
-                unmet_caps=caps,
-                of=problem.without_share(relaxed),
-                on_demand_floors=floors_on,
-            )
+            found = stage(stages - i, found.nodes, penalised, relaxed, floors_on)
             if found.status is Status.INFEASIBLE:
                 return best, ()
         least = sum(found.unmet_rps.get(k, 0.0) for k in ks)
@@ -734,17 +747,7 @@ def _by_priority(
             # share: the same search without it. The priorities above keep their caps, and
             # the on-demand capacity their own stages gave them: the budget this frees for
             # spot must not come out of their cover against losing spot.
-            freed = run(
-                cands,
-                None,
-                _stage_limit(deadline, time_limit_s, node_limit, stages - i),
-                hint=found.nodes,
-                coupling=True,
-                penalised=penalised,
-                unmet_caps=caps,
-                of=problem.without_share((*relaxed, *floors)),
-                on_demand_floors=kept_od,
-            )
+            freed = stage(stages - i, found.nodes, penalised, (*relaxed, *floors), kept_od)
             gain = least - sum(freed.unmet_rps.get(k, 0.0) for k in ks)
             if freed.status is not Status.INFEASIBLE and gain > _RELAX_GAIN_RPS:
                 found, relaxed = freed, (*relaxed, *floors)
@@ -752,17 +755,7 @@ def _by_priority(
                 least -= gain
         caps.append((ks, least + _CAP_SLACK))
         kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
-    cheapest = run(
-        cands,
-        None,
-        _stage_limit(deadline, time_limit_s, node_limit, 1),
-        hint=found.nodes,
-        coupling=True,
-        penalised=(),
-        unmet_caps=caps,
-        of=problem.without_share(relaxed),
-        on_demand_floors=floors_on,
-    )
+    cheapest = stage(1, found.nodes, (), relaxed, floors_on)
     if cheapest.status is Status.INFEASIBLE:
         cheapest = found
     # The stages' bounds are of other objectives: the first search's bounds the plan's.
