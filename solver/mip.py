@@ -684,8 +684,11 @@ def _by_priority(
     min_on_demand_share dropped (those of its models with load unmet and a share) when
     that serves more of it (`_RELAX_GAIN_RPS`): priority before a model's own on-demand
     floor, highest priority first, each lower one only within what the higher ones
-    keep. Returns the plan and the models whose share it dropped, in that order (the
-    plan is then feasible for `problem.without_share(models)`).
+    keep. A priority served in full while a lower one is left unmet gets its models'
+    share dropped when, with their load grown by one node each, it would serve more of
+    that load (`_share_bound`): decided before the fleet settles around the share.
+    Returns the plan and the models whose share it dropped, in that order (the plan is
+    then feasible for `problem.without_share(models)`).
 
     The last stage is what keeps plans from churning under a binding budget: there the
     unmet penalty dominates the objective, and the gap tolerance (relative to the
@@ -713,8 +716,10 @@ def _by_priority(
         penalised: Collection[int],
         dropped: tuple[int, ...],
         floors: list[tuple[int, float]],
+        of: Problem = problem,
     ) -> _Run:
-        """One joint search within the caps so far, `left` stages to go: unmet load of
+        """One joint search of `of` (the problem, or it with a priority's load grown:
+        `_ShareTest`) within the caps so far, `left` stages to go: unmet load of
         `penalised` demands costs, the on-demand shares of `dropped` models are off and
         `floors` hold."""
         return run(
@@ -725,35 +730,50 @@ def _by_priority(
             coupling=True,
             penalised=penalised,
             unmet_caps=caps,
-            of=problem.without_share(dropped),
+            of=of.without_share(dropped),
             on_demand_floors=floors,
         )
 
+    def unmet_in(r: _Run, ks: Sequence[int]) -> float:
+        return sum(r.unmet_rps.get(k, 0.0) for k in ks)
+
     for i, (_, ks) in enumerate(classes):
         models = sorted({problem.demands[k].model for k in ks})
-        if sum(found.unmet_rps.get(k, 0.0) for k in ks) <= _TOL:
-            caps.append((ks, _CAP_SLACK))  # already all served: nothing to search for
-            kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
-            continue
         penalised = {k for _, kk in classes[: i + 1] for k in kk}
-        if len(classes) > 1:
+        served = unmet_in(found, ks) <= _TOL
+        if not served and len(classes) > 1:
             found = stage(stages - i, found.nodes, penalised, relaxed, floors_on)
             if found.status is Status.INFEASIBLE:
                 return best, ()
-        least = sum(found.unmet_rps.get(k, 0.0) for k in ks)
-        floors = _share_bound(problem, ks, found, relaxed)
-        if floors:
-            # The budget cannot pay for this priority's demand with its models' on-demand
-            # share: the same search without it. The priorities above keep their caps, and
-            # the on-demand capacity their own stages gave them: the budget this frees for
-            # spot must not come out of their cover against losing spot.
-            freed = stage(stages - i, found.nodes, penalised, (*relaxed, *floors), kept_od)
-            gain = least - sum(freed.unmet_rps.get(k, 0.0) for k in ks)
-            if freed.status is not Status.INFEASIBLE and gain > _RELAX_GAIN_RPS:
-                found, relaxed = freed, (*relaxed, *floors)
+        # The cap on this priority's unmet load in the later stages.
+        cap = _CAP_SLACK if served else unmet_in(found, ks) + _CAP_SLACK
+        test = _share_bound(problem, classes, i, found, relaxed)
+        if test is not None:
+            # The budget cannot pay for this priority's load (now, or one node's growth
+            # ahead: `_ShareTest`) with its models' on-demand share: the same search
+            # without it. The priorities above keep their caps, and the on-demand capacity
+            # their own stages gave them: the budget this frees for spot must not come out
+            # of their cover against losing spot.
+            dropped = (*relaxed, *test.models)
+            with_share = found
+            if test.grown:
+                with_share = stage(stages - i, found.nodes, penalised, relaxed, floors_on, test.of)
+            freed = stage(stages - i, found.nodes, penalised, dropped, kept_od, test.of)
+            short = unmet_in(with_share, ks)
+            gain = short - unmet_in(freed, ks)
+            ok = Status.INFEASIBLE not in (with_share.status, freed.status)
+            if ok and gain > _RELAX_GAIN_RPS and test.grown:
+                # Dropped before the fleet settles: this stage at the load now, without
+                # the share, unless that search serves less than the one with it.
+                freed = stage(stages - i, found.nodes, penalised, dropped, kept_od)
+                ok = freed.status is not Status.INFEASIBLE
+                ok = ok and unmet_in(freed, ks) <= unmet_in(found, ks) + _RELAX_GAIN_RPS
+            if ok and gain > _RELAX_GAIN_RPS:
+                found, relaxed = freed, dropped
                 floors_on = list(kept_od)
-                least -= gain
-        caps.append((ks, least + _CAP_SLACK))
+                left = unmet_in(found, ks) if test.grown else short - gain
+                cap = left + _CAP_SLACK
+        caps.append((ks, cap))
         kept_od += [(m, _on_demand_rps(problem, found.nodes, m)) for m in models]
     cheapest = stage(1, found.nodes, (), relaxed, floors_on)
     if cheapest.status is Status.INFEASIBLE:
@@ -773,18 +793,71 @@ def _on_demand_rps(problem: Problem, nodes: IntArray, m: int) -> float:
     )
 
 
+@dataclass(frozen=True)
+class _ShareTest:
+    """Models of one priority whose min_on_demand_share `_by_priority` tries dropping, and
+    the problem whose load it tries: the problem itself (the priority has load unmet
+    now), or with `grown` the problem with each of those models' load grown by one of its
+    largest nodes (the priority is served now, but the budget may not pay for its next
+    node with the share kept)."""
+
+    models: tuple[int, ...]
+    of: Problem
+    grown: bool = False
+
+
 def _share_bound(
-    problem: Problem, ks: Sequence[int], found: _Run, relaxed: Collection[int]
-) -> tuple[int, ...]:
-    """Models of the demands `ks` with load unmet in `found` whose min_on_demand_share
-    holds and may be dropped for it: only under a budget (the decision of issue 22 is
-    about what a budget cannot pay for), in model order."""
+    problem: Problem,
+    classes: Sequence[tuple[int, tuple[int, ...]]],
+    i: int,
+    found: _Run,
+    relaxed: Collection[int],
+) -> _ShareTest | None:
+    """Which min_on_demand_shares of priority `classes[i]` may be dropped for it, given
+    the stages' fleet `found`, and for what load; None: none. Only under a budget (the
+    decision of issue 22 is about what a budget cannot pay for), and only models with a
+    share not dropped yet, in model order:
+
+    * its models with load unmet in `found`, for the load now;
+    * when it has no load unmet but a lower priority has, its models in `found`, for
+      their load grown by one node each (the largest capacity of one node among the
+      pools `found` gives the model). A fleet formed around the share while the budget
+      still paid for it cannot leave it later: under the budget, moving the higher
+      priority's on-demand nodes to spot bills both ends while under way
+      (`Problem.moves_bill_twice`), which the budget left to the lower priorities cannot
+      pay for (docs/solver.md, "Top priority under a budget"). So the share is dropped
+      before the fleet settles when the budget could not pay for its next node with it."""
     if problem.budget_usd_per_hour is None:
-        return ()
+        return None
+    ks = classes[i][1]
     short = {problem.demands[k].model for k in ks if found.unmet_rps.get(k, 0.0) > _RELAX_GAIN_RPS}
-    return tuple(
-        sorted(m for m in short if m not in relaxed and problem.on_demand_share_min(m) > 0)
+    if short or sum(found.unmet_rps.get(k, 0.0) for k in ks) > _TOL:
+        models = tuple(
+            sorted(m for m in short if m not in relaxed and problem.on_demand_share_min(m) > 0)
+        )
+        return _ShareTest(models, problem) if models else None
+    lower = [k for _, kk in classes[i + 1 :] for k in kk]
+    if sum(found.unmet_rps.get(k, 0.0) for k in lower) <= _RELAX_GAIN_RPS:
+        return None
+    step: dict[int, float] = {}
+    for m in sorted({problem.demands[k].model for k in ks}):
+        held = found.nodes[m] > 0
+        if m in relaxed or problem.on_demand_share_min(m) <= 0 or not held.any():
+            continue
+        step[m] = float(problem.capacity_rps[m, held].max())
+    if not step:
+        return None
+    load: dict[int, float] = defaultdict(float)
+    for d in problem.demands:
+        load[d.model] += d.rps
+    demands = tuple(
+        dataclasses.replace(d, rps=d.rps * (1.0 + step[d.model] / load[d.model]))
+        if d.model in step and load[d.model] > 0
+        else d
+        for d in problem.demands
     )
+    grown = dataclasses.replace(problem, demands=demands)
+    return _ShareTest(tuple(sorted(step)), grown, grown=True)
 
 
 def _stage_limit(deadline: float, time_limit_s: float, node_limit: int, stages: int) -> float:
@@ -846,8 +919,9 @@ def solve(
     replicas (then the nodes still booting) within the budget and quotas, those are
     dropped and the best fleet without them is returned, naming them in
     `Solution.relaxed`, instead of no plan. Under a budget, a priority's models whose
-    demand the budget cannot pay for with their min_on_demand_share have it dropped
-    (highest priority first; `Relaxation.ON_DEMAND_SHARE`, `Solution.share_relaxed`).
+    demand the budget cannot pay for with their min_on_demand_share (now, or one node's
+    growth ahead while a lower priority is left unmet) have it dropped (highest priority
+    first; `Relaxation.ON_DEMAND_SHARE`, `Solution.share_relaxed`).
 
     The current fleet is evaluated too (only routing free); the result is never
     worse than keeping it when it is feasible (compared on the unmet load of each

@@ -35,8 +35,9 @@ class Relaxation(enum.StrEnum):
     MIN_REPLICAS = "min_replicas"  # every model's minimum replicas: dropped, demand decides
     COMMITTED = "committed"  # nodes still booting, kept by every plan: may be cancelled
     # A model's min_on_demand_share, dropped for that model alone (`Solution.share_relaxed`
-    # names it) when the budget cannot pay for its demand with the share: priority comes
-    # before a model's own on-demand floor (docs/solver.md, "On-demand share under a budget").
+    # names it) when the budget cannot pay for its demand with the share, now or one node's
+    # growth ahead: priority comes before a model's own on-demand floor (docs/solver.md,
+    # "On-demand share under a budget", "Top priority under a budget").
     ON_DEMAND_SHARE = "on_demand_share"
 
 

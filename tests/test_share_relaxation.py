@@ -128,3 +128,59 @@ def test_a_lower_prioritys_relaxation_keeps_the_higher_ones_on_demand_cover() ->
     assert s.share_relaxed == (1,)
     assert s.nodes.tolist() == [[2, 0], [0, 3]]
     assert s.unmet_rps == (0.0, pytest.approx(1.0))
+
+
+def growing(
+    top_rps: float, budget: float | None, current: list[list[int]] | None = None
+) -> Problem:
+    """A top priority (m0, priority 10, min_on_demand_share 0.5) that grows, and a lower
+    one (m1, priority 0, no share) that asks more than any budget here pays for. m0 runs
+    on an on-demand node (3 USD/h, 2 rps) or spot (1 USD/h, 1 rps); m1 only on small spot
+    nodes (0.25 USD/h, 1 rps), so what m1 holds never pays for one of m0's nodes."""
+    return Problem(
+        models=("m0", "m1"),
+        pools=(
+            PoolSpec("od", 0, 0, False, 3.0),
+            PoolSpec("spot", 0, 0, True, 1.0),
+            PoolSpec("small", 0, 0, True, 0.25),
+        ),
+        capacity_rps=np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+        demands=(DemandSpec(0, "r", top_rps, (0,)), DemandSpec(1, "r", 20.0, (0,))),
+        current=np.zeros((2, 3), dtype=np.int64) if current is None else np.array(current),
+        min_on_demand_share=(0.5, 0.0),
+        budget_usd_per_hour=budget,
+        priorities=(10, 0),
+    )
+
+
+def test_the_top_prioritys_share_is_dropped_before_its_fleet_settles() -> None:
+    # At 4 rps the budget (5.6 USD/h) pays for m0 with its share (1 on-demand + 2 spot =
+    # 5 USD/h), but not for its next node: 6 rps with the share needs a second on-demand
+    # node. Kept, the share would leave m0 on that on-demand node, and when m0 grows to
+    # 5 rps moving off it bills both ends (a higher priority's move), which what m1
+    # holds cannot pay for: m0 short by 1 rps. Dropped now, m0 grows on spot.
+    first = solve(growing(4.0, 5.6), time_limit_s=2)
+    assert first.unmet_rps[0] == 0.0 and first.nodes[0].tolist() == [0, 4, 0]
+    assert first.share_relaxed == (0,) and first.relaxed == (Relaxation.ON_DEMAND_SHARE,)
+    assert first.usd_per_hour <= 5.6 + 1e-9
+    grown = solve(growing(5.0, 5.6, first.nodes.tolist()), time_limit_s=2)
+    assert grown.unmet_rps[0] == 0.0 and grown.usd_per_hour <= 5.6 + 1e-9
+    # Had the share been kept on the first plan, growth leaves m0 short.
+    kept = [[1, 2, 0], first.nodes[1].tolist()]
+    stuck = solve(growing(5.0, 5.6, kept), time_limit_s=2)
+    assert stuck.unmet_rps[0] == pytest.approx(1.0)
+
+
+def test_a_budget_that_pays_for_the_top_prioritys_next_node_keeps_its_share() -> None:
+    # 8.5 USD/h pays for m0 at 6 rps with its share (2 on-demand + 2 spot = 8 USD/h).
+    s = solve(growing(4.0, 8.5), time_limit_s=2)
+    assert s.nodes[0].tolist() == [1, 2, 0] and s.unmet_rps[0] == 0.0
+    assert s.share_relaxed == () and s.relaxed == ()
+
+
+def test_without_a_binding_budget_the_plan_is_the_same_as_without_a_budget() -> None:
+    free = solve(growing(4.0, None), time_limit_s=2)
+    loose = solve(growing(4.0, 1000.0), time_limit_s=2)
+    assert free.nodes.tolist() == loose.nodes.tolist()
+    assert free.nodes[0].tolist() == [1, 2, 0] and free.unmet_rps == (0.0, 0.0)
+    assert free.share_relaxed == loose.share_relaxed == ()

@@ -616,8 +616,9 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
     for m in solution.share_relaxed:
         notes.append(
             f"the budget cannot pay for {cands.models[m]}'s demand (priority"
-            f" {problem.priority(m)}) with its min_on_demand_share"
-            f" {problem.on_demand_share_min(m):g}: dropped for it, spot may serve it"
+            f" {problem.priority(m)}), now or one node's growth ahead, with its"
+            f" min_on_demand_share {problem.on_demand_share_min(m):g}: dropped for it,"
+            " spot may serve it"
         )
     for short in solution.uncovered:  # docs/solver.md, "Cover under a binding budget"
         reach = ", ".join(cands.locations[loc] for loc in short.locations)

@@ -494,8 +494,9 @@ class Plan:
     # them, in the order dropped (empty: every one holds).
     relaxed: tuple[Relaxation, ...] = ()
     # With Relaxation.ON_DEMAND_SHARE in `relaxed`: the models whose min_on_demand_share
-    # the plan does not keep because the budget cannot pay for their demand with it,
-    # highest priority first (docs/solver.md, "On-demand share under a budget").
+    # the plan does not keep because the budget cannot pay for their demand with it (now
+    # or one node's growth ahead), highest priority first (docs/solver.md, "On-demand
+    # share under a budget").
     share_relaxed: tuple[str, ...] = ()
     # Commitments and how many of their nodes the plan uses; their nodes are priced in
     # `usd_per_hour` at the on-demand list price (what the budget guard counts).
