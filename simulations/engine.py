@@ -146,15 +146,16 @@ def node_service(
 ) -> NodeService:
     """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
     requests of `size` (None: the reference request): the profile's rate times
-    `size_factor`, at the profile's latency (scaled to the size's work under a per-token
-    SLO, `profile_latency_ms`; docs/profiles.md "Request size", "Latency SLOs")."""
+    `size_factor`, at the profile's latency (under a per-token SLO the size's time to
+    first token plus its output tokens' decode time, `profile_latency_ms`;
+    docs/profiles.md "Request size", "Latency SLOs")."""
     best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size, token_slo)
     if best is None:
         return NodeService(0.0, 0.0, 0)
     profile, replicas = best
     factor = size_factor(model, profile.gpu_kind, profile.gpu_count, size)
     rps = replicas * profile.rps * factor
-    latency_s = profile_latency_ms(profile, factor, token_slo) / 1000.0
+    latency_s = profile_latency_ms(profile, size, token_slo) / 1000.0
     return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
 
 
