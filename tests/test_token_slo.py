@@ -19,6 +19,7 @@ from scheduler.fleet.profiles import (
     meets_slo,
     model_info,
     size_factor,
+    ttft_ms,
 )
 from simulations.engine import node_service, within_slo_share
 
@@ -154,3 +155,20 @@ def test_the_replay_counts_each_step_against_its_own_limit() -> None:
     assert share[1] == 0.0
     same, _ = within_slo_share(served, cap, slots, service, 20.0)
     assert same[0] == pytest.approx(share[0])
+
+
+def test_a_wait_for_a_slot_is_charged_to_the_first_token_budget() -> None:
+    # A long prompt with a short answer: its decode leaves most of 2 s + 99 ms x 40 unused,
+    # but a request that waits for a slot gets its first token that much later, so the
+    # replay lets it wait only the first-token budget less its time to first token.
+    itype, long = g6e(), RequestSize(6_000, 40)
+    svc = node_service(load_profiles(), MODEL, itype, math.inf, None, long, SAME)
+    best = best_profile(load_profiles(), MODEL, itype, math.inf, None, long, SAME)
+    assert best is not None and svc.rps > 0
+    first = ttft_ms(best[0], long)
+    assert first is not None
+    assert svc.wait_s == pytest.approx((SAME.ttft_ms - first) / 1000.0)
+    assert svc.wait_s < latency_limit_ms(math.inf, SAME, long) / 1000.0 - svc.latency_s
+    # End to end, the whole limit less the latency is the wait budget, as before.
+    e2e = node_service(load_profiles(), MODEL, itype, E2E_MS, None, long)
+    assert e2e.wait_s == pytest.approx(E2E_MS / 1000.0 - e2e.latency_s)

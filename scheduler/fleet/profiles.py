@@ -417,6 +417,24 @@ def meets_slo(
     return first <= token_slo.ttft_ms and per_token <= token_slo.tpot_ms and e2e <= latency_slo_ms
 
 
+def wait_budget_ms(
+    profile: CapacityProfile,
+    size: RequestSize | None,
+    latency_slo_ms: float,
+    token_slo: TokenSlo | None,
+) -> float:
+    """How long a request of `size` served at `profile` may wait for a slot and still be
+    within the SLO (negative: it misses it even unqueued). End to end: the limit less its
+    latency. Per token: a wait delays the first token, not the pace of the decode steps
+    (`meets_slo` checks that), so the first-token budget less its time to first token, and
+    no more than `latency_slo_ms` less its end-to-end latency."""
+    e2e = profile_latency_ms(profile, size, token_slo)
+    first = ttft_ms(profile, size) if token_slo is not None else None
+    if token_slo is None or first is None:
+        return latency_limit_ms(latency_slo_ms, token_slo, size) - e2e
+    return min(token_slo.ttft_ms - first, latency_slo_ms - e2e)
+
+
 @functools.cache
 def _warn_no_latency_cost(model: str, gpu_kind: str) -> None:
     log.warning(
