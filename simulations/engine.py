@@ -18,7 +18,8 @@ notice), and accounts the step:
   concurrent request slots (profile rps x profile latency, Little's law) of the nodes
   within reach of a region with load (a node no loaded region reaches shortens no wait)
   and whose service time is the profile latency; the share of requests answered within
-  the SLO is P(wait <= SLO - service time) (Erlang C);
+  the SLO is P(wait <= SLO - service time) (Erlang C), under a per-token SLO P(wait <= the
+  first-token budget less the time to first token) (`NodeService.wait_s`);
 * cost by market, billed per second by the simulated cloud.
 
 Warm-up. A replay of a slice of a live service should begin as the running system
