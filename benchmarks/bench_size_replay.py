@@ -58,6 +58,7 @@ from scheduler.fleet.profiles import load_profiles
 from simulations import roster
 from simulations.engine import run_policy
 from simulations.policies import TraceInfo
+from simulations.traces import TraceFormatError
 from simulations.world import WorldSpec, build_world
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
@@ -182,7 +183,10 @@ def replay(
 ) -> Run:
     """`policy`'s replay of `trace` under `config` (one: seeds 0, 1 and 2 gave the same
     replay, the embedded scenario's spot losses come from its traces)."""
-    world, _ = build_world(WorldSpec(config, trace, "requests"))
+    try:
+        world, _ = build_world(WorldSpec(config, trace, "requests"))
+    except TraceFormatError:  # no pool the config allows serves the model within the SLO
+        return Run(utilization, 0.0, 0.0, 1.0)
     result = run_policy(world, policy, state)
     s = result.summary(None)
     return Run(utilization, result.cost_usd, s["slo_attainment"], s["unserved_fraction"])

@@ -131,6 +131,7 @@ class Point:
     batch: int  # batch size / concurrency setting
     rps: float  # requests per second of one replica
     latency_ms: float  # end-to-end latency of a request
+    tpot_ms: float  # time per output token (the decode step) at that batch size
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,12 @@ class Sweep:
     measured: bool  # True when measured (possibly converted to the mix), False when scaled
 
     def scaled(self, model: str, gpu_kind: str, tp: int, factor: float, why: str) -> Sweep:
-        """The sweep with throughput x factor and latency / factor (same batch sizes)."""
-        pts = tuple(Point(p.batch, p.rps * factor, p.latency_ms / factor) for p in self.points)
+        """The sweep with throughput x factor and latency (and time per token) / factor
+        (same batch sizes)."""
+        pts = tuple(
+            Point(p.batch, p.rps * factor, p.latency_ms / factor, p.tpot_ms / factor)
+            for p in self.points
+        )
         src = f"derived: [{self.source}] x {factor:.3f} ({why})"
         return Sweep(model, gpu_kind, tp, pts, src, measured=False)
 
@@ -167,7 +172,12 @@ def shuntserve_sweeps(shared: Path) -> list[Sweep]:
     sweeps: list[Sweep] = []
     rows = _read(shared / SHUNT / "llama32_3b_g6xlarge_L4_batch_sweep.csv")
     pts = tuple(
-        Point(int(r["batch_size"]), float(r["throughput_rps"]), float(r["p50_e2el_ms"]))
+        Point(
+            int(r["batch_size"]),
+            float(r["throughput_rps"]),
+            float(r["p50_e2el_ms"]),
+            float(r["mean_tpot_ms"]),
+        )
         for r in rows
     )
     sweeps.append(
@@ -177,7 +187,7 @@ def shuntserve_sweeps(shared: Path) -> list[Sweep]:
             1,
             tuple(sorted(pts, key=lambda p: p.batch)),
             "measured: shuntserve llama32_3b_g6xlarge_L4_batch_sweep.csv, g6.xlarge, vLLM, "
-            "763/232 tokens; rps = throughput_rps, latency = p50 e2e",
+            "763/232 tokens; rps = throughput_rps, latency = p50 e2e, tpot = mean TPOT",
             measured=True,
         )
     )
@@ -189,7 +199,12 @@ def shuntserve_sweeps(shared: Path) -> list[Sweep]:
         # decimals (transcribed from .log files); token throughput keeps full precision.
         rps = float(r["token_throughput_tok_s"]) / REF_OUTPUT_TOKENS
         by_instance[(r["gpu"], int(r["tp"]))].append(
-            Point(int(r["batch_size"]), rps, float(r["p50_seq_latency_ms"]))
+            Point(
+                int(r["batch_size"]),
+                rps,
+                float(r["p50_seq_latency_ms"]),
+                float(r["avg_itl_ms"]),
+            )
         )
     for (gpu, tp), points in sorted(by_instance.items()):
         sweeps.append(
@@ -200,7 +215,7 @@ def shuntserve_sweeps(shared: Path) -> list[Sweep]:
                 tuple(sorted(points, key=lambda p: p.batch)),
                 f"measured: shuntserve trtllm_llama31_70b_tp8_static_batch_aws.csv, {gpu} "
                 f"TP{tp}, TensorRT-LLM static batching, 763/232 tokens; rps = output tok/s / "
-                "232, latency = p50 sequence latency",
+                "232, latency = p50 sequence latency, tpot = mean inter-token latency",
                 measured=True,
             )
         )
@@ -255,7 +270,7 @@ def prefill_decode_sweeps(
         for b in sorted(b for (t, p, b, o) in groups if t == tp and p == 512 and o == base_tokens):
             per_token = med(tp, 512, b, 1) / (base_tokens if decode_is_total else 1.0)
             latency = med(tp, 512, b, 0) * scale + per_token * REF_OUTPUT_TOKENS
-            points.append(Point(b, b / latency * 1000.0, latency))
+            points.append(Point(b, b / latency * 1000.0, latency, per_token))
         sweeps.append(
             Sweep(
                 model,
@@ -264,7 +279,7 @@ def prefill_decode_sweeps(
                 tuple(points),
                 f"measured: {label} TP{tp}, batch sweep at prompt 512 / 128 output tokens "
                 f"converted to 763/232: latency = prompt_time x {scale:.3f} + per-token "
-                "time x 232, rps = batch / latency",
+                "time x 232, rps = batch / latency, tpot = per-token time",
                 measured=True,
             )
         )
@@ -508,6 +523,7 @@ def build(shared: Path, catalog_path: Path = CATALOG) -> tuple[str, list[str]]:
                     p.batch,
                     round(p.rps, 5),
                     round(p.latency_ms, 1),
+                    round(p.tpot_ms, 2),
                     s.source,
                 ]
             )
@@ -555,6 +571,7 @@ def build(shared: Path, catalog_path: Path = CATALOG) -> tuple[str, list[str]]:
             "batch_size",
             "rps",
             "latency_ms",
+            "tpot_ms",
             "source",
         ],
         "profiles": rows,
@@ -569,7 +586,7 @@ def build(shared: Path, catalog_path: Path = CATALOG) -> tuple[str, list[str]]:
 def best_table(rows: list[list[Any]], slo_ms: dict[str, float]) -> list[str]:
     """Best rps per replica at the SLO, per (model, GPU kind, TP)."""
     best: dict[tuple[str, str, int], tuple[float, int]] = {}
-    for model, kind, tp, batch, rps, latency, _ in rows:
+    for model, kind, tp, batch, rps, latency, _, _ in rows:
         if latency <= slo_ms[model] and rps > best.get((model, kind, tp), (0.0, 0))[0]:
             best[(model, kind, tp)] = (rps, batch)
     out = ["best rps per replica within the SLO (model, gpu, tp: rps @ batch):"]

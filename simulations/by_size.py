@@ -135,6 +135,7 @@ class BucketService:
     capacity_rps: np.ndarray  # (buckets,): rps of the node time each bucket got
     slots: np.ndarray  # (buckets,): requests in service at once on that time
     service_s: np.ndarray  # (buckets,): mean service time there
+    wait_s: np.ndarray  # (buckets,): mean wait budget there (NodeService.wait_s)
 
 
 def serve_buckets(
@@ -145,7 +146,9 @@ def serve_buckets(
     request takes 1 / the node's rate for its size), each region only to locations in
     its `reach` (regions x locations)."""
     n_b, n_r = demand.shape
-    zeros = BucketService(np.zeros((n_b, n_r)), np.zeros(n_b), np.zeros(n_b), np.zeros(n_b))
+    zeros = BucketService(
+        np.zeros((n_b, n_r)), np.zeros(n_b), np.zeros(n_b), np.zeros(n_b), np.zeros(n_b)
+    )
     if demand.sum() <= 0 or not groups:
         return zeros
     lp = pywraplp.Solver.CreateSolver("GLOP")
@@ -198,6 +201,7 @@ def serve_buckets(
         flows[b, r] += val
         time[g, b] += val / groups[g].figures[b].rps  # type: ignore[union-attr]
     capacity, slots, weight = np.zeros(n_b), np.zeros(n_b), np.zeros(n_b)
+    wait = np.zeros(n_b)
     for g, grp in enumerate(groups):
         used = float(time[g].sum())
         if used <= 0:
@@ -210,9 +214,11 @@ def serve_buckets(
             capacity[b] += got * fig.rps
             slots[b] += got * fig.slots
             weight[b] += got * fig.rps * fig.latency_s
+            wait[b] += got * fig.rps * fig.wait_s
     with np.errstate(invalid="ignore", divide="ignore"):
         service = np.where(capacity > 0, weight / capacity, 0.0)
-    return BucketService(flows, capacity, np.maximum(np.round(slots), 1.0), service)
+        wait_s = np.where(capacity > 0, wait / capacity, 0.0)
+    return BucketService(flows, capacity, np.maximum(np.round(slots), 1.0), service, wait_s)
 
 
 class BucketLedger:

@@ -18,7 +18,8 @@ notice), and accounts the step:
   concurrent request slots (profile rps x profile latency, Little's law) of the nodes
   within reach of a region with load (a node no loaded region reaches shortens no wait)
   and whose service time is the profile latency; the share of requests answered within
-  the SLO is P(wait <= SLO - service time) (Erlang C);
+  the SLO is P(wait <= SLO - service time) (Erlang C), under a per-token SLO P(wait <= the
+  first-token budget less the time to first token) (`NodeService.wait_s`);
 * cost by market, billed per second by the simulated cloud.
 
 Warm-up. A replay of a slice of a live service should begin as the running system
@@ -90,6 +91,7 @@ from scheduler.fleet.profiles import (
     model_latency_slo_ms,
     profile_latency_ms,
     size_factor,
+    wait_budget_ms,
 )
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
@@ -133,6 +135,9 @@ class NodeService:
     rps: float  # sustainable requests/s at the SLO
     latency_s: float  # profile end-to-end latency per request (the service time)
     slots: int  # requests in service at once at that rate (rps x latency, Little's law)
+    # How long a request may wait for a slot and still be within the SLO (under a per-token
+    # SLO its first-token budget less its time to first token: `wait_budget_ms`).
+    wait_s: float = math.inf
 
 
 def node_service(
@@ -146,16 +151,18 @@ def node_service(
 ) -> NodeService:
     """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
     requests of `size` (None: the reference request): the profile's rate times
-    `size_factor`, at the profile's latency (scaled to the size's work under a per-token
-    SLO, `profile_latency_ms`; docs/profiles.md "Request size", "Latency SLOs")."""
+    `size_factor`, at the profile's latency (under a per-token SLO the size's time to
+    first token plus its output tokens' decode time, `profile_latency_ms`;
+    docs/profiles.md "Request size", "Latency SLOs")."""
     best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size, token_slo)
     if best is None:
-        return NodeService(0.0, 0.0, 0)
+        return NodeService(0.0, 0.0, 0, 0.0)
     profile, replicas = best
     factor = size_factor(model, profile.gpu_kind, profile.gpu_count, size)
     rps = replicas * profile.rps * factor
-    latency_s = profile_latency_ms(profile, factor, token_slo) / 1000.0
-    return NodeService(rps, latency_s, max(1, round(rps * latency_s)))
+    latency_s = profile_latency_ms(profile, size, token_slo) / 1000.0
+    wait_s = wait_budget_ms(profile, size, latency_slo_ms, token_slo) / 1000.0
+    return NodeService(rps, latency_s, max(1, round(rps * latency_s)), wait_s)
 
 
 class SimDrainer:
@@ -895,13 +902,17 @@ async def replay(
             )
     within = np.zeros_like(ledger.served)
     latency = np.full_like(ledger.served, np.nan)
-    for m in range(len(models)):
+    for m, name in enumerate(models):
+        # Per token, a request is within the SLO if its wait fits its nodes' wait budget
+        # (the first-token budget less the time to first token); end to end, if its
+        # response fits the limit at the step's size.
+        limit_m = ledger.service_s[m] + ledger.wait_s[m] if acc.slo[name][1] else limits_s[m]
         share, mean_s = within_slo_share(
             ledger.served[m],
             ledger.queue_capacity[m],
             ledger.slots[m],
             ledger.service_s[m],
-            limits_s[m],
+            limit_m,
         )
         if by_size is not None and m in by_size.ledger.models:
             share, mean_s = _bucket_within(by_size.ledger, m, ledger.served[m])
@@ -994,6 +1005,7 @@ def _account_demand(
             flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
         ledger.served[m, step] = flows[m].sum()
         ledger.service_s[m, step] = ready.latency_weight[m][used].sum() / cap if cap > 0 else 0
+        ledger.wait_s[m, step] = ready.wait_weight[m][used].sum() / cap if cap > 0 else 0
     in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
     backlog.serve(step, col, flows)
     for s, (m, r) in enumerate(acc.key_rows):
@@ -1019,7 +1031,9 @@ def _bucket_router(
         split, sizes = by_size.step_mix(m, step, demand_reg, col, len(acc.regions))
         groups = by_size.groups(model, counts, sizes, acc.service, acc.loc_index)
         got = serve_buckets(split, groups, acc.reach)
-        limits = [math.inf if s is None else acc.limit_s(model, s) for s in sizes]
+        limits: Sequence[float] = [math.inf if s is None else acc.limit_s(model, s) for s in sizes]
+        if acc.slo[model][1] is not None:  # per token: the wait budget (as `within` above)
+            limits = list(got.service_s + got.wait_s)
         by_size.ledger.record(m, step, got, limits)
         return np.asarray(got.flows.sum(axis=0), dtype=np.float64)
 

@@ -41,6 +41,11 @@ class NodeFigures(Protocol):
         """Mean service time of one request."""
         ...
 
+    @property
+    def wait_s(self) -> float:
+        """How long a request may wait for a slot and still be within the SLO."""
+        ...
+
 
 class ReadyCapacity:
     """Ready capacity at the start of a step, per model and serving location."""
@@ -64,6 +69,7 @@ class ReadyCapacity:
         self._key: object = None  # what the figures below were computed for
         self.by_location = np.zeros(self._shape)  # rps per (model, location)
         self.latency_weight = np.zeros(self._shape)  # sum of rps x latency per (model, location)
+        self.wait_weight = np.zeros(self._shape)  # sum of rps x wait budget per (model, location)
         self.slots = np.zeros(self._shape, dtype=np.int64)  # in flight per (model, location)
         self.by_market = {m.value: 0.0 for m in Market}  # rps per market, all models
         self.by_kind: dict[str, np.ndarray] = {}  # GPU kind -> rps per model
@@ -84,6 +90,7 @@ class ReadyCapacity:
         self._key = key
         self.by_location = np.zeros(self._shape)
         self.latency_weight = np.zeros(self._shape)
+        self.wait_weight = np.zeros(self._shape)
         self.slots = np.zeros(self._shape, dtype=np.int64)
         self.by_market = {m.value: 0.0 for m in Market}
         self.by_kind = {}
@@ -96,6 +103,8 @@ class ReadyCapacity:
             self.by_location[m, loc] += svc.rps
             self.slots[m, loc] += svc.slots
             self.latency_weight[m, loc] += svc.rps * svc.latency_s
+            if svc.rps > 0:
+                self.wait_weight[m, loc] += svc.rps * svc.wait_s
             self.by_market[inst.pool.market.value] += svc.rps
             kind = self._gpu_kind(inst.pool)
             if kind not in self.by_kind:
@@ -179,6 +188,7 @@ class Ledger:
         self.slots = np.zeros(shape, dtype=np.int64)  # in flight per model, within reach
         self.tokens = np.zeros(shape)  # tokens per request per model
         self.service_s = np.zeros(shape)  # mean service time per model, within reach
+        self.wait_s = np.zeros(shape)  # mean wait budget per model, within reach
         self.by_market = {m.value: np.zeros(n_steps) for m in Market}  # capacity per market
         # GPU kind -> ready capacity per model (models, steps): how a step's served tokens
         # split over GPU kinds (simulations.token_cost).

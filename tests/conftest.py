@@ -55,6 +55,7 @@ _LAYERS: dict[str, frozenset[str]] = {
             "test_sweep_ray.py",
             "test_tui.py",
             "test_token_profiles.py",
+            "test_latency_profiles.py",
             "test_tui_snapshots.py",
             "test_unmet_records.py",
         }

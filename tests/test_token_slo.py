@@ -11,7 +11,16 @@ import pytest
 
 from scheduler.domain import REFERENCE_SIZE, Cloud, InstanceType, RequestSize, TokenSlo
 from scheduler.fleet.catalog import load_catalog
-from scheduler.fleet.profiles import instance_rps, latency_limit_ms, load_profiles
+from scheduler.fleet.profiles import (
+    best_profile,
+    instance_rps,
+    latency_limit_ms,
+    load_profiles,
+    meets_slo,
+    model_info,
+    size_factor,
+    ttft_ms,
+)
 from simulations.engine import node_service, within_slo_share
 
 MODEL = "llama-3.1-8b"
@@ -44,20 +53,82 @@ def test_at_the_reference_request_the_per_token_slo_plans_as_the_end_to_end_one(
     )
 
 
+def batches(itype: InstanceType, size: RequestSize, slo: TokenSlo) -> list[int]:
+    """The batch sizes of the 8B's profile rows on `itype`'s GPU kind within `slo`."""
+    return [
+        p.batch_size
+        for p in load_profiles()
+        if (p.model, p.gpu_kind) == (MODEL, itype.gpu_kind)
+        and p.gpu_count <= itype.gpu_count
+        and meets_slo(p, size, math.inf, slo)
+    ]
+
+
 def test_long_prompts_must_fit_the_first_token_budget() -> None:
-    # Under an end-to-end SLO the profile's latency is the reference request's whatever
-    # the size; under TTFT/TPOT a 10,000-token prompt takes several times as long in the
-    # same batch, so only a smaller batch qualifies and a node carries fewer of them.
-    profiles, itype = load_profiles(), g6e()
-    long = RequestSize(4_000, 232)
-    e2e = instance_rps(profiles, MODEL, itype, E2E_MS, size=long)
-    per_token = instance_rps(profiles, MODEL, itype, size=long, token_slo=SAME)
-    assert 0 < per_token < e2e
-    # 10,000-token prompts: no batch of an L40S is fast enough, an 8 x H100 node is.
-    longer = RequestSize(10_000, 232)
-    p5 = load_catalog().instance_types[(Cloud.AWS, "p5.48xlarge")]
-    assert instance_rps(profiles, MODEL, itype, size=longer, token_slo=SAME) == 0.0
-    assert instance_rps(profiles, MODEL, p5, size=longer, token_slo=SAME) > 0
+    # A 6,000-token prompt of the 8B is prefilled in well under a second on an L40S: it
+    # fits 2 s to the first token at small batches (a batch's prefills share the GPU), not
+    # at the largest, so a node carries it at a smaller batch than the reference request.
+    itype = g6e()
+    long = RequestSize(6_000, 40)
+    fits = batches(itype, long, SAME)
+    assert fits and 1 in fits
+    assert max(fits) < max(batches(itype, REFERENCE_SIZE, SAME))
+    assert instance_rps(load_profiles(), MODEL, itype, size=long, token_slo=SAME) > 0
+
+
+def test_a_prompt_too_long_for_a_gpu_fits_no_batch_however_long_the_answer() -> None:
+    # 30,000 prompt tokens take over 10 s to prefill on an L4 at any batch; 2,000 output
+    # tokens would leave the end-to-end sum (2 s + 99 ms x 2,000) plenty of room, but the
+    # first token is checked on its own. An H100 prefills it within 2 s.
+    catalog, profiles = load_catalog(), load_profiles()
+    huge = RequestSize(30_000, 2_000)
+    l4 = catalog.instance_types[(Cloud.AWS, "g6.xlarge")]
+    p5 = catalog.instance_types[(Cloud.AWS, "p5.48xlarge")]
+    assert batches(l4, huge, SAME) == []
+    assert instance_rps(profiles, MODEL, l4, size=huge, token_slo=SAME) == 0.0
+    assert instance_rps(profiles, MODEL, p5, size=huge, token_slo=SAME) > 0
+
+
+def test_decode_heavy_requests_get_smaller_batches_under_a_tight_tpot() -> None:
+    # 20 ms per token: a bigger batch makes each decode step slower, and a long answer's
+    # context makes it slower still, so 2,000-token answers run at a smaller batch than
+    # short chat turns on the same GPU.
+    tight = TokenSlo(2_000.0, 20.0)
+    itype = g6e()
+    chat, essay = RequestSize(450, 120), RequestSize(500, 2_000)
+    assert batches(itype, essay, tight)
+    assert max(batches(itype, essay, tight)) < max(batches(itype, chat, tight))
+    per_token = {
+        s: best_profile(load_profiles(), MODEL, itype, math.inf, None, s, tight)
+        for s in (chat, essay)
+    }
+    assert all(b is not None for b in per_token.values())
+    assert per_token[essay][0].batch_size < per_token[chat][0].batch_size  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "size", [None, REFERENCE_SIZE, RequestSize(6_000, 40), RequestSize(500, 2_000)]
+)
+def test_plans_under_an_end_to_end_slo_are_unchanged(size: RequestSize | None) -> None:
+    # Under an end-to-end SLO the check is the profile's own latency against the SLO, as
+    # before the per-token model: the capacity of every instance type is the best
+    # qualifying row's rate x size factor.
+    catalog, profiles = load_catalog(), load_profiles()
+    for itype in catalog.instance_types.values():
+        for model, slo_ms in (("llama-3.1-8b", E2E_MS), ("llama-3.1-70b", 32_000.0)):
+            rows = [
+                (itype.gpu_count // p.gpu_count)
+                * p.rps
+                * size_factor(model, p.gpu_kind, p.gpu_count, size)
+                for p in profiles
+                if p.model == model
+                and p.gpu_kind == itype.gpu_kind
+                and itype.gpu_count % p.gpu_count == 0
+                and p.latency_ms <= slo_ms
+                and p.gpu_count * itype.gpu_memory_gb >= model_info(model).gpu_memory_gb
+            ]
+            got = instance_rps(profiles, model, itype, slo_ms, size=size)
+            assert got == pytest.approx(max(rows, default=0.0))
 
 
 def test_long_outputs_get_the_time_their_tokens_take() -> None:
@@ -84,3 +155,20 @@ def test_the_replay_counts_each_step_against_its_own_limit() -> None:
     assert share[1] == 0.0
     same, _ = within_slo_share(served, cap, slots, service, 20.0)
     assert same[0] == pytest.approx(share[0])
+
+
+def test_a_wait_for_a_slot_is_charged_to_the_first_token_budget() -> None:
+    # A long prompt with a short answer: its decode leaves most of 2 s + 99 ms x 40 unused,
+    # but a request that waits for a slot gets its first token that much later, so the
+    # replay lets it wait only the first-token budget less its time to first token.
+    itype, long = g6e(), RequestSize(6_000, 40)
+    svc = node_service(load_profiles(), MODEL, itype, math.inf, None, long, SAME)
+    best = best_profile(load_profiles(), MODEL, itype, math.inf, None, long, SAME)
+    assert best is not None and svc.rps > 0
+    first = ttft_ms(best[0], long)
+    assert first is not None
+    assert svc.wait_s == pytest.approx((SAME.ttft_ms - first) / 1000.0)
+    assert svc.wait_s < latency_limit_ms(math.inf, SAME, long) / 1000.0 - svc.latency_s
+    # End to end, the whole limit less the latency is the wait budget, as before.
+    e2e = node_service(load_profiles(), MODEL, itype, E2E_MS, None, long)
+    assert e2e.wait_s == pytest.approx(E2E_MS / 1000.0 - e2e.latency_s)

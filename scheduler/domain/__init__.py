@@ -8,6 +8,7 @@ not see them (it has its own index-based `solver.Problem`).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,9 @@ class CapacityProfile:
     rps: float  # sustainable requests per second at that batch size
     latency_ms: float  # end-to-end latency per request at that batch size
     source: str  # data set and derivation, for provenance
+    # Time per output token (the decode step) at that batch size for the reference
+    # request; NaN when unknown (then derived from `latency_ms`, scheduler.fleet.profiles).
+    tpot_ms: float = math.nan
 
 
 # The smallest prompt and output lengths of the measurements token costs are fitted to
@@ -183,6 +187,48 @@ class TokenCost:
         i = np.maximum(input_tokens, MIN_FITTED_TOKENS)
         o = np.maximum(output_tokens, MIN_FITTED_TOKENS)
         return self.prefill * i + self.decode * o + self.context * i * o + self.growth * o * o
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyCost:
+    """Time to first token and time per output token of one request, for one model
+    replica on `gpu_count` GPUs of one kind (docs/profiles.md "Latency SLOs"; fitted by
+    scripts/build_latency_profiles.py):
+
+        prefill(i) = overhead_ms + ms_per_token x i + ms_per_token_sq x i^2
+        TTFT(i, b) = prefill(i) x b^batch_interference
+        TPOT(b, c) = decode step at batch b x (1 + kv x b x c) / (1 + kv x b x c_ref)
+
+    (i prompt tokens, b the batch, c = i + o / 2 the mean context while decoding)."""
+
+    model: str  # model name (as in the capacity profiles)
+    gpu_kind: str  # accelerator kind
+    gpu_count: int  # GPUs of one replica (tensor parallel degree)
+    overhead_ms: float  # prefill time of an empty prompt
+    ms_per_token: float  # prefill time per prompt token (compute)
+    ms_per_token_sq: float  # per prompt token squared (attention over the prompt)
+    batch_interference: float  # exponent of the batch in the first-token time
+    kv_per_weight: float  # KV-cache bytes per context token over weight bytes
+    source: str  # the measurements and ratios it comes from
+
+    def prefill_ms(self, input_tokens: float) -> float:
+        """Prefill time of one prompt of `input_tokens` alone."""
+        i = max(input_tokens, 1.0)
+        return self.overhead_ms + self.ms_per_token * i + self.ms_per_token_sq * i * i
+
+    def ttft_ms(self, input_tokens: float, batch: int) -> float:
+        """Queueing-free time to first token of a prompt in a batch of `batch` prompts of
+        the same length (the batch's prefills share the GPU)."""
+        return float(self.prefill_ms(input_tokens) * float(batch) ** self.batch_interference)
+
+    def tpot_ms(self, step_ms: float, batch: int, size: RequestSize) -> float:
+        """Time per output token at `batch` of a request of `size`, from the decode step
+        `step_ms` measured at that batch for the reference request (its context grows the
+        KV-cache reads of each step)."""
+        ref = REFERENCE_CONTEXT_TOKENS
+        ctx = size.input_tokens + size.output_tokens / 2.0
+        kv = self.kv_per_weight * batch
+        return step_ms * (1.0 + kv * ctx) / (1.0 + kv * ref)
 
 
 class NodeState(enum.StrEnum):
@@ -229,6 +275,9 @@ class RequestSize:
 # The request every capacity profile is measured for (scheduler/data/profiles.json
 # `reference_mix`): ShuntServe's fixed lengths. Demand without a size is this size.
 REFERENCE_SIZE = RequestSize(763.0, 232.0)
+# Mean context of the reference request while it decodes (its prompt and half its output):
+# the context the profiles' decode step (`CapacityProfile.tpot_ms`) was measured at.
+REFERENCE_CONTEXT_TOKENS = REFERENCE_SIZE.input_tokens + REFERENCE_SIZE.output_tokens / 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,12 @@ Other request sizes: `scheduler/data/token_profiles.json` (built by
 model fitted to TensorRT-LLM's input/output-length grid; `size_factor` is the
 throughput at a size relative to the reference request, and `instance_rps(...,
 size=...)` scales the profile rates by it (exactly 1 at the reference size).
+
+Per-token SLOs: `scheduler/data/latency_profiles.json` (built by
+`scripts/build_latency_profiles.py`) holds per (model, GPU kind, GPU count) the prefill
+time of a prompt and the batch's interference; `ttft_ms` and `tpot_ms` of a request served
+at a profile row are checked separately against the SLO (`meets_slo`), by the planner and
+the replay alike (docs/profiles.md "Latency SLOs").
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from scheduler.domain import (
     REFERENCE_SIZE,
     CapacityProfile,
     InstanceType,
+    LatencyCost,
     Model,
     RequestSize,
     TokenCost,
@@ -39,6 +46,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROFILES_PATH = Path(__file__).parents[1] / "data" / "profiles.json"
 DEFAULT_TOKEN_PROFILES_PATH = Path(__file__).parents[1] / "data" / "token_profiles.json"
+DEFAULT_LATENCY_PROFILES_PATH = Path(__file__).parents[1] / "data" / "latency_profiles.json"
+_LATENCY_COLUMNS = (
+    "model", "gpu_kind", "gpu_count", "overhead_ms", "ms_per_token", "ms_per_token_sq", "source",
+)  # fmt: skip
 _TOKEN_COLUMNS = (
     "model", "gpu_kind", "gpu_count", "prefill", "decode", "context", "growth", "source",
 )  # fmt: skip
@@ -48,7 +59,9 @@ _TOKEN_COLUMNS = (
 # for the reference mix. The fields are exactly domain.Model's.
 ModelInfo: TypeAlias = Model
 
-_PROFILE_COLUMNS = ("model", "gpu_kind", "gpu_count", "batch_size", "rps", "latency_ms", "source")
+_PROFILE_COLUMNS = (
+    "model", "gpu_kind", "gpu_count", "batch_size", "rps", "latency_ms", "tpot_ms", "source",
+)  # fmt: skip
 
 
 class ProfileError(ValueError):
@@ -89,7 +102,7 @@ def parse_profiles(doc: Mapping[str, Any], origin: str = "profiles") -> tuple[Ca
         rows: list[CapacityProfile] = []
         for i, row in enumerate(doc["profiles"]):
             where = f"{origin}: profiles[{i}]"
-            model, kind, gpus, batch, rps, latency, source = row
+            model, kind, gpus, batch, rps, latency, tpot, source = row
             profile = CapacityProfile(
                 model=_text(model, where),
                 gpu_kind=_text(kind, where),
@@ -98,9 +111,10 @@ def parse_profiles(doc: Mapping[str, Any], origin: str = "profiles") -> tuple[Ca
                 rps=_finite(rps, where),
                 latency_ms=_finite(latency, where),
                 source=_text(source, where),
+                tpot_ms=_finite(tpot, where),
             )
-            if profile.rps < 0 or profile.latency_ms <= 0:
-                raise ProfileError(f"{where}: rps must be >= 0 and latency_ms > 0")
+            if profile.rps < 0 or profile.latency_ms <= 0 or profile.tpot_ms <= 0:
+                raise ProfileError(f"{where}: rps must be >= 0, latency_ms and tpot_ms > 0")
             rows.append(profile)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ProfileError):
@@ -268,6 +282,66 @@ def model_info(name: str, models: Sequence[ModelInfo] | None = None) -> ModelInf
     raise KeyError(f"no capacity profile model {name!r}")
 
 
+def parse_latency_costs(
+    doc: Mapping[str, Any], origin: str = "latency profiles"
+) -> tuple[LatencyCost, ...]:
+    """The latency rows of a decoded latency profiles document; `origin` names it in errors."""
+    try:
+        if tuple(doc["columns"]) != _LATENCY_COLUMNS:
+            raise ProfileError(f"{origin}: unexpected columns {doc['columns']}")
+        interference = _finite(doc["batch_interference"], f"{origin}: batch_interference")
+        kv = {m: _finite(v, f"{origin}: kv_per_weight") for m, v in doc["kv_per_weight"].items()}
+        rows: list[LatencyCost] = []
+        for i, row in enumerate(doc["rows"]):
+            where = f"{origin}: rows[{i}]"
+            model, kind, gpus, overhead, per_token, per_token_sq, source = row
+            cost = LatencyCost(
+                model=_text(model, where),
+                gpu_kind=_text(kind, where),
+                gpu_count=_positive_int(gpus, where),
+                overhead_ms=_finite(overhead, where),
+                ms_per_token=_finite(per_token, where),
+                ms_per_token_sq=_finite(per_token_sq, where),
+                batch_interference=interference,
+                kv_per_weight=kv[model],
+                source=_text(source, where),
+            )
+            if min(cost.overhead_ms, cost.ms_per_token, cost.ms_per_token_sq) < 0:
+                raise ProfileError(f"{where}: coefficients must be >= 0")
+            if cost.prefill_ms(REFERENCE_SIZE.input_tokens) <= 0:
+                raise ProfileError(f"{where}: the reference prompt takes no time")
+            rows.append(cost)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ProfileError):
+            raise
+        raise ProfileError(f"{origin}: malformed latency profiles: {exc!r}") from exc
+    return tuple(rows)
+
+
+@functools.cache
+def _default_latency_costs() -> tuple[LatencyCost, ...]:
+    return parse_latency_costs(
+        _read(DEFAULT_LATENCY_PROFILES_PATH), str(DEFAULT_LATENCY_PROFILES_PATH)
+    )
+
+
+def load_latency_costs(path: Path | None = None) -> tuple[LatencyCost, ...]:
+    """All latency rows of a latency profiles file (bundled one by default, cached)."""
+    if path is None:
+        return _default_latency_costs()
+    return parse_latency_costs(_read(path), str(path))
+
+
+@functools.cache
+def latency_cost(model: str, gpu_kind: str, gpu_count: int) -> LatencyCost | None:
+    """The bundled latency model of (model, GPU kind, GPU count): that row, else the row
+    of the same model and GPU kind with the nearest GPU count; None when there is none."""
+    same = [c for c in load_latency_costs() if c.model == model and c.gpu_kind == gpu_kind]
+    if not same:
+        return None
+    return min(same, key=lambda c: (abs(math.log2(c.gpu_count / gpu_count)), c.gpu_count))
+
+
 def latency_limit_ms(
     latency_slo_ms: float, token_slo: TokenSlo | None, size: RequestSize | None
 ) -> float:
@@ -279,16 +353,94 @@ def latency_limit_ms(
     return min(latency_slo_ms, token_slo.e2e_ms((size or REFERENCE_SIZE).output_tokens))
 
 
+def ttft_ms(profile: CapacityProfile, size: RequestSize | None) -> float | None:
+    """Queueing-free time to first token of a request of `size` (None: the reference)
+    served at `profile`: its prompt's prefill in a batch of the profile's batch size
+    (`LatencyCost.ttft_ms`); None when no latency model covers the replica."""
+    cost = latency_cost(profile.model, profile.gpu_kind, profile.gpu_count)
+    if cost is None:
+        _warn_no_latency_cost(profile.model, profile.gpu_kind)
+        return None
+    return cost.ttft_ms((size or REFERENCE_SIZE).input_tokens, profile.batch_size)
+
+
+def tpot_ms(profile: CapacityProfile, size: RequestSize | None) -> float | None:
+    """Time per output token of a request of `size` served at `profile`: the profile's
+    decode step at its batch size, grown with the request's context
+    (`LatencyCost.tpot_ms`); None when no latency model covers the replica."""
+    cost = latency_cost(profile.model, profile.gpu_kind, profile.gpu_count)
+    if cost is None:
+        _warn_no_latency_cost(profile.model, profile.gpu_kind)
+        return None
+    step = profile.tpot_ms
+    if not math.isfinite(step):  # a profile without its decode step: its latency less a prefill
+        ref = REFERENCE_SIZE
+        step = max(profile.latency_ms - cost.prefill_ms(ref.input_tokens), 1.0) / ref.output_tokens
+    return cost.tpot_ms(step, profile.batch_size, size or REFERENCE_SIZE)
+
+
 def profile_latency_ms(
-    profile: CapacityProfile, factor: float, token_slo: TokenSlo | None
+    profile: CapacityProfile, size: RequestSize | None, token_slo: TokenSlo | None
 ) -> float:
-    """Latency of a request served at `profile`: its measured (reference-request)
-    latency, or with a per-token SLO that latency scaled by the request's work
-    (`factor` is the request size's `size_factor`: a request of twice the GPU time takes
-    about twice as long in the same batch)."""
-    if token_slo is None or factor <= 0:
+    """End-to-end latency of a request of `size` served at `profile`: its measured
+    (reference-request) latency under an end-to-end SLO; with a per-token SLO,
+    `ttft_ms + tpot_ms x output tokens` for the size (or, where no latency model covers
+    the replica, the profile latency scaled by the request's work, 1 / `size_factor`)."""
+    if token_slo is None:
         return profile.latency_ms
-    return profile.latency_ms / factor
+    first, per_token = ttft_ms(profile, size), tpot_ms(profile, size)
+    if first is None or per_token is None:
+        factor = size_factor(profile.model, profile.gpu_kind, profile.gpu_count, size)
+        return profile.latency_ms / factor if factor > 0 else profile.latency_ms
+    return first + per_token * (size or REFERENCE_SIZE).output_tokens
+
+
+def meets_slo(
+    profile: CapacityProfile,
+    size: RequestSize | None,
+    latency_slo_ms: float,
+    token_slo: TokenSlo | None,
+) -> bool:
+    """Whether a request of `size` served at `profile` is within the SLO, queueing aside.
+    End to end: the profile's latency within `latency_slo_ms` (whatever the size). Per
+    token: its `ttft_ms` within the first-token budget and its `tpot_ms` within the
+    per-token one, each checked alone, and the two together within `latency_slo_ms`
+    (docs/profiles.md "Latency SLOs")."""
+    if token_slo is None:
+        return profile.latency_ms <= latency_slo_ms
+    first, per_token = ttft_ms(profile, size), tpot_ms(profile, size)
+    if first is None or per_token is None:
+        return profile_latency_ms(profile, size, token_slo) <= latency_limit_ms(
+            latency_slo_ms, token_slo, size
+        )
+    e2e = first + per_token * (size or REFERENCE_SIZE).output_tokens
+    return first <= token_slo.ttft_ms and per_token <= token_slo.tpot_ms and e2e <= latency_slo_ms
+
+
+def wait_budget_ms(
+    profile: CapacityProfile,
+    size: RequestSize | None,
+    latency_slo_ms: float,
+    token_slo: TokenSlo | None,
+) -> float:
+    """How long a request of `size` served at `profile` may wait for a slot and still be
+    within the SLO (negative: it misses it even unqueued). End to end: the limit less its
+    latency. Per token: a wait delays the first token, not the pace of the decode steps
+    (`meets_slo` checks that), so the first-token budget less its time to first token, and
+    no more than `latency_slo_ms` less its end-to-end latency."""
+    e2e = profile_latency_ms(profile, size, token_slo)
+    first = ttft_ms(profile, size) if token_slo is not None else None
+    if token_slo is None or first is None:
+        return latency_limit_ms(latency_slo_ms, token_slo, size) - e2e
+    return min(token_slo.ttft_ms - first, latency_slo_ms - e2e)
+
+
+@functools.cache
+def _warn_no_latency_cost(model: str, gpu_kind: str) -> None:
+    log.warning(
+        "latency_profile_missing model=%s gpu_kind=%s reason=no latency model, per-token "
+        "SLO checked on the scaled end-to-end latency", model, gpu_kind,
+    )  # fmt: skip
 
 
 def model_latency_slo_ms(
@@ -324,9 +476,8 @@ def best_profile(
     `replicas x rps x size_factor(size)`; None when none qualifies.
 
     The SLO is `latency_slo_ms` for the profile's own (reference) latency. With a
-    `token_slo` it is checked at `size` instead: the profile's latency scaled by the
-    request's work (divided by `size_factor`) against the smaller of `latency_slo_ms` and
-    `token_slo.e2e_ms` of the size's output tokens (`latency_limit_ms`)."""
+    `token_slo` it is checked at `size` instead (`meets_slo`): the request's time to first
+    token and time per output token at the profile's batch, each within its budget."""
     best: tuple[CapacityProfile, int] | None = None
     best_rps = 0.0
     for p in profiles:
@@ -341,11 +492,9 @@ def best_profile(
             and p.gpu_count * instance_type.gpu_memory_gb < model_memory_gb
         ):
             continue
-        factor = size_factor(p.model, p.gpu_kind, p.gpu_count, size)
-        if profile_latency_ms(p, factor, token_slo) > latency_limit_ms(
-            latency_slo_ms, token_slo, size
-        ):
+        if not meets_slo(p, size, latency_slo_ms, token_slo):
             continue
+        factor = size_factor(p.model, p.gpu_kind, p.gpu_count, size)
         replicas = instance_type.gpu_count // p.gpu_count
         rps = replicas * p.rps * factor
         if best is None or rps > best_rps:
