@@ -404,12 +404,14 @@ def round_relaxation(
         1 / 6,
         reach,
     )
+    # As the oracle's programs do, the relaxation has a value for every pool in reach.
+    pools = [p for p in PRICES if any(p.location in r for r in reach.values())]
     relaxed = ProgramResult(
         True,
         0.0,
         0.0,
         0.0,
-        {("m", p): list(v) for p, v in x.items()},
+        {("m", p): list(x.get(p, [0.0] * steps)) for p in pools},
         {("m", r): list(v) for r, v in served.items()},
     )
     return {p: v for (_, p), v in rounding.round(relaxed, 1).items()}
@@ -483,6 +485,36 @@ def test_oracle_rounding_serves_each_region_within_its_reach() -> None:
         od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
         assert od >= 0.5 * total
     assert len([p for p in us if p.market is Market.ON_DEMAND and max(out[p]) > 0]) == 1
+
+
+def test_oracle_rounding_keeps_quotas() -> None:
+    # A quota allows one GPU on demand in us-east-2 (the cheaper on-demand pool). The
+    # relaxation's on-demand capacity, 1.5 nodes there, still goes to whole nodes: one in
+    # us-east-2 at most, the rest where the quota allows, with the load and share kept.
+    config = share_config(0.5).model_copy(
+        update={
+            "quotas": Config.model_validate(
+                {
+                    **CONFIG.model_dump(mode="json", include={"models", "regions", "clouds"}),
+                    "quotas": [
+                        {
+                            "cloud": "aws",
+                            "region": "us-east-2",
+                            "market": "on-demand",
+                            "max_gpus": 1,
+                        }
+                    ],
+                }
+            ).quotas
+        }
+    )
+    x = {OD_E2: [1.5] * 3, SPOT_E1: [1.5] * 3}
+    out = round_relaxation(config, x, {"us": [3.0] * 3}, {SPOT_E1: [4] * 3})
+    for t in range(3):
+        assert out[OD_E2][t] <= 1
+        total = sum(v[t] for v in out.values())
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert total >= 3 and od >= 0.5 * total
 
 
 def test_oracle_config_bound_is_off_unless_asked() -> None:

@@ -18,8 +18,9 @@ spot room. Per model, block after block:
    at peaks). Each time the pool that covers it for the least per covered rps is taken,
    a node the pool did not hold in the previous block paying its boot too, so nodes stay
    where they ran while that still covers;
-4. the share and min_replicas are restored with nodes of the group's on-demand pool, and
-   the nodes left surplus removed, those just started first, then dearest per rps.
+4. the share and min_replicas are restored with nodes of the group's on-demand pool (of
+   another on-demand pool where a quota stops it), and the nodes left surplus removed,
+   those just started first, then dearest per rps.
 
 The on-demand pool of each group is the one for which the model's rounded schedule
 costs least (boots included).
@@ -264,7 +265,14 @@ class _ModelRounding:
         n_keys, n_blocks = self.lp.shape
         out = np.zeros((n_keys, n_blocks), dtype=np.int64)
         prev = np.zeros(n_keys, dtype=np.int64)
-        chosen = sorted(choice.values(), key=lambda i: (self.price[i] / self.rps[i], i))
+        # For the share and min_replicas: the chosen pools, then (where quotas stop them)
+        # the other on-demand pools, cheapest per rps first.
+        per_rps = self.price / self.rps
+        chosen = sorted(choice.values(), key=lambda i: (per_rps[i], i))
+        chosen += sorted(
+            (i for i in range(n_keys) if self.od[i] and i not in chosen),
+            key=lambda i: (per_rps[i], i),
+        )
         for t in range(n_blocks):
             step = _Block(self, t, prev, room_left, quota_left)
             step.cur[:] = self.floor[:, t]
@@ -376,8 +384,8 @@ class _Block:
         return float(cap[self.m.od].sum()) >= min(share * total, total) - EPS
 
     def keep_rules(self, chosen: Sequence[int]) -> None:
-        """min_replicas and min_on_demand_share with nodes of the chosen on-demand pools
-        (cheapest per rps first), one at a time, each followed by the removal of what it
+        """min_replicas and min_on_demand_share with on-demand nodes of the first of
+        `chosen` that quotas allow, one at a time, each followed by the removal of what it
         made surplus."""
         m = self.m
         while int(self.cur.sum()) < m.section.min_replicas or not self.share_ok():
