@@ -264,8 +264,18 @@ class Problem:
         """Whether a move of model m's nodes counts against the budget twice while it is
         under way (the old nodes bill until the new ones serve): for every model of a
         priority above the lowest, whose moves must not leave it short (make before
-        break). With one priority, moves drain first as before."""
-        return bool(self.priorities) and self.priority(m) > min(self.priorities)
+        break). With one priority, moves drain first as before.
+
+        Not for a model whose current fleet already serves less than its load: it is short
+        with or without the move, and the overlap, which the budget could not pay for,
+        kept such a model for good on a fleet that cost more than the one it needed (a
+        storm's on-demand fallback under a budget: docs/solver.md, "Preemption storms
+        under a budget"). Its move then drains first; the guard lets the drain go only
+        when the launches it pays for add more of the model than it takes."""
+        if not (self.priorities and self.priority(m) > min(self.priorities)):
+            return False
+        load = sum(d.rps for d in self.demands if d.model == m)
+        return float(self.current[m] @ self.capacity_rps[m]) >= load - 1e-9
 
     def loss_cover_groups(self, m: int, pools: Collection[int]) -> tuple[LossCoverGroup, ...]:
         """The sets of serving locations whose capacity must survive a failure domain's
