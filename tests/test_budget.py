@@ -410,32 +410,35 @@ def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> No
 
 
 def test_a_short_higher_priority_leaves_dear_nodes_for_one_that_serves_more() -> None:
-    # m0 (priority 1) serves 2 of its 3 rps on two 10 USD/h nodes of pool "a" (what a
-    # storm's fallback left it on); one node of "c" serves 4 rps for 18 USD/h. Both ends
-    # of that move (38 USD/h) are over the budget of 21, so counting them kept m0 short
-    # for good on the dearer fleet. It is short either way: the move drains first.
+    # m0 (priority 1) serves 2 of the 3 rps asked of it now on two 10 USD/h nodes of pool
+    # "a" (what a storm's fallback left it on); one node of "c" serves 4 rps for 18 USD/h.
+    # Both ends of that move (38 USD/h) are over the budget of 21, so counting them kept m0
+    # short for good on the dearer fleet. It misses its SLO either way: the move drains
+    # first.
     pools = (
         PoolSpec("a", 0, 0, False, 10.0),
         PoolSpec("c", 0, 0, False, 18.0),
         PoolSpec("b", 0, 0, False, 1.0),
     )
 
-    def problem(m0_rps: float) -> Problem:
+    def problem(short: bool) -> Problem:
         return Problem(
             models=("m0", "m1"),
             pools=pools,
             capacity_rps=np.array([[1.0, 4.0, 0.0], [0.0, 0.0, 1.0]]),
-            demands=(DemandSpec(0, "r", m0_rps, (0,)), DemandSpec(1, "r", 10.0, (0,))),
+            demands=(DemandSpec(0, "r", 3.0, (0,)), DemandSpec(1, "r", 10.0, (0,))),
             current=np.array([[2, 0, 0], [0, 0, 0]], dtype=np.int64),
             budget_usd_per_hour=21.0,
             priorities=(1, 0),
+            short=(short, False),
         )
 
-    s = solve(problem(3.0), time_limit_s=2)
+    s = solve(problem(short=True), time_limit_s=2)
     assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 3]]
     assert s.unmet_rps[0] == pytest.approx(0.0)
-    # Served in full where it is (2 rps), it keeps its nodes: the move would bill twice.
-    s = solve(problem(2.0), time_limit_s=2)
+    # Serving what is asked now (3 rps planned for a forecast rise), it keeps its nodes:
+    # the move would bill twice, and m1 gets what is left.
+    s = solve(problem(short=False), time_limit_s=2)
     assert s.nodes.tolist() == [[2, 0, 0], [0, 0, 1]]
 
 

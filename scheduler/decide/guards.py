@@ -193,13 +193,14 @@ def _ready_wanted(
     priorities"). Lower priorities still drain first: that frees the budget the higher
     ones' launches wait for (preemption through the usual drain path).
 
-    A model of those priorities that is short already (its ready capacity below that
-    demand) may drain the nodes the plan gives up when its held on-demand launches add more
-    of it than they take: the floor would keep it short for good on a fleet that costs more
-    than the one it needs, since the launches wait for the budget the drains free (a
-    storm's on-demand fallback under a budget: docs/solver.md, "Preemption storms under a
-    budget"). For a boot it has the removed capacity less. Not for spot launches: a spot
-    pool may refuse (a storm's do) and the drained capacity would not come back."""
+    A model of those priorities that is short already (its ready nodes serve less than
+    the demand seen now: `Observation.short_models`) may drain the nodes the plan gives up
+    when its held on-demand launches add more of it than they take: the floor would keep
+    it short for good on a fleet that costs more than the one it needs, since the launches
+    wait for the budget the drains free (a storm's on-demand fallback under a budget:
+    docs/solver.md, "Preemption storms under a budget"). For a boot it has the removed
+    capacity less. Not for spot launches: a spot pool may refuse (a storm's do) and the
+    drained capacity would not come back."""
     wanted: defaultdict[str, float] = defaultdict(float)
     for pl in plan.placements:
         wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
@@ -216,10 +217,8 @@ def _ready_wanted(
     else:
         for (model, _), rps in obs.demand.rps.items():
             need[model] += rps if math.isfinite(rps) else 0.0
-    ready: defaultdict[str, float] = defaultdict(float)
-    for node in obs.serving():
-        if node.state is NodeState.READY:
-            ready[node.model] += capacity_of(node.model, node.pool)
+    util = config.planning.target_utilization
+    short_now = obs.short_models(lambda m, p: capacity_of(m, p) / util)
     given_up: defaultdict[str, float] = defaultdict(float)
     for node in removals:
         if node.state is NodeState.READY:
@@ -230,7 +229,7 @@ def _ready_wanted(
             on_demand[model] += capacity_of(model, pool)
     for model, rps in short.items():
         floor = need[model] if _priority(config, model) >= first else 0.0
-        if ready[model] < floor - 1e-9 and on_demand[model] > given_up[model] + 1e-9:
+        if floor > 0 and model in short_now and on_demand[model] > given_up[model] + 1e-9:
             floor = 0.0  # short either way: the swap pays for more than it takes
         wanted[model] = min(wanted[model], max(wanted[model] - rps, floor))
     return wanted
