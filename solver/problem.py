@@ -172,6 +172,9 @@ class Problem:
     # Per model; empty means all 0. When the budget or a quota leaves demand unmet, a
     # higher priority's unmet demand is minimised first, strictly (docs/solver.md).
     priorities: tuple[int, ...] = ()
+    # Per model; empty means all False. True: its ready nodes serve less than the demand
+    # seen now, so its moves are not counted twice under a budget (`moves_bill_twice`).
+    short: tuple[bool, ...] = ()
     # Per model; empty means all True. False: the model's load need not survive the loss
     # of a failure domain's spot pools (batch demand that waits out an interruption).
     robust: tuple[bool, ...] = ()
@@ -194,6 +197,8 @@ class Problem:
             raise ValueError("min_on_demand_share needs one entry per model")
         if self.priorities and len(self.priorities) != len(self.models):
             raise ValueError("priorities needs one entry per model")
+        if self.short and len(self.short) != len(self.models):
+            raise ValueError("short needs one entry per model")
         if self.robust and len(self.robust) != len(self.models):
             raise ValueError("robust needs one entry per model")
         for c in self.spend_caps:
@@ -264,7 +269,17 @@ class Problem:
         """Whether a move of model m's nodes counts against the budget twice while it is
         under way (the old nodes bill until the new ones serve): for every model of a
         priority above the lowest, whose moves must not leave it short (make before
-        break). With one priority, moves drain first as before."""
+        break). With one priority, moves drain first as before.
+
+        Not for a model that is `short` (its ready nodes serve less than the demand seen
+        now): it misses its SLO with or without the move, and the overlap, which the
+        budget could not pay for, kept such a model for good on a fleet that cost more
+        than the one it needed (a storm's on-demand fallback under a budget: docs/solver.md,
+        "Preemption storms under a budget"). Its move then drains first; the guard lets
+        the drain go only when the on-demand launches it pays for add more of the model
+        than it takes."""
+        if self.short and self.short[m]:
+            return False
         return bool(self.priorities) and self.priority(m) > min(self.priorities)
 
     def loss_cover_groups(self, m: int, pools: Collection[int]) -> tuple[LossCoverGroup, ...]:

@@ -407,3 +407,76 @@ def test_a_higher_priority_moves_only_when_the_budget_pays_for_both_ends() -> No
     assert s.nodes.tolist() == [[1, 0, 0], [0, 0, 5]]
     s = solve(problem(15.5, (0, 0)), time_limit_s=2)
     assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 10]]
+
+
+def test_a_short_higher_priority_leaves_dear_nodes_for_one_that_serves_more() -> None:
+    # m0 (priority 1) serves 2 of the 3 rps asked of it now on two 10 USD/h nodes of pool
+    # "a" (what a storm's fallback left it on); one node of "c" serves 4 rps for 18 USD/h.
+    # Both ends of that move (38 USD/h) are over the budget of 21, so counting them kept m0
+    # short for good on the dearer fleet. It misses its SLO either way: the move drains
+    # first.
+    pools = (
+        PoolSpec("a", 0, 0, False, 10.0),
+        PoolSpec("c", 0, 0, False, 18.0),
+        PoolSpec("b", 0, 0, False, 1.0),
+    )
+
+    def problem(short: bool) -> Problem:
+        return Problem(
+            models=("m0", "m1"),
+            pools=pools,
+            capacity_rps=np.array([[1.0, 4.0, 0.0], [0.0, 0.0, 1.0]]),
+            demands=(DemandSpec(0, "r", 3.0, (0,)), DemandSpec(1, "r", 10.0, (0,))),
+            current=np.array([[2, 0, 0], [0, 0, 0]], dtype=np.int64),
+            budget_usd_per_hour=21.0,
+            priorities=(1, 0),
+            short=(short, False),
+        )
+
+    s = solve(problem(short=True), time_limit_s=2)
+    assert s.nodes.tolist() == [[0, 1, 0], [0, 0, 3]]
+    assert s.unmet_rps[0] == pytest.approx(0.0)
+    # Serving what is asked now (3 rps planned for a forecast rise), it keeps its nodes:
+    # the move would bill twice, and m1 gets what is left.
+    s = solve(problem(short=False), time_limit_s=2)
+    assert s.nodes.tolist() == [[2, 0, 0], [0, 0, 1]]
+
+
+def _observe_big(rps: float, nodes: tuple[Node, ...]) -> Observation:
+    offers = tuple(offering(p, usd) for p, usd in PRICES.items())
+    demand = {(SMALL, "us-east"): 0.0, (BIG, "us-east"): rps}
+    return Observation(NOW, DemandSample(NOW, demand), True, nodes, offers, ())
+
+
+@pytest.mark.parametrize(
+    ("big_rps", "drained"),
+    [
+        (5.0, ["n0", "n1", "n2"]),  # short (3 of 5 rps): the swap pays for more than it takes
+        (2.0, ["n0"]),  # served: make before break keeps what its 2 rps ask for
+    ],
+)
+def test_a_short_higher_priority_drains_first_for_an_on_demand_node_that_serves_more(
+    big_rps: float, drained: list[str]
+) -> None:
+    # BIG (priority 5) runs three 3 USD/h on-demand nodes (1 rps each); the plan swaps them
+    # for one 10 USD/h node of 4 rps. The launch waits for the budget (10 USD/h) the drains
+    # free, so the demand floor of make before break held both for good while BIG was short.
+    nodes = tuple(ready(i, BIG, DEAR) for i in range(3))
+    plan = plan_of((BIG, HUGE, 1))
+    cfg = two_models(10.0, big_priority=5)
+    actions, _ = guard(_observe_big(big_rps, nodes), plan, cfg)
+    assert launched(actions) == {}
+    assert sorted(a.node_id for a in actions if isinstance(a, Drain)) == drained
+    actions, _ = guard(_observe_big(big_rps, ()), plan, cfg)  # the drained nodes are gone
+    assert launched(actions) == {(BIG, HUGE): 1}
+
+
+def test_a_short_higher_priority_is_not_drained_for_spot_launches() -> None:
+    # The same swap onto spot nodes: a spot pool may refuse (a storm's do), so the drain
+    # waits for the replacements as before.
+    nodes = tuple(ready(i, BIG, DEAR) for i in range(3))
+    plan = plan_of((BIG, CHEAP, 5))
+    actions, held = guard(_observe_big(5.0, nodes), plan, two_models(9.5, big_priority=5))
+    assert launched(actions) == {}
+    assert not any(isinstance(a, Drain) for a in actions)
+    assert any(h.kind is HoldKind.MAKE_BEFORE_BREAK for h in held)

@@ -42,6 +42,7 @@ from scheduler.domain import (
     Cloud,
     HoldKind,
     InstanceType,
+    Market,
     Node,
     NodeState,
     Plan,
@@ -132,7 +133,12 @@ def apply_guards(
         return Guarded(tuple(actions), tuple(held))
 
     wanted = _ready_wanted(
-        obs, plan, config, capacity_of, tuple((h.model, h.pool) for h in admission.held)
+        obs,
+        plan,
+        config,
+        capacity_of,
+        tuple((h.model, h.pool) for h in admission.held),
+        proposal.removals,
     )
     ready: defaultdict[str, float] = defaultdict(float)
     count: Counter[str] = Counter()
@@ -172,6 +178,7 @@ def _ready_wanted(
     config: Config,
     capacity_of: CapacityOf,
     limit_held: tuple[tuple[str, Pool], ...],
+    removals: Iterable[Node] = (),
 ) -> defaultdict[str, float]:
     """Ready capacity each model keeps before a node of it may drain (make before break).
 
@@ -184,7 +191,16 @@ def _ready_wanted(
     cost of full service, the priority-10 model lost half its capacity for 12 minutes
     so the lower one could get a dearer node (docs/solver.md, "Budgets and
     priorities"). Lower priorities still drain first: that frees the budget the higher
-    ones' launches wait for (preemption through the usual drain path)."""
+    ones' launches wait for (preemption through the usual drain path).
+
+    A model of those priorities that is short already (its ready nodes serve less than
+    the demand seen now: `Observation.short_models`) may drain the nodes the plan gives up
+    when its held on-demand launches add more of it than they take: the floor would keep
+    it short for good on a fleet that costs more than the one it needs, since the launches
+    wait for the budget the drains free (a storm's on-demand fallback under a budget:
+    docs/solver.md, "Preemption storms under a budget"). For a boot it has the removed
+    capacity less. Not for spot launches: a spot pool may refuse (a storm's do) and the
+    drained capacity would not come back."""
     wanted: defaultdict[str, float] = defaultdict(float)
     for pl in plan.placements:
         wanted[pl.model] += pl.count * capacity_of(pl.model, pl.pool)
@@ -201,8 +217,20 @@ def _ready_wanted(
     else:
         for (model, _), rps in obs.demand.rps.items():
             need[model] += rps if math.isfinite(rps) else 0.0
+    util = config.planning.target_utilization
+    short_now = obs.short_models(lambda m, p: capacity_of(m, p) / util)
+    given_up: defaultdict[str, float] = defaultdict(float)
+    for node in removals:
+        if node.state is NodeState.READY:
+            given_up[node.model] += capacity_of(node.model, node.pool)
+    on_demand: defaultdict[str, float] = defaultdict(float)
+    for model, pool in limit_held:
+        if pool.market is not Market.SPOT:
+            on_demand[model] += capacity_of(model, pool)
     for model, rps in short.items():
         floor = need[model] if _priority(config, model) >= first else 0.0
+        if floor > 0 and model in short_now and on_demand[model] > given_up[model] + 1e-9:
+            floor = 0.0  # short either way: the swap pays for more than it takes
         wanted[model] = min(wanted[model], max(wanted[model] - rps, floor))
     return wanted
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from scheduler.domain import Node, NodeState, Offering, Plan
+from scheduler.domain import Node, NodeState, Offering, Plan, Pool
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 
@@ -31,6 +33,21 @@ class Observation:
         noticed = {n.node_id for n in self.notices}
         alive = {NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY}
         return tuple(n for n in self.nodes if n.state in alive and n.node_id not in noticed)
+
+    def short_models(self, rate_of: Callable[[str, Pool], float]) -> frozenset[str]:
+        """Models whose ready nodes serve less than the demand of this reading: `rate_of`
+        gives the requests/s one node of a model in a pool sustains at the model's SLO
+        (the whole rate, not the planning target's share of it). Such a model misses its
+        SLO now, with or without a move of its nodes (docs/solver.md, "Preemption storms
+        under a budget")."""
+        ready: defaultdict[str, float] = defaultdict(float)
+        for n in self.serving():
+            if n.state is NodeState.READY:
+                ready[n.model] += rate_of(n.model, n.pool)
+        asked: defaultdict[str, float] = defaultdict(float)
+        for (model, _), rps in self.demand.rps.items():
+            asked[model] += rps if math.isfinite(rps) else 0.0
+        return frozenset(m for m, rps in asked.items() if ready[m] < rps - 1e-9)
 
 
 class Policy(Protocol):

@@ -204,11 +204,13 @@ def build_problem(
     demand: Sequence[Demand],
     fleet: Sequence[Placement],
     committed: Sequence[Placement] = (),
+    short: Collection[str] = (),
 ) -> tuple[Problem, Candidates]:
     """The placement problem for this demand and fleet under `config`.
 
     `committed` are nodes of the fleet the plan must keep (launched, still booting);
-    counts beyond what `fleet` holds in a pool are ignored."""
+    counts beyond what `fleet` holds in a pool are ignored. `short` names the models
+    whose ready nodes serve less than the demand seen now (`Problem.short`)."""
     models = tuple(m.name for m in config.models)
     model_index = {name: i for i, name in enumerate(models)}
     by_pool = {o.pool: o for o in catalog.offerings}
@@ -398,6 +400,7 @@ def build_problem(
             for m in config.models
         ),
         priorities=tuple(m.priority for m in config.models),
+        short=tuple(m.name in short for m in config.models),
         robust=tuple(m.deferrable_deadline_s is None for m in config.models),
         quotas=tuple(quotas),
         spend_caps=tuple(spend_caps),
@@ -864,6 +867,7 @@ def make_plan(
     fleet: Sequence[Placement] = (),
     keep_models: Collection[str] = (),
     committed: Sequence[Placement] = (),
+    short: Collection[str] = (),
 ) -> Plan:
     """Build the problem, solve it under the config's limits, and return the plan.
 
@@ -871,7 +875,7 @@ def make_plan(
     those serve the model's demand on their own (see `solver.solve`); the plan keeps
     at least the `committed` nodes (see `build_problem`).
     """
-    problem, cands = build_problem(config, catalog, profiles, demand, fleet, committed)
+    problem, cands = build_problem(config, catalog, profiles, demand, fleet, committed, short)
     keep = [i for i, name in enumerate(cands.models) if name in set(keep_models)]
     log.debug("solve_started models=%d pools=%d", len(cands.models), len(problem.pools))
     solution = solve(

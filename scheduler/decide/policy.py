@@ -374,7 +374,14 @@ class CapschedPolicy:
         committed = [Placement(m, p, c) for (m, p), c in sorted(booting.items())]
         catalog = dataclasses.replace(self.catalog, offerings=offerings)
         plan = make_plan(
-            self.config, catalog, self.profiles, demand, placements, settled, committed
+            self.config,
+            catalog,
+            self.profiles,
+            demand,
+            placements,
+            settled,
+            committed,
+            obs.short_models(self._node_rate),
         )
         plan = dataclasses.replace(plan, demand=tuple(demand))
         kept = set(plan.kept_models)
@@ -388,6 +395,16 @@ class CapschedPolicy:
         }
         self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
+
+    def _node_rate(self, model: str, pool: Pool) -> float:
+        """Requests/s one node of `model` in `pool` sustains at its SLO (the whole rate: a
+        reading above it misses the SLO); 0.0 for a model or type this config or catalog
+        does not know."""
+        try:
+            itype = self.catalog.instance_type(pool)
+            return node_rps(self.config, self.profiles, model, itype, utilization=1.0)
+        except KeyError:
+            return 0.0
 
     def _steady_prices(self, now_s: float, offerings: Sequence[Offering]) -> tuple[Offering, ...]:
         """`offerings` at the prices plans are made with: a pool's new price counts once
