@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -79,12 +80,16 @@ def pair_trace(pair: str, out: Path, hours: float | None) -> Path:
 
 
 def config(
-    out: Path, name: str, budget: float | None, high: str | None, storm_pools: int = 0
+    out: Path, name: str, budget: float | None, high: str | None, storm_pools: int | None = None
 ) -> Path:
     """The embedded default with one source region (us-east), `budget`, `high` first and
-    `guards.spot_storm_pools` at `storm_pools`."""
+    `guards.spot_storm_pools` at `storm_pools` (None: the embedded default's)."""
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
-    text = text.replace("spot_storm_pools = 0", f"spot_storm_pools = {storm_pools}")
+    if storm_pools is not None:
+        text, n = re.subn(
+            r"^spot_storm_pools = \d+", f"spot_storm_pools = {storm_pools}", text, flags=re.M
+        )
+        assert n == 1, "the embedded config names guards.spot_storm_pools once"
     drop = ("budget_usd_per_hour", "priority")
     lines = [ln for ln in text.splitlines() if not ln.startswith(drop)]
     text = "\n".join(lines) + "\n"
@@ -131,7 +136,10 @@ def main() -> None:
     )
     parser.add_argument("--no-budget", action="store_true", help="priorities without a budget")
     parser.add_argument(
-        "--spot-storm-pools", type=int, default=0, help="capsched's guards.spot_storm_pools"
+        "--spot-storm-pools",
+        type=int,
+        default=None,
+        help="capsched's guards.spot_storm_pools (default: the embedded config's)",
     )
     parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prio.db"))
     args = parser.parse_args()
@@ -157,10 +165,11 @@ def main() -> None:
             budget = None if args.no_budget else round(args.share * full, 2)
             said = "no budget" if budget is None else f"budget {budget:.2f} USD/h"
             storm = "" if args.storm_at_min is None else f"; storm at minute {args.storm_at_min:g}"
+            pools_said = "default" if args.spot_storm_pools is None else args.spot_storm_pools
             print(
                 f"\n## {pair}: {hours:.1f} h, {args.fleet_gpus:g} GPUs; full service"
                 f" (capsched, no budget) {full:.2f} USD/h; {said}; {args.high} priority 10"
-                f"{storm}; spot_storm_pools {args.spot_storm_pools}\n"
+                f"{storm}; spot_storm_pools {pools_said}\n"
             )
             print(
                 "| policy | cost USD/h | peak hour USD | SLO high | SLO low | served high"
