@@ -79,6 +79,10 @@ class PlanningSection(_Section):
     # Small fleets: a domain's loss may cost this many nodes (when that is more than
     # 1 - robustness_fraction of the load); spot still spreads over >= 2 domains. 0 = off.
     robustness_spare_nodes: int = Field(default=0, ge=0, le=1000)
+    # Where models have different priorities, those above the lowest keep robustness_fraction
+    # of their served load after a preemption storm takes this share of every spot pool's
+    # nodes at once (rounded up per pool), as well as after a domain's loss. 0 = off.
+    priority_storm_share: float = Field(default=0.5, ge=0, le=1)
     # Share of time a spot pool's loss may leave load uncovered without robustness covering
     # it: a pool whose interruptions per hour (the catalog's, plus what launches and notices
     # taught) x (boot - notice) hours is below this needs no cover. 0: only pools whose

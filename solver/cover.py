@@ -7,8 +7,10 @@ it (so serving always wins over covering) and far above any price difference (so
 is bought whenever the budget and quotas allow). This module is the one place that
 prices the slack and computes it for a fleet from its nodes and unmet load, so every
 comparison of fleets (`fleet_cost`, the keep-current check, tests' own checkers) counts
-it the same way.
-docs/solver.md, "Cover under a binding budget".
+it the same way. It also computes the storm cover the top priorities miss
+(`Problem.storm_share`: a hard row, as there is no budget), which fleet comparisons
+price as cover.
+docs/solver.md, "Cover under a binding budget", "Storm cover for the top priorities".
 """
 
 from __future__ import annotations
@@ -61,6 +63,40 @@ def group_shortfall_rps(
     return max(0.0, alpha * served - (total - max(by_domain.values())))
 
 
+def group_storm_shortfall_rps(
+    problem: Problem,
+    nodes: IntArray,
+    unmet_rps: Sequence[float],
+    m: int,
+    alpha: float,
+    group: LossCoverGroup,
+    pools: Collection[int],
+) -> float:
+    """Capacity (rps) model m's fleet `nodes` misses in `group` after a storm takes
+    `Problem.storm_share(m)` of every vanishing pool's nodes, rounded up per pool, for
+    alpha x the group's served load (0 for a model without a storm share); the same
+    counting as `group_shortfall_rps`."""
+    share = problem.storm_share(m)
+    top = alpha * group.rps
+    if share <= 0 or top <= 0:
+        return 0.0
+    cap = problem.capacity_rps
+    left = 0.0
+    vanish = False
+    for p in pools:
+        pool = problem.pools[p]
+        if pool.location not in group.locations:
+            continue
+        n = int(nodes[m, p])
+        vanish = vanish or pool.vanishes
+        kept = problem.storm_survivors(n, share) if pool.vanishes else n
+        left += min(float(cap[m, p]), top) * kept
+    if not vanish:
+        return 0.0  # nothing can vanish: the row holds whatever the load
+    served = group.rps - sum(unmet_rps[k] for k in group.demands)
+    return max(0.0, alpha * served - left)
+
+
 def shortfalls(
     problem: Problem,
     nodes: IntArray,
@@ -82,5 +118,9 @@ def shortfalls(
             short = group_shortfall_rps(problem, nodes, unmet_rps, m, alpha, g, plist)
             if short > 1e-6:
                 rec = CoverShortfall(m, g.locations, short, short / alpha)
+                out.append((rec, short * cover_penalty(problem, alpha, groups)))
+            short = group_storm_shortfall_rps(problem, nodes, unmet_rps, m, alpha, g, plist)
+            if short > 1e-6:
+                rec = CoverShortfall(m, g.locations, short, short / alpha, storm=True)
                 out.append((rec, short * cover_penalty(problem, alpha, groups)))
     return tuple(out)

@@ -17,6 +17,9 @@ s.t.      sum_l y[k,l] + u[k] = D[k]                      every demand is served
               >= alpha * served load only G serves
           with a budget, short[m,G] >= 0 penalised below the unmet penalty (solver.cover:
           serve first, cover second, when the budget cannot pay for both); else short = 0
+          for a model of a priority above the lowest (Problem.storm_share), also: capacity
+          of m in G after every spot pool keeps s[m,p] <= (1 - share) x[m,p] nodes, s
+          integer, >= alpha * served load only G serves (only without a budget)
 
 A model placed by size (Problem.size_classes) has instead of its capacity rows, with
 z[c,p] the load of size class c served by pool p (docs/solver.md "Placement by size"):
@@ -320,7 +323,8 @@ def _loss_cover_rows(
     pools there, less any one failure domain's vanishing spot pools among them, covers
     alpha x the group's served load (its demands less their unmet load); with `soft`
     the missing capacity is a slack that costs `penalty_usd_per_rps_hour` per rps
-    (solver.cover)."""
+    (solver.cover). A model with a storm share also gets the storm's row
+    (`_storm_cover_row`)."""
     lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
     top = alpha * group.rps
     if top <= 0:
@@ -351,6 +355,42 @@ def _loss_cover_rows(
         row.SetCoefficient(margin, -1)
         for p in by_domain[z]:
             row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
+    if problem.storm_share(m) > 0 and by_domain:
+        _storm_cover_row(problem, mdl, m, alpha, inside, group)
+
+
+def _storm_cover_row(
+    problem: Problem,
+    mdl: _Model,
+    m: int,
+    alpha: float,
+    inside: Sequence[int],
+    group: LossCoverGroup,
+) -> None:
+    """Storm cover of model m for one group of locations (docs/solver.md, "Storm cover
+    for the top priorities"): every vanishing pool of `inside` (m's pools there) keeps
+    s[m,p] <= (1 - share) x[m,p] nodes, s integer (the storm rounds its take up), and
+    what every pool keeps covers alpha x the group's served load. A hard row: a model
+    has a storm share only without a budget (`Problem.storm_share`)."""
+    lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
+    share, top = problem.storm_share(m), alpha * group.rps
+    tag = f"{m}_{'_'.join(map(str, group.locations))}"
+    row = lp.Constraint(top, inf)
+    for k in group.demands:
+        if k in mdl.u:
+            row.SetCoefficient(mdl.u[k], alpha)
+    for p in inside:
+        x, node = mdl.x[m, p], min(float(cap[m, p]), top)
+        if not pools[p].vanishes:
+            row.SetCoefficient(x, node)
+            continue
+        left = problem.storm_survivors(round(x.ub()), share)
+        kept = lp.IntVar(left if x.lb() == x.ub() else 0, left, f"storm_{tag}_{p}")
+        if x.lb() != x.ub():
+            keep = lp.Constraint(-inf, _TOL)
+            keep.SetCoefficient(kept, 1)
+            keep.SetCoefficient(x, -(1.0 - share))
+        row.SetCoefficient(kept, node)
 
 
 def _nodes_to_serve_alone(problem: Problem, m: int, p: int, demand_rps: float) -> int:

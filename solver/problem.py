@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -110,6 +111,9 @@ class CoverShortfall:
     locations: tuple[int, ...]  # the group's location indices (`LossCoverGroup.locations`)
     capacity_rps: float  # capacity missing after the worst failure domain's loss
     load_rps: float  # served load that capacity would cover (capacity_rps / the share)
+    # True: missing after a preemption storm instead (`Problem.storm_share`; only a search
+    # cut short leaves it: docs/solver.md, "Storm cover for the top priorities")
+    storm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,10 @@ class Problem:
     # Small fleets (see `robustness_share`): losing a domain may cost this many nodes'
     # capacity when that is more than (1 - robustness_fraction) of the load; 0 = off.
     robustness_spare_nodes: int = 0
+    # Share of every vanishing spot pool's nodes a preemption storm takes at once (rounded
+    # up per pool): without a budget, the models of a priority above the lowest keep the
+    # robustness share of their served load on what such a storm leaves (`storm_share`).
+    priority_storm_share: float = 0.0
     unmet_penalty_usd_per_rps_hour: float = 1000.0  # cost of each unserved rps
     # Nodes per (model, pool) a plan must keep: launched and still booting. Cancelling
     # them for a marginally cheaper mix throws away their boot and delays capacity.
@@ -206,6 +214,8 @@ class Problem:
                 raise ValueError(f"spend cap {c.name}: one draw >= 0 per pool")
         if not 0.0 <= self.robustness_fraction <= 1.0:
             raise ValueError("robustness_fraction must be within [0, 1]")
+        if not 0.0 <= self.priority_storm_share <= 1.0:
+            raise ValueError("priority_storm_share must be within [0, 1]")
         for d in self.demands:
             if d.rps < 0 or not np.isfinite(d.rps):
                 raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")
@@ -260,6 +270,26 @@ class Problem:
         node = min(float(self.capacity_rps[m, best[1]]), demand_rps)
         spare = 1.0 - self.robustness_spare_nodes * node / demand_rps
         return max(min(alpha, spare), min(alpha, node / demand_rps))
+
+    def storm_share(self, m: int) -> float:
+        """Share of each vanishing spot pool's nodes of model m that its cover must also
+        survive losing at once, rounded up per pool (a preemption storm): the
+        `priority_storm_share` for a model of a priority above the lowest present, 0 for
+        every other model, every model without priorities and batch demand, and every
+        model under a budget: there the storm cover took budget the lower priorities'
+        load needed (docs/solver.md, "Storm cover for the top priorities")."""
+        if self.priority_storm_share <= 0 or not self.priorities:
+            return 0.0
+        if self.budget_usd_per_hour is not None:
+            return 0.0
+        if self.robust and not self.robust[m]:
+            return 0.0
+        return self.priority_storm_share if self.priority(m) > min(self.priorities) else 0.0
+
+    @staticmethod
+    def storm_survivors(nodes: int, share: float) -> int:
+        """Nodes of a pool's `nodes` a storm taking `share` of them (rounded up) leaves."""
+        return math.floor(nodes * (1.0 - share) + 1e-9)
 
     def priority(self, m: int) -> int:
         """Priority of model m (higher is served first when capacity is short)."""

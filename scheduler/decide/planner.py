@@ -407,6 +407,7 @@ def build_problem(
         budget_usd_per_hour=config.planning.budget_usd_per_hour,
         robustness_fraction=config.planning.robustness_fraction,
         robustness_spare_nodes=config.planning.robustness_spare_nodes,
+        priority_storm_share=config.planning.priority_storm_share,
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
         committed=np.minimum(kept, current) if committed else None,
         size_classes=class_specs,
@@ -627,7 +628,8 @@ def to_plan(problem: Problem, cands: Candidates, solution: Solution) -> Plan:
         reach = ", ".join(cands.locations[loc] for loc in short.locations)
         notes.append(
             f"{short.load_rps:.2f} rps of {cands.models[short.model]} in reach {reach}"
-            " without spot-loss cover: budget (served first, covered second)"
+            f" without {'storm' if short.storm else 'spot-loss'} cover: budget (served"
+            " first, covered second)"
         )
     tolerated = sorted(
         cands.offerings[p].pool.key
