@@ -83,6 +83,9 @@ class PlanningSection(_Section):
     # of their served load after a preemption storm takes this share of every spot pool's
     # nodes at once (rounded up per pool), as well as after a domain's loss. 0 = off.
     priority_storm_share: float = Field(default=0.5, ge=0, le=1)
+    # The share of their served load those models keep after such a storm (1: all of it;
+    # robustness_fraction's 0.8 left the top priority short while replacements booted).
+    priority_storm_fraction: float = Field(default=1.0, gt=0, le=1)
     # Share of time a spot pool's loss may leave load uncovered without robustness covering
     # it: a pool whose interruptions per hour (the catalog's, plus what launches and notices
     # taught) x (boot - notice) hours is below this needs no cover. 0: only pools whose

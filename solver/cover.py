@@ -119,8 +119,9 @@ def shortfalls(
             if short > 1e-6:
                 rec = CoverShortfall(m, g.locations, short, short / alpha)
                 out.append((rec, short * cover_penalty(problem, alpha, groups)))
-            short = group_storm_shortfall_rps(problem, nodes, unmet_rps, m, alpha, g, plist)
+            storm_alpha = problem.priority_storm_fraction
+            short = group_storm_shortfall_rps(problem, nodes, unmet_rps, m, storm_alpha, g, plist)
             if short > 1e-6:
-                rec = CoverShortfall(m, g.locations, short, short / alpha, storm=True)
+                rec = CoverShortfall(m, g.locations, short, short / storm_alpha, storm=True)
                 out.append((rec, short * cover_penalty(problem, alpha, groups)))
     return tuple(out)

@@ -356,7 +356,7 @@ def _loss_cover_rows(
         for p in by_domain[z]:
             row.SetCoefficient(mdl.x[m, p], min(float(cap[m, p]), top))
     if problem.storm_share(m) > 0 and by_domain:
-        _storm_cover_row(problem, mdl, m, alpha, inside, group)
+        _storm_cover_row(problem, mdl, m, problem.priority_storm_fraction, inside, group)
 
 
 def _storm_cover_row(

@@ -173,6 +173,8 @@ class Problem:
     # up per pool): without a budget, the models of a priority above the lowest keep the
     # robustness share of their served load on what such a storm leaves (`storm_share`).
     priority_storm_share: float = 0.0
+    # The share of their served load those models keep on what the storm leaves.
+    priority_storm_fraction: float = 1.0
     unmet_penalty_usd_per_rps_hour: float = 1000.0  # cost of each unserved rps
     # Nodes per (model, pool) a plan must keep: launched and still booting. Cancelling
     # them for a marginally cheaper mix throws away their boot and delays capacity.
@@ -216,6 +218,8 @@ class Problem:
             raise ValueError("robustness_fraction must be within [0, 1]")
         if not 0.0 <= self.priority_storm_share <= 1.0:
             raise ValueError("priority_storm_share must be within [0, 1]")
+        if not 0.0 < self.priority_storm_fraction <= 1.0:
+            raise ValueError("priority_storm_fraction must be within (0, 1]")
         for d in self.demands:
             if d.rps < 0 or not np.isfinite(d.rps):
                 raise ValueError(f"demand {self.models[d.model]}/{d.region}: rps must be >= 0")

@@ -1,5 +1,6 @@
 """Storm cover for the top priorities: a model above the lowest priority keeps the
-robustness share of its served load after every spot pool loses half its nodes at once
+share of its served load (`priority_storm_fraction`, 1.0 unless set) after every spot pool
+loses half its nodes at once
 (rounded up per pool, as a preemption storm takes them), not only after one domain's loss."""
 
 from __future__ import annotations

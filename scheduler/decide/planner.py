@@ -408,6 +408,7 @@ def build_problem(
         robustness_fraction=config.planning.robustness_fraction,
         robustness_spare_nodes=config.planning.robustness_spare_nodes,
         priority_storm_share=config.planning.priority_storm_share,
+        priority_storm_fraction=config.planning.priority_storm_fraction,
         unmet_penalty_usd_per_rps_hour=config.solver.unmet_penalty_usd_per_rps_hour,
         committed=np.minimum(kept, current) if committed else None,
         size_classes=class_specs,
