@@ -110,6 +110,18 @@ async def test_capsched_by_size_routes_long_prompts_where_they_fit(tmp_path: Pat
     assert result.per_model()[MODEL]["slo_attainment"] >= 0.99
 
 
+async def test_the_oracle_sizes_for_long_prompts_under_a_per_token_slo(tmp_path: Path) -> None:
+    # Every request an 8,000-token prompt, 2 s to the first token: a node fits such a
+    # prompt only at a small batch, so it carries far fewer of them than the token cost
+    # model alone says. The oracle counts each pool's nodes at the batch the size leaves
+    # (the planner's rate at each step's size), so its schedule serves them within the
+    # SLO (counted in reference requests it served none of them within it).
+    config = by_size_config(False, latency_slo_ms=None, ttft_slo_ms=2000, tpot_slo_ms=99.1379)
+    result = await replay(two_classes(config, 2.0, 1.0), "oracle", tmp_path / "a.db")
+    assert served_share(result) == pytest.approx(1.0, abs=1e-3)
+    assert result.per_model()[MODEL]["slo_attainment"] >= 0.99
+
+
 async def test_with_by_size_off_the_replay_is_as_before(tmp_path: Path) -> None:
     # Off, a trace with buckets replays as one without (today's replay); on, a trace
     # without per-request sizes too.

@@ -38,6 +38,16 @@ def erlang_c(offered: ArrayLike, slots: ArrayLike) -> NDArray[Any]:
     return np.where(rho < 1.0, b / np.maximum(1.0 - rho * (1.0 - b), 1e-300), 1.0)
 
 
+def _erlang_c_one(offered: float, slots: int) -> float:
+    """`erlang_c` of one node below full load (offered < slots), in plain floats: the
+    planner asks it for many rows and sizes, where numpy's per-call cost dominates."""
+    b = 1.0
+    for k in range(1, slots + 1):
+        b = offered * b / (k + offered * b)
+    rho = offered / slots
+    return b / max(1.0 - rho * (1.0 - b), 1e-300)
+
+
 def wait_within(utilization: float, capacity_rps: float, slots: int, wait_s: float) -> float:
     """P(wait <= `wait_s`) at a node of `capacity_rps` with `slots` servers loaded to
     `utilization` of it: 1 - Erlang C x exp(-(capacity - load) x wait); 0 when the budget
@@ -46,7 +56,7 @@ def wait_within(utilization: float, capacity_rps: float, slots: int, wait_s: flo
         return 0.0
     if utilization <= 0:
         return 1.0
-    wait_prob = float(erlang_c(utilization * slots, slots))
+    wait_prob = _erlang_c_one(utilization * slots, slots)
     drain = capacity_rps * (1.0 - utilization)
     return 1.0 - wait_prob * math.exp(-drain * wait_s) if math.isfinite(wait_s) else 1.0
 

@@ -97,6 +97,7 @@ from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import (
     Foresight,
     OfferingIndex,
+    StepRates,
     permitted,
     to_plan,
 )
@@ -263,12 +264,14 @@ class Oracle(PolicyBase):
             for loc in locations
             if any(self._catalog.rtt_ms(origin, loc) <= limit for origin, limit in origins)
         }
+        # A model counted at each step's size: a pool's rates at all its sizes.
+        rates = StepRates(self._capacity, self._foresight.sizes)
         for section in self._config.models:
             m = section.name
             offers = [
                 o
                 for o in self._offerings
-                if self._capacity.rps(m, o.pool) > 0
+                if max(rates.distinct(m, o.pool)) > 0
                 and o.pool.location in reachable
                 and (bound or o.available)
                 and max(limits.get(o.pool) or [1.0], default=0) > 0
@@ -279,16 +282,17 @@ class Oracle(PolicyBase):
                     free[o.pool.location].append(o)
 
             def dominated(o: Offering, m: str = m, free: dict[str, list[Offering]] = free) -> bool:
-                cap = self._capacity.rps(m, o.pool)
+                cap = rates.distinct(m, o.pool)
                 for q in free.get(o.pool.location, ()):
                     if q is o:
                         continue
                     if rules and q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
                         continue  # on-demand capacity counts for min_on_demand_share
-                    q_cap = self._capacity.rps(m, q.pool)
-                    if q.usd_per_hour > o.usd_per_hour or q_cap < cap:
+                    q_cap = rates.distinct(m, q.pool)
+                    pairs = list(zip(q_cap, cap, strict=True))
+                    if q.usd_per_hour > o.usd_per_hour or any(a < b for a, b in pairs):
                         continue
-                    strict = q.usd_per_hour < o.usd_per_hour or q_cap > cap
+                    strict = q.usd_per_hour < o.usd_per_hour or any(a > b for a, b in pairs)
                     if strict or limits.get(o.pool) is not None or q.pool < o.pool:
                         return True
                 return False
@@ -385,6 +389,7 @@ class Oracle(PolicyBase):
             lambda pool: self._spot_limit(pool, bound=False),
             tuple(self._foresight.spot_capacity),
             steps,
+            StepRates(self._capacity, self._foresight.sizes),
         ).round(play, block)
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 from scheduler.config import Config
 from scheduler.domain import Market, Pool
 from scheduler.fleet.capacity import NodeCapacity
+from simulations.baselines.common import StepRates
 from simulations.baselines.oracle_program import EPS, ProgramResult
 
 
@@ -32,6 +33,15 @@ class Rounding:
     spot_limit: Callable[[Pool], Sequence[float] | None]  # the schedule's room per step
     spot_pools: Iterable[Pool]  # the traced spot pools
     steps: int  # foresight steps the blocks cover
+    rates: StepRates | None = None  # rates at the steps' sizes (None: `capacity` throughout)
+
+    def _rps(self, m: str, pool: Pool, t: int, block: int) -> float:
+        """Planned rps of one node of `m` in `pool` through block `t` (the least over its
+        steps' sizes, as the schedule's program counts it)."""
+        if self.rates is None:
+            return self.capacity.rps(m, pool)
+        n = max(1, min(block, self.steps - t * block))
+        return self.rates.over(m, pool, t * block, n, most=False)
 
     def round(self, r: ProgramResult, block: int) -> dict[tuple[str, Pool], list[int]]:
         """An integer schedule from a relaxed one, per model, location and block: every
@@ -60,12 +70,14 @@ class Rounding:
             groups[key[0], key[1].location].append(key)
         for (m, _), keys in groups.items():
             for t in range(n_blocks):
-                short = sum((r.x[k][t] - counts[k][t]) * self.capacity.rps(m, k[1]) for k in keys)
+                short = sum((r.x[k][t] - counts[k][t]) * self._rps(m, k[1], t, block) for k in keys)
                 while short > EPS:
                     # The cheapest way to cover what is left: whole nodes of one pool.
                     best: tuple[float, tuple[str, Pool], int] | None = None
                     for k in keys:
-                        per = self.capacity.rps(m, k[1])
+                        per = self._rps(m, k[1], t, block)
+                        if per <= 0:
+                            continue
                         n = math.ceil(short / per - EPS)
                         if k[1] in room:
                             n = min(n, math.floor(room[k[1]][t] + EPS))
@@ -78,7 +90,7 @@ class Rounding:
                         break  # nowhere left with room: the LP's fractions cannot be covered
                     _, k, n = best
                     counts[k][t] += n
-                    short -= n * self.capacity.rps(m, k[1])
+                    short -= n * self._rps(m, k[1], t, block)
                     if k[1] in room:
                         room[k[1]][t] -= n
         self._keep_share(r, counts, room, n_blocks)
