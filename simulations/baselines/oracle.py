@@ -10,7 +10,10 @@ It solves two programs over the foresight's steps (step length h hours, boot tim
 * u[k,t]  >= 0    load left unserved (only when no allowed pool can take it)
 
 s.t. sum_l y[k,l,t] + u[k,t] = D[k,t]; sum_k y[k,l,t] <= sum_{p in l} cap[m,p] x[m,p,t];
-sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
+sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty. D is in
+reference requests (`SizeFactors`), except for a model with a per-token SLO: there D is
+the trace's requests and cap[m,p] becomes cap[m,p,t], a node's rate at step t's size
+(`StepRates`; over a block of steps its least for the schedule, its most for the bound).
 
 1. **The bound** (`lower_bound_cost_usd`, `bound_kind`) holds against any policy the
    replay engine can run, so it asks only what the engine and the simulated cloud
