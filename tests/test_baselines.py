@@ -29,10 +29,13 @@ from scheduler.domain import (
     Plan,
     Pool,
 )
+from scheduler.fleet.capacity import NodeCapacity
 from scheduler.fleet.catalog import Catalog
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 from simulations.baselines import Foresight, Oracle, Reactive, SpotHedge, StaticPeak
+from simulations.baselines.oracle_program import ProgramResult
+from simulations.baselines.oracle_rounding import Rounding
 from simulations.baselines.spothedge import LocationStatus
 
 ITYPE = InstanceType(Cloud.AWS, "g.1", "L4", 1, 24.0, 4, 16.0)
@@ -372,6 +375,146 @@ def test_oracle_share_is_kept_by_replacing_spot_not_by_adding_to_it() -> None:
         assert od >= 0.3 * total
     # Nothing goes to a pool beyond the region's latency limit, not even for the share.
     assert all(p.region != "eu-west-1" or max(v) == 0 for (_, p), v in oracle.schedule.items())
+
+
+def round_relaxation(
+    config: Config,
+    x: Mapping[Pool, Sequence[float]],
+    served: Mapping[str, Sequence[float]],
+    spot_room: Mapping[Pool, Sequence[float]],
+) -> dict[Pool, list[int]]:
+    """The oracle's rounding of a hand-written relaxation of model "m" (blocks of one
+    10-minute step, boot time one step), per pool."""
+    steps = len(next(iter(x.values())))
+    locations = {p.location for p in PRICES}
+    reach = {
+        r.name: frozenset(
+            loc for loc in locations if CATALOG.rtt_ms(f"aws:{r.location}", loc) <= r.max_latency_ms
+        )
+        for r in config.regions
+    }
+    rounding = Rounding(
+        config,
+        NodeCapacity(config, CATALOG, PROFILES),
+        PRICES,
+        lambda p: spot_room.get(p, [0.0] * steps),
+        tuple(p for p in PRICES if p.market is Market.SPOT),
+        steps,
+        1 / 6,
+        1 / 6,
+        reach,
+    )
+    # As the oracle's programs do, the relaxation has a value for every pool in reach.
+    pools = [p for p in PRICES if any(p.location in r for r in reach.values())]
+    relaxed = ProgramResult(
+        True,
+        0.0,
+        0.0,
+        0.0,
+        {("m", p): list(x.get(p, [0.0] * steps)) for p in pools},
+        {("m", r): list(v) for r, v in served.items()},
+    )
+    return {p: v for (_, p), v in rounding.round(relaxed, 1).items()}
+
+
+def test_oracle_rounding_keeps_one_on_demand_pool_when_the_relaxation_shifts_fractions() -> None:
+    # The relaxation keeps 30 % of 2.5 rps on demand but shifts it between us-east-1 and
+    # us-east-2 from step to step, and its spot from us-east-1 (whose room closes at step
+    # 3) to us-east-2. Rounded per location, every location would get a whole on-demand
+    # node in turn, each move a launch and a boot (docs/baselines.md, the SkyPilot-traces
+    # diagnosis). The rounded schedule keeps its on-demand nodes in one pool throughout.
+    od_e1 = [0.45, 0.15, 0.6, 0.0, 0.3, 0.1]
+    od_e2 = [0.3 - v + 0.45 for v in od_e1]
+    spot_e1 = [1.0, 1.2, 0.9, 0.0, 0.0, 0.0]
+    spot_e2 = [0.75, 0.6, 0.75, 1.75, 1.45, 1.65]
+    load = [2.5] * 6
+    x = {OD_E1: od_e1, OD_E2: od_e2, SPOT_E1: spot_e1, SPOT_E2: spot_e2}
+    room = {SPOT_E1: [2, 2, 2, 0, 0, 0], SPOT_E2: [4] * 6}
+    out = round_relaxation(share_config(0.3), x, {"us": load}, room)
+    on_demand = [p for p, v in out.items() if p.market is Market.ON_DEMAND and max(v) > 0]
+    assert len(on_demand) == 1
+    # Held at every step, never stopped and started again.
+    assert min(out[on_demand[0]]) >= 1
+    for t, d in enumerate(load):
+        total = sum(v[t] for v in out.values())  # 1 rps per node
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert total >= d and od >= 0.3 * total
+        assert out[SPOT_E1][t] <= room[SPOT_E1][t] and out[SPOT_E2][t] <= room[SPOT_E2][t]
+
+
+def test_oracle_rounding_keeps_a_node_where_it_ran_rather_than_boot_a_cheaper_one() -> None:
+    # us-east-1's spot room opens at step 2 and the relaxation moves its half spot node
+    # there from us-east-2 (0.35/h against 0.30/h). A new node there pays a boot (one
+    # step) to save 0.05/h: the node that ran in us-east-2 stays.
+    x = {OD_E2: [1.0] * 4, SPOT_E2: [0.5, 0.5, 0.0, 0.0], SPOT_E1: [0.0, 0.0, 0.5, 0.5]}
+    room = {SPOT_E1: [0, 0, 4, 4], SPOT_E2: [4] * 4}
+    out = round_relaxation(share_config(0.3), x, {"us": [1.5] * 4}, room)
+    assert out[SPOT_E2] == [1, 1, 1, 1]
+    assert max(out[SPOT_E1]) == 0
+    assert out[OD_E2] == [1, 1, 1, 1]
+
+
+def test_oracle_rounding_serves_each_region_within_its_reach() -> None:
+    # Two source regions: "eu" may only use eu-west-1, "us" the US locations. Whatever
+    # pool the on-demand nodes go to, each region's load is covered where it may be
+    # served, and on-demand nodes sit in one pool per reach group.
+    config = Config.model_validate(
+        {
+            "planning": {"target_utilization": 0.5, "default_boot_time_s": 600},
+            "models": [{"name": "m", "latency_slo_ms": 5000, "min_on_demand_share": 0.5}],
+            "regions": [
+                {"name": "us", "location": "us-east-1", "max_latency_ms": 80},
+                {"name": "eu", "location": "eu-west-1", "max_latency_ms": 20},
+            ],
+            "clouds": {"gcp": {"enabled": False}},
+        }
+    )
+    x = {
+        OD_E1: [0.5, 0.2, 0.5],
+        OD_E2: [0.5, 0.8, 0.7],
+        OD_EU: [1.5, 1.5, 1.2],
+        SPOT_E1: [1.0, 1.0, 0.8],
+    }
+    served = {"us": [2.0, 2.0, 2.0], "eu": [1.5, 1.5, 1.2]}
+    out = round_relaxation(config, x, served, {SPOT_E1: [4] * 3})
+    us = {p for p in out if p.region != "eu-west-1"}
+    for t in range(3):
+        assert out[OD_EU][t] >= math.ceil(served["eu"][t])
+        assert sum(out[p][t] for p in us) >= served["us"][t]
+        total = sum(v[t] for v in out.values())
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert od >= 0.5 * total
+    assert len([p for p in us if p.market is Market.ON_DEMAND and max(out[p]) > 0]) == 1
+
+
+def test_oracle_rounding_keeps_quotas() -> None:
+    # A quota allows one GPU on demand in us-east-2 (the cheaper on-demand pool). The
+    # relaxation's on-demand capacity, 1.5 nodes there, still goes to whole nodes: one in
+    # us-east-2 at most, the rest where the quota allows, with the load and share kept.
+    config = share_config(0.5).model_copy(
+        update={
+            "quotas": Config.model_validate(
+                {
+                    **CONFIG.model_dump(mode="json", include={"models", "regions", "clouds"}),
+                    "quotas": [
+                        {
+                            "cloud": "aws",
+                            "region": "us-east-2",
+                            "market": "on-demand",
+                            "max_gpus": 1,
+                        }
+                    ],
+                }
+            ).quotas
+        }
+    )
+    x = {OD_E2: [1.5] * 3, SPOT_E1: [1.5] * 3}
+    out = round_relaxation(config, x, {"us": [3.0] * 3}, {SPOT_E1: [4] * 3})
+    for t in range(3):
+        assert out[OD_E2][t] <= 1
+        total = sum(v[t] for v in out.values())
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert total >= 3 and od >= 0.5 * total
 
 
 def test_oracle_config_bound_is_off_unless_asked() -> None:

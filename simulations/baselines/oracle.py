@@ -52,17 +52,19 @@ the trace's requests and cap[m,p] becomes cap[m,p,t], a node's rate at step t's 
    follows the config like capsched does: `cap` at `planning.target_utilization` (the
    headroom the engine's latency model needs to meet the SLO), min_replicas,
    min_on_demand_share and quotas every step, and only pools sold as available. The
-   rounded relaxation (below) covers the relaxation's fractions with the cheapest whole
-   nodes, mostly spot, then restores min_on_demand_share with whole on-demand nodes in
-   one pool per model and removes the spot nodes they made surplus (`_keep_share`;
-   docs/baselines.md has the measurements behind this choice). A spot
-   node counted at t must have been launched up to a boot time plus a tick earlier and
-   kept since, so its spot limit at t is the fewest instances the pool holds over that
-   whole span. It pays what the engine accounts: price per step, and the boot time
-   after the trace start of every node started after step 0. The IP when small enough,
-   else the relaxation re-solved on block maxima of demand and block minima of spot
-   capacity and rounded up (rounding down where a spot pool would overflow); blocks of
-   ceil(steps / `max_lp_steps`) steps (42 on the week).
+   rounded relaxation (`Rounding`) keeps the relaxation's whole spot nodes, puts its
+   on-demand capacity in one on-demand pool per model and reach group for the whole
+   horizon, covers the rest with the pools that cover it cheapest, a start paying its
+   boot, and restores min_on_demand_share and min_replicas with that on-demand pool
+   (docs/baselines.md has the measurements behind these choices). A spot node counted at
+   t must have been launched up to a boot time plus a tick earlier and kept since, and
+   the replay gives a shrinking pool's nodes back at the last tick before it shrinks, so
+   its spot limit at t is the fewest instances the pool holds from that launch to a tick
+   (plus a step) after t. It pays what the engine accounts: price per step, and the boot
+   time after the trace start of every node started after step 0. The IP when small
+   enough, else the relaxation re-solved on block maxima of demand and block minima of
+   spot capacity and rounded (within the spot room); blocks of ceil(steps /
+   `max_lp_steps`) steps (42 on the week).
 
 The programs are built and solved in `simulations.baselines.oracle_program`, a relaxed
 schedule is rounded to whole nodes in `simulations.baselines.oracle_rounding`; this module
@@ -170,6 +172,9 @@ class Oracle(PolicyBase):
         self._lead_steps = max(
             1, math.ceil((self.boot_time_s + self.tick_interval_s) / foresight.step_s - 1e-9)
         )
+        # Steps the replay looks ahead when a spot pool is about to shrink: until the next
+        # tick, and one step more for the tick's own actions to land (`_Targets`).
+        self._hold_steps = math.ceil(self.tick_interval_s / foresight.step_s - 1e-9) + 1
         self._candidates = self._pools(bound=False, rules=True)  # the schedule's pools
         self.schedule: dict[tuple[str, Pool], list[int]] = {}  # nodes per step, replayed
         # The programs are independent. Building one is Python (it holds the GIL), solving
@@ -209,7 +214,8 @@ class Oracle(PolicyBase):
     def _spot_limit(self, pool: Pool, *, bound: bool) -> Sequence[float] | None:
         """The pool's instance limit per step (None: no limit). The bound's is the most
         that can be running at a step's start; the schedule's the fewest the pool holds
-        from the earliest launch for the step (boot time + tick before) to its end."""
+        from the earliest launch for the step (boot time + tick before) to the end of the
+        replay's next tick after it (see `_limit_of`)."""
         key = (pool, bound)
         if key not in self._limits:
             self._limits[key] = self._compute_spot_limit(pool, bound=bound)
@@ -230,14 +236,16 @@ class Oracle(PolicyBase):
     def _limit_of(self, low: Sequence[int], *, bound: bool) -> list[float]:
         if bound:
             return [float(c) for c in low]
-        # min(low[max(0, t - back) : t + 1]) for every t, as a sliding window minimum:
-        # the series padded in front with its first value, whose minimum it cannot lower.
-        back = self._lead_steps
+        # min(low[max(0, t - back) : t + ahead]) for every t, as a sliding window minimum:
+        # the series padded with its first and last values, whose minimum it cannot lower.
+        # Ahead: the replay gives a spot pool's nodes back at the last tick before the pool
+        # shrinks (`_Targets`), so a node counted at t must be held until then too.
+        back, ahead = self._lead_steps, self._hold_steps
         arr = np.asarray(low, dtype=np.float64)
         if arr.size == 0:
             return []
-        padded = np.concatenate([np.full(back, arr[0]), arr])
-        windows = np.lib.stride_tricks.sliding_window_view(padded, back + 1)
+        padded = np.concatenate([np.full(back, arr[0]), arr, np.full(ahead - 1, arr[-1])])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, back + ahead)
         return [float(v) for v in windows.min(axis=1)]
 
     def _pools(self, *, bound: bool, rules: bool) -> dict[str, list[Offering]]:
@@ -392,8 +400,22 @@ class Oracle(PolicyBase):
             lambda pool: self._spot_limit(pool, bound=False),
             tuple(self._foresight.spot_capacity),
             steps,
+            self._foresight.step_s / 3600.0,
+            self.boot_time_s / 3600.0,
+            self._reach(),
             StepRates(self._capacity, self._foresight.sizes),
         ).round(play, block)
+
+    def _reach(self) -> dict[str, frozenset[str]]:
+        """Per source region, the locations of the schedule's pools within its limit."""
+        locations = {o.pool.location for offers in self._candidates.values() for o in offers}
+        out: dict[str, frozenset[str]] = {}
+        for r in self._config.regions:
+            origin = resolve_location(self._catalog, r.location)
+            out[r.name] = frozenset(
+                loc for loc in locations if self._catalog.rtt_ms(origin, loc) <= r.max_latency_ms
+            )
+        return out
 
     def _cost(self, schedule: dict[tuple[str, Pool], list[int]]) -> float:
         """Cost of a schedule as the replay accounts it: price per step, and the boot

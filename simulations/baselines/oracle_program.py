@@ -60,6 +60,8 @@ class ProgramResult:
     penalty_usd: float  # part of the objective from unserved load
     unserved_rps_h: float  # unserved load, rps x hours
     x: dict[tuple[str, Pool], list[float]]  # nodes per (model, pool) per block
+    # (model, source region) -> the load served per block (rps): demand less unserved.
+    served: dict[tuple[str, str], list[float]]
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class Programs:
         limits = {r.name: r.max_latency_ms for r in self.config.regions}
         cap_rows: dict[tuple[str, str, int], pywraplp.Constraint] = {}
         u_vars: list[tuple[pywraplp.Variable, float]] = []
+        # (model, region) -> per block, its demand and its unserved variable (None: no load)
+        loads: dict[tuple[str, str], list[tuple[float, pywraplp.Variable | None]]] = {}
         # Per model and location, its candidate pools (in candidate order) and their rps.
         # Per block the rate at its steps' sizes (`StepRates`): the least for the schedule,
         # the most for the bound; one rate throughout for a model planned at one size.
@@ -211,12 +215,14 @@ class Programs:
                         row = lp.Constraint(need, inf)
                         for o in reach:
                             row.SetCoefficient(x[m, o.pool][t], 1)
+            loads[m, region] = [(0.0, None)] * T
             for t in range(T):
                 d = series[t]
                 if d <= 0:
                     continue
                 served = lp.Constraint(d, d)
                 u = lp.NumVar(0, d, "")
+                loads[m, region][t] = (d, u)
                 block_h = h * grid.lengths[t]
                 u_vars.append((u, block_h))
                 obj.SetCoefficient(u, penalty * block_h)
@@ -247,6 +253,10 @@ class Programs:
             penalty_usd=penalty * unserved_rps_h,
             unserved_rps_h=unserved_rps_h,
             x={k: [v.solution_value() for v in xs] for k, xs in x.items()},
+            served={
+                k: [0.0 if u is None else max(0.0, d - u.solution_value()) for d, u in vs]
+                for k, vs in loads.items()
+            },
         )
 
     def _config_rules(

@@ -1,26 +1,49 @@
 """Whole nodes from the oracle's relaxed schedule (docs/baselines.md).
 
 `Rounding.round` turns a relaxation's fractional nodes per (model, pool) and block into
-whole nodes per step: every pool keeps the whole nodes it had, the capacity the
-fractions carried is made up with the cheapest whole nodes within the spot room, and
-each model's `min_on_demand_share` that this diluted is restored with whole on-demand
-nodes that replace spot ones, so the replayed oracle obeys the config as capsched must.
+whole nodes per step that obey what capsched obeys: the load the relaxation served,
+within each source region's reach, min_on_demand_share, min_replicas, quotas and the
+spot room. Per model, block after block:
+
+1. the spot pools keep the whole nodes the relaxation had;
+2. the relaxation's on-demand capacity, summed over the locations that share source
+   regions (a reach group), becomes whole nodes of one on-demand pool per group, the
+   same in every block, so no on-demand node moves between pools when the relaxation
+   only shifts its fractions (each move launches a node, pays its boot, and the replay's
+   look-ahead then keeps old and new fleets together);
+3. what is still short is covered with whole nodes: the load the relaxation served, each
+   source region within its reach (Hall's condition over sets of regions), and the
+   capacity the relaxation held in each reach group (it keeps nodes through dips of the
+   load rather than boot them again, and that headroom is what the engine's queues need
+   at peaks). Each time the pool that covers it for the least per covered rps is taken,
+   a node the pool did not hold in the previous block paying its boot too, so nodes stay
+   where they ran while that still covers;
+4. the share and min_replicas are restored with nodes of the group's on-demand pool (of
+   another on-demand pool where a quota stops it), and the nodes left surplus removed,
+   those just started first, then dearest per rps.
+
+The on-demand pool of each group is the one for which the model's rounded schedule
+costs least (boots included).
+
+A node's rate is per key and block: with `Rounding.rates` (a model under a per-token SLO,
+docs/profiles.md) the least rate over the block's steps' request sizes, as the schedule's
+program counts it; without, the planned rate at the reference size in every block.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.config import Config
+from scheduler.config import Config, ModelSection, QuotaSection
 from scheduler.domain import Market, Pool
 from scheduler.fleet.capacity import NodeCapacity
 from simulations.baselines.common import StepRates
-from simulations.baselines.oracle_program import EPS, ProgramResult
+from simulations.baselines.oracle_program import EPS, ProgramResult, split_blocks
 
 
 @dataclass(frozen=True)
@@ -33,155 +56,396 @@ class Rounding:
     spot_limit: Callable[[Pool], Sequence[float] | None]  # the schedule's room per step
     spot_pools: Iterable[Pool]  # the traced spot pools
     steps: int  # foresight steps the blocks cover
+    step_h: float  # hours per foresight step
+    boot_h: float  # hours from launch to ready, billed for a node started after step 0
+    reach: Mapping[str, frozenset[str]]  # source region -> locations within its limit
     rates: StepRates | None = None  # rates at the steps' sizes (None: `capacity` throughout)
 
-    def _rps(self, m: str, pool: Pool, t: int, block: int) -> float:
-        """Planned rps of one node of `m` in `pool` through block `t` (the least over its
-        steps' sizes, as the schedule's program counts it)."""
+    def block_rates(self, m: str, pool: Pool, lengths: Sequence[int]) -> np.ndarray:
+        """Planned rps of one node of `m` in `pool` per block of `lengths` steps: the
+        least over the block's steps' sizes, as the schedule's program counts it."""
         if self.rates is None:
-            return self.capacity.rps(m, pool)
-        n = max(1, min(block, self.steps - t * block))
-        return self.rates.over(m, pool, t * block, n, most=False)
+            return np.full(len(lengths), self.capacity.rps(m, pool), dtype=np.float64)
+        firsts = itertools.accumulate([0, *lengths[:-1]])
+        return np.array(
+            [
+                self.rates.over(m, pool, f, n, most=False)
+                for f, n in zip(firsts, lengths, strict=True)
+            ],
+            dtype=np.float64,
+        )
+
+    def serves(self, m: str, pool: Pool) -> bool:
+        """Whether a node of `m` in `pool` carries load at some step's size."""
+        if self.rates is None:
+            return self.capacity.rps(m, pool) > 0
+        return max(self.rates.distinct(m, pool)) > 0
 
     def round(self, r: ProgramResult, block: int) -> dict[tuple[str, Pool], list[int]]:
-        """An integer schedule from a relaxed one, per model, location and block: every
-        pool keeps the whole nodes it had, then the capacity the fractions carried is
-        made up with whole nodes, at each step the pool that covers the rest (or as much
-        as its room allows) for the least per covered rps.
-        Blocks are then spread back over the foresight's steps."""
-        steps = self.steps
-        n_blocks = len(next(iter(r.x.values()), []))
-        counts: dict[tuple[str, Pool], list[int]] = {
-            k: [math.floor(v + EPS) for v in vs] for k, vs in r.x.items()
-        }
-        room: dict[Pool, list[float]] = {}
+        """An integer schedule per (model, pool) and foresight step from a relaxed one on
+        blocks of `block` steps (see the module docstring)."""
+        lengths = split_blocks(self.steps, block)
+        n_blocks = len(lengths)
+        room: dict[Pool, np.ndarray] = {}
         for pool in self.spot_pools:
             cap = self.spot_limit(pool)
             assert cap is not None
-            room[pool] = [
-                float(min(cap[t * block : (t + 1) * block], default=0)) for t in range(n_blocks)
-            ]
-        for (_, pool), vs in counts.items():
-            if pool in room:
-                for t, v in enumerate(vs):
-                    room[pool][t] -= v
-        groups: dict[tuple[str, str], list[tuple[str, Pool]]] = defaultdict(list)
-        for key in r.x:
-            groups[key[0], key[1].location].append(key)
-        for (m, _), keys in groups.items():
-            for t in range(n_blocks):
-                short = sum((r.x[k][t] - counts[k][t]) * self._rps(m, k[1], t, block) for k in keys)
-                while short > EPS:
-                    # The cheapest way to cover what is left: whole nodes of one pool.
-                    best: tuple[float, tuple[str, Pool], int] | None = None
-                    for k in keys:
-                        per = self._rps(m, k[1], t, block)
-                        if per <= 0:
-                            continue
-                        n = math.ceil(short / per - EPS)
-                        if k[1] in room:
-                            n = min(n, math.floor(room[k[1]][t] + EPS))
-                        if n <= 0:
-                            continue
-                        cand = (self.prices.get(k[1], 0.0) * n / min(1.0, n * per / short), k, n)
-                        if best is None or cand[:2] < best[:2]:
-                            best = cand
-                    if best is None:
-                        break  # nowhere left with room: the LP's fractions cannot be covered
-                    _, k, n = best
-                    counts[k][t] += n
-                    short -= n * self._rps(m, k[1], t, block)
-                    if k[1] in room:
-                        room[k[1]][t] -= n
-        self._keep_share(r, counts, room, n_blocks)
-        return {k: np.repeat(vs, block)[:steps].tolist() for k, vs in counts.items()}
-
-    def _keep_share(
-        self,
-        r: ProgramResult,
-        counts: dict[tuple[str, Pool], list[int]],
-        room: dict[Pool, list[float]],
-        n_blocks: int,
-    ) -> None:
-        """Restore each model's `min_on_demand_share` that rounding diluted, in place.
-
-        Rounding covers the relaxation's fractions with the cheapest whole nodes, mostly
-        spot, so the on-demand share of capacity the relaxation kept can fall below the
-        config's minimum, a rule capsched obeys at every plan. Per model, whole on-demand
-        nodes are added one at a time in every block where the share fails, to one
-        on-demand pool (the same in every block, so no node flips between pools block to
-        block), each followed by the removal of the spot nodes it made surplus in that
-        pool's location (which keeps at least the relaxation's capacity there), dearest
-        per rps first. The pool is the one for which the model's schedule then costs
-        least (docs/baselines.md)."""
+            room[pool] = np.array(
+                [float(min(cap[t * block : (t + 1) * block], default=0)) for t in range(n_blocks)]
+            )
+        # The relaxation's whole spot nodes are kept: reserve their room for every model
+        # before any model covers its fractions.
+        floors: dict[tuple[str, Pool], np.ndarray] = {}
+        for k, vs in r.x.items():
+            if k[1] in room:
+                floors[k] = np.floor(np.asarray(vs[:n_blocks], dtype=np.float64) + EPS)
+                room[k[1]] -= floors[k]
+        quotas = _Quotas.of(self.config, self.capacity, n_blocks)
+        for k, f in floors.items():
+            quotas.take(k[1], f)
+        counts: dict[tuple[str, Pool], np.ndarray] = {
+            k: np.zeros(n_blocks, dtype=np.int64) for k in r.x
+        }
         for section in self.config.models:
-            m, share = section.name, section.min_on_demand_share
-            keys = [k for k in r.x if k[0] == m and self.capacity.rps(m, k[1]) > 0]
-            od_keys = [k for k in keys if k[1].market is Market.ON_DEMAND]
-            if share <= 0 or not od_keys:
+            keys = [k for k in r.x if k[0] == section.name and self.serves(k[0], k[1])]
+            if not keys:
                 continue
-            rps = np.array([self.capacity.rps(m, k[1]) for k in keys])
-            now = np.array([counts[k] for k in keys], dtype=np.int64)  # keys x blocks
-            od_row = np.array([k[1].market is Market.ON_DEMAND for k in keys])
-            od = (now[od_row] * rps[od_row, None]).sum(axis=0)
-            total = (now * rps[:, None]).sum(axis=0)
-            if (od >= np.minimum(share * total, total) - EPS).all():
-                continue  # rounding kept it
-            lp = np.array([r.x[k] for k in keys])
-            price = np.array([self.prices.get(k[1], 0.0) for k in keys])
-            best: tuple[float, float, str, np.ndarray] | None = None
+            model = _ModelRounding(self, r, section, keys, lengths, floors, quotas)
+            out = model.best(room, quotas)
             for i, k in enumerate(keys):
-                if not od_row[i]:
-                    continue
-                trial = self._share_kept(keys, i, now, od, total, lp, rps, price, share)
-                cand = (float((trial * price[:, None]).sum()), -float(lp[i].sum()), str(k[1]))
-                if best is None or cand < best[:3]:
-                    best = (*cand, trial)
-            assert best is not None
-            for j, k in enumerate(keys):
-                if k[1] in room:
-                    for t in range(n_blocks):
-                        room[k[1]][t] += int(now[j, t] - best[3][j, t])
-                counts[k] = [int(v) for v in best[3][j]]
+                counts[k] = out[i]
+                if k in floors:
+                    room[k[1]] -= out[i] - floors[k]
+                    quotas.take(k[1], out[i] - floors[k])
+                else:
+                    quotas.take(k[1], out[i])
+        return {k: np.repeat(vs, lengths).tolist() for k, vs in counts.items()}
 
-    @staticmethod
-    def _share_kept(
+
+@dataclass
+class _Quotas:
+    """GPUs each quota still allows per block (shared by all models)."""
+
+    capacity: NodeCapacity
+    left: list[np.ndarray]  # per quota of the config, the GPUs it still allows per block
+    quotas: tuple[QuotaSection, ...]
+    hits: dict[Pool, tuple[int, tuple[int, ...]]]  # pool -> (GPUs per node, its quotas)
+
+    @classmethod
+    def of(cls, config: Config, capacity: NodeCapacity, n_blocks: int) -> _Quotas:
+        left = [np.full(n_blocks, float(q.max_gpus)) for q in config.quotas]
+        return cls(capacity, left, config.quotas, {})
+
+    def copy(self) -> _Quotas:
+        return _Quotas(self.capacity, [v.copy() for v in self.left], self.quotas, self.hits)
+
+    def _of(self, p: Pool) -> tuple[int, tuple[int, ...]]:
+        if p not in self.hits:
+            itype = self.capacity.itype(p)
+            self.hits[p] = (
+                itype.gpu_count,
+                tuple(
+                    j
+                    for j, q in enumerate(self.quotas)
+                    if p.cloud is q.cloud
+                    and (q.region is None or p.region == q.region)
+                    and (q.market is None or p.market is q.market)
+                    and (q.gpu_kind is None or itype.gpu_kind == q.gpu_kind)
+                ),
+            )
+        return self.hits[p]
+
+    def counts(self, pool: Pool) -> bool:
+        """Whether some quota counts nodes of `pool`."""
+        return bool(self._of(pool)[1])
+
+    def allows(self, pool: Pool, t: int) -> int:
+        """How many more nodes of `pool` every quota allows in block t."""
+        gpus, hits = self._of(pool)
+        n = 1 << 30
+        for j in hits:
+            n = min(n, math.floor(self.left[j][t] / max(gpus, 1) + EPS))
+        return n
+
+    def take(self, pool: Pool, nodes: np.ndarray | float, t: int | None = None) -> None:
+        """Count `nodes` of `pool` (per block, or in block t only) against the quotas."""
+        gpus, hits = self._of(pool)
+        for j in hits:
+            if t is None:
+                self.left[j] -= np.asarray(nodes, dtype=np.float64) * gpus
+            else:
+                self.left[j][t] -= float(nodes) * gpus
+
+
+class _ModelRounding:
+    """One model's rounding, block after block, for a choice of on-demand pools."""
+
+    def __init__(
+        self,
+        rounding: Rounding,
+        r: ProgramResult,
+        section: ModelSection,
         keys: list[tuple[str, Pool]],
-        target: int,
-        now: np.ndarray,
-        od: np.ndarray,
-        total: np.ndarray,
-        lp: np.ndarray,
-        rps: np.ndarray,
-        price: np.ndarray,
-        share: float,
-    ) -> np.ndarray:
-        """One model's node counts (keys x blocks; `now` is not changed) with the share
-        kept by whole nodes of `keys[target]`'s on-demand pool (see `_keep_share`). `od`
-        and `total` are the on-demand and total capacity per block of `now`, `lp` the
-        relaxation's nodes, `rps` and `price` per key."""
-        out = now.copy()
-        loc = keys[target][1].location
-        here = [j for j, k in enumerate(keys) if k[1].location == loc]
-        spot_here = sorted(
-            (j for j in here if keys[j][1].market is Market.SPOT),
-            key=lambda j: (-price[j] / rps[j], str(keys[j][1])),
+        lengths: list[int],
+        floors: Mapping[tuple[str, Pool], np.ndarray],
+        quotas: _Quotas,
+    ) -> None:
+        m = section.name
+        self.section = section
+        self.keys = keys
+        self.pools = [k[1] for k in keys]
+        self.lengths = lengths
+        n_blocks = len(lengths)
+        self.price = np.array([rounding.prices.get(p, 0.0) for p in self.pools])
+        # Per key and block, one node's rate (keys x blocks). Quantities per block (mass,
+        # need, coverage, the share) use the block's own rate; orderings that need one
+        # number per key (the on-demand pool tried first, the share's fallback pools, the
+        # removal order) use the mean rate over the horizon's steps, so a key keeps its
+        # place in every block and no node moves between pools only because one block's
+        # sizes differ (the constant rate itself when the rate does not vary).
+        self.rps = np.array(
+            [rounding.block_rates(m, p, lengths) for p in self.pools], dtype=np.float64
+        ).reshape(len(keys), n_blocks)
+        weights = np.asarray(lengths, dtype=np.float64)
+        flat = (self.rps == self.rps[:, :1]).all(axis=1)
+        mean = np.where(flat, self.rps[:, 0], (self.rps * weights).sum(axis=1) / weights.sum())
+        self.per_rps = np.divide(self.price, mean, out=np.full(len(keys), np.inf), where=mean > 0)
+        self.od = np.array([p.market is Market.ON_DEMAND for p in self.pools])
+        self.lp = np.array([r.x[k][:n_blocks] for k in keys], dtype=np.float64)
+        self.floor = np.array(
+            [floors[k] if k in floors else np.zeros(n_blocks) for k in keys], dtype=np.int64
         )
-        per = float(rps[target])
-        for t in range(out.shape[1]):
-            o, tot = float(od[t]), float(total[t])
-            need = float((lp[here, t] * rps[here]).sum())
-            have = float((out[here, t] * rps[here]).sum())
-            # One node at a time, each followed by the spot it makes surplus: the share is
-            # read on the fleet that remains, not on the one before the removals.
-            while o < min(share * tot, tot) - EPS:
-                out[target, t] += 1
-                o, tot, have = o + per, tot + per, have + per
-                for j in spot_here:
-                    while out[j, t] > 0 and have - rps[j] >= need - EPS:
-                        out[j, t] -= 1
-                        have -= rps[j]
-                        tot -= rps[j]
-                if share >= 1.0 and not any(out[j, t] for j in spot_here):
-                    break  # all on demand: spot elsewhere cannot be replaced from here
-        return out
+        firsts = np.cumsum([0, *lengths[:-1]])
+        self.run_h = np.asarray(lengths, dtype=np.float64) * rounding.step_h  # per block
+        self.boot_h = np.minimum(rounding.boot_h, firsts * rounding.step_h)  # a start's boot
+        # Locations, and per source region with load the locations it may use.
+        self.locations = sorted({p.location for p in self.pools})
+        at = {loc: i for i, loc in enumerate(self.locations)}
+        self.loc = np.array([at[p.location] for p in self.pools])
+        regions = [
+            (region, [at[loc] for loc in rounding.reach.get(region, ()) if loc in at], series)
+            for (mm, region), series in sorted(r.served.items())
+            if mm == m and max(series, default=0.0) > EPS
+        ]
+        # Hall's condition per subset S of those regions: its load less the capacity of the
+        # locations S may use is short however the load is spread (the largest such gap is
+        # exactly what cannot be served).
+        self.subsets: list[tuple[np.ndarray, np.ndarray]] = []  # (load per block, loc mask)
+        for size in range(1, len(regions) + 1):
+            for group in itertools.combinations(regions, size):
+                mask = np.zeros(len(self.locations), dtype=bool)
+                for _, locs, _ in group:
+                    mask[locs] = True
+                load = np.sum([np.asarray(s[:n_blocks], dtype=np.float64) for *_, s in group], 0)
+                self.subsets.append((load, mask))
+        # Reach groups: locations joined by a source region that may use both.
+        group_of = list(range(len(self.locations)))
+
+        def find(i: int) -> int:
+            while group_of[i] != i:
+                i = group_of[i]
+            return i
+
+        for reachable in rounding.reach.values():
+            idx = sorted(at[loc] for loc in reachable if loc in at)
+            for a in idx[1:]:
+                group_of[find(a)] = find(idx[0])
+        self.group = np.array([find(int(i)) for i in self.loc])  # per key
+        self.groups = sorted({int(g) for g in self.group[self.od]})
+        # Nor less capacity in a reach group than the relaxation held there: it keeps
+        # nodes through short dips of the load (a restart pays a boot), which the replay's
+        # look-ahead holds anyway, and the headroom the engine's queues need at a peak.
+        for g in sorted({int(g) for g in self.group}):
+            here = self.group == g
+            mask = np.zeros(len(self.locations), dtype=bool)
+            mask[self.loc[here]] = True
+            self.subsets.append(((self.lp[here] * self.rps[here]).sum(axis=0), mask))
+        self.loads = np.array([load for load, _ in self.subsets]).reshape(-1, n_blocks)
+        self.masks = np.array([mask for _, mask in self.subsets]).reshape(-1, len(self.locations))
+        self.inside = self.masks[:, self.loc].T  # keys x rows: whether a key's node counts
+        self.names = [str(p) for p in self.pools]  # ties go to the lower pool
+        # Keys some quota counts (the rest need no quota look-up).
+        self.quoted = np.array([quotas.counts(p) for p in self.pools], dtype=bool)
+        # Removal order's fixed part: dearest per rps first.
+        self.dear = sorted(range(len(keys)), key=lambda i: (-self.per_rps[i], i))
+
+    # -- the choice of on-demand pools -------------------------------------------------
+
+    def best(self, room: Mapping[Pool, np.ndarray], quotas: _Quotas) -> np.ndarray:
+        """Counts (keys x blocks) for the on-demand pool per reach group whose schedule
+        costs least: from the pool holding the most of the relaxation's on-demand
+        capacity, one pass over the groups, each trying every on-demand pool it has."""
+        mass = (self.lp * self.rps).sum(axis=1)
+        choice: dict[int, int] = {}
+        for g in self.groups:
+            ods = [i for i in range(len(self.keys)) if self.od[i] and self.group[i] == g]
+            choice[g] = min(ods, key=lambda i: (-mass[i], self.per_rps[i], i))
+        best = self.trial(choice, room, quotas)
+        for g in self.groups:
+            for i in range(len(self.keys)):
+                if not self.od[i] or self.group[i] != g or i == choice[g]:
+                    continue
+                cand = self.trial({**choice, g: i}, room, quotas)
+                if (cand[0], self.names[i]) < (best[0], self.names[choice[g]]):
+                    best, choice = cand, {**choice, g: i}
+        return best[1]
+
+    def trial(
+        self, choice: Mapping[int, int], room: Mapping[Pool, np.ndarray], quotas: _Quotas
+    ) -> tuple[float, np.ndarray]:
+        """(USD, counts keys x blocks) of the rounded schedule with `choice`'s on-demand
+        pool per reach group; `room` and `quotas` are not changed."""
+        # Spot room per key (a model holds one key per pool; inf: no limit).
+        room_left = np.array(
+            [room[p].copy() if p in room else np.full(self.lp.shape[1], np.inf) for p in self.pools]
+        ).reshape(self.lp.shape)
+        quota_left = quotas.copy()
+        n_keys, n_blocks = self.lp.shape
+        out = np.zeros((n_keys, n_blocks), dtype=np.int64)
+        prev = np.zeros(n_keys, dtype=np.int64)
+        # For the share and min_replicas: the chosen pools, then (where quotas stop them)
+        # the other on-demand pools, cheapest per rps first.
+        per_rps = self.per_rps
+        chosen = sorted(choice.values(), key=lambda i: (per_rps[i], i))
+        chosen += sorted(
+            (i for i in range(n_keys) if self.od[i] and i not in chosen),
+            key=lambda i: (per_rps[i], i),
+        )
+        for t in range(n_blocks):
+            step = _Block(self, t, prev, room_left, quota_left)
+            step.cur[:] = self.floor[:, t]
+            for g, i in choice.items():
+                here = self.od & (self.group == g)
+                need = float((self.lp[here, t] * self.rps[here, t]).sum())
+                if self.rps[i, t] > 0:  # else `cover` places it
+                    step.add(i, math.ceil(need / self.rps[i, t] - EPS))
+            step.cover()
+            step.keep_rules(chosen)
+            step.prune()
+            out[:, t] = step.cur
+            prev = step.cur
+        starts = np.maximum(0, np.diff(out, axis=1, prepend=out[:, :1]))
+        cost = (self.price[:, None] * (out * self.run_h + starts * self.boot_h)).sum()
+        return float(cost), out
+
+
+class _Block:
+    """One block's whole nodes of one model, built from the previous block's."""
+
+    def __init__(
+        self,
+        model: _ModelRounding,
+        t: int,
+        prev: np.ndarray,
+        room: np.ndarray,
+        quotas: _Quotas,
+    ) -> None:
+        self.m = model
+        self.t = t
+        self.prev = prev
+        self.room = room
+        self.quotas = quotas
+        self.cur = np.zeros_like(prev)
+
+    def free(self, idx: np.ndarray) -> np.ndarray:
+        """How many more nodes of keys `idx` the spot room and quotas allow."""
+        n = np.floor(np.minimum(self.room[idx, self.t], 1 << 30) + EPS)
+        for j, i in enumerate(idx):
+            if self.m.quoted[i]:
+                n[j] = min(n[j], self.quotas.allows(self.m.pools[i], self.t))
+        return np.asarray(np.maximum(n, 0), dtype=np.float64)
+
+    def add(self, i: int, n: int) -> int:
+        """Add up to n nodes of key i (as room and quotas allow); returns how many."""
+        n = min(n, int(self.free(np.array([i]))[0]))
+        if n > 0:
+            self.cur[i] += n
+            self.room[i, self.t] -= n
+            self.quotas.take(self.m.pools[i], n, self.t)
+        return max(n, 0)
+
+    def remove(self, i: int) -> None:
+        self.cur[i] -= 1
+        self.room[i, self.t] += 1
+        self.quotas.take(self.m.pools[i], -1, self.t)
+
+    def gaps(self) -> np.ndarray:
+        """Per row (a Hall subset or a reach group), its load less the capacity it may
+        use."""
+        cap = np.bincount(self.m.loc, self.cur * self.m.rps[:, self.t], len(self.m.locations))
+        return np.asarray(self.m.loads[:, self.t] - self.m.masks @ cap)
+
+    def short(self) -> float:
+        """The load (rps) that the block's nodes cannot serve within reach."""
+        return max(0.0, float(self.gaps().max(initial=0.0)))
+
+    def cover(self) -> None:
+        """Cover the load still short, each time with the nodes of one pool that cover
+        it for the least per covered rps (boots of nodes not held before included)."""
+        m, t = self.m, self.t
+        allowed = m.od | (m.section.min_on_demand_share < 1.0)  # all on demand: no spot
+        allowed &= m.inside.any(axis=1)
+        allowed &= m.rps[:, t] > 0  # a node that carries nothing at this block's sizes
+        rps = m.rps[:, t]
+        while True:
+            gaps = self.gaps()
+            short = max(0.0, float(gaps.max(initial=0.0)))
+            if short <= EPS:
+                return
+            # Per key: the largest gap its nodes close (top), and what remains whatever
+            # it adds (floor: the rows it cannot reach).
+            top = np.where(m.inside, gaps[None, :], -np.inf).max(axis=1)
+            floor = np.maximum(0.0, np.where(m.inside, -np.inf, gaps[None, :]).max(axis=1))
+            useful = allowed & (top > floor + EPS)
+            idx = np.nonzero(useful)[0]
+            if idx.size == 0:
+                return
+            n = np.ceil((top[idx] - floor[idx]) / rps[idx] - EPS)
+            n = np.minimum(n, self.free(idx))
+            ok = n > 0
+            idx, n = idx[ok], n[ok]
+            if idx.size == 0:
+                return  # nowhere left with room: the relaxation's load cannot be covered
+            cur, prev = self.cur[idx], self.prev[idx]
+            started = np.maximum(0, cur + n - prev) - np.maximum(0, cur - prev)
+            usd = m.price[idx] * (n * m.run_h[t] + started * m.boot_h[t])
+            covered = short - np.maximum(floor[idx], top[idx] - n * rps[idx])
+            score = usd / covered
+            low = score.min()
+            pick = min(
+                (int(i) for i, v in zip(range(idx.size), score, strict=True) if v <= low + 1e-12),
+                key=lambda j: m.names[idx[j]],
+            )
+            self.add(int(idx[pick]), int(n[pick]))
+
+    def share_ok(self) -> bool:
+        share = self.m.section.min_on_demand_share
+        cap = self.cur * self.m.rps[:, self.t]
+        total = float(cap.sum())
+        return float(cap[self.m.od].sum()) >= min(share * total, total) - EPS
+
+    def keep_rules(self, chosen: Sequence[int]) -> None:
+        """min_replicas and min_on_demand_share with on-demand nodes of the first of
+        `chosen` that quotas allow, one at a time, each followed by the removal of what it
+        made surplus."""
+        m = self.m
+        while int(self.cur.sum()) < m.section.min_replicas or not self.share_ok():
+            for i in chosen:
+                if self.add(i, 1):
+                    break
+            else:
+                return  # quotas allow no more on demand
+            self.prune()
+
+    def prune(self) -> None:
+        """Remove nodes while the load stays covered, the share and min_replicas kept:
+        nodes not held in the previous block first, then the dearest per rps."""
+        m = self.m
+        started = [i for i in m.dear if self.cur[i] > self.prev[i]]
+        order = started + [i for i in m.dear if 0 < self.cur[i] <= self.prev[i]]
+        for i in order:
+            while self.cur[i] > 0 and int(self.cur.sum()) > m.section.min_replicas:
+                self.remove(i)
+                if self.short() > EPS or not self.share_ok():
+                    self.add(i, 1)
+                    break
