@@ -93,6 +93,7 @@ from scheduler.fleet.profiles import (
     size_factor,
     wait_budget_ms,
 )
+from scheduler.fleet.queueing import erlang_c, node_slots
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
@@ -148,13 +149,18 @@ def node_service(
     model_memory_gb: float | None,
     size: RequestSize | None = None,
     token_slo: TokenSlo | None = None,
+    utilization: float | None = None,
 ) -> NodeService:
     """How a node of `model` on `itype` serves at its `best_profile` within the SLO, for
     requests of `size` (None: the reference request): the profile's rate times
     `size_factor`, at the profile's latency (under a per-token SLO the size's time to
     first token plus its output tokens' decode time, `profile_latency_ms`;
-    docs/profiles.md "Request size", "Latency SLOs")."""
-    best = best_profile(profiles, model, itype, latency_slo_ms, model_memory_gb, size, token_slo)
+    docs/profiles.md "Request size", "Latency SLOs"). `utilization` is the planned one:
+    under a per-token SLO the batch is the planner's, the one that leaves room for waits
+    at it (`best_profile`)."""
+    best = best_profile(
+        profiles, model, itype, latency_slo_ms, model_memory_gb, size, token_slo, utilization
+    )
     if best is None:
         return NodeService(0.0, 0.0, 0, 0.0)
     profile, replicas = best
@@ -162,7 +168,7 @@ def node_service(
     rps = replicas * profile.rps * factor
     latency_s = profile_latency_ms(profile, size, token_slo) / 1000.0
     wait_s = wait_budget_ms(profile, size, latency_slo_ms, token_slo) / 1000.0
-    return NodeService(rps, latency_s, max(1, round(rps * latency_s)), wait_s)
+    return NodeService(rps, latency_s, node_slots(rps, latency_s), wait_s)
 
 
 class SimDrainer:
@@ -249,9 +255,9 @@ def within_slo_share(
     per step), and the mean latency.
 
     M/M/c with c = `slots` servers of rate mu = capacity / c: the probability of waiting
-    is Erlang C, a wait is exponential with rate c*mu - lambda, and the response is the
-    service time plus the wait. Vectorised over steps: Erlang B by its recursion up to
-    the largest c, frozen per step once k reaches that step's c.
+    is Erlang C (`scheduler.fleet.queueing.erlang_c`, the planner's too), a wait is
+    exponential with rate c*mu - lambda, and the response is the service time plus the
+    wait. Vectorised over steps.
     """
     lam = np.asarray(served_rps, dtype=np.float64)
     cap = np.asarray(capacity_rps, dtype=np.float64)
@@ -263,18 +269,12 @@ def within_slo_share(
         return share, mean_s
     lam_b, cap_b, c_b, svc_b = lam[busy], cap[busy], c[busy], service_s[busy]
     mu = cap_b / c_b
-    a = lam_b / mu  # offered load in servers
-    b = np.ones_like(a)
-    for k in range(1, int(c_b.max()) + 1):
-        step = k <= c_b
-        b = np.where(step, a * b / (k + a * b), b)
-    rho = np.minimum(lam_b / cap_b, 1.0)
-    erlang_c = np.where(rho < 1.0, b / np.maximum(1.0 - rho * (1.0 - b), 1e-300), 1.0)
+    wait_prob = erlang_c(lam_b / mu, c_b)  # offered load in servers
     drain = np.maximum(cap_b - lam_b, 0.0)  # c*mu - lambda
     slack = (np.asarray(slo_s)[busy] if np.ndim(slo_s) else slo_s) - svc_b
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        tail = np.where(drain > 0, erlang_c * np.exp(-drain * np.maximum(slack, 0.0)), 1.0)
-        wait = np.where(drain > 0, erlang_c / drain, np.inf)
+        tail = np.where(drain > 0, wait_prob * np.exp(-drain * np.maximum(slack, 0.0)), 1.0)
+        wait = np.where(drain > 0, wait_prob / drain, np.inf)
     share[busy] = np.where(slack >= 0, 1.0 - tail, 0.0)
     mean_s[busy] = svc_b + wait
     return share, mean_s
@@ -595,6 +595,7 @@ class _Accounting:
                 info.gpu_memory_gb if info else None,
                 size,
                 token_slo,
+                self._cfg.planning.target_utilization,
             )
             self._services[key] = svc
         return svc

@@ -309,7 +309,7 @@ def test_capacity_no_loaded_region_reaches_does_not_shorten_the_queue() -> None:
     ready = ReadyCapacity(
         1,
         2,
-        lambda model, pool, size: SimpleNamespace(rps=10.0, slots=10, latency_s=1.0),
+        lambda model, pool, size: SimpleNamespace(rps=10.0, slots=10, latency_s=1.0, wait_s=0.0),
         {"m": 0},
         locs,
     )

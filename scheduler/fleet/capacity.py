@@ -2,7 +2,8 @@
 configured model in a pool is counted on for.
 
 A node carries its best capacity profile's rate at the model's SLO
-(`scheduler.fleet.profiles.instance_rps`) times `planning.target_utilization`. The planner,
+(`scheduler.fleet.profiles.instance_capacity`) times `planning.target_utilization` (under a
+per-token SLO, at most the utilisation that leaves room to wait for a slot). The planner,
 the reconciler, the policy, the baselines and the simulator's trace scaling all count
 with this number; the replay engine counts the profile's full rate (utilisation 1.0).
 
@@ -28,7 +29,7 @@ from scheduler.domain import (
     RequestSize,
 )
 from scheduler.fleet.catalog import Catalog
-from scheduler.fleet.profiles import instance_rps
+from scheduler.fleet.profiles import instance_capacity
 from scheduler.ports.metrics import DemandSample
 
 
@@ -87,17 +88,24 @@ def node_rps(
     """Requests/s one node of the configured `model` on `itype` is planned to carry:
     profile rps at the model's SLO for requests of `size` (None: the reference request)
     x `utilization` (default: the config's target utilisation); 0.0 where the model
-    cannot be served there. KeyError for a model the config does not have."""
+    cannot be served there. KeyError for a model the config does not have. Under a
+    per-token SLO the batch is the one that carries most with room for waits at the
+    config's target utilisation, and the default utilisation is the share of the node
+    that leaves that room (`instance_capacity`, at most the target); an explicit
+    `utilization` scales the batch's full rate."""
     section = config.model(model)
-    util = config.planning.target_utilization if utilization is None else utilization
-    return util * instance_rps(
+    target = config.planning.target_utilization
+    rps, planned = instance_capacity(
         profiles,
         section.profile or section.name,
         itype,
         section.latency_slo_ms,
-        size=size,
-        token_slo=section.token_slo,
+        None,
+        size,
+        section.token_slo,
+        target,
     )
+    return (planned if utilization is None else utilization) * rps
 
 
 class NodeCapacity:

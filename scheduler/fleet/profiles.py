@@ -41,6 +41,7 @@ from scheduler.domain import (
     TokenCost,
     TokenSlo,
 )
+from scheduler.fleet.queueing import max_utilization, node_slots
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +459,34 @@ def model_latency_slo_ms(
     return info.latency_slo_ms
 
 
+# The share of requests whose wait for a slot must fit the first-token budget under a
+# per-token SLO (TTFT targets are stated at a percentile; p99 here).
+TTFT_ATTAINMENT = 0.99
+
+
+def queue_utilization(
+    profile: CapacityProfile,
+    replicas: int,
+    size: RequestSize | None,
+    latency_slo_ms: float,
+    token_slo: TokenSlo | None,
+    utilization: float,
+) -> float:
+    """The utilisation (at most the planned `utilization`) a node of `replicas` x
+    `profile` may be loaded to for `size`: under a per-token SLO the largest at which
+    `TTFT_ATTAINMENT` of its requests wait no longer than their first-token budget left
+    (`wait_budget_ms`), in the replay's M/M/c (`scheduler.fleet.queueing`, the node's
+    slots at its rate and latency); `utilization` itself under an end-to-end SLO."""
+    if token_slo is None:
+        return utilization
+    factor = size_factor(profile.model, profile.gpu_kind, profile.gpu_count, size)
+    rps = replicas * profile.rps * factor
+    latency_s = profile_latency_ms(profile, size, token_slo) / 1000.0
+    wait_s = wait_budget_ms(profile, size, latency_slo_ms, token_slo) / 1000.0
+    slots = node_slots(rps, latency_s)
+    return max_utilization(rps, slots, wait_s, TTFT_ATTAINMENT, utilization)
+
+
 def best_profile(
     profiles: Sequence[CapacityProfile],
     model: str,
@@ -466,6 +495,7 @@ def best_profile(
     model_memory_gb: float | None = None,
     size: RequestSize | None = None,
     token_slo: TokenSlo | None = None,
+    utilization: float | None = None,
 ) -> tuple[CapacityProfile, int] | None:
     """The profile one instance serves `model` at, and how many replicas it runs.
 
@@ -477,7 +507,10 @@ def best_profile(
 
     The SLO is `latency_slo_ms` for the profile's own (reference) latency. With a
     `token_slo` it is checked at `size` instead (`meets_slo`): the request's time to first
-    token and time per output token at the profile's batch, each within its budget."""
+    token and time per output token at the profile's batch, each within its budget; and
+    given the planned `utilization`, the best is the rate a node can carry with room for
+    waits, `replicas x rps x size_factor x queue_utilization` (docs/profiles.md "Latency
+    SLOs": a batch that fills the first-token budget leaves no time to wait for a slot)."""
     best: tuple[CapacityProfile, int] | None = None
     best_rps = 0.0
     for p in profiles:
@@ -497,6 +530,8 @@ def best_profile(
         factor = size_factor(p.model, p.gpu_kind, p.gpu_count, size)
         replicas = instance_type.gpu_count // p.gpu_count
         rps = replicas * p.rps * factor
+        if token_slo is not None and utilization is not None:
+            rps *= queue_utilization(p, replicas, size, latency_slo_ms, token_slo, utilization)
         if best is None or rps > best_rps:
             best, best_rps = (p, replicas), rps
     return best
@@ -521,6 +556,26 @@ def instance_rps(
     the default). When the model is known there, GPU groups with less memory than it
     needs are skipped too (the bundled profiles already contain no such rows).
     """
+    return instance_capacity(
+        profiles, model, instance_type, latency_slo_ms, models, size, token_slo, None
+    )[0]
+
+
+def instance_capacity(
+    profiles: Sequence[CapacityProfile],
+    model: str,
+    instance_type: InstanceType,
+    latency_slo_ms: float | None,
+    models: Sequence[ModelInfo] | None,
+    size: RequestSize | None,
+    token_slo: TokenSlo | None,
+    utilization: float | None,
+) -> tuple[float, float]:
+    """(`instance_rps`, the utilisation a node may be planned at) with the batch chosen
+    for the planned `utilization` (`best_profile`): under a per-token SLO the batch whose
+    rate x `queue_utilization` is largest, and that utilisation (<= `utilization`), so
+    the node is counted on for the load it carries with room to wait for a slot; else
+    `utilization` (1.0 when None). (0.0, 0.0) when nothing qualifies."""
     known = {m.name: m for m in (models if models is not None else load_models())}
     info = known.get(model)
     latency_slo_ms = model_latency_slo_ms(model, latency_slo_ms, token_slo, info)
@@ -532,8 +587,11 @@ def instance_rps(
         info.gpu_memory_gb if info else None,
         size,
         token_slo,
+        utilization,
     )
     if best is None:
-        return 0.0
+        return 0.0, 0.0
     profile, replicas = best
-    return replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)
+    rps = replicas * profile.rps * size_factor(model, profile.gpu_kind, profile.gpu_count, size)
+    util = 1.0 if utilization is None else utilization
+    return rps, queue_utilization(profile, replicas, size, latency_slo_ms, token_slo, util)

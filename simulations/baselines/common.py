@@ -84,12 +84,23 @@ class Foresight:
     # Demand for a lower bound where it differs from `demand_rps` (sized traces: rps in
     # reference requests at the most favourable shape, `SizeFactors`); None: the same.
     demand_rps_bound: Mapping[tuple[str, str], Sequence[float]] | None = None
+    # Models whose nodes the oracle counts at each step's own size (a per-token SLO: the
+    # batch, and so the rate, depends on the size per shape, `StepRates`): per such model
+    # its mean request size per step (None: the reference), and per (model, region) of
+    # theirs the requests/s as the trace has them, which the oracle plans for instead of
+    # the reference requests of `demand_rps`.
+    sizes: Mapping[str, Sequence[RequestSize | None]] = field(default_factory=dict)
+    demand_requests: Mapping[tuple[str, str], Sequence[float]] = field(default_factory=dict)
 
     def demand_for(self, *, bound: bool) -> Mapping[tuple[str, str], Sequence[float]]:
-        """The demand series a schedule (`bound=False`) or a lower bound plans for."""
-        if bound and self.demand_rps_bound is not None:
-            return self.demand_rps_bound
-        return self.demand_rps
+        """The demand series a schedule (`bound=False`) or a lower bound plans for (the
+        oracle's): requests as the trace has them for the models in `sizes`, else reference
+        requests (`SizeFactors`)."""
+        base = self.demand_rps_bound if bound and self.demand_rps_bound is not None else None
+        base = base if base is not None else self.demand_rps
+        if not self.demand_requests:
+            return base
+        return {**base, **self.demand_requests}
 
     def __post_init__(self) -> None:
         if self.step_s <= 0:
@@ -97,6 +108,8 @@ class Foresight:
         lengths = {len(v) for v in self.demand_rps.values()}
         lengths |= {len(v) for v in self.spot_capacity.values()}
         lengths |= {len(v) for v in self.spot_capacity_peak.values()}
+        lengths |= {len(v) for v in self.sizes.values()}
+        lengths |= {len(v) for v in self.demand_requests.values()}
         if len(lengths) > 1:
             raise ValueError(f"every series must have the same length, got {sorted(lengths)}")
 
@@ -166,6 +179,46 @@ class SizeFactors:
             np.minimum.reduce(f_low) if f_low else ones,
             np.maximum.reduce(f_high) if f_high else ones,
         )
+
+
+class StepRates:
+    """Per (model, pool), the rate one node carries at each step's request size, for the
+    models of `Foresight.sizes` (`NodeCapacity.rps` at the size: the planner's rate, with
+    its batch for the size; docs/profiles.md "Latency SLOs"), else at the reference size.
+    Over a block of steps: the least (a schedule that must hold at every step) or the
+    most (a lower bound: a block's mean load within its most a node carries is implied by
+    every step's)."""
+
+    def __init__(self, capacity: NodeCapacity, sizes: Mapping[str, Sequence[RequestSize | None]]):
+        self.capacity = capacity  # planned (or full) rps per node
+        self._sizes = sizes  # model -> size per step
+
+    def sized(self, model: str) -> bool:
+        """Whether `model`'s rates follow the steps' sizes."""
+        return model in self._sizes
+
+    def at(self, model: str, pool: Pool, step: int) -> float:
+        """Requests/s of one node of `model` in `pool` at `step`'s size."""
+        sizes = self._sizes.get(model)
+        return self.capacity.rps(model, pool, sizes[step] if sizes is not None else None)
+
+    def over(self, model: str, pool: Pool, first: int, n: int, *, most: bool) -> float:
+        """The least (or with `most` the largest) `at` over steps first .. first + n - 1."""
+        if model not in self._sizes:
+            return self.capacity.rps(model, pool)
+        got = [self.at(model, pool, t) for t in range(first, first + n)]
+        return max(got, default=0.0) if most else min(got, default=0.0)
+
+    def distinct(self, model: str, pool: Pool) -> tuple[float, ...]:
+        """`model`'s rate in `pool` at each of its distinct sizes (sorted by size), or at
+        the reference: what comparing two pools for every step needs."""
+        sizes = self._sizes.get(model)
+        if sizes is None:
+            return (self.capacity.rps(model, pool),)
+        keys = sorted(
+            set(sizes), key=lambda s: (0.0, 0.0) if s is None else (s.input_tokens, s.output_tokens)
+        )
+        return tuple(self.capacity.rps(model, pool, s) for s in keys)
 
 
 def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: float) -> list[int]:

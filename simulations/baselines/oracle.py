@@ -10,7 +10,10 @@ It solves two programs over the foresight's steps (step length h hours, boot tim
 * u[k,t]  >= 0    load left unserved (only when no allowed pool can take it)
 
 s.t. sum_l y[k,l,t] + u[k,t] = D[k,t]; sum_k y[k,l,t] <= sum_{p in l} cap[m,p] x[m,p,t];
-sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty.
+sum_m x[m,p,t] <= spot capacity of p at t; the unserved load pays a penalty. D is in
+reference requests (`SizeFactors`), except for a model with a per-token SLO: there D is
+the trace's requests and cap[m,p] becomes cap[m,p,t], a node's rate at step t's size
+(`StepRates`; over a block of steps its least for the schedule, its most for the bound).
 
 1. **The bound** (`lower_bound_cost_usd`, `bound_kind`) holds against any policy the
    replay engine can run, so it asks only what the engine and the simulated cloud
@@ -99,6 +102,7 @@ from scheduler.fleet.catalog import Catalog
 from simulations.baselines.common import (
     Foresight,
     OfferingIndex,
+    StepRates,
     permitted,
     to_plan,
 )
@@ -271,12 +275,14 @@ class Oracle(PolicyBase):
             for loc in locations
             if any(self._catalog.rtt_ms(origin, loc) <= limit for origin, limit in origins)
         }
+        # A model counted at each step's size: a pool's rates at all its sizes.
+        rates = StepRates(self._capacity, self._foresight.sizes)
         for section in self._config.models:
             m = section.name
             offers = [
                 o
                 for o in self._offerings
-                if self._capacity.rps(m, o.pool) > 0
+                if max(rates.distinct(m, o.pool)) > 0
                 and o.pool.location in reachable
                 and (bound or o.available)
                 and max(limits.get(o.pool) or [1.0], default=0) > 0
@@ -287,16 +293,17 @@ class Oracle(PolicyBase):
                     free[o.pool.location].append(o)
 
             def dominated(o: Offering, m: str = m, free: dict[str, list[Offering]] = free) -> bool:
-                cap = self._capacity.rps(m, o.pool)
+                cap = rates.distinct(m, o.pool)
                 for q in free.get(o.pool.location, ()):
                     if q is o:
                         continue
                     if rules and q.pool.market is Market.SPOT and o.pool.market is Market.ON_DEMAND:
                         continue  # on-demand capacity counts for min_on_demand_share
-                    q_cap = self._capacity.rps(m, q.pool)
-                    if q.usd_per_hour > o.usd_per_hour or q_cap < cap:
+                    q_cap = rates.distinct(m, q.pool)
+                    pairs = list(zip(q_cap, cap, strict=True))
+                    if q.usd_per_hour > o.usd_per_hour or any(a < b for a, b in pairs):
                         continue
-                    strict = q.usd_per_hour < o.usd_per_hour or q_cap > cap
+                    strict = q.usd_per_hour < o.usd_per_hour or any(a > b for a, b in pairs)
                     if strict or limits.get(o.pool) is not None or q.pool < o.pool:
                         return True
                 return False
@@ -396,6 +403,7 @@ class Oracle(PolicyBase):
             self._foresight.step_s / 3600.0,
             self.boot_time_s / 3600.0,
             self._reach(),
+            StepRates(self._capacity, self._foresight.sizes),
         ).round(play, block)
 
     def _reach(self) -> dict[str, frozenset[str]]:

@@ -22,7 +22,7 @@ from scheduler.decide.planner import resolve_location
 from scheduler.domain import Market, Offering, Pool
 from scheduler.fleet.capacity import NodeCapacity
 from scheduler.fleet.catalog import Catalog
-from simulations.baselines.common import Foresight
+from simulations.baselines.common import Foresight, StepRates
 
 EPS = 1e-6  # counts within this of an integer are that integer
 
@@ -168,11 +168,18 @@ class Programs:
         # (model, region) -> per block, its demand and its unserved variable (None: no load)
         loads: dict[tuple[str, str], list[tuple[float, pywraplp.Variable | None]]] = {}
         # Per model and location, its candidate pools (in candidate order) and their rps.
-        at_loc: dict[str, dict[str, list[tuple[Pool, float]]]] = {}
+        # Per block the rate at its steps' sizes (`StepRates`): the least for the schedule,
+        # the most for the bound; one rate throughout for a model planned at one size.
+        rates = StepRates(capacity, self.foresight.sizes)
+        at_loc: dict[str, dict[str, list[tuple[Pool, list[float]]]]] = {}
         for m, offers in candidates.items():
             at_loc[m] = defaultdict(list)
             for o in offers:
-                at_loc[m][o.pool.location].append((o.pool, capacity.rps(m, o.pool)))
+                per_block = [
+                    rates.over(m, o.pool, f, n, most=bound)
+                    for f, n in zip(firsts, grid.lengths, strict=True)
+                ]
+                at_loc[m][o.pool.location].append((o.pool, per_block))
         for (m, region), series in sorted(grid.demand.items()):
             if m not in candidates or region not in origins:
                 continue
@@ -187,10 +194,23 @@ class Programs:
             reach = [o for o in candidates[m] if o.pool.location in locs]
             top = max((capacity.rps(m, o.pool) for o in reach), default=0.0)
             fine = self.foresight.demand_for(bound=bound).get((m, region), ())
-            if top > 0 and len(fine) == sum(grid.lengths):
+            if rates.sized(m):
+                tops = [
+                    max((rates.at(m, o.pool, i) for o in reach), default=0.0)
+                    for i in range(len(fine))
+                ]
+            if (top > 0 or rates.sized(m)) and len(fine) == sum(grid.lengths):
                 for t in range(T):
-                    chunk = fine[firsts[t] : firsts[t] + grid.lengths[t]]
-                    need = sum(math.ceil(v / top - 1e-9) for v in chunk if v > 0) / len(chunk)
+                    first, n = firsts[t], grid.lengths[t]
+                    chunk = fine[first : first + n]
+                    if rates.sized(m):
+                        need = sum(
+                            math.ceil(v / tops[first + i] - 1e-9)
+                            for i, v in enumerate(chunk)
+                            if v > 0 and tops[first + i] > 0
+                        ) / len(chunk)
+                    else:
+                        need = sum(math.ceil(v / top - 1e-9) for v in chunk if v > 0) / len(chunk)
                     if need > 0:
                         row = lp.Constraint(need, inf)
                         for o in reach:
@@ -214,7 +234,7 @@ class Programs:
                     if key not in cap_rows:
                         row = lp.Constraint(-inf, 0)
                         for pool, rps in at_loc[m][loc]:
-                            row.SetCoefficient(x[m, pool][t], -rps)
+                            row.SetCoefficient(x[m, pool][t], -rps[t])
                         cap_rows[key] = row
                     cap_rows[key].SetCoefficient(y, 1)
 

@@ -24,6 +24,10 @@ spot room. Per model, block after block:
 
 The on-demand pool of each group is the one for which the model's rounded schedule
 costs least (boots included).
+
+A node's rate is per key and block: with `Rounding.rates` (a model under a per-token SLO,
+docs/profiles.md) the least rate over the block's steps' request sizes, as the schedule's
+program counts it; without, the planned rate at the reference size in every block.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 from scheduler.config import Config, ModelSection, QuotaSection
 from scheduler.domain import Market, Pool
 from scheduler.fleet.capacity import NodeCapacity
+from simulations.baselines.common import StepRates
 from simulations.baselines.oracle_program import EPS, ProgramResult, split_blocks
 
 
@@ -54,6 +59,27 @@ class Rounding:
     step_h: float  # hours per foresight step
     boot_h: float  # hours from launch to ready, billed for a node started after step 0
     reach: Mapping[str, frozenset[str]]  # source region -> locations within its limit
+    rates: StepRates | None = None  # rates at the steps' sizes (None: `capacity` throughout)
+
+    def block_rates(self, m: str, pool: Pool, lengths: Sequence[int]) -> np.ndarray:
+        """Planned rps of one node of `m` in `pool` per block of `lengths` steps: the
+        least over the block's steps' sizes, as the schedule's program counts it."""
+        if self.rates is None:
+            return np.full(len(lengths), self.capacity.rps(m, pool), dtype=np.float64)
+        firsts = itertools.accumulate([0, *lengths[:-1]])
+        return np.array(
+            [
+                self.rates.over(m, pool, f, n, most=False)
+                for f, n in zip(firsts, lengths, strict=True)
+            ],
+            dtype=np.float64,
+        )
+
+    def serves(self, m: str, pool: Pool) -> bool:
+        """Whether a node of `m` in `pool` carries load at some step's size."""
+        if self.rates is None:
+            return self.capacity.rps(m, pool) > 0
+        return max(self.rates.distinct(m, pool)) > 0
 
     def round(self, r: ProgramResult, block: int) -> dict[tuple[str, Pool], list[int]]:
         """An integer schedule per (model, pool) and foresight step from a relaxed one on
@@ -81,7 +107,7 @@ class Rounding:
             k: np.zeros(n_blocks, dtype=np.int64) for k in r.x
         }
         for section in self.config.models:
-            keys = [k for k in r.x if k[0] == section.name and self.capacity.rps(k[0], k[1]) > 0]
+            keys = [k for k in r.x if k[0] == section.name and self.serves(k[0], k[1])]
             if not keys:
                 continue
             model = _ModelRounding(self, r, section, keys, lengths, floors, quotas)
@@ -170,8 +196,20 @@ class _ModelRounding:
         self.pools = [k[1] for k in keys]
         self.lengths = lengths
         n_blocks = len(lengths)
-        self.rps = np.array([rounding.capacity.rps(m, p) for p in self.pools])
         self.price = np.array([rounding.prices.get(p, 0.0) for p in self.pools])
+        # Per key and block, one node's rate (keys x blocks). Quantities per block (mass,
+        # need, coverage, the share) use the block's own rate; orderings that need one
+        # number per key (the on-demand pool tried first, the share's fallback pools, the
+        # removal order) use the mean rate over the horizon's steps, so a key keeps its
+        # place in every block and no node moves between pools only because one block's
+        # sizes differ (the constant rate itself when the rate does not vary).
+        self.rps = np.array(
+            [rounding.block_rates(m, p, lengths) for p in self.pools], dtype=np.float64
+        ).reshape(len(keys), n_blocks)
+        weights = np.asarray(lengths, dtype=np.float64)
+        flat = (self.rps == self.rps[:, :1]).all(axis=1)
+        mean = np.where(flat, self.rps[:, 0], (self.rps * weights).sum(axis=1) / weights.sum())
+        self.per_rps = np.divide(self.price, mean, out=np.full(len(keys), np.inf), where=mean > 0)
         self.od = np.array([p.market is Market.ON_DEMAND for p in self.pools])
         self.lp = np.array([r.x[k][:n_blocks] for k in keys], dtype=np.float64)
         self.floor = np.array(
@@ -221,7 +259,7 @@ class _ModelRounding:
             here = self.group == g
             mask = np.zeros(len(self.locations), dtype=bool)
             mask[self.loc[here]] = True
-            self.subsets.append(((self.lp[here] * self.rps[here, None]).sum(axis=0), mask))
+            self.subsets.append(((self.lp[here] * self.rps[here]).sum(axis=0), mask))
         self.loads = np.array([load for load, _ in self.subsets]).reshape(-1, n_blocks)
         self.masks = np.array([mask for _, mask in self.subsets]).reshape(-1, len(self.locations))
         self.inside = self.masks[:, self.loc].T  # keys x rows: whether a key's node counts
@@ -229,7 +267,7 @@ class _ModelRounding:
         # Keys some quota counts (the rest need no quota look-up).
         self.quoted = np.array([quotas.counts(p) for p in self.pools], dtype=bool)
         # Removal order's fixed part: dearest per rps first.
-        self.dear = sorted(range(len(keys)), key=lambda i: (-self.price[i] / self.rps[i], i))
+        self.dear = sorted(range(len(keys)), key=lambda i: (-self.per_rps[i], i))
 
     # -- the choice of on-demand pools -------------------------------------------------
 
@@ -237,11 +275,11 @@ class _ModelRounding:
         """Counts (keys x blocks) for the on-demand pool per reach group whose schedule
         costs least: from the pool holding the most of the relaxation's on-demand
         capacity, one pass over the groups, each trying every on-demand pool it has."""
-        mass = (self.lp * self.rps[:, None]).sum(axis=1)
+        mass = (self.lp * self.rps).sum(axis=1)
         choice: dict[int, int] = {}
         for g in self.groups:
             ods = [i for i in range(len(self.keys)) if self.od[i] and self.group[i] == g]
-            choice[g] = min(ods, key=lambda i: (-mass[i], self.price[i] / self.rps[i], i))
+            choice[g] = min(ods, key=lambda i: (-mass[i], self.per_rps[i], i))
         best = self.trial(choice, room, quotas)
         for g in self.groups:
             for i in range(len(self.keys)):
@@ -267,7 +305,7 @@ class _ModelRounding:
         prev = np.zeros(n_keys, dtype=np.int64)
         # For the share and min_replicas: the chosen pools, then (where quotas stop them)
         # the other on-demand pools, cheapest per rps first.
-        per_rps = self.price / self.rps
+        per_rps = self.per_rps
         chosen = sorted(choice.values(), key=lambda i: (per_rps[i], i))
         chosen += sorted(
             (i for i in range(n_keys) if self.od[i] and i not in chosen),
@@ -278,8 +316,9 @@ class _ModelRounding:
             step.cur[:] = self.floor[:, t]
             for g, i in choice.items():
                 here = self.od & (self.group == g)
-                need = float((self.lp[here, t] * self.rps[here]).sum())
-                step.add(i, math.ceil(need / self.rps[i] - EPS))
+                need = float((self.lp[here, t] * self.rps[here, t]).sum())
+                if self.rps[i, t] > 0:  # else `cover` places it
+                    step.add(i, math.ceil(need / self.rps[i, t] - EPS))
             step.cover()
             step.keep_rules(chosen)
             step.prune()
@@ -333,7 +372,7 @@ class _Block:
     def gaps(self) -> np.ndarray:
         """Per row (a Hall subset or a reach group), its load less the capacity it may
         use."""
-        cap = np.bincount(self.m.loc, self.cur * self.m.rps, len(self.m.locations))
+        cap = np.bincount(self.m.loc, self.cur * self.m.rps[:, self.t], len(self.m.locations))
         return np.asarray(self.m.loads[:, self.t] - self.m.masks @ cap)
 
     def short(self) -> float:
@@ -346,6 +385,8 @@ class _Block:
         m, t = self.m, self.t
         allowed = m.od | (m.section.min_on_demand_share < 1.0)  # all on demand: no spot
         allowed &= m.inside.any(axis=1)
+        allowed &= m.rps[:, t] > 0  # a node that carries nothing at this block's sizes
+        rps = m.rps[:, t]
         while True:
             gaps = self.gaps()
             short = max(0.0, float(gaps.max(initial=0.0)))
@@ -359,7 +400,7 @@ class _Block:
             idx = np.nonzero(useful)[0]
             if idx.size == 0:
                 return
-            n = np.ceil((top[idx] - floor[idx]) / m.rps[idx] - EPS)
+            n = np.ceil((top[idx] - floor[idx]) / rps[idx] - EPS)
             n = np.minimum(n, self.free(idx))
             ok = n > 0
             idx, n = idx[ok], n[ok]
@@ -368,7 +409,7 @@ class _Block:
             cur, prev = self.cur[idx], self.prev[idx]
             started = np.maximum(0, cur + n - prev) - np.maximum(0, cur - prev)
             usd = m.price[idx] * (n * m.run_h[t] + started * m.boot_h[t])
-            covered = short - np.maximum(floor[idx], top[idx] - n * m.rps[idx])
+            covered = short - np.maximum(floor[idx], top[idx] - n * rps[idx])
             score = usd / covered
             low = score.min()
             pick = min(
@@ -379,7 +420,7 @@ class _Block:
 
     def share_ok(self) -> bool:
         share = self.m.section.min_on_demand_share
-        cap = self.cur * self.m.rps
+        cap = self.cur * self.m.rps[:, self.t]
         total = float(cap.sum())
         return float(cap[self.m.od].sum()) >= min(share * total, total) - EPS
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from scheduler.config import Config
 from scheduler.decide.observation import Policy
-from scheduler.domain import CapacityProfile, Pool
+from scheduler.domain import CapacityProfile, Pool, RequestSize
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.notice import NOTICE_S
 from simulations.baselines.common import Foresight, SizeFactors, running_spot_peak
@@ -36,16 +36,27 @@ def foresight_of(
     """The trace as the baselines read it. A missing demand sample (NaN) counts as no
     load; spot capacity per step is the fewest instances the pool holds in that step.
     A sized trace's rates are counted in reference requests (`SizeFactors`): for the
-    schedule at the least favourable shape, for the oracle's bound at the most."""
+    schedule at the least favourable shape, for the oracle's bound at the most; for a
+    model with a per-token SLO the oracle reads the requests and each step's size instead
+    (`Foresight.sizes`), and counts each pool's nodes at that size (`StepRates`)."""
     demand = {
         key: tuple(float(v) if math.isfinite(v) else 0.0 for v in series)
         for key, series in info.demand_series().items()
     }
     bound_demand = None
+    sizes: dict[str, tuple[RequestSize | None, ...]] = {}
+    requests: dict[tuple[str, str], tuple[float, ...]] = {}
     if info.tokens is not None:
         factors = SizeFactors(config, catalog, profiles, info.offerings)
         bound_demand = {}
+        for section in config.models:
+            if section.token_slo is not None:  # the oracle counts these at each step's size
+                sizes[section.name] = tuple(
+                    info.size_at(section.name, t) for t in range(info.n_steps)
+                )
         for k, key in enumerate(info.keys):
+            if key[0] in sizes:
+                requests[key] = demand[key]
             low, high = factors.bounds(key[0], info.tokens[0, k], info.tokens[1, k])
             rates = np.asarray(demand[key])
             bound_demand[key] = tuple((rates / high).tolist())
@@ -64,7 +75,9 @@ def foresight_of(
         if id(trace) not in peaks:
             peaks[id(trace)] = tuple(running_spot_peak(trace, info.n_steps, info.step_s, notice_s))
     peak = {pool: peaks[id(trace)] for pool, trace in info.spot_traces.items()}
-    return Foresight(info.start_s, info.step_s, demand, spot, info.offerings, peak, bound_demand)
+    return Foresight(
+        info.start_s, info.step_s, demand, spot, info.offerings, peak, bound_demand, sizes, requests
+    )
 
 
 def static_peak(
