@@ -244,19 +244,6 @@ def trt_prefill_ms_per_token(shared: Path) -> dict[tuple[str, str, str, int], fl
     return out
 
 
-def summary(errors: list[float]) -> dict[str, float]:
-    """Median, mean, p90, max of |error| and the share within 15 %."""
-    a = np.abs(np.array(errors))
-    return {
-        "points": len(a),
-        "median": round(float(np.median(a)), 4),
-        "mean": round(float(a.mean()), 4),
-        "p90": round(float(np.quantile(a, 0.9)), 4),
-        "max": round(float(a.max()), 4),
-        "within_15pct": round(float((a <= 0.15).mean()), 4),
-    }
-
-
 def build(shared: Path) -> tuple[dict[str, Any], list[str]]:
     """The latency profiles document and the lines printed."""
     lines: list[str] = []
@@ -277,7 +264,7 @@ def build(shared: Path) -> tuple[dict[str, Any], list[str]]:
             lines.append(f"prefill held out  {name:45s} {p:5d} tokens  {e:+.1%}")
     for _p, e in loo_prefill(dense):
         prefill_err[DENSE_8B].append(e)
-    lines.append(f"prefill held out  {DENSE_8B}: {json.dumps(summary(prefill_err[DENSE_8B]))}")
+    lines.append(f"prefill held out  {DENSE_8B}: {json.dumps(tok.summary(prefill_err[DENSE_8B]))}")
     sweep_8b = []
     for name, d in sorted(sweeps.items()):
         if "8B" in name:
@@ -325,7 +312,7 @@ def build(shared: Path) -> tuple[dict[str, Any], list[str]]:
         if p >= 1024:
             e = trt[(m8, *a100_16, 1)] * p / t - 1.0
             cross.append(e)
-    lines.append(f"TRT vs SageServe 8B A100 single prefills >= 1024 tokens: {summary(cross)}")
+    lines.append(f"TRT vs SageServe 8B A100 single prefills >= 1024 tokens: {tok.summary(cross)}")
 
     shunt = {}
     for name, pts in batch.items():
@@ -447,12 +434,12 @@ def build(shared: Path) -> tuple[dict[str, Any], list[str]]:
             lines.append(f"context held out  {name:45s} prompt {p:5d}  {pred / t - 1.0:+.1%}")
 
     holdout = {
-        "prefill_leave_one_out": summary([e for v in prefill_err.values() for e in v]),
-        **{f"prefill_leave_one_out {k}": summary(v) for k, v in sorted(prefill_err.items())},
-        "prefill_8b_curve_vs_sageserve_8b_sweeps": summary(sweep_8b),
-        "batch_interference_leave_one_sweep_out": summary(batch_err),
-        "context_vs_measured": summary(ctx_err),
-        "trt_prefill_vs_sageserve_8b_single_prefills": summary(cross),
+        "prefill_leave_one_out": tok.summary([e for v in prefill_err.values() for e in v]),
+        **{f"prefill_leave_one_out {k}": tok.summary(v) for k, v in sorted(prefill_err.items())},
+        "prefill_8b_curve_vs_sageserve_8b_sweeps": tok.summary(sweep_8b),
+        "batch_interference_leave_one_sweep_out": tok.summary(batch_err),
+        "context_vs_measured": tok.summary(ctx_err),
+        "trt_prefill_vs_sageserve_8b_single_prefills": tok.summary(cross),
     }
     for k, v in holdout.items():
         lines.append(f"{k}: {json.dumps(v)}")

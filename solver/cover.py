@@ -109,6 +109,7 @@ def shortfalls(
     for d in problem.demands:
         total_demand[d.model] += d.rps
     out: list[tuple[CoverShortfall, float]] = []
+    storm_alpha = problem.priority_storm_fraction
     for m, plist in sorted(cands.items()):
         alpha = problem.robustness_share(m, total_demand[m])
         if alpha <= 0 or total_demand[m] <= 0:
@@ -119,7 +120,6 @@ def shortfalls(
             if short > 1e-6:
                 rec = CoverShortfall(m, g.locations, short, short / alpha)
                 out.append((rec, short * cover_penalty(problem, alpha, groups)))
-            storm_alpha = problem.priority_storm_fraction
             short = group_storm_shortfall_rps(problem, nodes, unmet_rps, m, storm_alpha, g, plist)
             if short > 1e-6:
                 rec = CoverShortfall(m, g.locations, short, short / storm_alpha, storm=True)
