@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from adapters.trace_metrics import TraceMetrics
 from capsched.cli import main
+from scheduler.config import Config
 from scheduler.domain import REFERENCE_SIZE, Cloud, Placement, RequestSize
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import instance_rps, load_profiles, model_info, size_factor
@@ -189,3 +190,23 @@ def test_the_replay_serves_at_the_sized_rate_the_planner_counts(
     profiles = load_profiles()
     svc = node_service(profiles, model, itype, info.latency_slo_ms, info.gpu_memory_gb, size)
     assert svc.rps == pytest.approx(instance_rps(profiles, model, itype, size=size), rel=1e-12)
+
+
+async def test_a_per_token_slo_is_met_when_the_load_is_foreseen(tmp_path: Path) -> None:
+    # Issue #20: under TTFT/TPOT SLOs a node is planned at the load that keeps 99 % of
+    # first tokens within budget (`scheduler.fleet.profiles.queue_utilization`), and the
+    # replay's queue charges waits the same way; with the load known in advance the plan
+    # serves the SLO through a step from 3 to 12 requests/s. What capsched's own replays
+    # lose under a per-token SLO is what its forecast does not foresee before the new
+    # nodes boot (docs/profiles.md "Latency SLOs", "Where the reference file's misses are").
+    plain = small_config()
+    token = plain.models[0].model_copy(update={"ttft_slo_ms": 2_000.0, "tpot_slo_ms": 99.1379})
+    config = Config.model_validate(plain.model_dump() | {"models": [token.model_dump()]})
+    assert config.models[0].token_slo is not None
+    w = world(config, [3.0] * 15 + [12.0] * 15, boot_time_s=300.0, warmup_s=600.0)
+    t = np.full((2, 1, 30), np.nan)
+    t[0], t[1] = REFERENCE_SIZE.input_tokens, REFERENCE_SIZE.output_tokens
+    w = replace(w, info=replace(w.info, tokens=t))
+    run = await replay(w, "capsched-perfect-forecast", tmp_path / "tok.db")
+    # Counted at the target utilisation without room to wait, the same replay gives 0.996.
+    assert run.summary(None)["slo_attainment"] >= 0.999
