@@ -187,11 +187,22 @@ class StepRates:
     its batch for the size; docs/profiles.md "Latency SLOs"), else at the reference size.
     Over a block of steps: the least (a schedule that must hold at every step) or the
     most (a lower bound: a block's mean load within its most a node carries is implied by
-    every step's)."""
+    every step's).
+
+    A (model, pool)'s rates are asked for once per distinct size and kept: the oracle's
+    pool pruning compares every pair of pools and its rounding reads every block, so
+    asking `NodeCapacity` per step and per call made the x10 prompts' oracle take more
+    than 10 minutes (docs/profiles.md "the oracle at each step's size")."""
 
     def __init__(self, capacity: NodeCapacity, sizes: Mapping[str, Sequence[RequestSize | None]]):
         self.capacity = capacity  # planned (or full) rps per node
         self._sizes = sizes  # model -> size per step
+        # model -> its distinct sizes (sorted by size; None, the reference, first) and per
+        # step the index of the step's size among them
+        self._order: dict[str, tuple[tuple[RequestSize | None, ...], np.ndarray]] = {}
+        # (model, pool) -> its rate at each distinct size, and at each step
+        self._distinct: dict[tuple[str, Pool], tuple[float, ...]] = {}
+        self._steps: dict[tuple[str, Pool], np.ndarray] = {}
 
     def sized(self, model: str) -> bool:
         """Whether `model`'s rates follow the steps' sizes."""
@@ -199,26 +210,51 @@ class StepRates:
 
     def at(self, model: str, pool: Pool, step: int) -> float:
         """Requests/s of one node of `model` in `pool` at `step`'s size."""
-        sizes = self._sizes.get(model)
-        return self.capacity.rps(model, pool, sizes[step] if sizes is not None else None)
+        if model not in self._sizes:
+            return self.capacity.rps(model, pool)
+        return float(self._per_step(model, pool)[step])
 
     def over(self, model: str, pool: Pool, first: int, n: int, *, most: bool) -> float:
         """The least (or with `most` the largest) `at` over steps first .. first + n - 1."""
         if model not in self._sizes:
             return self.capacity.rps(model, pool)
-        got = [self.at(model, pool, t) for t in range(first, first + n)]
-        return max(got, default=0.0) if most else min(got, default=0.0)
+        got = self._per_step(model, pool)[first : first + max(n, 0)]
+        if got.size == 0:
+            return 0.0
+        return float(got.max() if most else got.min())
 
     def distinct(self, model: str, pool: Pool) -> tuple[float, ...]:
         """`model`'s rate in `pool` at each of its distinct sizes (sorted by size), or at
         the reference: what comparing two pools for every step needs."""
-        sizes = self._sizes.get(model)
-        if sizes is None:
+        if model not in self._sizes:
             return (self.capacity.rps(model, pool),)
-        keys = sorted(
-            set(sizes), key=lambda s: (0.0, 0.0) if s is None else (s.input_tokens, s.output_tokens)
-        )
-        return tuple(self.capacity.rps(model, pool, s) for s in keys)
+        key = (model, pool)
+        got = self._distinct.get(key)
+        if got is None:
+            sizes, _ = self._sizes_of(model)
+            got = self._distinct[key] = tuple(self.capacity.rps(model, pool, s) for s in sizes)
+        return got
+
+    def _sizes_of(self, model: str) -> tuple[tuple[RequestSize | None, ...], np.ndarray]:
+        if model not in self._order:
+            steps = self._sizes[model]
+            keys = tuple(
+                sorted(
+                    set(steps),
+                    key=lambda s: (0.0, 0.0) if s is None else (s.input_tokens, s.output_tokens),
+                )
+            )
+            at = {s: i for i, s in enumerate(keys)}
+            self._order[model] = (keys, np.array([at[s] for s in steps], dtype=np.int64))
+        return self._order[model]
+
+    def _per_step(self, model: str, pool: Pool) -> np.ndarray:
+        key = (model, pool)
+        got = self._steps.get(key)
+        if got is None:
+            _, index = self._sizes_of(model)
+            got = self._steps[key] = np.asarray(self.distinct(model, pool), dtype=np.float64)[index]
+        return got
 
 
 def running_spot_peak(trace: SpotTrace, n_steps: int, step_s: float, notice_s: float) -> list[int]:

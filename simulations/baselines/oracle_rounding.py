@@ -268,6 +268,7 @@ class _ModelRounding:
         self.quoted = np.array([quotas.counts(p) for p in self.pools], dtype=bool)
         # Removal order's fixed part: dearest per rps first.
         self.dear = sorted(range(len(keys)), key=lambda i: (-self.per_rps[i], i))
+        self.dear_idx = np.array(self.dear, dtype=np.int64)  # the same, to index arrays with
 
     # -- the choice of on-demand pools -------------------------------------------------
 
@@ -441,9 +442,10 @@ class _Block:
         """Remove nodes while the load stays covered, the share and min_replicas kept:
         nodes not held in the previous block first, then the dearest per rps."""
         m = self.m
-        started = [i for i in m.dear if self.cur[i] > self.prev[i]]
-        order = started + [i for i in m.dear if 0 < self.cur[i] <= self.prev[i]]
-        for i in order:
+        cur, prev = self.cur[m.dear_idx], self.prev[m.dear_idx]
+        started = m.dear_idx[cur > prev]
+        held = m.dear_idx[(cur > 0) & (cur <= prev)]
+        for i in (int(i) for i in np.concatenate([started, held])):
             while self.cur[i] > 0 and int(self.cur.sum()) > m.section.min_replicas:
                 self.remove(i)
                 if self.short() > EPS or not self.share_ok():
