@@ -307,7 +307,11 @@ def test_cold_step_down_never_raises_the_upper_quantile(method: str) -> None:
 def test_cold_step_up_rises_at_once_with_a_bounded_band(method: str) -> None:
     peaks = _peaks(build_forecaster(PLANNER, method), [1.0, 1.0] + [60.0] * 15)
     after = peaks[2:]
-    assert after[1][0] >= 0.8 * 60.0  # the median is there by the second tick
+    # The median is there by the third tick and does not overshoot: the point forecast
+    # is the median's prior, so two errors of one jump do not bias it by their size
+    # (it went to 100 rps for five ticks when the bias tracker was trusted at once).
+    assert after[2][0] >= 0.8 * 60.0
+    assert max(med for med, _ in after) <= 1.1 * 60.0
     assert all(p95 >= 60.0 for _, p95 in after[1:])
     # The band of a series that has shown one jump is bounded by that jump's size
     # (it was 3.7× the new level before), and it narrows again.
