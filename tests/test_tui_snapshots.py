@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable
 
 from scheduler.decide.guards import Held
 from scheduler.domain import (
@@ -184,13 +185,18 @@ def db_app(path: Path) -> Any:
 
 
 async def _settle(pilot: Any) -> None:
-    # Fetch, then let the tables measure their columns (they do it when idle). A loaded
-    # machine needs more idle rounds than a quiet one (a CI run caught the help screen
-    # over an unmeasured table), so give it several.
-    for _ in range(6):
+    # Fetch, then let the tables measure their columns (they do it when idle), then give
+    # the compositor real time to paint the measured frame. On a loaded machine a fixed six
+    # idle rounds let CI catch a table painted before it was measured (the help screen then
+    # showed it behind; help is now opaque, tui/app.tcss).
+    for _ in range(100):
         await pilot.app.workers.wait_for_complete()
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
+        tables = pilot.app.screen.query(DataTable)
+        if all(t.virtual_size.height > t.row_count for t in tables):
+            break
+    await pilot.pause(0.2)
 
 
 def _keys(*keys: str) -> Any:
