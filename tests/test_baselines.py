@@ -35,7 +35,7 @@ from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 from simulations.baselines import Foresight, Oracle, Reactive, SpotHedge, StaticPeak
 from simulations.baselines.oracle_program import ProgramResult
-from simulations.baselines.oracle_rounding import Rounding
+from simulations.baselines.oracle_rounding import Rounding, _Block
 from simulations.baselines.spothedge import LocationStatus
 
 ITYPE = InstanceType(Cloud.AWS, "g.1", "L4", 1, 24.0, 4, 16.0)
@@ -515,6 +515,70 @@ def test_oracle_rounding_keeps_quotas() -> None:
         total = sum(v[t] for v in out.values())
         od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
         assert total >= 3 and od >= 0.5 * total
+
+
+def keep_rules_one_at_a_time(block: _Block, chosen: Sequence[int]) -> None:
+    """The share and min_replicas rule as it was: one on-demand node of the first of
+    `chosen` that quotas allow, then a prune, until the rules hold."""
+    while not block.rules_ok():
+        if not any(block.add(i, 1) for i in chosen):
+            return
+        block.prune()
+
+
+@pytest.mark.parametrize("quota_gpus", [None, 7])
+def test_oracle_rounding_adds_the_share_in_few_prunes(
+    monkeypatch: pytest.MonkeyPatch, quota_gpus: int | None
+) -> None:
+    # The relaxation holds 20-60 rps all on spot (1 rps per node, room for all), the
+    # config half on demand: the share needs 10-30 on-demand nodes a block, each of
+    # which makes a spot node surplus. Added one at a time, each node cost a prune
+    # (issue #20: hundreds a block on long prompts); now a doubling and a bisection over
+    # the count, with the same nodes. With a quota on us-east-2 (the cheaper on-demand
+    # pool) the rest goes to us-east-1.
+    load = [20.0, 40.0, 60.0, 35.0]
+    config = share_config(0.5)
+    if quota_gpus is not None:
+        quota = {"cloud": "aws", "region": "us-east-2", "market": "on-demand"}
+        config = config.model_copy(
+            update={
+                "quotas": Config.model_validate(
+                    {
+                        **config.model_dump(mode="json", include={"models", "regions", "clouds"}),
+                        "quotas": [{**quota, "max_gpus": quota_gpus}],
+                    }
+                ).quotas
+            }
+        )
+    x = {SPOT_E1: [v * 0.6 for v in load], SPOT_E2: [v * 0.4 for v in load]}
+    room = {SPOT_E1: [60] * 4, SPOT_E2: [60] * 4}
+    prunes = 0
+    prune = _Block.prune
+
+    def counted(block: _Block) -> None:
+        nonlocal prunes
+        prunes += 1
+        prune(block)
+
+    monkeypatch.setattr(_Block, "prune", counted)
+    out = round_relaxation(config, x, {"us": load}, room)
+    fast = prunes
+    monkeypatch.setattr(_Block, "keep_rules", keep_rules_one_at_a_time)
+    prunes = 0
+    assert out == round_relaxation(config, x, {"us": load}, room)
+    for t, d in enumerate(load):
+        total = sum(v[t] for v in out.values())
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert total >= d and od >= 0.5 * total
+        if quota_gpus is not None:
+            assert out[OD_E2][t] <= quota_gpus
+    # Two trials (one per on-demand pool) of four blocks. A block needing k <= 30 nodes:
+    # at most one prune per doubling (ceil(log2 k) + 1) and per bisection step (ceil(log2
+    # k) - 1), one for the count found and the trial's own; one at a time, one per node.
+    trials = 2 * len(load)
+    assert fast <= trials * (2 * math.ceil(math.log2(30)) + 2)
+    assert prunes >= trials * (0.5 * sum(load) / len(load))
+    assert fast < prunes / 2
 
 
 def test_oracle_config_bound_is_off_unless_asked() -> None:

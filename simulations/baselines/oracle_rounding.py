@@ -330,6 +330,15 @@ class _ModelRounding:
         return float(cost), out
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """A block's state to try a count of nodes from, and come back to."""
+
+    cur: np.ndarray  # nodes per key
+    room: np.ndarray  # spot room per key left in the block
+    quota_left: list[float]  # per quota, the GPUs it still allows in the block
+
+
 class _Block:
     """One block's whole nodes of one model, built from the previous block's."""
 
@@ -425,18 +434,79 @@ class _Block:
         total = float(cap.sum())
         return float(cap[self.m.od].sum()) >= min(share * total, total) - EPS
 
+    def rules_ok(self) -> bool:
+        """Whether the block keeps min_replicas and min_on_demand_share."""
+        return int(self.cur.sum()) >= self.m.section.min_replicas and self.share_ok()
+
     def keep_rules(self, chosen: Sequence[int]) -> None:
         """min_replicas and min_on_demand_share with on-demand nodes of the first of
-        `chosen` that quotas allow, one at a time, each followed by the removal of what it
-        made surplus."""
-        m = self.m
-        while int(self.cur.sum()) < m.section.min_replicas or not self.share_ok():
-            for i in chosen:
-                if self.add(i, 1):
-                    break
-            else:
-                return  # quotas allow no more on demand
+        `chosen` that quotas allow (then the next), followed by the removal of what they
+        made surplus: the fewest nodes after which, pruned, the rules hold.
+
+        That count is found by doubling, then bisecting, each count tried from the same
+        start and pruned once: log2 of the count in prunes where adding one node and
+        pruning after each took one per node (hundreds of nodes a block on long prompts,
+        issue #20; docs/profiles.md). Where quotas stop the on-demand nodes first, all
+        they allow are kept, pruned."""
+        if self.rules_ok():
+            return
+        start = self.save()
+        lo, n = 0, 1  # the rules fail with lo nodes added; n: the count to try
+        while True:
+            added = self.add_on_demand(chosen, n)
+            if added < n:  # quotas allow no more: at most `added`
+                self.prune()
+                if not self.rules_ok():
+                    return  # all the quotas allow, pruned
+                hi = added
+                break
+            if self.rules_ok():  # before pruning: a prune keeps them
+                hi = n
+                break
             self.prune()
+            if self.rules_ok():
+                hi = n
+                break
+            self.restore(start)
+            lo, n = n, 2 * n
+        # The rules fail with lo and hold with hi nodes added (and pruned).
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            self.restore(start)
+            self.add_on_demand(chosen, mid)
+            self.prune()
+            if self.rules_ok():
+                hi = mid
+            else:
+                lo = mid
+        self.restore(start)
+        self.add_on_demand(chosen, hi)
+        self.prune()
+
+    def add_on_demand(self, chosen: Sequence[int], n: int) -> int:
+        """Add n nodes to the first of `chosen` that quotas allow, then the next; returns
+        how many were added."""
+        added = 0
+        for i in chosen:
+            if added == n:
+                break
+            added += self.add(i, n - added)
+        return added
+
+    def save(self) -> _Saved:
+        """The block's nodes and what they take of its spot room and quotas."""
+        t = self.t
+        return _Saved(
+            self.cur.copy(), self.room[:, t].copy(), [float(v[t]) for v in self.quotas.left]
+        )
+
+    def restore(self, saved: _Saved) -> None:
+        """Back to `saved` (of this block)."""
+        t = self.t
+        self.cur[:] = saved.cur
+        self.room[:, t] = saved.room
+        for v, left in zip(self.quotas.left, saved.quota_left, strict=True):
+            v[t] = left
 
     def prune(self) -> None:
         """Remove nodes while the load stays covered, the share and min_replicas kept:
