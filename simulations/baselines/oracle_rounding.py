@@ -374,10 +374,11 @@ class _Block:
             self.quotas.take(self.m.pools[i], n, self.t)
         return max(n, 0)
 
-    def remove(self, i: int) -> None:
-        self.cur[i] -= 1
-        self.room[i, self.t] += 1
-        self.quotas.take(self.m.pools[i], -1, self.t)
+    def remove(self, i: int, n: int = 1) -> None:
+        """Remove n nodes of key i (giving their spot room and quota back)."""
+        self.cur[i] -= n
+        self.room[i, self.t] += n
+        self.quotas.take(self.m.pools[i], -n, self.t)
 
     def gaps(self) -> np.ndarray:
         """Per row (a Hall subset or a reach group), its load less the capacity it may
@@ -510,14 +511,43 @@ class _Block:
 
     def prune(self) -> None:
         """Remove nodes while the load stays covered, the share and min_replicas kept:
-        nodes not held in the previous block first, then the dearest per rps."""
+        nodes not held in the previous block first, then the dearest per rps. Each key's
+        nodes go one at a time until the first whose removal breaks a rule; as a removal
+        only ever adds to a gap, and moves the share one way, that count is found by
+        galloping and bisecting over it (`removable`)."""
         m = self.m
         cur, prev = self.cur[m.dear_idx], self.prev[m.dear_idx]
         started = m.dear_idx[cur > prev]
         held = m.dear_idx[(cur > 0) & (cur <= prev)]
         for i in (int(i) for i in np.concatenate([started, held])):
-            while self.cur[i] > 0 and int(self.cur.sum()) > m.section.min_replicas:
-                self.remove(i)
-                if self.short() > EPS or not self.share_ok():
-                    self.add(i, 1)
-                    break
+            most = min(int(self.cur[i]), int(self.cur.sum()) - m.section.min_replicas)
+            n = self.removable(i, most)
+            if n > 0:
+                self.remove(i, n)
+
+    def removable(self, i: int, most: int) -> int:
+        """How many of key i's nodes (up to `most`) go before the first whose removal
+        leaves load short or the share unkept."""
+        if most <= 0 or not self.ok_without(i, 1):
+            return 0
+        good, bad = 1, most + 1  # the rules hold without `good` nodes; `bad`: not tried
+        n = 2
+        while n <= most:
+            if not self.ok_without(i, n):
+                bad = n
+                break
+            good, n = n, 2 * n
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if self.ok_without(i, mid):
+                good = mid
+            else:
+                bad = mid
+        return good
+
+    def ok_without(self, i: int, n: int) -> bool:
+        """Whether the load stays covered and the share kept without n nodes of key i."""
+        self.remove(i, n)
+        ok = self.short() <= EPS and self.share_ok()
+        self.add(i, n)
+        return ok
