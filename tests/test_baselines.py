@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -583,6 +584,49 @@ def test_oracle_rounding_adds_the_share_in_few_prunes(
     assert fast < prunes / 2
 
 
+def prune_one_at_a_time(block: _Block) -> None:
+    """The prune as it was: each key's nodes one at a time, until the first whose removal
+    leaves load short or the share unkept (that node put back as it was; `add` would not
+    where the relaxation's whole spot nodes overdraw the room)."""
+    m = block.m
+    cur, prev = block.cur[m.dear_idx], block.prev[m.dear_idx]
+    started = m.dear_idx[cur > prev]
+    held = m.dear_idx[(cur > 0) & (cur <= prev)]
+    for i in (int(i) for i in np.concatenate([started, held])):
+        while block.cur[i] > 0 and int(block.cur.sum()) > m.section.min_replicas:
+            block.remove(i)
+            if block.short() > 1e-9 or not block.share_ok():
+                block.remove(i, -1)
+                break
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    load=st.lists(st.sampled_from([0.0, 2.0, 7.5, 16.0, 33.0]), min_size=2, max_size=5),
+    share=st.sampled_from([0.0, 0.2, 0.5, 0.9]),
+    spot_room=st.integers(0, 40),
+    od_part=st.sampled_from([0.0, 0.3]),
+)
+def test_oracle_rounding_is_the_same_with_nodes_added_and_removed_one_at_a_time(
+    load: list[float], share: float, spot_room: int, od_part: float
+) -> None:
+    # keep_rules' doubling and bisection over the on-demand count, and prune's galloping
+    # over each key's surplus, give the nodes that adding and removing one node at a time
+    # gave (issue #20).
+    x = {
+        OD_E2: [v * od_part for v in load],
+        SPOT_E1: [v * (1 - od_part) * 0.7 for v in load],
+        SPOT_E2: [v * (1 - od_part) * 0.3 for v in load],
+    }
+    room = {SPOT_E1: [spot_room] * len(load), SPOT_E2: [spot_room // 2] * len(load)}
+    args = (share_config(share), x, {"us": load}, room)
+    fast = round_relaxation(*args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Block, "keep_rules", keep_rules_one_at_a_time)
+        patch.setattr(_Block, "prune", prune_one_at_a_time)
+        assert fast == round_relaxation(*args)
+
+
 def test_oracle_config_bound_is_off_unless_asked() -> None:
     oracle = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT))
     assert oracle.config_bound_kind == "off" and math.isnan(oracle.config_bound_cost_usd)
@@ -695,7 +739,6 @@ def test_spothedge_only_places_spot_in_pools_of_its_replica_type() -> None:
 
 
 def test_baselines_are_in_the_simulator_registry() -> None:
-    import numpy as np
 
     from simulations.policies import TraceInfo
     from simulations.roster import make_policy, policy_names

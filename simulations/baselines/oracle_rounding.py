@@ -549,5 +549,5 @@ class _Block:
         """Whether the load stays covered and the share kept without n nodes of key i."""
         self.remove(i, n)
         ok = self.short() <= EPS and self.share_ok()
-        self.add(i, n)
+        self.remove(i, -n)  # back as they were, even where room or quotas are overdrawn
         return ok
