@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +36,7 @@ from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 from simulations.baselines import Foresight, Oracle, Reactive, SpotHedge, StaticPeak
 from simulations.baselines.oracle_program import ProgramResult
-from simulations.baselines.oracle_rounding import Rounding
+from simulations.baselines.oracle_rounding import Rounding, _Block
 from simulations.baselines.spothedge import LocationStatus
 
 ITYPE = InstanceType(Cloud.AWS, "g.1", "L4", 1, 24.0, 4, 16.0)
@@ -517,6 +518,115 @@ def test_oracle_rounding_keeps_quotas() -> None:
         assert total >= 3 and od >= 0.5 * total
 
 
+def keep_rules_one_at_a_time(block: _Block, chosen: Sequence[int]) -> None:
+    """The share and min_replicas rule as it was: one on-demand node of the first of
+    `chosen` that quotas allow, then a prune, until the rules hold."""
+    while not block.rules_ok():
+        if not any(block.add(i, 1) for i in chosen):
+            return
+        block.prune()
+
+
+@pytest.mark.parametrize("quota_gpus", [None, 7])
+def test_oracle_rounding_adds_the_share_in_few_prunes(
+    monkeypatch: pytest.MonkeyPatch, quota_gpus: int | None
+) -> None:
+    # The relaxation holds 20-60 rps all on spot (1 rps per node, room for all), the
+    # config half on demand. A prune removes no spot node while the share is short, so
+    # the rule adds on-demand nodes until the share holds with one spot node fewer, then
+    # the prune replaces the spot: 19-59 nodes a block. Added one at a time, each cost a
+    # prune (issue #20: hundreds a block on long prompts); now a doubling and a bisection
+    # over the count, with the same nodes. With a quota on us-east-2 (the cheaper
+    # on-demand pool) the rest goes to us-east-1.
+    load = [20.0, 40.0, 60.0, 35.0]
+    config = share_config(0.5)
+    if quota_gpus is not None:
+        quota = {"cloud": "aws", "region": "us-east-2", "market": "on-demand"}
+        config = config.model_copy(
+            update={
+                "quotas": Config.model_validate(
+                    {
+                        **config.model_dump(mode="json", include={"models", "regions", "clouds"}),
+                        "quotas": [{**quota, "max_gpus": quota_gpus}],
+                    }
+                ).quotas
+            }
+        )
+    x = {SPOT_E1: [v * 0.6 for v in load], SPOT_E2: [v * 0.4 for v in load]}
+    room = {SPOT_E1: [60] * 4, SPOT_E2: [60] * 4}
+    prunes = 0
+    prune = _Block.prune
+
+    def counted(block: _Block) -> None:
+        nonlocal prunes
+        prunes += 1
+        prune(block)
+
+    monkeypatch.setattr(_Block, "prune", counted)
+    out = round_relaxation(config, x, {"us": load}, room)
+    fast = prunes
+    monkeypatch.setattr(_Block, "keep_rules", keep_rules_one_at_a_time)
+    prunes = 0
+    assert out == round_relaxation(config, x, {"us": load}, room)
+    for t, d in enumerate(load):
+        total = sum(v[t] for v in out.values())
+        od = sum(v[t] for p, v in out.items() if p.market is Market.ON_DEMAND)
+        assert total >= d and od >= 0.5 * total
+        if quota_gpus is not None:
+            assert out[OD_E2][t] <= quota_gpus
+    # Two trials (one per on-demand pool) of four blocks. A block needing k < 64 nodes:
+    # at most one prune per doubling that fails (ceil(log2 k)) and one for the one that
+    # holds, one per bisection step (ceil(log2 k)), one for the count found and the
+    # trial's own; one at a time, one per node.
+    trials = 2 * len(load)
+    assert fast <= trials * (2 * math.ceil(math.log2(max(load))) + 3)
+    assert prunes >= trials * (0.5 * sum(load) / len(load))
+    assert fast < prunes / 2
+
+
+def prune_one_at_a_time(block: _Block) -> None:
+    """The prune as it was: each key's nodes one at a time, until the first whose removal
+    leaves load short or the share unkept (that node put back as it was; `add` would not
+    where the relaxation's whole spot nodes overdraw the room)."""
+    m = block.m
+    cur, prev = block.cur[m.dear_idx], block.prev[m.dear_idx]
+    started = m.dear_idx[cur > prev]
+    held = m.dear_idx[(cur > 0) & (cur <= prev)]
+    for i in (int(i) for i in np.concatenate([started, held])):
+        while block.cur[i] > 0 and int(block.cur.sum()) > m.section.min_replicas:
+            block.remove(i)
+            if block.short() > 1e-9 or not block.share_ok():
+                block.remove(i, -1)
+                break
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    load=st.lists(st.sampled_from([0.0, 2.0, 7.5, 16.0, 33.0]), min_size=2, max_size=5),
+    share=st.sampled_from([0.0, 0.2, 0.5, 0.9]),
+    spot_room=st.integers(0, 40),
+    od_part=st.sampled_from([0.0, 0.3]),
+)
+def test_oracle_rounding_is_the_same_with_nodes_added_and_removed_one_at_a_time(
+    load: list[float], share: float, spot_room: int, od_part: float
+) -> None:
+    # keep_rules' doubling and bisection over the on-demand count, and prune's galloping
+    # over each key's surplus, give the nodes that adding and removing one node at a time
+    # gave (issue #20).
+    x = {
+        OD_E2: [v * od_part for v in load],
+        SPOT_E1: [v * (1 - od_part) * 0.7 for v in load],
+        SPOT_E2: [v * (1 - od_part) * 0.3 for v in load],
+    }
+    room = {SPOT_E1: [spot_room] * len(load), SPOT_E2: [spot_room // 2] * len(load)}
+    args = (share_config(share), x, {"us": load}, room)
+    fast = round_relaxation(*args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Block, "keep_rules", keep_rules_one_at_a_time)
+        patch.setattr(_Block, "prune", prune_one_at_a_time)
+        assert fast == round_relaxation(*args)
+
+
 def test_oracle_config_bound_is_off_unless_asked() -> None:
     oracle = Oracle(CONFIG, CATALOG, PROFILES, foresight(DEMAND, SPOT))
     assert oracle.config_bound_kind == "off" and math.isnan(oracle.config_bound_cost_usd)
@@ -629,7 +739,6 @@ def test_spothedge_only_places_spot_in_pools_of_its_replica_type() -> None:
 
 
 def test_baselines_are_in_the_simulator_registry() -> None:
-    import numpy as np
 
     from simulations.policies import TraceInfo
     from simulations.roster import make_policy, policy_names

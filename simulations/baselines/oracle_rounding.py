@@ -330,6 +330,15 @@ class _ModelRounding:
         return float(cost), out
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """A block's state to try a count of nodes from, and come back to."""
+
+    cur: np.ndarray  # nodes per key
+    room: np.ndarray  # spot room per key left in the block
+    quota_left: list[float]  # per quota, the GPUs it still allows in the block
+
+
 class _Block:
     """One block's whole nodes of one model, built from the previous block's."""
 
@@ -365,10 +374,11 @@ class _Block:
             self.quotas.take(self.m.pools[i], n, self.t)
         return max(n, 0)
 
-    def remove(self, i: int) -> None:
-        self.cur[i] -= 1
-        self.room[i, self.t] += 1
-        self.quotas.take(self.m.pools[i], -1, self.t)
+    def remove(self, i: int, n: int = 1) -> None:
+        """Remove n nodes of key i (giving their spot room and quota back)."""
+        self.cur[i] -= n
+        self.room[i, self.t] += n
+        self.quotas.take(self.m.pools[i], -n, self.t)
 
     def gaps(self) -> np.ndarray:
         """Per row (a Hall subset or a reach group), its load less the capacity it may
@@ -425,29 +435,119 @@ class _Block:
         total = float(cap.sum())
         return float(cap[self.m.od].sum()) >= min(share * total, total) - EPS
 
+    def rules_ok(self) -> bool:
+        """Whether the block keeps min_replicas and min_on_demand_share."""
+        return int(self.cur.sum()) >= self.m.section.min_replicas and self.share_ok()
+
     def keep_rules(self, chosen: Sequence[int]) -> None:
         """min_replicas and min_on_demand_share with on-demand nodes of the first of
-        `chosen` that quotas allow, one at a time, each followed by the removal of what it
-        made surplus."""
-        m = self.m
-        while int(self.cur.sum()) < m.section.min_replicas or not self.share_ok():
-            for i in chosen:
-                if self.add(i, 1):
-                    break
-            else:
-                return  # quotas allow no more on demand
+        `chosen` that quotas allow (then the next), followed by the removal of what they
+        made surplus: the fewest nodes after which, pruned, the rules hold.
+
+        That count is found by doubling, then bisecting, each count tried from the same
+        start and pruned once: log2 of the count in prunes where adding one node and
+        pruning after each took one per node (hundreds of nodes a block on long prompts,
+        issue #20; docs/profiles.md). Where quotas stop the on-demand nodes first, all
+        they allow are kept, pruned."""
+        if self.rules_ok():
+            return
+        start = self.save()
+        lo, n = 0, 1  # the rules fail with lo nodes added; n: the count to try
+        while True:
+            added = self.add_on_demand(chosen, n)
+            if added < n:  # quotas allow no more: at most `added`
+                self.prune()
+                if not self.rules_ok():
+                    return  # all the quotas allow, pruned
+                hi = added
+                break
+            if self.rules_ok():  # before pruning: a prune keeps them
+                hi = n
+                break
             self.prune()
+            if self.rules_ok():
+                hi = n
+                break
+            self.restore(start)
+            lo, n = n, 2 * n
+        # The rules fail with lo and hold with hi nodes added (and pruned).
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            self.restore(start)
+            self.add_on_demand(chosen, mid)
+            self.prune()
+            if self.rules_ok():
+                hi = mid
+            else:
+                lo = mid
+        self.restore(start)
+        self.add_on_demand(chosen, hi)
+        self.prune()
+
+    def add_on_demand(self, chosen: Sequence[int], n: int) -> int:
+        """Add n nodes to the first of `chosen` that quotas allow, then the next; returns
+        how many were added."""
+        added = 0
+        for i in chosen:
+            if added == n:
+                break
+            added += self.add(i, n - added)
+        return added
+
+    def save(self) -> _Saved:
+        """The block's nodes and what they take of its spot room and quotas."""
+        t = self.t
+        return _Saved(
+            self.cur.copy(), self.room[:, t].copy(), [float(v[t]) for v in self.quotas.left]
+        )
+
+    def restore(self, saved: _Saved) -> None:
+        """Back to `saved` (of this block)."""
+        t = self.t
+        self.cur[:] = saved.cur
+        self.room[:, t] = saved.room
+        for v, left in zip(self.quotas.left, saved.quota_left, strict=True):
+            v[t] = left
 
     def prune(self) -> None:
         """Remove nodes while the load stays covered, the share and min_replicas kept:
-        nodes not held in the previous block first, then the dearest per rps."""
+        nodes not held in the previous block first, then the dearest per rps. Each key's
+        nodes go one at a time until the first whose removal breaks a rule; as a removal
+        only ever adds to a gap, and moves the share one way, that count is found by
+        galloping and bisecting over it (`removable`)."""
         m = self.m
         cur, prev = self.cur[m.dear_idx], self.prev[m.dear_idx]
         started = m.dear_idx[cur > prev]
         held = m.dear_idx[(cur > 0) & (cur <= prev)]
         for i in (int(i) for i in np.concatenate([started, held])):
-            while self.cur[i] > 0 and int(self.cur.sum()) > m.section.min_replicas:
-                self.remove(i)
-                if self.short() > EPS or not self.share_ok():
-                    self.add(i, 1)
-                    break
+            most = min(int(self.cur[i]), int(self.cur.sum()) - m.section.min_replicas)
+            n = self.removable(i, most)
+            if n > 0:
+                self.remove(i, n)
+
+    def removable(self, i: int, most: int) -> int:
+        """How many of key i's nodes (up to `most`) go before the first whose removal
+        leaves load short or the share unkept."""
+        if most <= 0 or not self.ok_without(i, 1):
+            return 0
+        good, bad = 1, most + 1  # the rules hold without `good` nodes; `bad`: not tried
+        n = 2
+        while n <= most:
+            if not self.ok_without(i, n):
+                bad = n
+                break
+            good, n = n, 2 * n
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if self.ok_without(i, mid):
+                good = mid
+            else:
+                bad = mid
+        return good
+
+    def ok_without(self, i: int, n: int) -> bool:
+        """Whether the load stays covered and the share kept without n nodes of key i."""
+        self.remove(i, n)
+        ok = self.short() <= EPS and self.share_ok()
+        self.remove(i, -n)  # back as they were, even where room or quotas are overdrawn
+        return ok
