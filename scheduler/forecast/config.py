@@ -27,7 +27,7 @@ class ForecastConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: MethodName = "holt_winters"  # forecasting method (see scheduler.forecast.METHODS)
+    method: MethodName = "ensemble"  # forecasting method (see scheduler.forecast.METHODS)
     horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # lead time to plan for, minutes
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # daily and weekly seasonality, minutes
@@ -68,7 +68,7 @@ class ForecastSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: MethodName = "holt_winters"  # forecasting method
+    method: MethodName = "ensemble"  # forecasting method
     horizon_min: int = Field(default=30, ge=1, le=24 * 60)  # horizon calibrated for, minutes
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # seasonal periods, minutes
