@@ -36,13 +36,13 @@ the BurstGPT and Azure LLM series where holt_winters is 0.93x-1.03x.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.forecast.base import FloatArray, IntArray
+from scheduler.forecast.base import FloatArray, IntArray, SeriesKey
 from scheduler.forecast.calibration import ConformalCalibrator
 from scheduler.forecast.codec import decode_array, encode_array
 from scheduler.forecast.config import ForecastConfig, ForecastSettings
@@ -92,10 +92,13 @@ class Ensemble(HoltWinters):
             (0.5,), self.horizon_steps, self.config.calibration_memory, self._cap
         )
 
+    def add_series(self, keys: Iterable[SeriesKey]) -> None:
+        super().add_series(keys)
+        self.median_cal.grow(self._cap)  # as the base class grows its calibrator
+
     def _model_step(self, t: int, z: FloatArray, good: npt.NDArray[np.bool_]) -> None:
         n = self.n
         y = np.where(good, self._rps_of(z), np.nan)
-        self.median_cal.grow(self._cap)
         self.median_cal.observe(t, y, n)
         self._score_parts(t, y, n)
         super()._model_step(t, z, good)
@@ -249,7 +252,6 @@ class Ensemble(HoltWinters):
     def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
         super()._load_extra_state(extra)
         self.part_origin[:] = decode_array(extra["part_origin"])
-        self.median_cal.grow(self._cap)
         self.median_cal.load_state(extra["median_cal"], self.n)
 
 
