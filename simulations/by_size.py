@@ -14,9 +14,10 @@ and each step, for every policy:
   program finds the most served (`serve_buckets`): a node's time is shared between the
   buckets it serves, each at the node's rate for that bucket's mean size
   (`NodeService` at the size), within the source region's reach;
-* each bucket's share answered within its SLO is the M/M/c of the engine
-  (`within_slo_share`) over the node time it got (what it uses plus its part of the
-  nodes' idle time), at the latency limit for its size.
+* each bucket's requests answered within its SLO are scored as the engine scores a
+  model's (`simulations.latency.within_slo`: M/M/c below capacity, a backlog above it)
+  over the node time it got (what it uses plus its part of the nodes' idle time), at the
+  latency limit for its size.
 
 What no routed node can take (a bucket the plan routed nowhere, or over capacity) is
 unserved and counts against the SLO, as any unserved demand does.
@@ -223,21 +224,30 @@ def serve_buckets(
 
 class BucketLedger:
     """Per model, bucket and step what `serve_buckets` found, and the latency limits, for
-    the share within the SLO at the end (`simulations.engine.within_slo_share`)."""
+    the requests within the SLO at the end (`simulations.latency.within_slo`)."""
 
     def __init__(self, n_models: int, n_buckets: int, n_steps: int) -> None:
         shape = (n_models, n_buckets, n_steps)
         self.served = np.zeros(shape)  # rps served
+        self.arrivals = np.zeros(shape)  # rps reaching a bucket with capacity (what may wait)
         self.capacity = np.zeros(shape)  # rps of the node time it got
         self.slots = np.zeros(shape, dtype=np.int64)  # requests in service at once
         self.service_s = np.zeros(shape)  # mean service time
         self.limit_s = np.full(shape, math.inf)  # latency limit at the bucket's size
         self.models: set[int] = set()  # models served by bucket in some step
 
-    def record(self, m: int, step: int, got: BucketService, limits_s: Sequence[float]) -> None:
-        """Model `m`'s step `step`."""
+    def record(
+        self,
+        m: int,
+        step: int,
+        got: BucketService,
+        limits_s: Sequence[float],
+        demand_rps: np.ndarray,
+    ) -> None:
+        """Model `m`'s step `step` (`demand_rps`: each bucket's arrivals)."""
         self.models.add(m)
-        self.served[m, :, step] = got.flows.sum(axis=1)
+        self.served[m, :, step] = served = got.flows.sum(axis=1)
+        self.arrivals[m, :, step] = np.where(got.capacity_rps > 0, demand_rps, served)
         self.capacity[m, :, step] = got.capacity_rps
         self.slots[m, :, step] = got.slots.astype(np.int64)
         self.service_s[m, :, step] = got.service_s

@@ -19,7 +19,9 @@ notice), and accounts the step:
   within reach of a region with load (a node no loaded region reaches shortens no wait)
   and whose service time is the profile latency; the share of requests answered within
   the SLO is P(wait <= SLO - service time) (Erlang C), under a per-token SLO P(wait <= the
-  first-token budget less the time to first token) (`NodeService.wait_s`);
+  first-token budget less the time to first token) (`NodeService.wait_s`). At or above
+  capacity the excess waits as a backlog carried into the next steps, each request within
+  the SLO while its wait fits that slack (`simulations.latency.within_slo`);
 * cost by market, billed per second by the simulated cloud.
 
 Warm-up. A replay of a slice of a live service should begin as the running system
@@ -93,7 +95,7 @@ from scheduler.fleet.profiles import (
     size_factor,
     wait_budget_ms,
 )
-from scheduler.fleet.queueing import erlang_c, node_slots
+from scheduler.fleet.queueing import node_slots
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import FastLoop
 from scheduler.loop.logs import set_virtual_clock
@@ -106,6 +108,7 @@ from simulations.commitment_bill import (
     CommitmentUsage,
     bill_commitments,
 )
+from simulations.latency import within_slo
 from simulations.ledger import Backlog, Ledger, ReadyCapacity
 from simulations.policies import TraceInfo
 from simulations.roster import make_policy
@@ -245,39 +248,6 @@ def source_flows(
             cap[parent[v], v] -= push
             cap[v, parent[v]] += push
             v = parent[v]
-
-
-def within_slo_share(
-    served_rps: np.ndarray, capacity_rps: np.ndarray, slots: np.ndarray, service_s: np.ndarray,
-    slo_s: float | np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Per step, the share of served requests answered within `slo_s` (one limit, or one
-    per step), and the mean latency.
-
-    M/M/c with c = `slots` servers of rate mu = capacity / c: the probability of waiting
-    is Erlang C (`scheduler.fleet.queueing.erlang_c`, the planner's too), a wait is
-    exponential with rate c*mu - lambda, and the response is the service time plus the
-    wait. Vectorised over steps.
-    """
-    lam = np.asarray(served_rps, dtype=np.float64)
-    cap = np.asarray(capacity_rps, dtype=np.float64)
-    c = np.asarray(slots, dtype=np.int64)
-    share = np.ones_like(lam)
-    mean_s = np.where(cap > 0, service_s, np.nan)
-    busy = (lam > 0) & (cap > 0) & (c > 0)
-    if not busy.any():
-        return share, mean_s
-    lam_b, cap_b, c_b, svc_b = lam[busy], cap[busy], c[busy], service_s[busy]
-    mu = cap_b / c_b
-    wait_prob = erlang_c(lam_b / mu, c_b)  # offered load in servers
-    drain = np.maximum(cap_b - lam_b, 0.0)  # c*mu - lambda
-    slack = (np.asarray(slo_s)[busy] if np.ndim(slo_s) else slo_s) - svc_b
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        tail = np.where(drain > 0, wait_prob * np.exp(-drain * np.maximum(slack, 0.0)), 1.0)
-        wait = np.where(drain > 0, wait_prob / drain, np.inf)
-    share[busy] = np.where(slack >= 0, 1.0 - tail, 0.0)
-    mean_s[busy] = svc_b + wait
-    return share, mean_s
 
 
 @dataclass
@@ -908,17 +878,19 @@ async def replay(
         # (the first-token budget less the time to first token); end to end, if its
         # response fits the limit at the step's size.
         limit_m = ledger.service_s[m] + ledger.wait_s[m] if acc.slo[name][1] else limits_s[m]
-        share, mean_s = within_slo_share(
+        ok_rps, mean_s = within_slo(
+            ledger.arrivals[m],
             ledger.served[m],
             ledger.queue_capacity[m],
             ledger.slots[m],
             ledger.service_s[m],
             limit_m,
+            step_s,
         )
         if by_size is not None and m in by_size.ledger.models:
-            share, mean_s = _bucket_within(by_size.ledger, m, ledger.served[m])
+            ok_rps, mean_s = _bucket_within(by_size.ledger, m, ledger.served[m], step_s)
         # A deferrable request served at all was served before its deadline.
-        within[m] = ledger.served[m] * share if backlog.deadlines_s[m] is None else ledger.served[m]
+        within[m] = ok_rps if backlog.deadlines_s[m] is None else ledger.served[m]
         latency[m] = mean_s
     at_end = backlog.at_end(models)
     store.close()
@@ -1005,6 +977,10 @@ def _account_demand(
         else:
             flows[m] = source_flows(dem_reg[m], cap_loc[m], acc.reach)
         ledger.served[m, step] = flows[m].sum()
+        # What reaches the queue: the served load and the excess of the regions with
+        # capacity in reach, which waits (`simulations.latency.within_slo`).
+        waits = (dem_reg[m] - flows[m])[(acc.reach @ cap_loc[m]) > 0]
+        ledger.arrivals[m, step] = ledger.served[m, step] + float(np.maximum(waits, 0.0).sum())
         ledger.service_s[m, step] = ready.latency_weight[m][used].sum() / cap if cap > 0 else 0
         ledger.wait_s[m, step] = ready.wait_weight[m][used].sum() / cap if cap > 0 else 0
     in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
@@ -1035,28 +1011,29 @@ def _bucket_router(
         limits: Sequence[float] = [math.inf if s is None else acc.limit_s(model, s) for s in sizes]
         if acc.slo[model][1] is not None:  # per token: the wait budget (as `within` above)
             limits = list(got.service_s + got.wait_s)
-        by_size.ledger.record(m, step, got, limits)
+        by_size.ledger.record(m, step, got, limits, split.sum(axis=1))
         return np.asarray(got.flows.sum(axis=0), dtype=np.float64)
 
     return route
 
 
-def _bucket_within(book: BucketLedger, m: int, served: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Model `m`'s share of its served requests answered within the SLO per step, and
-    their mean latency, from its buckets (each its own M/M/c at its own limit)."""
+def _bucket_within(
+    book: BucketLedger, m: int, served: np.ndarray, step_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model `m`'s requests/s answered within the SLO per step, and their mean latency,
+    from its buckets (each its own queue at its own limit, `within_slo`)."""
     within = np.zeros_like(served)
     weighted = np.zeros_like(served)
     for b in range(book.served.shape[1]):
-        share, mean_s = within_slo_share(
-            book.served[m, b], book.capacity[m, b], book.slots[m, b], book.service_s[m, b],
-            book.limit_s[m, b],
+        ok_rps, mean_s = within_slo(
+            book.arrivals[m, b], book.served[m, b], book.capacity[m, b], book.slots[m, b],
+            book.service_s[m, b], book.limit_s[m, b], step_s,
         )  # fmt: skip
-        within += book.served[m, b] * share
+        within += ok_rps
         weighted += np.where(np.isfinite(mean_s), book.served[m, b] * mean_s, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(served > 0, within / served, 1.0)
         mean = np.where(served > 0, weighted / served, np.nan)
-    return share, mean
+    return within, mean
 
 
 def warmup_columns(tokens: np.ndarray | None, window_steps: int, n_series: int) -> list[int]:

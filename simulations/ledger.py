@@ -185,6 +185,9 @@ class Ledger:
         # step's queue (capacity out of every loaded region's reach shortens no wait)
         self.queue_capacity = np.zeros(shape)
         self.served = np.zeros(shape)  # demand routed to capacity per model
+        # what reaches the model's queue: served, and the excess of regions with capacity
+        # in reach, which waits (`simulations.latency.within_slo`)
+        self.arrivals = np.zeros(shape)
         self.slots = np.zeros(shape, dtype=np.int64)  # in flight per model, within reach
         self.tokens = np.zeros(shape)  # tokens per request per model
         self.service_s = np.zeros(shape)  # mean service time per model, within reach

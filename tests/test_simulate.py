@@ -19,7 +19,8 @@ from scheduler.domain import Placement
 from scheduler.fleet.boot import node_boot_s
 from scheduler.fleet.capacity import node_rps
 from scheduler.fleet.catalog import load_catalog
-from simulations.engine import max_flow, replay, within_slo_share
+from simulations.engine import max_flow, replay
+from simulations.latency import within_slo_share
 from simulations.report import SUMMARY_KEYS
 from simulations.world import WorldSpec, build_world
 

@@ -23,7 +23,8 @@ from scheduler.fleet.profiles import (
     size_factor,
     ttft_ms,
 )
-from simulations.engine import node_service, within_slo_share
+from simulations.engine import node_service
+from simulations.latency import within_slo_share
 
 MODEL = "llama-3.1-8b"
 E2E_MS = 25_000.0  # the model's default end-to-end SLO for the reference request
