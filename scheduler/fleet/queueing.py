@@ -2,7 +2,7 @@
 
 A node serving a model at a capacity profile holds `node_slots` requests in service at
 once (its rate x its service time, Little's law); a request that finds them all busy
-waits. The replay (`simulations.engine.within_slo_share`) counts a request within the
+waits. The replay (`simulations.latency.within_slo_share`) counts a request within the
 SLO when its wait fits its budget; the planner (`scheduler.fleet.profiles.best_profile`)
 picks, under a per-token SLO, only a batch whose first-token budget leaves a wait that a
 node at the planned utilisation meets (`wait_within`), so both judge a wait alike
