@@ -600,14 +600,23 @@ def _rounded_relaxation(problem: Problem, cands: dict[int, list[int]]) -> IntArr
     return nodes
 
 
-def fleet_cost(problem: Problem, nodes: IntArray, unmet_rps: tuple[float, ...]) -> float:
+def fleet_cost(
+    problem: Problem,
+    nodes: IntArray,
+    unmet_rps: tuple[float, ...],
+    cands: dict[int, list[int]] | None = None,
+) -> float:
     """Objective of a fleet in USD/hour: price, risk, churn against current, unmet penalty,
-    and the penalty of the spot-loss cover it leaves short (solver.cover)."""
+    and the penalty of the spot-loss cover it leaves short (solver.cover). `cands` are
+    `candidate_pools(problem)` when the caller has them already (`solve` compares several
+    fleets of one problem; the presolve was two thirds of the replay's dominance work)."""
     unit, launch, remove = _pool_costs(problem)
     added = np.maximum(nodes - problem.current, 0).sum(axis=0)
     removed = np.maximum(problem.current - nodes, 0).sum(axis=0)
     total = float(nodes.sum(axis=0) @ unit + added @ launch + removed @ remove)
-    short = sum(usd for _, usd in shortfalls(problem, nodes, unmet_rps, candidate_pools(problem)))
+    if cands is None:
+        cands = candidate_pools(problem)
+    short = sum(usd for _, usd in shortfalls(problem, nodes, unmet_rps, cands))
     return total + problem.unmet_penalty_usd_per_rps_hour * sum(unmet_rps) + short
 
 
@@ -1055,7 +1064,7 @@ def solve(
         return not r.unmet_rps_total and not shortfalls(problem, r.nodes, unmet_of(r), sub)
 
     def _cost(r: _Run) -> float:
-        return fleet_cost(problem, r.nodes, unmet_of(r))
+        return fleet_cost(problem, r.nodes, unmet_of(r), cands)
 
     order = sorted(cands, key=lambda m: -len(cands[m]))
     # Keeping is a small LP per model: run inline. Threads only pay for several searches.
@@ -1122,7 +1131,7 @@ def solve(
     if best.status is Status.INFEASIBLE:
         nodes = problem.current.copy()
         unmet = unmet_of(keep) if keep_ok else tuple(d.rps for d in problem.demands)
-        cost = fleet_cost(problem, nodes, unmet)
+        cost = fleet_cost(problem, nodes, unmet, cands)
         return Solution(
             status=Status.FEASIBLE if keep_ok else Status.INFEASIBLE,
             nodes=nodes,
@@ -1139,11 +1148,11 @@ def solve(
         )
 
     nodes, unmet = best.nodes, unmet_of(best)
-    cost = fleet_cost(problem, nodes, unmet)
+    cost = fleet_cost(problem, nodes, unmet, cands)
     kept = False
     chosen = best
     if keep_ok:
-        keep_cost = fleet_cost(problem, problem.current, unmet_of(keep))
+        keep_cost = fleet_cost(problem, problem.current, unmet_of(keep), cands)
         keep_rank = _rank(problem, unmet_of(keep), keep_cost)
         if keep_rank <= _rank(problem, unmet, cost + _TOL):
             nodes, unmet, cost, kept = problem.current.copy(), unmet_of(keep), keep_cost, True
