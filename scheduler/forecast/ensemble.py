@@ -90,10 +90,7 @@ class Ensemble(HoltWinters):
         )
         # Parts and points are scored at the calibrator's horizons (1, 2, 3, 5, ... H):
         # dense where a recent median and a seasonal value differ most in skill.
-        self.grid = self.calibrator.grid  # the same horizons as the median calibrator's
-        # Holt-Winters' working-space point at the grid from the last step: the update
-        # needs it twice (the parts, the base class's calibrator).
-        self._grid_point: tuple[int, int, FloatArray] | None = None
+        self.grid = self.median_cal.grid
         self.grid_ring = int(self.grid[-1]) + 1
         g = self.grid.size
         # The parts' forecasts from the last origins at the grid horizons
@@ -210,19 +207,10 @@ class Ensemble(HoltWinters):
             return out
         return np.asarray(self._yest[:n, slots])
 
-    def _point(self, origin: int, h: IntArray) -> FloatArray:
-        if h is not self.grid:
-            return super()._point(origin, h)
-        cached = self._grid_point
-        if cached is None or cached[:2] != (origin, self.n):
-            cached = (origin, self.n, super()._point(origin, h))
-            self._grid_point = cached
-        return cached[2]
-
     def _parts(self, origin: int, h: IntArray) -> FloatArray:
         """(PARTS, n, len(h)) the three forecasts in rps from the last step `origin`;
         NaN where a part has none."""
-        hw = self._rps_of(self._point(origin, h))  # (n, H)
+        hw = self._rps_of(super()._point(origin, h))  # (n, H)
         recent = np.broadcast_to(self.recent[: self.n, None], hw.shape)
         return np.stack([hw, recent, self._yesterday(origin, h)])
 
