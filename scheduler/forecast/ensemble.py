@@ -23,9 +23,10 @@ Every other quantile is Holt-Winters' (its point plus the conformal offsets lear
 its own errors, `ConformalCalibrator`), so the planned 0.95 quantile, and with it
 every plan of the default `horizon_peak` planner, is exactly `holt_winters`'. The
 combined median has its own bias correction (a `ConformalCalibrator` of the 0.5 level on
-its errors), used at a horizon unless the uncorrected point has scored better there
-(on some series the tracked correction is mostly noise: it cost the BurstGPT minutes
-1.3% MASE), and is kept between its neighbouring quantiles so the levels never cross.
+its errors), used at a horizon unless the uncorrected point has scored at least as well
+there (on some series the tracked correction is mostly noise: it cost the BurstGPT
+minutes 1.3% MASE), and is kept between its neighbouring quantiles so the levels never
+cross.
 Why two models: a point forecast closer to the median is not a better plan. Calibrated
 on the combined point, the quantiles sat lower on bursty series while the calibration
 learnt, and SLO attainment fell on 6 of the 12 one-day replays (docs/forecasting.md,
@@ -216,7 +217,7 @@ class Ensemble(HoltWinters):
 
     def predict_array(self, now_s: float, horizon_steps: int) -> FloatArray:
         """Holt-Winters' quantile paths with the median replaced by the combined point
-        (bias-corrected where that has scored better), kept within its neighbouring
+        (bias-corrected where that has scored the better), kept within its neighbouring
         quantiles (see the module doc)."""
         out = super().predict_array(now_s, horizon_steps)
         n = self.n
@@ -228,7 +229,7 @@ class Ensemble(HoltWinters):
         err = _mean_errors(self.part_err[:n], self.part_w[:n], self.grid, h)
         point = _combine(self._parts(self._tick, h), err)
         bias = self.median_cal.offsets(h, stale, n)[:, 0, :]
-        # The correction is used unless the uncorrected point has scored better.
+        # The correction is used unless the uncorrected point has scored at least as well.
         point_err = _mean_errors(self.point_err[:n], self.point_w[:n], self.grid, h)
         raw_err, cor_err = point_err[:, 0], point_err[:, 1]
         median = np.nan_to_num(np.where(raw_err <= cor_err, point, point + bias), nan=0.0)
