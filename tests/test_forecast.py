@@ -437,13 +437,8 @@ _SEGMENT = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(segments=st.lists(_SEGMENT, min_size=1, max_size=8), method=st.sampled_from(sorted(METHODS)))
-def test_forecasts_are_finite_and_bounded_by_recent_values_for_any_input(
-    segments: list[tuple[str, int, float]], method: str
-) -> None:
-    # Long zero runs, single spikes, 100x level shifts, NaN gaps, constant stretches and
-    # values up to 1e9, with seasons short enough that the profiles come into use.
+def _series_of(segments: list[tuple[str, int, float]]) -> np.ndarray:
+    """The series `_SEGMENT`s describe, one after another."""
     rng = np.random.default_rng(0)
     parts = []
     for kind, length, level in segments:
@@ -459,7 +454,17 @@ def test_forecasts_are_finite_and_bounded_by_recent_values_for_any_input(
             parts.append(np.concatenate([np.full(length, level / 100), np.full(length, level)]))
         else:
             parts.append(np.full(length, math.nan))
-    y = np.concatenate(parts)
+    return np.concatenate(parts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=8), method=st.sampled_from(sorted(METHODS)))
+def test_forecasts_are_finite_and_bounded_by_recent_values_for_any_input(
+    segments: list[tuple[str, int, float]], method: str
+) -> None:
+    # Long zero runs, single spikes, 100x level shifts, NaN gaps, constant stretches and
+    # values up to 1e9, with seasons short enough that the profiles come into use.
+    y = _series_of(segments)
     f = build_forecaster(HOURLY, method)
     f.add_series(["a"])
     seen = 0.0
@@ -530,3 +535,64 @@ def test_the_default_ensemble_plans_as_holt_winters_with_a_better_median() -> No
             med_err["ensemble"] += abs(y[t + 1] - a[0, k, 0])
             med_err["holt_winters"] += abs(y[t + 1] - b[0, k, 0])
     assert med_err["ensemble"] < med_err["holt_winters"]
+
+
+def test_ensemble_weights_follow_each_parts_skill_per_horizon() -> None:
+    # A day of 30-minute blocks at random levels, repeated every day: the value a day
+    # earlier is right at every horizon, the recent median only until the next block
+    # starts, so it is worth more at a step ahead than at the end of the horizon.
+    rng = np.random.default_rng(5)
+    day = np.repeat(rng.uniform(5.0, 50.0, 48), 30)
+    f = build_forecaster(ForecastSettings(), "ensemble")
+    f.add_series(["a"])
+    for t in range(2 * 1440):
+        f.update_array(t * STEP, [day[t % 1440] + rng.normal(0.0, 1.0)])
+    w = f.part_weights(30)[0]  # (parts: holt_winters, recent median, yesterday; horizon)
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)
+    assert w[1, 0] > 2.0 * w[1, -1]  # measured 0.015 at +1, 0.005 at +30
+    assert w[2, -1] > w[2, 0] > 0.5  # measured 0.883 at +1, 0.960 at +30
+    # The weights of the median are its parts' weights (Holt-Winters' quantiles aside).
+    paths = f.predict_array((2 * 1440 - 1) * STEP, 30)
+    assert np.all(np.isfinite(paths))
+
+
+def test_ensemble_weights_are_equal_until_every_part_is_scored() -> None:
+    f = build_forecaster(HOURLY, "ensemble")
+    f.add_series(["a"])
+    f.update_array(0.0, [5.0])
+    w = f.part_weights(10)[0]
+    # No day of history: yesterday's part has no forecast and weighs nothing.
+    np.testing.assert_allclose(w, [[0.5] * 10, [0.5] * 10, [0.0] * 10])
+
+
+def test_ensemble_median_on_a_constant_series_is_the_constant() -> None:
+    # Every part and the uncorrected point are exact: the bias correction, scored no
+    # better, is not applied, and the median stays on the level.
+    f = build_forecaster(HOURLY, "ensemble")
+    f.add_series(["a"])
+    replay(f, np.full((1, 300), 7.0))
+    np.testing.assert_allclose(f.predict_array(299 * STEP, 10)[0, 0], 7.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=8), skip=st.integers(1, 3))
+def test_ensemble_changes_only_the_median_of_holt_winters_for_any_input(
+    segments: list[tuple[str, int, float]], skip: int
+) -> None:
+    # Whatever the series (zeros, spikes, shifts, gaps, missing updates), every quantile
+    # but the median is Holt-Winters' exactly and the median is finite, ≥ 0 and at most
+    # the next quantile up.
+    y = _series_of(segments)
+    ens, hw = build_forecaster(HOURLY, "ensemble"), build_forecaster(HOURLY, "holt_winters")
+    for f in (ens, hw):
+        f.add_series(["a"])
+    k = HOURLY.quantiles.index(0.5)
+    for t, v in enumerate(y):
+        now = t * skip * STEP
+        for f in (ens, hw):
+            f.update_array(now, [v])
+        a, b = ens.predict_array(now + STEP, 10), hw.predict_array(now + STEP, 10)
+        others = [i for i in range(len(HOURLY.quantiles)) if i != k]
+        np.testing.assert_array_equal(a[:, others], b[:, others])
+        assert np.all(np.isfinite(a[:, k])) and np.all(a[:, k] >= 0.0)
+        assert np.all(a[:, k] <= a[:, k + 1])

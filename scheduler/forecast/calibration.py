@@ -79,6 +79,19 @@ def horizon_grid(horizon_steps: int) -> IntArray:
     return np.array(sorted(p for p in pts if 1 <= p <= horizon_steps), dtype=np.int64)
 
 
+def grid_position(grid: IntArray, h: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+    """Where horizons `h` (≥ 1, any shape) fall on `grid` (sorted, from 1): the grid
+    indices below and above each, and the linear weight of the one above. A horizon
+    beyond the grid takes its last point."""
+    hc = np.minimum(h, int(grid[-1]))
+    hi = np.searchsorted(grid, hc, side="left")  # first grid point ≥ hc
+    hi = np.clip(hi, 0, grid.size - 1)
+    lo = np.maximum(hi - 1, 0)
+    glo, ghi = grid[lo], grid[hi]
+    w = np.where(ghi > glo, (hc - glo) / np.maximum(ghi - glo, 1), 1.0)  # weight of hi
+    return lo, hi, np.asarray(w, dtype=np.float64)
+
+
 class ConformalCalibrator:
     """Per-series, per-horizon conformal quantile offsets (see module doc)."""
 
@@ -237,6 +250,18 @@ class ConformalCalibrator:
 
         `stale[i]` (steps since series i was last observed) is added to every horizon.
         """
+        grid_off = self.grid_offsets(n)
+        heff = h[None, :] + stale[:, None]  # (n, H)
+        gmax = int(self.grid[-1])
+        lo, hi, w = grid_position(self.grid, heff)
+        rows = np.arange(n)[:, None]
+        off = (1.0 - w)[:, :, None] * grid_off[rows, lo] + w[:, :, None] * grid_off[rows, hi]
+        beyond = np.sqrt(np.maximum(heff, gmax) / gmax)  # ≥ 1, widening past the grid
+        off *= beyond[:, :, None]
+        return np.transpose(off, (0, 2, 1))
+
+    def grid_offsets(self, n: int) -> FloatArray:
+        """Offsets (n, G, Q) at the grid horizons, for a forecast from a fresh observation."""
         ns = self.nscore[:n, :, None]
         trust = np.where(self._median[None, None, :], ns / (ns + MEDIAN_PRIOR_ERRORS), 1.0)
         grid_off = trust * self.q[:n] * self._units(n)  # (n, G, Q)
@@ -249,20 +274,7 @@ class ConformalCalibrator:
         cap_dn = np.maximum(self.mxd[:n], self.mrd[:n, None])[:, :, None]
         capped = np.clip(grid_off, -cap_dn, cap_up)
         lift = np.minimum(1.0, self.nscore[:n, :, None] * self._tail[None, None, :])
-        grid_off = capped + lift * (grid_off - capped)
-        heff = h[None, :] + stale[:, None]  # (n, H)
-        gmax = int(self.grid[-1])
-        hc = np.minimum(heff, gmax)
-        hi = np.searchsorted(self.grid, hc, side="left")  # first grid point ≥ hc
-        hi = np.clip(hi, 0, self.grid.size - 1)
-        lo = np.maximum(hi - 1, 0)
-        glo, ghi = self.grid[lo], self.grid[hi]
-        w = np.where(ghi > glo, (hc - glo) / np.maximum(ghi - glo, 1), 1.0)  # weight of hi
-        rows = np.arange(n)[:, None]
-        off = (1.0 - w)[:, :, None] * grid_off[rows, lo] + w[:, :, None] * grid_off[rows, hi]
-        beyond = np.sqrt(np.maximum(heff, gmax) / gmax)  # ≥ 1, widening past the grid
-        off *= beyond[:, :, None]
-        return np.transpose(off, (0, 2, 1))
+        return np.asarray(capped + lift * (grid_off - capped))
 
     # ---- state
 
