@@ -961,6 +961,7 @@ def _account_demand(
         asked[m, r] += v
         dem_reg[m, r] += v + backlog.waiting_rps(s)
     cap_loc = ready.by_location
+    in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
     flows = np.zeros_like(dem_reg)  # (models, regions): demand routed to capacity
     for m in range(n_models):
         ledger.demand[m, step] = asked[m].sum()
@@ -979,11 +980,10 @@ def _account_demand(
         ledger.served[m, step] = flows[m].sum()
         # What reaches the queue: the served load and the excess of the regions with
         # capacity in reach, which waits (`simulations.latency.within_slo`).
-        waits = (dem_reg[m] - flows[m])[(acc.reach @ cap_loc[m]) > 0]
+        waits = (dem_reg[m] - flows[m])[in_reach[m] > 0]
         ledger.arrivals[m, step] = ledger.served[m, step] + float(np.maximum(waits, 0.0).sum())
         ledger.service_s[m, step] = ready.latency_weight[m][used].sum() / cap if cap > 0 else 0
         ledger.wait_s[m, step] = ready.wait_weight[m][used].sum() / cap if cap > 0 else 0
-    in_reach = cap_loc @ acc.reach.T  # (models, regions): capacity within reach
     backlog.serve(step, col, flows)
     for s, (m, r) in enumerate(acc.key_rows):
         ledger.series_demand[s, step] = asked[m, r]
