@@ -49,7 +49,7 @@ class SchedulerSection(_Section):
     tick_interval_s: float = Field(default=300.0, gt=0)  # time between ticks
     # Between ticks, check load against capacity this often and launch at once when
     # short (scheduler.loop.fast_loop); 0 turns the fast loop off.
-    fast_interval_s: float = Field(default=0.0, ge=0)
+    fast_interval_s: float = Field(default=30.0, ge=0)
     # The fast loop acts on load that every check over this window saw (its lowest
     # reading): a spike shorter than this launches nothing.
     fast_sustain_s: float = Field(default=60.0, ge=0, le=3600)
@@ -66,7 +66,7 @@ class SolverSection(_Section):
     gap_tolerance: float = Field(default=0.005, ge=0, le=0.5)  # stop once proven this close
     node_limit: int = Field(default=0, ge=0, le=10_000_000)  # > 0: work limit, repeatable plans
     unmet_penalty_usd_per_rps_hour: float = Field(default=500.0, gt=0)  # cost of dropping load
-    churn_amortization_h: float = Field(default=24.0, gt=0)  # hours a launch's cost is spread over
+    churn_amortization_h: float = Field(default=6.0, gt=0)  # hours a launch's cost is spread over
     interruption_cost_usd: float = Field(default=0.0, ge=0)  # extra cost per spot reclaim
 
 

@@ -8,8 +8,8 @@ is bought whenever the budget and quotas allow). This module is the one place th
 prices the slack and computes it for a fleet from its nodes and unmet load, so every
 comparison of fleets (`fleet_cost`, the keep-current check, tests' own checkers) counts
 it the same way. It also computes the storm cover the top priorities miss
-(`Problem.storm_share`: a hard row, as there is no budget), which fleet comparisons
-price as cover.
+(`Problem.storm_share`: a hard row, planned only where the budget pays for it), which
+fleet comparisons price as cover.
 docs/solver.md, "Cover under a binding budget", "Storm cover for the top priorities".
 """
 

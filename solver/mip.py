@@ -370,8 +370,8 @@ def _storm_cover_row(
     """Storm cover of model m for one group of locations (docs/solver.md, "Storm cover
     for the top priorities"): every vanishing pool of `inside` (m's pools there) keeps
     s[m,p] <= (1 - share) x[m,p] nodes, s integer (the storm rounds its take up), and
-    what every pool keeps covers alpha x the group's served load. A hard row: a model
-    has a storm share only without a budget (`Problem.storm_share`)."""
+    what every pool keeps covers alpha x the group's served load. A hard row: the joint
+    searches under a binding budget plan without storm shares (`solve`)."""
     lp, inf, pools, cap = mdl.lp, mdl.lp.infinity(), problem.pools, problem.capacity_rps
     share, top = problem.storm_share(m), alpha * group.rps
     tag = f"{m}_{'_'.join(map(str, group.locations))}"
@@ -928,6 +928,11 @@ def _relax(problem: Problem) -> tuple[Problem, Relaxation] | None:
     return None
 
 
+def _storm_covered(problem: Problem) -> bool:
+    """Whether some model of `problem` must keep storm cover (`Problem.storm_share`)."""
+    return any(problem.storm_share(m) > 0 for m in range(len(problem.models)))
+
+
 def solve(
     problem: Problem,
     *,
@@ -1090,6 +1095,23 @@ def solve(
     best = _merge(problem, runs)
     coupled = problem.quotas or problem.spend_caps or problem.budget_usd_per_hour is not None
     if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
+        if problem.budget_usd_per_hour is not None and _storm_covered(problem):
+            # The storm-covered fleet breaks the budget or a quota: under a budget the
+            # storm cover took what the lower priorities' load needed (docs/solver.md,
+            # "Storm cover for the top priorities"), so plan as without it.
+            left = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
+            found = solve(
+                dataclasses.replace(problem, priority_storm_share=0.0),
+                time_limit_s=left,
+                seed=seed,
+                workers=workers,
+                backend=backend,
+                gap_tolerance=gap_tolerance,
+                node_limit=node_limit,
+                keep_models=keep_models,
+                stall_nodes=stall_nodes,
+            )
+            return dataclasses.replace(found, solve_time_s=time.perf_counter() - started)
         remaining = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
         best = run(cands, None, remaining, hint=hint, coupling=True)

@@ -279,12 +279,11 @@ class Problem:
         """Share of each vanishing spot pool's nodes of model m that its cover must also
         survive losing at once, rounded up per pool (a preemption storm): the
         `priority_storm_share` for a model of a priority above the lowest present, 0 for
-        every other model, every model without priorities and batch demand, and every
-        model under a budget: there the storm cover took budget the lower priorities'
-        load needed (docs/solver.md, "Storm cover for the top priorities")."""
+        every other model, every model without priorities and batch demand. Under a
+        budget that cannot pay for the storm-covered fleet, `solver.mip.solve` plans the
+        problem with `priority_storm_share` 0: there the storm cover took budget the lower
+        priorities' load needed (docs/solver.md, "Storm cover for the top priorities")."""
         if self.priority_storm_share <= 0 or not self.priorities:
-            return 0.0
-        if self.budget_usd_per_hour is not None:
             return 0.0
         if self.robust and not self.robust[m]:
             return 0.0

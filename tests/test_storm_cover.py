@@ -68,9 +68,21 @@ def test_without_distinct_priorities_plans_are_unchanged() -> None:
 
 
 def test_under_a_budget_the_storm_takes_nothing_from_lower_priorities() -> None:
-    # Measured on the shared pairs, storm cover bought under a budget took budget the
-    # lower priority's load needed (docs/solver.md): with a budget, the domain rule alone.
-    on = solve(_problem((10, 0), priority_storm_share=0.5, budget_usd_per_hour=5.0))
-    off = solve(_problem((10, 0), priority_storm_share=0.0, budget_usd_per_hour=5.0))
+    # Measured on the shared pairs, storm cover bought under a binding budget took budget
+    # the lower priority's load needed (docs/solver.md): the storm-covered fleet costs 5.0
+    # USD/h, so under 4.5 the plan is the domain rule's alone.
+    on = solve(_problem((10, 0), priority_storm_share=0.5, budget_usd_per_hour=4.5))
+    off = solve(_problem((10, 0), priority_storm_share=0.0, budget_usd_per_hour=4.5))
     assert on.nodes.tolist() == off.nodes.tolist() == [[1, 1, 0], [1, 1, 0]]
     assert on.uncovered == ()
+
+
+@pytest.mark.parametrize("budget", [5.0, 400.0])
+def test_a_budget_that_pays_for_the_storm_cover_keeps_it(budget: float) -> None:
+    # A budget is a cap, not a reason to drop cover it can pay for: the embedded default's
+    # 400 USD/h once turned the top priority's storm cover off for a 40 USD/h fleet.
+    p = _problem((10, 0), priority_storm_share=0.5, budget_usd_per_hour=budget)
+    s = solve(p, time_limit_s=5)
+    assert s.unmet_rps == (0.0, 0.0)
+    assert _after_storm(p, s.nodes, 0, 0.5) >= 8.0 - 1e-6
+    assert s.usd_per_hour == pytest.approx(5.0) and s.usd_per_hour <= budget
