@@ -40,9 +40,9 @@ such as Holt-Winters' level is pulled up by each burst). Combining a model with 
 simple forecasts of different kinds is the forecasting literature's most reliable gain
 (the M-competitions' combinations); nothing is fitted per trace.
 
-Measured (docs/forecasting.md, "Benchmark", "Per-horizon weights"): MASE 0.65x-0.96x
-the best trivial anchor on the 7 shared series; 0.90x-0.96x on the BurstGPT minutes
-and the Azure LLM hours, where holt_winters is 0.93x-1.00x.
+Measured (docs/forecasting.md, "Benchmark", "Per-horizon weights", "Three median
+candidates"): MASE 0.65x-0.94x the best trivial anchor on the 7 shared series; 0.89x-0.94x
+on the BurstGPT minutes and the Azure LLM hours, where holt_winters is 0.93x-1.00x.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.forecast.holt_winters import SELECT_MEMORY, WEIGHT_POWER, HoltWinters
 
 RECENT_MEDIAN_MIN = 30  # window of the recent median, minutes
-SEASONAL_WINDOW_MIN = 30  # width of the window around the same time yesterday, minutes
+SEASONAL_WINDOW_MIN = 60  # width of the window around the same time yesterday, minutes (was 30)
 DAY_S = 86_400
 PARTS = 3  # Holt-Winters, recent median, same time yesterday
 POINTS = 3  # the combined point: uncorrected, with the calibrated and the slow bias correction
