@@ -21,6 +21,7 @@ from scheduler.forecast import (
     demand_key,
     load_forecaster,
 )
+from scheduler.forecast.ensemble import SEASONAL_WINDOW_MIN
 
 # Short seasons keep the tests fast: an "hour" plays the part of the day.
 HOURLY = ForecastSettings(
@@ -538,19 +539,21 @@ def test_the_default_ensemble_plans_as_holt_winters_with_a_better_median() -> No
 
 
 def test_ensemble_weights_follow_each_parts_skill_per_horizon() -> None:
-    # A day of 30-minute blocks at random levels, repeated every day: the value a day
-    # earlier is right at every horizon, the recent median only until the next block
-    # starts, so it is worth more at a step ahead than at the end of the horizon.
+    # A day of blocks as long as the window around yesterday's time (60 minutes) at
+    # random levels, repeated every day: the value a day earlier is right at every
+    # horizon, the recent median only until the next block starts, so it is worth more
+    # at a step ahead than at the end of the horizon. (30-minute blocks until the window
+    # was widened from 30 minutes, December 7, second session.)
     rng = np.random.default_rng(5)
-    day = np.repeat(rng.uniform(5.0, 50.0, 48), 30)
+    day = np.repeat(rng.uniform(5.0, 50.0, 1440 // SEASONAL_WINDOW_MIN), SEASONAL_WINDOW_MIN)
     f = build_forecaster(ForecastSettings(), "ensemble")
     f.add_series(["a"])
     for t in range(2 * 1440):
         f.update_array(t * STEP, [day[t % 1440] + rng.normal(0.0, 1.0)])
     w = f.part_weights(30)[0]  # (parts: holt_winters, recent median, yesterday; horizon)
     np.testing.assert_allclose(w.sum(axis=0), 1.0)
-    assert w[1, 0] > 2.0 * w[1, -1]  # measured 0.015 at +1, 0.005 at +30
-    assert w[2, -1] > w[2, 0] > 0.5  # measured 0.883 at +1, 0.960 at +30
+    assert w[1, 0] > 2.0 * w[1, -1]  # measured 0.027 at +1, 0.004 at +30
+    assert w[2, -1] > w[2, 0] > 0.5  # measured 0.844 at +1, 0.938 at +30
     # The weights of the median are its parts' weights (Holt-Winters' quantiles aside).
     paths = f.predict_array((2 * 1440 - 1) * STEP, 30)
     assert np.all(np.isfinite(paths))

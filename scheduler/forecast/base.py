@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SeriesKey = str  # one demand series, by convention "model/region" (see `demand_key`)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-STATE_VERSION = 4  # 4: the ensemble keeps part errors per horizon (December 7)
+STATE_VERSION = 5  # 5: the ensemble scores three median candidates (December 7, second session)
 # Forecast rates below this are zero (about one request in 12 days): the numerical noise
 # of a model of a series with no load. The planner compares each planned rate with the one
 # its last search was for, relatively: noise of 1e-9 rps moving by half re-searched a model

@@ -22,11 +22,15 @@ the weight and their errors average out.
 Every other quantile is Holt-Winters' (its point plus the conformal offsets learnt on
 its own errors, `ConformalCalibrator`), so the planned 0.95 quantile, and with it
 every plan of the default `horizon_peak` planner, is exactly `holt_winters`'. The
-combined median has its own bias correction (a `ConformalCalibrator` of the 0.5 level on
-its errors), used at a horizon unless the uncorrected point has scored at least as well
-there (on some series the tracked correction is mostly noise: it cost the BurstGPT
-minutes 1.3% MASE), and is kept between its neighbouring quantiles so the levels never
-cross.
+combined median is one of three candidates, scored per series and grid horizon like the
+parts: the combined point uncorrected, with its calibrated bias correction (a
+`ConformalCalibrator` of the 0.5 level on its errors, quick to learn a real bias), and
+with a slow one (a median tracker of its errors that moves `SLOW_BIAS_STEP` of their mean
+|error| per error, which little noise moves). The one with the lowest mean |error| at a
+horizon is used there (ties: the less corrected), the uncorrected point until all three
+are scored at that horizon. (On some series the calibrated correction is mostly noise: it
+cost the BurstGPT minutes 1.3% MASE.) The median is kept between its neighbouring
+quantiles so the levels never cross.
 Why two models: a point forecast closer to the median is not a better plan. Calibrated
 on the combined point, the quantiles sat lower on bursty series while the calibration
 learnt, and SLO attainment fell on 6 of the 12 one-day replays (docs/forecasting.md,
@@ -36,9 +40,9 @@ such as Holt-Winters' level is pulled up by each burst). Combining a model with 
 simple forecasts of different kinds is the forecasting literature's most reliable gain
 (the M-competitions' combinations); nothing is fitted per trace.
 
-Measured (docs/forecasting.md, "Benchmark", "Per-horizon weights"): MASE 0.65x-0.96x
-the best trivial anchor on the 7 shared series; 0.90x-0.96x on the BurstGPT minutes
-and the Azure LLM hours, where holt_winters is 0.93x-1.00x.
+Measured (docs/forecasting.md, "Benchmark", "Per-horizon weights", "Three median
+candidates"): MASE 0.65x-0.94x the best trivial anchor on the 7 shared series; 0.89x-0.94x
+on the BurstGPT minutes and the Azure LLM hours, where holt_winters is 0.93x-1.00x.
 """
 
 from __future__ import annotations
@@ -56,10 +60,11 @@ from scheduler.forecast.config import ForecastConfig, ForecastSettings
 from scheduler.forecast.holt_winters import SELECT_MEMORY, WEIGHT_POWER, HoltWinters
 
 RECENT_MEDIAN_MIN = 30  # window of the recent median, minutes
-SEASONAL_WINDOW_MIN = 30  # width of the window around the same time yesterday, minutes
+SEASONAL_WINDOW_MIN = 60  # width of the window around the same time yesterday, minutes (was 30)
 DAY_S = 86_400
 PARTS = 3  # Holt-Winters, recent median, same time yesterday
-POINTS = 2  # the combined point without and with its bias correction
+POINTS = 3  # the combined point: uncorrected, with the calibrated and the slow bias correction
+SLOW_BIAS_STEP = 0.01  # the slow correction's step per scored error, in mean |errors|
 YEST_RING = 256  # targets whose medians around yesterday are kept (a cache, not state)
 
 
@@ -101,11 +106,15 @@ class Ensemble(HoltWinters):
         self.part_origin = np.full(self.grid_ring, -1, dtype=np.int64)  # origin held per slot
         self.part_err = self._register_array("part_err", 0.0, (PARTS, g))
         self.part_w = self._register_array("part_w", 0.0, (PARTS, g))
-        # The same for the combined point without and with its bias correction
-        # (POINTS): the correction is used where it has scored the better.
+        # The same for the combined point uncorrected, with the calibrated bias
+        # correction and with the slow one (POINTS): the median is the one that has
+        # scored the best at its horizon.
         self.point_fc = self._register_array("point_fc", np.nan, (self.grid_ring, POINTS, g))
         self.point_err = self._register_array("point_err", 0.0, (POINTS, g))
         self.point_w = self._register_array("point_w", 0.0, (POINTS, g))
+        # The slow bias correction per grid horizon, rps: a median tracker of the
+        # uncorrected point's errors, moved by SLOW_BIAS_STEP × their mean |error| per error.
+        self.slow_bias = self._register_array("slow_bias", 0.0, (g,))
         # The recent median at the last step (the update's and the predictions' part).
         self.recent = self._register_array("recent", np.nan)
         # Cache of `_yesterday` per target step (a function of the history only).
@@ -130,9 +139,10 @@ class Ensemble(HoltWinters):
         point[~good] = np.nan  # as the base class: forecasts from stale data are not scored
         self.median_cal.record(t, point, n)
         corrected = point + self.median_cal.grid_offsets(n)[:, :, 0]
+        slow = point + self.slow_bias[:n]
         slot = t % self.grid_ring
         self.part_fc[:n, slot] = np.moveaxis(parts, 0, 1)
-        self.point_fc[:n, slot] = np.maximum(np.stack([point, corrected], axis=1), 0.0)
+        self.point_fc[:n, slot] = np.maximum(np.stack([point, corrected, slow], axis=1), 0.0)
         self.part_origin[slot] = t
 
     def _score(self, t: int, y: FloatArray, n: int) -> None:
@@ -144,6 +154,16 @@ class Ensemble(HoltWinters):
         if live.size == 0:
             return
         rho = 1.0 / SELECT_MEMORY
+        # The slow correction: the uncorrected point's signed errors (before its mean
+        # |error| takes them in), a step of SLOW_BIAS_STEP mean |errors| towards each.
+        raw = self.point_fc[:n, slots[live], 0, live]  # (n, len(live))
+        e = y[:, None] - raw
+        ok = np.isfinite(e)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit = self.point_err[:n, 0, live] / self.point_w[:n, 0, live]
+        b = self.slow_bias[:n, live]
+        step = SLOW_BIAS_STEP * np.where(np.isfinite(unit), unit, np.abs(e))
+        self.slow_bias[:n, live] = np.where(ok, b + step * np.sign(e - b), b)
         for fc, err, mass in (
             (self.part_fc, self.part_err, self.part_w),
             (self.point_fc, self.point_err, self.point_w),
@@ -229,10 +249,17 @@ class Ensemble(HoltWinters):
         err = _mean_errors(self.part_err[:n], self.part_w[:n], self.grid, h)
         point = _combine(self._parts(self._tick, h), err)
         bias = self.median_cal.offsets(h, stale, n)[:, 0, :]
-        # The correction is used unless the uncorrected point has scored at least as well.
+        lo_g, hi_g, w_g = grid_position(self.grid, h[None, :] + stale[:, None])
+        rows = np.arange(n)[:, None]
+        slow = (1.0 - w_g) * self.slow_bias[rows, lo_g] + w_g * self.slow_bias[rows, hi_g]
+        # The point that has scored the best at this horizon (ties: the less corrected);
+        # the uncorrected one until all three are scored there.
         point_err = _mean_errors(self.point_err[:n], self.point_w[:n], self.grid, h)
-        raw_err, cor_err = point_err[:, 0], point_err[:, 1]
-        median = np.nan_to_num(np.where(raw_err <= cor_err, point, point + bias), nan=0.0)
+        scored = np.isfinite(point_err).all(axis=1)
+        best = np.argmin(np.where(np.isfinite(point_err), point_err, np.inf), axis=1)
+        pick = np.where(scored, best, 0)
+        median = np.choose(pick, (point, point + bias, point + slow))
+        median = np.nan_to_num(median, nan=0.0)
         k = self.quantiles.index(0.5)
         lo = out[:, k - 1] if k > 0 else np.zeros_like(median)
         hi = out[:, k + 1] if k + 1 < len(self.quantiles) else np.maximum(median, lo)
@@ -265,13 +292,15 @@ class Ensemble(HoltWinters):
 
 def _mean_errors(err: FloatArray, mass: FloatArray, grid: IntArray, h: IntArray) -> FloatArray:
     """(n, K, len(h)) mean absolute errors at horizons `h`, linear between the grid
-    horizons they were scored at (`err`, `mass`: (n, K, G) EW sums); NaN for a forecast
-    not yet scored at every grid horizon."""
+    horizons they were scored at (`err`, `mass`: (n, K, G) EW sums); NaN where a
+    forecast is not yet scored at both grid horizons around `h`. (Until December 7,
+    second session: NaN at every horizon until scored at every grid horizon, which on
+    an hour-long series is after 31 steps: the short horizons' evidence went unused.)"""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = err / mass
     lo, hi, w = grid_position(grid, h)
     out = (1.0 - w) * mean[:, :, lo] + w * mean[:, :, hi]
-    scored = (mass > 0).all(axis=2, keepdims=True)
+    scored = (mass[:, :, lo] > 0) & (mass[:, :, hi] > 0)
     return np.asarray(np.where(scored, out, np.nan))
 
 
