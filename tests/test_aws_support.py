@@ -156,8 +156,8 @@ class MotoAccount:
             "regions": regions,
             "endpoint_url": self.url,
             "max_attempts": 1,
-            "connect_timeout_s": 1.0,
-            "read_timeout_s": 2.0,
+            "connect_timeout_s": 3.0,  # a loaded 2-core CI box can take over 1 s to accept
+            "read_timeout_s": 4.0,
             "call_timeout_s": 5.0,
         }
         doc.update(overrides)

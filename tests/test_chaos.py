@@ -265,7 +265,10 @@ def test_restored_backup_after_kill_9_neither_duplicates_nor_leaks(tmp_path: Pat
         proc.wait(timeout=30)
     lost_cloud = pickle.loads((tmp_path / "cloud.pkl").read_bytes())
     issued_before = set(lost_cloud._instances)
-    top_before = max(_seq(nid) for nid in issued_before)
+    # What the restored daemon can see of them: the cloud lists live instances (and
+    # reclaimed ones for a while), not those the lost daemon terminated after the backup.
+    listed = asyncio.run(lost_cloud.list_instances())
+    top_listed = max((_seq(i.node_id) for i in listed), default=0)
     conn = sqlite3.connect(f"{backup.as_uri()}?mode=ro", uri=True)
     in_backup = {r[0] for r in conn.execute("select node_id from journal where kind = 'launch'")}
     conn.close()
@@ -292,7 +295,12 @@ def test_restored_backup_after_kill_9_neither_duplicates_nor_leaks(tmp_path: Pat
     )
     assert after  # it launched after the restore
     assert duplicates == set()
-    assert min(_seq(nid) for nid in after) > top_before  # the sequence only grows
+    # New ids carry the backup's own prefix (`capsched backup`), so none can be an id the
+    # lost database handed out after the backup, listed or not; and their sequence is above
+    # every id the cloud still lists (docs/state.md, "Restore").
+    lost_prefixes = {_prefix(nid) for nid in issued_before - in_backup}
+    assert {_prefix(nid) for nid in after}.isdisjoint(lost_prefixes)
+    assert min(_seq(nid) for nid in after) > top_listed
     assert len({i.node_id for i in instances}) == len(instances) == a.cloud.counters.launches
     assert a.unknown == a.leaked == a.ghosts == set() and a.pending == 0
 
@@ -301,3 +309,9 @@ def _seq(node_id: str) -> int:
     parts = parse_node_id(node_id)
     assert parts is not None, node_id
     return parts.seq
+
+
+def _prefix(node_id: str) -> str:
+    parts = parse_node_id(node_id)
+    assert parts is not None, node_id
+    return parts.prefix
