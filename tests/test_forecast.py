@@ -543,7 +543,7 @@ def test_ensemble_weights_follow_each_parts_skill_per_horizon() -> None:
     # random levels, repeated every day: the value a day earlier is right at every
     # horizon, the recent median only until the next block starts, so it is worth more
     # at a step ahead than at the end of the horizon. (30-minute blocks until the window
-    # was widened from 30 minutes, December 7, second session.)
+    # was widened from 30 minutes, December 7.)
     rng = np.random.default_rng(5)
     day = np.repeat(rng.uniform(5.0, 50.0, 1440 // SEASONAL_WINDOW_MIN), SEASONAL_WINDOW_MIN)
     f = build_forecaster(ForecastSettings(), "ensemble")
