@@ -1093,28 +1093,35 @@ def solve(
     keep = _merge(problem, list(keep_runs.values()))
     keep_ok = keep.status is not Status.INFEASIBLE and _coupling_ok(problem, problem.current)
     best = _merge(problem, runs)
+
+    def time_left() -> float:
+        """Time for the searches still to come (the whole limit under a node limit)."""
+        return time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
+
+    def again(sub: Problem, keep: Collection[int] = ()) -> Solution:
+        """`sub` (the problem with a rule dropped) solved in the time left, same settings."""
+        found = solve(
+            sub,
+            time_limit_s=time_left(),
+            seed=seed,
+            workers=workers,
+            backend=backend,
+            gap_tolerance=gap_tolerance,
+            node_limit=node_limit,
+            keep_models=keep,
+            stall_nodes=stall_nodes,
+        )
+        return dataclasses.replace(found, solve_time_s=time.perf_counter() - started)
+
     coupled = problem.quotas or problem.spend_caps or problem.budget_usd_per_hour is not None
     if coupled and (best.status is Status.INFEASIBLE or not _coupling_ok(problem, best.nodes)):
         if problem.budget_usd_per_hour is not None and _storm_covered(problem):
             # The storm-covered fleet breaks the budget or a quota: under a budget the
             # storm cover took what the lower priorities' load needed (docs/solver.md,
             # "Storm cover for the top priorities"), so plan as without it.
-            left = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
-            found = solve(
-                dataclasses.replace(problem, priority_storm_share=0.0),
-                time_limit_s=left,
-                seed=seed,
-                workers=workers,
-                backend=backend,
-                gap_tolerance=gap_tolerance,
-                node_limit=node_limit,
-                keep_models=keep_models,
-                stall_nodes=stall_nodes,
-            )
-            return dataclasses.replace(found, solve_time_s=time.perf_counter() - started)
-        remaining = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
+            return again(dataclasses.replace(problem, priority_storm_share=0.0), keep_models)
         hint = best.nodes if best.status is not Status.INFEASIBLE else None
-        best = run(cands, None, remaining, hint=hint, coupling=True)
+        best = run(cands, None, time_left(), hint=hint, coupling=True)
         held = ()  # the joint search was free to move every model
         if problem.budget_usd_per_hour is not None:
             # The joint searches leave cover short where the budget cannot pay for it
@@ -1132,22 +1139,8 @@ def solve(
             # No plan keeps every hard constraint within the budget and quotas: the best
             # fleet without the one that cannot be paid for, rather than none at all.
             sub, dropped = relaxed
-            left = time_limit_s if node_limit > 0 else max(0.1, deadline - time.perf_counter())
-            found = solve(
-                sub,
-                time_limit_s=left,
-                seed=seed,
-                workers=workers,
-                backend=backend,
-                gap_tolerance=gap_tolerance,
-                node_limit=node_limit,
-                stall_nodes=stall_nodes,
-            )
-            return dataclasses.replace(
-                found,
-                solve_time_s=time.perf_counter() - started,
-                relaxed=(dropped, *found.relaxed),
-            )
+            found = again(sub)
+            return dataclasses.replace(found, relaxed=(dropped, *found.relaxed))
     elapsed = time.perf_counter() - started
 
     if best.status is Status.INFEASIBLE:
