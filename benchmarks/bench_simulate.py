@@ -104,7 +104,10 @@ def mean_cost(runs: dict[str, list[RunResult]], policy: str) -> float | None:
 
 
 def cost_part(args: argparse.Namespace, policies: list[str]) -> None:
-    seeds: list[int | None] = [None] if args.seeds <= 1 else list(range(args.seeds))
+    first = args.first_seed
+    seeds: list[int | None] = (
+        [None] if args.seeds <= 1 and first == 0 else list(range(first, first + args.seeds))
+    )
     print("## cost and SLO per trace (default config and scenario)\n")
     if len(seeds) > 1:
         print(
@@ -186,6 +189,10 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=1, help="cost part: mean and worst over seeds 0..N-1"
     )
+    parser.add_argument(
+        "--first-seed", type=int, default=0,
+        help="cost part: seeds FIRST..FIRST+N-1 instead of 0..N-1 (a check on other draws)",
+    )  # fmt: skip
     parser.add_argument("--speed-gpus", type=float, default=50.0, help="fleet of the speed run")
     parser.add_argument("--speed-only", action="store_true", help="skip the cost part")
     parser.add_argument("--cost-only", action="store_true", help="skip the speed part")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,9 +32,10 @@ from scheduler.domain import (
     Placement,
     Plan,
     Pool,
+    RequestSize,
 )
 from scheduler.fleet.boot import node_boot_s
-from scheduler.fleet.capacity import node_rps, token_load
+from scheduler.fleet.capacity import demand_size, node_rps, token_load
 from scheduler.fleet.catalog import Catalog
 from scheduler.forecast import (
     ForecastSettings,
@@ -45,6 +46,7 @@ from scheduler.forecast import (
     build_forecaster,
     demand_key,
 )
+from scheduler.forecast.band_feedback import BandScale, scaled_peak
 from scheduler.forecast.bucket_mix import BucketMix
 from scheduler.forecast.sizes import SizeMix
 
@@ -126,6 +128,8 @@ class CapschedPolicy:
         self.bucket_mix = BucketMix()
         # Arrival rates of deferrable series over their deadline, one per forecaster step.
         self._arrivals: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        # Per model, the factor on the forecast band (`[forecast] band_feedback`).
+        self.band = BandScale(config.forecast.band_feedback_target)
 
     def _memory(self) -> _Memory:
         return _Memory(
@@ -175,6 +179,7 @@ class CapschedPolicy:
             self._last_step = None
             log.info("forecaster_rebuilt method=%s step_s=%g", new.method, new.step_s)
         self.config = config
+        self.band.target = config.forecast.band_feedback_target
         self._rps_cache.clear()
         self._boot_cache.clear()
 
@@ -196,6 +201,8 @@ class CapschedPolicy:
             self.forecaster.update(obs.now_s, observed)
             self.sizes.update(obs.demand)
             self._last_step = step
+            if self.config.forecast.band_feedback:
+                self._learn_band(step, series, rates)
         forecast = self.forecaster.predict(obs.now_s)
         q = self.config.forecast.plan_quantile
         lead = self.config.forecast.plan_for == "lead_window_peak"
@@ -206,7 +213,9 @@ class CapschedPolicy:
         for m, r in series:
             now = observed[demand_key(m, r)]
             f = forecast.get(demand_key(m, r))
-            peak = f.peak_rps(q) if f is not None else math.nan
+            peak = math.nan
+            if f is not None:
+                peak = scaled_peak(f.path(0.5), f.path(q), self._band_scale(m))
             if lead and f is not None:
                 peak = self._lead_plan.get((m, r), peak)
             if f is not None:
@@ -229,6 +238,44 @@ class CapschedPolicy:
             self.last_forecast[m, r] = rps
             out.append(Demand(m, r, rps, self.sizes.size((m, r))))
         return out
+
+    def _band_scale(self, model: str) -> float:
+        """The factor on `model`'s forecast band: learnt with `[forecast] band_feedback`,
+        else 1 (the plain `plan_quantile`)."""
+        return self.band.scale(model) if self.config.forecast.band_feedback else 1.0
+
+    def _learn_band(
+        self,
+        step: int,
+        series: Sequence[tuple[str, str]],
+        rates: Mapping[tuple[str, str], float],
+    ) -> None:
+        """Teach each model's band factor the tick's observed peak against the plan whose
+        nodes served it (made a lead window earlier): `BandScale.observe`. A model with a
+        missing or non-finite reading in any region learns nothing this tick."""
+        for model in dict.fromkeys(m for m, _ in series):
+            values = [rates.get((m, r), math.nan) for m, r in series if m == model]
+            if not all(math.isfinite(v) and v >= 0 for v in values):
+                continue
+            lead = self.lead_window(model).last_step
+            share = self.band.observe(model, step, lead, sum(values))
+            if share is not None:
+                log.debug(
+                    "band_feedback model=%s step=%d overload_share=%.4f scale=%.3f",
+                    model, step, share, self.band.scale(model),
+                )  # fmt: skip
+
+    def _record_band(self, plan: Plan) -> None:
+        """Record, per model, the whole rate the plan in force places (what the band
+        feedback judges it on when its lead window has been observed)."""
+        if self._last_step is None or not self.config.forecast.band_feedback:
+            return
+        capacity: defaultdict[str, float] = defaultdict(float)
+        sizes = {m.name: demand_size(plan.demand, m.name) for m in self.config.models}
+        for pl in plan.placements:
+            capacity[pl.model] += pl.count * self._node_rate(pl.model, pl.pool, sizes[pl.model])
+        for m in self.config.models:
+            self.band.planned(m.name, self._last_step, float(capacity[m.name]))
 
     def _deferrable_rps(
         self,
@@ -310,6 +357,12 @@ class CapschedPolicy:
         return out
 
     def decide(self, obs: Observation) -> Plan:
+        """The plan of this tick (`_decide`), recorded for the band feedback."""
+        plan = self._decide(obs)
+        self._record_band(plan)
+        return plan
+
+    def _decide(self, obs: Observation) -> Plan:
         """Solve for the planned demand, starting from the fleet that serves now.
 
         Each model's last target either stands, is checked, or is searched again (see
@@ -396,13 +449,13 @@ class CapschedPolicy:
         self._last = (plan, solved_for, {o.pool: o for o in offerings})
         return plan
 
-    def _node_rate(self, model: str, pool: Pool) -> float:
-        """Requests/s one node of `model` in `pool` sustains at its SLO (the whole rate: a
-        reading above it misses the SLO); 0.0 for a model or type this config or catalog
-        does not know."""
+    def _node_rate(self, model: str, pool: Pool, size: RequestSize | None = None) -> float:
+        """Requests/s one node of `model` in `pool` sustains at its SLO for requests of
+        `size` (None: the reference request; the whole rate: a reading above it misses
+        the SLO); 0.0 for a model or type this config or catalog does not know."""
         try:
             itype = self.catalog.instance_type(pool)
-            return node_rps(self.config, self.profiles, model, itype, utilization=1.0)
+            return node_rps(self.config, self.profiles, model, itype, utilization=1.0, size=size)
         except KeyError:
             return 0.0
 

@@ -32,6 +32,11 @@ class ForecastConfig(BaseModel):
     plan_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)  # quantile the planner provisions
     seasonal_periods_min: tuple[int, ...] = (1440, 10080)  # daily and weekly seasonality, minutes
     plan_for: PlanFor = "horizon_peak"  # planned rate: see PlanFor and docs/forecasting.md
+    # Learn per model how wide a band to plan (scheduler.forecast.band_feedback): the band
+    # above the median widens after plans that left load above capacity, narrows otherwise.
+    band_feedback: bool = True
+    # The mean share of a tick's peak load above the capacity its plan placed, aimed at.
+    band_feedback_target: float = Field(default=0.015, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:
@@ -82,8 +87,10 @@ class ForecastSettings(BaseModel):
     @classmethod
     def of(cls, config: ForecastConfig, **overrides: object) -> ForecastSettings:
         """Settings for a `[forecast]` table, with `overrides` of the tuning defaults.
-        `plan_for` is the planner's choice, not the forecaster's: it is left out."""
-        return cls.model_validate({**config.model_dump(exclude={"plan_for"}), **overrides})
+        `plan_for` and the band feedback are the planner's choices, not the forecaster's:
+        they are left out."""
+        planner = {"plan_for", "band_feedback", "band_feedback_target"}
+        return cls.model_validate({**config.model_dump(exclude=planner), **overrides})
 
     @model_validator(mode="after")
     def _check(self) -> ForecastSettings:
