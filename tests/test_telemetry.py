@@ -364,6 +364,9 @@ async def test_tick_hook_against_the_reconciler(tmp_path: Path) -> None:
         s for m in t.registry.collect() if m.name == "capsched_forecast_peak_rps" for s in m.samples
     ]
     assert quantiles and all(s.labels["model"] == MODEL for s in quantiles)
+    # The factor on the forecast band the plan used (1 until plans have been judged).
+    scale = value(t, "capsched_forecast_band_scale", model=MODEL)
+    assert scale is not None and 0.5 <= scale <= 3.0
 
     # A reclaim is counted once, on the tick that saw it, and never again.
     victim = store.live_nodes()[0]

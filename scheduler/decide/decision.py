@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.decide.guards import Held
@@ -81,3 +81,5 @@ class Decision:
     approval: Approval  # the verdict on `plan`
     target: Plan | None  # the plan the actions move toward (None: nothing approved yet)
     ask_approval: bool = False  # `plan` is new and must be stored as pending
+    # Per model, the factor on the forecast band the plan used (`Policy.band_scales`).
+    band_scales: Mapping[str, float] = field(default_factory=dict)

@@ -78,6 +78,11 @@ class Policy(Protocol):
         decision used; empty for a policy without a forecaster."""
         ...
 
+    def band_scales(self) -> Mapping[str, float]:
+        """Per model, the factor on the forecast band the last decision planned with (1:
+        the plain quantile); empty for a policy without one."""
+        ...
+
     def reconfigure(self, config: Config) -> None:
         """Decide with `config` (already checked) from the next tick on."""
         ...
@@ -110,6 +115,10 @@ class PolicyBase:
 
     def forecast_quantiles(self) -> Mapping[tuple[str, str], Mapping[float, float]]:
         """No forecast."""
+        return {}
+
+    def band_scales(self) -> Mapping[str, float]:
+        """No forecast band."""
         return {}
 
     def reconfigure(self, config: Config) -> None:

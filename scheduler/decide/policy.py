@@ -7,7 +7,9 @@ highest per-step `plan_quantile` over the horizon, or with `"lead_window_peak"` 
 calibrated `plan_quantile` of its peak over the lead window (now + boot, now + boot +
 tick] (`LeadPeakQuantile`, docs/forecasting.md); the planner provisions for the
 larger of that and the rate seen now, so a forecast never plans below what is already
-arriving.
+arriving. With `[forecast] band_feedback` (the default) the band above the median is
+scaled per model by how the plans made a lead time earlier fared against the load
+that then came (`scheduler.forecast.band_feedback`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ class CapschedPolicy:
     def forecast_quantiles(self) -> Mapping[tuple[str, str], Mapping[float, float]]:
         """Forecast peak per quantile and (model, region), as the last decision saw it."""
         return self.last_quantiles
+
+    def band_scales(self) -> Mapping[str, float]:
+        """Per model, the factor on the forecast band its plans use (`[forecast]
+        band_feedback`; all 1 without it)."""
+        return {m.name: self._band_scale(m.name) for m in self.config.models}
 
     def reconfigure(self, config: Config) -> None:
         """Decide with `config` from the next tick on. A changed `[forecast]` table (or

@@ -149,6 +149,14 @@ class Telemetry:
             registry=r,
         )
 
+        self.band_scale = Gauge(
+            "capsched_forecast_band_scale",
+            "Factor on the forecast band above the median the plan used (1: the plain"
+            " plan_quantile; [forecast] band_feedback).",
+            ["model"],
+            registry=r,
+        )
+
         # -- plan and solver ----------------------------------------------------------------
         self.plan_cost = Gauge(
             "capsched_plan_cost_usd_per_hour",
@@ -393,6 +401,7 @@ class Telemetry:
             capacity_rps_by_model=capacity,
             duration_s=duration_s,
             forecast=decision.quantiles if decision is not None else None,
+            band_scales=decision.band_scales if decision is not None else None,
             usd_per_hour_by_pool=prices_of(reconciler.catalog.offerings),
             preempted=self._new_preemptions(reconciler, report.now_s),
             dry_run=reconciler.config.daemon.dry_run,
@@ -439,10 +448,12 @@ class Telemetry:
         usd_per_hour_by_pool: Mapping[Pool, float] | None = None,
         preempted: Iterable[Node] = (),
         dry_run: bool = False,
+        band_scales: Mapping[str, float] | None = None,
     ) -> None:
         """Everything about one completed tick, every input given. `nodes` are the live
         nodes after the tick; `preempted` the nodes reclaimed since the last call;
-        `planned` and `forecast` (peak rps per quantile) are keyed by (model, region)."""
+        `planned` and `forecast` (peak rps per quantile) are keyed by (model, region),
+        `band_scales` (the factor on each model's forecast band) by model."""
         self.tick_duration.observe(duration_s)
         plan = report.plan
         outcome = "skipped" if plan is None else "dry_run" if dry_run else "ok"
@@ -462,6 +473,8 @@ class Telemetry:
         for node in preempted:
             self.preemptions.labels(node.model, node.pool.key, node.pool.market.value).inc()
         self._record_demand(demand, planned, forecast, capacity_rps_by_model)
+        for model, scale in (band_scales or {}).items():
+            self.band_scale.labels(model).set(scale)
         if plan is not None:
             # Only a tick that produced a plan counts as alive for the staleness alert.
             self.last_success.set(report.now_s)
