@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -83,6 +83,11 @@ class Policy(Protocol):
         the plain quantile); empty for a policy without one."""
         ...
 
+    def warm_start(self, history: Sequence[DemandSample]) -> int:
+        """Learn from demand observed before a restart (oldest first, the samples the
+        earlier ticks saw) as if those ticks had run; returns the ticks learnt from."""
+        ...
+
     def reconfigure(self, config: Config) -> None:
         """Decide with `config` (already checked) from the next tick on."""
         ...
@@ -120,6 +125,10 @@ class PolicyBase:
     def band_scales(self) -> Mapping[str, float]:
         """No forecast band."""
         return {}
+
+    def warm_start(self, history: Sequence[DemandSample]) -> int:
+        """Nothing learnt from history."""
+        return 0
 
     def reconfigure(self, config: Config) -> None:
         """Keep deciding as built: such a policy reads no reloadable setting (the

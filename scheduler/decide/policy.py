@@ -51,6 +51,7 @@ from scheduler.forecast import (
 from scheduler.forecast.band_feedback import BandScale, scaled_peak
 from scheduler.forecast.bucket_mix import BucketMix
 from scheduler.forecast.sizes import SizeMix
+from scheduler.ports.metrics import DemandSample
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,28 @@ class CapschedPolicy:
     def lower_bound(self) -> tuple[float, str] | None:
         """capsched knows no bound on its own cost."""
         return None
+
+    def warm_start(self, history: Sequence[DemandSample]) -> int:
+        """Feed the forecaster the rates observed before a restart (the store's demand
+        history, oldest first), as `planned_demand` would have fed them tick by tick: each
+        tick's peak short-window rate where the source knew it, else its rate; a missing
+        reading stays missing. Ticks at or before the forecaster's last step are skipped.
+        The band factors and request-size mixes are not replayed (they learn again within
+        hours). Returns the ticks fed."""
+        series = [(m.name, r.name) for m in self.config.models for r in self.config.regions]
+        fed = 0
+        for sample in history:
+            step = self.forecaster.tick_of(sample.at_s)
+            if self._last_step is not None and step <= self._last_step:
+                continue
+            rates = {**sample.rps, **sample.peak_rps}
+            self.forecaster.update(
+                sample.at_s,
+                {demand_key(m, r): rates.get((m, r), math.nan) for m, r in series},
+            )
+            self._last_step = step
+            fed += 1
+        return fed
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),

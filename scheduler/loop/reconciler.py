@@ -111,6 +111,10 @@ class TickReport:
     decision: Decision | None = None  # the tick's (last) decision; None when observing failed
 
 
+WARM_START_S = 8 * 86400.0  # demand history a restarted policy learns from, at most
+WARM_START_SERIES_TICKS = 1_000_000  # and at most this many series x ticks (~30 s at 1,000 series)
+
+
 class Reconciler:
     """Drives the fleet toward the policy's plan, one guarded step per tick."""
 
@@ -527,6 +531,25 @@ class Reconciler:
             except KeyError:
                 self._boot[key] = self.config.planning.default_boot_time_s
         return self._boot[key]
+
+    def warm_start(self) -> int:
+        """Let the policy learn from the demand the store recorded before this process
+        started (`Policy.warm_start`), so a restart does not forecast from a cold start.
+        Returns the ticks learnt from."""
+        history = self.store.demand_samples()
+        if history:
+            # A week and a day (the weekly season once), and at most as many series-ticks
+            # as a start-up can replay within systemd's start timeout (the most recent).
+            last = history[-1].at_s
+            history = [s for s in history if s.at_s > last - WARM_START_S]
+            n_series = max(1, len(self.config.models) * len(self.config.regions))
+            history = history[-max(1, WARM_START_SERIES_TICKS // n_series) :]
+        fed = self.policy.warm_start(history)
+        if history:
+            log.info(
+                "warm_start ticks=%d recorded=%d since_s=%.0f", fed, len(history), history[0].at_s
+            )
+        return fed
 
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
         """The one decision step: the policy's plan, approval's verdict on it and the

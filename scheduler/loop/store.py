@@ -53,6 +53,7 @@ from scheduler.domain import (
     Unmet,
 )
 from scheduler.domain.lifecycle import LIVE, check_transition
+from scheduler.ports.metrics import DemandSample
 
 if TYPE_CHECKING:
     from scheduler.decide.guards import Held
@@ -835,6 +836,26 @@ class StateStore:
             }
             for r in rows
         ]
+
+    def demand_samples(self, since_s: float = -math.inf) -> list[DemandSample]:
+        """The recorded observations after `since_s` as the samples the ticks saw, oldest
+        first: per tick time, each series' rate and short-window peak (a missing reading
+        is absent, as it was). What a restarted policy warms its forecaster on."""
+        samples: dict[float, tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]]
+        samples = {}
+        with self._read_connection() as conn:
+            rows = conn.execute(
+                "select at_s, model, region, rps, peak_rps from demand where at_s > ?"
+                " order by at_s, rowid",
+                (since_s,),
+            ).fetchall()
+        for at_s, model, region, rps, peak in rows:
+            rates, peaks = samples.setdefault(float(at_s), ({}, {}))
+            if rps is not None:
+                rates[model, region] = float(rps)
+            if peak is not None:
+                peaks[model, region] = float(peak)
+        return [DemandSample(at, rates, peaks) for at, (rates, peaks) in samples.items()]
 
     def demand_recent_json(self, since_s: float = -math.inf, limit: int = 100) -> str:
         """The latest `limit` demand rows after `since_s`, oldest first, as the text of a

@@ -120,6 +120,7 @@ class Daemon:
         # Recovery first: if the state cannot be read it raises `StateDamaged` before any
         # handler or task exists that `__aexit__` would have to take down.
         await self.recover()
+        self.reconciler.warm_start()
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)

@@ -1,0 +1,99 @@
+"""A restart does not forecast from a cold start: the policy learns from the demand the
+store recorded before the process started (`Reconciler.warm_start`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import builders
+import numpy as np
+from fakes import no_sleep
+
+from adapters.sim import SimCloud
+from scheduler.decide.policy import CapschedPolicy
+from scheduler.fleet.catalog import load_catalog
+from scheduler.fleet.profiles import load_profiles
+from scheduler.loop.factory import build_scheduler
+from scheduler.loop.store import DemandRecord, StateStore
+from scheduler.ports.metrics import DemandSample
+
+KEY = (builders.MODEL, builders.REGION)
+
+
+def _record(at_s: float, rps: float, peak: float) -> DemandRecord:
+    return DemandRecord(builders.MODEL, builders.REGION, rps, peak, math.nan, {})
+
+
+def test_the_store_gives_back_each_tick_as_it_was_seen(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.record_demand(300.0, [_record(300.0, 4.0, 6.0)])
+    store.record_demand(600.0, [_record(600.0, math.nan, math.nan)])  # a missing reading
+    store.record_demand(900.0, [_record(900.0, 5.0, math.nan)])  # no peak known
+    samples = store.demand_samples()
+    assert [s.at_s for s in samples] == [300.0, 600.0, 900.0]
+    assert samples[0].rps == {KEY: 4.0} and samples[0].peak_rps == {KEY: 6.0}
+    assert samples[1].rps == {} and samples[1].peak_rps == {}  # missing stays missing
+    assert samples[2].rps == {KEY: 5.0} and samples[2].peak_rps == {}
+    assert [s.at_s for s in store.demand_samples(since_s=600.0)] == [900.0]
+    store.close()
+
+
+def _daily(ticks: int, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(ticks)
+    return list(20.0 + 10.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 1.0, ticks))
+
+
+def test_a_warm_started_policy_plans_as_the_one_that_never_stopped() -> None:
+    cfg = builders.config(forecast={"band_feedback": False})
+    tick = cfg.scheduler.tick_interval_s
+    rates = _daily(600)
+    running = CapschedPolicy(cfg, load_catalog(), load_profiles())
+    samples = []
+    for i, v in enumerate(rates[:-1]):
+        obs = builders.observation(i * tick, rps={KEY: v})
+        running.planned_demand(obs)
+        samples.append(DemandSample(i * tick, {KEY: v}))
+    restarted = CapschedPolicy(cfg, load_catalog(), load_profiles())
+    assert restarted.warm_start(samples) == len(samples)
+    cold = CapschedPolicy(cfg, load_catalog(), load_profiles())
+    now = builders.observation((len(rates) - 1) * tick, rps={KEY: rates[-1]})
+    expected = running.planned_demand(now)[0].rps
+    assert restarted.planned_demand(now)[0].rps == expected
+    # A cold policy plans something else: two days of the daily swing are unknown to it.
+    assert cold.planned_demand(now)[0].rps != expected
+    # Ticks the policy has seen already are not fed twice.
+    assert restarted.warm_start(samples) == 0
+
+
+async def test_a_restarted_reconciler_learns_from_the_recorded_demand(tmp_path: Path) -> None:
+    cfg = builders.fleet_config(forecast={"band_feedback": False})
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
+    store = StateStore(tmp_path / "state.db")
+    rates = _daily(40, seed=3)
+
+    class Trace:
+        def __init__(self) -> None:
+            self.i = 0
+
+        async def demand(self, now_s: float) -> DemandSample:
+            return DemandSample(now_s, {KEY: rates[self.i]})
+
+    trace = Trace()
+    first = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    assert first.warm_start() == 0  # nothing recorded yet
+    tick = cfg.scheduler.tick_interval_s
+    for i in range(len(rates) - 1):
+        trace.i = i
+        cloud.advance_to(i * tick)
+        await first.tick(i * tick)
+    # The process restarts on the same database: the new policy learns the 39 ticks.
+    second = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    assert second.warm_start() == len(rates) - 1
+    trace.i = len(rates) - 1
+    now = (len(rates) - 1) * tick
+    obs = builders.observation(now, rps={KEY: rates[-1]})
+    assert second.policy.planned_demand(obs) == first.policy.planned_demand(obs)
+    store.close()
