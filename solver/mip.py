@@ -46,6 +46,7 @@ import numpy as np
 from ortools.linear_solver import pywraplp
 
 from solver.cover import cover_penalty, shortfalls
+from solver.engines import new_solver
 from solver.problem import (
     CoverShortfall,
     FloatArray,
@@ -129,10 +130,7 @@ class _Model:
 def _new_solver(backend: str) -> pywraplp.Solver:
     if backend not in _BACKENDS and backend != _RELAXATION:
         raise ValueError(f"unknown backend {backend!r}; use one of {sorted(_BACKENDS)}")
-    lp = pywraplp.Solver.CreateSolver(_BACKENDS.get(backend, backend))
-    if lp is None:  # pragma: no cover - every backend ships in the ortools wheel
-        raise RuntimeError(f"OR-Tools backend {backend} is not available")
-    return lp
+    return new_solver(_BACKENDS.get(backend, backend))
 
 
 def _build(
