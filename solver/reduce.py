@@ -85,28 +85,27 @@ def _undominated(problem: Problem, m: int, members: list[int]) -> list[int]:
         for p in members
     }
 
-    def dominates(q: int, p: int) -> bool:
-        cq, gq, uq, rq, lq, mq, _ = attrs[q]
-        cp, gp, up, rp, lp, mp, spot_p = attrs[p]
-        k = math.ceil(cp / cq - 1e-9)
-        if k * cq < cp - 1e-9:
-            return False
-        if spot_p and strict_share and k * cq > cp + 1e-9:
-            return False
-        if any(k * caps[q] < caps[p] - 1e-9 for caps in class_caps):
-            return False
-        return (
-            k * gq <= gp
-            and k * uq <= up + 1e-12
-            and k * rq <= rp + 1e-12
-            and k * lq <= lp + 1e-12
-            and mq >= min(mp * k, 10_000)
-        )
-
     # Cheapest per rps first (then smallest, then index): a dominating pool is seen first.
     ordered = sorted(members, key=lambda p: (attrs[p][2] / attrs[p][0], attrs[p][0], p))
     kept: list[int] = []
     for p in ordered:
-        if not any(dominates(q, p) for q in kept):
+        # Whether a kept q dominates p, inline: this loop runs for every pool of every
+        # presolve (about 2% of the BurstGPT week's replay as a nested function).
+        cp, gp, up, rp, lp, mp, spot_p = attrs[p]
+        for q in kept:
+            cq, gq, uq, rq, lq, mq, _ = attrs[q]
+            k = math.ceil(cp / cq - 1e-9)
+            if (
+                k * cq >= cp - 1e-9
+                and not (spot_p and strict_share and k * cq > cp + 1e-9)
+                and not any(k * caps[q] < caps[p] - 1e-9 for caps in class_caps)
+                and k * gq <= gp
+                and k * uq <= up + 1e-12
+                and k * rq <= rp + 1e-12
+                and k * lq <= lp + 1e-12
+                and mq >= min(mp * k, 10_000)
+            ):
+                break
+        else:
             kept.append(p)
     return kept

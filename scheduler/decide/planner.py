@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -109,33 +110,28 @@ def _cloud_section(config: Config, cloud: str) -> CloudSection:
 
 def allowed(config: Config, offering: Offering, itype: InstanceType) -> bool:
     """Whether config lets capsched place nodes in this offering's pool."""
-    pool = offering.pool
+    return offering.available and config_allows(config, offering.pool, itype)
+
+
+def config_allows(config: Config, pool: Pool, itype: InstanceType) -> bool:
+    """Whether config lets capsched place nodes in `pool` when it is available."""
     section = _cloud_section(config, pool.cloud.value)
     return (
         section.enabled
-        and offering.available
         and (not section.regions or pool.region in section.regions)
         and pool.market in section.markets
         and (not section.gpu_kinds or itype.gpu_kind in section.gpu_kinds)
     )
 
 
-def _max_nodes(
-    config: Config,
-    offering: Offering,
-    itype: InstanceType,
-    fleet: Sequence[Placement],
-    is_allowed: bool,
-) -> int:
-    """Nodes a pool may hold: none where the config forbids it; where only availability
-    is missing (a stock-out or a cooled-down pool), the nodes it already runs, since a
-    refused launch is no reason to move healthy nodes away. `is_allowed` is
-    `allowed(config, offering, itype)`, which the caller has already computed."""
+def _max_nodes(is_allowed: bool, config_allowed: bool, held: int) -> int:
+    """Nodes a pool may hold: none where the config forbids it (`config_allowed` false);
+    where only availability is missing (a stock-out or a cooled-down pool), the `held`
+    nodes it already runs, since a refused launch is no reason to move healthy nodes
+    away. `is_allowed` is `allowed(config, offering, itype)`."""
     if is_allowed:
         return MAX_NODES_PER_POOL
-    if allowed(config, dataclasses.replace(offering, available=True), itype):
-        return sum(pl.count for pl in fleet if pl.pool == offering.pool)
-    return 0
+    return held if config_allowed else 0
 
 
 def servable_rps(
@@ -223,12 +219,18 @@ def build_problem(
 
     offerings: list[Offering] = []
     permitted: list[bool] = []  # allowed(config, offering) per kept offering
+    config_ok: list[bool] = []  # config_allows(config, pool) per kept offering
     for o in catalog.offerings:
         itype = catalog.instance_types[(o.pool.cloud, o.pool.instance_type)]
-        ok = allowed(config, o, itype)
+        permits = config_allows(config, o.pool, itype)
+        ok = o.available and permits
         if ok or o.pool in fleet_pools:
             offerings.append(o)
             permitted.append(ok)
+            config_ok.append(permits)
+    held: Counter[Pool] = Counter()
+    for pl in fleet:
+        held[pl.pool] += pl.count
     locations = tuple(sorted({o.pool.location for o in offerings}))
     loc_index = {loc: i for i, loc in enumerate(locations)}
     domains = tuple(sorted({o.pool.failure_domain for o in offerings}))
@@ -297,7 +299,7 @@ def build_problem(
                 launch_usd_per_hour=churn,
                 remove_usd_per_hour=churn,
                 gpus=itype.gpu_count,
-                max_nodes=_max_nodes(config, o, itype, fleet, permitted[p]),
+                max_nodes=_max_nodes(permitted[p], config_ok[p], held[o.pool]),
                 loss_tolerated=o.pool.market is Market.SPOT
                 and loss_tolerated(
                     uncovered_of(itype),

@@ -603,16 +603,17 @@ class CapschedPolicy:
         planning = self.config.planning
         payback_h = planning.return_payback_h
         now = {o.pool: o for o in offerings}
+        # The cheap test first: most pools are as the last search saw them.
         fresh = [
             o
             for o in offerings
             if o.available
-            and now_s - self._available_since.get(o.pool, now_s) >= self._return_window_s(o.pool)
             and (
                 (b := before.get(o.pool)) is None
                 or not b.available
                 or o.usd_per_hour < b.usd_per_hour * (1 - planning.replan_tolerance)
             )
+            and now_s - self._available_since.get(o.pool, now_s) >= self._return_window_s(o.pool)
         ]
         if not fresh:
             return set()

@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from adapters.sim import SpotTrace
 from scheduler.config import Config
 from scheduler.decide.observation import Observation
-from scheduler.decide.planner import allowed, resolve_location
+from scheduler.decide.planner import config_allows, resolve_location
 from scheduler.domain import (
     CapacityProfile,
     Market,
@@ -285,7 +285,7 @@ def permitted(config: Config, catalog: Catalog, offering: Offering) -> bool:
     """Whether config lets this pool be used at all (clouds, regions, markets, GPU kinds),
     whatever its availability right now."""
     itype = catalog.instance_type(offering.pool)
-    return allowed(config, replace(offering, available=True), itype)
+    return config_allows(config, offering.pool, itype)
 
 
 @dataclass(frozen=True, slots=True)
