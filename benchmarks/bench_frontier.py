@@ -8,7 +8,9 @@ Every shared request trace of `bench_simulate.py` (same worlds: embedded config 
 its budget, the SkyPilot spot-trace scenario, scaled to N GPUs at peak) is replayed with
 each policy at every value of its own knob:
 
-* capsched: `forecast.plan_quantile` (the forecast quantile it provisions for);
+* capsched: `forecast.band_feedback_target` (the overload share its band feedback aims at:
+  the SLO it buys; until December 7, seventh session, `forecast.plan_quantile`, which the
+  band feedback now mostly overrides);
 * reactive: `planning.target_utilization` (how full it runs its nodes);
 * spothedge: `num_overprovision` (spot replicas beyond the target);
 * static-peak and the oracle have no knob: one run each.
@@ -46,6 +48,11 @@ def plan_quantile(world: World, q: float) -> World:
     return replace(world, config=world.config.model_copy(update={"forecast": forecast}))
 
 
+def band_target(world: World, target: float) -> World:
+    forecast = world.config.forecast.model_copy(update={"band_feedback_target": target})
+    return replace(world, config=world.config.model_copy(update={"forecast": forecast}))
+
+
 def target_utilization(world: World, u: float) -> World:
     planning = world.config.planning.model_copy(update={"target_utilization": u})
     return replace(world, config=world.config.model_copy(update={"planning": planning}))
@@ -58,7 +65,7 @@ def overprovision(world: World, n: float) -> World:
 
 # policy -> (knob name, setter, values); a policy without a knob runs once as configured.
 SWEEPS: dict[str, tuple[str, Knob, tuple[float, ...]]] = {
-    "capsched": ("plan_quantile", plan_quantile, (0.8, 0.9, 0.95, 0.98, 0.995)),
+    "capsched": ("band_feedback_target", band_target, (0.004, 0.008, 0.015, 0.03, 0.06)),
     "reactive": ("target_utilization", target_utilization, (0.5, 0.6, 0.7, 0.85, 0.95)),
     "spothedge": ("num_overprovision", overprovision, (0, 1, 2, 3)),
     "static-peak": ("-", lambda w, _: w, (0,)),
