@@ -164,3 +164,43 @@ def test_the_plain_quantile_is_planned_without_feedback() -> None:
             rate, policy.forecast_quantiles()[KEY][0.95]
         )
     assert policy.band.scales() == {}
+
+
+def test_a_plan_not_the_bands_to_answer_for_teaches_nothing() -> None:
+    # A plan that left the model's own demand unmet (budget, quota, no capacity) is
+    # recorded as None: the overload that follows is the limit's, not the forecast's.
+    band = BandScale(target=0.01)
+    band.planned("m", 0, None)
+    assert band.observe("m", 2, 2, 100.0) is None
+    assert band.scale("m") == 1.0
+
+
+def test_under_a_budget_a_higher_priority_keeps_at_least_the_plain_band() -> None:
+    # Steady load narrows both models' learnt factors; under a budget the top priority
+    # plans with the plain band all the same (its margin is not traded for the lower
+    # priority's service), while the lowest priority plans with its narrowed band.
+    low = "llama-3.1-70b"
+    cfg = builders.config(
+        models=[{"name": builders.MODEL, "priority": 10}, {"name": low}],
+        forecast={"band_feedback": True},
+        planning={"budget_usd_per_hour": 500.0},
+    )
+    policy = CapschedPolicy(cfg, load_catalog(), load_profiles())
+    for step in range(60):
+        for model in (builders.MODEL, low):
+            policy.band.planned(model, step, 100.0)
+            policy.band.observe(model, step, 0, 50.0)
+    assert policy.band.scale(builders.MODEL) < 1.0
+    scales = policy.band_scales()
+    assert scales[builders.MODEL] == 1.0
+    assert scales[low] == policy.band.scale(low) < 1.0
+    unbudgeted = CapschedPolicy(
+        builders.config(
+            models=[{"name": builders.MODEL, "priority": 10}, {"name": low}],
+            planning={"budget_usd_per_hour": None},
+        ),
+        load_catalog(),
+        load_profiles(),
+    )
+    unbudgeted.band = policy.band
+    assert unbudgeted.band_scales()[builders.MODEL] < 1.0

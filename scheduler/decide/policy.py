@@ -271,8 +271,17 @@ class CapschedPolicy:
 
     def _band_scale(self, model: str) -> float:
         """The factor on `model`'s forecast band: learnt with `[forecast] band_feedback`,
-        else 1 (the plain `plan_quantile`)."""
-        return self.band.scale(model) if self.config.forecast.band_feedback else 1.0
+        else 1 (the plain `plan_quantile`). Under a budget a model of a priority above the
+        lowest keeps at least the plain band: narrowing it would free budget for a lower
+        priority at the higher one's risk, and priorities are served strictly in turn."""
+        if not self.config.forecast.band_feedback:
+            return 1.0
+        scale = self.band.scale(model)
+        if scale < 1.0 and self.config.planning.budget_usd_per_hour is not None:
+            priorities = [m.priority for m in self.config.models]
+            if self.config.model(model).priority > min(priorities):
+                return 1.0
+        return scale
 
     def _learn_band(
         self,
@@ -297,15 +306,19 @@ class CapschedPolicy:
 
     def _record_band(self, plan: Plan) -> None:
         """Record, per model, the whole rate the plan in force places (what the band
-        feedback judges it on when its lead window has been observed)."""
+        feedback judges it on when its lead window has been observed). A model the plan
+        leaves short of its planned demand (budget, quota, no capacity) is not judged:
+        its overload then is the limit's, and a wider band would not serve it."""
         if self._last_step is None or not self.config.forecast.band_feedback:
             return
+        short = {u.model for u in plan.unmet if u.rps > 0}
         capacity: defaultdict[str, float] = defaultdict(float)
         sizes = {m.name: demand_size(plan.demand, m.name) for m in self.config.models}
         for pl in plan.placements:
             capacity[pl.model] += pl.count * self._node_rate(pl.model, pl.pool, sizes[pl.model])
         for m in self.config.models:
-            self.band.planned(m.name, self._last_step, float(capacity[m.name]))
+            judged = None if m.name in short else float(capacity[m.name])
+            self.band.planned(m.name, self._last_step, judged)
 
     def _deferrable_rps(
         self,

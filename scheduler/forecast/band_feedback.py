@@ -70,8 +70,9 @@ class BandScale:
         self.target = target
         self.gain = gain
         self._scale: dict[str, float] = {}
-        # Per model: the whole rate its plans provided, by the step they were made at.
-        self._planned: dict[str, dict[int, float]] = {}
+        # Per model: the whole rate its plans provided, by the step they were made at
+        # (None: a plan not to be judged).
+        self._planned: dict[str, dict[int, float | None]] = {}
 
     def scale(self, model: str) -> float:
         """The band factor of `model` (1 until it has learnt)."""
@@ -81,9 +82,11 @@ class BandScale:
         """Every model's learnt factor (models never updated are absent: 1)."""
         return dict(self._scale)
 
-    def planned(self, model: str, step: int, capacity_rps: float) -> None:
+    def planned(self, model: str, step: int, capacity_rps: float | None) -> None:
         """Record the whole rate the plan made at `step` placed for `model` (a later call
-        for the same step replaces it: the last plan of a tick is the one in force)."""
+        for the same step replaces it: the last plan of a tick is the one in force); None
+        for a plan that is not the band's to answer for (it left the model's own planned
+        demand unmet: the budget, a quota or no capacity held it, not the forecast)."""
         plans = self._planned.setdefault(model, {})
         plans[step] = capacity_rps
         for old in sorted(plans)[:-HISTORY]:
