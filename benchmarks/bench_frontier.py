@@ -8,9 +8,10 @@ Every shared request trace of `bench_simulate.py` (same worlds: embedded config 
 its budget, the SkyPilot spot-trace scenario, scaled to N GPUs at peak) is replayed with
 each policy at every value of its own knob:
 
-* capsched: `forecast.band_feedback_target` (the overload share its band feedback aims at:
-  the SLO it buys; until December 7, seventh session, `forecast.plan_quantile`, which the
-  band feedback now mostly overrides);
+* capsched: `forecast.plan_quantile` (the forecast quantile its band starts from) and
+  `forecast.band_feedback_target` (the overload share its band feedback aims at, which with
+  the feedback on is what sets the SLO it buys), each swept at the other's default; its
+  curve is the efficient points of both;
 * reactive: `planning.target_utilization` (how full it runs its nodes);
 * spothedge: `num_overprovision` (spot replicas beyond the target);
 * static-peak and the oracle have no knob: one run each.
@@ -63,13 +64,18 @@ def overprovision(world: World, n: float) -> World:
     return replace(world, info=replace(world.info, spothedge=hedge))
 
 
-# policy -> (knob name, setter, values); a policy without a knob runs once as configured.
-SWEEPS: dict[str, tuple[str, Knob, tuple[float, ...]]] = {
-    "capsched": ("band_feedback_target", band_target, (0.004, 0.008, 0.015, 0.03, 0.06)),
-    "reactive": ("target_utilization", target_utilization, (0.5, 0.6, 0.7, 0.85, 0.95)),
-    "spothedge": ("num_overprovision", overprovision, (0, 1, 2, 3)),
-    "static-peak": ("-", lambda w, _: w, (0,)),
-    "oracle": ("-", lambda w, _: w, (0,)),
+# policy -> its knobs, each (knob name, setter, values); a policy without a knob runs once
+# as configured. A policy's curve is the efficient points over all its knobs' runs.
+Sweep = tuple[str, Knob, tuple[float, ...]]
+SWEEPS: dict[str, tuple[Sweep, ...]] = {
+    "capsched": (
+        ("plan_quantile", plan_quantile, (0.8, 0.9, 0.95, 0.98, 0.995)),
+        ("band_feedback_target", band_target, (0.004, 0.008, 0.03, 0.06)),
+    ),
+    "reactive": (("target_utilization", target_utilization, (0.5, 0.6, 0.7, 0.85, 0.95)),),
+    "spothedge": (("num_overprovision", overprovision, (0, 1, 2, 3)),),
+    "static-peak": (("-", lambda w, _: w, (0,)),),
+    "oracle": (("-", lambda w, _: w, (0,)),),
 }
 PEERS = ("reactive", "spothedge", "static-peak")  # what capsched is compared with
 
@@ -77,27 +83,27 @@ PEERS = ("reactive", "spothedge", "static-peak")  # what capsched is compared wi
 def sweep_row(world: World, db: Path, bar: tqdm) -> dict[str, list[SweepPoint]]:  # type: ignore[type-arg]
     """Every policy at every value of its knob on one world."""
     out: dict[str, list[SweepPoint]] = {}
-    for policy, (_, setter, values) in SWEEPS.items():
+    for policy, knobs in SWEEPS.items():
         points = []
-        for v in values:
-            run = run_policy(setter(world, v), policy, db)
-            slo = float(run.summary(None)["slo_attainment"])
-            points.append(SweepPoint(f"{v:g}", run.cost_usd, slo))
-            bar.update(1)
+        for knob, setter, values in knobs:
+            for v in values:
+                run = run_policy(setter(world, v), policy, db)
+                slo = float(run.summary(None)["slo_attainment"])
+                label = f"{knob}={v:g}" if knob != "-" else "-"
+                points.append(SweepPoint(label, run.cost_usd, slo))
+                bar.update(1)
         out[policy] = points
     return out
 
 
 def print_row(name: str, gpus: float, runs: dict[str, list[SweepPoint]], target: float) -> None:
     print(f"\n### {name}, {gpus:g} GPUs\n")
-    print(f"{'policy':<12}{'knob':<26}{'cost USD':>10}{'SLO att.':>10}  efficient")
+    print(f"{'policy':<12}{'knob':<28}{'cost USD':>10}{'SLO att.':>10}  efficient")
     for policy, points in runs.items():
         front = {id(p) for p in efficient(points)}
-        knob = SWEEPS[policy][0]
         for p in points:
-            label = f"{knob}={p.knob}" if knob != "-" else "-"
             mark = "*" if id(p) in front else ""
-            print(f"{policy:<12}{label:<26}{p.cost_usd:>10.2f}{p.slo:>10.4f}  {mark}")
+            print(f"{policy:<12}{p.knob:<28}{p.cost_usd:>10.2f}{p.slo:>10.4f}  {mark}")
     at = {policy: cost_at_slo(points, target) for policy, points in runs.items()}
     peers = [c for p, c in at.items() if p in PEERS and c is not None]
     cheapest = min(peers) if peers else None
@@ -154,7 +160,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     gpus_list = [float(x) for x in args.fleet_gpus.split(",")]
     traces = list(TRACES) if args.traces == "all" else args.traces.split(",")
-    runs_per_row = sum(len(v[2]) for v in SWEEPS.values())
+    runs_per_row = sum(len(values) for knobs in SWEEPS.values() for _, _, values in knobs)
     rows: list[tuple[str, float, dict[str, list[SweepPoint]]]] = []
     with tqdm(
         total=len(traces) * len(gpus_list) * runs_per_row, unit="run", file=sys.stderr
