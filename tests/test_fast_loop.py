@@ -259,6 +259,31 @@ def test_short_exactly_when_the_load_cannot_be_routed_within_reach(
         assert routed >= sum(demand) - 1e-6
 
 
+def test_capacity_in_reach_is_summed_exactly_whatever_the_set_order() -> None:
+    # The nodes a set of regions reaches sit in a set, whose iteration order changes with
+    # the process's string hashing; a plain sum in that order rounded differently from run
+    # to run, equal shortfalls differed in the last bit and the same replay launched into
+    # different pools. The sum is now exactly rounded, and a tie keeps the smaller set.
+    values = [1e16, 1.0, 1.0, 1.0, -1e16, 1.0, 1.0, 1.0, 1.0, 1.0]
+    nodes, caps = [], {}
+    for k, c in enumerate(values):
+        pool = Pool(OD_POOL.cloud, f"l{k}", "", "x", OD_POOL.market)
+        caps[pool] = c
+        nodes.append(Node(f"n{k}", MODEL, pool, NodeState.READY))
+    near = frozenset(f"{OD_POOL.cloud}:l{k}" for k in range(len(values)))
+    (found,) = shortfalls({(MODEL, "r0"): 20.0}, tuple(nodes), lambda m, p: caps[p], {"r0": near})
+    assert found.capacity_rps == 8.0 and found.short_rps == 12.0
+    # Two regions reaching the same nodes, the second without load: both sets are short
+    # by the same amount, and the single region is the one reported.
+    (tie,) = shortfalls(
+        {(MODEL, "r0"): 20.0, (MODEL, "r1"): 0.0},
+        tuple(nodes),
+        lambda m, p: caps[p],
+        {"r0": near, "r1": near},
+    )
+    assert tie.regions == ("r0",)
+
+
 async def test_a_burst_shorter_than_a_tick_is_served_sooner_with_the_fast_loop(
     tmp_path: Path,
 ) -> None:

@@ -193,9 +193,13 @@ def _worst(
     best: tuple[Shortfall, frozenset[str]] | None = None
     for combo in _subsets(sorted(rates)):
         near = frozenset().union(*(reach.get(r, frozenset()) for r in combo))
-        demand = sum(rates[r] for r in combo)
-        cap = sum(capacity_at.get(loc, 0.0) for loc in near)
-        if demand - cap > _EPS and (best is None or demand - cap > best[0].short_rps):
+        # Exactly rounded sums: a sum in a set's iteration order (which changes with the
+        # process's string hashing) made equal shortfalls differ in the last bit, and the
+        # same replay launched into different pools from run to run.
+        demand = math.fsum(rates[r] for r in combo)
+        cap = math.fsum(capacity_at.get(loc, 0.0) for loc in near)
+        # On a tie (within _EPS) the set found first, the smaller, stays the worst.
+        if demand - cap > _EPS and (best is None or demand - cap > best[0].short_rps + _EPS):
             best = (Shortfall(model, combo, demand, cap), near)
     return best
 
