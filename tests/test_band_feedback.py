@@ -204,3 +204,18 @@ def test_under_a_budget_a_higher_priority_keeps_at_least_the_plain_band() -> Non
     )
     unbudgeted.band = policy.band
     assert unbudgeted.band_scales()[builders.MODEL] < 1.0
+
+
+def test_a_deferrable_model_learns_no_band() -> None:
+    # Batch demand is planned for its mean and its peaks wait in the queue by design: the
+    # overload its plans leave is not a forecast's miss, and it plans no band to widen.
+    cfg = builders.config(
+        models=[{"name": builders.MODEL, "deferrable_deadline_s": 3600.0}],
+        forecast={"band_feedback": True},
+        planning={"robustness_fraction": 0.0, "budget_usd_per_hour": None},
+    )
+    policy = CapschedPolicy(cfg, load_catalog(), load_profiles())
+    tick = cfg.scheduler.tick_interval_s
+    for t in range(30):
+        policy.decide(builders.observation(t * tick, rps={KEY: 200.0 if t % 3 == 0 else 5.0}))
+    assert policy.band.scales() == {}

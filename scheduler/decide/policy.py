@@ -291,8 +291,11 @@ class CapschedPolicy:
     ) -> None:
         """Teach each model's band factor the tick's observed peak against the plan whose
         nodes served it (made a lead window earlier): `BandScale.observe`. A model with a
-        missing or non-finite reading in any region learns nothing this tick."""
+        missing or non-finite reading in any region learns nothing this tick, nor does a
+        deferrable one (its peaks wait in a queue by design, and it plans no band)."""
         for model in dict.fromkeys(m for m, _ in series):
+            if self.config.model(model).deferrable_deadline_s is not None:
+                continue
             values = [rates.get((m, r), math.nan) for m, r in series if m == model]
             if not all(math.isfinite(v) and v >= 0 for v in values):
                 continue
