@@ -36,7 +36,11 @@ def test_the_store_gives_back_each_tick_as_it_was_seen(tmp_path: Path) -> None:
     assert samples[1].rps == {} and samples[1].peak_rps == {}  # missing stays missing
     assert samples[2].rps == {KEY: 5.0} and samples[2].peak_rps == {}
     assert [s.at_s for s in store.demand_samples(since_s=600.0)] == [900.0]
+    # Only the latest ticks are read: within a span before the latest, at most N of them.
+    assert [s.at_s for s in store.demand_samples(span_s=400.0)] == [600.0, 900.0]
+    assert [s.at_s for s in store.demand_samples(max_ticks=1)] == [900.0]
     store.close()
+    assert StateStore(tmp_path / "empty.db").demand_samples(span_s=60.0, max_ticks=5) == []
 
 
 def _daily(ticks: int, seed: int = 0) -> list[float]:

@@ -84,6 +84,7 @@ class _PriceClock:
 PRICE_EPSILON = 1e-9  # relative change below which a listed price has not moved
 LOSS_MEMORY_S = 86400.0  # how long a pool's losses lengthen its return window
 RETURN_BACKOFF_MAX = 16.0  # the longest return window, in return_stabilization_s
+RATE_CACHE_MAX = 4096  # whole node rates remembered (per model, pool and request size)
 
 
 class CapschedPolicy:
@@ -118,6 +119,9 @@ class CapschedPolicy:
         self._last_full_s: float | None = None  # time of the last search of every model
         self._prices: dict[Pool, _PriceClock] = {}  # per pool: the price plans are made with
         self._rps_cache: dict[tuple[str, Pool], float] = {}  # planned rps of one node
+        # Whole rate of one node per request size (`_node_rate`: every tick prices the plan
+        # in force for the band feedback, and the short-model check reads it too).
+        self._rate_cache: dict[tuple[str, Pool, RequestSize | None], float] = {}
         self._boot_cache: dict[str, float] = {}  # lead boot time per model (`lead_boot_s`)
         self._before: _Memory | None = None  # the state before this tick's first decide
         # Lead-window peak calibrators, one per distinct window, with their series, and
@@ -189,6 +193,7 @@ class CapschedPolicy:
         self.config = config
         self.band.target = config.forecast.band_feedback_target
         self._rps_cache.clear()
+        self._rate_cache.clear()
         self._boot_cache.clear()
 
     def lower_bound(self) -> tuple[float, str] | None:
@@ -499,11 +504,19 @@ class CapschedPolicy:
         """Requests/s one node of `model` in `pool` sustains at its SLO for requests of
         `size` (None: the reference request; the whole rate: a reading above it misses
         the SLO); 0.0 for a model or type this config or catalog does not know."""
-        try:
-            itype = self.catalog.instance_type(pool)
-            return node_rps(self.config, self.profiles, model, itype, utilization=1.0, size=size)
-        except KeyError:
-            return 0.0
+        key = (model, pool, size)
+        if key not in self._rate_cache:
+            if len(self._rate_cache) >= RATE_CACHE_MAX:  # sizes drift: keep it bounded
+                self._rate_cache.clear()
+            try:
+                itype = self.catalog.instance_type(pool)
+                rate = node_rps(
+                    self.config, self.profiles, model, itype, utilization=1.0, size=size
+                )
+            except KeyError:
+                rate = 0.0
+            self._rate_cache[key] = rate
+        return self._rate_cache[key]
 
     def _steady_prices(self, now_s: float, offerings: Sequence[Offering]) -> tuple[Offering, ...]:
         """`offerings` at the prices plans are made with: a pool's new price counts once

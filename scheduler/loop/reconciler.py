@@ -536,14 +536,12 @@ class Reconciler:
         """Let the policy learn from the demand the store recorded before this process
         started (`Policy.warm_start`), so a restart does not forecast from a cold start.
         Returns the ticks learnt from."""
-        history = self.store.demand_samples()
-        if history:
-            # A week and a day (the weekly season once), and at most as many series-ticks
-            # as a start-up can replay within systemd's start timeout (the most recent).
-            last = history[-1].at_s
-            history = [s for s in history if s.at_s > last - WARM_START_S]
-            n_series = max(1, len(self.config.models) * len(self.config.regions))
-            history = history[-max(1, WARM_START_SERIES_TICKS // n_series) :]
+        # A week and a day (the weekly season once), and at most as many series-ticks as a
+        # start-up can replay within systemd's start timeout (the most recent).
+        n_series = max(1, len(self.config.models) * len(self.config.regions))
+        history = self.store.demand_samples(
+            span_s=WARM_START_S, max_ticks=max(1, WARM_START_SERIES_TICKS // n_series)
+        )
         fed = self.policy.warm_start(history)
         if history:
             log.info(

@@ -278,6 +278,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 ]
 
 # Demand history older than this is pruned as new rows arrive.
+_HUGE = 1e300  # stands for an unbounded time in SQL (SQLite has no infinity literal)
 DEMAND_HISTORY_S = 14 * 86400.0
 
 # Columns a `Node` is built from, in the order `_node_from` reads them.
@@ -837,17 +838,26 @@ class StateStore:
             for r in rows
         ]
 
-    def demand_samples(self, since_s: float = -math.inf) -> list[DemandSample]:
+    def demand_samples(
+        self, since_s: float = -math.inf, *, span_s: float = math.inf, max_ticks: int = -1
+    ) -> list[DemandSample]:
         """The recorded observations after `since_s` as the samples the ticks saw, oldest
         first: per tick time, each series' rate and short-window peak (a missing reading
-        is absent, as it was). What a restarted policy warms its forecaster on."""
+        is absent, as it was). What a restarted policy warms its forecaster on. `span_s`
+        keeps only the ticks less than that long before the latest, `max_ticks` (≥ 0)
+        only that many of the latest; the rest is not read."""
         samples: dict[float, tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]]
         samples = {}
+        # The ticks wanted are chosen in SQL (on the at_s index) before any row is read.
+        ticks = (
+            "select distinct at_s from demand where at_s > ?"
+            " and at_s > (select max(at_s) from demand) - ? order by at_s desc limit ?"
+        )
         with self._read_connection() as conn:
             rows = conn.execute(
-                "select at_s, model, region, rps, peak_rps from demand where at_s > ?"
-                " order by at_s, rowid",
-                (since_s,),
+                "select at_s, model, region, rps, peak_rps from demand"
+                f" where at_s in ({ticks}) order by at_s, rowid",
+                (max(since_s, -_HUGE), min(span_s, _HUGE), max_ticks),
             ).fetchall()
         for at_s, model, region, rps, peak in rows:
             rates, peaks = samples.setdefault(float(at_s), ({}, {}))
