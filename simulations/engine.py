@@ -620,14 +620,7 @@ class _Ticks:
                 self._on_plan(report.plan)
         for kind in launch_limits(report.held_back):
             self.launch_holds[kind].append(at)
-        began = self._drainer.began
-        if began:  # only a drain begun since can have made a node DRAINING
-            self.draining = {
-                x.node_id for x in self._store.live_nodes() if x.state is NodeState.DRAINING
-            }
-            self._drainer.began = {k: v for k, v in began.items() if k in self.draining}
-        else:
-            self.draining = set()
+        self._sync_draining()
         planned = report.decision.planned_rps if report.decision is not None else {}
         if planned:
             self.planned_total = float(sum(planned.values()))
@@ -649,6 +642,20 @@ class _Ticks:
         with self._store.transaction():
             report = await self.fast.check(at)
         self.fast_launches += len(report.launched)
+        if report.yielded or report.drained:
+            self._sync_draining()
+
+    def _sync_draining(self) -> None:
+        """The nodes out of rotation, after a tick or a fast check that drained or
+        terminated some."""
+        began = self._drainer.began
+        if began:  # only a drain begun since can have made a node DRAINING
+            self.draining = {
+                x.node_id for x in self._store.live_nodes() if x.state is NodeState.DRAINING
+            }
+            self._drainer.began = {k: v for k, v in began.items() if k in self.draining}
+        else:
+            self.draining = set()
 
 
 def _sim_cloud(world: World, start_s: float, warmup_s: float) -> SimCloud:

@@ -30,7 +30,7 @@ from scheduler.domain import (
     PlanStatus,
     Pool,
 )
-from scheduler.domain.actions import Launch, Terminate
+from scheduler.domain.actions import Drain, Launch, Terminate
 from scheduler.fleet.catalog import load_catalog
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.fast_loop import (
@@ -608,4 +608,180 @@ async def test_long_prompts_at_the_same_rate_launch_between_ticks(tmp_path: Path
     clock.now = 180.0
     report = await daemon.fast_once()
     assert report is not None and report.launched
+    store.close()
+
+
+# -- strict priority under the budget: lower priorities make room ---------------------------
+
+LOW = "llama-3.1-70b"
+
+
+def two_priorities(budget_nodes: float) -> Config:
+    """MODEL at priority 10 and LOW at 0, a budget of `budget_nodes` on-demand nodes."""
+    data = small_config().model_dump()
+    data["models"] = [
+        {"name": MODEL, "min_replicas": 1, "priority": 10},
+        {"name": LOW, "min_replicas": 1, "priority": 0},
+    ]
+    data["planning"]["budget_usd_per_hour"] = budget_nodes * price(OD_POOL)
+    return Config.model_validate(data)
+
+
+def node(node_id: str, model: str, state: NodeState = NodeState.READY) -> Node:
+    return Node(node_id, model, OD_POOL, state, "i-1", 0.0, 0.0)
+
+
+def decide_two(config: Config, rates: dict[str, float], nodes: tuple[Node, ...]) -> FastDecision:
+    base = inputs(0.0, nodes)
+    rated = replace(base, rates={(m, REGION): r for m, r in rates.items()})
+    return decide_fast(rated, config, CATALOG, capacity, region_reach(config, CATALOG), ids())
+
+
+def test_a_budget_held_launch_of_a_higher_priority_makes_a_spare_lower_node_leave() -> None:
+    config = two_priorities(3.0)  # three on-demand nodes and not one more of any pool
+    fleet = (
+        node("hi", MODEL),
+        node("lo-ready", LOW),
+        node("lo-boot", LOW, NodeState.BOOTING),
+    )
+    # MODEL is short by 2 rps; LOW's 4 rps need one of its two nodes.
+    out = decide_two(config, {MODEL: 7.0, LOW: 4.0}, fleet)
+    assert out.launches == ()  # it bills until gone: the launch waits
+    assert [h.kind for h in out.held] == [HoldKind.BUDGET]
+    # One node frees a spot or on-demand node's price: the one not serving yet goes, at once.
+    assert [(type(y.action), y.action.node_id, y.model, y.to_model) for y in out.yields] == [
+        (Terminate, "lo-boot", LOW, MODEL)
+    ]
+    assert out.yields[0].needed is False
+
+    # The next check, the node still on its way out: nothing more is given up.
+    leaving = (fleet[0], fleet[1], replace(fleet[2], state=NodeState.TERMINATING))
+    again = decide_two(config, {MODEL: 7.0, LOW: 4.0}, leaving)
+    assert again.yields == () and again.launches == ()
+    assert [h.kind for h in again.held] == [HoldKind.BUDGET]
+
+    # Once it is gone the launch fits the budget.
+    after = decide_two(config, {MODEL: 7.0, LOW: 4.0}, fleet[:2])
+    assert [a.model for a in after.launches] == [MODEL] and after.yields == ()
+
+
+def test_strict_priority_drains_a_needed_lower_node_when_no_spare_one_is_left() -> None:
+    config = two_priorities(2.0)
+    fleet = (node("hi", MODEL), node("lo", LOW))
+    out = decide_two(config, {MODEL: 7.0, LOW: 4.0}, fleet)
+    assert [(type(y.action), y.action.node_id, y.needed) for y in out.yields] == [
+        (Drain, "lo", True)
+    ]
+
+
+def test_into_its_headroom_only_a_higher_priority_takes_spare_lower_nodes_alone() -> None:
+    # 5.5 rps passes the node's 5 rps at the planning utilisation (0.85) but not its whole
+    # rate (5.88 rps): LOW's needed node stays, its spare one may go.
+    config = two_priorities(2.0)
+    fleet = (node("hi", MODEL), node("lo", LOW))
+    out = decide_two(config, {MODEL: 5.5, LOW: 4.0}, fleet)
+    assert out.yields == () and [h.kind for h in out.held] == [HoldKind.BUDGET]
+    two = (*fleet, node("lo-2", LOW))
+    spare = decide_two(two_priorities(3.0), {MODEL: 5.5, LOW: 4.0}, two)
+    assert [y.needed for y in spare.yields] == [False]
+    # Its last node is LOW's min_replicas: needed, idle or not.
+    idle = decide_two(config, {MODEL: 5.5, LOW: 0.0}, fleet)
+    assert idle.yields == ()
+
+
+def test_a_lower_model_without_a_reading_is_not_counted_spare() -> None:
+    config = two_priorities(3.0)
+    fleet = (node("hi", MODEL), node("lo-1", LOW), node("lo-2", LOW))
+    out = decide_two(config, {MODEL: 7.0}, fleet)  # no reading of LOW
+    assert len(out.yields) == 1 and out.yields[0].needed is True
+
+
+def test_equal_or_higher_priorities_never_yield() -> None:
+    config = two_priorities(2.0)
+    data = config.model_dump()
+    data["models"][1]["priority"] = 10  # LOW now shares MODEL's priority
+    same = Config.model_validate(data)
+    fleet = (node("hi", MODEL), node("lo", LOW))
+    out = decide_two(same, {MODEL: 7.0, LOW: 0.0}, fleet)
+    assert out.yields == () and out.launches == ()
+    assert [h.kind for h in out.held] == [HoldKind.BUDGET]
+
+
+def test_nothing_yields_when_all_lower_nodes_together_would_not_free_enough() -> None:
+    # The lower model's one spot node frees less than the launch needs (an on-demand node,
+    # the only pool offered, over a budget just short of two of them).
+    config = two_priorities(1.9)
+    od_only = tuple(o for o in CATALOG.offerings if o.pool == OD_POOL)
+    fleet = (node("hi", MODEL), replace(node("lo", LOW), pool=SPOT_POOL))
+    base = replace(inputs(0.0, fleet), offerings=od_only)
+    rated = replace(base, rates={(MODEL, REGION): 7.0, (LOW, REGION): 0.0})
+    out = decide_fast(rated, config, CATALOG, capacity, region_reach(config, CATALOG), ids())
+    assert out.yields == () and out.launches == ()
+    assert [h.kind for h in out.held] == [HoldKind.BUDGET]
+
+
+class TwoLoads:
+    def __init__(self, rates: dict[str, float]) -> None:
+        self.rates = rates
+
+    async def demand(self, now_s: float) -> DemandSample:
+        return DemandSample(now_s, {(m, REGION): r for m, r in self.rates.items()})
+
+
+async def test_between_ticks_a_lower_priority_drains_and_the_higher_one_launches(
+    tmp_path: Path,
+) -> None:
+    """The daemon, end to end: the higher priority's rise is served by a launch within a
+    minute or two of lasting the sustain window, paid for by a lower-priority node that
+    drains, stops billing and is gone, all before the next plan tick."""
+    config = two_priorities(10.0)  # the first plan (16.02 USD/h) leaves 2.59 USD/h spare
+    config = config.model_copy(
+        update={
+            "scheduler": config.scheduler.model_copy(
+                update={"state_db": str(tmp_path / "state.db")}
+            )
+        }
+    )
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=0)
+    store = StateStore(config.scheduler.state_db)
+    load = TwoLoads({MODEL: 1.0, LOW: 1.0})
+    telemetry = Telemetry()
+    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
+    clock = Clock()
+
+    async def advance(now_s: float) -> None:
+        cloud.advance_to(now_s)
+
+    daemon = Daemon(
+        config=config,
+        config_path=None,
+        reconciler=rec,
+        store=store,
+        clock=clock,
+        advance=advance,
+        telemetry=telemetry,
+    )
+    assert await daemon.tick_once() is not None
+    low_before = {n.node_id for n in store.live_nodes() if n.model == LOW}
+    assert low_before
+    load.rates = {MODEL: 400.0, LOW: 0.0}  # far above what the budget pays for as it stands
+    yielded: set[str] = set()
+    launched: set[str] = set()
+    for t in range(30, 300, 30):
+        clock.now = float(t)
+        report = await daemon.fast_once()
+        assert report is not None
+        yielded |= {a.node_id for a in report.yielded}
+        launched |= {a.node_id for a in report.launched}
+    assert yielded and yielded <= low_before
+    assert launched
+    live = {n.node_id: n for n in store.live_nodes()}
+    assert not yielded & set(live)  # the yielded nodes are gone, not left draining
+    assert all(live[i].model == MODEL for i in launched)
+    spend = sum(price(n.pool) for n in live.values())
+    assert spend <= config.planning.budget_usd_per_hour + 1e-9
+    counted = telemetry.registry.get_sample_value(
+        "capsched_fast_yields_total", {"model": LOW, "to_model": MODEL}
+    )
+    assert counted == len(yielded)
     store.close()

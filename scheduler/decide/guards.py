@@ -209,7 +209,7 @@ def _ready_wanted(
     short: defaultdict[str, float] = defaultdict(float)
     for model, pool in limit_held:
         short[model] += capacity_of(model, pool)
-    first = max(_priority(config, m) for m in short)
+    first = max(priority_of(config, m) for m in short)
     need: defaultdict[str, float] = defaultdict(float)
     if plan.demand:
         for d in plan.demand:
@@ -228,7 +228,7 @@ def _ready_wanted(
         if pool.market is not Market.SPOT:
             on_demand[model] += capacity_of(model, pool)
     for model, rps in short.items():
-        floor = need[model] if _priority(config, model) >= first else 0.0
+        floor = need[model] if priority_of(config, model) >= first else 0.0
         if floor > 0 and model in short_now and on_demand[model] > given_up[model] + 1e-9:
             floor = 0.0  # short either way: the swap pays for more than it takes
         wanted[model] = min(wanted[model], max(wanted[model] - rps, floor))
@@ -314,7 +314,7 @@ def within_limits(
 
     def rank(model: str) -> tuple[int, float, str]:
         share = have[model] / want[model] if want[model] > 0 else 1.0
-        return (-_priority(config, model), share, model)
+        return (-priority_of(config, model), share, model)
 
     admitted: set[int] = set()
     held: dict[int, HeldLaunch] = {}
@@ -343,7 +343,7 @@ def within_limits(
     )
 
 
-def _priority(config: Config, model: str) -> int:
+def priority_of(config: Config, model: str) -> int:
     """The model's `[[models]] priority` (0 for a model the config does not name)."""
     try:
         return config.model(model).priority

@@ -27,9 +27,29 @@ at low load the plan keeps its minimum replica on the cheapest node, which can s
 burst at thirty times the price per request of another type (docs/forecasting.md, "Fast
 loop between plan ticks", has the case that showed it). Each node must keep the fleet
 within the budget, every [[quotas]] cap and the most nodes a pool holds; what cannot
-be launched is a typed `Held`. It never drains or terminates (scale-down stays with
-the plan tick, so the two never flap), and it acts only in `daemon.approval_mode =
-"auto"` (a plan a person must approve is not bypassed) and never in a dry run.
+be launched is a typed `Held`. Models are served in `[[models]] priority` order (highest
+first, then by name), so a higher priority's launches take the budget first.
+
+It removes nodes for one reason only, strict priority under the budget: when a model's
+launch is held by the budget alone, nodes of lower-priority models give the budget up
+(`Yield`): the lowest priority first, within it nodes its own sustained load (at the planning
+utilisation) and its `min_replicas` do not need before those they do, the dearest first (fewest nodes), then
+nodes not serving yet (terminated at once) before ready ones (drained); just as many as free
+the launch's price, and none when all that may go together would not. Nodes a lower
+priority needs may go only while the higher one's load is beyond the whole rate of its
+capacity (overloaded now, not only into its planning headroom): with them going for headroom,
+on two Azure functions with the 8B on top the 70B's share served fell from 0.32 to 0.05 while
+the 8B's SLO was 1.000 either way. A node bills until it is gone, so the launch waits for them: the
+next checks hold it (counting the budget nodes already leaving will free, so nothing is
+yielded twice) and launch once they are gone. Each check also terminates the nodes whose
+drain has finished (any drain, the plan tick's too), so a drained node stops billing within
+a fast interval instead of a plan tick. Scale-down for cost stays with the plan tick, so the
+two never flap (the plan tick serves priorities in the same strict order). A plan tick
+before this drained lower priorities too, but the launch then waited up to a tick and a
+boot: on the Azure LLM pair with the 70B on top (`bench_priorities.py`) its load rose by
+44% in twelve minutes while the 8B's nodes served five times its load.
+The loop acts only in `daemon.approval_mode = "auto"` (a plan a person must approve is not
+bypassed) and never in a dry run.
 
 The launches go through the reconciler's journaled actuator like any other, so a
 crash between journal and cloud call is recovered the same way. The next plan tick
@@ -50,10 +70,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.config import Config
-from scheduler.decide.guards import CapacityOf, Held
+from scheduler.decide.guards import CapacityOf, Held, priority_of
 from scheduler.decide.planner import allowed, resolve_location
 from scheduler.domain import MAX_NODES_PER_POOL, HoldKind, Node, NodeState, Offering, Plan, Pool
-from scheduler.domain.actions import Launch
+from scheduler.domain.actions import Action, Drain, Launch, Terminate
 from scheduler.fleet.capacity import sample_sizes
 from scheduler.fleet.catalog import Catalog
 from scheduler.fleet.quotas import QuotaUse
@@ -69,6 +89,8 @@ _EPS = 1e-9
 # all together are checked instead (a config has a handful of regions).
 MAX_EXACT_REGIONS = 10
 _ALIVE = frozenset({NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY})
+# Nodes on their way out: they bill until gone, then free their price.
+_LEAVING = frozenset({NodeState.DRAINING, NodeState.TERMINATING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +109,17 @@ class Shortfall:
 
 
 @dataclass(frozen=True, slots=True)
+class Yield:
+    """A node of a lower priority given up so that a higher priority's launch fits the
+    budget: drained when it serves, terminated at once when it does not yet."""
+
+    action: Drain | Terminate  # what happens to the node
+    model: str  # the node's model (the lower priority)
+    to_model: str  # the model whose held launch it makes room for
+    needed: bool  # whether its model's sustained load needed it (strict priority took it)
+
+
+@dataclass(frozen=True, slots=True)
 class FastDecision:
     """What one fast check found and wants to do."""
 
@@ -94,6 +127,7 @@ class FastDecision:
     shortfalls: tuple[Shortfall, ...]  # per model, the worst set of regions short (before)
     launches: tuple[Launch, ...]  # nodes to launch now
     held: tuple[Held, ...]  # launches the limits or the approval mode held back
+    yields: tuple[Yield, ...] = ()  # lower-priority nodes given up to the budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +137,8 @@ class FastReport:
     decision: FastDecision  # what it decided
     launched: tuple[Launch, ...]  # launches the cloud accepted
     failed: tuple[tuple[Launch, str], ...]  # launches refused, with the error
+    yielded: tuple[Drain | Terminate, ...] = ()  # yields carried out
+    drained: tuple[Terminate, ...] = ()  # terminations of nodes whose drain had finished
 
 
 def observed_rates(sample: DemandSample, drain_s: float) -> dict[tuple[str, str], float]:
@@ -273,10 +309,12 @@ def decide_fast(
     limits = _Limits(config, catalog, inputs.billed, offer)
     launches: list[Launch] = []
     held: list[Held] = []
+    yields: list[Yield] = []
     by_model: defaultdict[str, dict[str, float]] = defaultdict(dict)
     for (model, region), rps in inputs.rates.items():
         by_model[model][region] = rps
-    for first in found:
+    # The highest priority first: its launches take the budget first.
+    for first in sorted(found, key=lambda s: (-priority_of(config, s.model), s.model)):
         model = first.model
         cap: defaultdict[str, float] = defaultdict(float)
         for n in inputs.nodes:
@@ -288,21 +326,55 @@ def decide_fast(
             blocked: set[HoldKind] = set()
             choice: Pool | None = None
             best: tuple[float, bool, int] | None = None
+            over_budget: tuple[tuple[float, bool, int], Pool] | None = None  # best held by it alone
             for rank, (pool, rps, in_plan) in enumerate(pools):
                 if _location(pool) not in near:
-                    continue
-                broken = limits.breaks(pool)
-                if broken:
-                    blocked |= broken
                     continue
                 # What closing the whole shortfall in this pool costs per hour.
                 usd = math.ceil(sf.short_rps / rps - _EPS) * offer[pool].usd_per_hour
                 key = (usd, not in_plan, rank)
+                broken = limits.breaks(pool)
+                if broken:
+                    blocked |= broken
+                    alone = broken == {HoldKind.BUDGET}
+                    if alone and (over_budget is None or key < over_budget[0]):
+                        over_budget = (key, pool)
+                    continue
                 if best is None or key < best:
                     best, choice = key, pool
             if choice is None:
                 per_node = max(_best_rps(model, inputs, capacity_of), _EPS)
                 nodes = max(1, math.ceil(sf.short_rps / per_node))
+                # Beyond its capacity's whole rate (not only the planning headroom) the
+                # model is overloaded now: then nodes a lower priority needs may go too.
+                util = config.planning.target_utilization
+                whole = {loc: c / util for loc, c in cap.items()}
+                overloaded = _worst(model, by_model[model], whole, reach) is not None
+                room = (
+                    _make_room(
+                        model,
+                        over_budget[1],
+                        overloaded,
+                        limits,
+                        inputs,
+                        config,
+                        capacity_of,
+                        reach,
+                    )
+                    if over_budget is not None
+                    else None
+                )
+                if room is not None:  # lower priorities leave (or are leaving) for it
+                    yields.extend(room)
+                    held.append(
+                        Held(
+                            HoldKind.BUDGET,
+                            nodes,
+                            f"fast launch of {model} waits for lower-priority nodes to leave"
+                            f" ({len(room)} yielded now): {_describe((sf,))}",
+                        )
+                    )
+                    break
                 held.extend(
                     Held(kind, nodes, f"fast launches held by the {kind.value}: {_describe((sf,))}")
                     for kind in sorted(blocked)
@@ -328,7 +400,105 @@ def decide_fast(
                     ),
                 )
             )
-    return FastDecision(inputs.now_s, found, tuple(launches), tuple(held))
+    return FastDecision(inputs.now_s, found, tuple(launches), tuple(held), tuple(yields))
+
+
+def _make_room(
+    model: str,
+    pool: Pool,
+    overloaded: bool,
+    limits: _Limits,
+    inputs: FastInputs,
+    config: Config,
+    capacity_of: CapacityOf,
+    reach: Mapping[str, frozenset[str]],
+) -> list[Yield] | None:
+    """Lower-priority nodes to give up so that one node of `model` in `pool` fits the
+    budget once they are gone (see the module docstring for the order); [] when the nodes
+    already leaving free enough, None when all those that may go together would not. Nodes
+    their own model's sustained load needs may go only when `model` is `overloaded`."""
+    budget = config.planning.budget_usd_per_hour
+    if budget is None:
+        return None
+    over = limits.usd_per_hour + limits.prices.get(pool, 0.0) - budget - limits.leaving
+    if over <= _EPS:
+        return []
+    rank = priority_of(config, model)
+    lower = [
+        n
+        for n in inputs.billed
+        if n.state in _ALIVE
+        and n.node_id not in limits.gone
+        and priority_of(config, n.model) < rank
+    ]
+    serving = {n.node_id for n in inputs.nodes}
+    cap: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for n in inputs.nodes:
+        if n.node_id not in limits.gone:
+            cap[n.model][_location(n.pool)] += capacity_of(n.model, n.pool)
+    rates: defaultdict[str, dict[str, float]] = defaultdict(dict)
+    for (m, region), rps in inputs.rates.items():
+        rates[m][region] = rps
+
+    alive = Counter(n.model for n in lower)
+
+    def floor(model: str) -> int:
+        try:
+            return config.model(model).min_replicas
+        except KeyError:
+            return 0
+
+    def needed(n: Node) -> bool:
+        """Whether the node's model needs it: its sustained load or its `min_replicas`
+        (no reading: assume so)."""
+        if n.model not in rates or alive[n.model] - 1 < floor(n.model):
+            return True
+        if n.node_id not in serving:
+            return False
+        left = defaultdict(float, cap[n.model])
+        left[_location(n.pool)] -= capacity_of(n.model, n.pool)
+        return _worst(n.model, rates[n.model], left, reach) is not None
+
+    out: list[Yield] = []
+    taken: list[Node] = []
+    freed = 0.0
+    while freed < over - _EPS:
+        candidates = [(needed(n), n) for n in lower]
+        candidates = [(need, n) for need, n in candidates if overloaded or not need]
+        if not candidates:
+            for n in taken:  # not enough may go: nothing goes
+                limits.gone.discard(n.node_id)
+            return None
+        need, victim = min(
+            candidates,
+            key=lambda c: (
+                priority_of(config, c[1].model),
+                c[0],
+                -limits.prices.get(c[1].pool, 0.0),
+                c[1].state is NodeState.READY,
+                c[1].node_id,
+            ),
+        )
+        lower.remove(victim)
+        alive[victim.model] -= 1
+        if victim.node_id in serving:
+            cap[victim.model][_location(victim.pool)] -= capacity_of(victim.model, victim.pool)
+        why = (
+            f"fast loop: yields to {model} (priority {rank}), whose launch the budget holds;"
+            f" {victim.model} is priority {priority_of(config, victim.model)}"
+        )
+        action: Drain | Terminate = (
+            Drain(victim.node_id, reason=why)
+            if victim.state is NodeState.READY
+            else Terminate(victim.node_id, reason=why)
+        )
+        out.append(Yield(action, victim.model, model, need))
+        freed += limits.prices.get(victim.pool, 0.0)
+        taken.append(victim)
+        limits.gone.add(victim.node_id)
+    for n in taken:
+        limits.leave(n)
+    return out
 
 
 def _describe(found: Sequence[Shortfall]) -> str:
@@ -405,6 +575,10 @@ class _Limits:
         self.usd_per_hour = sum(prices.get(n.pool, 0.0) for n in billed)
         self.in_pool: Counter[Pool] = Counter(n.pool for n in billed if n.state in _ALIVE)
         self.quotas = QuotaUse(config.quotas, catalog.instance_types, (n.pool for n in billed))
+        # What the nodes already on their way out will free once gone, and the nodes given
+        # up by this decision.
+        self.leaving = math.fsum(prices.get(n.pool, 0.0) for n in billed if n.state in _LEAVING)
+        self.gone: set[str] = set()
 
     def breaks(self, pool: Pool) -> set[HoldKind]:
         """The limits one more node in `pool` would break."""
@@ -423,6 +597,11 @@ class _Limits:
         self.usd_per_hour += self.prices.get(pool, 0.0)
         self.in_pool[pool] += 1
         self.quotas.add(pool)
+
+    def leave(self, node: Node) -> None:
+        """Count `node` as on its way out: it bills until gone, then frees its price."""
+        self.leaving += self.prices.get(node.pool, 0.0)
+        self.gone.add(node.node_id)
 
 
 class FastLoop:
@@ -451,10 +630,12 @@ class FastLoop:
         return self._reach[1]
 
     async def check(self, now_s: float) -> FastReport:
-        """One fast check: read the load; when a model is short of capacity, look at the
-        cloud and launch. Cheap when nothing is short (no cloud call)."""
+        """One fast check: terminate the nodes whose drain has finished; read the load; when
+        a model is short of capacity, look at the cloud and launch (or make room under the
+        budget). Cheap when nothing is short and nothing drains (no cloud call)."""
         rec = self.reconciler
-        empty = FastReport(FastDecision(now_s, (), (), ()), (), ())
+        drained = await self._finish_drains(now_s)
+        empty = FastReport(FastDecision(now_s, (), (), ()), (), (), drained=drained)
         try:
             sample: object = await rec.metrics.demand(now_s)
         except Exception as exc:  # a broken load signal: no information, no action
@@ -527,13 +708,27 @@ class FastLoop:
                 capacity_rps=sf.capacity_rps,
             )
         held_events(log, "fast_held", now_s, decision.held)
-        if not decision.launches:
-            return FastReport(decision, (), ())
-        result = await rec.actuator.execute(decision.launches, now_s)
+        for y in decision.yields:
+            event(
+                log,
+                logging.INFO,
+                "fast_yield",
+                now_s=round(now_s),
+                node_id=y.action.node_id,
+                model=y.model,
+                to_model=y.to_model,
+                needed=y.needed,
+                action=type(y.action).__name__.lower(),
+            )
+        todo: list[Action] = [*(y.action for y in decision.yields), *decision.launches]
+        if not todo:
+            return FastReport(decision, (), (), drained=drained)
+        result = await rec.actuator.execute(todo, now_s)
         for pool in result.exhausted_pools:
             rec.cool(pool, now_s)
         failed = tuple((a, msg) for a, msg in result.failed if isinstance(a, Launch))
         done = tuple(a for a in result.done if isinstance(a, Launch))
+        yielded = tuple(a for a in result.done if isinstance(a, Drain | Terminate))
         for a in done:
             self.launches_by_model[a.model] += 1
             event(
@@ -546,4 +741,16 @@ class FastLoop:
                 pool=a.pool.key,
                 reason=a.reason,
             )
-        return FastReport(decision, done, failed)
+        return FastReport(decision, done, failed, yielded, drained)
+
+    async def _finish_drains(self, now_s: float) -> tuple[Terminate, ...]:
+        """Terminate the draining nodes whose drain is over (no store read beyond the live
+        nodes, no call at all when none drains)."""
+        rec = self.reconciler
+        if not any(n.state is NodeState.DRAINING for n in rec.store.live_nodes()):
+            return ()
+        todo = await rec.finish_drains(now_s)
+        if not todo:
+            return ()
+        result = await rec.actuator.execute(todo, now_s)
+        return tuple(a for a in result.done if isinstance(a, Terminate))

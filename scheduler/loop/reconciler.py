@@ -741,8 +741,10 @@ class Reconciler:
 
     # -- act --------------------------------------------------------------------------------
 
-    async def _finish_drains(self, now_s: float) -> list[Action]:
-        actions: list[Action] = []
+    async def finish_drains(self, now_s: float) -> list[Terminate]:
+        """Terminations of the draining nodes whose in-flight requests are done or whose
+        `guards.drain_timeout_s` has passed (the plan tick's and the fast loop's)."""
+        actions: list[Terminate] = []
         deadline_s = self.config.guards.drain_timeout_s
         for node in self.store.live_nodes():
             if node.state is NodeState.DRAINING:
@@ -840,7 +842,7 @@ class Reconciler:
             )
             self.approval.ask(plan_id, plan)
         orphans = tuple(Terminate(n, reason=why) for n, why in self._orphans.items())
-        todo = (*orphans, *decision.actions, *(await self._finish_drains(now_s)))
+        todo = (*orphans, *decision.actions, *(await self.finish_drains(now_s)))
         outcomes, exhausted = await self._act(todo, now_s, obs)
         held = (*self.health.held_now, *decision.held_back)
         final = decision

@@ -226,6 +226,13 @@ class Telemetry:
             ["model"],
             registry=r,
         )
+        self.fast_yields = Counter(
+            "capsched_fast_yields",
+            "Nodes of a lower priority the fast loop gave up so that a higher priority's"
+            " launch fits the budget, by the node's model and the model it made room for.",
+            ["model", "to_model"],
+            registry=r,
+        )
         self.launches_held = Gauge(
             "capsched_launches_held",
             "1 while the latest tick's launches were held back (or its plan cut short) by"
@@ -344,11 +351,17 @@ class Telemetry:
         self.tick_duration.observe(duration_s)
 
     def record_fast(self, report: FastReport) -> None:
-        """One fast check: its accepted launches by model, its launch actions by result,
-        and what the limits held back."""
+        """One fast check: its accepted launches by model, its actions by kind and result,
+        the lower-priority nodes it gave up, and what the limits held back."""
         for launch in report.launched:
             self.fast_launches.labels(launch.model).inc()
             self.actions.labels("launch", "ok").inc()
+        done = {a.node_id for a in report.yielded}
+        for y in report.decision.yields:
+            if y.action.node_id in done:
+                self.fast_yields.labels(y.model, y.to_model).inc()
+        for action in (*report.yielded, *report.drained):
+            self.actions.labels(type(action).__name__.lower(), "ok").inc()
         for _ in report.failed:
             self.actions.labels("launch", "failed").inc()
         for held in report.decision.held:
