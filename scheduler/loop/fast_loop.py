@@ -32,22 +32,21 @@ first, then by name), so a higher priority's launches take the budget first.
 
 It removes nodes for one reason only, strict priority under the budget: when a model's
 launch is held by the budget alone, nodes of lower-priority models give the budget up
-(`Yield`): the lowest priority first, within it nodes its own sustained load (at the planning
-utilisation) and its `min_replicas` do not need before those they do, the dearest first (fewest nodes), then
-nodes not serving yet (terminated at once) before ready ones (drained); just as many as free
-the launch's price, and none when all that may go together would not. Nodes a lower
-priority needs may go only while the higher one's load is beyond the whole rate of its
-capacity (overloaded now, not only into its planning headroom): with them going for headroom,
-on two Azure functions with the 8B on top the 70B's share served fell from 0.32 to 0.05 while
-the 8B's SLO was 1.000 either way. A node bills until it is gone, so the launch waits for them: the
-next checks hold it (counting the budget nodes already leaving will free, so nothing is
-yielded twice) and launch once they are gone. Each check also terminates the nodes whose
-drain has finished (any drain, the plan tick's too), so a drained node stops billing within
-a fast interval instead of a plan tick. Scale-down for cost stays with the plan tick, so the
-two never flap (the plan tick serves priorities in the same strict order). A plan tick
-before this drained lower priorities too, but the launch then waited up to a tick and a
-boot: on the Azure LLM pair with the 70B on top (`bench_priorities.py`) its load rose by
-44% in twelve minutes while the 8B's nodes served five times its load.
+(`Yield`). The lowest priority first; within it the nodes its sustained load (at the
+planning utilisation) and its `min_replicas` do not need before those they do, the dearest
+first (fewest nodes), then nodes not serving yet (terminated at once) before ready ones
+(drained); just as many as free the launch's price, and none when all that may go together
+would not. Nodes a lower priority needs may go only while the higher one's load is beyond
+the whole rate of its capacity (overloaded now, not only into its planning headroom): with
+them going for headroom, on two Azure functions with the 8B on top the 70B's share served
+fell from 0.32 to 0.05 while the 8B's SLO was 1.000 either way. A node bills until it is
+gone, so the launch waits: the next checks hold it (counting what the nodes already leaving
+will free, so nothing is yielded twice) and launch once they are gone. Each check also
+terminates the nodes whose drain has finished (any drain, the plan tick's too), so a drained
+node stops billing within a fast interval instead of at the next plan tick. Scale-down for
+cost stays with the plan tick, so the two never flap (the plan tick serves priorities in the
+same strict order, but a launch it holds for the budget waits a tick for its drains and then
+a boot). docs/solver.md, "A higher priority's rise between ticks", has the measurements.
 The loop acts only in `daemon.approval_mode = "auto"` (a plan a person must approve is not
 bypassed) and never in a dry run.
 
@@ -634,7 +633,10 @@ class FastLoop:
         a model is short of capacity, look at the cloud and launch (or make room under the
         budget). Cheap when nothing is short and nothing drains (no cloud call)."""
         rec = self.reconciler
-        drained = await self._finish_drains(now_s)
+        live = rec.store.live_nodes()
+        drained = await self._finish_drains(now_s, live)
+        if drained:
+            live = rec.store.live_nodes()
         empty = FastReport(FastDecision(now_s, (), (), ()), (), (), drained=drained)
         try:
             sample: object = await rec.metrics.demand(now_s)
@@ -663,9 +665,7 @@ class FastLoop:
             )
         )
         noticed = set(rec.notices)
-        known = tuple(
-            n for n in rec.store.live_nodes() if n.state in _ALIVE and n.node_id not in noticed
-        )
+        known = tuple(n for n in live if n.state in _ALIVE and n.node_id not in noticed)
         # Nodes count at the sustained mean request size of their model (the reference
         # request where the source gives no sizes), as the planner counts them.
         sizes = sample_sizes(DemandSample(now_s, rates, input_tokens=inp, output_tokens=out))
@@ -743,11 +743,11 @@ class FastLoop:
             )
         return FastReport(decision, done, failed, yielded, drained)
 
-    async def _finish_drains(self, now_s: float) -> tuple[Terminate, ...]:
-        """Terminate the draining nodes whose drain is over (no store read beyond the live
-        nodes, no call at all when none drains)."""
+    async def _finish_drains(self, now_s: float, live: Sequence[Node]) -> tuple[Terminate, ...]:
+        """Terminate the draining nodes whose drain is over (`live`: the store's live nodes;
+        no call at all when none drains)."""
         rec = self.reconciler
-        if not any(n.state is NodeState.DRAINING for n in rec.store.live_nodes()):
+        if not any(n.state is NodeState.DRAINING for n in live):
             return ()
         todo = await rec.finish_drains(now_s)
         if not todo:
