@@ -8,10 +8,12 @@ Every shared request trace of `bench_simulate.py` (same worlds: embedded config 
 its budget, the SkyPilot spot-trace scenario, scaled to N GPUs at peak) is replayed with
 each policy at every value of its own knob:
 
-* capsched: `forecast.plan_quantile` (the forecast quantile its band starts from) and
+* capsched: `forecast.plan_quantile` (the forecast quantile its band starts from),
   `forecast.band_feedback_target` (the overload share its band feedback aims at, which with
-  the feedback on is what sets the SLO it buys), each swept at the other's default; its
-  curve is the efficient points of both;
+  the feedback on is what sets the SLO it buys) and `planning.robustness_fraction` (the
+  share of the load kept after the loss of a spot failure domain: what a loss during a
+  rise the forecast missed costs), each swept at the others' defaults; its curve is the
+  efficient points of all three;
 * reactive: `planning.target_utilization` (how full it runs its nodes);
 * spothedge: `num_overprovision` (spot replicas beyond the target);
 * static-peak and the oracle have no knob: one run each.
@@ -54,6 +56,11 @@ def band_target(world: World, target: float) -> World:
     return replace(world, config=world.config.model_copy(update={"forecast": forecast}))
 
 
+def robustness(world: World, share: float) -> World:
+    planning = world.config.planning.model_copy(update={"robustness_fraction": share})
+    return replace(world, config=world.config.model_copy(update={"planning": planning}))
+
+
 def target_utilization(world: World, u: float) -> World:
     planning = world.config.planning.model_copy(update={"target_utilization": u})
     return replace(world, config=world.config.model_copy(update={"planning": planning}))
@@ -71,6 +78,7 @@ SWEEPS: dict[str, tuple[Sweep, ...]] = {
     "capsched": (
         ("plan_quantile", plan_quantile, (0.8, 0.9, 0.95, 0.98, 0.995)),
         ("band_feedback_target", band_target, (0.004, 0.008, 0.03, 0.06)),
+        ("robustness_fraction", robustness, (0.7, 0.9, 1.0)),
     ),
     "reactive": (("target_utilization", target_utilization, (0.5, 0.6, 0.7, 0.85, 0.95)),),
     "spothedge": (("num_overprovision", overprovision, (0, 1, 2, 3)),),
