@@ -720,6 +720,34 @@ def test_nothing_yields_when_all_lower_nodes_together_would_not_free_enough() ->
     assert [h.kind for h in out.held] == [HoldKind.BUDGET]
 
 
+def test_the_room_a_higher_priority_waits_for_is_not_taken_by_a_lower_one() -> None:
+    # MODEL cannot serve on spot here, so its launch is on demand; LOW's is spot. The
+    # budget has room for LOW's spot node and not for MODEL's on-demand one until the
+    # leaving node is gone: MODEL's launch waits, and LOW must not take its room.
+    def capacity_of(model: str, pool: Pool) -> float:
+        return 0.0 if model == MODEL and pool.market is Market.SPOT else NODE_RPS
+
+    budget = 3 * price(OD_POOL) + price(SPOT_POOL) + 0.01
+    data = two_priorities(3.0).model_dump()
+    data["planning"]["budget_usd_per_hour"] = budget
+    config = Config.model_validate(data)
+    fleet = (
+        node("hi", MODEL),
+        node("lo-leaving", LOW, NodeState.TERMINATING),
+        node("lo", LOW),
+    )
+    two = tuple(o for o in CATALOG.offerings if o.pool in (OD_POOL, SPOT_POOL))
+    base = replace(inputs(0.0, fleet), offerings=two, nodes=(fleet[0], fleet[2]))
+    rated = replace(base, rates={(MODEL, REGION): 5.5, (LOW, REGION): 7.0})
+    out = decide_fast(rated, config, CATALOG, capacity_of, region_reach(config, CATALOG), ids())
+    assert out.launches == () and out.yields == ()
+    assert [h.kind for h in out.held] == [HoldKind.BUDGET, HoldKind.BUDGET]
+    # Without MODEL's wait LOW's spot node fits the budget.
+    alone = replace(rated, rates={(LOW, REGION): 7.0})
+    out = decide_fast(alone, config, CATALOG, capacity_of, region_reach(config, CATALOG), ids())
+    assert [(a.model, a.pool) for a in out.launches] == [(LOW, SPOT_POOL)]
+
+
 class TwoLoads:
     def __init__(self, rates: dict[str, float]) -> None:
         self.rates = rates

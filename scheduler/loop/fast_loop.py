@@ -349,22 +349,18 @@ def decide_fast(
                 util = config.planning.target_utilization
                 whole = {loc: c / util for loc, c in cap.items()}
                 overloaded = _worst(model, by_model[model], whole, reach) is not None
+                waiting = over_budget[1] if over_budget is not None else None
                 room = (
                     _make_room(
-                        model,
-                        over_budget[1],
-                        overloaded,
-                        limits,
-                        inputs,
-                        config,
-                        capacity_of,
-                        reach,
+                        model, waiting, overloaded, limits, inputs, config, capacity_of, reach
                     )
-                    if over_budget is not None
+                    if waiting is not None
                     else None
                 )
-                if room is not None:  # lower priorities leave (or are leaving) for it
+                if waiting is not None and room is not None:  # lower priorities make room
                     yields.extend(room)
+                    # The room is the launch's: no lower priority may take it meanwhile.
+                    limits.reserve(waiting)
                     held.append(
                         Held(
                             HoldKind.BUDGET,
@@ -596,6 +592,10 @@ class _Limits:
         self.usd_per_hour += self.prices.get(pool, 0.0)
         self.in_pool[pool] += 1
         self.quotas.add(pool)
+
+    def reserve(self, pool: Pool) -> None:
+        """Count a node in `pool` that waits for room against the budget (not launched)."""
+        self.usd_per_hour += self.prices.get(pool, 0.0)
 
     def leave(self, node: Node) -> None:
         """Count `node` as on its way out: it bills until gone, then frees its price."""
