@@ -638,6 +638,8 @@ class _Ticks:
     async def fast_check(self, at: float) -> None:
         """A fast check at `at` (scheduler.loop.fast_loop)."""
         assert self.fast is not None
+        if not self.fast.launches and not self.draining:
+            return  # nothing to launch, nothing draining: no store read
         set_virtual_clock(lambda: at)
         with self._store.transaction():
             report = await self.fast.check(at)
@@ -778,10 +780,12 @@ async def replay(
         sleep=_no_sleep,
         health_probe=SimHealthProbe(cloud),
     )
-    # The fast loop between ticks (scheduler.loop.fast_loop), for capsched's own policies: a
-    # baseline's plan would cancel its launches as nodes it does not want.
+    # The fast loop between ticks (scheduler.loop.fast_loop). Its launches are capsched's own
+    # policies' (a baseline's plan would cancel them as nodes it does not want); its drain
+    # finishing is the reconciler's, the same for every policy: a baseline's drained nodes
+    # stop billing as soon as capsched's do.
     fast_s = cfg.scheduler.fast_interval_s
-    fast = FastLoop(reconciler) if fast_s > 0 and isinstance(policy, CapschedPolicy) else None
+    fast = FastLoop(reconciler, launches=isinstance(policy, CapschedPolicy)) if fast_s > 0 else None
     run = _Ticks(
         reconciler, store, drainer, fast, info.keys, by_size.routes.update if by_size else None
     )

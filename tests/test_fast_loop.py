@@ -813,3 +813,36 @@ async def test_between_ticks_a_lower_priority_drains_and_the_higher_one_launches
     )
     assert counted == len(yielded)
     store.close()
+
+
+def _drain_waits(db: Path) -> list[float]:
+    """Per drained node, the seconds from the start of its drain to its termination."""
+    store = StateStore(db)
+    began: dict[str, float] = {}
+    waits = []
+    for e in store.events():
+        if e["new"] == NodeState.DRAINING.value:
+            began[e["node_id"]] = e["at_s"]
+        elif e["new"] == NodeState.TERMINATING.value and e["node_id"] in began:
+            waits.append(e["at_s"] - began.pop(e["node_id"]))
+    store.close()
+    return waits
+
+
+async def test_every_policys_drained_nodes_stop_billing_at_the_next_fast_check(
+    tmp_path: Path,
+) -> None:
+    """Drain finishing is the reconciler's, the same for capsched and a baseline: with the
+    fast loop on, a drained node is terminated within a fast interval or two of its drain,
+    not at the next plan tick (300 s)."""
+    demand = [40.0] * 10 + [1.0] * 40
+    for policy in ("capsched", "reactive"):
+        waits = {}
+        for fast_s in (30.0, 0.0):
+            w = world(small_config(fast_interval_s=fast_s), demand)
+            db = tmp_path / f"{policy}-{fast_s}.db"
+            await replay(w, policy, db)
+            waits[fast_s] = _drain_waits(db)
+        assert waits[30.0] and waits[0.0], policy  # the load drop drains nodes either way
+        assert max(waits[30.0]) <= 60.0, policy
+        assert min(waits[0.0]) >= 300.0 - 1e-6, policy

@@ -607,8 +607,11 @@ class FastLoop:
     """Runs the fast check against a reconciler's edges (its metrics source, store,
     provider and actuator); one per reconciler."""
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, *, launches: bool = True) -> None:
         self.reconciler = reconciler
+        # False: the check only finishes drains (the simulator's baselines: the reconciler's
+        # drain handling is the same for every policy, the launches are capsched's own).
+        self.launches = launches
         self._reach: tuple[Config, dict[str, frozenset[str]]] | None = None  # per config
         self.sustained = SustainedRates(reconciler.config.scheduler.fast_sustain_s)
         # Request sizes must last as the rate must: per series the lightest reading of
@@ -638,6 +641,8 @@ class FastLoop:
         if drained:
             live = rec.store.live_nodes()
         empty = FastReport(FastDecision(now_s, (), (), ()), (), (), drained=drained)
+        if not self.launches:
+            return empty
         try:
             sample: object = await rec.metrics.demand(now_s)
         except Exception as exc:  # a broken load signal: no information, no action
