@@ -437,9 +437,10 @@ def _make_room(
 
     alive = Counter(n.model for n in lower)
 
-    def floor(model: str) -> int:
+    def floor(name: str) -> int:
+        """The model's `min_replicas` (0 for a model the config does not name)."""
         try:
-            return config.model(model).min_replicas
+            return config.model(name).min_replicas
         except KeyError:
             return 0
 
