@@ -1,6 +1,8 @@
 """The fast loop (scheduler.loop.fast_loop): between plan ticks, load beyond ready + booting
 capacity launches nodes at once into the plan's cheapest pools, within the budget and
-quotas, never removing any; the same code in the daemon and the simulator."""
+quotas; under a budget a higher priority's held launch makes lower-priority nodes leave, and
+every check terminates the nodes whose drain is over; the same code in the daemon and the
+simulator."""
 
 from __future__ import annotations
 
