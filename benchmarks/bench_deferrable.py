@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_simulate import TRACES
+from scratch import scratch_db
 
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import run_policy
@@ -76,7 +77,12 @@ def main() -> None:
     parser.add_argument("--deadline-h", type=float, default=6.0)
     parser.add_argument("--fleet-gpus", type=float, default=40.0)
     parser.add_argument("--policies", default="capsched,reactive,static-peak")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-deferrable.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("deferrable"),
+        help="state database (default: a fresh one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:

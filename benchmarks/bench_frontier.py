@@ -36,6 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench_simulate import TRACES, cut, unbudgeted_config
+from scratch import scratch_db
 from tqdm import tqdm
 
 from simulations.engine import World, run_policy
@@ -161,7 +162,12 @@ def main() -> None:
     parser.add_argument("--max-days", type=float, default=1.0, help="cut longer traces")
     parser.add_argument("--target", type=float, default=0.995, help="SLO attainment compared at")
     parser.add_argument("--plot", type=Path, default=Path("frontier.png"), help="plot file")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-frontier.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("frontier"),
+        help="state database (default: a fresh one)",
+    )
     parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
     args = parser.parse_args()
     config = args.config or unbudgeted_config(Path(tempfile.mkdtemp()))

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from bench_simulate import TRACES, cut, days, unbudgeted_config
+from scratch import scratch_db
 
 from simulations.engine import RunResult, run_policy
 from simulations.scenario import (
@@ -75,7 +76,12 @@ def main() -> None:
     parser.add_argument("--fleet-gpus", default="20", help="comma-separated GPU targets")
     parser.add_argument("--policies", default="capsched,spothedge,reactive,static-peak")
     parser.add_argument("--max-days", type=float, default=1.0, help="cut longer traces")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prices.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("prices"),
+        help="state database (default: a fresh one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if spot_prices_dir() is None:

@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_simulate import FUNCS, SHARED
+from scratch import scratch_db
 
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import RunResult, World, run_policy
@@ -141,7 +142,12 @@ def main() -> None:
         default=None,
         help="capsched's guards.spot_storm_pools (default: the embedded config's)",
     )
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-prio.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("priorities"),
+        help="state database (default: a fresh one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the tables only, not the replays' warnings
     policies = args.policies.split(",")

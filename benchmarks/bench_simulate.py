@@ -37,6 +37,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from scratch import scratch_db
+
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import RunResult, World, run_policy
 from simulations.roster import policy_names
@@ -205,7 +207,12 @@ def main() -> None:
     parser.add_argument("--speed-gpus", type=float, default=50.0, help="fleet of the speed run")
     parser.add_argument("--speed-only", action="store_true", help="skip the cost part")
     parser.add_argument("--cost-only", action="store_true", help="skip the speed part")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("simulate"),
+        help="state database (default: a fresh one)",
+    )
     parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
     args = parser.parse_args()
     if args.config is None:

@@ -26,8 +26,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from bench_simulate import TRACES, cut, unbudgeted_config
+from scratch import scratch_db
+
 from adapters.sim import load_spot_trace
-from benchmarks.bench_simulate import TRACES, cut, unbudgeted_config
 from scheduler.domain import NodeState
 from scheduler.loop.store import StateReader
 from simulations.engine import run_policy
@@ -132,7 +134,12 @@ def main() -> None:
     parser.add_argument("--traces", default="azure-llm-conv", help="comma-separated, or all")
     parser.add_argument("--fleet-gpus", default="20,200", help="comma-separated GPU targets")
     parser.add_argument("--max-days", type=float, default=1.0, help="cut longer traces")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-spot-losses.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("spot-losses"),
+        help="state database (default: a fresh one)",
+    )
     parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scratch import scratch_db
 
 from scheduler.domain import Market
 from scheduler.fleet.capacity import node_rps
@@ -129,7 +130,12 @@ def main() -> None:
         "--artifact-window", action="store_true", help="only the artifact's window (day 0.9486)"
     )
     parser.add_argument("--policies", default="capsched,spothedge,oracle")
-    parser.add_argument("--db", type=Path, default=Path("/tmp/capsched-bench-spothedge.db"))
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=scratch_db("spothedge"),
+        help="state database (default: a fresh one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     policies = args.policies.split(",")
