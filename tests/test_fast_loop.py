@@ -47,7 +47,7 @@ from scheduler.loop.fast_loop import (
 )
 from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import StateStore
-from scheduler.ports.metrics import DemandSample
+from scheduler.ports.metrics import DemandSample, MetricsSource
 from scheduler.ports.provider import Transient
 from scheduler.service.daemon import Daemon
 from scheduler.service.telemetry import Telemetry
@@ -315,13 +315,12 @@ class Load:
         return DemandSample(now_s, {(MODEL, REGION): self.rps})
 
 
-async def test_the_daemon_launches_between_ticks_and_the_next_tick_keeps_the_nodes(
-    tmp_path: Path,
-) -> None:
-    config = small_config(state_db=str(tmp_path / "state.db"))
-    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=600)
+def simulated_daemon(
+    config: Config, load: MetricsSource, *, boot_time_s: float
+) -> tuple[Daemon, StateStore, Clock, Telemetry]:
+    """A daemon on a simulated cloud whose time follows the daemon's clock."""
+    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=boot_time_s)
     store = StateStore(config.scheduler.state_db)
-    load = Load(2.0)
     telemetry = Telemetry()
     rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
     clock = Clock()
@@ -338,6 +337,15 @@ async def test_the_daemon_launches_between_ticks_and_the_next_tick_keeps_the_nod
         advance=advance,
         telemetry=telemetry,
     )
+    return daemon, store, clock, telemetry
+
+
+async def test_the_daemon_launches_between_ticks_and_the_next_tick_keeps_the_nodes(
+    tmp_path: Path,
+) -> None:
+    config = small_config(state_db=str(tmp_path / "state.db"))
+    load = Load(2.0)
+    daemon, store, clock, telemetry = simulated_daemon(config, load, boot_time_s=600)
     assert await daemon.tick_once() is not None
     before = {n.node_id for n in store.live_nodes()}
     clock.now = 30.0
@@ -772,25 +780,8 @@ async def test_between_ticks_a_lower_priority_drains_and_the_higher_one_launches
             )
         }
     )
-    cloud = SimCloud(CATALOG.offerings, CATALOG.instance_types, boot_time_s=0)
-    store = StateStore(config.scheduler.state_db)
     load = TwoLoads({MODEL: 1.0, LOW: 1.0})
-    telemetry = Telemetry()
-    rec = build_scheduler(config, provider=cloud, metrics=load, store=store, sleep=no_sleep)
-    clock = Clock()
-
-    async def advance(now_s: float) -> None:
-        cloud.advance_to(now_s)
-
-    daemon = Daemon(
-        config=config,
-        config_path=None,
-        reconciler=rec,
-        store=store,
-        clock=clock,
-        advance=advance,
-        telemetry=telemetry,
-    )
+    daemon, store, clock, telemetry = simulated_daemon(config, load, boot_time_s=0)
     assert await daemon.tick_once() is not None
     low_before = {n.node_id for n in store.live_nodes() if n.model == LOW}
     assert low_before

@@ -461,9 +461,7 @@ def _make_room(
     while freed < over - _EPS:
         candidates = [(needed(n), n) for n in lower]
         candidates = [(need, n) for need, n in candidates if overloaded or not need]
-        if not candidates:
-            for n in taken:  # not enough may go: nothing goes
-                limits.gone.discard(n.node_id)
+        if not candidates:  # not enough may go: nothing goes (limits untouched so far)
             return None
         need, victim = min(
             candidates,
@@ -491,7 +489,6 @@ def _make_room(
         out.append(Yield(action, victim.model, model, need))
         freed += limits.prices.get(victim.pool, 0.0)
         taken.append(victim)
-        limits.gone.add(victim.node_id)
     for n in taken:
         limits.leave(n)
     return out
