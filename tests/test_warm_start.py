@@ -3,17 +3,29 @@ store recorded before the process started (`Reconciler.warm_start`)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
 import builders
 import numpy as np
+import pytest
 from fakes import no_sleep
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.sim import SimCloud
 from scheduler.decide.policy import CapschedPolicy
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
+from scheduler.forecast.band_feedback import (
+    HISTORY,
+    SCALE_MAX,
+    SCALE_MIN,
+    BandMemory,
+    BandScale,
+)
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.store import DemandRecord, StateStore
 from scheduler.ports.metrics import DemandSample
@@ -101,3 +113,83 @@ async def test_a_restarted_reconciler_learns_from_the_recorded_demand(tmp_path: 
     obs = builders.observation(now, rps={KEY: rates[-1]})
     assert second.policy.planned_demand(obs) == first.policy.planned_demand(obs)
     store.close()
+
+
+async def test_a_restarted_reconciler_plans_the_band_it_had_learnt(tmp_path: Path) -> None:
+    # Steady load narrows the band (`[forecast] band_feedback`); a restart on the same
+    # database takes the narrowed band up instead of planning the plain quantile again.
+    cfg = builders.fleet_config()
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
+    store = StateStore(tmp_path / "state.db")
+    rates = _daily(40, seed=5)
+
+    class Trace:
+        def __init__(self) -> None:
+            self.i = 0
+
+        async def demand(self, now_s: float) -> DemandSample:
+            return DemandSample(now_s, {KEY: rates[self.i]})
+
+    trace = Trace()
+    first = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    tick = cfg.scheduler.tick_interval_s
+    for i in range(len(rates) - 1):
+        trace.i = i
+        cloud.advance_to(i * tick)
+        await first.tick(i * tick)
+    learnt = first.policy.band_scales()[builders.MODEL]
+    assert learnt < 0.9  # the band narrowed
+    second = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    cold = build_scheduler(
+        cfg, provider=cloud, metrics=trace, store=StateStore(tmp_path / "cold.db"), sleep=no_sleep
+    )
+    second.warm_start()
+    cold.warm_start()
+    assert second.policy.band_scales()[builders.MODEL] == learnt
+    obs = builders.observation((len(rates) - 1) * tick, rps={KEY: rates[-1]})
+    expected = first.policy.planned_demand(obs)
+    assert second.policy.planned_demand(obs) == expected
+    # Without the stored band the restart plans wider, as if it had never learnt.
+    cold.policy.warm_start(store.demand_samples())
+    assert cold.policy.planned_demand(obs)[0].rps > expected[0].rps
+    store.close()
+
+
+def test_an_unreadable_band_record_is_logged_and_the_band_learns_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path / "state.db")
+    memory = BandMemory({"m": 0.7}, {"m": {12: 80.0, 13: None}})
+    store.record_band_memory("capsched", 3600.0, memory)
+    assert store.band_memory("capsched") == memory
+    assert store.band_memory("reactive") is None
+    with store.transaction():
+        store.db.execute('update band_memory set memory = \'{"scales": {"m": "wide"}}\'')
+    with caplog.at_level(logging.WARNING):
+        assert store.band_memory("capsched") is None
+    assert "band_memory_unreadable policy=capsched" in caplog.text
+    store.close()
+
+
+@given(
+    st.dictionaries(st.text(min_size=1, max_size=8), st.floats(-1e6, 1e6), max_size=4),
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.dictionaries(st.integers(-(10**9), 10**9), st.none() | st.floats(0, 1e9), max_size=12),
+        max_size=4,
+    ),
+)
+def test_a_restored_band_is_what_was_learnt_within_its_limits(
+    scales: dict[str, float], planned: dict[str, dict[int, float | None]]
+) -> None:
+    memory = BandMemory(scales, planned)
+    assert BandMemory.from_json(json.loads(json.dumps(memory.to_json()))) == memory
+    band = BandScale(target=0.015)
+    band.restore(memory)
+    for model, value in scales.items():
+        assert band.scale(model) == min(max(value, SCALE_MIN), SCALE_MAX)
+    kept = band.memory().planned
+    for model, plans in planned.items():
+        # The most recent plans are kept, as many as the band remembers.
+        assert kept.get(model, {}) == {s: plans[s] for s in sorted(plans)[-HISTORY:]}

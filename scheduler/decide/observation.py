@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from scheduler.domain import Node, NodeState, Offering, Plan, Pool
+from scheduler.forecast.band_feedback import BandMemory
 from scheduler.ports.metrics import DemandSample
 from scheduler.ports.provider import InterruptionNotice
 
@@ -88,6 +89,15 @@ class Policy(Protocol):
         earlier ticks saw) as if those ticks had run; returns the ticks learnt from."""
         ...
 
+    def band_memory(self) -> BandMemory | None:
+        """What the policy's forecast band has learnt from its past plans, for the store to
+        keep across a restart; None for a policy without a learnt band."""
+        ...
+
+    def restore_band(self, memory: BandMemory) -> None:
+        """Take up a band memory stored before a restart (`band_memory`)."""
+        ...
+
     def reconfigure(self, config: Config) -> None:
         """Decide with `config` (already checked) from the next tick on."""
         ...
@@ -129,6 +139,13 @@ class PolicyBase:
     def warm_start(self, history: Sequence[DemandSample]) -> int:
         """Nothing learnt from history."""
         return 0
+
+    def band_memory(self) -> BandMemory | None:
+        """No learnt band."""
+        return None
+
+    def restore_band(self, memory: BandMemory) -> None:
+        """No band to restore."""
 
     def reconfigure(self, config: Config) -> None:
         """Keep deciding as built: such a policy reads no reloadable setting (the

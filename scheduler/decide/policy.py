@@ -48,7 +48,7 @@ from scheduler.forecast import (
     build_forecaster,
     demand_key,
 )
-from scheduler.forecast.band_feedback import BandScale, scaled_peak
+from scheduler.forecast.band_feedback import BandMemory, BandScale, scaled_peak
 from scheduler.forecast.bucket_mix import BucketMix
 from scheduler.forecast.sizes import SizeMix
 from scheduler.ports.metrics import DemandSample
@@ -205,8 +205,9 @@ class CapschedPolicy:
         history, oldest first), as `planned_demand` would have fed them tick by tick: each
         tick's peak short-window rate where the source knew it, else its rate; a missing
         reading stays missing. Ticks at or before the forecaster's last step are skipped.
-        The band factors and request-size mixes are not replayed (they learn again within
-        hours). Returns the ticks fed."""
+        The band factors come back from their stored memory instead (`restore_band`); the
+        request-size mixes are not replayed (they follow the load within a tick or two).
+        Returns the ticks fed."""
         series = [(m.name, r.name) for m in self.config.models for r in self.config.regions]
         fed = 0
         for sample in history:
@@ -221,6 +222,16 @@ class CapschedPolicy:
             self._last_step = step
             fed += 1
         return fed
+
+    def band_memory(self) -> BandMemory | None:
+        """What the band feedback has learnt (None with `[forecast] band_feedback` off)."""
+        return self.band.memory() if self.config.forecast.band_feedback else None
+
+    def restore_band(self, memory: BandMemory) -> None:
+        """Take up the band factors and recent plans stored before a restart, for the
+        models still configured (nothing with `[forecast] band_feedback` off)."""
+        if self.config.forecast.band_feedback:
+            self.band.restore(memory, (m.name for m in self.config.models))
 
     def planned_demand(self, obs: Observation) -> list[Demand]:
         """Rates to provision for: max(forecast quantile peak over the horizon, rate now),

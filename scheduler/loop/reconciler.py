@@ -534,8 +534,9 @@ class Reconciler:
 
     def warm_start(self) -> int:
         """Let the policy learn from the demand the store recorded before this process
-        started (`Policy.warm_start`), so a restart does not forecast from a cold start.
-        Returns the ticks learnt from."""
+        started (`Policy.warm_start`), so a restart does not forecast from a cold start,
+        and take up the forecast band it had learnt (`Policy.restore_band`). Returns the
+        ticks learnt from."""
         # A week and a day (the weekly season once), and at most as many series-ticks as a
         # start-up can replay within systemd's start timeout (the most recent).
         n_series = max(1, len(self.config.models) * len(self.config.regions))
@@ -547,6 +548,11 @@ class Reconciler:
             log.info(
                 "warm_start ticks=%d recorded=%d since_s=%.0f", fed, len(history), history[0].at_s
             )
+        band = self.store.band_memory(self.policy.name)
+        if band is not None:
+            self.policy.restore_band(band)
+            learnt = " ".join(f"{m}={v:.3f}" for m, v in sorted(self.policy.band_scales().items()))
+            log.info("band_restored policy=%s %s", self.policy.name, learnt)
         return fed
 
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:
@@ -738,6 +744,13 @@ class Reconciler:
             for r in self.config.regions
         ]
         self.store.record_demand(obs.now_s, rows)
+        self._record_band(obs.now_s)
+
+    def _record_band(self, now_s: float) -> None:
+        """Keep what the policy's forecast band has learnt, for a restart (`warm_start`)."""
+        band = self.policy.band_memory()
+        if band is not None:
+            self.store.record_band_memory(self.policy.name, now_s, band)
 
     # -- act --------------------------------------------------------------------------------
 
@@ -869,6 +882,8 @@ class Reconciler:
                 outcomes.extend(more)
                 todo, held = (*todo, *final.actions), (*held, *final.held_back)
         errors.extend(o.error for o in outcomes if o.error is not None)
+        if final is not decision:
+            self._record_band(now_s)  # the revised plan is the one the band judges
         plan = final.plan
         if decision.approval is not Approval.PENDING:
             self.store.record_plan(plan, now_s, self.policy.name, held, approval=decision.approval)

@@ -53,6 +53,7 @@ from scheduler.domain import (
     Unmet,
 )
 from scheduler.domain.lifecycle import LIVE, check_transition
+from scheduler.forecast.band_feedback import BandMemory
 from scheduler.ports.metrics import DemandSample
 
 if TYPE_CHECKING:
@@ -266,6 +267,12 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     db.table("plans").add_column("demand", str)
 
 
+def _migration_9(db: sqlite_utils.Database) -> None:
+    # What a policy's forecast band has learnt (BandMemory.to_json), one row per policy,
+    # replaced every tick: a restart takes it up instead of the plain quantile.
+    db.table("band_memory").create({"policy": str, "at_s": float, "memory": str}, pk="policy")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -275,6 +282,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 ]
 
 # Demand history older than this is pruned as new rows arrive.
@@ -824,6 +832,29 @@ class StateStore:
                 ],
             )
             conn.execute("delete from demand where at_s < ?", (at_s - DEMAND_HISTORY_S,))
+
+    def record_band_memory(self, policy: str, at_s: float, memory: BandMemory) -> None:
+        """Keep what `policy`'s forecast band has learnt (replacing the last record)."""
+        with self.transaction(), self._nodes_untouched() as conn:
+            conn.execute(
+                "insert or replace into band_memory (policy, at_s, memory) values (?, ?, ?)",
+                (policy, at_s, json.dumps(memory.to_json())),
+            )
+
+    def band_memory(self, policy: str) -> BandMemory | None:
+        """What `policy`'s band had learnt when last recorded; None when nothing was, or
+        when the record cannot be read (logged: the band then learns again)."""
+        with self._read_connection() as conn:
+            row = conn.execute(
+                "select at_s, memory from band_memory where policy = ?", (policy,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return BandMemory.from_json(json.loads(row[1]))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            log.warning("band_memory_unreadable policy=%s at_s=%.0f error=%s", policy, row[0], exc)
+            return None
 
     def demand_history(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
         """Recorded demand rows after `since_s`, oldest first (`forecast` and `buckets`
