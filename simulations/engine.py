@@ -638,13 +638,14 @@ class _Ticks:
     async def fast_check(self, at: float) -> None:
         """A fast check at `at` (scheduler.loop.fast_loop)."""
         assert self.fast is not None
-        if not self.fast.launches and not self.draining:
-            return  # nothing to launch, nothing draining: no store read
+        idle = not self.draining and not self._reconciler.waiting_drains.node_ids
+        if not self.fast.launches and idle:
+            return  # nothing to launch, drain or finish draining: no store read
         set_virtual_clock(lambda: at)
         with self._store.transaction():
             report = await self.fast.check(at)
         self.fast_launches += len(report.launched)
-        if report.yielded or report.drained:
+        if report.yielded or report.drained or report.released:
             self._sync_draining()
 
     def _sync_draining(self) -> None:

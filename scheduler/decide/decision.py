@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.decide.guards import Held
+from scheduler.decide.guards import Held, WaitingDrains
 from scheduler.domain import Plan, Pool
 from scheduler.domain.actions import Action
 
@@ -83,3 +83,5 @@ class Decision:
     ask_approval: bool = False  # `plan` is new and must be stored as pending
     # Per model, the factor on the forecast band the plan used (`Policy.band_scales`).
     band_scales: Mapping[str, float] = field(default_factory=dict)
+    # Drains make before break held, released by the fast check once replacements serve.
+    waiting: WaitingDrains = field(default_factory=WaitingDrains)

@@ -7,7 +7,8 @@ goes to the log, the tick report and the stored plan:
 * a node must have been ready `min_node_age_s` before a plan change may drain it
   (savings that churn nodes cost more than they save: karpenter #1019, #1293);
 * make before break: a model's ready capacity never drops below what the plan wants
-  ready, so a move waits until the replacements serve;
+  ready, so a move waits until the replacements serve (the held nodes are
+  `Guarded.waiting`: the fast check drains each once they do, not a tick later);
 * at most `max_scale_down_fraction` of a model's nodes go per tick;
 * launches stop where the fleet would bill more than the budget or hold more
   accelerators than a `[[quotas]]` cap allows: every live node (a draining one bills and
@@ -30,8 +31,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.config import Config
@@ -82,11 +83,60 @@ def launch_limits(held: Iterable[Held]) -> frozenset[HoldKind]:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingDrains:
+    """Ready nodes a plan gives up that make before break held: their model's other ready
+    nodes did not yet cover what the plan wants ready. The plan's replacements become
+    ready between ticks; `release` drains each waiting node as soon as they cover it, so
+    the node does not bill until the next tick (the fast check calls it every
+    `scheduler.fast_interval_s`). Only the tick's own holds wait here, and the tick's
+    scale-down limit still counts: a release is the tick's drain, made later."""
+
+    node_ids: tuple[str, ...] = ()  # in the order the guard considered them
+    wanted: Mapping[str, float] = field(default_factory=dict)  # per model: ready rps kept
+    scale_down_left: Mapping[str, int] = field(default_factory=dict)  # drains the limit allows
+
+    def release(
+        self, serving: Iterable[Node], capacity_of: CapacityOf, exclude: Collection[str] = ()
+    ) -> tuple[tuple[Drain, ...], WaitingDrains]:
+        """The drains the ready capacity now allows, and what still waits. `serving`: the
+        nodes that count as capacity (not under a notice, not draining); a waiting node
+        that is no longer among the ready ones (gone, noticed, drained) stops waiting. The
+        nodes of the models in `exclude` keep waiting."""
+        serving = tuple(serving)
+        ready_nodes = {n.node_id: n for n in serving if n.state is NodeState.READY}
+        ready: defaultdict[str, float] = defaultdict(float)
+        for n in ready_nodes.values():
+            ready[n.model] += capacity_of(n.model, n.pool)
+        left = dict(self.scale_down_left)
+        drains: list[Drain] = []
+        still: list[str] = []
+        for node_id in self.node_ids:
+            node = ready_nodes.get(node_id)
+            if node is None:
+                continue
+            if node.model in exclude:
+                still.append(node_id)
+                continue
+            cap = capacity_of(node.model, node.pool)
+            covered = ready[node.model] - cap >= self.wanted.get(node.model, 0.0) - 1e-9
+            if covered and left.get(node.model, 0) > 0:
+                left[node.model] -= 1
+                ready[node.model] -= cap
+                why = "plan no longer needs it; its replacements serve"
+                drains.append(Drain(node_id, reason=why))
+            else:
+                still.append(node_id)
+        return tuple(drains), WaitingDrains(tuple(still), self.wanted, left)
+
+
+@dataclass(frozen=True, slots=True)
 class Guarded:
     """Actions allowed this tick and what was held back."""
 
     actions: tuple[Action, ...]  # to execute, launches first
     held_back: tuple[Held, ...]  # one per held-back action or group
+    # Drains make before break held, for the fast check to release (`WaitingDrains`).
+    waiting: WaitingDrains = field(default_factory=WaitingDrains)
 
 
 def apply_guards(
@@ -149,6 +199,7 @@ def apply_guards(
     budget_left = {m: max(1, math.floor(g.max_scale_down_fraction * n)) for m, n in count.items()}
 
     by_reason: dict[tuple[HoldKind, str], int] = defaultdict(int)
+    waiting: list[str] = []
     for node in proposal.removals:
         if node.state is not NodeState.READY:
             # Requested or booting: serves nothing yet, cancelling loses nothing.
@@ -161,6 +212,8 @@ def apply_guards(
         )
         if reason:
             by_reason[reason] += 1
+            if reason[0] is HoldKind.MAKE_BEFORE_BREAK:
+                waiting.append(node.node_id)
             continue
         budget_left[node.model] -= 1
         ready[node.model] -= capacity_of(node.model, node.pool)
@@ -169,7 +222,8 @@ def apply_guards(
         Held(kind, n, f"{n} drains held: {reason}")
         for (kind, reason), n in sorted(by_reason.items())
     )
-    return Guarded(tuple(actions), tuple(held))
+    later = WaitingDrains(tuple(waiting), dict(wanted), budget_left) if waiting else WaitingDrains()
+    return Guarded(tuple(actions), tuple(held), later)
 
 
 def _ready_wanted(

@@ -61,11 +61,12 @@ make between ticks.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.config import Config
@@ -138,6 +139,8 @@ class FastReport:
     failed: tuple[tuple[Launch, str], ...]  # launches refused, with the error
     yielded: tuple[Drain | Terminate, ...] = ()  # yields carried out
     drained: tuple[Terminate, ...] = ()  # terminations of nodes whose drain had finished
+    # Drains make before break held at the tick, released now that replacements serve.
+    released: tuple[Drain, ...] = ()
 
 
 def observed_rates(sample: DemandSample, drain_s: float) -> dict[tuple[str, str], float]:
@@ -640,7 +643,8 @@ class FastLoop:
             live = rec.store.live_nodes()
         empty = FastReport(FastDecision(now_s, (), (), ()), (), (), drained=drained)
         if not self.launches:
-            return empty
+            released = await self._release(now_s, ())
+            return dataclasses.replace(empty, released=released)
         try:
             sample: object = await rec.metrics.demand(now_s)
         except Exception as exc:  # a broken load signal: no information, no action
@@ -676,7 +680,11 @@ class FastLoop:
         def capacity_of(model: str, pool: Pool) -> float:
             return rec.capacity_of(model, pool, sizes.get(model))
 
-        if not shortfalls(rates, known, capacity_of, self.reach()):
+        found = shortfalls(rates, known, capacity_of, self.reach())
+        # A model short now keeps the nodes its plan gives up until the next tick.
+        released = await self._release(now_s, {sf.model for sf in found})
+        empty = dataclasses.replace(empty, released=released)
+        if not found:
             return empty
         # Short on what the store knows: look at the cloud before acting on it.
         try:
@@ -725,7 +733,7 @@ class FastLoop:
             )
         todo: list[Action] = [*(y.action for y in decision.yields), *decision.launches]
         if not todo:
-            return FastReport(decision, (), (), drained=drained)
+            return FastReport(decision, (), (), drained=drained, released=released)
         result = await rec.actuator.execute(todo, now_s)
         for pool in result.exhausted_pools:
             rec.cool(pool, now_s)
@@ -744,7 +752,28 @@ class FastLoop:
                 pool=a.pool.key,
                 reason=a.reason,
             )
-        return FastReport(decision, done, failed, yielded, drained)
+        return FastReport(decision, done, failed, yielded, drained, released)
+
+    async def _release(self, now_s: float, exclude: Collection[str]) -> tuple[Drain, ...]:
+        """Drain the nodes the tick's make before break held that their replacements now
+        cover (`Reconciler.release_waiting`). The cloud is listed only when a replacement
+        should serve by its boot estimate and the store does not know yet; no call at
+        all when nothing waits."""
+        rec = self.reconciler
+        if rec.waiting_due(now_s):
+            try:  # the replacements should serve by now: learn whether they do
+                await rec.observe(now_s)
+            except ProviderError as exc:
+                log.warning("fast_release_skipped now_s=%.0f error=%s", now_s, exc)
+                return ()
+        todo = rec.release_waiting(exclude)
+        if not todo:
+            return ()
+        result = await rec.actuator.execute(list(todo), now_s)
+        done = tuple(a for a in result.done if isinstance(a, Drain))
+        for a in done:
+            event(log, logging.INFO, "fast_release", now_s=round(now_s), node_id=a.node_id)
+        return done
 
     async def _finish_drains(self, now_s: float, live: Sequence[Node]) -> tuple[Terminate, ...]:
         """Terminate the draining nodes whose drain is over (`live`: the store's live nodes;

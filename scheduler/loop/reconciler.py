@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from scheduler.config import Config
@@ -25,7 +25,7 @@ from scheduler.decide.approval import ApprovalState, Verdict, needs_approval
 from scheduler.decide.cooldown import PoolCooldown
 from scheduler.decide.decision import ActionOutcome, Approval, Decision, ErrorKind, TickError
 from scheduler.decide.diff import propose
-from scheduler.decide.guards import Held, apply_guards
+from scheduler.decide.guards import Held, WaitingDrains, apply_guards
 from scheduler.decide.health import (
     CHECKED,
     HealthMonitor,
@@ -143,6 +143,8 @@ class Reconciler:
         self.drainer = drainer
         self.actuator = actuator
         self.notices: dict[str, InterruptionNotice] = {}  # pending reclaim notices by node id
+        # Drains the last tick's make before break held, for the fast check to release.
+        self._waiting = WaitingDrains()
         # Pools refused recently or quarantined stay out of plans; kept in the store.
         self.cooldown = PoolCooldown(store.pool_cooldown())
         self._cooling = self.cooldown.snapshot()  # the cooldown as last saved
@@ -574,13 +576,14 @@ class Reconciler:
         else:
             needed = needs_approval(obs, plan, self.config.daemon, self._price)
             verdict = self.approval.verdict(plan, needed)
+        waiting = WaitingDrains()
         if verdict.target is None:
             actions: tuple[Action, ...] = ()
             held: tuple[Held, ...] = (
                 Held(HoldKind.APPROVAL, 0, "waiting for a plan to be approved"),
             )
         else:
-            actions, held = self.toward(obs, verdict.target)
+            actions, held, waiting = self.toward(obs, verdict.target)
         return Decision(
             plan=plan,
             planned_rps=dict(self.policy.planned_rps()),
@@ -591,6 +594,7 @@ class Reconciler:
             approval=verdict.approval,
             target=verdict.target,
             ask_approval=verdict.ask,
+            waiting=waiting,
         )
 
     def planned_only(self, plan: Plan, approval: Approval, held: tuple[Held, ...]) -> Decision:
@@ -606,8 +610,11 @@ class Reconciler:
             target=None,
         )
 
-    def toward(self, obs: Observation, target: Plan) -> tuple[tuple[Action, ...], tuple[Held, ...]]:
-        """Guarded actions that move the observed fleet toward `target`."""
+    def toward(
+        self, obs: Observation, target: Plan
+    ) -> tuple[tuple[Action, ...], tuple[Held, ...], WaitingDrains]:
+        """Guarded actions that move the observed fleet toward `target`, what was held
+        back, and the drains make before break held (`WaitingDrains`)."""
         guarded = apply_guards(
             obs,
             target,
@@ -619,7 +626,7 @@ class Reconciler:
             self.catalog.instance_types,
         )
         actions = (*guarded.actions, *self._unhealthy_drains(obs, target))
-        return self._grounded(obs, target, actions), guarded.held_back
+        return self._grounded(obs, target, actions), guarded.held_back, guarded.waiting
 
     def _unhealthy_drains(self, obs: Observation, target: Plan) -> tuple[Action, ...]:
         """Drains of the unhealthy nodes whose replacements serve (make before break), or
@@ -754,6 +761,45 @@ class Reconciler:
 
     # -- act --------------------------------------------------------------------------------
 
+    @property
+    def waiting_drains(self) -> WaitingDrains:
+        """The drains the last tick's make before break held and that still wait."""
+        return self._waiting
+
+    def waiting_due(self, now_s: float) -> bool:
+        """Whether a drain waits on replacements the store still holds as requested or
+        booting past their boot estimate (`boot_s`): the cloud may have them serving,
+        which the store learns at an observation (`observe`)."""
+        if not self._waiting.node_ids:
+            return False
+        live = self.store.live_nodes()
+        waiting = set(self._waiting.node_ids)
+        models = {n.model for n in live if n.node_id in waiting}
+        return any(
+            n.model in models
+            and n.state in (NodeState.REQUESTED, NodeState.BOOTING)
+            and n.launched_at_s is not None
+            and n.launched_at_s + self.boot_s(n) <= now_s
+            for n in live
+        )
+
+    def release_waiting(self, exclude: Collection[str] = ()) -> tuple[Drain, ...]:
+        """Drains of the nodes the last tick's make before break held whose model's other
+        ready nodes now cover what the plan wants ready (`WaitingDrains.release`), within
+        the tick's scale-down limit; the models in `exclude` keep theirs for now. Reads
+        the store only (no cloud call); the caller carries the drains out."""
+        if not self._waiting.node_ids:
+            return ()
+        noticed = set(self.notices)
+        serving = [
+            n
+            for n in self.store.live_nodes()
+            if n.state in (NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY)
+            and n.node_id not in noticed
+        ]
+        drains, self._waiting = self._waiting.release(serving, self.capacity_of, exclude)
+        return drains
+
     async def finish_drains(self, now_s: float) -> list[Terminate]:
         """Terminations of the draining nodes whose in-flight requests are done or whose
         `guards.drain_timeout_s` has passed (the plan tick's and the fast loop's)."""
@@ -830,6 +876,7 @@ class Reconciler:
     async def tick(self, now_s: float) -> TickReport:
         """Observe, decide, act once. Never raises for one node's or one action's failure."""
         self._orphans = {}
+        self._waiting = WaitingDrains()  # this tick decides again what waits
         try:
             obs, errors = await self.observe(now_s)
         except ProviderError as exc:
@@ -884,6 +931,7 @@ class Reconciler:
         errors.extend(o.error for o in outcomes if o.error is not None)
         if final is not decision:
             self._record_band(now_s)  # the revised plan is the one the band judges
+        self._waiting = final.waiting
         plan = final.plan
         if decision.approval is not Approval.PENDING:
             self.store.record_plan(plan, now_s, self.policy.name, held, approval=decision.approval)

@@ -351,8 +351,9 @@ class Telemetry:
         self.tick_duration.observe(duration_s)
 
     def record_fast(self, report: FastReport) -> None:
-        """One fast check: its accepted launches by model, its actions by kind and result,
-        the lower-priority nodes it gave up, and what the limits held back."""
+        """One fast check: its accepted launches by model, its actions by kind and result
+        (finished drains, drains released once replacements serve), the lower-priority
+        nodes it gave up, and what the limits held back."""
         for launch in report.launched:
             self.fast_launches.labels(launch.model).inc()
             self.actions.labels("launch", "ok").inc()
@@ -360,7 +361,7 @@ class Telemetry:
         for y in report.decision.yields:
             if y.action.node_id in done:
                 self.fast_yields.labels(y.model, y.to_model).inc()
-        for action in (*report.yielded, *report.drained):
+        for action in (*report.yielded, *report.drained, *report.released):
             self.actions.labels(type(action).__name__.lower(), "ok").inc()
         for _ in report.failed:
             self.actions.labels("launch", "failed").inc()
