@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.sim import SimCloud
+from scheduler.config import Config
 from scheduler.decide.policy import CapschedPolicy
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
@@ -27,6 +28,7 @@ from scheduler.forecast.band_feedback import (
     BandScale,
 )
 from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import DemandRecord, StateStore
 from scheduler.ports.metrics import DemandSample
 
@@ -83,35 +85,52 @@ def test_a_warm_started_policy_plans_as_the_one_that_never_stopped() -> None:
     assert restarted.warm_start(samples) == 0
 
 
-async def test_a_restarted_reconciler_learns_from_the_recorded_demand(tmp_path: Path) -> None:
-    cfg = builders.fleet_config(forecast={"band_feedback": False})
+class _Trace:
+    """A load source replaying `rates`, one per tick, at the tick `i`."""
+
+    def __init__(self, rates: list[float]) -> None:
+        self.rates = rates
+        self.i = 0
+
+    async def demand(self, now_s: float) -> DemandSample:
+        return DemandSample(now_s, {KEY: self.rates[self.i]})
+
+
+def _capsched(rec: Reconciler) -> CapschedPolicy:
+    assert isinstance(rec.policy, CapschedPolicy)
+    return rec.policy
+
+
+async def _ran(
+    cfg: Config, store: StateStore, rates: list[float]
+) -> tuple[Reconciler, SimCloud, _Trace]:
+    """A reconciler on `store` that has ticked through all of `rates` but the last."""
     catalog = load_catalog()
     cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
-    store = StateStore(tmp_path / "state.db")
-    rates = _daily(40, seed=3)
-
-    class Trace:
-        def __init__(self) -> None:
-            self.i = 0
-
-        async def demand(self, now_s: float) -> DemandSample:
-            return DemandSample(now_s, {KEY: rates[self.i]})
-
-    trace = Trace()
-    first = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
-    assert first.warm_start() == 0  # nothing recorded yet
+    trace = _Trace(rates)
+    rec = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    assert rec.warm_start() == 0  # nothing recorded yet
     tick = cfg.scheduler.tick_interval_s
     for i in range(len(rates) - 1):
         trace.i = i
         cloud.advance_to(i * tick)
-        await first.tick(i * tick)
+        await rec.tick(i * tick)
+    return rec, cloud, trace
+
+
+async def test_a_restarted_reconciler_learns_from_the_recorded_demand(tmp_path: Path) -> None:
+    cfg = builders.fleet_config(forecast={"band_feedback": False})
+    store = StateStore(tmp_path / "state.db")
+    rates = _daily(40, seed=3)
+    first, cloud, trace = await _ran(cfg, store, rates)
+    tick = cfg.scheduler.tick_interval_s
     # The process restarts on the same database: the new policy learns the 39 ticks.
     second = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
     assert second.warm_start() == len(rates) - 1
     trace.i = len(rates) - 1
     now = (len(rates) - 1) * tick
     obs = builders.observation(now, rps={KEY: rates[-1]})
-    assert second.policy.planned_demand(obs) == first.policy.planned_demand(obs)
+    assert _capsched(second).planned_demand(obs) == _capsched(first).planned_demand(obs)
     store.close()
 
 
@@ -119,25 +138,10 @@ async def test_a_restarted_reconciler_plans_the_band_it_had_learnt(tmp_path: Pat
     # Steady load narrows the band (`[forecast] band_feedback`); a restart on the same
     # database takes the narrowed band up instead of planning the plain quantile again.
     cfg = builders.fleet_config()
-    catalog = load_catalog()
-    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
     store = StateStore(tmp_path / "state.db")
     rates = _daily(40, seed=5)
-
-    class Trace:
-        def __init__(self) -> None:
-            self.i = 0
-
-        async def demand(self, now_s: float) -> DemandSample:
-            return DemandSample(now_s, {KEY: rates[self.i]})
-
-    trace = Trace()
-    first = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
+    first, cloud, trace = await _ran(cfg, store, rates)
     tick = cfg.scheduler.tick_interval_s
-    for i in range(len(rates) - 1):
-        trace.i = i
-        cloud.advance_to(i * tick)
-        await first.tick(i * tick)
     learnt = first.policy.band_scales()[builders.MODEL]
     assert learnt < 0.9  # the band narrowed
     second = build_scheduler(cfg, provider=cloud, metrics=trace, store=store, sleep=no_sleep)
@@ -148,11 +152,11 @@ async def test_a_restarted_reconciler_plans_the_band_it_had_learnt(tmp_path: Pat
     cold.warm_start()
     assert second.policy.band_scales()[builders.MODEL] == learnt
     obs = builders.observation((len(rates) - 1) * tick, rps={KEY: rates[-1]})
-    expected = first.policy.planned_demand(obs)
-    assert second.policy.planned_demand(obs) == expected
+    expected = _capsched(first).planned_demand(obs)
+    assert _capsched(second).planned_demand(obs) == expected
     # Without the stored band the restart plans wider, as if it had never learnt.
     cold.policy.warm_start(store.demand_samples())
-    assert cold.policy.planned_demand(obs)[0].rps > expected[0].rps
+    assert _capsched(cold).planned_demand(obs)[0].rps > expected[0].rps
     store.close()
 
 
