@@ -3,7 +3,6 @@ store recorded before the process started (`Reconciler.warm_start`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -164,7 +163,7 @@ def test_an_unreadable_band_record_is_logged_and_the_band_learns_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = StateStore(tmp_path / "state.db")
-    memory = BandMemory({"m": 0.7}, {"m": {12: 80.0, 13: None}})
+    memory = BandMemory(scales={"m": 0.7}, planned={"m": {12: 80.0, 13: None}})
     store.record_band_memory("capsched", 3600.0, memory)
     assert store.band_memory("capsched") == memory
     assert store.band_memory("reactive") is None
@@ -187,8 +186,8 @@ def test_an_unreadable_band_record_is_logged_and_the_band_learns_again(
 def test_a_restored_band_is_what_was_learnt_within_its_limits(
     scales: dict[str, float], planned: dict[str, dict[int, float | None]]
 ) -> None:
-    memory = BandMemory(scales, planned)
-    assert BandMemory.from_json(json.loads(json.dumps(memory.to_json()))) == memory
+    memory = BandMemory(scales=scales, planned=planned)
+    assert BandMemory.model_validate_json(memory.model_dump_json()) == memory
     band = BandScale(target=0.015)
     band.restore(memory)
     for model, value in scales.items():

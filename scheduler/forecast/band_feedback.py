@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, FiniteFloat
 
 SCALE_MIN = 0.5  # narrowest band, in bands of plan_quantile (about a 0.8 quantile at 0.95)
 SCALE_MAX = 3.0  # widest band (about a 0.999 quantile of a normal at 0.95)
@@ -44,51 +43,17 @@ GAIN = 1.0  # change of the factor per unit of overload share above the target
 HISTORY = 8  # plans remembered per model: more than any lead time in ticks
 
 
-@dataclass(frozen=True)
-class BandMemory:
+class BandMemory(BaseModel):
     """What a `BandScale` has learnt: per model its factor, and the whole rate each of its
     recent plans placed by the forecaster step the plan was made at (None: a plan not to
     be judged). Steps count from the epoch (`Forecaster.tick_of`), so a memory stays
-    meaningful across a restart."""
+    meaningful across a restart. `model_validate` reads `model_dump(mode="json")` back and
+    raises a `ValueError` (pydantic's `ValidationError`) naming what is malformed."""
 
-    scales: Mapping[str, float]
-    planned: Mapping[str, Mapping[int, float | None]]
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON object (`from_json` reads it back)."""
-        return {
-            "scales": dict(self.scales),
-            "planned": {m: {str(k): v for k, v in p.items()} for m, p in self.planned.items()},
-        }
-
-    @classmethod
-    def from_json(cls, raw: object) -> BandMemory:
-        """Read `to_json`'s object; raises ValueError naming what is malformed."""
-        if not isinstance(raw, dict):
-            raise ValueError("band memory: not an object")
-        scales, planned = raw.get("scales"), raw.get("planned")
-        if not isinstance(scales, dict) or not isinstance(planned, dict):
-            raise ValueError("band memory: needs objects 'scales' and 'planned'")
-        out_scales: dict[str, float] = {}
-        for model, value in scales.items():
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"band memory: scale of {model!r} is not a finite number")
-            out_scales[str(model)] = float(value)
-        out_planned: dict[str, dict[int, float | None]] = {}
-        for model, plans in planned.items():
-            if not isinstance(plans, dict):
-                raise ValueError(f"band memory: plans of {model!r} are not an object")
-            rows: dict[int, float | None] = {}
-            for step, value in plans.items():
-                ok = value is None or (isinstance(value, int | float) and math.isfinite(value))
-                if not ok:
-                    raise ValueError(f"band memory: plan of {model!r} at {step} is not a number")
-                try:
-                    rows[int(step)] = None if value is None else float(value)
-                except ValueError:
-                    raise ValueError(f"band memory: step {step!r} of {model!r}") from None
-            out_planned[str(model)] = rows
-        return cls(out_scales, out_planned)
+    scales: dict[str, FiniteFloat]
+    planned: dict[str, dict[int, FiniteFloat | None]]
 
 
 def scaled_peak(median: npt.ArrayLike, upper: npt.ArrayLike, scale: float) -> float:
@@ -135,7 +100,10 @@ class BandScale:
 
     def memory(self) -> BandMemory:
         """What has been learnt, to keep across a restart (`restore`)."""
-        return BandMemory(dict(self._scale), {m: dict(p) for m, p in self._planned.items() if p})
+        return BandMemory(
+            scales=dict(self._scale),
+            planned={m: dict(p) for m, p in self._planned.items() if p},
+        )
 
     def restore(self, memory: BandMemory, models: Iterable[str] | None = None) -> None:
         """Take up what an earlier `BandScale` had learnt (a restart): each factor, clipped

@@ -838,7 +838,7 @@ class StateStore:
         with self.transaction(), self._nodes_untouched() as conn:
             conn.execute(
                 "insert or replace into band_memory (policy, at_s, memory) values (?, ?, ?)",
-                (policy, at_s, json.dumps(memory.to_json())),
+                (policy, at_s, memory.model_dump_json()),
             )
 
     def band_memory(self, policy: str) -> BandMemory | None:
@@ -851,8 +851,8 @@ class StateStore:
         if row is None:
             return None
         try:
-            return BandMemory.from_json(json.loads(row[1]))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            return BandMemory.model_validate_json(row[1])
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
             log.warning("band_memory_unreadable policy=%s at_s=%.0f error=%s", policy, row[0], exc)
             return None
 
