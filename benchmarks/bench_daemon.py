@@ -31,7 +31,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from scheduler.decide.policy import CapschedPolicy
 from scheduler.domain import Demand, Node, NodeState, Plan
 from scheduler.fleet.catalog import Catalog, load_catalog
 from scheduler.fleet.profiles import load_profiles
+from scheduler.forecast.band_feedback import BandMemory
 from scheduler.loop.factory import build_scheduler
 from scheduler.loop.store import StateStore
 from scheduler.ports.metrics import DemandSample
@@ -120,14 +121,46 @@ class TimedPolicy:
         self.policy.config = value
 
     def decide(self, obs: Observation) -> Plan:
+        return self._timed(self.policy.decide, obs)
+
+    def revise(self, obs: Observation) -> Plan:
+        return self._timed(self.policy.revise, obs)
+
+    def _timed(self, step: Callable[[Observation], Plan], obs: Observation) -> Plan:
         t0 = time.perf_counter()
-        plan = self.policy.decide(obs)
+        plan = step(obs)
         self.elapsed_s += time.perf_counter() - t0
         fresh = plan is not self._last
         self.solves.append(plan.solve_time_s if fresh else 0.0)
         self.searched.append(len(self.config.models) - len(plan.kept_models) if fresh else 0)
         self._last = plan
         return plan
+
+    # The rest of the `Policy` interface, as the wrapped policy answers it.
+
+    def planned_rps(self) -> Mapping[tuple[str, str], float]:
+        return self.policy.planned_rps()
+
+    def forecast_quantiles(self) -> Mapping[tuple[str, str], Mapping[float, float]]:
+        return self.policy.forecast_quantiles()
+
+    def band_scales(self) -> Mapping[str, float]:
+        return self.policy.band_scales()
+
+    def warm_start(self, history: Sequence[DemandSample]) -> int:
+        return self.policy.warm_start(history)
+
+    def band_memory(self) -> BandMemory | None:
+        return self.policy.band_memory()
+
+    def restore_band(self, memory: BandMemory) -> None:
+        self.policy.restore_band(memory)
+
+    def reconfigure(self, config: Config) -> None:
+        self.policy.reconfigure(config)
+
+    def lower_bound(self) -> tuple[float, str] | None:
+        return self.policy.lower_bound()
 
 
 class Load:
