@@ -1,6 +1,6 @@
 """Oracle wall-time benchmark: the perfect-foresight oracle's replay on the request-size files.
 
-Run:  PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/bench_oracle_speed.py
+Run:  nice -n 10 .venv/bin/python benchmarks/bench_oracle_speed.py
                                               [--cases reference:10,trace:10,long:3,default]
 
 Each case is `file:scale` (one of `bench_tokens.write_requests`' files, "reference",
@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_tokens import TRACES, write_requests
+from bench_tokens import TRACES, write_requests
+
 from scheduler.config import DEFAULT_CONFIG_PATH
 from simulations.engine import run_policy
 from simulations.world import WorldSpec, build_world
