@@ -99,10 +99,9 @@ class WaitingDrains:
         self, serving: Iterable[Node], capacity_of: CapacityOf, exclude: Collection[str] = ()
     ) -> tuple[tuple[Drain, ...], WaitingDrains]:
         """The drains the ready capacity now allows, and what still waits. `serving`: the
-        nodes that count as capacity (not under a notice, not draining); a waiting node
-        that is no longer among the ready ones (gone, noticed, drained) stops waiting. The
-        nodes of the models in `exclude` keep waiting."""
-        serving = tuple(serving)
+        nodes that count as capacity (not under a notice, not draining; only the ready ones
+        count); a waiting node that is no longer among the ready ones (gone, noticed,
+        drained) stops waiting. The nodes of the models in `exclude` keep waiting."""
         ready_nodes = {n.node_id: n for n in serving if n.state is NodeState.READY}
         ready: defaultdict[str, float] = defaultdict(float)
         for n in ready_nodes.values():

@@ -762,7 +762,7 @@ class FastLoop:
         rec = self.reconciler
         if rec.waiting_due(now_s):
             try:  # the replacements should serve by now: learn whether they do
-                await rec.observe(now_s)
+                await rec.refresh_nodes(now_s)
             except ProviderError as exc:
                 log.warning("fast_release_skipped now_s=%.0f error=%s", now_s, exc)
                 return ()

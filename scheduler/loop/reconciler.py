@@ -217,6 +217,12 @@ class Reconciler:
         )
         return obs, errors
 
+    async def refresh_nodes(self, now_s: float) -> list[TickError]:
+        """Bring the store's nodes in line with the cloud's listing, and nothing else (no
+        notices, prices, load or health probes: `observe` reads those). What a check
+        between ticks needs to learn which booting nodes serve now."""
+        return self._merge(await self.provider.list_instances(), now_s)
+
     def _learn(self, pool: Pool, event: PoolEvent, now_s: float) -> None:
         """Count `event` in the pool's obtainability estimate and persist the estimate."""
         self.obtainability.record(pool, event, now_s)
@@ -769,7 +775,7 @@ class Reconciler:
     def waiting_due(self, now_s: float) -> bool:
         """Whether a drain waits on replacements the store still holds as requested or
         booting past their boot estimate (`boot_s`): the cloud may have them serving,
-        which the store learns at an observation (`observe`)."""
+        which the store learns from the cloud's listing (`refresh_nodes`)."""
         if not self._waiting.node_ids:
             return False
         live = self.store.live_nodes()
@@ -791,13 +797,12 @@ class Reconciler:
         if not self._waiting.node_ids:
             return ()
         noticed = set(self.notices)
-        serving = [
+        ready = [
             n
             for n in self.store.live_nodes()
-            if n.state in (NodeState.REQUESTED, NodeState.BOOTING, NodeState.READY)
-            and n.node_id not in noticed
+            if n.state is NodeState.READY and n.node_id not in noticed
         ]
-        drains, self._waiting = self._waiting.release(serving, self.capacity_of, exclude)
+        drains, self._waiting = self._waiting.release(ready, self.capacity_of, exclude)
         return drains
 
     async def finish_drains(self, now_s: float) -> list[Terminate]:
