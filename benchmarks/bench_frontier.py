@@ -3,6 +3,7 @@
 Run:  .venv/bin/python benchmarks/bench_frontier.py [--fleet-gpus 20,200] [--traces all]
                                                    [--max-days 1] [--target 0.995]
                                                    [--plot frontier.png]
+                                                   [--no-on-demand-share]
 
 Every shared request trace of `bench_simulate.py` (same worlds: embedded config without
 its budget, the SkyPilot spot-trace scenario, scaled to N GPUs at peak) is replayed with
@@ -23,6 +24,11 @@ target SLO read off its efficient points (`simulations/frontier.py`: linear betw
 runs around the target, "-" when no run reached it) and its ratio to the cheapest peer at
 that SLO (the issue's target: capsched <= 0.8x). The plot has one panel per row with each
 policy's cost/SLO curve and the target as a vertical line.
+
+The embedded config keeps 20% (8B) and 30% (70B) of each model's capacity on demand
+(`min_on_demand_share`), which capsched and the oracle obey and the peers have no notion
+of (SpotHedge's spot fleet keeps none). `--no-on-demand-share` sets it to 0 for every model,
+so every policy plans under the same rules: the comparison of policies, not of configs.
 """
 
 from __future__ import annotations
@@ -65,6 +71,14 @@ def robustness(world: World, share: float) -> World:
 def target_utilization(world: World, u: float) -> World:
     planning = world.config.planning.model_copy(update={"target_utilization": u})
     return replace(world, config=world.config.model_copy(update={"planning": planning}))
+
+
+def without_on_demand_share(world: World) -> World:
+    """The world with every model's `min_on_demand_share` at 0: the rule SpotHedge, reactive
+    and static-peak do not have (their fleets are all spot but for fallbacks, or all on
+    demand), so capsched and the oracle plan under the same rules as the peers."""
+    models = [m.model_copy(update={"min_on_demand_share": 0.0}) for m in world.config.models]
+    return replace(world, config=world.config.model_copy(update={"models": models}))
 
 
 def overprovision(world: World, n: float) -> World:
@@ -169,6 +183,11 @@ def main() -> None:
         help="state database (default: a fresh one)",
     )
     parser.add_argument("--config", type=Path, help="config (default: embedded, no budget)")
+    parser.add_argument(
+        "--no-on-demand-share",
+        action="store_true",
+        help="every model's min_on_demand_share at 0 (the peers have no such rule)",
+    )
     args = parser.parse_args()
     config = args.config or unbudgeted_config(Path(tempfile.mkdtemp()))
     logging.basicConfig(level=logging.ERROR)
@@ -185,6 +204,8 @@ def main() -> None:
                 spec = WorldSpec(config, path, fmt, SKYPILOT_SCENARIO_PATH, fleet_gpus=gpus)
                 world, _ = build_world(spec)
                 world = cut(world, args.max_days)
+                if args.no_on_demand_share:
+                    world = without_on_demand_share(world)
                 runs = sweep_row(world, args.db, bar)
                 rows.append((name, gpus, runs))
                 bar.clear()
