@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (model, region)
 
 
+MAX_RANGE_POINTS = 10_000  # steps per range query (Prometheus refuses more than 11,000)
+
+
 @dataclass(frozen=True, slots=True)
 class PromptHistogram:
     """One reading of the prompt-length histogram."""
@@ -97,9 +100,11 @@ class PrometheusSource(AsyncResource):
         self._bad_url: str | None = None  # kept so demand() reports it like any failure
         self._auth_headers: dict[str, str] = {}  # basic auth from the URL's userinfo
         self._endpoint = URL("http://invalid/")  # replaced below unless the URL is bad
+        self._range_endpoint = URL("http://invalid/")
         try:
             base, self._auth_headers = split_credentials(config.url)
             self._endpoint = base / "api" / "v1" / "query"
+            self._range_endpoint = base / "api" / "v1" / "query_range"
         except FetchError as exc:
             self._bad_url = str(exc)
 
@@ -375,17 +380,103 @@ class PrometheusSource(AsyncResource):
                     got[name] = max(got[name], value)
         return {k: NodeSignals(**v) for k, v in readings.items()}
 
+    async def history(self, end_s: float, step_s: float, max_span_s: float) -> list[DemandSample]:
+        """`history_s` (at most `max_span_s`) of request rates (`query`, and `peak_query`
+        where set) before
+        `end_s`, one sample per `step_s` at `end_s - k x step_s`, oldest first, by range
+        queries of at most `MAX_RANGE_POINTS` steps; a series absent or not finite at a
+        step is absent from that sample, and steps without any series are left out. A
+        failure of the rates is logged and gives no history (the daemon then starts
+        cold); one of the peaks only loses the peaks. Never raises (except on
+        cancellation)."""
+        span_s = min(self.config.history_s, max_span_s)
+        if span_s <= 0 or step_s <= 0:
+            return []
+        try:
+            return await self._history(end_s, span_s, step_s)
+        except PrometheusQueryError as exc:
+            reason = str(exc)
+        except Exception as exc:  # a history bug must not stop the daemon from starting
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+        log.warning(
+            "prometheus_history_failed url=%s end_s=%.0f span_s=%.0f reason=%s",
+            self._safe_url(),
+            end_s,
+            span_s,
+            reason,
+        )
+        return []
+
+    async def _history(self, end_s: float, span_s: float, step_s: float) -> list[DemandSample]:
+        cfg = self.config
+        steps = int(span_s // step_s)
+        first = end_s - steps * step_s
+        rates: dict[float, dict[Key, float]] = {}
+        peaks: dict[float, dict[Key, float]] = {}
+        for lo in range(0, steps + 1, MAX_RANGE_POINTS):
+            hi = min(steps, lo + MAX_RANGE_POINTS - 1)
+            start_s, stop_s = first + lo * step_s, first + hi * step_s
+            matrix = await self._matrix(cfg.query, start_s, stop_s, step_s)
+            _collect(rates, self._parse_matrix(matrix))
+            if cfg.peak_query:
+                try:
+                    peak = await self._matrix(cfg.peak_query, start_s, stop_s, step_s)
+                    _collect(peaks, self._parse_matrix(peak))
+                except PrometheusQueryError as exc:
+                    log.warning("prometheus_history_peak_failed reason=%s", exc)
+        return [
+            DemandSample(at_s, rps, {k: v for k, v in peaks.get(at_s, {}).items() if k in rps})
+            for at_s, rps in sorted(rates.items())
+        ]
+
+    async def _matrix(self, promql: str, start_s: float, end_s: float, step_s: float) -> list[Any]:
+        """The result list of one range query that returns a matrix."""
+        params = {
+            "query": promql,
+            "start": f"{start_s:.3f}",
+            "end": f"{end_s:.3f}",
+            "step": f"{step_s:g}",
+            "timeout": f"{self.config.timeout_s:g}",
+        }
+        return await self._result(self._range_endpoint, params, "matrix")
+
+    def _parse_matrix(self, result: list[Any]) -> dict[Key, list[tuple[float, float]]]:
+        """(model, region) -> [(time, value)] of a matrix, repeated keys summed per time."""
+        cfg = self.config
+        out: dict[Key, dict[float, float]] = {}
+        for item in result:
+            try:
+                labels: Mapping[str, str] = item["metric"]
+                points = [(round(float(t), 3), float(v)) for t, v in item["values"]]
+            except (KeyError, TypeError, ValueError):
+                raise PrometheusQueryError(f"malformed matrix element: {_short(item)!r}") from None
+            model, region = labels.get(cfg.model_label), labels.get(cfg.region_label)
+            if not model or not region:
+                continue
+            series = out.setdefault((model, region), {})
+            for at_s, value in points:
+                series[at_s] = series.get(at_s, 0.0) + value
+        return {key: sorted(series.items()) for key, series in out.items()}
+
     async def _vector(self, promql: str, now_s: float) -> list[Any]:
         """The result list of one instant query at `now_s` that returns a vector."""
+        params = {
+            "query": promql,
+            "time": f"{now_s:.3f}",
+            "timeout": f"{self.config.timeout_s:g}",
+        }
+        return await self._result(self._endpoint, params, "vector")
+
+    async def _result(self, endpoint: URL, params: dict[str, str], kind: str) -> list[Any]:
+        """The result list of one API query whose result type must be `kind`."""
         if self._bad_url is not None:
             raise PrometheusQueryError(self._bad_url)
         cfg = self.config
-        params = {"query": promql, "time": f"{now_s:.3f}", "timeout": f"{cfg.timeout_s:g}"}
         try:
             resp = await fetch(
                 self._get_session(),
                 "GET",
-                self._endpoint,
+                endpoint,
                 headers=self._auth_headers,
                 params=params,
                 timeout_s=cfg.timeout_s,
@@ -414,10 +505,10 @@ class PrometheusSource(AsyncResource):
         data = doc.get("data")
         if not isinstance(data, dict):
             raise PrometheusQueryError("response has no data object")
-        if data.get("resultType") != "vector":
+        if data.get("resultType") != kind:
             raise PrometheusQueryError(
-                f"result type {data.get('resultType')!r}, expected 'vector' "
-                "(the query must return an instant vector)"
+                f"result type {data.get('resultType')!r}, expected {kind!r} "
+                "(the query must be an instant vector expression)"
             )
         result = data.get("result")
         if not isinstance(result, list):
@@ -465,6 +556,16 @@ class PrometheusSource(AsyncResource):
 
 _SUMMED = frozenset({"ecc_dbe_increase", "waiting_growth", "waiting"})  # add up per node
 _PORT = re.compile(r"^(?P<host>.+):[0-9]+$")
+
+
+def _collect(
+    into: dict[float, dict[Key, float]], series: Mapping[Key, list[tuple[float, float]]]
+) -> None:
+    """Add a parsed matrix to per-time readings, leaving out values that are not finite."""
+    for key, points in series.items():
+        for at_s, value in points:
+            if math.isfinite(value):
+                into.setdefault(at_s, {})[key] = value
 
 
 def _fill(template: str, node: Node) -> str:

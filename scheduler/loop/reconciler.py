@@ -58,6 +58,7 @@ from scheduler.loop.logs import event, held_events
 from scheduler.loop.store import DemandRecord, StateStore
 from scheduler.ports.drain import Drainer
 from scheduler.ports.metrics import (
+    DemandHistorySource,
     DemandSample,
     MetricsSource,
     NodeSignals,
@@ -561,6 +562,30 @@ class Reconciler:
             self.policy.restore_band(band)
             learnt = " ".join(f"{m}={v:.3f}" for m, v in sorted(self.policy.band_scales().items()))
             log.info("band_restored policy=%s %s", self.policy.name, learnt)
+        return fed
+
+    async def backfill(self, now_s: float) -> int:
+        """Let the policy learn from the metrics source's own history (`DemandHistorySource`,
+        Prometheus' `history_s`, at the tick interval, at most what `warm_start` would read
+        from the store), for a daemon whose store holds no demand yet (a first start): its forecast then starts from the load the servers
+        already saw, not cold. Samples at or after `now_s` are left to the ticks. Logged as
+        `backfill`; returns the ticks learnt from (0: a source without history, a failure,
+        or none kept)."""
+        if not isinstance(self.metrics, DemandHistorySource):
+            return 0
+        tick_s = self.config.scheduler.tick_interval_s
+        # As much as a restart reads from the store (`warm_start`), at most.
+        n_series = max(1, len(self.config.models) * len(self.config.regions))
+        span_s = min(WARM_START_S, WARM_START_SERIES_TICKS // n_series * tick_s)
+        samples = await self.metrics.history(now_s - tick_s, tick_s, span_s)
+        history = [s for s in samples if s.at_s < now_s]
+        fed = self.policy.warm_start(history)
+        log.info(
+            "backfill ticks=%d samples=%d since_s=%.0f",
+            fed,
+            len(history),
+            history[0].at_s if history else now_s,
+        )
         return fed
 
     def decide(self, obs: Observation, *, revise: bool = False) -> Decision:

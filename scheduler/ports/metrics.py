@@ -11,7 +11,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from scheduler.domain import SizeBucket
 
@@ -103,6 +103,21 @@ class MetricsSource(Protocol):
 
     async def demand(self, now_s: float) -> DemandSample:
         """Current request rates; missing series are absent or NaN."""
+        ...
+
+
+@runtime_checkable
+class DemandHistorySource(Protocol):
+    """A metrics source that also keeps the past (Prometheus): a daemon started on an
+    empty state store learns its forecast from it instead of starting cold
+    (`Reconciler.backfill`). A trace replay has none: nothing came before it."""
+
+    async def history(self, end_s: float, step_s: float, max_span_s: float) -> list[DemandSample]:
+        """The source's configured span of request rates (at most `max_span_s`) before
+        `end_s`, one sample per `step_s`, oldest first; a series missing at a step is
+        absent from that sample.
+        Empty when the span is 0 or the source fails (logged). Never raises (except on
+        cancellation)."""
         ...
 
 

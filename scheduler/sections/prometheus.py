@@ -61,6 +61,10 @@ class PrometheusConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)  # per attempt; also sent to Prometheus
     retries: int = Field(default=2, ge=0, le=10)  # attempts after the first, on 5xx/network errors
     backoff_s: float = Field(default=0.5, ge=0, le=60)  # first retry delay, doubles each time
+    # Seconds of `query` history a daemon started on an empty state store learns its
+    # forecast from (range queries at the tick interval; a week and a day by default, the
+    # weekly season once); 0: start cold.
+    history_s: float = Field(default=8 * 86400.0, ge=0, le=90 * 86400.0)
 
     @field_validator("url")
     @classmethod

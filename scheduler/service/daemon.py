@@ -120,7 +120,10 @@ class Daemon:
         # Recovery first: if the state cannot be read it raises `StateDamaged` before any
         # handler or task exists that `__aexit__` would have to take down.
         await self.recover()
-        self.reconciler.warm_start()
+        if self.reconciler.warm_start() == 0:
+            # Nothing recorded (a first start, or an outage longer than the store keeps):
+            # learn from the metrics source's own history where it keeps one (Prometheus).
+            await self.reconciler.backfill(self.clock())
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)
