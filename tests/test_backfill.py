@@ -339,3 +339,30 @@ async def test_the_daemon_backfills_on_a_first_start_only(
     async with daemon():
         pass
     assert source.asked == 1
+
+
+async def test_a_history_that_hangs_starts_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import scheduler.loop.reconciler as reconciler
+
+    class _Hangs(_DaemonHistory):
+        async def history(
+            self, end_s: float, step_s: float, max_span_s: float
+        ) -> list[DemandSample]:
+            await asyncio.Event().wait()
+            return []
+
+    monkeypatch.setattr(reconciler, "BACKFILL_TIMEOUT_S", 0.05)
+    config = builders.fleet_config()
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
+    rec = build_scheduler(
+        config, provider=cloud, metrics=_Hangs(), store=StateStore(tmp_path / "a.db"),
+        sleep=no_sleep,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert await rec.backfill(3_600.0) == 0
+    assert "backfill_timed_out" in caplog.text

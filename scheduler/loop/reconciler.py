@@ -113,6 +113,9 @@ class TickReport:
 
 
 WARM_START_S = 8 * 86400.0  # demand history a restarted policy learns from, at most
+# A first start's wait for the metrics source's history (`backfill`), before systemd's start
+# timeout (90 s) and its watchdog (60 s) run out; past it the daemon starts cold.
+BACKFILL_TIMEOUT_S = 30.0
 WARM_START_SERIES_TICKS = 1_000_000  # and at most this many series x ticks (~30 s at 1,000 series)
 
 
@@ -567,17 +570,24 @@ class Reconciler:
     async def backfill(self, now_s: float) -> int:
         """Let the policy learn from the metrics source's own history (`DemandHistorySource`,
         Prometheus' `history_s`, at the tick interval, at most what `warm_start` would read
-        from the store), for a daemon whose store holds no demand yet (a first start): its forecast then starts from the load the servers
-        already saw, not cold. Samples at or after `now_s` are left to the ticks. Logged as
+        from the store), for a daemon whose store holds no demand yet (a first start): its
+        forecast then starts from the load the servers already saw, not cold. Samples at or
+        after `now_s` are left to the ticks. Waits at most `BACKFILL_TIMEOUT_S`. Logged as
         `backfill`; returns the ticks learnt from (0: a source without history, a failure,
-        or none kept)."""
+        a timeout, or none kept)."""
         if not isinstance(self.metrics, DemandHistorySource):
             return 0
         tick_s = self.config.scheduler.tick_interval_s
         # As much as a restart reads from the store (`warm_start`), at most.
         n_series = max(1, len(self.config.models) * len(self.config.regions))
         span_s = min(WARM_START_S, WARM_START_SERIES_TICKS // n_series * tick_s)
-        samples = await self.metrics.history(now_s - tick_s, tick_s, span_s)
+        try:
+            samples = await asyncio.wait_for(
+                self.metrics.history(now_s - tick_s, tick_s, span_s), BACKFILL_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.warning("backfill_timed_out timeout_s=%g (starting cold)", BACKFILL_TIMEOUT_S)
+            return 0
         history = [s for s in samples if s.at_s < now_s]
         fed = self.policy.warm_start(history)
         log.info(
