@@ -382,11 +382,10 @@ class PrometheusSource(AsyncResource):
 
     async def history(self, end_s: float, step_s: float, max_span_s: float) -> list[DemandSample]:
         """`history_s` (at most `max_span_s`) of request rates (`query`, and `peak_query`
-        where set) before
-        `end_s`, one sample per `step_s` at `end_s - k x step_s`, oldest first, by range
-        queries of at most `MAX_RANGE_POINTS` steps; a series absent or not finite at a
-        step is absent from that sample, and steps without any series are left out. A
-        failure of the rates is logged and gives no history (the daemon then starts
+        where set) before `end_s`, one sample per `step_s` at `end_s - k x step_s`, oldest
+        first, by range queries of at most `MAX_RANGE_POINTS` steps; a series absent or not
+        finite at a step is absent from that sample, and steps without any series are left
+        out. A failure of the rates is logged and gives no history (the daemon then starts
         cold); one of the peaks only loses the peaks. Never raises (except on
         cancellation)."""
         span_s = min(self.config.history_s, max_span_s)

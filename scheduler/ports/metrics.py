@@ -115,9 +115,8 @@ class DemandHistorySource(Protocol):
     async def history(self, end_s: float, step_s: float, max_span_s: float) -> list[DemandSample]:
         """The source's configured span of request rates (at most `max_span_s`) before
         `end_s`, one sample per `step_s`, oldest first; a series missing at a step is
-        absent from that sample.
-        Empty when the span is 0 or the source fails (logged). Never raises (except on
-        cancellation)."""
+        absent from that sample. Empty when the span is 0 or the source fails (logged).
+        Never raises (except on cancellation)."""
         ...
 
 
