@@ -55,8 +55,9 @@ def steps_with_data(span_s: float) -> list[float]:
 
 
 class FakeRangeApi:
-    """Answers /api/v1/query_range: `rate_at` for the rates, 2x for the peaks; the rates
-    are NaN at every 7th step and the us series exists only in the second half."""
+    """Answers /api/v1/query_range: `rate_at` for KEY's rates, 2x for its peaks; its rates
+    are NaN at every 7th step, and a second series (region "us") exists only in the last
+    12 hours."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
@@ -72,9 +73,9 @@ class FakeRangeApi:
         times = np.arange(start, end + step / 2, step)
         series: list[dict[str, Any]] = []
         if params["query"] == QUERY:
-            eu = [[t, "NaN" if round(t / step) % 7 == 0 else str(rate_at(t))] for t in times]
+            main = [[t, "NaN" if round(t / step) % 7 == 0 else str(rate_at(t))] for t in times]
             us = [[t, "1.5"] for t in times if t > END_S - 43_200]
-            series.append({"metric": {"model": KEY[0], "region": KEY[1]}, "values": eu})
+            series.append({"metric": {"model": KEY[0], "region": KEY[1]}, "values": main})
             if us:
                 series.append({"metric": {"model": KEY[0], "region": "us"}, "values": us})
         elif params["query"] == PEAK:
@@ -161,8 +162,8 @@ async def test_a_failure_gives_no_history_and_a_peak_failure_only_loses_peaks(
 class _HistoryTrace:
     """A load source that also keeps `rates` before the daemon started, one per tick."""
 
-    def __init__(self, rates: list[float], tick_s: float, end_s: float) -> None:
-        self.rates, self.tick_s, self.end_s = rates, tick_s, end_s
+    def __init__(self, rates: list[float]) -> None:
+        self.rates = rates
         self.asked: list[tuple[float, float]] = []
 
     async def demand(self, now_s: float) -> DemandSample:
@@ -184,7 +185,7 @@ async def test_a_first_start_learns_the_sources_history(tmp_path: Path) -> None:
     t = np.arange(600)
     rates = list(20.0 + 10.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 1.0, 600))
     now = 600 * tick
-    source = _HistoryTrace(rates, tick, now)
+    source = _HistoryTrace(rates)
     assert isinstance(source, DemandHistorySource)
     catalog = load_catalog()
     cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
