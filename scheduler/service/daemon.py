@@ -121,8 +121,8 @@ class Daemon:
         # handler or task exists that `__aexit__` would have to take down.
         await self.recover()
         if self.reconciler.warm_start() == 0:
-            # Nothing recorded (a first start, or an outage longer than the store keeps):
-            # learn from the metrics source's own history where it keeps one (Prometheus).
+            # No demand recorded (a first start, or a new state database): learn from the
+            # metrics source's own history where it keeps one (Prometheus).
             await self.reconciler.backfill(self.clock())
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
