@@ -5,6 +5,7 @@ whose storage holds hours of history written by promtool."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import shutil
@@ -21,19 +22,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import Clock, no_sleep
 from test_daemon import CONFIG_TEXT
-from test_prometheus_source import PROMETHEUS, free_port, wait_ready
-from test_prometheus_source import Prometheus as Server
+from test_prometheus_source import PROMETHEUS, free_port, prometheus
 
 import adapters.prometheus
+import scheduler.loop.reconciler as reconciler_module
 from adapters.prometheus import PrometheusSource
 from adapters.sim import SimCloud
-from scheduler.config import load_config
+from scheduler.config import Config, load_config
 from scheduler.decide.policy import CapschedPolicy
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
 from scheduler.loop.factory import build_scheduler
+from scheduler.loop.reconciler import Reconciler
 from scheduler.loop.store import StateStore
-from scheduler.ports.metrics import DemandHistorySource, DemandSample
+from scheduler.ports.metrics import DemandHistorySource, DemandSample, MetricsSource
 from scheduler.sections.prometheus import PrometheusConfig
 from scheduler.service.daemon import Daemon
 
@@ -96,6 +98,14 @@ async def api() -> AsyncIterator[tuple[FakeRangeApi, str]]:
         yield fake, str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
+
+
+def reconciler(config: Config, metrics: MetricsSource, tmp_path: Path) -> Reconciler:
+    """A reconciler on the simulated cloud and an empty state store."""
+    catalog = load_catalog()
+    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
+    store = StateStore(tmp_path / "a.db")
+    return build_scheduler(config, provider=cloud, metrics=metrics, store=store, sleep=no_sleep)
 
 
 def cfg(url: str, **over: Any) -> PrometheusConfig:
@@ -188,10 +198,7 @@ async def test_a_first_start_learns_the_sources_history(tmp_path: Path) -> None:
     source = _HistoryTrace(rates)
     assert isinstance(source, DemandHistorySource)
     catalog = load_catalog()
-    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
-    rec = build_scheduler(
-        config, provider=cloud, metrics=source, store=StateStore(tmp_path / "a.db"), sleep=no_sleep
-    )
+    rec = reconciler(config, source, tmp_path)
     assert rec.warm_start() == 0  # an empty store
     assert await rec.backfill(now) == len(rates) - 1
     assert source.asked == [(now - tick, tick)]
@@ -212,13 +219,7 @@ async def test_a_source_without_history_starts_cold(tmp_path: Path) -> None:
         async def demand(self, now_s: float) -> DemandSample:
             return DemandSample(now_s, {KEY: 5.0})
 
-    config = builders.fleet_config()
-    catalog = load_catalog()
-    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
-    rec = build_scheduler(
-        config, provider=cloud, metrics=_NoHistory(), store=StateStore(tmp_path / "a.db"),
-        sleep=no_sleep,
-    )  # fmt: skip
+    rec = reconciler(builders.fleet_config(), _NoHistory(), tmp_path)
     assert await rec.backfill(3_600.0) == 0
 
 
@@ -248,40 +249,25 @@ async def test_history_from_a_real_prometheus(tmp_path: Path) -> None:
     end_s = float(int(time.time()) // 60 * 60 - 600)
     source = tmp_path / "history.om"
     source.write_text(_openmetrics(end_s), encoding="utf-8")
-    data = tmp_path / "data"
-    subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+    subprocess.run(  # into the storage `prometheus` starts on
+        [
+            PROMTOOL,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(source),
+            str(tmp_path / "data"),
+        ],
         check=True,
         capture_output=True,
     )
-    conf = tmp_path / "prometheus.yml"
-    conf.write_text("global:\n  scrape_interval: 15s\n", encoding="utf-8")
-    port = free_port()
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={conf}",
-                f"--storage.tsdb.path={data}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_ready(server)
+    with prometheus(tmp_path, free_port()) as server:  # the target: nothing listens there
         config = PrometheusConfig.model_validate(
             {"url": server.url, "query": QUERY, "peak_query": "", "history_s": HOURS * 3600.0}
         )
         async with PrometheusSource(config) as prom:
             samples = await prom.history(end_s, STEP_S, 1e9)
-    finally:
-        server.stop()
-    assert samples, log_path.read_text(errors="replace")[-2000:]
+    assert samples, server.log_path.read_text(errors="replace")[-2000:]
     early = [s.rps[KEY] for s in samples if s.at_s < end_s - HOURS * 1800 - 600]
     late = [s.rps[KEY] for s in samples if s.at_s > end_s - HOURS * 1800 + 600]
     assert early and late
@@ -345,10 +331,6 @@ async def test_the_daemon_backfills_on_a_first_start_only(
 async def test_a_history_that_hangs_starts_cold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
-    import scheduler.loop.reconciler as reconciler
-
     class _Hangs(_DaemonHistory):
         async def history(
             self, end_s: float, step_s: float, max_span_s: float
@@ -356,14 +338,8 @@ async def test_a_history_that_hangs_starts_cold(
             await asyncio.Event().wait()
             return []
 
-    monkeypatch.setattr(reconciler, "BACKFILL_TIMEOUT_S", 0.05)
-    config = builders.fleet_config()
-    catalog = load_catalog()
-    cloud = SimCloud(catalog.offerings, catalog.instance_types, random_interruptions=False)
-    rec = build_scheduler(
-        config, provider=cloud, metrics=_Hangs(), store=StateStore(tmp_path / "a.db"),
-        sleep=no_sleep,
-    )  # fmt: skip
+    monkeypatch.setattr(reconciler_module, "BACKFILL_TIMEOUT_S", 0.05)
+    rec = reconciler(builders.fleet_config(), _Hangs(), tmp_path)
     with caplog.at_level(logging.WARNING):
         assert await rec.backfill(3_600.0) == 0
     assert "backfill_timed_out" in caplog.text

@@ -549,12 +549,7 @@ class Reconciler:
         started (`Policy.warm_start`), so a restart does not forecast from a cold start,
         and take up the forecast band it had learnt (`Policy.restore_band`). Returns the
         ticks learnt from."""
-        # A week and a day (the weekly season once), and at most as many series-ticks as a
-        # start-up can replay within systemd's start timeout (the most recent).
-        n_series = max(1, len(self.config.models) * len(self.config.regions))
-        history = self.store.demand_samples(
-            span_s=WARM_START_S, max_ticks=max(1, WARM_START_SERIES_TICKS // n_series)
-        )
+        history = self.store.demand_samples(span_s=WARM_START_S, max_ticks=self._warm_ticks())
         fed = self.policy.warm_start(history)
         if history:
             log.info(
@@ -566,6 +561,13 @@ class Reconciler:
             learnt = " ".join(f"{m}={v:.3f}" for m, v in sorted(self.policy.band_scales().items()))
             log.info("band_restored policy=%s %s", self.policy.name, learnt)
         return fed
+
+    def _warm_ticks(self) -> int:
+        """Ticks of history a start learns from at most (`warm_start`, `backfill`): as
+        many series-ticks as a start-up can replay within systemd's start timeout; the
+        span is a week and a day (the weekly season once), `WARM_START_S`."""
+        n_series = max(1, len(self.config.models) * len(self.config.regions))
+        return max(1, WARM_START_SERIES_TICKS // n_series)
 
     async def backfill(self, now_s: float) -> int:
         """Let the policy learn from the metrics source's own history (`DemandHistorySource`,
@@ -579,8 +581,7 @@ class Reconciler:
             return 0
         tick_s = self.config.scheduler.tick_interval_s
         # As much as a restart reads from the store (`warm_start`), at most.
-        n_series = max(1, len(self.config.models) * len(self.config.regions))
-        span_s = min(WARM_START_S, WARM_START_SERIES_TICKS // n_series * tick_s)
+        span_s = min(WARM_START_S, self._warm_ticks() * tick_s)
         try:
             samples = await asyncio.wait_for(
                 self.metrics.history(now_s - tick_s, tick_s, span_s), BACKFILL_TIMEOUT_S
