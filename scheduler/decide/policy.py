@@ -154,8 +154,17 @@ class CapschedPolicy:
         """`decide` again on a newer observation of the same tick (a pool refused a
         launch), from the state before this tick's `decide`: the tick changes the
         policy's state once. The forecaster took this step's rates already and is
-        not fed again."""
+        not fed again.
+
+        The targets this tick's `decide` found stay the last targets: a model it searched
+        stands on what that search found (its demand is the same), unless a pool of that
+        target became unavailable or dearer on the way, and then it is searched again;
+        a periodic full search done by `decide` is not done twice. Before, every model
+        `decide` had searched was searched again from the tick's old target: the same
+        search again for each model the refusal did not touch (docs/solver.md, "A refused
+        launch's second decision")."""
         if self._before is not None:
+            first, first_full_s = self._last, self._last_full_s
             m = self._before
             self.last_forecast, self.last_quantiles = dict(m.planned), dict(m.quantiles)
             self._recent, self._last = deque(m.recent), m.last
@@ -163,6 +172,7 @@ class CapschedPolicy:
             self._losses = {pool: deque(times) for pool, times in m.losses.items()}
             self._last_full_s = m.last_full_s
             self._prices = dict(m.prices)
+            self._last, self._last_full_s = first, first_full_s
         return self.decide(obs)
 
     def planned_rps(self) -> Mapping[tuple[str, str], float]:
