@@ -18,7 +18,8 @@ Run on demand (not part of the tests):
    below 0.9× their best anchor, and for the lead-window peak (steps +11..+15
    at 1 minute) coverage and over-provision of `LeadPeakQuantile` on
    the default method's median against the calibrated c × mean-of-10-minutes
-   anchor.
+   anchor: the mean of planned / true peak over windows, and in total
+   (Σ planned / Σ true peak).
 2. Anchor: statsforecast's AutoETS (optional, `pip install statsforecast`),
    refitted on the trailing history at every scored origin (every
    `--ets-stride-min` minutes), against holt_winters at the same origins.
@@ -131,6 +132,8 @@ def accuracy(trace: TraceSeries, horizon_min: int, warmup_steps: int | None = No
         f"{_f(ours['coverage'])} / {_f(anchor['coverage'])}",
         f"{_f(ours['over_provision'], 2)} / {_f(anchor['over_provision'], 2)}",
         _f(ours.get("over_provision_ratio_to_anchor", math.nan), 2),
+        f"{_f(ours['over_provision_total'], 2)} / {_f(anchor['over_provision_total'], 2)}",
+        _f(ours.get("over_provision_total_ratio_to_anchor", math.nan), 2),
         _f(ours_m["step_ms"], 2),
     ]
     return row
@@ -139,7 +142,8 @@ def accuracy(trace: TraceSeries, horizon_min: int, warmup_steps: int | None = No
 HEAD = [
     "series", "series×steps@step", f"{DEFAULT} (default)", "holt_winters", "seasonal_naive",
     *ANCHORS, "oracle flat median", "default / best anchor", "series ≤ 0.9×",
-    "peak cov default / anchor", "over-prov default / anchor", "over-prov ratio", "step ms",
+    "peak cov default / anchor", "over-prov default / anchor", "over-prov ratio",
+    "over-prov in total default / anchor", "in total ratio", "step ms",
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scheduler.forecast.config import ForecastSettings
+from scheduler.forecast.lead_peak import LeadWindow
 from simulations import forecast_eval
 
 
@@ -50,6 +51,22 @@ def test_json_output_has_every_method(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(peak["planners"]) == {ForecastSettings().method, "c_x_mean_10min"}
     for p in peak["planners"].values():
         assert 0.0 <= p["coverage"] <= 1.0 and p["over_provision"] > 0 and p["windows"] > 0
+        assert p["over_provision_total"] > 0
+
+
+def test_over_provision_is_reported_per_window_and_in_total() -> None:
+    # Two series' windows: the mean of ratios counts an idle window's 100x as much as a
+    # busy window's 1.1x; the total weighs them by load. A window without load counts in
+    # coverage only.
+    tally = forecast_eval._PeakTally(1)
+    for planned, truth in ((110.0, 100.0), (10.0, 0.1), (5.0, 0.0), (80.0, 100.0)):
+        tally.add(np.array([planned]), np.array([truth]))
+    ev = forecast_eval.Evaluation({}, {"p": tally.result("p")}, 0.95, LeadWindow(10, 5), "ensemble")
+    p = forecast_eval.summarize(ev)["lead_peak"]["planners"]["p"]
+    assert p["windows"] == 4 and p["windows_with_load"] == 3
+    assert p["coverage"] == pytest.approx(3 / 4)
+    assert p["over_provision"] == pytest.approx((1.1 + 100.0 + 0.8) / 3)
+    assert p["over_provision_total"] == pytest.approx(200.0 / 200.1)
 
 
 def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
