@@ -16,6 +16,8 @@ simulator replay the same data the same way. Supported formats (`FORMATS`):
   function, one column per minute of the day): many series at once.
 - ``azure-llm``: the Azure LLM inference trace 2023 (``TIMESTAMP`` per request),
   aggregated to requests per minute.
+- ``mooncake``: Mooncake's JSON lines request traces (``timestamp`` in milliseconds,
+  ``input_length``, ``output_length``), aggregated to requests per minute with their sizes.
 
 A malformed file raises `TraceFormatError`, whose message starts with
 ``path:line:`` so the bad row can be found: a negative numeric time (minute indexes
@@ -28,6 +30,7 @@ later can name it. See docs/forecasting.md.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -43,7 +46,8 @@ from simulations.bucket_steps import BucketSteps
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("minute-csv", "requests", "burstgpt", "azure-functions", "azure-llm")
+FORMATS = ("minute-csv", "requests", "burstgpt", "azure-functions", "azure-llm", "mooncake")
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")  # ms, prompt and output tokens
 TimeUnit = Literal["auto", "min", "s", "iso"]
 MINUTE_S = 60.0
 # A trace longer than this many minutes (a year) is almost surely a unit mistake
@@ -461,29 +465,101 @@ def read_requests(
     minutes = np.asarray(times, dtype=np.float64)
     if unit == "s" or unit == "iso":
         minutes = minutes / MINUTE_S
-    mean_tokens = (
-        (tokens[0] / len(times), tokens[1] / len(times))
-        if times and all(c is not None for c in token_cols)
-        else None
-    )
-    if not grouped:
+    return _requests_series(
+        p, "requests", minutes, groups if grouped else None, sizes if both else None,
+        first_line, name or p.stem,
+    )  # fmt: skip
+
+
+def _requests_series(
+    p: Path,
+    fmt: str,
+    minutes: np.ndarray,
+    groups: Sequence[str] | None,
+    sizes: Sequence[tuple[float, float]] | None,
+    first_line: int,
+    name: str,
+) -> TraceSeries:
+    """Requests per minute from one arrival time (minutes) per request: one series
+    (`name`), or one per group name; with `sizes` ((input, output) tokens per request)
+    their mean, each minute's means and its prompt-length buckets as well."""
+    mean_tokens = None
+    if sizes is not None and len(sizes):
+        sums = [0.0, 0.0]
+        for i, o in sizes:
+            sums[0] += i
+            sums[1] += o
+        mean_tokens = (sums[0] / len(sizes), sums[1] / len(sizes))
+    if groups is None:
         start, counts = _bin_minutes(p, minutes, None, first_line)
-        series = _make(p, "requests", [name or p.stem], start, counts, "requests/min")
-        row_group = np.zeros(len(times), dtype=np.int64)
+        series = _make(p, fmt, [name], start, counts, "requests/min")
+        row_group = np.zeros(len(minutes), dtype=np.int64)
     else:
         names = sorted(set(groups))
         start, _ = _bin_minutes(p, minutes, None, first_line)
         row_group = np.array([names.index(g) for g in groups], dtype=np.int64)
         values = np.zeros((len(names), int(np.floor(minutes).max() - start) + 1))
         np.add.at(values, (row_group, np.floor(minutes).astype(np.int64) - int(start)), 1.0)
-        series = _make(p, "requests", names, start, values, "requests/min")
-    per_step = None
-    if both:
-        index = np.floor(minutes).astype(np.int64) - int(start)
-        per_step = _step_means(row_group, index, np.asarray(sizes), series.values.shape)
-        split = _step_buckets(row_group, index, sizes, series.values.shape)
-        return replace(series, mean_tokens=mean_tokens, tokens=per_step, buckets=split)
-    return replace(series, mean_tokens=mean_tokens, tokens=per_step)
+        series = _make(p, fmt, names, start, values, "requests/min")
+    if sizes is None:
+        return series
+    index = np.floor(minutes).astype(np.int64) - int(start)
+    per_step = _step_means(row_group, index, np.asarray(sizes), series.values.shape)
+    split = _step_buckets(row_group, index, sizes, series.values.shape)
+    return replace(series, mean_tokens=mean_tokens, tokens=per_step, buckets=split)
+
+
+def read_mooncake(path: Path | str) -> TraceSeries:
+    """Read one of Mooncake's request traces (FAST '25: the conversation, tool-agent and
+    synthetic traces) as requests per minute, with each request's sizes.
+
+    JSON lines, one request each: ``timestamp`` (milliseconds from the trace's start),
+    ``input_length`` and ``output_length`` (prompt and output tokens); other fields
+    (``hash_ids``, the prompt's KV-cache blocks) are ignored. Times are trace-relative, as
+    in a ``requests`` file with seconds. A line that is not a JSON object with those three
+    numbers (finite, >= 0) is malformed, and the error names it.
+    """
+    p = Path(path)
+    try:
+        handle = p.open(encoding="utf-8")
+    except OSError as exc:
+        raise TraceFormatError(p, None, f"cannot read: {exc.strerror or exc}") from None
+    times: list[float] = []
+    sizes: list[tuple[float, float]] = []
+    first_line = 1
+    with handle:
+        try:
+            for line, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                if not times:
+                    first_line = line
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise TraceFormatError(p, line, f"not valid JSON: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise TraceFormatError(p, line, "expected a JSON object per line")
+                ms, i, o = (_json_count(p, line, row, k) for k in MOONCAKE_FIELDS)
+                times.append(ms / 1000.0 / MINUTE_S)
+                sizes.append((i, o))
+        except UnicodeDecodeError as exc:
+            raise TraceFormatError(p, None, f"not UTF-8 text: {exc.reason}") from None
+    return _requests_series(
+        p, "mooncake", np.asarray(times, dtype=np.float64), None, sizes, first_line, p.stem
+    )
+
+
+def _json_count(path: Path, line: int, row: dict[str, object], key: str) -> float:
+    """Field `key` of a JSON lines row as a finite number >= 0 (TraceFormatError if not)."""
+    if key not in row:
+        raise TraceFormatError(path, line, f"no {key!r} field")
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TraceFormatError(path, line, f"{key} {value!r} is not a number")
+    if not math.isfinite(value) or value < 0:
+        raise TraceFormatError(path, line, f"{key} {value!r} must be a finite number >= 0")
+    return float(value)
 
 
 def read_burstgpt(path: Path | str, *, value_column: str = "total_tokens_per_s") -> TraceSeries:
@@ -629,6 +705,8 @@ def read_azure_llm(path: Path | str) -> TraceSeries:
 def detect_format(path: Path | str) -> str:
     """The format of a trace file, guessed from its header row (TraceFormatError if none fits)."""
     p = Path(path)
+    if _first_text(p).startswith("{"):
+        return "mooncake"  # JSON lines (read_mooncake names a line without its fields)
     rows = _rows(p)
     header_line, header = _header(p, rows)
     lower = [h.lower() for h in header]
@@ -645,6 +723,19 @@ def detect_format(path: Path | str) -> str:
     raise TraceFormatError(
         p, header_line, f"cannot tell the trace format from header {header}; pass a format"
     )
+
+
+def _first_text(path: Path) -> str:
+    """The first non-blank line of a text file, stripped ("" when none or unreadable: the
+    CSV reader then reports why)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for text in handle:
+                if text.strip():
+                    return text.strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return ""
 
 
 def read_series(
@@ -673,4 +764,6 @@ def read_series(
         return read_azure_functions(path)
     if fmt == "azure-llm":
         return read_azure_llm(path)
+    if fmt == "mooncake":
+        return read_mooncake(path)
     raise ValueError(f"unknown trace format {fmt!r}; expected one of {', '.join(FORMATS)}")

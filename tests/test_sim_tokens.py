@@ -76,6 +76,31 @@ def test_simulate_uses_the_token_columns_of_a_requests_trace(tmp_path: Path) -> 
     assert long > 2 * short
 
 
+def write_mooncake(path: Path, input_tokens: int) -> Path:
+    # The same arrivals as `write_requests`, in Mooncake's JSON lines (milliseconds).
+    lines = [
+        json.dumps(
+            {
+                "timestamp": k * 100,
+                "input_length": input_tokens,
+                "output_length": 200,
+                "hash_ids": [k],
+            }
+        )
+        for k in range(20 * 60 * 10)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_simulate_reads_a_mooncake_trace_and_its_sizes(tmp_path: Path) -> None:
+    # Mooncake's conversation trace averages 12,035 prompt tokens: detected by its first
+    # line, replayed at its sizes, it costs what the same long requests cost as a CSV.
+    long = cost_usd(tmp_path, write_mooncake(tmp_path / "long.jsonl", 12_000), "mlong")
+    short = cost_usd(tmp_path, write_mooncake(tmp_path / "short.jsonl", 500), "mshort")
+    assert long > 2 * short
+
+
 def test_requests_and_azure_traces_keep_sizes_per_minute(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text(

@@ -16,6 +16,7 @@ from simulations.traces import (
     read_azure_llm,
     read_burstgpt,
     read_minute_csv,
+    read_mooncake,
     read_requests,
     read_series,
 )
@@ -148,6 +149,74 @@ def test_azure_llm(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.values[0], [1, 1])
     with pytest.raises(TraceFormatError, match=r":4: time 'yesterday'"):
         read_azure_llm(write(tmp_path, text + "yesterday,1,1\n", "bad.csv"))
+
+
+def test_mooncake_json_lines(tmp_path: Path) -> None:
+    # Mooncake's traces: milliseconds from the start, prompt and output tokens, and the
+    # prompt's cache blocks (ignored).
+    text = (
+        '{"timestamp": 0, "input_length": 12000, "output_length": 300, "hash_ids": [1, 2]}\n'
+        '{"timestamp": 59999, "input_length": 2000, "output_length": 100, "hash_ids": []}\n'
+        "\n"
+        '{"timestamp": 120500, "input_length": 500, "output_length": 50, "hash_ids": [3]}\n'
+    )
+    p = write(tmp_path, text, "conversation_trace.jsonl")
+    s = read_series(p, "auto")
+    assert s.format == "mooncake" and s.names == ("conversation_trace",)
+    np.testing.assert_array_equal(s.values[0], [2, 0, 1])  # requests in minutes 0, 1, 2
+    assert s.mean_tokens == pytest.approx((14500 / 3, 450 / 3))
+    assert s.tokens is not None
+    np.testing.assert_allclose(s.tokens[:, 0, 0], [7000, 200])  # minute 0's mean sizes
+    assert np.isnan(s.tokens[:, 0, 1]).all()  # no request in minute 1
+    assert s.buckets is not None  # split by prompt length, as any trace with sizes
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"timestamp": 5, "input_length": 10', "not valid JSON"),
+        ("[1, 2, 3]", "expected a JSON object"),
+        ('{"timestamp": 5, "input_length": 10}', "no 'output_length' field"),
+        ('{"timestamp": 5, "input_length": "ten", "output_length": 1}', "is not a number"),
+        ('{"timestamp": -5, "input_length": 10, "output_length": 1}', "finite number >= 0"),
+        ('{"timestamp": 5, "input_length": 10, "output_length": true}', "is not a number"),
+    ],
+)
+def test_malformed_mooncake_line_is_named(tmp_path: Path, line: str, why: str) -> None:
+    good = '{"timestamp": 0, "input_length": 1, "output_length": 1}\n'
+    p = write(tmp_path, good + good + line + "\n", "t.jsonl")
+    with pytest.raises(TraceFormatError, match=rf"t\.jsonl:3: .*{why}"):
+        read_mooncake(p)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7_200_000), st.integers(0, 200_000), st.integers(0, 4_000)),
+        min_size=1,
+        max_size=100,
+    )
+)
+def test_mooncake_reads_as_the_same_requests_csv(rows: list[tuple[int, int, int]]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        j = Path(d) / "r.jsonl"
+        j.write_text(
+            "".join(
+                f'{{"timestamp": {t}, "input_length": {i}, "output_length": {o}}}\n'
+                for t, i, o in rows
+            )
+        )
+        c = Path(d) / "r.csv"
+        c.write_text(
+            "timestamp,input_tokens,output_tokens\n"
+            + "".join(f"{t / 1000!r},{i},{o}\n" for t, i, o in rows)
+        )
+        a, b = read_mooncake(j), read_requests(c)
+    assert a.start_s == b.start_s and a.values.sum() == len(rows)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_allclose(a.tokens, b.tokens, equal_nan=True)  # type: ignore[arg-type]
 
 
 def test_unknown_format(tmp_path: Path) -> None:
