@@ -95,7 +95,7 @@ def write_mooncake(path: Path, input_tokens: int) -> Path:
 
 def test_simulate_reads_a_mooncake_trace_and_its_sizes(tmp_path: Path) -> None:
     # Mooncake's conversation trace averages 12,035 prompt tokens: detected by its first
-    # line, replayed at its sizes, it costs what the same long requests cost as a CSV.
+    # line, replayed at its sizes: long prompts cost over twice what short ones do.
     long = cost_usd(tmp_path, write_mooncake(tmp_path / "long.jsonl", 12_000), "mlong")
     short = cost_usd(tmp_path, write_mooncake(tmp_path / "short.jsonl", 500), "mshort")
     assert long > 2 * short
