@@ -439,7 +439,6 @@ def read_requests(
     unit: TimeUnit = "s" if time_unit in ("auto", "s") else time_unit
     times: list[float] = []
     groups: list[str] = []
-    tokens = [0.0, 0.0]
     sizes: list[tuple[float, float]] = []  # per row, when both token columns are there
     both = all(c is not None for c in token_cols)
     first_line = header_line + 1
@@ -450,12 +449,11 @@ def read_requests(
             unit = "iso" if _is_iso(fields[t_col].strip()) else "s"
             first_line = line
         times.append(_parse_time(p, line, fields[t_col], unit))
-        for k, col in enumerate(token_cols):
+        for col in token_cols:
             if col is not None:
                 n = _float(p, line, fields[col], header[col])
                 if n < 0:
                     raise TraceFormatError(p, line, f"{header[col]} {n:g} is negative")
-                tokens[k] += n
         if both:
             sizes.append(
                 (float(fields[token_cols[0]]), float(fields[token_cols[1]]))  # type: ignore[index]
