@@ -188,14 +188,23 @@ async def _settle(pilot: Any) -> None:
     # Fetch, then let the tables measure their columns (they do it when idle), then give
     # the compositor real time to paint the measured frame. On a loaded machine a fixed six
     # idle rounds let CI catch a table painted before it was measured (the help screen then
-    # showed it behind; help is now opaque, tui/app.tcss).
+    # showed it behind; help is now opaque, tui/app.tcss). A table's rows can be laid out
+    # before its column widths are (CI once caught the fleet table with every column at its
+    # label's width), so the screen must also render the same twice in a row.
+    last = None
     for _ in range(100):
         await pilot.app.workers.wait_for_complete()
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
         tables = pilot.app.screen.query(DataTable)
-        if all(t.virtual_size.height > t.row_count for t in tables):
+        if not all(t.virtual_size.height > t.row_count for t in tables):
+            last = None
+            continue
+        shot = pilot.app.export_screenshot()
+        if shot == last:
             break
+        last = shot
+        await pilot.pause(0.05)
     await pilot.pause(0.2)
 
 
