@@ -10,7 +10,7 @@ import pytest
 
 import solver.mip
 from scheduler.decide.policy import CapschedPolicy
-from scheduler.domain import Offering, Plan
+from scheduler.domain import Offering, Plan, Pool
 from scheduler.fleet.catalog import load_catalog
 from scheduler.fleet.profiles import load_profiles
 from solver.problem import Problem, Solution
@@ -18,7 +18,7 @@ from solver.problem import Problem, Solution
 BIG = "llama-3.1-70b"
 
 
-def _targets(plan: Plan, model: str) -> dict[object, int]:
+def _targets(plan: Plan, model: str) -> dict[Pool, int]:
     return {pl.pool: pl.count for pl in plan.placements if pl.model == model}
 
 
@@ -36,7 +36,7 @@ def test_a_revise_keeps_the_targets_the_refused_pool_does_not_touch(
     assert small and big and first.kept_models == ()  # the first tick searched both
     # A launch of the 8B's was refused: its cheapest pool is out of stock. The 70B's
     # target does not use that pool (the two models run on different GPU kinds here).
-    refused = min(small, key=lambda p: (p not in big, -small[p]))
+    refused = min(small, key=lambda p: (p in big, -small[p]))
     assert refused not in big
     offerings: tuple[Offering, ...] = tuple(
         dataclasses.replace(o, available=False) if o.pool == refused else o

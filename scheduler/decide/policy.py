@@ -58,16 +58,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class _Memory:
-    """The state one `decide` changes besides the forecaster, as it was before it
-    (`revise` puts it back, so a tick changes it once)."""
+    """The state one `decide` changes besides the forecaster and the targets it found, as
+    it was before it (`revise` puts it back, so a tick changes it once; the targets and
+    the time of the last full search carry over to `revise`)."""
 
     planned: dict[tuple[str, str], float]  # last_forecast
     quantiles: dict[tuple[str, str], dict[float, float]]  # last_quantiles
     recent: deque[tuple[float, dict[tuple[str, str], float]]]  # _recent
-    last: tuple[Plan, dict[tuple[str, str], float], dict[Pool, Offering]] | None  # _last
     available_since: dict[Pool, float]  # _available_since
     losses: dict[Pool, deque[float]]  # _losses
-    last_full_s: float | None  # _last_full_s
     prices: dict[Pool, _PriceClock]  # _prices
 
 
@@ -143,10 +142,8 @@ class CapschedPolicy:
             dict(self.last_forecast),
             dict(self.last_quantiles),
             deque(self._recent),
-            self._last,
             dict(self._available_since),
             {pool: deque(times) for pool, times in self._losses.items()},
-            self._last_full_s,
             dict(self._prices),
         )
 
@@ -164,15 +161,12 @@ class CapschedPolicy:
         search again for each model the refusal did not touch (docs/solver.md, "A refused
         launch's second decision")."""
         if self._before is not None:
-            first, first_full_s = self._last, self._last_full_s
             m = self._before
             self.last_forecast, self.last_quantiles = dict(m.planned), dict(m.quantiles)
-            self._recent, self._last = deque(m.recent), m.last
+            self._recent = deque(m.recent)
             self._available_since = dict(m.available_since)
             self._losses = {pool: deque(times) for pool, times in m.losses.items()}
-            self._last_full_s = m.last_full_s
             self._prices = dict(m.prices)
-            self._last, self._last_full_s = first, first_full_s
         return self.decide(obs)
 
     def planned_rps(self) -> Mapping[tuple[str, str], float]:
