@@ -29,7 +29,14 @@ the realised peaks of exactly that window, by online quantile regression:
   saturated at the largest score on bursty series: 3.4x the realised peak at 0.986
   coverage for a 0.95 target on BurstGPT);
 - as a last safety net a plan is at most the larger of the base and
-  ``BOUND_FACTOR`` × the largest rate seen lately (the forecasters' own bound).
+  ``BOUND_FACTOR`` × the largest rate seen lately (the forecasters' own bound);
+- a second planner runs beside the regression: the recent level times the ``q``
+  quantile of realised peak / level (`PeakRatioQuantile`, no feedback loop). Per series
+  the plan is the one of the two whose own plans had the lower pinball loss over the
+  last `SELECT_MEMORY` realised windows (the regression until both are scored on
+  ``1 / (1 - q)`` windows). The regression's feedback comes a lead window late, so on a
+  steady series it saws up to 1.4 scales above the peak; the ratio plans such a series
+  at its peak and keeps to the regression where the ratio moves with the load.
 
 Nothing here reads the clock: steps are passed in. `CapschedPolicy` plans each
 series' rate with `LeadPeakQuantile.plan` when ``[forecast] plan_for =
@@ -46,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.forecast.base import BOUND_FACTOR
+from scheduler.forecast.peak_ratio import LEVEL_TICKS, PeakRatioQuantile
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -58,6 +66,7 @@ PEAK_MEMORY = 1440  # realised windows the series' mean peak (the scale) average
 # Features of the regression, in units of the series' scale: 1 (intercept), the base
 # forecast, the peak of the last tick's observations, the horizon's quantile peak.
 N_FEATURES = 4
+SELECT_MEMORY = 200  # realised windows the two planners' pinball losses average over
 INITIAL_WEIGHTS = np.array([0.0, 0.0, 0.0, 1.0])  # start at the horizon peak
 WEIGHT_MIN = np.array([-1.0, 0.0, 0.0, 0.0])  # slopes ≥ 0; an intercept ≥ -1 scale
 WEIGHT_MAX = np.array([10.0, 10.0, 10.0, 10.0])  # bounded: a plan stays finite
@@ -144,6 +153,13 @@ class LeadPeakQuantile:
         self.mean_err = np.zeros(n)  # EW mean |realised - planned| peak, in scales
         self.err_w = np.zeros(n)  # EW weight mass behind `mean_err`
         self.mean_w = np.zeros(n)  # EW weight mass behind `mean_peak` and `mean_sq`
+        # The second planner, its plans per origin slot (in scales), and per series the
+        # EW mean pinball loss of each planner's own plans (regression, ratio).
+        self.ratio = PeakRatioQuantile(q, n, LEVEL_TICKS * window.tick_steps, w)
+        self.planned_ratio = np.full((n, w), np.nan)
+        self.loss = np.zeros((n, 2))
+        self.n_compared = np.zeros(n, dtype=np.int64)  # windows both planners were scored on
+        self.uses_ratio = np.zeros(n, dtype=np.bool_)  # per series: the last plan was the ratio's
 
     @property
     def n(self) -> int:
@@ -174,14 +190,17 @@ class LeadPeakQuantile:
         if self._t is not None and t - self._t > 1:  # gap: nothing observed in between
             slots = self.features.shape[1]
             for s in range(self._t + 1, min(t, self._t + 1 + slots)):
+                self.ratio.observe(s, np.full(self.n, np.nan))
                 self._close(s, np.full(self.n, np.nan))
                 self.features[:, s % slots] = np.nan  # no plan was made at s
                 self.scale[:, s % slots] = np.nan
                 self.planned[:, s % slots] = np.nan
+                self.planned_ratio[:, s % slots] = np.nan
         good = np.isfinite(yv) & (yv >= 0)
         yv = np.where(good, yv, np.nan)
         self.recent_max *= self._max_keep ** (1 if self._t is None else t - self._t)
         np.fmax(self.recent_max, yv, out=self.recent_max)
+        self.ratio.observe(t, yv)
         self._close(t, yv)
         self._t = t
         return self._plan(t, bv, hv)
@@ -214,6 +233,7 @@ class LeadPeakQuantile:
         seen = np.isfinite(self.recent)
         peak = np.max(np.where(seen, self.recent, -np.inf), axis=1)
         made = np.isfinite(scale) & np.isfinite(self.planned[:, slot])
+        self._compare(slot, np.where(made & seen.any(axis=1), peak, np.nan))
         ok = made & np.isfinite(x).all(axis=1) & seen.any(axis=1)
         if not ok.any():
             return
@@ -262,7 +282,29 @@ class LeadPeakQuantile:
         plan = np.maximum(np.minimum(plan, np.maximum(base, BOUND_FACTOR * self.recent_max)), 0.0)
         self.features[:, slot], self.scale[:, slot] = x, scale
         self.planned[:, slot] = plan / scale
-        return np.asarray(plan, dtype=np.float64)
+        ratio = self.ratio.plan(slot)
+        ratio = np.maximum(np.minimum(ratio, np.maximum(base, BOUND_FACTOR * self.recent_max)), 0.0)
+        self.planned_ratio[:, slot] = ratio / scale  # NaN where it has no plan
+        scored = self.n_compared >= math.ceil(1.0 / (1.0 - self.q) - 1e-9)
+        self.uses_ratio = scored & np.isfinite(ratio) & (self.loss[:, 1] < self.loss[:, 0])
+        return np.asarray(np.where(self.uses_ratio, ratio, plan), dtype=np.float64)
+
+    def _compare(self, slot: int, peak: FloatArray) -> None:
+        """Score both planners' plans for the window realised with `peak` (NaN where no
+        plan was made or nothing observed), `slot` its origin's slot; the ratio planner
+        learns the window's ratio."""
+        self.ratio.learn(slot, peak)
+        planned = self.planned[:, slot], self.planned_ratio[:, slot]
+        ok = np.isfinite(peak) & np.isfinite(planned[0]) & np.isfinite(planned[1])
+        rows = np.nonzero(ok)[0]
+        if not rows.size:
+            return
+        target = peak[rows] / self.scale[rows, slot]
+        for j, p in enumerate(planned):
+            d = target - p[rows]
+            loss = np.maximum(self.q * d, (self.q - 1.0) * d)
+            self.loss[rows, j] += (loss - self.loss[rows, j]) / SELECT_MEMORY
+        self.n_compared[rows] += 1
 
     def series_scale(self) -> FloatArray:
         """Per series, the unit of the regression: the mean realised peak (bias-corrected
