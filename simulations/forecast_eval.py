@@ -32,6 +32,8 @@ windows whose true peak is above zero), and beside it the over-provision in tota
 The mean of ratios counts a window whose true peak is a trace's idle minimum
 (0.04 tokens/s in an hour of BurstGPT) as much as a busy one, and a few such windows
 decide it; the total weighs each window by its load, as a bill does.
+``ratio_planner_share`` is the share of scored windows whose plan came from
+`LeadPeakQuantile`'s ratio planner rather than its regression (0 for the anchor).
 
 A series coarser than a minute (rows every 10 minutes, every hour) is scored at
 its own step (`at_native_step`): its counts are per row, the horizon is rounded
@@ -94,6 +96,8 @@ class PeakScore:
     over_n: np.ndarray  # per series, windows with true peak > 0
     planned_sum: np.ndarray  # per series, Σ planned over windows with true peak > 0
     truth_sum: np.ndarray  # per series, Σ true peak over those windows
+    # per series, scored windows planned by `LeadPeakQuantile`'s ratio planner (0: anchor)
+    from_ratio: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,7 +266,7 @@ def evaluate(
                     paths[:, taus.index(q_plan), :].max(axis=1),
                 )
                 if score:
-                    pk.add(planned, _peak_truth(y, t, window))
+                    pk.add(planned, _peak_truth(y, t, window), lead.uses_ratio)
             if not score:
                 continue
             actual = y[:, t + 1 : t + 1 + H]  # (n, H)
@@ -316,10 +320,15 @@ class _PeakTally:
         self.over_n = np.zeros(n)
         self.planned_sum = np.zeros(n)
         self.truth_sum = np.zeros(n)
+        self.from_ratio = np.zeros(n)
 
-    def add(self, planned: np.ndarray, truth: np.ndarray) -> None:
+    def add(
+        self, planned: np.ndarray, truth: np.ndarray, from_ratio: np.ndarray | None = None
+    ) -> None:
         ok = np.isfinite(truth) & np.isfinite(planned)
         self.windows += ok
+        if from_ratio is not None:
+            self.from_ratio += ok & from_ratio
         self.covered += ok & (planned >= truth)
         pos = ok & (truth > 0)
         self.over_sum += np.where(pos, planned / np.where(pos, truth, 1.0), 0.0)
@@ -336,6 +345,7 @@ class _PeakTally:
             self.over_n,
             self.planned_sum,
             self.truth_sum,
+            self.from_ratio,
         )
 
 
@@ -453,6 +463,7 @@ def summarize(ev: Evaluation, baseline: str = "seasonal_naive") -> dict[str, Any
             "over_provision_total": float(np.sum(p.planned_sum)) / truth if truth > 0 else math.nan,
             "windows": int(w),
             "windows_with_load": int(o),
+            "ratio_planner_share": float(np.sum(p.from_ratio) / w) if w else math.nan,
         }
     anchor = peaks.get(PEAK_ANCHOR, {})
     for name, entry in peaks.items():
@@ -507,13 +518,13 @@ def render(doc: dict[str, Any], trace: TraceSeries, horizon_min: int) -> str:
         f"), planned quantile {lp['quantile']:g}:"
     )
     rows = [["planner", "coverage", "over-provision", "vs anchor", "in total", "vs anchor",
-             "windows"]]  # fmt: skip
+             "windows", "by ratio"]]  # fmt: skip
     for name, p in lp["planners"].items():
         rows.append([name, _fmt(p["coverage"]), _fmt(p["over_provision"]),
                      _fmt(p.get("over_provision_ratio_to_anchor", math.nan)),
                      _fmt(p["over_provision_total"]),
                      _fmt(p.get("over_provision_total_ratio_to_anchor", math.nan)),
-                     str(p["windows"])])  # fmt: skip
+                     str(p["windows"]), _fmt(p["ratio_planner_share"])])  # fmt: skip
     lines += ["  " + r for r in _table(rows)]
     return "\n".join(lines)
 

@@ -67,6 +67,26 @@ def test_over_provision_is_reported_per_window_and_in_total() -> None:
     assert p["coverage"] == pytest.approx(3 / 4)
     assert p["over_provision"] == pytest.approx((1.1 + 100.0 + 0.8) / 3)
     assert p["over_provision_total"] == pytest.approx(200.0 / 200.1)
+    assert p["ratio_planner_share"] == 0.0  # no planner said it used the ratio
+
+
+def test_a_timer_function_is_planned_by_the_ratio_planner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One invocation every 5 minutes for 8 hours (a timer trigger): every lead window
+    # holds one, and the report says which planner planned it.
+    steps = 480
+    p = tmp_path / "timer.csv"
+    p.write_text("minute,count\n" + "".join(f"{t},{int(t % 5 == 0)}\n" for t in range(steps)))
+    code = forecast_eval.main(
+        ["--series", str(p), "--format", "minute-csv", "--horizon-min", "30", "--json"]
+    )
+    assert code == 0
+    planners = json.loads(capsys.readouterr().out)["lead_peak"]["planners"]
+    ours = planners[ForecastSettings().method]
+    assert ours["ratio_planner_share"] > 0.5
+    assert ours["coverage"] >= 0.93 and ours["over_provision"] <= 1.1
+    assert planners["c_x_mean_10min"]["ratio_planner_share"] == 0.0
 
 
 def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
