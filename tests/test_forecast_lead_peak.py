@@ -154,6 +154,33 @@ def test_the_ratio_planner_keeps_the_quantile_of_realised_ratios() -> None:
     assert np.isnan(pr.ratio_quantile()[1])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    ratios=st.lists(
+        st.lists(st.floats(1e-6, 1e6), min_size=0, max_size=3 * RATIO_MIN), min_size=1, max_size=4
+    ),
+    q=st.floats(0.05, 0.99),
+)
+def test_the_ratio_quantile_is_numpys_over_the_kept_ratios(
+    ratios: list[list[float]], q: float
+) -> None:
+    # Whatever each series has kept (none, a few, more than the memory), the quantile is
+    # numpy's over the latest `memory` ratios, and NaN below RATIO_MIN.
+    memory = 2 * RATIO_MIN
+    pr = PeakRatioQuantile(q, len(ratios), level_steps=1, origins=1, memory=memory)
+    pr.observe(0, np.ones(len(ratios)))
+    pr.plan(0)  # the level at the origin: 1
+    for k in range(max(map(len, ratios))):
+        pr.learn(0, np.array([r[k] if k < len(r) else math.nan for r in ratios]))
+    got = pr.ratio_quantile()
+    for i, r in enumerate(ratios):
+        kept = r[-memory:]
+        if len(kept) < RATIO_MIN:
+            assert math.isnan(got[i])
+        else:
+            assert got[i] == pytest.approx(float(np.quantile(kept, q)), rel=1e-9)
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     q=st.sampled_from([0.8, 0.9, 0.95]),
