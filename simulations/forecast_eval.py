@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.forecast import METHODS, ForecastSettings, build_forecaster
+from scheduler.forecast.base import pinball
 from scheduler.forecast.lead_peak import LeadPeakQuantile, LeadWindow
 from simulations.traces import FORMATS, TraceFormatError, TraceSeries, read_series
 
@@ -276,7 +277,7 @@ def evaluate(
             cnt += ok
             for j, tau in enumerate(taus):
                 diff = np.where(ok, actual - paths[:, j, :H], 0.0)
-                pin[j] += np.sum(np.maximum(tau * diff, (tau - 1.0) * diff), axis=1)
+                pin[j] += np.sum(pinball(tau, diff), axis=1)
                 cov[j] += np.sum(ok & (actual <= paths[:, j, :H]), axis=1)
         points = cnt.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -449,15 +449,15 @@ def read_requests(
             unit = "iso" if _is_iso(fields[t_col].strip()) else "s"
             first_line = line
         times.append(_parse_time(p, line, fields[t_col], unit))
+        counts = []
         for col in token_cols:
             if col is not None:
                 n = _float(p, line, fields[col], header[col])
                 if n < 0:
                     raise TraceFormatError(p, line, f"{header[col]} {n:g} is negative")
+                counts.append(n)
         if both:
-            sizes.append(
-                (float(fields[token_cols[0]]), float(fields[token_cols[1]]))  # type: ignore[index]
-            )
+            sizes.append((counts[0], counts[1]))
         if grouped:
             groups.append(_group_name(p, line, fields, model_col, region_col))
     minutes = np.asarray(times, dtype=np.float64)
@@ -482,12 +482,9 @@ def _requests_series(
     (`name`), or one per group name; with `sizes` ((input, output) tokens per request)
     their mean, each minute's means and its prompt-length buckets as well."""
     mean_tokens = None
-    if sizes is not None and len(sizes):
-        sums = [0.0, 0.0]
-        for i, o in sizes:
-            sums[0] += i
-            sums[1] += o
-        mean_tokens = (sums[0] / len(sizes), sums[1] / len(sizes))
+    if sizes:
+        n = len(sizes)
+        mean_tokens = (sum(i for i, _ in sizes) / n, sum(o for _, o in sizes) / n)
     if groups is None:
         start, counts = _bin_minutes(p, minutes, None, first_line)
         series = _make(p, fmt, [name], start, counts, "requests/min")

@@ -49,6 +49,13 @@ BOUND_FACTOR = 4.0
 BOUND_MEMORY_S = 7 * 24 * 3600.0
 
 
+def pinball(q: float, diff: npt.ArrayLike) -> FloatArray:
+    """The pinball (quantile) loss at level `q` of each error ``diff = actual - forecast``:
+    ``q·diff`` when the forecast is short, ``(q - 1)·diff`` when it is over."""
+    d = np.asarray(diff, dtype=np.float64)
+    return np.asarray(np.maximum(q * d, (q - 1.0) * d), dtype=np.float64)
+
+
 def demand_key(model: str, region: str) -> SeriesKey:
     """The series key of a (model, source region) pair."""
     return f"{model}/{region}"

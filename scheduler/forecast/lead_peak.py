@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.forecast.base import BOUND_FACTOR
+from scheduler.forecast.base import BOUND_FACTOR, pinball
 from scheduler.forecast.peak_ratio import LEVEL_TICKS, PeakRatioQuantile
 
 FloatArray = npt.NDArray[np.float64]
@@ -278,12 +278,13 @@ class LeadPeakQuantile:
         last = np.where(seen.any(axis=1), np.max(np.where(seen, self.recent, 0.0), axis=1), 0.0)
         x = np.stack([np.ones(self.n), base / scale, last / scale, horizon_peak / scale], axis=1)
         slot = t % self.features.shape[1]
+        bound = np.maximum(base, BOUND_FACTOR * self.recent_max)  # the safety net, for both
         plan = scale * np.sum(self.weights * x, axis=1)
-        plan = np.maximum(np.minimum(plan, np.maximum(base, BOUND_FACTOR * self.recent_max)), 0.0)
+        plan = np.maximum(np.minimum(plan, bound), 0.0)
         self.features[:, slot], self.scale[:, slot] = x, scale
         self.planned[:, slot] = plan / scale
         ratio = self.ratio.plan(slot)
-        ratio = np.maximum(np.minimum(ratio, np.maximum(base, BOUND_FACTOR * self.recent_max)), 0.0)
+        ratio = np.maximum(np.minimum(ratio, bound), 0.0)
         self.planned_ratio[:, slot] = ratio / scale  # NaN where it has no plan
         scored = self.n_compared >= math.ceil(1.0 / (1.0 - self.q) - 1e-9)
         self.uses_ratio = scored & np.isfinite(ratio) & (self.loss[:, 1] < self.loss[:, 0])
@@ -301,8 +302,7 @@ class LeadPeakQuantile:
             return
         target = peak[rows] / self.scale[rows, slot]
         for j, p in enumerate(planned):
-            d = target - p[rows]
-            loss = np.maximum(self.q * d, (self.q - 1.0) * d)
+            loss = pinball(self.q, target - p[rows])
             self.loss[rows, j] += (loss - self.loss[rows, j]) / SELECT_MEMORY
         self.n_compared[rows] += 1
 
