@@ -1,11 +1,14 @@
 """Chaos against AWS over moto's wire protocol: SIGKILL the daemon 30 times while the
-load (from a small Prometheus-compatible endpoint) swings up and down, restart it each
-time, then check moto's own listing: no node launched twice, none leaked."""
+load (from a small Prometheus-compatible endpoint) rises and falls, restart it each
+time, then check moto's own listing: no node launched twice, none leaked.
+
+The load is set per restart, not by the wall clock: a swing timed in seconds let a
+slower machine sample the same phases on every restart, so the fleet sometimes never
+had to change and the test checked nothing."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import signal
 import threading
@@ -24,7 +27,19 @@ from scheduler.domain import NodeState
 from scheduler.loop.store import StateStore
 
 KILLS = 30
-PERIOD_S = 20.0  # wall seconds of one load swing
+LOW_RPS, HIGH_RPS = 2.0, 60.0  # about one node's worth and about a dozen
+
+
+def load_rps(run: int) -> float:
+    """The load during the `run`-th daemon run: up from LOW_RPS to HIGH_RPS over the
+    first half of the kills, back down over the second, then LOW_RPS."""
+    half = KILLS / 2
+    height = max(0.0, 1.0 - abs(run - half) / half)
+    return LOW_RPS + (HIGH_RPS - LOW_RPS) * height
+
+
+class _Load:
+    rps = LOW_RPS
 
 
 class _Prometheus(BaseHTTPRequestHandler):
@@ -36,8 +51,7 @@ class _Prometheus(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
         now = time.time()
-        swing = 0.5 + 0.5 * math.sin(2 * math.pi * now / PERIOD_S)
-        value = now if "timestamp(" in query else 2.0 + 30.0 * swing
+        value = now if "timestamp(" in query else _Load.rps
         result = [
             {"metric": {"model": "llama-3.1-8b", "region": "us-east"}, "value": [now, str(value)]}
         ]
@@ -122,12 +136,14 @@ def test_kill_9_against_moto_neither_duplicates_nor_leaks(
     account = MotoAccount.create(aws_env)
     config = write_config(tmp_path, account, prometheus)
     rng = random.Random(20261126)
-    for _ in range(KILLS):
+    for run in range(KILLS):
+        _Load.rps = load_rps(run)
         with start_daemon(config, tmp_path, fake_credentials_env()) as proc:
             wait_for_ticks(proc, 1)
             time.sleep(rng.uniform(0.0, 2.5))  # a random moment in the next ticks
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
+    _Load.rps = LOW_RPS
     with start_daemon(
         config, tmp_path, fake_credentials_env()
     ) as proc:  # a last clean run reconciles what is left
