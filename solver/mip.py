@@ -144,6 +144,7 @@ def _build(
     unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
     on_demand_floors: Sequence[tuple[int, float]] = (),
     soft: bool = False,
+    grow: Collection[int] = (),
 ) -> _Model:
     """The model over the models in `cands`; quotas and budget only with `coupling`;
     with `soft`, spot-loss cover may fall short at a penalty (solver.cover).
@@ -151,7 +152,8 @@ def _build(
     `penalised`: the demands whose unmet load costs the penalty (None: all); the others'
     is free. `unmet_caps`: (demands, rps) rows, the unmet load of those demands summed
     at most rps. `on_demand_floors`: (model, rps) rows, the model's on-demand capacity
-    at least rps. All serve the priority stages of `_by_priority`."""
+    at least rps. All serve the priority stages of `_by_priority`. `grow`: models that
+    keep at least their current nodes in every pool (`solve`'s `grow_kept`)."""
     lp = _new_solver(backend)
     mdl = _Model(lp)
     inf = lp.infinity()
@@ -172,6 +174,8 @@ def _build(
             else:
                 need = _nodes_to_serve_alone(problem, m, p, float(total_demand[m]))
                 lb = int(problem.committed[m, p]) if problem.committed is not None else 0
+                if m in grow:
+                    lb = max(lb, c)
                 ub = max(lb, min(pool.max_nodes, max(need, problem.replicas_min(m), c)))
             x = lp.IntVar(lb, ub, f"x_{m}_{p}")
             mdl.x[m, p] = x
@@ -947,13 +951,17 @@ def solve(
     node_limit: int = 0,
     keep_models: Collection[int] = (),
     stall_nodes: int = STALL_NODES,
+    grow_kept: bool = False,
 ) -> Solution:
     """Find the cheapest fleet for `problem` within `time_limit_s`.
 
     Models in `keep_models` keep their current nodes without a search when those nodes
     are feasible for the model on their own and serve all its demand (a caller passes
     the models whose demand barely moved since their last plan); the others are searched
-    as usual. `Solution.kept_models` lists the models kept this way.
+    as usual. `Solution.kept_models` lists the models kept this way. With `grow_kept`, a
+    model of `keep_models` whose nodes no longer serve it is searched for additions
+    only: every pool keeps at least its current nodes (the joint search under quotas or
+    the budget stays free to move them).
 
     Each search also stops after `stall_nodes` branch-and-bound nodes without a better
     plan (0: only the limits above); a reference solve that should use its whole time
@@ -1002,6 +1010,7 @@ def solve(
         unmet_caps: Sequence[tuple[tuple[int, ...], float]] = (),
         of: Problem | None = None,
         on_demand_floors: Sequence[tuple[int, float]] = (),
+        grow: Collection[int] = (),
     ) -> _Run:
         """One search of `of` (default: the problem) over `subset`."""
         prob = problem if of is None else of
@@ -1015,6 +1024,7 @@ def solve(
             unmet_caps=unmet_caps,
             on_demand_floors=on_demand_floors,
             soft=coupling and prob.budget_usd_per_hour is not None,
+            grow=grow,
         )
         small = sum(map(len, subset.values())) < SMALL_SEARCH_POOLS
         stall = stall_nodes
@@ -1037,6 +1047,7 @@ def solve(
     # searches). A model's share of the time left is its share of the candidate pools not
     # yet searched, so time a model does not need (proven optimal early) goes to the rest.
     lock = threading.Lock()
+    keep_set = frozenset(keep_models)
 
     def keep_alone(m: int) -> _Run:
         """Keeping the current fleet: routing only."""
@@ -1047,12 +1058,13 @@ def solve(
             weight = len(cands[m]) / max(1, unstarted[0])
             unstarted[0] -= len(cands[m])
         sub = {m: cands[m]}
+        grow = (m,) if grow_kept and m in keep_set else ()
         if node_limit > 0:  # the node limit decides; the clock is only a safety net
-            found = run(sub, None, time_limit_s, hint=problem.current)
+            found = run(sub, None, time_limit_s, hint=problem.current, grow=grow)
         else:
             left = deadline - time.perf_counter()
             limit = max(0.05, min(left, left * workers * weight))
-            found = run(sub, None, limit, hint=problem.current)
+            found = run(sub, None, limit, hint=problem.current, grow=grow)
         if found.status is not Status.INFEASIBLE and served_covered(found, sub):
             return found
         # A search cut short (a loaded machine) may end with demand unmet, or no plan:

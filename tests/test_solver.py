@@ -599,6 +599,19 @@ def test_a_kept_model_whose_fleet_no_longer_serves_it_is_solved() -> None:
     assert s.nodes[1].tolist() == [3, 0]
 
 
+def test_with_grow_kept_a_kept_model_that_rose_only_adds_nodes() -> None:
+    p = two_models(current=[[2, 0], [3, 0]])  # model 0 needs 3 nodes, has 2 in the dear pool
+    free = solve(p, time_limit_s=2, keep_models=[0, 1])
+    assert free.nodes[0].tolist() == [0, 3]  # a free search moves all three to the cheap pool
+    grown = solve(p, time_limit_s=2, keep_models=[0, 1], grow_kept=True)
+    assert grown.nodes[0].tolist() == [2, 1]  # its two nodes stay, the third is the cheapest
+    assert grown.kept_models == (1,) and grown.nodes[1].tolist() == [3, 0]
+    assert grown.unmet_rps[0] == pytest.approx(0.0)
+    assert_valid(p, grown)
+    # A model not kept is searched freely either way.
+    assert solve(p, time_limit_s=2, keep_models=[1], grow_kept=True).nodes[0].tolist() == [0, 3]
+
+
 def test_a_search_short_of_time_still_serves_the_demand() -> None:
     # A loaded machine leaves each model's search almost no time (here every pool of the
     # bundled catalog, far too many for 1 ms): the plan still serves everything, from

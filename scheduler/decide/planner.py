@@ -892,6 +892,7 @@ def make_plan(
         gap_tolerance=config.solver.gap_tolerance,
         node_limit=config.solver.node_limit,
         keep_models=keep,
+        grow_kept=config.planning.rise_adds_only,
     )
     plan = to_plan(problem, cands, solution)
     log.info(
