@@ -100,8 +100,8 @@ class PlanningSection(_Section):
     replan_tolerance: float = Field(default=0.05, ge=0, le=1)  # rise that re-checks the target
     replan_fall_tolerance: float = Field(default=0.1, ge=0, le=1)  # fall that re-solves
     # A rise the last target no longer serves adds nodes to it instead of a search free
-    # to move them (fewer moves under a wall-clock limit; docs/solver.md, "Models that did
-    # not move"). A fall, a pool change and the periodic full search stay free.
+    # to move them (fewer moves under a wall-clock limit; docs/solver.md, "A rise that
+    # only adds nodes"). A fall, a pool change and the periodic full search stay free.
     rise_adds_only: bool = False
     scale_down_delay_s: float = Field(default=0.0, ge=0)  # plan for the peak of this window
     # A pool that came back (or got cheaper) re-searches its models once it has stayed
