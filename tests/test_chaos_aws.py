@@ -39,6 +39,8 @@ def load_rps(run: int) -> float:
 
 
 class _Load:
+    """The rate the stub below serves; the test sets it before each daemon run."""
+
     rps = LOW_RPS
 
 
