@@ -1092,7 +1092,7 @@ def solve(
     held = tuple(
         sorted(
             m
-            for m in set(keep_models) & set(cands)
+            for m in keep_set & set(cands)
             if keep_runs[m].status is not Status.INFEASIBLE
             and served_covered(keep_runs[m], {m: cands[m]})
         )
